@@ -1,0 +1,159 @@
+//! Wiring: config → bus → sinks and sources → ready → shutdown.
+
+use crate::bus::{Bus, BusBuilder};
+use crate::config::{Config, reload};
+use crate::error::Result;
+use crate::logging::LogHandle;
+use crate::model::Command;
+use crate::storage::Store;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// A running gatehouse.
+pub struct App {
+    pub bus: Bus,
+    pub store: Store,
+    config: watch::Sender<Arc<Config>>,
+    sources_cancel: CancellationToken,
+    sinks_cancel: CancellationToken,
+    sources: Vec<JoinHandle<()>>,
+    sinks: Vec<JoinHandle<()>>,
+}
+
+impl App {
+    /// Start everything. `config_path` enables hot reload (file watch + SIGHUP).
+    pub async fn start(cfg: Config, config_path: Option<PathBuf>, log: Option<LogHandle>) -> Result<App> {
+        tracing::info!(version = env!("CARGO_PKG_VERSION"), summary = %cfg.summary(), "starting gatehouse");
+        let store = Store::open(&cfg.storage.path)?;
+        let (cfg_tx, cfg_rx) = watch::channel(Arc::new(cfg.clone()));
+        let sources_cancel = CancellationToken::new();
+        let sinks_cancel = CancellationToken::new();
+
+        let mut builder = BusBuilder::default();
+        // Sinks (lossless subscriptions) — register before any source starts.
+        let store_rx = builder.sink();
+        let commands = builder.take_commands().expect("command queue taken once");
+        let bus = builder.build();
+
+        let mut sinks = vec![tokio::spawn(crate::sinks::store::run(
+            store.clone(),
+            store_rx,
+            cfg_rx.clone(),
+            sinks_cancel.clone(),
+        ))];
+
+        // Sources.
+        let mut sources = Vec::new();
+        let mut commands = Some(commands);
+        if cfg.sources.net2.is_some() {
+            sources.extend(crate::sources::net2::spawn(
+                &store,
+                bus.clone(),
+                cfg_rx.clone(),
+                commands.take().expect("one owner of door commands"),
+                sources_cancel.clone(),
+            )?);
+        }
+        if let Some(mut c) = commands {
+            // No source owns doors: answer nothing, but do not let senders block.
+            sinks.push(tokio::spawn(async move { while c.recv().await.is_some() {} }));
+        }
+
+        // Hot reload.
+        if let Some(path) = config_path {
+            sinks.push(tokio::spawn(reload::watch_file(path, cfg_tx.clone(), sources_cancel.clone())));
+        }
+        if let Some(log) = log {
+            let mut rx = cfg_rx.clone();
+            let cancel = sources_cancel.clone();
+            sinks.push(tokio::spawn(async move {
+                loop {
+                    tokio::select! {
+                        r = rx.changed() => if r.is_err() { return },
+                        _ = cancel.cancelled() => return,
+                    }
+                    let level = rx.borrow().log.level.clone();
+                    log.set_level(&level);
+                }
+            }));
+        }
+        Ok(App {
+            bus,
+            store,
+            config: cfg_tx,
+            sources_cancel,
+            sinks_cancel,
+            sources,
+            sinks,
+        })
+    }
+
+    /// Where sinks (MQTT, REST, CLI) send door commands.
+    pub fn commands(&self) -> mpsc::Sender<Command> {
+        self.bus.commands()
+    }
+
+    pub fn config(&self) -> Arc<Config> {
+        self.config.borrow().clone()
+    }
+
+    /// Replace the running config as a reload would (tests, and the file watcher).
+    pub fn config_sender(&self) -> &watch::Sender<Arc<Config>> {
+        &self.config
+    }
+
+    /// Graceful stop: sources first, then sinks drain what is queued (storage is flushed).
+    pub async fn shutdown(self) {
+        tracing::info!("shutting down");
+        self.sources_cancel.cancel();
+        for t in self.sources {
+            let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
+        }
+        drop(self.bus);
+        self.sinks_cancel.cancel();
+        for t in self.sinks {
+            let _ = tokio::time::timeout(Duration::from_secs(10), t).await;
+        }
+        tracing::info!("stopped");
+    }
+}
+
+/// Tell systemd we are ready (`Type=notify`); a no-op outside systemd.
+pub fn notify_ready() {
+    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else { return };
+    let sock = match std::os::unix::net::UnixDatagram::unbound() {
+        Ok(s) => s,
+        Err(_) => return,
+    };
+    let p = path.to_string_lossy();
+    let res = if let Some(abs) = p.strip_prefix('@') {
+        use std::os::linux::net::SocketAddrExt;
+        std::os::unix::net::SocketAddr::from_abstract_name(abs.as_bytes()).and_then(|a| sock.send_to_addr(b"READY=1", &a))
+    } else {
+        sock.send_to(b"READY=1", &*p)
+    };
+    if let Err(e) = res {
+        tracing::warn!(error = %e, "unable to notify systemd");
+    }
+}
+
+/// Wait for SIGTERM or SIGINT, then shut down; a second signal exits at once.
+pub async fn run_until_signal(app: App) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = int.recv() => tracing::info!("SIGINT received"),
+    }
+    let shutdown = app.shutdown();
+    tokio::select! {
+        _ = shutdown => {}
+        _ = term.recv() => { tracing::warn!("second signal: exiting now"); std::process::exit(130) }
+        _ = int.recv() => { tracing::warn!("second signal: exiting now"); std::process::exit(130) }
+    }
+}

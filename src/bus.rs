@@ -1,0 +1,78 @@
+//! The typed hub: the only coupling point between sources and sinks.
+//!
+//! Sinks that must not lose anything (storage, the MQTT outbox) subscribe before sources start
+//! and get a bounded queue with back-pressure: a slow sink slows the sources (a REST backfill
+//! waits) rather than dropping events. Observers that may lag (a CLI follower) use
+//! [`Bus::watch`], a broadcast that drops the oldest messages and reports how many.
+//! Commands travel the other way, to the one source that owns the device.
+
+use crate::model::{Command, Message};
+use tokio::sync::{broadcast, mpsc};
+
+const SINK_QUEUE: usize = 4096;
+const WATCH_QUEUE: usize = 1024;
+
+#[derive(Clone)]
+pub struct Bus {
+    sinks: Vec<mpsc::Sender<Message>>,
+    watch: broadcast::Sender<Message>,
+    commands: mpsc::Sender<Command>,
+}
+
+/// Built at start-up: sinks register, then `build` freezes the list.
+pub struct BusBuilder {
+    sinks: Vec<mpsc::Sender<Message>>,
+    commands: (mpsc::Sender<Command>, Option<mpsc::Receiver<Command>>),
+}
+
+impl Default for BusBuilder {
+    fn default() -> Self {
+        let (tx, rx) = mpsc::channel(64);
+        BusBuilder {
+            sinks: Vec::new(),
+            commands: (tx, Some(rx)),
+        }
+    }
+}
+
+impl BusBuilder {
+    /// A lossless subscription (back-pressure on sources).
+    pub fn sink(&mut self) -> mpsc::Receiver<Message> {
+        let (tx, rx) = mpsc::channel(SINK_QUEUE);
+        self.sinks.push(tx);
+        rx
+    }
+
+    /// The command queue, taken once by the source that owns the doors.
+    pub fn take_commands(&mut self) -> Option<mpsc::Receiver<Command>> {
+        self.commands.1.take()
+    }
+
+    pub fn build(self) -> Bus {
+        Bus {
+            sinks: self.sinks,
+            watch: broadcast::channel(WATCH_QUEUE).0,
+            commands: self.commands.0,
+        }
+    }
+}
+
+impl Bus {
+    /// Deliver to every sink (waiting for room) and to observers.
+    pub async fn publish(&self, msg: Message) {
+        let _ = self.watch.send(msg.clone());
+        for s in &self.sinks {
+            // A closed sink has stopped (shutdown or crash, logged by its task).
+            let _ = s.send(msg.clone()).await;
+        }
+    }
+
+    /// A lossy observer.
+    pub fn watch(&self) -> broadcast::Receiver<Message> {
+        self.watch.subscribe()
+    }
+
+    pub fn commands(&self) -> mpsc::Sender<Command> {
+        self.commands.clone()
+    }
+}

@@ -1,0 +1,273 @@
+//! The commands behind `gatehouse …` (the binary only parses arguments). These write to
+//! stdout on purpose: they are the user interface.
+
+use crate::app::{App, notify_ready, run_until_signal};
+use crate::config::{self, Config, LogFormat};
+use crate::error::{Error, ErrorKind, Result, ResultExt};
+use crate::model::*;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub enum Action {
+    Run { config: PathBuf, log_format: Option<LogFormat> },
+    Demo { dir: Option<PathBuf>, seconds: Option<u64>, log_format: Option<LogFormat> },
+    Events { db: Option<PathBuf>, config: Option<PathBuf>, follow: bool, last: i64, json: bool },
+    Net2Doors { config: PathBuf },
+    Net2Open { config: PathBuf, door: DoorId, action: DoorAction },
+}
+
+fn load(path: &Path) -> Result<Config> {
+    config::load_file(path).map_err(|e| Error::new(ErrorKind::Config, format!("{}: {e}", path.display())))
+}
+
+pub async fn dispatch(a: Action) -> Result<()> {
+    match a {
+        Action::Run { config, log_format } => {
+            let cfg = load(&config)?;
+            let log = crate::logging::init(log_format.unwrap_or(cfg.log.format), &cfg.log.level);
+            let app = App::start(cfg, Some(config), Some(log)).await?;
+            notify_ready();
+            run_until_signal(app).await;
+            Ok(())
+        }
+        Action::Demo { dir, seconds, log_format } => demo(dir, seconds, log_format).await,
+        Action::Events { db, config, follow, last, json } => {
+            let db = match (db, config) {
+                (Some(db), _) => db,
+                (None, Some(c)) => load(&c)?.storage.path,
+                (None, None) => PathBuf::from("./gatehouse.db"),
+            };
+            events(&db, follow, last, json).await
+        }
+        Action::Net2Doors { config } => net2_doors(&load(&config)?).await,
+        Action::Net2Open { config, door, action } => net2_open(load(&config)?, door, action).await,
+    }
+}
+
+fn print_event(out: &mut impl Write, e: &crate::storage::StoredEvent, json: bool) {
+    if json {
+        let v = serde_json::json!({
+            "seq": e.seq, "id": e.id, "time": e.time, "kind": e.kind, "door_id": e.door_id,
+            "door": e.door_name, "user": e.user_name, "description": e.description, "via": e.via,
+        });
+        let _ = writeln!(out, "{v}");
+    } else {
+        let _ = writeln!(
+            out,
+            "{}  {:<16} {:<32} {:<24} {}",
+            e.time,
+            e.kind,
+            e.door_name.as_deref().unwrap_or("-"),
+            e.user_name.as_deref().unwrap_or("-"),
+            e.description.as_deref().unwrap_or("")
+        );
+    }
+}
+
+/// Print the last `last` events, then (with `follow`) new ones as they are stored.
+pub async fn events(db: &Path, follow: bool, last: i64, json: bool) -> Result<()> {
+    let mut waited = false;
+    while !db.exists() {
+        if !follow {
+            return Err(Error::new(ErrorKind::Storage, format!("no database at {}", db.display())));
+        }
+        if !waited {
+            eprintln!("waiting for {} to appear…", db.display());
+            waited = true;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let conn = crate::storage::Store::open_readonly(db)?;
+    let mut seq = (crate::storage::last_seq(&conn)? - last).max(0);
+    let mut out = std::io::stdout();
+    loop {
+        let batch = crate::storage::events_after(&conn, seq, 500)?;
+        for e in &batch {
+            print_event(&mut out, e, json);
+            seq = e.seq;
+        }
+        let _ = out.flush();
+        if !follow {
+            return Ok(());
+        }
+        if batch.len() < 500 {
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                _ = tokio::signal::ctrl_c() => return Ok(()),
+            }
+        }
+    }
+}
+
+async fn net2_doors(cfg: &Config) -> Result<()> {
+    let n = cfg.sources.net2.as_ref().ok_or_else(|| Error::new(ErrorKind::Config, "sources.net2 is not configured"))?;
+    let client = crate::sources::net2::client::Net2Client::new(n)?;
+    let doors = client.get("/api/v1/doors", &[]).await?;
+    let status = client.get("/api/v1/doors/status", &[]).await?;
+    let doors: Vec<crate::sources::net2::types::DoorEntry> = serde_json::from_str(&doors.text).unwrap_or_default();
+    let status: Vec<crate::sources::net2::types::DoorStatusEntry> = if status.text.trim().is_empty() {
+        Vec::new()
+    } else {
+        serde_json::from_str(&status.text).ctx(ErrorKind::Protocol, || "Net2 door status answer is not the expected JSON")?
+    };
+    let mut out = std::io::stdout();
+    let _ = writeln!(out, "{:<10} {:<40} {:<8} {:<9} {}", "id", "name", "contact", "relay", "config");
+    for d in doors {
+        let s = status.iter().find(|s| s.id == d.id).and_then(|s| s.status.clone()).unwrap_or_default();
+        let contact = match s.door_contact_closed {
+            Some(true) => "closed",
+            Some(false) => "open",
+            None => "-",
+        };
+        let relay = match s.door_relay_open {
+            Some(true) => "unlocked",
+            Some(false) => "locked",
+            None => "-",
+        };
+        let conf = cfg.doors.get(&d.id).map(|c| format!("{:?}", c.mode).to_lowercase()).unwrap_or_else(|| "not configured".into());
+        let _ = writeln!(out, "{:<10} {:<40} {:<8} {:<9} {}", d.id, d.name.unwrap_or_default(), contact, relay, conf);
+    }
+    Ok(())
+}
+
+/// Send one command through a short-lived daemon, so it passes the same safety checks and is
+/// audited like any other.
+async fn net2_open(cfg: Config, door: DoorId, action: DoorAction) -> Result<()> {
+    let app = App::start(cfg, None, None).await?;
+    let mut watch = app.bus.watch();
+    let ready = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            if let Ok(Message::Health(h)) = watch.recv().await
+                && h.ready
+            {
+                return;
+            }
+        }
+    })
+    .await;
+    if ready.is_err() {
+        app.shutdown().await;
+        return Err(Error::new(ErrorKind::Unavailable, "no door status from Net2 within 30 s; nothing sent"));
+    }
+    let request_id = format!("cli-{}", chrono::Utc::now().timestamp_millis());
+    let cmd = Command {
+        request_id: request_id.clone(),
+        requester: format!("cli:{}", std::env::var("USER").unwrap_or_default()),
+        kind: CommandKind::Door { door, action, duration_ms: None },
+        received: chrono::Utc::now(),
+    };
+    let _ = app.commands().send(cmd).await;
+    let result = tokio::time::timeout(Duration::from_secs(40), async {
+        loop {
+            if let Ok(Message::Command(u)) = watch.recv().await
+                && u.request_id == request_id
+            {
+                println_status(&u);
+                if !matches!(u.status, CommandStatus::Accepted | CommandStatus::Sent) {
+                    return u.status;
+                }
+            }
+        }
+    })
+    .await;
+    app.shutdown().await;
+    match result {
+        Ok(CommandStatus::Confirmed) => Ok(()),
+        Ok(s) => Err(Error::new(ErrorKind::Unavailable, format!("command ended {s:?}"))),
+        Err(_) => Err(Error::new(ErrorKind::Unavailable, "no result within 40 s")),
+    }
+}
+
+fn println_status(u: &CommandUpdate) {
+    let _ = writeln!(std::io::stdout(), "{:?}: {}", u.status, u.detail);
+}
+
+async fn demo(dir: Option<PathBuf>, seconds: Option<u64>, log_format: Option<LogFormat>) -> Result<()> {
+    use crate::sim::net2::{Net2Sim, SimConfig};
+    let log = crate::logging::init(log_format.unwrap_or(LogFormat::Pretty), "info");
+    let (dir, _tmp) = match dir {
+        Some(d) => {
+            std::fs::create_dir_all(&d).ctx(ErrorKind::Storage, || format!("unable to create {}", d.display()))?;
+            (d, None)
+        }
+        None => {
+            let t = tempfile_dir()?;
+            (t.clone(), Some(t))
+        }
+    };
+    let sim_cfg = SimConfig::default();
+    let (user, pass, client_id) = (sim_cfg.username.clone(), sim_cfg.password.clone(), sim_cfg.client_id.clone());
+    let sim = Net2Sim::start(sim_cfg)
+        .await
+        .ctx(ErrorKind::Internal, || "unable to start the Net2 simulator")?;
+    let cancel = tokio_util::sync::CancellationToken::new();
+    sim.spawn_generator(Duration::from_secs(4), cancel.clone());
+    let db = dir.join("gatehouse.db");
+    let cfg_path = dir.join("config.yaml");
+    let yaml = format!(
+        "# written by `gatehouse demo`\nversion: 1\nstorage:\n  path: {db}\nsources:\n  net2:\n    url: {url}\n    username: {user}\n    password: {pass}\n    client_id: {client_id}\n    safety_poll_interval: 30s\ndoors:\n  7242929: {{ name: Garage Port, mode: momentary, held_open_after: 2m }}\n  6612642: {{ name: Fordør, open_time_ms: 5000, held_open_after: 1m }}\n  6203980: {{ name: Fordør Terndrupvej }}\n",
+        db = db.display(),
+        url = sim.base_url(),
+    );
+    std::fs::write(&cfg_path, yaml).ctx(ErrorKind::Storage, || "unable to write the demo config")?;
+    let cfg = load(&cfg_path)?;
+    let app = App::start(cfg, Some(cfg_path.clone()), Some(log)).await?;
+    let mut out = std::io::stdout();
+    let _ = writeln!(
+        out,
+        "\ngatehouse demo is running.\n  Net2 simulator:   {}\n  config (hot-reloaded): {}\n  database:         {}\n  follow events:    gatehouse events --follow --db {}\nPress Ctrl-C to stop.\n",
+        sim.base_url(),
+        cfg_path.display(),
+        db.display(),
+        db.display()
+    );
+    let mut watch = app.bus.watch();
+    let printer = tokio::spawn(async move {
+        let mut out = std::io::stdout();
+        loop {
+            match watch.recv().await {
+                Ok(Message::Event(e)) => {
+                    let _ = writeln!(
+                        out,
+                        "event  {}  {:<16} door={} user={}",
+                        e.time.format("%H:%M:%S"),
+                        e.kind.name(),
+                        e.door.as_ref().and_then(|d| d.name.clone()).unwrap_or_default(),
+                        e.user.as_ref().and_then(|u| u.name.clone()).unwrap_or_default()
+                    );
+                }
+                Ok(Message::DoorState(d)) => {
+                    let _ = writeln!(
+                        out,
+                        "door   {:<32} open={:?} unlocked={:?} held_open={}",
+                        d.name.unwrap_or_default(),
+                        d.open,
+                        d.unlocked,
+                        d.held_open
+                    );
+                }
+                Ok(_) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(_) => return,
+            }
+        }
+    });
+    match seconds {
+        Some(s) => {
+            tokio::time::sleep(Duration::from_secs(s)).await;
+            app.shutdown().await;
+        }
+        None => run_until_signal(app).await,
+    }
+    printer.abort();
+    cancel.cancel();
+    sim.shutdown().await;
+    Ok(())
+}
+
+fn tempfile_dir() -> Result<PathBuf> {
+    let d = std::env::temp_dir().join(format!("gatehouse-demo-{}", std::process::id()));
+    std::fs::create_dir_all(&d).ctx(ErrorKind::Storage, || format!("unable to create {}", d.display()))?;
+    Ok(d)
+}

@@ -1,0 +1,426 @@
+//! Loading: YAML → `${ENV}` substitution → typed sections → semantic validation.
+//! Every problem is collected with its YAML path; nothing starts until the list is empty.
+
+use super::*;
+use serde::de::DeserializeOwned;
+use serde_norway::Value;
+use std::fmt;
+use std::path::Path;
+
+/// One problem in the file, with the YAML path it concerns (`sources.net2.url`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub path: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.path.is_empty() {
+            write!(f, "{}", self.message)
+        } else {
+            write!(f, "{}: {}", self.path, self.message)
+        }
+    }
+}
+
+/// All problems found in one file.
+#[derive(Debug, Clone)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "{} configuration error(s):", self.0.len())?;
+        for e in &self.0 {
+            writeln!(f, "  - {e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+impl ConfigErrors {
+    pub fn paths(&self) -> Vec<&str> {
+        self.0.iter().map(|e| e.path.as_str()).collect()
+    }
+}
+
+#[derive(Default)]
+struct Collector(Vec<ConfigError>);
+
+impl Collector {
+    fn push(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.0.push(ConfigError {
+            path: path.into(),
+            message: message.into(),
+        });
+    }
+}
+
+pub fn load_file(path: &Path) -> Result<Config, ConfigErrors> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        ConfigErrors(vec![ConfigError {
+            path: String::new(),
+            message: format!("unable to read config file {}: {e}", path.display()),
+        }])
+    })?;
+    load_str(&text, &|k| std::env::var(k).ok())
+}
+
+/// Parse and validate a config text. `env` looks up `${VAR}` substitutions.
+pub fn load_str(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigErrors> {
+    let mut errs = Collector::default();
+    let mut root: Value = match serde_norway::from_str(text) {
+        Ok(v) => v,
+        Err(e) => {
+            errs.push("", format!("invalid YAML: {e}"));
+            return Err(ConfigErrors(errs.0));
+        }
+    };
+    substitute_env(&mut root, "", env, &mut errs);
+
+    let mut cfg = Config::default();
+    let Value::Mapping(map) = root else {
+        errs.push("", "the config file must be a mapping with `version: 1` at the top");
+        return Err(ConfigErrors(errs.0));
+    };
+
+    let mut saw_version = false;
+    for (k, v) in map {
+        let Some(key) = k.as_str().map(str::to_owned) else {
+            errs.push("", format!("non-string top-level key {k:?}"));
+            continue;
+        };
+        match key.as_str() {
+            "version" => {
+                saw_version = true;
+                match v.as_u64() {
+                    Some(1) => cfg.version = 1,
+                    _ => errs.push("version", format!("unsupported version {v:?}; expected 1")),
+                }
+            }
+            "log" => section(v, "log", &mut errs).map(|s| cfg.log = s).unwrap_or(()),
+            "storage" => section(v, "storage", &mut errs)
+                .map(|s| cfg.storage = s)
+                .unwrap_or(()),
+            "sources" => sources(v, &mut cfg.sources, &mut errs),
+            "doors" => doors(v, &mut cfg.doors, &mut errs),
+            other => errs.push(other, "unknown key"),
+        }
+    }
+    if !saw_version {
+        errs.push("version", "missing; add `version: 1`");
+    }
+    validate(&mut cfg, &mut errs);
+    if errs.0.is_empty() {
+        Ok(cfg)
+    } else {
+        Err(ConfigErrors(errs.0))
+    }
+}
+
+/// Deserialize one value into `T`, recording type errors and every unknown key with its path.
+fn section<T: DeserializeOwned>(v: Value, path: &str, errs: &mut Collector) -> Option<T> {
+    if v.is_null() {
+        return serde_norway::from_value(Value::Mapping(Default::default())).ok();
+    }
+    let mut unknown: Vec<String> = Vec::new();
+    let mut cb = |p: serde_ignored::Path<'_>| unknown.push(p.to_string());
+    let de = serde_ignored::Deserializer::new(v, &mut cb);
+    let res: Result<T, _> = serde_path_to_error::deserialize(de);
+    for u in unknown {
+        errs.push(join(path, &u), "unknown key");
+    }
+    match res {
+        Ok(t) => Some(t),
+        Err(e) => {
+            let inner = e.path().to_string();
+            let p = if inner == "." { path.to_string() } else { join(path, &inner) };
+            errs.push(p, e.into_inner().to_string());
+            None
+        }
+    }
+}
+
+fn join(a: &str, b: &str) -> String {
+    match (a.is_empty(), b.is_empty()) {
+        (_, true) => a.to_string(),
+        (true, _) => b.to_string(),
+        _ => format!("{a}.{b}"),
+    }
+}
+
+fn sources(v: Value, out: &mut SourcesConfig, errs: &mut Collector) {
+    let Value::Mapping(map) = v else {
+        if !v.is_null() {
+            errs.push("sources", "expected a mapping of source name to settings");
+        }
+        return;
+    };
+    for (k, v) in map {
+        match k.as_str() {
+            Some("net2") => out.net2 = section(v, "sources.net2", errs),
+            Some(other) => errs.push(format!("sources.{other}"), "unknown source (known: net2)"),
+            None => errs.push("sources", format!("non-string key {k:?}")),
+        }
+    }
+}
+
+fn doors(v: Value, out: &mut BTreeMap<u64, DoorConfig>, errs: &mut Collector) {
+    let Value::Mapping(map) = v else {
+        if !v.is_null() {
+            errs.push("doors", "expected a mapping of Net2 door id to settings");
+        }
+        return;
+    };
+    for (k, v) in map {
+        let key = match &k {
+            Value::Number(n) => n.to_string(),
+            Value::String(s) => s.clone(),
+            other => format!("{other:?}"),
+        };
+        let path = format!("doors.{key}");
+        let Ok(id) = key.parse::<u64>() else {
+            errs.push(path, "door keys must be the numeric Net2 door id (ACU address)");
+            continue;
+        };
+        if let Some(d) = section::<DoorConfig>(v, &path, errs) {
+            out.insert(id, d);
+        }
+    }
+}
+
+/// Replace `${VAR}` in every string scalar. A missing variable is an error at that path.
+fn substitute_env(v: &mut Value, path: &str, env: &dyn Fn(&str) -> Option<String>, errs: &mut Collector) {
+    match v {
+        Value::String(s) if s.contains("${") => {
+            let mut out = String::new();
+            let mut rest = s.as_str();
+            while let Some(start) = rest.find("${") {
+                out.push_str(&rest[..start]);
+                let after = &rest[start + 2..];
+                let Some(end) = after.find('}') else {
+                    errs.push(path, "unterminated `${` in value");
+                    return;
+                };
+                let name = &after[..end];
+                match env(name) {
+                    Some(val) => out.push_str(&val),
+                    None => errs.push(path, format!("environment variable {name} is not set")),
+                }
+                rest = &after[end + 1..];
+            }
+            out.push_str(rest);
+            *s = out;
+        }
+        Value::Mapping(m) => {
+            for (k, val) in m.iter_mut() {
+                let key = match k {
+                    Value::String(s) => s.clone(),
+                    Value::Number(n) => n.to_string(),
+                    _ => "?".into(),
+                };
+                substitute_env(val, &join(path, &key), env, errs);
+            }
+        }
+        Value::Sequence(seq) => {
+            for (i, val) in seq.iter_mut().enumerate() {
+                substitute_env(val, &format!("{path}[{i}]"), env, errs);
+            }
+        }
+        _ => {}
+    }
+}
+
+fn validate(cfg: &mut Config, errs: &mut Collector) {
+    if let Err(e) = tracing_subscriber::EnvFilter::try_new(&cfg.log.level) {
+        errs.push("log.level", format!("invalid level filter: {e}"));
+    }
+    if cfg.storage.path.as_os_str().is_empty() {
+        errs.push("storage.path", "must not be empty");
+    }
+    if let Some(n) = cfg.sources.net2.as_mut() {
+        let p = "sources.net2";
+        match url::Url::parse(&n.url) {
+            Ok(u) if u.scheme() == "http" || u.scheme() == "https" => {
+                if u.scheme() == "http" && (n.tls.ca_file.is_some() || n.tls.pin_sha256.is_some()) {
+                    errs.push(format!("{p}.tls"), "TLS settings given but url is http://");
+                }
+            }
+            Ok(u) => errs.push(format!("{p}.url"), format!("scheme must be http or https, not {}", u.scheme())),
+            Err(_) if n.url.is_empty() => errs.push(format!("{p}.url"), "required"),
+            Err(e) => errs.push(format!("{p}.url"), format!("invalid URL {:?}: {e}", n.url)),
+        }
+        if n.username.trim().is_empty() {
+            errs.push(format!("{p}.username"), "required (the operator's display name)");
+        }
+        if n.client_id.trim().is_empty() {
+            errs.push(format!("{p}.client_id"), "required (the licence GUID from Paxton)");
+        }
+        match (&n.password, &n.password_file) {
+            (Some(_), Some(_)) => errs.push(format!("{p}.password_file"), "give either password or password_file, not both"),
+            (None, None) => errs.push(format!("{p}.password"), "required (or password_file)"),
+            (None, Some(f)) => match std::fs::read_to_string(f) {
+                Ok(s) => n.password = Some(Secret::new(s.trim_end_matches(['\r', '\n']))),
+                Err(e) => errs.push(format!("{p}.password_file"), format!("unable to read {}: {e}", f.display())),
+            },
+            (Some(_), None) => {}
+        }
+        if let Some(pin) = &n.tls.pin_sha256 {
+            let hex: String = pin.chars().filter(|c| *c != ':').collect();
+            if hex.len() != 64 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
+                errs.push(format!("{p}.tls.pin_sha256"), "expected 64 hex digits (SHA-256 of the certificate)");
+            }
+        }
+        if let Some(f) = &n.tls.ca_file
+            && !f.exists()
+        {
+            errs.push(format!("{p}.tls.ca_file"), format!("{} does not exist", f.display()));
+        }
+        if n.page_size == 0 || n.page_size > 1000 {
+            errs.push(format!("{p}.page_size"), "must be between 1 and 1000");
+        }
+        for (name, d) in [
+            ("poll_interval", n.poll_interval),
+            ("safety_poll_interval", n.safety_poll_interval),
+            ("door_status_interval", n.door_status_interval),
+            ("door_status_safety_interval", n.door_status_safety_interval),
+            ("users_refresh_interval", n.users_refresh_interval),
+            ("request_timeout", n.request_timeout),
+        ] {
+            if d.get() < std::time::Duration::from_millis(100) {
+                errs.push(format!("{p}.{name}"), "must be at least 100ms");
+            }
+        }
+    }
+    for (id, d) in &cfg.doors {
+        let p = format!("doors.{id}");
+        if !(d.relay == 1 || d.relay == 2) {
+            errs.push(format!("{p}.relay"), format!("must be 1 or 2, not {}", d.relay));
+        }
+        if let Some(ms) = d.open_time_ms
+            && !(100..=3_600_000).contains(&ms)
+        {
+            errs.push(format!("{p}.open_time_ms"), "must be between 100 and 3600000");
+        }
+        if let Some(h) = d.held_open_after
+            && h.get() < std::time::Duration::from_secs(1)
+        {
+            errs.push(format!("{p}.held_open_after"), "must be at least 1s");
+        }
+    }
+    if !cfg.doors.is_empty() && cfg.sources.net2.is_none() {
+        errs.push("doors", "doors are configured but sources.net2 is missing");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(k: &str) -> Option<String> {
+        (k == "NET2_PASSWORD").then(|| "s3cret".to_string())
+    }
+
+    const GOOD: &str = r#"
+version: 1
+storage: { path: /tmp/x.db }
+sources:
+  net2:
+    url: https://net2.local:8443
+    username: Gate House
+    password: ${NET2_PASSWORD}
+    client_id: 00000000-0000-4000-8000-000000000000
+    poll_interval: 2s
+doors:
+  7242929: { mode: momentary, relay: 1, held_open_after: 2m }
+  6612642: { open_time_ms: 8000 }
+"#;
+
+    #[test]
+    fn good_config_loads_with_env_substitution() {
+        let c = load_str(GOOD, &env).unwrap();
+        let n = c.sources.net2.as_ref().unwrap();
+        assert_eq!(n.password().expose(), "s3cret");
+        assert_eq!(format!("{:?}", n.password), "Some(***)");
+        assert_eq!(n.poll_interval.get().as_secs(), 2);
+        assert_eq!(c.doors[&7242929].mode, DoorMode::Momentary);
+        assert_eq!(c.doors[&6612642].open_time_ms, Some(8000));
+        assert!(c.summary().contains("2 door(s)"));
+    }
+
+    #[test]
+    fn reports_every_error_with_its_path() {
+        let bad = r#"
+version: 1
+colour: blue
+log: { level: "info", format: fancy }
+storage: { retention_dayz: 3 }
+sources:
+  net2:
+    url: ftp://x
+    username: ""
+    password: ${MISSING_VAR}
+    client_id: abc
+    page_size: 5000
+    poll_interval: 10
+    tls: { pin_sha256: nothex }
+  apptive: {}
+doors:
+  garage: {}
+  7242929: { relay: 3, mode: sometimes }
+  6612642: { relay: 2, open_time_ms: 5, colour: red }
+"#;
+        let e = load_str(bad, &env).unwrap_err();
+        let paths = e.paths();
+        for want in [
+            "colour",
+            "log.format",
+            "storage.retention_dayz",
+            "sources.net2.url",
+            "sources.net2.username",
+            "sources.net2.password",
+            "sources.net2.page_size",
+            "sources.net2.tls.pin_sha256",
+            "sources.apptive",
+            "doors.garage",
+            "doors.7242929.mode",
+            "doors.6612642.colour",
+            "doors.6612642.open_time_ms",
+        ] {
+            assert!(paths.contains(&want), "missing error for {want}: {e}");
+        }
+        assert!(e.to_string().contains("MISSING_VAR"), "{e}");
+    }
+
+    #[test]
+    fn version_is_required() {
+        let e = load_str("storage: {}", &env).unwrap_err();
+        assert_eq!(e.paths(), vec!["version"]);
+        let e = load_str("version: 2", &env).unwrap_err();
+        assert_eq!(e.paths(), vec!["version"]);
+        assert!(load_str("version: 1", &env).is_ok());
+    }
+
+    #[test]
+    fn password_file_is_read_and_trimmed() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("pw");
+        std::fs::write(&f, "from-file\n").unwrap();
+        let text = format!(
+            "version: 1\nsources:\n  net2:\n    url: http://h:8080\n    username: A B\n    client_id: x\n    password_file: {}\n",
+            f.display()
+        );
+        let c = load_str(&text, &env).unwrap();
+        assert_eq!(c.sources.net2.unwrap().password().expose(), "from-file");
+        let text = text.replace("password_file:", "password: x\n    password_file:");
+        assert_eq!(load_str(&text, &env).unwrap_err().paths(), vec!["sources.net2.password_file"]);
+    }
+
+    #[test]
+    fn invalid_yaml_is_one_clear_error() {
+        let e = load_str("version: 1\n  bad: [", &env).unwrap_err();
+        assert!(e.to_string().contains("invalid YAML"));
+    }
+}

@@ -1,0 +1,233 @@
+//! Typed configuration. Every key has a doc comment and a default; `config.example.yaml`
+//! documents the same keys for users. Loading and validation live in [`load`], hot reload in
+//! [`reload`].
+
+mod duration;
+pub mod load;
+pub mod reload;
+
+pub use duration::HumanDuration;
+pub use load::{ConfigError, ConfigErrors, load_file, load_str};
+pub use reload::ConfigRx;
+
+use crate::secret::Secret;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+/// The whole file.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Config {
+    /// File format version; only `1` exists.
+    pub version: u32,
+    pub log: LogConfig,
+    pub storage: StorageConfig,
+    pub sources: SourcesConfig,
+    /// Per-door settings keyed by the Net2 door id (the ACU address).
+    pub doors: BTreeMap<u64, DoorConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default)]
+pub struct LogConfig {
+    /// Level filter in env-filter syntax (`info`, `gatehouse=debug,info`). `GATEHOUSE_LOG`
+    /// overrides it. Applies live on reload.
+    pub level: String,
+    /// `pretty`, `json` or `journald` (priority prefixes for systemd). Restart required.
+    pub format: LogFormat,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            level: "info".into(),
+            format: LogFormat::Pretty,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Pretty,
+    Json,
+    Journald,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default)]
+pub struct StorageConfig {
+    /// SQLite database file. Restart required.
+    pub path: PathBuf,
+    /// Events older than this many days are pruned once a day. 0 keeps everything.
+    pub retention_days: u32,
+    /// Writes are collected for at most this long and committed in one transaction (spares
+    /// SD cards).
+    pub batch_interval: HumanDuration,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            path: PathBuf::from("./gatehouse.db"),
+            retention_days: 90,
+            batch_interval: HumanDuration::millis(250),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Default)]
+#[serde(default)]
+pub struct SourcesConfig {
+    /// The Paxton Net2 server. Absent = no Net2 source.
+    pub net2: Option<Net2Config>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default)]
+pub struct Net2Config {
+    /// Base URL of the Net2 Local API, e.g. `https://net2-pc:8443` or `http://net2-pc:8080`.
+    pub url: String,
+    /// Operator display name ("First Last"). The operator must not have MFA enabled.
+    pub username: String,
+    /// Operator password; `${ENV_VAR}` is substituted. Use this or `password_file`.
+    pub password: Option<Secret>,
+    /// File whose contents (trailing newline trimmed) is the password (systemd credentials).
+    pub password_file: Option<PathBuf>,
+    /// The licence GUID issued by Paxton (the licence file name).
+    pub client_id: String,
+    pub tls: TlsConfig,
+    /// Follow live events over SignalR. `false` = REST polling only.
+    pub live: bool,
+    /// REST event poll interval while live events are off or down.
+    pub poll_interval: HumanDuration,
+    /// Slow REST safety poll while live events are up (catches anything the hub missed).
+    pub safety_poll_interval: HumanDuration,
+    /// `/doors/status` poll interval while live events are off or down.
+    pub door_status_interval: HumanDuration,
+    /// `/doors/status` poll interval while live events are up (door-closed events are
+    /// unreliable, so the status is polled as a backstop anyway).
+    pub door_status_safety_interval: HumanDuration,
+    /// How often the user list (names only are kept) is refreshed.
+    pub users_refresh_interval: HumanDuration,
+    /// On the very first start (no cursor yet), fetch this much history.
+    pub initial_backfill: HumanDuration,
+    /// Per-request timeout.
+    pub request_timeout: HumanDuration,
+    /// Events per REST page (`rowCount`), at most 1000.
+    pub page_size: u32,
+    /// A command is reported `timeout` if no door status or event confirms it in this time.
+    pub command_confirm_timeout: HumanDuration,
+    /// Reconnect the live socket this long before the access token expires.
+    pub reconnect_before_expiry: HumanDuration,
+}
+
+impl Default for Net2Config {
+    fn default() -> Self {
+        Net2Config {
+            url: String::new(),
+            username: String::new(),
+            password: None,
+            password_file: None,
+            client_id: String::new(),
+            tls: TlsConfig::default(),
+            live: true,
+            poll_interval: HumanDuration::secs(5),
+            safety_poll_interval: HumanDuration::secs(300),
+            door_status_interval: HumanDuration::secs(30),
+            door_status_safety_interval: HumanDuration::secs(600),
+            users_refresh_interval: HumanDuration::secs(3600),
+            initial_backfill: HumanDuration::secs(24 * 3600),
+            request_timeout: HumanDuration::secs(15),
+            page_size: 1000,
+            command_confirm_timeout: HumanDuration::secs(15),
+            reconnect_before_expiry: HumanDuration::secs(120),
+        }
+    }
+}
+
+impl Net2Config {
+    /// The password, from `password` or `password_file` (resolved at load time).
+    pub fn password(&self) -> Secret {
+        self.password.clone().unwrap_or_default()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Default)]
+#[serde(default)]
+pub struct TlsConfig {
+    /// PEM file with extra CA certificates (self-signed Net2 servers). System roots are
+    /// always trusted too.
+    pub ca_file: Option<PathBuf>,
+    /// Hex SHA-256 of the server's leaf certificate (DER). When set, only that certificate
+    /// is accepted, whoever signed it.
+    pub pin_sha256: Option<String>,
+    /// Accept any certificate. Only for testing; logged as a warning.
+    pub insecure: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum DoorMode {
+    /// Open, hold open and close as Net2 defines them.
+    #[default]
+    Normal,
+    /// Momentary relay (garage ports): hold open and close both pulse and toggle the door, so
+    /// gatehouse decides from the current relay state whether to send anything.
+    Momentary,
+    /// Commands are refused.
+    Disabled,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default)]
+pub struct DoorConfig {
+    /// Display name; default is the name Net2 reports.
+    pub name: Option<String>,
+    /// Which relay a timed open drives (1 or 2).
+    pub relay: u8,
+    /// Duration of a timed open (`door/control`); `None` uses the door's own open time
+    /// (`door/open`).
+    pub open_time_ms: Option<u32>,
+    pub mode: DoorMode,
+    /// Derive a "held open" event when the contact stays open this long and the server sends
+    /// no type 93 itself. `None` = only trust the server.
+    pub held_open_after: Option<HumanDuration>,
+}
+
+impl Default for DoorConfig {
+    fn default() -> Self {
+        DoorConfig {
+            name: None,
+            relay: 1,
+            open_time_ms: None,
+            mode: DoorMode::Normal,
+            held_open_after: None,
+        }
+    }
+}
+
+impl Config {
+    /// Short human summary for `check-config` and the start-up log.
+    pub fn summary(&self) -> String {
+        let mut sources = Vec::new();
+        if let Some(n) = &self.sources.net2 {
+            sources.push(format!(
+                "net2 ({}, live {})",
+                n.url,
+                if n.live { "on" } else { "off" }
+            ));
+        }
+        format!(
+            "{} door(s) configured; sources: {}; database {}",
+            self.doors.len(),
+            if sources.is_empty() {
+                "none".to_string()
+            } else {
+                sources.join(", ")
+            },
+            self.storage.path.display()
+        )
+    }
+}

@@ -1,0 +1,179 @@
+//! Hot reload: the file is watched (notify) and SIGHUP re-reads it. What can change live is
+//! applied through a `watch` channel; the rest is named as "restart required".
+
+use super::*;
+use std::sync::Arc;
+use tokio::sync::watch;
+
+/// Keys whose change needs a restart, comparing `old` and `new`. Live keys: `log.level`,
+/// `doors.*`, Net2 poll intervals, timeouts and page size.
+pub fn restart_required(old: &Config, new: &Config) -> Vec<String> {
+    let mut keys = Vec::new();
+    if old.log.format != new.log.format {
+        keys.push("log.format".to_string());
+    }
+    if old.storage.path != new.storage.path {
+        keys.push("storage.path".into());
+    }
+    if old.storage.batch_interval != new.storage.batch_interval {
+        keys.push("storage.batch_interval".into());
+    }
+    match (&old.sources.net2, &new.sources.net2) {
+        (Some(a), Some(b)) => {
+            let fields: [(&str, bool); 7] = [
+                ("url", a.url != b.url),
+                ("username", a.username != b.username),
+                ("password", a.password != b.password),
+                ("password_file", a.password_file != b.password_file),
+                ("client_id", a.client_id != b.client_id),
+                ("tls", a.tls != b.tls),
+                ("live", a.live != b.live),
+            ];
+            keys.extend(
+                fields
+                    .iter()
+                    .filter(|(_, changed)| *changed)
+                    .map(|(k, _)| format!("sources.net2.{k}")),
+            );
+        }
+        (None, None) => {}
+        _ => keys.push("sources.net2".into()),
+    }
+    keys
+}
+
+/// The running configuration, shared with every task. Tasks read `borrow()` when they need a
+/// value, so live-applicable changes take effect at their next use.
+pub type ConfigRx = watch::Receiver<Arc<Config>>;
+
+/// Outcome of one reload attempt, for logs and tests.
+#[derive(Debug)]
+pub enum ReloadOutcome {
+    Unchanged,
+    Applied { restart_required: Vec<String> },
+    Rejected(ConfigErrors),
+}
+
+/// Re-read `path`, validate, and publish it on `tx` if valid. The running config stays when
+/// the new file is invalid.
+pub fn reload(path: &std::path::Path, tx: &watch::Sender<Arc<Config>>) -> ReloadOutcome {
+    match load_file(path) {
+        Err(e) => {
+            tracing::error!(path = %path.display(), errors = %e, "config reload rejected; keeping the running config");
+            ReloadOutcome::Rejected(e)
+        }
+        Ok(new) => {
+            let old = tx.borrow().clone();
+            if *old == new {
+                return ReloadOutcome::Unchanged;
+            }
+            let restart = restart_required(&old, &new);
+            if !restart.is_empty() {
+                tracing::warn!(keys = %restart.join(", "), "restart required: {}", restart.join(", "));
+            }
+            tracing::info!(summary = %new.summary(), "config reloaded");
+            tx.send_replace(Arc::new(new));
+            ReloadOutcome::Applied {
+                restart_required: restart,
+            }
+        }
+    }
+}
+
+/// Watch the config file's directory (editors replace files) and SIGHUP; reload on either.
+/// Returns when `cancel` fires.
+pub async fn watch_file(
+    path: std::path::PathBuf,
+    tx: watch::Sender<Arc<Config>>,
+    cancel: tokio_util::sync::CancellationToken,
+) {
+    use notify::{RecursiveMode, Watcher};
+    let (ev_tx, mut ev_rx) = tokio::sync::mpsc::channel::<()>(8);
+    let file_name = path.file_name().map(|f| f.to_owned());
+    let watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+        if let Ok(ev) = res
+            && (ev.kind.is_modify() || ev.kind.is_create())
+            && ev.paths.iter().any(|p| p.file_name() == file_name.as_deref())
+        {
+            let _ = ev_tx.try_send(());
+        }
+    });
+    let _watcher = match watcher {
+        Ok(mut w) => {
+            let dir = path
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(std::path::Path::new("."));
+            if let Err(e) = w.watch(dir, RecursiveMode::NonRecursive) {
+                tracing::warn!(error = %e, "unable to watch config file; SIGHUP still reloads");
+            }
+            Some(w)
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "unable to start config file watcher; SIGHUP still reloads");
+            None
+        }
+    };
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            Some(()) = ev_rx.recv() => {
+                // Editors write in several steps: let the burst settle, then read once.
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                while ev_rx.try_recv().is_ok() {}
+                reload(&path, &tx);
+            }
+            Some(()) = async { match hup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => {
+                tracing::info!("SIGHUP: reloading config");
+                reload(&path, &tx);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(extra: &str) -> Config {
+        let text = format!(
+            "version: 1\nsources:\n  net2:\n    url: http://h:8080\n    username: A B\n    client_id: x\n    password: p\n{extra}"
+        );
+        load_str(&text, &|_| None).unwrap()
+    }
+
+    #[test]
+    fn live_keys_need_no_restart() {
+        let a = cfg("");
+        let b = cfg("    poll_interval: 9s\ndoors:\n  1: { mode: disabled }\n");
+        assert!(restart_required(&a, &b).is_empty());
+        let c = load_str(
+            "version: 1\nsources:\n  net2:\n    url: http://other:8080\n    username: A B\n    client_id: x\n    password: p\n    live: false\n",
+            &|_| None,
+        )
+        .unwrap();
+        assert_eq!(
+            restart_required(&a, &c),
+            vec!["sources.net2.url", "sources.net2.live"]
+        );
+    }
+
+    #[test]
+    fn invalid_file_keeps_running_config() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.yaml");
+        let a = cfg("");
+        let (tx, rx) = watch::channel(Arc::new(a.clone()));
+        std::fs::write(&p, "version: 1\nbogus: 1\n").unwrap();
+        assert!(matches!(reload(&p, &tx), ReloadOutcome::Rejected(_)));
+        assert_eq!(**rx.borrow(), a);
+        std::fs::write(
+            &p,
+            "version: 1\nsources:\n  net2:\n    url: http://h:8080\n    username: A B\n    client_id: x\n    password: p\n    poll_interval: 7s\n",
+        )
+        .unwrap();
+        assert!(matches!(reload(&p, &tx), ReloadOutcome::Applied { ref restart_required } if restart_required.is_empty()));
+        assert_eq!(rx.borrow().sources.net2.as_ref().unwrap().poll_interval.get().as_secs(), 7);
+    }
+}

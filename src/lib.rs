@@ -1,0 +1,35 @@
+//! gatehouse: a daemon that connects a building's access control (Paxton Net2) and cameras to
+//! home automation (MQTT, Home Assistant, openHAB).
+//!
+//! # Layout
+//! Data flows one way, commands the other:
+//!
+//! ```text
+//! sources (net2, …)  →  bus (typed Message)  →  sinks (store, …)
+//! sinks (CLI, …)     →  bus (typed Command)  →  the one source that owns the device
+//! ```
+//!
+//! - [`app`]: wiring — config → bus → sources and sinks → shutdown. The list of sources and
+//!   sinks is there, in one place.
+//! - [`config`]: typed, strict config; loading with every error and its path; hot reload.
+//! - [`model`]: `Event`, `Command`, door state — what the rest of the program sees.
+//! - [`bus`]: the typed hub.
+//! - [`sources`]: devices. [`sources::net2`] is the Paxton Net2 Local API (REST + SignalR).
+//! - [`sinks`]: where messages go ([`sinks::store`]: SQLite).
+//! - [`storage`]: SQLite schema, migrations and queries.
+//! - [`sim`]: device simulators for `gatehouse demo` and the tests.
+//! - [`task`]: named tasks with retry-and-backoff loops. [`logging`]: tracing setup.
+
+pub mod app;
+pub mod bus;
+pub mod cli;
+pub mod config;
+pub mod error;
+pub mod logging;
+pub mod model;
+pub mod secret;
+pub mod sim;
+pub mod sinks;
+pub mod sources;
+pub mod storage;
+pub mod task;

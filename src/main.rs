@@ -1,0 +1,123 @@
+//! CLI dispatch only.
+
+use clap::{Parser, Subcommand};
+use gatehouse::config::{self, LogFormat};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "gatehouse", version, about = "Paxton Net2 and cameras to MQTT / Home Assistant / openHAB")]
+struct Cli {
+    /// Log format (overrides log.format): pretty, json or journald.
+    #[arg(long, global = true)]
+    log_format: Option<LogFormat>,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the daemon.
+    Run {
+        #[arg(short, long, default_value = "/etc/gatehouse/config.yaml")]
+        config: PathBuf,
+    },
+    /// Validate a config file: print every error with its path, or "ok" and a summary.
+    CheckConfig {
+        #[arg(short, long)]
+        config: PathBuf,
+    },
+    /// Run the whole daemon against built-in simulators; nothing to configure.
+    Demo {
+        /// Directory for the demo's database and config (default: a new temporary directory).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Stop after this many seconds (default: run until Ctrl-C).
+        #[arg(long)]
+        seconds: Option<u64>,
+    },
+    /// Print stored events; `--follow` keeps printing new ones as a running instance stores them.
+    Events {
+        /// Database file (default: storage.path of --config, else ./gatehouse.db).
+        #[arg(long)]
+        db: Option<PathBuf>,
+        #[arg(short, long)]
+        config: Option<PathBuf>,
+        #[arg(short, long)]
+        follow: bool,
+        /// How many past events to print first.
+        #[arg(short = 'n', long, default_value_t = 20)]
+        last: i64,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Net2 diagnostics.
+    Net2 {
+        #[arg(short, long, default_value = "/etc/gatehouse/config.yaml")]
+        config: PathBuf,
+        #[command(subcommand)]
+        what: Net2Cmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum Net2Cmd {
+    /// List doors with their status.
+    Doors,
+    /// Open a door (timed), or hold it open / close it. Audited like every command.
+    Open {
+        door: u64,
+        #[arg(long, conflicts_with = "close")]
+        hold: bool,
+        #[arg(long)]
+        close: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let res = rt.block_on(gatehouse::cli::dispatch(match cli.cmd {
+        Cmd::Run { config } => gatehouse::cli::Action::Run { config, log_format: cli.log_format },
+        Cmd::CheckConfig { config } => {
+            return match config::load_file(&config) {
+                Ok(c) => {
+                    println!("ok: {}", c.summary());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprint!("{}: {e}", config.display());
+                    ExitCode::FAILURE
+                }
+            };
+        }
+        Cmd::Demo { dir, seconds } => gatehouse::cli::Action::Demo { dir, seconds, log_format: cli.log_format },
+        Cmd::Events { db, config, follow, last, json } => gatehouse::cli::Action::Events { db, config, follow, last, json },
+        Cmd::Net2 { config, what } => match what {
+            Net2Cmd::Doors => gatehouse::cli::Action::Net2Doors { config },
+            Net2Cmd::Open { door, hold, close } => gatehouse::cli::Action::Net2Open {
+                config,
+                door,
+                action: if hold {
+                    gatehouse::model::DoorAction::HoldOpen
+                } else if close {
+                    gatehouse::model::DoorAction::Close
+                } else {
+                    gatehouse::model::DoorAction::Open
+                },
+            },
+        },
+    }));
+    match res {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("gatehouse: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

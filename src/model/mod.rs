@@ -1,0 +1,245 @@
+//! Domain types shared by sources, the bus and sinks. Wire formats of devices stay in their
+//! sources; these are what the rest of gatehouse sees.
+
+use chrono::{DateTime, FixedOffset, Utc};
+use serde::{Deserialize, Serialize};
+
+/// A door, by its Net2 id (the ACU address).
+pub type DoorId = u64;
+
+/// How a user presented themselves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TokenType {
+    Card,
+    Pin,
+    CardAndPin,
+    VehicleReg,
+    Code,
+    Unknown,
+}
+
+/// A resolved user: id and display name only. PINs, phone numbers and custom fields are
+/// never copied into this type.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserRef {
+    pub id: i64,
+    pub name: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DoorRef {
+    pub id: DoorId,
+    pub name: Option<String>,
+}
+
+/// What happened, classified from the device's numeric codes (never its localised text).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum EventKind {
+    AccessGranted { token: TokenType },
+    AccessDenied { reason: String },
+    DoorOpened,
+    DoorClosed,
+    DoorRelocked,
+    /// Door left open: from the server (type 93) or derived from the contact (`derived`).
+    DoorHeldOpen { derived: bool },
+    DoorForced,
+    Tamper { active: bool },
+    Mains { ok: bool },
+    Battery { critical: bool },
+    AcuOffline,
+    AcuOnline,
+    Lockdown { active: bool },
+    Backup { ok: bool },
+    DoorBell,
+    /// A door open requested through the API or the Net2 UI (type 580).
+    OpenRequested,
+    /// Anything else; the raw type is kept so nothing is lost.
+    Other { code: i64 },
+    /// A payload we could not understand; `raw` holds it unchanged.
+    Unparsed { error: String },
+}
+
+impl EventKind {
+    /// Short stable name, used in topics, the database and logs.
+    pub fn name(&self) -> &'static str {
+        match self {
+            EventKind::AccessGranted { .. } => "access_granted",
+            EventKind::AccessDenied { .. } => "access_denied",
+            EventKind::DoorOpened => "door_opened",
+            EventKind::DoorClosed => "door_closed",
+            EventKind::DoorRelocked => "door_relocked",
+            EventKind::DoorHeldOpen { .. } => "door_held_open",
+            EventKind::DoorForced => "door_forced",
+            EventKind::Tamper { active: true } => "tamper",
+            EventKind::Tamper { active: false } => "tamper_restored",
+            EventKind::Mains { ok: false } => "mains_failed",
+            EventKind::Mains { ok: true } => "mains_restored",
+            EventKind::Battery { critical: false } => "battery_low",
+            EventKind::Battery { critical: true } => "battery_critical",
+            EventKind::AcuOffline => "acu_offline",
+            EventKind::AcuOnline => "acu_online",
+            EventKind::Lockdown { active: true } => "lockdown_on",
+            EventKind::Lockdown { active: false } => "lockdown_off",
+            EventKind::Backup { ok: true } => "backup_ok",
+            EventKind::Backup { ok: false } => "backup_failed",
+            EventKind::DoorBell => "door_bell",
+            EventKind::OpenRequested => "open_requested",
+            EventKind::Other { .. } => "other",
+            EventKind::Unparsed { .. } => "unparsed",
+        }
+    }
+}
+
+/// Where an event came from inside its source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Via {
+    Live,
+    Rest,
+    Derived,
+}
+
+/// One thing that happened.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    /// Stable id: `<source>:<source id>` or `<source>:fp:<fingerprint>`; consumers dedupe on it.
+    pub id: String,
+    /// `net2`, later `hikvision:<device>` etc.
+    pub source: String,
+    /// The device's own id for the event, when it has one (Net2 REST `id`).
+    pub source_id: Option<i64>,
+    /// Identity that is the same whichever way the event arrived (time to the second, type,
+    /// user, door): matches a live event with its REST copy.
+    pub fingerprint: String,
+    /// When it happened, with the device's offset.
+    pub time: DateTime<FixedOffset>,
+    pub received: DateTime<Utc>,
+    pub via: Via,
+    pub door: Option<DoorRef>,
+    pub user: Option<UserRef>,
+    pub kind: EventKind,
+    /// The device's numeric type, when it has one.
+    pub code: Option<i64>,
+    /// The device's own description (localised; for people, never for logic).
+    pub description: Option<String>,
+    /// The payload exactly as received (PIN-free by construction of the source).
+    pub raw: String,
+}
+
+/// Last known state of a door, from status polls, live door events and access events.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct DoorState {
+    pub id: DoorId,
+    pub name: Option<String>,
+    /// Door contact open; `None` when the door has no contact (or it is unreliable).
+    pub open: Option<bool>,
+    /// Relay released (unlocked). Not mechanical proof the door moved.
+    pub unlocked: Option<bool>,
+    pub held_open: bool,
+    pub forced: bool,
+    pub tamper: bool,
+    pub alarm_tripped: bool,
+    pub last_event: Option<String>,
+    pub last_user: Option<UserRef>,
+    pub updated: Option<DateTime<Utc>>,
+}
+
+/// The last access of a user: "who came home".
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Presence {
+    pub user: UserRef,
+    pub door: DoorRef,
+    pub site: Option<String>,
+    pub time: DateTime<FixedOffset>,
+}
+
+/// A source's health, for availability topics and `bridge/info`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SourceHealth {
+    pub source: String,
+    pub online: bool,
+    pub live: bool,
+    /// Door state synced since start-up: commands are accepted.
+    pub ready: bool,
+    pub detail: String,
+}
+
+/// What a user can ask a door to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DoorAction {
+    /// Open for the door's open time (or `duration_ms`).
+    Open,
+    HoldOpen,
+    Close,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "command", rename_all = "snake_case")]
+pub enum CommandKind {
+    Door {
+        door: DoorId,
+        action: DoorAction,
+        duration_ms: Option<u32>,
+    },
+    Lockdown {
+        active: bool,
+    },
+}
+
+/// A request from a sink (MQTT, REST, CLI) to the source that owns the device.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Command {
+    pub request_id: String,
+    /// Who asked: `mqtt:<client>`, `cli`, `rest:<user>`.
+    pub requester: String,
+    pub kind: CommandKind,
+    pub received: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CommandStatus {
+    Accepted,
+    /// The device took it (Net2 answers "fire and forget"): not proof the door moved.
+    Sent,
+    /// A door status or event showed the door moved.
+    Confirmed,
+    /// Sent, but nothing confirmed it in time.
+    Timeout,
+    Rejected,
+    Failed,
+}
+
+/// Progress of a command; every one is written to the audit table.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CommandUpdate {
+    pub request_id: String,
+    pub requester: String,
+    pub kind: CommandKind,
+    pub status: CommandStatus,
+    pub detail: String,
+    pub at: DateTime<Utc>,
+}
+
+/// Everything that travels on the bus from sources to sinks.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Message {
+    Event(Box<Event>),
+    DoorState(DoorState),
+    Presence(Presence),
+    Health(SourceHealth),
+    Command(CommandUpdate),
+    /// A source's persisted position (Net2: the newest REST event time). Travels with the
+    /// events so the store writes it after the events that precede it.
+    Cursor { source: String, position: String },
+    /// A device payload that could not be used; kept raw for diagnosis.
+    Reject {
+        source: String,
+        context: String,
+        error: String,
+        raw: String,
+    },
+}

@@ -1,0 +1,54 @@
+//! A string that never prints itself.
+
+use serde::{Deserialize, Deserializer};
+use std::fmt;
+
+/// A secret value (password, token, shared code). `Debug` and `Display` print `***`, and it is
+/// not `Serialize`, so it cannot leak into logs, MQTT or the database by accident.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Self {
+        Secret(s.into())
+    }
+
+    /// The only way to read the value; grep for it to audit every use.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+impl<'de> Deserialize<'de> for Secret {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d).map(Secret)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn never_prints() {
+        let s = Secret::new("hunter2");
+        assert_eq!(format!("{s} {s:?} {:?}", Some(&s)), "*** *** Some(***)");
+        assert_eq!(s.expose(), "hunter2");
+    }
+}

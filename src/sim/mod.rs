@@ -1,0 +1,4 @@
+//! Device simulators for `gatehouse demo` and the tests. They speak the devices' wire formats
+//! (protocols.md), quirks included.
+
+pub mod net2;

@@ -1,0 +1,3 @@
+//! Sinks: where bus messages go. Each is a task with its own queue from the bus.
+
+pub mod store;

@@ -1,0 +1,88 @@
+//! The storage sink: bus messages → batched SQLite transactions, and daily retention.
+
+use crate::config::ConfigRx;
+use crate::model::Message;
+use crate::storage::{Store, Write};
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+const MAX_BATCH: usize = 2000;
+const PRUNE_EVERY: Duration = Duration::from_secs(24 * 3600);
+
+/// Runs until the bus closes or `cancel` fires; on cancel it drains what is queued first, so
+/// nothing received is lost at shutdown.
+pub async fn run(store: Store, mut rx: mpsc::Receiver<Message>, cfg: ConfigRx, cancel: CancellationToken) {
+    let batch_interval = cfg.borrow().storage.batch_interval.get();
+    let mut prune = tokio::time::interval(PRUNE_EVERY);
+    let mut batch: Vec<Write> = Vec::new();
+    loop {
+        let first = tokio::select! {
+            m = rx.recv() => m,
+            _ = prune.tick() => {
+                let days = cfg.borrow().storage.retention_days;
+                if days > 0 {
+                    let before = chrono::Utc::now() - chrono::Duration::days(days as i64);
+                    match store.run(move |s| s.prune(before.timestamp_millis())).await {
+                        Ok(n) if n > 0 => tracing::info!(deleted = n, days, "pruned old events"),
+                        Ok(_) => {}
+                        Err(e) => tracing::error!(error = %e, "unable to prune old events"),
+                    }
+                }
+                continue;
+            }
+            _ = cancel.cancelled() => {
+                rx.close();
+                rx.recv().await
+            }
+        };
+        let Some(first) = first else { break };
+        batch.extend(to_write(first));
+        // Collect for up to one batch interval (or until the batch is full).
+        let deadline = tokio::time::Instant::now() + batch_interval;
+        while batch.len() < MAX_BATCH {
+            match tokio::time::timeout_at(deadline, rx.recv()).await {
+                Ok(Some(m)) => batch.extend(to_write(m)),
+                Ok(None) | Err(_) => break,
+            }
+        }
+        flush(&store, &mut batch).await;
+    }
+    flush(&store, &mut batch).await;
+}
+
+async fn flush(store: &Store, batch: &mut Vec<Write>) {
+    if batch.is_empty() {
+        return;
+    }
+    let b = std::mem::take(batch);
+    let n = b.len();
+    // Retry a failed transaction a few times (SD card hiccup, lock); log what is lost if not.
+    let b = std::sync::Arc::new(b);
+    for attempt in 1..=3 {
+        let bb = b.clone();
+        match store.run(move |s| s.write_batch(&bb)).await {
+            Ok(r) => {
+                tracing::debug!(writes = n, inserted = r.inserted, duplicates = r.duplicates, "batch written");
+                return;
+            }
+            Err(e) if attempt < 3 => {
+                tracing::warn!(error = %e, attempt, "database write failed; retrying");
+                tokio::time::sleep(Duration::from_millis(200 * attempt)).await;
+            }
+            Err(e) => tracing::error!(error = %e, writes = n, "database write failed; batch dropped"),
+        }
+    }
+}
+
+fn to_write(m: Message) -> Option<Write> {
+    Some(match m {
+        Message::Event(e) => Write::Event(e),
+        Message::DoorState(d) => Write::DoorState(d),
+        Message::Presence(p) => Write::Presence(p),
+        Message::Command(c) => Write::Audit(c),
+        Message::Cursor { source, position } => Write::Cursor { source, position },
+        Message::Reject { source, context, error, raw } => Write::Reject { source, context, error, raw },
+        Message::Health(_) => return None,
+    })
+}

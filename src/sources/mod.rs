@@ -1,0 +1,4 @@
+//! Sources: devices that produce events and own the commands for their hardware.
+
+pub mod net2;
+pub mod tls;

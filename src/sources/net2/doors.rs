@@ -1,0 +1,515 @@
+//! Door state tracking and command safety (pure: inputs and `now` in, messages out).
+//!
+//! - State comes from `/doors/status` polls, SignalR door events and access events. Door
+//!   closed events (47) are unreliable, so polls are the backstop; doors may have no contact.
+//! - "Held open" is derived when the contact stays open longer than the door's
+//!   `held_open_after` and the server did not send type 93 itself.
+//! - Commands are planned here: refused before the first status sync, for unconfigured or
+//!   disabled doors, for repeated request ids, and for momentary doors whose relay state says
+//!   the command would toggle the door the wrong way. Net2 answers "fire and forget", so a
+//!   sent command is confirmed only by the next status/event, or reported as timed out.
+
+use super::types::StatusFlags;
+use crate::config::{DoorConfig, DoorMode};
+use crate::model::*;
+use chrono::Utc;
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::time::Duration;
+use tokio::time::Instant;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Expect {
+    Unlocked,
+    Locked,
+}
+
+#[derive(Debug, Clone)]
+struct Pending {
+    update: CommandUpdate,
+    expect: Expect,
+    deadline: Instant,
+}
+
+#[derive(Debug, Default)]
+struct Tracked {
+    state: DoorState,
+    open_since: Option<Instant>,
+    held_reported: bool,
+    pending: Option<Pending>,
+}
+
+/// An HTTP request that carries out a command.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    pub path: &'static str,
+    pub body: serde_json::Value,
+}
+
+#[derive(Debug, Default)]
+pub struct DoorTracker {
+    doors: BTreeMap<DoorId, Tracked>,
+    synced: bool,
+    handled: HashSet<String>,
+    handled_order: VecDeque<String>,
+    lockdown_pending: Option<(CommandUpdate, bool, Instant)>,
+    /// Site names learned from REST `deviceName` ("Kirkegade50 - Garage Port - ACU:…").
+    pub sites: HashMap<DoorId, String>,
+}
+
+fn update(cmd: &Command, status: CommandStatus, detail: impl Into<String>) -> CommandUpdate {
+    CommandUpdate {
+        request_id: cmd.request_id.clone(),
+        requester: cmd.requester.clone(),
+        kind: cmd.kind.clone(),
+        status,
+        detail: detail.into(),
+        at: Utc::now(),
+    }
+}
+
+impl DoorTracker {
+    pub fn is_synced(&self) -> bool {
+        self.synced
+    }
+
+    pub fn state(&self, id: DoorId) -> Option<&DoorState> {
+        self.doors.get(&id).map(|t| &t.state)
+    }
+
+    pub fn states(&self) -> impl Iterator<Item = &DoorState> {
+        self.doors.values().map(|t| &t.state)
+    }
+
+    /// Restore last known states from the database (shown until the first poll).
+    pub fn restore(&mut self, states: Vec<DoorState>) {
+        for s in states {
+            let id = s.id;
+            self.doors.entry(id).or_default().state = s;
+        }
+    }
+
+    fn door(&mut self, id: DoorId) -> &mut Tracked {
+        let t = self.doors.entry(id).or_default();
+        t.state.id = id;
+        t
+    }
+
+    pub fn set_name(&mut self, id: DoorId, name: &str) {
+        self.door(id).state.name = Some(name.to_string());
+    }
+
+    /// A full `/doors/status` answer: marks the tracker synced.
+    pub fn apply_status_poll(&mut self, entries: &[(DoorId, StatusFlags)], now: Instant) -> Vec<Message> {
+        let mut out = Vec::new();
+        for (id, f) in entries {
+            out.extend(self.apply_flags(*id, f, now));
+        }
+        if !self.synced {
+            tracing::info!(doors = entries.len(), "first Net2 door status sync; commands are accepted from now on");
+        }
+        self.synced = true;
+        out
+    }
+
+    /// Status flags from a poll or a SignalR `doorStatusEvents`.
+    pub fn apply_flags(&mut self, id: DoorId, f: &StatusFlags, now: Instant) -> Vec<Message> {
+        let t = self.door(id);
+        let before = t.state.clone();
+        if let Some(closed) = f.door_contact_closed {
+            set_open(t, !closed, now);
+        }
+        if let Some(relay) = f.door_relay_open {
+            t.state.unlocked = Some(relay);
+        }
+        if let Some(a) = f.alarm_tripped {
+            t.state.alarm_tripped = a;
+        }
+        self.after_change(id, before, now)
+    }
+
+    /// SignalR `doorEvents`: `locked` is the relay state.
+    pub fn apply_locked(&mut self, id: DoorId, locked: bool, now: Instant) -> Vec<Message> {
+        let t = self.door(id);
+        let before = t.state.clone();
+        t.state.unlocked = Some(!locked);
+        self.after_change(id, before, now)
+    }
+
+    /// An access or door event (already deduplicated).
+    pub fn apply_event(&mut self, ev: &Event, now: Instant) -> Vec<Message> {
+        let mut out = Vec::new();
+        if let EventKind::Lockdown { active } = ev.kind
+            && let Some((u, want, _)) = &self.lockdown_pending
+            && *want == active
+        {
+            let mut u = u.clone();
+            u.status = CommandStatus::Confirmed;
+            u.detail = format!("lockdown {} reported by Net2", if active { "on" } else { "off" });
+            u.at = Utc::now();
+            out.push(Message::Command(u));
+            self.lockdown_pending = None;
+        }
+        let Some(d) = &ev.door else { return out };
+        let id = d.id;
+        if let Some(site) = ev
+            .raw
+            .contains("deviceName")
+            .then(|| serde_json::from_str::<serde_json::Value>(&ev.raw).ok())
+            .flatten()
+            .and_then(|v| v.get("deviceName")?.as_str().map(str::to_owned))
+            .and_then(|n| n.split_once(" - ").map(|(s, _)| s.trim().to_string()))
+        {
+            self.sites.insert(id, site);
+        }
+        let t = self.door(id);
+        if t.state.name.is_none() {
+            t.state.name = d.name.clone();
+        }
+        let before = t.state.clone();
+        t.state.last_event = Some(ev.kind.name().to_string());
+        match &ev.kind {
+            EventKind::AccessGranted { .. } => {
+                t.state.last_user = ev.user.clone();
+                if let Some(u) = &ev.user {
+                    out.push(Message::Presence(Presence {
+                        user: u.clone(),
+                        door: DoorRef { id, name: t.state.name.clone() },
+                        site: self.sites.get(&id).cloned(),
+                        time: ev.time,
+                    }));
+                }
+            }
+            EventKind::DoorOpened => set_open(t, true, now),
+            EventKind::DoorClosed => set_open(t, false, now),
+            EventKind::DoorRelocked => t.state.unlocked = Some(false),
+            EventKind::DoorHeldOpen { derived: false } => {
+                t.state.held_open = true;
+                t.held_reported = true;
+            }
+            EventKind::DoorForced => t.state.forced = true,
+            EventKind::Tamper { active } => t.state.tamper = *active,
+            _ => {}
+        }
+        out.extend(self.after_change(id, before, now));
+        out
+    }
+
+    fn after_change(&mut self, id: DoorId, before: DoorState, now: Instant) -> Vec<Message> {
+        let mut out = Vec::new();
+        let t = self.doors.get_mut(&id).expect("door exists");
+        if let Some(p) = &t.pending {
+            let done = match p.expect {
+                Expect::Unlocked => t.state.unlocked == Some(true) || t.state.open == Some(true),
+                Expect::Locked => t.state.unlocked == Some(false),
+            };
+            let moved = before.unlocked != t.state.unlocked || before.open != t.state.open;
+            if done && moved {
+                let mut u = p.update.clone();
+                u.status = CommandStatus::Confirmed;
+                u.detail = "door status confirms the command".into();
+                u.at = Utc::now();
+                out.push(Message::Command(u));
+                t.pending = None;
+            }
+        }
+        let _ = now;
+        if t.state != before {
+            t.state.updated = Some(Utc::now());
+            out.push(Message::DoorState(t.state.clone()));
+        }
+        out
+    }
+
+    /// Time passes: derived held-open events and command timeouts.
+    pub fn tick(&mut self, cfg: &BTreeMap<DoorId, DoorConfig>, now: Instant) -> Vec<Message> {
+        let mut out = Vec::new();
+        for (id, t) in self.doors.iter_mut() {
+            if let (Some(since), Some(limit)) = (t.open_since, cfg.get(id).and_then(|c| c.held_open_after))
+                && !t.held_reported
+                && now.saturating_duration_since(since) >= limit.get()
+            {
+                t.held_reported = true;
+                t.state.held_open = true;
+                t.state.last_event = Some("door_held_open".into());
+                t.state.updated = Some(Utc::now());
+                out.push(Message::Event(Box::new(derived_held_open(&t.state, limit.get()))));
+                out.push(Message::DoorState(t.state.clone()));
+            }
+            if let Some(p) = &t.pending
+                && now >= p.deadline
+            {
+                let mut u = p.update.clone();
+                u.status = CommandStatus::Timeout;
+                u.detail = "sent, but no door status or event confirmed it".into();
+                u.at = Utc::now();
+                out.push(Message::Command(u));
+                t.pending = None;
+            }
+        }
+        if let Some((u, _, deadline)) = &self.lockdown_pending
+            && now >= *deadline
+        {
+            let mut u = u.clone();
+            u.status = CommandStatus::Timeout;
+            u.detail = "sent, but no lockdown event confirmed it".into();
+            u.at = Utc::now();
+            out.push(Message::Command(u));
+            self.lockdown_pending = None;
+        }
+        out
+    }
+
+    /// Decide whether and how to carry out `cmd`. `Err` is the rejection, ready to publish.
+    pub fn plan(&mut self, cmd: &Command, doors: &BTreeMap<DoorId, DoorConfig>) -> Result<Plan, CommandUpdate> {
+        let reject = |why: String| Err(update(cmd, CommandStatus::Rejected, why));
+        if self.handled.contains(&cmd.request_id) {
+            return reject(format!("request_id {:?} was already handled; commands are never repeated", cmd.request_id));
+        }
+        self.remember(&cmd.request_id);
+        if !self.synced {
+            return reject("no door status from Net2 yet since start-up; try again in a moment".into());
+        }
+        match &cmd.kind {
+            CommandKind::Lockdown { active } => Ok(Plan {
+                path: "/api/v1/commands/controlLockdown",
+                body: serde_json::json!({ "lockdown": active }),
+            }),
+            CommandKind::Door { door, action, duration_ms } => {
+                let Some(dc) = doors.get(door) else {
+                    return reject(format!("door {door} is not configured (add doors.{door} to the config)"));
+                };
+                let state = self.doors.get(door).map(|t| &t.state);
+                match dc.mode {
+                    DoorMode::Disabled => return reject(format!("door {door} is disabled (doors.{door}.mode)")),
+                    DoorMode::Momentary => {
+                        // holdopen and close both pulse the relay and toggle the door.
+                        let unlocked = state.and_then(|s| s.unlocked);
+                        match (action, unlocked) {
+                            (_, None) => return reject(format!("door {door} is momentary and its relay state is unknown; not sending a toggle")),
+                            (DoorAction::Open | DoorAction::HoldOpen, Some(true)) => {
+                                return reject(format!("door {door} is already open; a momentary relay would close it"));
+                            }
+                            (DoorAction::Close, Some(false)) => {
+                                return reject(format!("door {door} is already closed; a momentary relay would open it"));
+                            }
+                            _ => {}
+                        }
+                    }
+                    DoorMode::Normal => {}
+                }
+                let id = *door;
+                Ok(match action {
+                    DoorAction::Open => match duration_ms.or(dc.open_time_ms) {
+                        Some(ms) => Plan {
+                            path: "/api/v1/commands/door/control",
+                            body: serde_json::json!({
+                                "DoorId": id,
+                                "RelayFunction": {"RelayId": format!("Relay{}", dc.relay), "RelayAction": "TimedOpen", "RelayOpenTime": ms},
+                                "LedFlash": 3
+                            }),
+                        },
+                        None => Plan {
+                            path: "/api/v1/commands/door/open",
+                            body: serde_json::json!({ "doorId": id }),
+                        },
+                    },
+                    DoorAction::HoldOpen => Plan {
+                        path: "/api/v1/commands/door/holdopen",
+                        body: serde_json::json!({ "doorId": id }),
+                    },
+                    DoorAction::Close => Plan {
+                        path: "/api/v1/commands/door/close",
+                        body: serde_json::json!({ "doorId": id }),
+                    },
+                })
+            }
+        }
+    }
+
+    fn remember(&mut self, id: &str) {
+        if self.handled.insert(id.to_string()) {
+            self.handled_order.push_back(id.to_string());
+            while self.handled_order.len() > 10_000 {
+                if let Some(old) = self.handled_order.pop_front() {
+                    self.handled.remove(&old);
+                }
+            }
+        }
+    }
+
+    /// The device accepted the request: wait for confirmation until `timeout`.
+    pub fn sent(&mut self, cmd: &Command, now: Instant, timeout: Duration) -> CommandUpdate {
+        let u = update(cmd, CommandStatus::Sent, "Net2 accepted the command (fire and forget)");
+        match &cmd.kind {
+            CommandKind::Door { door, action, .. } => {
+                let expect = match action {
+                    DoorAction::Open | DoorAction::HoldOpen => Expect::Unlocked,
+                    DoorAction::Close => Expect::Locked,
+                };
+                self.door(*door).pending = Some(Pending {
+                    update: u.clone(),
+                    expect,
+                    deadline: now + timeout,
+                });
+            }
+            CommandKind::Lockdown { active } => {
+                self.lockdown_pending = Some((u.clone(), *active, now + timeout));
+            }
+        }
+        u
+    }
+
+    pub fn rejected(cmd: &Command, status: CommandStatus, detail: impl Into<String>) -> CommandUpdate {
+        update(cmd, status, detail)
+    }
+}
+
+fn set_open(t: &mut Tracked, open: bool, now: Instant) {
+    if open && t.state.open != Some(true) {
+        t.open_since = Some(now);
+    }
+    if !open {
+        t.open_since = None;
+        t.held_reported = false;
+        t.state.held_open = false;
+        t.state.forced = false;
+    }
+    t.state.open = Some(open);
+}
+
+fn derived_held_open(s: &DoorState, after: Duration) -> Event {
+    let now = Utc::now();
+    let local = now.with_timezone(&chrono::Local).fixed_offset();
+    let fp = format!("{}|held_open|0|{}", local.naive_local().format("%Y-%m-%dT%H:%M:%S"), s.id);
+    Event {
+        id: format!("net2:derived:{fp}"),
+        source: super::classify::SOURCE.into(),
+        source_id: None,
+        fingerprint: fp,
+        time: local,
+        received: now,
+        via: Via::Derived,
+        door: Some(DoorRef { id: s.id, name: s.name.clone() }),
+        user: None,
+        kind: EventKind::DoorHeldOpen { derived: true },
+        code: None,
+        description: Some(format!("door contact open for more than {}s", after.as_secs())),
+        raw: serde_json::json!({"derived": "held_open", "door": s.id, "after_s": after.as_secs()}).to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cmd(id: &str, door: DoorId, action: DoorAction) -> Command {
+        Command {
+            request_id: id.into(),
+            requester: "test".into(),
+            kind: CommandKind::Door { door, action, duration_ms: None },
+            received: Utc::now(),
+        }
+    }
+
+    fn flags(closed: Option<bool>, relay: bool) -> StatusFlags {
+        StatusFlags {
+            door_contact_closed: closed,
+            door_relay_open: Some(relay),
+            ..Default::default()
+        }
+    }
+
+    fn doors() -> BTreeMap<DoorId, DoorConfig> {
+        let mut m = BTreeMap::new();
+        m.insert(1, DoorConfig { held_open_after: Some(crate::config::HumanDuration::secs(30)), ..Default::default() });
+        m.insert(2, DoorConfig { mode: DoorMode::Momentary, ..Default::default() });
+        m.insert(3, DoorConfig { mode: DoorMode::Disabled, ..Default::default() });
+        m.insert(4, DoorConfig { open_time_ms: Some(8000), relay: 2, ..Default::default() });
+        m
+    }
+
+    #[test]
+    fn refuses_before_first_sync_and_repeats() {
+        let mut t = DoorTracker::default();
+        let e = t.plan(&cmd("a", 1, DoorAction::Open), &doors()).unwrap_err();
+        assert_eq!(e.status, CommandStatus::Rejected);
+        assert!(e.detail.contains("no door status"));
+        t.apply_status_poll(&[(1, flags(Some(true), false))], Instant::now());
+        assert!(t.plan(&cmd("b", 1, DoorAction::Open), &doors()).is_ok());
+        assert!(t.plan(&cmd("b", 1, DoorAction::Open), &doors()).unwrap_err().detail.contains("already handled"));
+        assert!(t.plan(&cmd("c", 9, DoorAction::Open), &doors()).unwrap_err().detail.contains("not configured"));
+        assert!(t.plan(&cmd("d", 3, DoorAction::Open), &doors()).unwrap_err().detail.contains("disabled"));
+    }
+
+    #[test]
+    fn plans_requests_per_door_config() {
+        let mut t = DoorTracker::default();
+        t.apply_status_poll(&[], Instant::now());
+        assert_eq!(t.plan(&cmd("a", 1, DoorAction::Open), &doors()).unwrap().path, "/api/v1/commands/door/open");
+        let p = t.plan(&cmd("b", 4, DoorAction::Open), &doors()).unwrap();
+        assert_eq!(p.path, "/api/v1/commands/door/control");
+        assert_eq!(p.body["RelayFunction"]["RelayId"], "Relay2");
+        assert_eq!(p.body["RelayFunction"]["RelayOpenTime"], 8000);
+        assert_eq!(t.plan(&cmd("c", 1, DoorAction::HoldOpen), &doors()).unwrap().path, "/api/v1/commands/door/holdopen");
+        assert_eq!(t.plan(&cmd("d", 1, DoorAction::Close), &doors()).unwrap().body, serde_json::json!({"doorId": 1}));
+    }
+
+    #[test]
+    fn momentary_door_never_toggles_the_wrong_way() {
+        let mut t = DoorTracker::default();
+        t.apply_status_poll(&[], Instant::now());
+        // Unknown relay state: refuse.
+        assert!(t.plan(&cmd("a", 2, DoorAction::HoldOpen), &doors()).unwrap_err().detail.contains("unknown"));
+        t.apply_flags(2, &flags(None, true), Instant::now());
+        assert!(t.plan(&cmd("b", 2, DoorAction::HoldOpen), &doors()).unwrap_err().detail.contains("already open"));
+        assert!(t.plan(&cmd("c", 2, DoorAction::Close), &doors()).is_ok());
+        t.apply_flags(2, &flags(None, false), Instant::now());
+        assert!(t.plan(&cmd("d", 2, DoorAction::Close), &doors()).unwrap_err().detail.contains("already closed"));
+        assert!(t.plan(&cmd("e", 2, DoorAction::HoldOpen), &doors()).is_ok());
+    }
+
+    #[test]
+    fn sent_command_is_confirmed_or_times_out() {
+        let now = Instant::now();
+        let mut t = DoorTracker::default();
+        t.apply_status_poll(&[(1, flags(Some(true), false)), (4, flags(Some(true), false))], now);
+        let c = cmd("a", 1, DoorAction::Open);
+        assert_eq!(t.sent(&c, now, Duration::from_secs(10)).status, CommandStatus::Sent);
+        let out = t.apply_flags(1, &flags(Some(true), true), now);
+        assert!(out.iter().any(|m| matches!(m, Message::Command(u) if u.status == CommandStatus::Confirmed && u.request_id == "a")));
+        let c = cmd("b", 4, DoorAction::Open);
+        t.sent(&c, now, Duration::from_secs(10));
+        assert!(t.tick(&doors(), now + Duration::from_secs(5)).is_empty());
+        let out = t.tick(&doors(), now + Duration::from_secs(11));
+        assert!(out.iter().any(|m| matches!(m, Message::Command(u) if u.status == CommandStatus::Timeout && u.request_id == "b")));
+    }
+
+    #[test]
+    fn held_open_is_derived_once_when_server_is_silent() {
+        let now = Instant::now();
+        let mut t = DoorTracker::default();
+        t.apply_status_poll(&[(1, flags(Some(false), false))], now);
+        assert!(t.tick(&doors(), now + Duration::from_secs(29)).is_empty());
+        let out = t.tick(&doors(), now + Duration::from_secs(31));
+        assert!(out.iter().any(|m| matches!(m, Message::Event(e) if e.kind == EventKind::DoorHeldOpen { derived: true })));
+        assert!(t.state(1).unwrap().held_open);
+        assert!(t.tick(&doors(), now + Duration::from_secs(60)).is_empty(), "reported once");
+        // Closing resets; a door without a contact never derives anything.
+        t.apply_flags(1, &flags(Some(true), false), now + Duration::from_secs(61));
+        assert!(!t.state(1).unwrap().held_open);
+        t.apply_flags(4, &flags(None, true), now);
+        assert!(t.tick(&doors(), now + Duration::from_secs(3600)).is_empty());
+    }
+
+    #[test]
+    fn access_granted_updates_presence_and_last_user() {
+        let mut t = DoorTracker::default();
+        let v = serde_json::json!({"eventTime":"2026-01-05T06:00:01.017+01:00","id":1,"deviceName":"Kirkegade50 - Garage Port - ACU:7242929","eventType":26,"userID":8,"address":7242929,"firstName":"Mette","surname":"Holm"});
+        let ev = super::super::classify::rest_event(&v, &Default::default(), chrono::FixedOffset::east_opt(3600).unwrap(), Utc::now());
+        let out = t.apply_event(&ev, Instant::now());
+        let p = out.iter().find_map(|m| match m { Message::Presence(p) => Some(p), _ => None }).unwrap();
+        assert_eq!(p.user.id, 8);
+        assert_eq!(p.site.as_deref(), Some("Kirkegade50"));
+        assert_eq!(t.state(7242929).unwrap().last_user.as_ref().unwrap().id, 8);
+    }
+}

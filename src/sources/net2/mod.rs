@@ -1,0 +1,547 @@
+//! The Paxton Net2 source: live events over classic SignalR, REST backfill and backstop
+//! polls, door states, users (names only), and door commands from the bus.
+//!
+//! Tasks (each named, each in a retry loop): `net2.live` (the socket), `net2.events` (REST
+//! backfill: at start, after every live (re)connect, then a slow safety poll while live and a
+//! fast poll while not), `net2.doors` (`/doors` + `/doors/status` backstop), `net2.users`,
+//! `net2.commands` and `net2.tick` (held-open derivation, command timeouts). They share one
+//! [`Core`] of pure state behind a mutex that is never held across I/O.
+
+pub mod classify;
+pub mod client;
+pub mod dedupe;
+pub mod doors;
+mod live;
+pub mod signalr;
+pub mod types;
+
+use crate::bus::Bus;
+use crate::config::{ConfigRx, Net2Config};
+use crate::error::{Error, ErrorKind, Result};
+use crate::model::*;
+use crate::storage::Store;
+use crate::task::{Backoff, RunEnd, supervise};
+use chrono::{DateTime, FixedOffset, Utc};
+use classify::{Names, SOURCE};
+use client::Net2Client;
+use dedupe::{Admit, Deduper};
+use doors::DoorTracker;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{Notify, mpsc, watch};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+/// Wrong credentials: wait this long before trying again (operators get locked out).
+const AUTH_BACKOFF: Duration = Duration::from_secs(300);
+
+pub(crate) fn net2_err(e: Error, msg: &str) -> Error {
+    Error::with_source(e.kind(), msg.to_string(), e)
+}
+
+/// Pure state shared by the tasks.
+struct Core {
+    names: Names,
+    dedupe: Deduper,
+    tracker: DoorTracker,
+    /// Newest REST event time seen (server-local, with offset).
+    cursor: Option<DateTime<FixedOffset>>,
+    offset: FixedOffset,
+    online: Option<bool>,
+    live: bool,
+}
+
+pub struct Net2Source {
+    client: Arc<Net2Client>,
+    core: Mutex<Core>,
+    bus: Bus,
+    cfg_rx: ConfigRx,
+    cancel: CancellationToken,
+    live_tx: watch::Sender<bool>,
+    backfill_now: Notify,
+    status_now: Notify,
+}
+
+impl Net2Source {
+    fn cfg(&self) -> Net2Config {
+        self.cfg_rx.borrow().sources.net2.clone().unwrap_or_default()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Core> {
+        self.core.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    async fn publish_all(&self, msgs: Vec<Message>) {
+        for m in msgs {
+            self.bus.publish(m).await;
+        }
+    }
+
+    /// Log and keep a payload we could not use.
+    async fn reject(&self, context: &str, error: &str, raw: &str) {
+        let snippet: String = raw.chars().take(200).collect();
+        tracing::warn!(context, error, raw = %snippet, bytes = raw.len(), "malformed Net2 payload kept raw");
+        self.bus
+            .publish(Message::Reject {
+                source: SOURCE.into(),
+                context: context.into(),
+                error: error.into(),
+                raw: raw.into(),
+            })
+            .await;
+    }
+
+    async fn set_live(&self, up: bool) {
+        let changed = {
+            let mut c = self.lock();
+            std::mem::replace(&mut c.live, up) != up
+        };
+        self.live_tx.send_replace(up);
+        if changed {
+            if up {
+                // Anything missed while the socket was down comes over REST.
+                self.backfill_now.notify_one();
+            }
+            self.publish_health().await;
+        }
+    }
+
+    async fn set_online(&self, online: bool, detail: &str) {
+        let changed = {
+            let mut c = self.lock();
+            c.online.replace(online) != Some(online)
+        };
+        if changed {
+            if online {
+                tracing::info!("Net2 server reachable");
+            } else {
+                tracing::warn!(detail, "Net2 server unreachable");
+            }
+            self.publish_health_detail(detail).await;
+        }
+    }
+
+    async fn publish_health(&self) {
+        self.publish_health_detail("").await
+    }
+
+    async fn publish_health_detail(&self, detail: &str) {
+        let (online, live, ready) = {
+            let c = self.lock();
+            (c.online.unwrap_or(false), c.live, c.tracker.is_synced())
+        };
+        self.bus
+            .publish(Message::Health(SourceHealth {
+                source: SOURCE.into(),
+                online,
+                live,
+                ready,
+                detail: detail.into(),
+            }))
+            .await;
+    }
+
+    fn subscribed_doors(&self) -> Vec<DoorId> {
+        let mut ids: Vec<DoorId> = self.lock().names.doors.keys().copied().collect();
+        ids.extend(self.cfg_rx.borrow().doors.keys().copied());
+        ids.sort_unstable();
+        ids.dedup();
+        ids
+    }
+
+    fn door_names(&self, c: &mut Core) {
+        let cfg = self.cfg_rx.borrow();
+        for (id, d) in &cfg.doors {
+            if let Some(n) = &d.name {
+                c.names.doors.insert(*id, n.clone());
+                c.tracker.set_name(*id, n);
+            }
+        }
+    }
+
+    async fn on_live_frame(&self, frame: signalr::Frame) {
+        let signalr::Frame::Messages(msgs) = frame else { return };
+        let now = Utc::now();
+        for m in msgs {
+            let mut out = Vec::new();
+            match m.method.as_str() {
+                "liveevents" => {
+                    let mut c = self.lock();
+                    for item in m.items() {
+                        let ev = classify::live_event(item, &c.names, c.offset, now);
+                        if let EventKind::Unparsed { error } = &ev.kind {
+                            tracing::warn!(error, raw = %ev.raw, "malformed Net2 live event kept raw");
+                        }
+                        if c.dedupe.admit_live(&ev.fingerprint) == Admit::New {
+                            out.extend(c.tracker.apply_event(&ev, Instant::now()));
+                            out.insert(0, Message::Event(Box::new(ev)));
+                        }
+                    }
+                }
+                "doorstatusevents" => {
+                    let mut c = self.lock();
+                    for item in m.items() {
+                        match serde_json::from_value::<types::LiveDoorStatus>(item.clone()) {
+                            Ok(s) => out.extend(c.tracker.apply_flags(s.door_id, &s.status.unwrap_or_default(), Instant::now())),
+                            Err(e) => tracing::warn!(error = %e, raw = %item, "malformed doorStatusEvents item"),
+                        }
+                    }
+                }
+                "doorevents" => {
+                    let mut c = self.lock();
+                    for item in m.items() {
+                        match serde_json::from_value::<types::LiveDoorEvent>(item.clone()) {
+                            Ok(types::LiveDoorEvent { door_id, locked: Some(l) }) => {
+                                out.extend(c.tracker.apply_locked(door_id, l, Instant::now()))
+                            }
+                            Ok(_) => {}
+                            Err(e) => tracing::warn!(error = %e, raw = %item, "malformed doorEvents item"),
+                        }
+                    }
+                }
+                other => tracing::debug!(method = other, "ignoring Net2 hub message"),
+            }
+            self.publish_all(out).await;
+        }
+    }
+
+    /// Fetch REST events since the cursor until caught up. Returns how many were new.
+    async fn backfill(&self) -> Result<usize> {
+        let cfg = self.cfg();
+        let page = cfg.page_size.to_string();
+        let mut new = 0;
+        loop {
+            let since = {
+                let c = self.lock();
+                c.cursor.map(|t| t.naive_local()).unwrap_or_else(|| {
+                    let start = Utc::now() - chrono::Duration::from_std(cfg.initial_backfill.get()).unwrap_or_default();
+                    start.with_timezone(&c.offset).naive_local()
+                })
+            };
+            // Server-local time, no zone suffix (the server rejects or misreads one).
+            let q = format!("eventTime>='{}'", since.format("%Y-%m-%dT%H:%M:%S%.3f"));
+            let body = self
+                .client
+                .get("/api/v1/events", &[("where", &q), ("orderBy", "eventTime ASC"), ("rowCount", &page)])
+                .await?;
+            // Net2 answers "no events" with an empty body, not `[]`.
+            if body.text.trim().is_empty() {
+                return Ok(new);
+            }
+            let items: Vec<serde_json::Value> = match serde_json::from_str(&body.text) {
+                Ok(v) => v,
+                Err(e) => {
+                    self.reject("GET /api/v1/events", &e.to_string(), &body.text).await;
+                    return Err(Error::new(ErrorKind::Protocol, format!("Net2 events answer is not a JSON array: {e}")));
+                }
+            };
+            let n = items.len();
+            let now = Utc::now();
+            let (out, progressed) = {
+                let mut c = self.lock();
+                let mut out = Vec::new();
+                let before = c.cursor;
+                for item in &items {
+                    let ev = classify::rest_event(item, &c.names, c.offset, now);
+                    if let EventKind::Unparsed { error } = &ev.kind {
+                        tracing::warn!(error, raw = %ev.raw, "malformed Net2 event kept raw");
+                    } else {
+                        // Learn the server's zone from the events themselves.
+                        c.offset = *ev.time.offset();
+                        if c.cursor.is_none_or(|t| ev.time > t) {
+                            c.cursor = Some(ev.time);
+                        }
+                    }
+                    if c.dedupe.admit_rest(ev.source_id, &ev.fingerprint) == Admit::New {
+                        let derived = c.tracker.apply_event(&ev, Instant::now());
+                        out.push(Message::Event(Box::new(ev)));
+                        out.extend(derived);
+                    }
+                }
+                if let Some(t) = c.cursor.filter(|t| Some(*t) != before) {
+                    out.push(Message::Cursor {
+                        source: SOURCE.into(),
+                        position: t.to_rfc3339(),
+                    });
+                }
+                (out, c.cursor != before)
+            };
+            new += out.iter().filter(|m| matches!(m, Message::Event(_))).count();
+            self.publish_all(out).await;
+            if n < cfg.page_size as usize {
+                return Ok(new);
+            }
+            if !progressed {
+                tracing::warn!(page = n, "a full page of Net2 events shares one timestamp; raise sources.net2.page_size");
+                return Ok(new);
+            }
+        }
+    }
+
+    async fn poll_doors(&self) -> Result<()> {
+        let list = self.client.get("/api/v1/doors", &[]).await?;
+        if !list.text.trim().is_empty() {
+            match serde_json::from_str::<Vec<types::DoorEntry>>(&list.text) {
+                Ok(doors) => {
+                    let mut c = self.lock();
+                    for d in doors {
+                        if let Some(n) = d.name {
+                            c.names.doors.entry(d.id).or_insert_with(|| n.clone());
+                            c.tracker.set_name(d.id, &n);
+                        }
+                    }
+                    self.door_names(&mut c);
+                }
+                Err(e) => self.reject("GET /api/v1/doors", &e.to_string(), &list.text).await,
+            }
+        }
+        let st = self.client.get("/api/v1/doors/status", &[]).await?;
+        let entries: Vec<types::DoorStatusEntry> = if st.text.trim().is_empty() {
+            Vec::new()
+        } else {
+            match serde_json::from_str(&st.text) {
+                Ok(v) => v,
+                Err(e) => {
+                    self.reject("GET /api/v1/doors/status", &e.to_string(), &st.text).await;
+                    return Err(Error::new(ErrorKind::Protocol, "Net2 door status answer is not the expected JSON"));
+                }
+            }
+        };
+        let flat: Vec<_> = entries
+            .into_iter()
+            .map(|e| (e.id, e.status.unwrap_or_default()))
+            .collect();
+        let (out, first) = {
+            let mut c = self.lock();
+            let first = !c.tracker.is_synced();
+            (c.tracker.apply_status_poll(&flat, Instant::now()), first)
+        };
+        self.publish_all(out).await;
+        if first {
+            self.publish_health_detail("door status synced").await;
+        }
+        Ok(())
+    }
+
+    async fn refresh_users(&self) -> Result<usize> {
+        let body = self.client.get("/api/v1/users", &[]).await?;
+        if body.text.trim().is_empty() {
+            return Ok(0);
+        }
+        // Never log or keep this payload: it carries PINs and phone numbers.
+        let users: Vec<types::UserEntry> = serde_json::from_str(&body.text).map_err(|e| {
+            Error::new(
+                ErrorKind::Protocol,
+                format!("Net2 users answer is not the expected JSON ({} bytes; not logged: it holds PINs): line {} column {}", body.text.len(), e.line(), e.column()),
+            )
+        })?;
+        let n = users.len();
+        let mut c = self.lock();
+        c.names.users = users
+            .into_iter()
+            .filter_map(|u| u.display_name().map(|n| (u.id, n)))
+            .collect();
+        Ok(n)
+    }
+
+    async fn handle_command(&self, cmd: Command) {
+        let doors = self.cfg_rx.borrow().doors.clone();
+        let plan = self.lock().tracker.plan(&cmd, &doors);
+        let plan = match plan {
+            Ok(p) => p,
+            Err(rejection) => {
+                tracing::warn!(request_id = %cmd.request_id, requester = %cmd.requester, reason = %rejection.detail, "door command rejected");
+                self.bus.publish(Message::Command(rejection)).await;
+                return;
+            }
+        };
+        self.bus
+            .publish(Message::Command(DoorTracker::rejected(&cmd, CommandStatus::Accepted, plan.path)))
+            .await;
+        tracing::info!(request_id = %cmd.request_id, requester = %cmd.requester, path = plan.path, "sending door command");
+        // Sent exactly once: no retry on timeouts or errors (the door may have moved).
+        let res = self.client.post(plan.path, &plan.body).await;
+        let update = match res {
+            Ok(b) => {
+                let ok = serde_json::from_str::<types::CommandResponse>(&b.text)
+                    .ok()
+                    .and_then(|r| r.output)
+                    .map(|o| o.errors.as_ref().is_none_or(|e| e.is_null()) || o.status.as_deref() == Some("FireAndForget"));
+                if ok == Some(false) {
+                    DoorTracker::rejected(&cmd, CommandStatus::Failed, format!("Net2 reported errors: {}", b.text))
+                } else {
+                    let timeout = self.cfg().command_confirm_timeout.get();
+                    self.lock().tracker.sent(&cmd, Instant::now(), timeout)
+                }
+            }
+            Err(e) => DoorTracker::rejected(&cmd, CommandStatus::Failed, e.to_string()),
+        };
+        tracing::info!(request_id = %cmd.request_id, status = ?update.status, detail = %update.detail, "door command result");
+        let sent = update.status == CommandStatus::Sent;
+        self.bus.publish(Message::Command(update)).await;
+        if sent {
+            // Confirmation comes from the next status; ask for it soon.
+            self.status_now.notify_one();
+        }
+    }
+}
+
+/// Start the Net2 tasks. `commands` is the bus's command queue.
+pub fn spawn(
+    store: &Store,
+    bus: Bus,
+    cfg_rx: ConfigRx,
+    commands: mpsc::Receiver<Command>,
+    cancel: CancellationToken,
+) -> Result<Vec<JoinHandle<()>>> {
+    let cfg = cfg_rx.borrow().sources.net2.clone().ok_or_else(|| Error::new(ErrorKind::Config, "sources.net2 missing"))?;
+    let client = Arc::new(Net2Client::new(&cfg)?);
+    let mut dedupe = Deduper::default();
+    let cursor = store
+        .cursor(SOURCE)?
+        .and_then(|c| DateTime::parse_from_rfc3339(&c).ok());
+    if let Some(c) = cursor {
+        let keys = store.recent_keys(SOURCE, (c - chrono::Duration::hours(6)).timestamp_millis())?;
+        tracing::info!(cursor = %c, known = keys.ids.len(), "resuming Net2 events from the stored cursor");
+        dedupe.seed(keys.ids, keys.live, keys.rest);
+    }
+    let mut tracker = DoorTracker::default();
+    tracker.restore(store.door_states()?);
+    let offset = cursor
+        .map(|c| *c.offset())
+        .unwrap_or_else(|| *chrono::Local::now().offset());
+    let (live_tx, _) = watch::channel(false);
+    let src = Arc::new(Net2Source {
+        client,
+        core: Mutex::new(Core {
+            names: Names::default(),
+            dedupe,
+            tracker,
+            cursor,
+            offset,
+            online: None,
+            live: false,
+        }),
+        bus,
+        cfg_rx,
+        cancel: cancel.clone(),
+        live_tx,
+        backfill_now: Notify::new(),
+        status_now: Notify::new(),
+    });
+    src.door_names(&mut src.lock());
+    let backoff = || Backoff::new(Duration::from_secs(1), Duration::from_secs(60));
+    let mut tasks = Vec::new();
+
+    if cfg.live {
+        let s = src.clone();
+        tasks.push(supervise("net2.live", cancel.clone(), backoff(), AUTH_BACKOFF, move || {
+            let s = s.clone();
+            async move { live::run_once(&s).await }
+        }));
+    }
+
+    let s = src.clone();
+    tasks.push(supervise("net2.events", cancel.clone(), backoff(), AUTH_BACKOFF, move || {
+        let s = s.clone();
+        async move {
+            loop {
+                match s.backfill().await {
+                    Ok(n) => {
+                        if n > 0 {
+                            tracing::debug!(new = n, "Net2 events fetched over REST");
+                        }
+                        s.set_online(true, "").await;
+                    }
+                    Err(e) => {
+                        s.set_online(false, &e.to_string()).await;
+                        return Err(e);
+                    }
+                }
+                let mut live_rx = s.live_tx.subscribe();
+                let c = s.cfg();
+                let every = if *live_rx.borrow() { c.safety_poll_interval } else { c.poll_interval }.get();
+                tokio::select! {
+                    _ = tokio::time::sleep(every) => {}
+                    _ = s.backfill_now.notified() => {}
+                    _ = live_rx.changed() => {}
+                    _ = s.cancel.cancelled() => return Ok(RunEnd::Cancelled),
+                }
+            }
+        }
+    }));
+
+    let s = src.clone();
+    tasks.push(supervise("net2.doors", cancel.clone(), backoff(), AUTH_BACKOFF, move || {
+        let s = s.clone();
+        async move {
+            loop {
+                s.poll_doors().await?;
+                let mut live_rx = s.live_tx.subscribe();
+                let c = s.cfg();
+                let every = if *live_rx.borrow() { c.door_status_safety_interval } else { c.door_status_interval }.get();
+                tokio::select! {
+                    _ = tokio::time::sleep(every) => {}
+                    _ = s.status_now.notified() => {
+                        // Give the relay a moment to move before asking.
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                    _ = live_rx.changed() => {}
+                    _ = s.cancel.cancelled() => return Ok(RunEnd::Cancelled),
+                }
+            }
+        }
+    }));
+
+    let s = src.clone();
+    tasks.push(supervise("net2.users", cancel.clone(), backoff(), AUTH_BACKOFF, move || {
+        let s = s.clone();
+        async move {
+            loop {
+                let n = s.refresh_users().await?;
+                tracing::debug!(users = n, "Net2 user names refreshed");
+                tokio::select! {
+                    _ = tokio::time::sleep(s.cfg().users_refresh_interval.get()) => {}
+                    _ = s.cancel.cancelled() => return Ok(RunEnd::Cancelled),
+                }
+            }
+        }
+    }));
+
+    let s = src.clone();
+    tasks.push(tokio::spawn(async move {
+        let mut commands = commands;
+        loop {
+            tokio::select! {
+                c = commands.recv() => match c {
+                    Some(c) => s.handle_command(c).await,
+                    None => return,
+                },
+                _ = s.cancel.cancelled() => return,
+            }
+        }
+    }));
+
+    let s = src.clone();
+    tasks.push(tokio::spawn(async move {
+        let mut every = tokio::time::interval(Duration::from_secs(1));
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        let mut last_timeout = None;
+        loop {
+            tokio::select! {
+                _ = every.tick() => {}
+                _ = s.cancel.cancelled() => return,
+            }
+            let timeout = s.cfg().request_timeout.get();
+            if last_timeout != Some(timeout) {
+                s.client.set_timeout(timeout);
+                last_timeout = Some(timeout);
+            }
+            let doors = s.cfg_rx.borrow().doors.clone();
+            let out = s.lock().tracker.tick(&doors, Instant::now());
+            s.publish_all(out).await;
+        }
+    }));
+    Ok(tasks)
+}

@@ -1,0 +1,90 @@
+//! Ordered schema migrations. Each runs in its own transaction and bumps `user_version`.
+//! Never edit a released migration: append a new one.
+
+pub const MIGRATIONS: &[&str] = &[
+    // 1: events, cursors, door state.
+    r#"
+    CREATE TABLE events (
+        seq         INTEGER PRIMARY KEY AUTOINCREMENT,
+        id          TEXT NOT NULL UNIQUE,
+        source      TEXT NOT NULL,
+        source_id   INTEGER,
+        fingerprint TEXT NOT NULL,
+        time        TEXT NOT NULL,
+        time_ms     INTEGER NOT NULL,
+        received    TEXT NOT NULL,
+        via         TEXT NOT NULL,
+        kind        TEXT NOT NULL,
+        code        INTEGER,
+        door_id     INTEGER,
+        door_name   TEXT,
+        user_id     INTEGER,
+        user_name   TEXT,
+        description TEXT,
+        detail      TEXT NOT NULL,
+        raw         TEXT NOT NULL
+    );
+    CREATE UNIQUE INDEX events_source_id ON events(source, source_id) WHERE source_id IS NOT NULL;
+    CREATE INDEX events_fingerprint ON events(source, fingerprint);
+    CREATE INDEX events_time ON events(time_ms);
+    CREATE TABLE cursors (
+        source   TEXT PRIMARY KEY,
+        position TEXT NOT NULL,
+        updated  TEXT NOT NULL
+    );
+    CREATE TABLE door_state (
+        door_id INTEGER PRIMARY KEY,
+        state   TEXT NOT NULL,
+        updated TEXT NOT NULL
+    );
+    "#,
+    // 2: command audit and presence.
+    r#"
+    CREATE TABLE audit (
+        seq        INTEGER PRIMARY KEY AUTOINCREMENT,
+        request_id TEXT NOT NULL,
+        requester  TEXT NOT NULL,
+        command    TEXT NOT NULL,
+        status     TEXT NOT NULL,
+        detail     TEXT NOT NULL,
+        at         TEXT NOT NULL
+    );
+    CREATE INDEX audit_request ON audit(request_id);
+    CREATE TABLE presence (
+        user_id INTEGER PRIMARY KEY,
+        state   TEXT NOT NULL,
+        updated TEXT NOT NULL
+    );
+    "#,
+    // 3: device payloads that could not be used, kept raw.
+    r#"
+    CREATE TABLE rejects (
+        seq     INTEGER PRIMARY KEY AUTOINCREMENT,
+        source  TEXT NOT NULL,
+        context TEXT NOT NULL,
+        error   TEXT NOT NULL,
+        raw     TEXT NOT NULL,
+        at      TEXT NOT NULL
+    );
+    "#,
+];
+
+/// Bring `conn` to the newest schema, or to `upto` migrations (tests).
+pub fn migrate(conn: &mut rusqlite::Connection, upto: Option<usize>) -> rusqlite::Result<()> {
+    let current: usize = conn.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0))? as usize;
+    let target = upto.unwrap_or(MIGRATIONS.len()).min(MIGRATIONS.len());
+    if current > MIGRATIONS.len() {
+        return Err(rusqlite::Error::InvalidParameterName(format!(
+            "database schema version {current} is newer than this gatehouse ({}); refusing to touch it",
+            MIGRATIONS.len()
+        )));
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().take(target).skip(current) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+        tx.commit()?;
+        tracing::info!(version = i + 1, "database migrated");
+    }
+    Ok(())
+}

@@ -1,0 +1,333 @@
+//! SQLite history: events (raw payload kept), per-source cursors, last door state, presence and
+//! the command audit. One connection in WAL mode; writes arrive in batches from the store sink.
+
+pub mod migrations;
+
+use crate::error::{Error, ErrorKind, Result, ResultExt};
+use crate::model::{CommandUpdate, DoorState, Event, Presence};
+use rusqlite::{Connection, OptionalExtension, params};
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+#[derive(Clone)]
+pub struct Store {
+    conn: Arc<Mutex<Connection>>,
+    path: PathBuf,
+}
+
+/// One write in a batch.
+#[derive(Debug, Clone)]
+pub enum Write {
+    Event(Box<Event>),
+    Cursor { source: String, position: String },
+    DoorState(DoorState),
+    Presence(Presence),
+    Audit(CommandUpdate),
+    Reject {
+        source: String,
+        context: String,
+        error: String,
+        raw: String,
+    },
+}
+
+/// Counts of what a batch changed.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct BatchResult {
+    pub inserted: usize,
+    pub duplicates: usize,
+}
+
+#[derive(Debug, Default)]
+pub struct RecentKeys {
+    pub ids: HashSet<i64>,
+    pub live: Vec<String>,
+    pub rest: Vec<String>,
+}
+
+/// A stored event as read back (for `gatehouse events`).
+#[derive(Debug, Clone)]
+pub struct StoredEvent {
+    pub seq: i64,
+    pub id: String,
+    pub time: String,
+    pub kind: String,
+    pub door_id: Option<i64>,
+    pub door_name: Option<String>,
+    pub user_name: Option<String>,
+    pub description: Option<String>,
+    pub via: String,
+}
+
+impl Store {
+    pub fn open(path: &Path) -> Result<Store> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .ctx(ErrorKind::Storage, || format!("unable to create {}", dir.display()))?;
+        }
+        let mut conn = Connection::open(path)
+            .ctx(ErrorKind::Storage, || format!("unable to open database {}", path.display()))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        migrations::migrate(&mut conn, None)
+            .ctx(ErrorKind::Storage, || format!("unable to migrate database {}", path.display()))?;
+        Ok(Store {
+            conn: Arc::new(Mutex::new(conn)),
+            path: path.to_owned(),
+        })
+    }
+
+    /// Read-only access for another process (`gatehouse events --follow`).
+    pub fn open_readonly(path: &Path) -> Result<Connection> {
+        let conn = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .ctx(ErrorKind::Storage, || format!("unable to open database {}", path.display()))?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        Ok(conn)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>) -> Result<T> {
+        let mut c = self
+            .conn
+            .lock()
+            .map_err(|_| Error::new(ErrorKind::Storage, "database lock poisoned"))?;
+        Ok(f(&mut c)?)
+    }
+
+    /// Run blocking database work off the async threads.
+    pub async fn run<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Store) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let s = self.clone();
+        tokio::task::spawn_blocking(move || f(&s))
+            .await
+            .map_err(|e| Error::with_source(ErrorKind::Internal, "database task failed", e))?
+    }
+
+    /// Apply a batch in one transaction.
+    pub fn write_batch(&self, batch: &[Write]) -> Result<BatchResult> {
+        self.with(|c| {
+            let tx = c.transaction()?;
+            let mut res = BatchResult::default();
+            {
+                let mut ins = tx.prepare_cached(
+                    "INSERT OR IGNORE INTO events (id, source, source_id, fingerprint, time, time_ms, received, via, kind, code, door_id, door_name, user_id, user_name, description, detail, raw)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
+                )?;
+                for w in batch {
+                    match w {
+                        Write::Event(e) => {
+                            let n = ins.execute(params![
+                                e.id,
+                                e.source,
+                                e.source_id,
+                                e.fingerprint,
+                                e.time.to_rfc3339(),
+                                e.time.timestamp_millis(),
+                                e.received.to_rfc3339(),
+                                serde_json::to_value(e.via).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default(),
+                                e.kind.name(),
+                                e.code,
+                                e.door.as_ref().map(|d| d.id as i64),
+                                e.door.as_ref().and_then(|d| d.name.clone()),
+                                e.user.as_ref().map(|u| u.id),
+                                e.user.as_ref().and_then(|u| u.name.clone()),
+                                e.description,
+                                serde_json::to_string(&e.kind).unwrap_or_default(),
+                                e.raw,
+                            ])?;
+                            if n == 1 {
+                                res.inserted += 1;
+                            } else {
+                                res.duplicates += 1;
+                            }
+                        }
+                        Write::Cursor { source, position } => {
+                            tx.execute(
+                                "INSERT INTO cursors (source, position, updated) VALUES (?1, ?2, ?3)
+                                 ON CONFLICT(source) DO UPDATE SET position = excluded.position, updated = excluded.updated",
+                                params![source, position, chrono::Utc::now().to_rfc3339()],
+                            )?;
+                        }
+                        Write::DoorState(d) => {
+                            tx.execute(
+                                "INSERT INTO door_state (door_id, state, updated) VALUES (?1, ?2, ?3)
+                                 ON CONFLICT(door_id) DO UPDATE SET state = excluded.state, updated = excluded.updated",
+                                params![d.id as i64, serde_json::to_string(d).unwrap_or_default(), chrono::Utc::now().to_rfc3339()],
+                            )?;
+                        }
+                        Write::Presence(p) => {
+                            tx.execute(
+                                "INSERT INTO presence (user_id, state, updated) VALUES (?1, ?2, ?3)
+                                 ON CONFLICT(user_id) DO UPDATE SET state = excluded.state, updated = excluded.updated",
+                                params![p.user.id, serde_json::to_string(p).unwrap_or_default(), chrono::Utc::now().to_rfc3339()],
+                            )?;
+                        }
+                        Write::Audit(a) => {
+                            tx.execute(
+                                "INSERT INTO audit (request_id, requester, command, status, detail, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                                params![
+                                    a.request_id,
+                                    a.requester,
+                                    serde_json::to_string(&a.kind).unwrap_or_default(),
+                                    serde_json::to_value(a.status).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default(),
+                                    a.detail,
+                                    a.at.to_rfc3339()
+                                ],
+                            )?;
+                        }
+                        Write::Reject { source, context, error, raw } => {
+                            tx.execute(
+                                "INSERT INTO rejects (source, context, error, raw, at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                                params![source, context, error, raw, chrono::Utc::now().to_rfc3339()],
+                            )?;
+                        }
+                    }
+                }
+            }
+            tx.commit()?;
+            Ok(res)
+        })
+    }
+
+    pub fn cursor(&self, source: &str) -> Result<Option<String>> {
+        self.with(|c| {
+            c.query_row("SELECT position FROM cursors WHERE source = ?1", [source], |r| r.get(0))
+                .optional()
+        })
+    }
+
+    /// Source ids, and fingerprints of events without (live) and with (REST) a source id, at
+    /// or after `since_ms`: seeds deduplication after a restart.
+    pub fn recent_keys(&self, source: &str, since_ms: i64) -> Result<RecentKeys> {
+        self.with(|c| {
+            let mut st = c.prepare(
+                "SELECT source_id, fingerprint FROM events WHERE source = ?1 AND time_ms >= ?2",
+            )?;
+            let mut k = RecentKeys::default();
+            let rows = st.query_map(params![source, since_ms], |r| {
+                Ok((r.get::<_, Option<i64>>(0)?, r.get::<_, String>(1)?))
+            })?;
+            for row in rows {
+                match row? {
+                    (Some(id), fp) => {
+                        k.ids.insert(id);
+                        k.rest.push(fp);
+                    }
+                    (None, fp) => k.live.push(fp),
+                }
+            }
+            Ok(k)
+        })
+    }
+
+    pub fn door_states(&self) -> Result<Vec<DoorState>> {
+        self.with(|c| {
+            let mut st = c.prepare("SELECT state FROM door_state ORDER BY door_id")?;
+            let rows = st.query_map([], |r| r.get::<_, String>(0))?;
+            Ok(rows
+                .filter_map(|r| r.ok())
+                .filter_map(|s| serde_json::from_str(&s).ok())
+                .collect())
+        })
+    }
+
+    pub fn count_events(&self) -> Result<i64> {
+        self.with(|c| c.query_row("SELECT count(*) FROM events", [], |r| r.get(0)))
+    }
+
+    /// Delete events older than `before_ms`, in chunks so readers are not blocked for long.
+    pub fn prune(&self, before_ms: i64) -> Result<usize> {
+        let mut total = 0;
+        loop {
+            let n = self.with(|c| {
+                c.execute(
+                    "DELETE FROM events WHERE seq IN (SELECT seq FROM events WHERE time_ms < ?1 LIMIT 5000)",
+                    [before_ms],
+                )
+            })?;
+            total += n;
+            if n < 5000 {
+                return Ok(total);
+            }
+        }
+    }
+}
+
+/// Events after `seq`, oldest first (for `gatehouse events`).
+pub fn events_after(conn: &Connection, seq: i64, limit: i64) -> Result<Vec<StoredEvent>> {
+    let mut st = conn.prepare_cached(
+        "SELECT seq, id, time, kind, door_id, door_name, user_name, description, via FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+    )?;
+    let rows = st.query_map(params![seq, limit], |r| {
+        Ok(StoredEvent {
+            seq: r.get(0)?,
+            id: r.get(1)?,
+            time: r.get(2)?,
+            kind: r.get(3)?,
+            door_id: r.get(4)?,
+            door_name: r.get(5)?,
+            user_name: r.get(6)?,
+            description: r.get(7)?,
+            via: r.get(8)?,
+        })
+    })?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// The highest event sequence number (for `--follow` without history).
+pub fn last_seq(conn: &Connection) -> Result<i64> {
+    Ok(conn.query_row("SELECT coalesce(max(seq), 0) FROM events", [], |r| r.get(0))?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn schema(c: &Connection) -> Vec<(String, String)> {
+        let mut st = c
+            .prepare("SELECT name, sql FROM sqlite_master WHERE sql IS NOT NULL ORDER BY name")
+            .unwrap();
+        st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .map(|r| r.unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn upgraded_database_equals_fresh_one() {
+        let dir = tempfile::tempdir().unwrap();
+        for step in 0..migrations::MIGRATIONS.len() {
+            let p = dir.path().join(format!("up{step}.db"));
+            let mut c = Connection::open(&p).unwrap();
+            migrations::migrate(&mut c, Some(step)).unwrap();
+            drop(c);
+            let up = Store::open(&p).unwrap();
+            let fresh = Store::open(&dir.path().join(format!("fresh{step}.db"))).unwrap();
+            let a = up.with(|c| Ok(schema(c))).unwrap();
+            let b = fresh.with(|c| Ok(schema(c))).unwrap();
+            assert_eq!(a, b, "upgrade from version {step} differs from a fresh database");
+            let v: i64 = up
+                .with(|c| c.query_row("PRAGMA user_version", [], |r| r.get(0)))
+                .unwrap();
+            assert_eq!(v as usize, migrations::MIGRATIONS.len());
+        }
+    }
+
+    #[test]
+    fn refuses_newer_schema() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("new.db");
+        let c = Connection::open(&p).unwrap();
+        c.pragma_update(None, "user_version", 99).unwrap();
+        drop(c);
+        let e = Store::open(&p).err().unwrap();
+        assert!(e.to_string().contains("newer"), "{e}");
+    }
+}

@@ -17,6 +17,8 @@ fn cfg() -> SimConfig {
 }
 
 fn http() -> reqwest::Client {
+    // reqwest is built with `rustls-no-provider`: a provider must exist even for plain http.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .build()
@@ -699,6 +701,14 @@ async fn signalr_round_trip() {
     assert_eq!(n["KeepAliveTimeout"], 20.0);
     assert_eq!(n["TryWebSockets"], true);
     assert_eq!(n["Url"], "/signalr");
+    let fixture: Value =
+        serde_json::from_str(include_str!("fixtures/net2/signalr/negotiate.json")).unwrap();
+    let key_set = |v: &Value| -> Vec<String> {
+        let mut k: Vec<String> = v.as_object().unwrap().keys().cloned().collect();
+        k.sort();
+        k
+    };
+    assert_eq!(key_set(&n), key_set(&fixture));
     let conn = n["ConnectionToken"].as_str().unwrap().to_string();
     assert!(
         conn.contains('+') && conn.contains('/'),
@@ -801,6 +811,11 @@ async fn signalr_round_trip() {
         ]
     );
     assert_eq!(evs2[0]["userName"], Value::Null);
+    let frames: Vec<Value> = include_str!("fixtures/net2/signalr/frames.jsonl")
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(key_set(e), key_set(&frames[3]["M"][0]["A"][0][0]));
 
     // A batch of two in one frame.
     sim.push_events(vec![

@@ -29,6 +29,11 @@ pub fn config_text(sim: &Net2Sim, db: &std::path::Path, extra_net2: &str, doors:
 
 impl Harness {
     pub async fn new(sim_cfg: SimConfig, extra_net2: &str) -> Harness {
+        // Logs are shown for failing tests only.
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(std::env::var("GATEHOUSE_LOG").unwrap_or_else(|_| "gatehouse=debug".into()))
+            .with_test_writer()
+            .try_init();
         let sim = Net2Sim::start(sim_cfg).await.expect("simulator starts");
         Harness {
             sim,

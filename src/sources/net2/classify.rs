@@ -78,6 +78,14 @@ pub fn fingerprint(local: NaiveDateTime, code: i64, user: i64, door: u64) -> Str
     format!("{}|{code}|{user}|{door}", local.format("%Y-%m-%dT%H:%M:%S"))
 }
 
+/// An id for an event the server gave none (live events): the fingerprint alone is not
+/// unique (two swipes of one card in one second), so the receive time is part of it.
+fn unique_id(fp: &str, received: DateTime<Utc>) -> String {
+    static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("{SOURCE}:fp:{fp}@{}.{n}", received.timestamp_millis())
+}
+
 /// Parse a Net2 timestamp: with offset (REST) or naive server-local (SignalR), with or
 /// without fractions. Returns the server-local wall time and, if given, the offset.
 pub fn parse_time(s: &str) -> Option<(NaiveDateTime, Option<FixedOffset>)> {
@@ -141,7 +149,7 @@ pub fn rest_event(v: &Value, names: &Names, server_offset: FixedOffset, now: Dat
     Event {
         id: match id {
             Some(i) => format!("{SOURCE}:{i}"),
-            None => format!("{SOURCE}:fp:{fp}"),
+            None => unique_id(&fp, now),
         },
         source: SOURCE.into(),
         source_id: id,
@@ -190,7 +198,7 @@ pub fn live_event(v: &Value, names: &Names, server_offset: FixedOffset, now: Dat
     };
     let fp = fingerprint(local, code.unwrap_or(-1), user_id.unwrap_or(0), door.unwrap_or(0));
     Event {
-        id: format!("{SOURCE}:fp:{fp}"),
+        id: unique_id(&fp, now),
         source: SOURCE.into(),
         source_id: None,
         fingerprint: fp,

@@ -15,8 +15,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::time::Instant;
 
-/// Refresh when less than this share of the token's lifetime is left.
+/// Renew when less than this share of the token's lifetime is left (6 min of Net2's 30)…
 const REFRESH_AT_REMAINING: f64 = 0.2;
+/// …or less than this, for short-lived tokens (capped at half the lifetime).
+const REFRESH_MARGIN: Duration = Duration::from_secs(60);
 const MAX_429_RETRIES: u32 = 6;
 
 #[derive(Clone)]
@@ -108,7 +110,8 @@ impl Net2Client {
         let now = Instant::now();
         if let Some(t) = guard.as_ref() {
             let left = t.expires.saturating_duration_since(now);
-            if left > t.lifetime.mul_f64(REFRESH_AT_REMAINING) && left > Duration::from_secs(5) {
+            let margin = t.lifetime.mul_f64(REFRESH_AT_REMAINING).max(REFRESH_MARGIN.min(t.lifetime / 2));
+            if left > margin {
                 return Ok((t.access.clone(), t.expires));
             }
         }
@@ -199,7 +202,7 @@ impl Net2Client {
                         e,
                     )
                 })?;
-                let lifetime = Duration::from_secs(t.expires_in.unwrap_or(1800).max(10));
+                let lifetime = Duration::from_secs(t.expires_in.unwrap_or(1800).max(1));
                 let now = Instant::now();
                 tracing::debug!(grant, lifetime = ?lifetime, "got Net2 access token");
                 return Ok(Tokens {

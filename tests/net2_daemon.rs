@@ -1,0 +1,303 @@
+//! The daemon against the Net2 simulator: backfill, live + REST dedupe, token trouble,
+//! dropped sockets, server outages and door commands.
+
+mod common;
+
+use common::{Harness, wait_for};
+use gatehouse::model::*;
+use gatehouse::sim::net2::{SimConfig, SimEvent};
+use std::collections::HashSet;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+const T: Duration = Duration::from_secs(20);
+
+fn events_in_db(h: &Harness) -> i64 {
+    h.query_i64("SELECT count(*) FROM events")
+}
+
+fn no_duplicate_fingerprints(h: &Harness) {
+    let dup = h.query_i64(
+        "SELECT count(*) FROM (SELECT fingerprint FROM events WHERE kind != 'door_held_open' GROUP BY fingerprint HAVING count(*) > 1)",
+    );
+    assert_eq!(dup, 0, "an event was stored twice");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backfill_after_downtime_has_no_gap_and_no_duplicate() {
+    let mut h = Harness::new(SimConfig::default(), "    live: false\n    page_size: 50\n").await;
+    let start = h.sim.local_now() - chrono::Duration::hours(2);
+    h.sim.seed_history(230, start, Duration::from_secs(3));
+    h.start().await;
+    wait_for("first backfill", T, || events_in_db(&h) >= 230).await;
+    h.stop().await;
+
+    // While the daemon is down, more events happen (some within the same second).
+    let t0 = h.sim.local_now();
+    for i in 0..120 {
+        h.sim.push_event(SimEvent::new(20, 6612642).user(12).at(t0 + chrono::Duration::milliseconds(i * 400)).rest_only());
+    }
+    h.start().await;
+    let total = h.sim.event_count() as i64;
+    wait_for("backfill after downtime", T, || events_in_db(&h) >= total).await;
+    // A few more polls must not add anything.
+    let polls = h.sim.stats().events_requests;
+    wait_for("more polls", T, || h.sim.stats().events_requests >= polls + 3).await;
+    h.stop().await;
+    let ids = h.stored_source_ids();
+    assert_eq!(ids.len() as i64, total, "every simulator event stored exactly once");
+    assert_eq!(ids.iter().collect::<HashSet<_>>().len(), ids.len());
+    assert!(h.sim.commands().is_empty(), "no door command at start-up");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_and_rest_copies_are_one_event() {
+    let mut h = Harness::new(SimConfig::default(), "").await;
+    h.start().await;
+    wait_for("live socket", T, || h.sim.websocket_count() == 1 && !h.sim.stats().subscriptions.is_empty()).await;
+    let mut watch = h.app().bus.watch();
+    for i in 0..6 {
+        h.sim.push_event(SimEvent::new(20, 7319051).user(if i % 2 == 0 { 12 } else { 8 }));
+        h.sim.push_event(SimEvent::new(46, 7319051));
+    }
+    // Live copies arrive first; wait until two safety polls have fetched the REST copies.
+    let polls = h.sim.stats().events_requests;
+    wait_for("safety polls", T, || h.sim.stats().events_requests >= polls + 2).await;
+    wait_for("stored", T, || events_in_db(&h) >= 12).await;
+    tokio::time::sleep(Duration::from_millis(200)).await; // let the last batch commit
+    // Whichever copy arrives first is published; the other is recognised.
+    let mut published = Vec::new();
+    while let Ok(m) = watch.try_recv() {
+        if let Message::Event(e) = m {
+            published.push(e);
+        }
+    }
+    assert_eq!(published.len(), 12, "{published:#?}");
+    assert!(published.iter().any(|e| e.via == Via::Live));
+    assert_eq!(events_in_db(&h), 12);
+    // Same-second repeats of one card at one door are real and stay separate.
+    assert_eq!(h.query_i64("SELECT count(*) FROM events WHERE code = 46"), 6);
+    // Names are resolved through the user list, not split from "Surname Firstname".
+    let named = h.query_i64("SELECT count(*) FROM events WHERE user_name = 'Jonas Bak'");
+    assert_eq!(named, 3);
+    let subs = h.sim.stats().subscriptions;
+    let methods: Vec<_> = subs.iter().map(|(m, _)| m.to_ascii_lowercase()).collect();
+    assert!(methods.contains(&"subscribetoliveevents".to_string()));
+    assert!(subs.iter().any(|(m, a)| m.eq_ignore_ascii_case("subscribeToDoorStatusEvents") && a == &vec![serde_json::json!("7242929")]));
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_expiry_and_401_mid_run_reauthenticate() {
+    let mut h = Harness::new(SimConfig::default(), "    live: false\n").await;
+    h.start().await;
+    wait_for("first poll", T, || h.sim.stats().events_requests >= 1).await;
+    let before = h.sim.stats();
+    h.sim.expire_tokens();
+    let id = h.sim.push_event(SimEvent::new(26, 6612642).user(8).rest_only());
+    wait_for("event after 401", T, || h.stored_source_ids().contains(&id)).await;
+    let after = h.sim.stats();
+    assert!(after.unauthorized > before.unauthorized, "the sim saw the stale token");
+    assert!(
+        after.refresh_grants + after.password_grants > before.refresh_grants + before.password_grants,
+        "a new token was fetched"
+    );
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn short_tokens_are_refreshed_before_expiry_with_refresh_grant() {
+    let sim = SimConfig { token_lifetime: Duration::from_secs(4), ..SimConfig::default() };
+    let mut h = Harness::new(sim, "    live: false\n").await;
+    h.start().await;
+    wait_for("refresh grant", T, || h.sim.stats().refresh_grants >= 1).await;
+    let s = h.sim.stats();
+    assert_eq!(s.password_grants, 1, "refresh, not password, once the first token exists");
+    assert_eq!(s.unauthorized, 0, "tokens were renewed before they expired");
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limited_token_endpoint_is_retried_single_flight() {
+    let mut h = Harness::new(SimConfig::default(), "").await;
+    // Use up the token budget right before the daemon starts: its first request gets 429.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let http = reqwest::Client::new();
+    for _ in 0..3 {
+        let _ = http
+            .post(format!("{}/api/v1/authorization/tokens", h.sim.base_url()))
+            .form(&[("grant_type", "password"), ("username", "x"), ("password", "y"), ("client_id", "z")])
+            .send()
+            .await;
+    }
+    h.start().await;
+    wait_for("live connected despite 429", T, || h.sim.websocket_count() == 1).await;
+    let s = h.sim.stats();
+    assert!(s.token_429 >= 2, "the test's third request and the daemon's first met a 429");
+    // Several tasks wanted a token at once; single-flight means one grant by the daemon.
+    assert_eq!(s.password_grants, 2 + 1, "two by the test, one by the daemon");
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropped_websocket_reconnects_resubscribes_and_backfills() {
+    let mut h = Harness::new(SimConfig::default(), "").await;
+    h.start().await;
+    wait_for("live socket", T, || h.sim.websocket_count() == 1).await;
+    h.sim.drop_websockets();
+    // An event while the socket is down is only in the REST log.
+    let id = h.sim.push_event(SimEvent::new(93, 7242929).rest_only());
+    wait_for("reconnect", Duration::from_secs(30), || h.sim.stats().ws_connects >= 2 && h.sim.websocket_count() == 1).await;
+    wait_for("backfilled", T, || h.stored_source_ids().contains(&id)).await;
+    let subs = h.sim.stats().subscriptions;
+    let live_subs = subs.iter().filter(|(m, _)| m.eq_ignore_ascii_case("subscribeToLiveEvents")).count();
+    assert_eq!(live_subs, 2, "resubscribed after reconnect");
+    h.sim.push_event(SimEvent::new(20, 6612642).user(19));
+    wait_for("live again", T, || h.query_i64("SELECT count(*) FROM events WHERE user_id = 19") == 1).await;
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_down_for_a_while_loses_nothing() {
+    let mut h = Harness::new(SimConfig::default(), "").await;
+    h.start().await;
+    wait_for("live socket", T, || h.sim.websocket_count() == 1).await;
+    let mut watch = h.app().bus.watch();
+    h.sim.go_down().await;
+    let t0 = h.sim.local_now();
+    let ids: Vec<i64> = (0..5)
+        .map(|i| h.sim.push_event(SimEvent::new(20, 6612642).user(12).at(t0 + chrono::Duration::seconds(i)).rest_only()))
+        .collect();
+    let mut saw_offline = false;
+    let deadline = tokio::time::Instant::now() + T;
+    while !saw_offline && tokio::time::Instant::now() < deadline {
+        if let Ok(Ok(Message::Health(hl))) = tokio::time::timeout(Duration::from_millis(200), watch.recv()).await {
+            saw_offline |= !hl.online;
+        }
+    }
+    assert!(saw_offline, "health reported the server unreachable");
+    h.sim.come_up().await.unwrap();
+    wait_for("all events after outage", Duration::from_secs(40), || {
+        let s = h.stored_source_ids();
+        ids.iter().all(|i| s.contains(i))
+    })
+    .await;
+    no_duplicate_fingerprints(&h);
+    h.stop().await;
+}
+
+async fn command(h: &Harness, id: &str, door: DoorId, action: DoorAction) -> Vec<CommandUpdate> {
+    let mut watch = h.app().bus.watch();
+    h.app()
+        .commands()
+        .send(Command {
+            request_id: id.into(),
+            requester: "test".into(),
+            kind: CommandKind::Door { door, action, duration_ms: None },
+            received: chrono::Utc::now(),
+        })
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    let end = tokio::time::Instant::now() + T;
+    while tokio::time::Instant::now() < end {
+        if let Ok(Ok(Message::Command(u))) = tokio::time::timeout(Duration::from_millis(200), watch.recv()).await
+            && u.request_id == id
+        {
+            let done = !matches!(u.status, CommandStatus::Accepted | CommandStatus::Sent);
+            out.push(u);
+            if done {
+                break;
+            }
+        }
+    }
+    out
+}
+
+async fn ready(h: &Harness) {
+    wait_for("door status synced", T, || h.query_i64("SELECT count(*) FROM door_state") >= 3).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn door_command_reaches_the_simulator_exactly_once_and_is_audited() {
+    let mut h = Harness::new(SimConfig::default(), "").await;
+    h.start().await;
+    ready(&h).await;
+    assert!(h.sim.commands().is_empty(), "nothing sent at start-up");
+    let ups = command(&h, "req-1", 6612642, DoorAction::Open).await;
+    let statuses: Vec<_> = ups.iter().map(|u| u.status).collect();
+    assert_eq!(statuses, vec![CommandStatus::Accepted, CommandStatus::Sent, CommandStatus::Confirmed]);
+    let cmds = h.sim.commands();
+    assert_eq!(cmds.len(), 1, "{cmds:?}");
+    assert_eq!(cmds[0].path, "/api/v1/commands/door/control");
+    assert_eq!(cmds[0].body["DoorId"], 6612642);
+    assert_eq!(cmds[0].body["RelayFunction"]["RelayOpenTime"], 800);
+    // The same request id again is refused and nothing more is sent.
+    let again = command(&h, "req-1", 6612642, DoorAction::Open).await;
+    assert_eq!(again.last().unwrap().status, CommandStatus::Rejected);
+    assert_eq!(h.sim.commands().len(), 1);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    h.stop().await;
+    assert_eq!(h.query_i64("SELECT count(*) FROM audit WHERE request_id = 'req-1'"), 4);
+    assert_eq!(h.query_i64("SELECT count(*) FROM audit WHERE status = 'confirmed'"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn momentary_door_is_not_toggled_the_wrong_way() {
+    let mut h = Harness::new(SimConfig::default(), "").await;
+    h.start().await;
+    ready(&h).await;
+    // The garage port's relay is open in the fixture status: holding it open would close it.
+    let ups = command(&h, "g-1", 7242929, DoorAction::HoldOpen).await;
+    assert_eq!(ups.last().unwrap().status, CommandStatus::Rejected);
+    assert!(h.sim.commands().is_empty());
+    let ups = command(&h, "g-2", 7242929, DoorAction::Close).await;
+    assert_eq!(ups.last().unwrap().status, CommandStatus::Confirmed, "{ups:?}");
+    assert_eq!(h.sim.commands().len(), 1);
+    assert_eq!(h.sim.door_status(7242929).unwrap().door_relay_open, false);
+    // Unconfigured doors are refused.
+    let ups = command(&h, "x-1", 3962494, DoorAction::Open).await;
+    assert_eq!(ups.last().unwrap().status, CommandStatus::Rejected);
+    assert_eq!(h.sim.commands().len(), 1);
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_is_logged_kept_and_survived() {
+    let mut h = Harness::new(SimConfig::default(), "    live: false\n").await;
+    h.start().await;
+    wait_for("first poll", T, || h.sim.stats().events_requests >= 1).await;
+    h.sim.faults().malformed_events.store(true, Ordering::SeqCst);
+    wait_for("malformed kept", T, || h.query_i64("SELECT count(*) FROM events WHERE kind IN ('unparsed', 'other')") >= 2).await;
+    h.sim.faults().malformed_events.store(false, Ordering::SeqCst);
+    // HTML error pages and 500s: the source reports the server unreachable, then recovers.
+    for fault in [&h.sim.faults().html_error, &h.sim.faults().fail_500] {
+        let mut watch = h.app().bus.watch();
+        fault.store(true, Ordering::SeqCst);
+        wait_health(&mut watch, false).await;
+        fault.store(false, Ordering::SeqCst);
+        wait_health(&mut watch, true).await;
+    }
+    // Empty bodies are "no events", not an error.
+    h.sim.faults().empty_bodies.store(true, Ordering::SeqCst);
+    let polls = h.sim.stats().events_requests;
+    wait_for("polled empty bodies", T, || h.sim.stats().events_requests >= polls + 2).await;
+    h.sim.faults().empty_bodies.store(false, Ordering::SeqCst);
+    let id = h.sim.push_event(SimEvent::new(20, 6612642).user(12).rest_only());
+    wait_for("recovered", T, || h.stored_source_ids().contains(&id)).await;
+    h.stop().await;
+    let raw_ok = h.query_i64("SELECT count(*) FROM events WHERE kind = 'unparsed' AND raw LIKE '%abc%'");
+    assert!(raw_ok >= 1, "the malformed element is kept raw");
+}
+
+async fn wait_health(watch: &mut tokio::sync::broadcast::Receiver<Message>, online: bool) {
+    let end = tokio::time::Instant::now() + T;
+    loop {
+        assert!(tokio::time::Instant::now() < end, "health never became online={online}");
+        if let Ok(Ok(Message::Health(hl))) = tokio::time::timeout(Duration::from_millis(200), watch.recv()).await
+            && hl.online == online
+        {
+            return;
+        }
+    }
+}

@@ -26,7 +26,11 @@ pub struct App {
 
 impl App {
     /// Start everything. `config_path` enables hot reload (file watch + SIGHUP).
-    pub async fn start(cfg: Config, config_path: Option<PathBuf>, log: Option<LogHandle>) -> Result<App> {
+    pub async fn start(
+        cfg: Config,
+        config_path: Option<PathBuf>,
+        log: Option<LogHandle>,
+    ) -> Result<App> {
         tracing::info!(version = env!("CARGO_PKG_VERSION"), summary = %cfg.summary(), "starting gatehouse");
         let store = Store::open(&cfg.storage.path)?;
         let (cfg_tx, cfg_rx) = watch::channel(Arc::new(cfg.clone()));
@@ -60,12 +64,18 @@ impl App {
         }
         if let Some(mut c) = commands {
             // No source owns doors: answer nothing, but do not let senders block.
-            sinks.push(tokio::spawn(async move { while c.recv().await.is_some() {} }));
+            sinks.push(tokio::spawn(
+                async move { while c.recv().await.is_some() {} },
+            ));
         }
 
         // Hot reload.
         if let Some(path) = config_path {
-            sinks.push(tokio::spawn(reload::watch_file(path, cfg_tx.clone(), sources_cancel.clone())));
+            sinks.push(tokio::spawn(reload::watch_file(
+                path,
+                cfg_tx.clone(),
+                sources_cancel.clone(),
+            )));
         }
         if let Some(log) = log {
             let mut rx = cfg_rx.clone();
@@ -124,7 +134,9 @@ impl App {
 
 /// Tell systemd we are ready (`Type=notify`); a no-op outside systemd.
 pub fn notify_ready() {
-    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else { return };
+    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
+        return;
+    };
     let sock = match std::os::unix::net::UnixDatagram::unbound() {
         Ok(s) => s,
         Err(_) => return,
@@ -132,7 +144,8 @@ pub fn notify_ready() {
     let p = path.to_string_lossy();
     let res = if let Some(abs) = p.strip_prefix('@') {
         use std::os::linux::net::SocketAddrExt;
-        std::os::unix::net::SocketAddr::from_abstract_name(abs.as_bytes()).and_then(|a| sock.send_to_addr(b"READY=1", &a))
+        std::os::unix::net::SocketAddr::from_abstract_name(abs.as_bytes())
+            .and_then(|a| sock.send_to_addr(b"READY=1", &a))
     } else {
         sock.send_to(b"READY=1", &*p)
     };

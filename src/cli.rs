@@ -10,15 +10,35 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub enum Action {
-    Run { config: PathBuf, log_format: Option<LogFormat> },
-    Demo { dir: Option<PathBuf>, seconds: Option<u64>, log_format: Option<LogFormat> },
-    Events { db: Option<PathBuf>, config: Option<PathBuf>, follow: bool, last: i64, json: bool },
-    Net2Doors { config: PathBuf },
-    Net2Open { config: PathBuf, door: DoorId, action: DoorAction },
+    Run {
+        config: PathBuf,
+        log_format: Option<LogFormat>,
+    },
+    Demo {
+        dir: Option<PathBuf>,
+        seconds: Option<u64>,
+        log_format: Option<LogFormat>,
+    },
+    Events {
+        db: Option<PathBuf>,
+        config: Option<PathBuf>,
+        follow: bool,
+        last: i64,
+        json: bool,
+    },
+    Net2Doors {
+        config: PathBuf,
+    },
+    Net2Open {
+        config: PathBuf,
+        door: DoorId,
+        action: DoorAction,
+    },
 }
 
 fn load(path: &Path) -> Result<Config> {
-    config::load_file(path).map_err(|e| Error::new(ErrorKind::Config, format!("{}: {e}", path.display())))
+    config::load_file(path)
+        .map_err(|e| Error::new(ErrorKind::Config, format!("{}: {e}", path.display())))
 }
 
 pub async fn dispatch(a: Action) -> Result<()> {
@@ -31,8 +51,18 @@ pub async fn dispatch(a: Action) -> Result<()> {
             run_until_signal(app).await;
             Ok(())
         }
-        Action::Demo { dir, seconds, log_format } => demo(dir, seconds, log_format).await,
-        Action::Events { db, config, follow, last, json } => {
+        Action::Demo {
+            dir,
+            seconds,
+            log_format,
+        } => demo(dir, seconds, log_format).await,
+        Action::Events {
+            db,
+            config,
+            follow,
+            last,
+            json,
+        } => {
             let db = match (db, config) {
                 (Some(db), _) => db,
                 (None, Some(c)) => load(&c)?.storage.path,
@@ -41,7 +71,11 @@ pub async fn dispatch(a: Action) -> Result<()> {
             events(&db, follow, last, json).await
         }
         Action::Net2Doors { config } => net2_doors(&load(&config)?).await,
-        Action::Net2Open { config, door, action } => net2_open(load(&config)?, door, action).await,
+        Action::Net2Open {
+            config,
+            door,
+            action,
+        } => net2_open(load(&config)?, door, action).await,
     }
 }
 
@@ -70,7 +104,10 @@ pub async fn events(db: &Path, follow: bool, last: i64, json: bool) -> Result<()
     let mut waited = false;
     while !db.exists() {
         if !follow {
-            return Err(Error::new(ErrorKind::Storage, format!("no database at {}", db.display())));
+            return Err(Error::new(
+                ErrorKind::Storage,
+                format!("no database at {}", db.display()),
+            ));
         }
         if !waited {
             eprintln!("waiting for {} to appear…", db.display());
@@ -101,20 +138,37 @@ pub async fn events(db: &Path, follow: bool, last: i64, json: bool) -> Result<()
 }
 
 async fn net2_doors(cfg: &Config) -> Result<()> {
-    let n = cfg.sources.net2.as_ref().ok_or_else(|| Error::new(ErrorKind::Config, "sources.net2 is not configured"))?;
+    let n = cfg
+        .sources
+        .net2
+        .as_ref()
+        .ok_or_else(|| Error::new(ErrorKind::Config, "sources.net2 is not configured"))?;
     let client = crate::sources::net2::client::Net2Client::new(n)?;
     let doors = client.get("/api/v1/doors", &[]).await?;
     let status = client.get("/api/v1/doors/status", &[]).await?;
-    let doors: Vec<crate::sources::net2::types::DoorEntry> = serde_json::from_str(&doors.text).unwrap_or_default();
-    let status: Vec<crate::sources::net2::types::DoorStatusEntry> = if status.text.trim().is_empty() {
+    let doors: Vec<crate::sources::net2::types::DoorEntry> =
+        serde_json::from_str(&doors.text).unwrap_or_default();
+    let status: Vec<crate::sources::net2::types::DoorStatusEntry> = if status.text.trim().is_empty()
+    {
         Vec::new()
     } else {
-        serde_json::from_str(&status.text).ctx(ErrorKind::Protocol, || "Net2 door status answer is not the expected JSON")?
+        serde_json::from_str(&status.text).ctx(
+            ErrorKind::Protocol,
+            || "Net2 door status answer is not the expected JSON",
+        )?
     };
     let mut out = std::io::stdout();
-    let _ = writeln!(out, "{:<10} {:<40} {:<8} {:<9} {}", "id", "name", "contact", "relay", "config");
+    let _ = writeln!(
+        out,
+        "{:<10} {:<40} {:<8} {:<9} config",
+        "id", "name", "contact", "relay"
+    );
     for d in doors {
-        let s = status.iter().find(|s| s.id == d.id).and_then(|s| s.status.clone()).unwrap_or_default();
+        let s = status
+            .iter()
+            .find(|s| s.id == d.id)
+            .and_then(|s| s.status.clone())
+            .unwrap_or_default();
         let contact = match s.door_contact_closed {
             Some(true) => "closed",
             Some(false) => "open",
@@ -125,8 +179,20 @@ async fn net2_doors(cfg: &Config) -> Result<()> {
             Some(false) => "locked",
             None => "-",
         };
-        let conf = cfg.doors.get(&d.id).map(|c| format!("{:?}", c.mode).to_lowercase()).unwrap_or_else(|| "not configured".into());
-        let _ = writeln!(out, "{:<10} {:<40} {:<8} {:<9} {}", d.id, d.name.unwrap_or_default(), contact, relay, conf);
+        let conf = cfg
+            .doors
+            .get(&d.id)
+            .map(|c| format!("{:?}", c.mode).to_lowercase())
+            .unwrap_or_else(|| "not configured".into());
+        let _ = writeln!(
+            out,
+            "{:<10} {:<40} {:<8} {:<9} {}",
+            d.id,
+            d.name.unwrap_or_default(),
+            contact,
+            relay,
+            conf
+        );
     }
     Ok(())
 }
@@ -148,13 +214,20 @@ async fn net2_open(cfg: Config, door: DoorId, action: DoorAction) -> Result<()> 
     .await;
     if ready.is_err() {
         app.shutdown().await;
-        return Err(Error::new(ErrorKind::Unavailable, "no door status from Net2 within 30 s; nothing sent"));
+        return Err(Error::new(
+            ErrorKind::Unavailable,
+            "no door status from Net2 within 30 s; nothing sent",
+        ));
     }
     let request_id = format!("cli-{}", chrono::Utc::now().timestamp_millis());
     let cmd = Command {
         request_id: request_id.clone(),
         requester: format!("cli:{}", std::env::var("USER").unwrap_or_default()),
-        kind: CommandKind::Door { door, action, duration_ms: None },
+        kind: CommandKind::Door {
+            door,
+            action,
+            duration_ms: None,
+        },
         received: chrono::Utc::now(),
     };
     let _ = app.commands().send(cmd).await;
@@ -174,7 +247,10 @@ async fn net2_open(cfg: Config, door: DoorId, action: DoorAction) -> Result<()> 
     app.shutdown().await;
     match result {
         Ok(CommandStatus::Confirmed) => Ok(()),
-        Ok(s) => Err(Error::new(ErrorKind::Unavailable, format!("command ended {s:?}"))),
+        Ok(s) => Err(Error::new(
+            ErrorKind::Unavailable,
+            format!("command ended {s:?}"),
+        )),
         Err(_) => Err(Error::new(ErrorKind::Unavailable, "no result within 40 s")),
     }
 }
@@ -183,12 +259,18 @@ fn println_status(u: &CommandUpdate) {
     let _ = writeln!(std::io::stdout(), "{:?}: {}", u.status, u.detail);
 }
 
-async fn demo(dir: Option<PathBuf>, seconds: Option<u64>, log_format: Option<LogFormat>) -> Result<()> {
+async fn demo(
+    dir: Option<PathBuf>,
+    seconds: Option<u64>,
+    log_format: Option<LogFormat>,
+) -> Result<()> {
     use crate::sim::net2::{Net2Sim, SimConfig};
     let log = crate::logging::init(log_format.unwrap_or(LogFormat::Pretty), "info");
     let (dir, _tmp) = match dir {
         Some(d) => {
-            std::fs::create_dir_all(&d).ctx(ErrorKind::Storage, || format!("unable to create {}", d.display()))?;
+            std::fs::create_dir_all(&d).ctx(ErrorKind::Storage, || {
+                format!("unable to create {}", d.display())
+            })?;
             (d, None)
         }
         None => {
@@ -197,7 +279,11 @@ async fn demo(dir: Option<PathBuf>, seconds: Option<u64>, log_format: Option<Log
         }
     };
     let sim_cfg = SimConfig::default();
-    let (user, pass, client_id) = (sim_cfg.username.clone(), sim_cfg.password.clone(), sim_cfg.client_id.clone());
+    let (user, pass, client_id) = (
+        sim_cfg.username.clone(),
+        sim_cfg.password.clone(),
+        sim_cfg.client_id.clone(),
+    );
     let sim = Net2Sim::start(sim_cfg)
         .await
         .ctx(ErrorKind::Internal, || "unable to start the Net2 simulator")?;
@@ -210,7 +296,8 @@ async fn demo(dir: Option<PathBuf>, seconds: Option<u64>, log_format: Option<Log
         db = db.display(),
         url = sim.base_url(),
     );
-    std::fs::write(&cfg_path, yaml).ctx(ErrorKind::Storage, || "unable to write the demo config")?;
+    std::fs::write(&cfg_path, yaml)
+        .ctx(ErrorKind::Storage, || "unable to write the demo config")?;
     let cfg = load(&cfg_path)?;
     let app = App::start(cfg, Some(cfg_path.clone()), Some(log)).await?;
     let mut out = std::io::stdout();
@@ -233,8 +320,14 @@ async fn demo(dir: Option<PathBuf>, seconds: Option<u64>, log_format: Option<Log
                         "event  {}  {:<16} door={} user={}",
                         e.time.format("%H:%M:%S"),
                         e.kind.name(),
-                        e.door.as_ref().and_then(|d| d.name.clone()).unwrap_or_default(),
-                        e.user.as_ref().and_then(|u| u.name.clone()).unwrap_or_default()
+                        e.door
+                            .as_ref()
+                            .and_then(|d| d.name.clone())
+                            .unwrap_or_default(),
+                        e.user
+                            .as_ref()
+                            .and_then(|u| u.name.clone())
+                            .unwrap_or_default()
                     );
                 }
                 Ok(Message::DoorState(d)) => {
@@ -268,6 +361,8 @@ async fn demo(dir: Option<PathBuf>, seconds: Option<u64>, log_format: Option<Log
 
 fn tempfile_dir() -> Result<PathBuf> {
     let d = std::env::temp_dir().join(format!("gatehouse-demo-{}", std::process::id()));
-    std::fs::create_dir_all(&d).ctx(ErrorKind::Storage, || format!("unable to create {}", d.display()))?;
+    std::fs::create_dir_all(&d).ctx(ErrorKind::Storage, || {
+        format!("unable to create {}", d.display())
+    })?;
     Ok(d)
 }

@@ -65,7 +65,10 @@ impl Error {
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.msg)?;
-        let mut src = self.source.as_deref().map(|s| s as &(dyn std::error::Error + 'static));
+        let mut src = self
+            .source
+            .as_deref()
+            .map(|s| s as &(dyn std::error::Error + 'static));
         while let Some(s) = src {
             write!(f, ": {s}")?;
             src = s.source();

@@ -2,7 +2,9 @@
 //! pretty / json / journald, a reload handle for the level, and panics through the logger.
 
 use crate::config::LogFormat;
-use tracing_subscriber::{EnvFilter, Registry, layer::SubscriberExt, reload, util::SubscriberInitExt};
+use tracing_subscriber::{
+    EnvFilter, Registry, layer::SubscriberExt, reload, util::SubscriberInitExt,
+};
 
 pub const ENV: &str = "GATEHOUSE_LOG";
 
@@ -50,7 +52,9 @@ where
         if let Some(scope) = ctx.event_scope() {
             for span in scope.from_root() {
                 write!(w, "{}", span.name())?;
-                if let Some(f) = span.extensions().get::<tracing_subscriber::fmt::FormattedFields<N>>()
+                if let Some(f) = span
+                    .extensions()
+                    .get::<tracing_subscriber::fmt::FormattedFields<N>>()
                     && !f.is_empty()
                 {
                     write!(w, "{{{f}}}")?;

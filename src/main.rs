@@ -6,7 +6,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "gatehouse", version, about = "Paxton Net2 and cameras to MQTT / Home Assistant / openHAB")]
+#[command(
+    name = "gatehouse",
+    version,
+    about = "Paxton Net2 and cameras to MQTT / Home Assistant / openHAB"
+)]
 struct Cli {
     /// Log format (overrides log.format): pretty, json or journald.
     #[arg(long, global = true)]
@@ -83,7 +87,10 @@ fn main() -> ExitCode {
         .build()
         .expect("tokio runtime");
     let res = rt.block_on(gatehouse::cli::dispatch(match cli.cmd {
-        Cmd::Run { config } => gatehouse::cli::Action::Run { config, log_format: cli.log_format },
+        Cmd::Run { config } => gatehouse::cli::Action::Run {
+            config,
+            log_format: cli.log_format,
+        },
         Cmd::CheckConfig { config } => {
             return match config::load_file(&config) {
                 Ok(c) => {
@@ -96,8 +103,24 @@ fn main() -> ExitCode {
                 }
             };
         }
-        Cmd::Demo { dir, seconds } => gatehouse::cli::Action::Demo { dir, seconds, log_format: cli.log_format },
-        Cmd::Events { db, config, follow, last, json } => gatehouse::cli::Action::Events { db, config, follow, last, json },
+        Cmd::Demo { dir, seconds } => gatehouse::cli::Action::Demo {
+            dir,
+            seconds,
+            log_format: cli.log_format,
+        },
+        Cmd::Events {
+            db,
+            config,
+            follow,
+            last,
+            json,
+        } => gatehouse::cli::Action::Events {
+            db,
+            config,
+            follow,
+            last,
+            json,
+        },
         Cmd::Net2 { config, what } => match what {
             Net2Cmd::Doors => gatehouse::cli::Action::Net2Doors { config },
             Net2Cmd::Open { door, hold, close } => gatehouse::cli::Action::Net2Open {

@@ -35,17 +35,29 @@ async fn backfill_after_downtime_has_no_gap_and_no_duplicate() {
     // While the daemon is down, more events happen (some within the same second).
     let t0 = h.sim.local_now();
     for i in 0..120 {
-        h.sim.push_event(SimEvent::new(20, 6612642).user(12).at(t0 + chrono::Duration::milliseconds(i * 400)).rest_only());
+        h.sim.push_event(
+            SimEvent::new(20, 6612642)
+                .user(12)
+                .at(t0 + chrono::Duration::milliseconds(i * 400))
+                .rest_only(),
+        );
     }
     h.start().await;
     let total = h.sim.event_count() as i64;
     wait_for("backfill after downtime", T, || events_in_db(&h) >= total).await;
     // A few more polls must not add anything.
     let polls = h.sim.stats().events_requests;
-    wait_for("more polls", T, || h.sim.stats().events_requests >= polls + 3).await;
+    wait_for("more polls", T, || {
+        h.sim.stats().events_requests >= polls + 3
+    })
+    .await;
     h.stop().await;
     let ids = h.stored_source_ids();
-    assert_eq!(ids.len() as i64, total, "every simulator event stored exactly once");
+    assert_eq!(
+        ids.len() as i64,
+        total,
+        "every simulator event stored exactly once"
+    );
     assert_eq!(ids.iter().collect::<HashSet<_>>().len(), ids.len());
     assert!(h.sim.commands().is_empty(), "no door command at start-up");
 }
@@ -54,15 +66,22 @@ async fn backfill_after_downtime_has_no_gap_and_no_duplicate() {
 async fn live_and_rest_copies_are_one_event() {
     let mut h = Harness::new(SimConfig::default(), "").await;
     h.start().await;
-    wait_for("live socket", T, || h.sim.websocket_count() == 1 && !h.sim.stats().subscriptions.is_empty()).await;
+    wait_for("live socket", T, || {
+        h.sim.websocket_count() == 1 && !h.sim.stats().subscriptions.is_empty()
+    })
+    .await;
     let mut watch = h.app().bus.watch();
     for i in 0..6 {
-        h.sim.push_event(SimEvent::new(20, 7319051).user(if i % 2 == 0 { 12 } else { 8 }));
+        h.sim
+            .push_event(SimEvent::new(20, 7319051).user(if i % 2 == 0 { 12 } else { 8 }));
         h.sim.push_event(SimEvent::new(46, 7319051));
     }
     // Live copies arrive first; wait until two safety polls have fetched the REST copies.
     let polls = h.sim.stats().events_requests;
-    wait_for("safety polls", T, || h.sim.stats().events_requests >= polls + 2).await;
+    wait_for("safety polls", T, || {
+        h.sim.stats().events_requests >= polls + 2
+    })
+    .await;
     wait_for("stored", T, || events_in_db(&h) >= 12).await;
     tokio::time::sleep(Duration::from_millis(200)).await; // let the last batch commit
     // Whichever copy arrives first is published; the other is recognised.
@@ -76,14 +95,20 @@ async fn live_and_rest_copies_are_one_event() {
     assert!(published.iter().any(|e| e.via == Via::Live));
     assert_eq!(events_in_db(&h), 12);
     // Same-second repeats of one card at one door are real and stay separate.
-    assert_eq!(h.query_i64("SELECT count(*) FROM events WHERE code = 46"), 6);
+    assert_eq!(
+        h.query_i64("SELECT count(*) FROM events WHERE code = 46"),
+        6
+    );
     // Names are resolved through the user list, not split from "Surname Firstname".
     let named = h.query_i64("SELECT count(*) FROM events WHERE user_name = 'Jonas Bak'");
     assert_eq!(named, 3);
     let subs = h.sim.stats().subscriptions;
     let methods: Vec<_> = subs.iter().map(|(m, _)| m.to_ascii_lowercase()).collect();
     assert!(methods.contains(&"subscribetoliveevents".to_string()));
-    assert!(subs.iter().any(|(m, a)| m.eq_ignore_ascii_case("subscribeToDoorStatusEvents") && a == &vec![serde_json::json!("7242929")]));
+    assert!(subs.iter().any(
+        |(m, a)| m.eq_ignore_ascii_case("subscribeToDoorStatusEvents")
+            && a == &vec![serde_json::json!("7242929")]
+    ));
     h.stop().await;
 }
 
@@ -94,12 +119,18 @@ async fn token_expiry_and_401_mid_run_reauthenticate() {
     wait_for("first poll", T, || h.sim.stats().events_requests >= 1).await;
     let before = h.sim.stats();
     h.sim.expire_tokens();
-    let id = h.sim.push_event(SimEvent::new(26, 6612642).user(8).rest_only());
+    let id = h
+        .sim
+        .push_event(SimEvent::new(26, 6612642).user(8).rest_only());
     wait_for("event after 401", T, || h.stored_source_ids().contains(&id)).await;
     let after = h.sim.stats();
-    assert!(after.unauthorized > before.unauthorized, "the sim saw the stale token");
     assert!(
-        after.refresh_grants + after.password_grants > before.refresh_grants + before.password_grants,
+        after.unauthorized > before.unauthorized,
+        "the sim saw the stale token"
+    );
+    assert!(
+        after.refresh_grants + after.password_grants
+            > before.refresh_grants + before.password_grants,
         "a new token was fetched"
     );
     h.stop().await;
@@ -107,12 +138,18 @@ async fn token_expiry_and_401_mid_run_reauthenticate() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn short_tokens_are_refreshed_before_expiry_with_refresh_grant() {
-    let sim = SimConfig { token_lifetime: Duration::from_secs(4), ..SimConfig::default() };
+    let sim = SimConfig {
+        token_lifetime: Duration::from_secs(4),
+        ..SimConfig::default()
+    };
     let mut h = Harness::new(sim, "    live: false\n").await;
     h.start().await;
     wait_for("refresh grant", T, || h.sim.stats().refresh_grants >= 1).await;
     let s = h.sim.stats();
-    assert_eq!(s.password_grants, 1, "refresh, not password, once the first token exists");
+    assert_eq!(
+        s.password_grants, 1,
+        "refresh, not password, once the first token exists"
+    );
     assert_eq!(s.unauthorized, 0, "tokens were renewed before they expired");
     h.stop().await;
 }
@@ -126,16 +163,31 @@ async fn rate_limited_token_endpoint_is_retried_single_flight() {
     for _ in 0..3 {
         let _ = http
             .post(format!("{}/api/v1/authorization/tokens", h.sim.base_url()))
-            .form(&[("grant_type", "password"), ("username", "x"), ("password", "y"), ("client_id", "z")])
+            .form(&[
+                ("grant_type", "password"),
+                ("username", "x"),
+                ("password", "y"),
+                ("client_id", "z"),
+            ])
             .send()
             .await;
     }
     h.start().await;
-    wait_for("live connected despite 429", T, || h.sim.websocket_count() == 1).await;
+    wait_for("live connected despite 429", T, || {
+        h.sim.websocket_count() == 1
+    })
+    .await;
     let s = h.sim.stats();
-    assert!(s.token_429 >= 2, "the test's third request and the daemon's first met a 429");
+    assert!(
+        s.token_429 >= 2,
+        "the test's third request and the daemon's first met a 429"
+    );
     // Several tasks wanted a token at once; single-flight means one grant by the daemon.
-    assert_eq!(s.password_grants, 2 + 1, "two by the test, one by the daemon");
+    assert_eq!(
+        s.password_grants,
+        2 + 1,
+        "two by the test, one by the daemon"
+    );
     h.stop().await;
 }
 
@@ -147,13 +199,22 @@ async fn dropped_websocket_reconnects_resubscribes_and_backfills() {
     h.sim.drop_websockets();
     // An event while the socket is down is only in the REST log.
     let id = h.sim.push_event(SimEvent::new(93, 7242929).rest_only());
-    wait_for("reconnect", Duration::from_secs(30), || h.sim.stats().ws_connects >= 2 && h.sim.websocket_count() == 1).await;
+    wait_for("reconnect", Duration::from_secs(30), || {
+        h.sim.stats().ws_connects >= 2 && h.sim.websocket_count() == 1
+    })
+    .await;
     wait_for("backfilled", T, || h.stored_source_ids().contains(&id)).await;
     let subs = h.sim.stats().subscriptions;
-    let live_subs = subs.iter().filter(|(m, _)| m.eq_ignore_ascii_case("subscribeToLiveEvents")).count();
+    let live_subs = subs
+        .iter()
+        .filter(|(m, _)| m.eq_ignore_ascii_case("subscribeToLiveEvents"))
+        .count();
     assert_eq!(live_subs, 2, "resubscribed after reconnect");
     h.sim.push_event(SimEvent::new(20, 6612642).user(19));
-    wait_for("live again", T, || h.query_i64("SELECT count(*) FROM events WHERE user_id = 19") == 1).await;
+    wait_for("live again", T, || {
+        h.query_i64("SELECT count(*) FROM events WHERE user_id = 19") == 1
+    })
+    .await;
     h.stop().await;
 }
 
@@ -166,12 +227,21 @@ async fn server_down_for_a_while_loses_nothing() {
     h.sim.go_down().await;
     let t0 = h.sim.local_now();
     let ids: Vec<i64> = (0..5)
-        .map(|i| h.sim.push_event(SimEvent::new(20, 6612642).user(12).at(t0 + chrono::Duration::seconds(i)).rest_only()))
+        .map(|i| {
+            h.sim.push_event(
+                SimEvent::new(20, 6612642)
+                    .user(12)
+                    .at(t0 + chrono::Duration::seconds(i))
+                    .rest_only(),
+            )
+        })
         .collect();
     let mut saw_offline = false;
     let deadline = tokio::time::Instant::now() + T;
     while !saw_offline && tokio::time::Instant::now() < deadline {
-        if let Ok(Ok(Message::Health(hl))) = tokio::time::timeout(Duration::from_millis(200), watch.recv()).await {
+        if let Ok(Ok(Message::Health(hl))) =
+            tokio::time::timeout(Duration::from_millis(200), watch.recv()).await
+        {
             saw_offline |= !hl.online;
         }
     }
@@ -193,7 +263,11 @@ async fn command(h: &Harness, id: &str, door: DoorId, action: DoorAction) -> Vec
         .send(Command {
             request_id: id.into(),
             requester: "test".into(),
-            kind: CommandKind::Door { door, action, duration_ms: None },
+            kind: CommandKind::Door {
+                door,
+                action,
+                duration_ms: None,
+            },
             received: chrono::Utc::now(),
         })
         .await
@@ -201,7 +275,8 @@ async fn command(h: &Harness, id: &str, door: DoorId, action: DoorAction) -> Vec
     let mut out = Vec::new();
     let end = tokio::time::Instant::now() + T;
     while tokio::time::Instant::now() < end {
-        if let Ok(Ok(Message::Command(u))) = tokio::time::timeout(Duration::from_millis(200), watch.recv()).await
+        if let Ok(Ok(Message::Command(u))) =
+            tokio::time::timeout(Duration::from_millis(200), watch.recv()).await
             && u.request_id == id
         {
             let done = !matches!(u.status, CommandStatus::Accepted | CommandStatus::Sent);
@@ -215,7 +290,10 @@ async fn command(h: &Harness, id: &str, door: DoorId, action: DoorAction) -> Vec
 }
 
 async fn ready(h: &Harness) {
-    wait_for("door status synced", T, || h.query_i64("SELECT count(*) FROM door_state") >= 3).await;
+    wait_for("door status synced", T, || {
+        h.query_i64("SELECT count(*) FROM door_state") >= 3
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -226,7 +304,14 @@ async fn door_command_reaches_the_simulator_exactly_once_and_is_audited() {
     assert!(h.sim.commands().is_empty(), "nothing sent at start-up");
     let ups = command(&h, "req-1", 6612642, DoorAction::Open).await;
     let statuses: Vec<_> = ups.iter().map(|u| u.status).collect();
-    assert_eq!(statuses, vec![CommandStatus::Accepted, CommandStatus::Sent, CommandStatus::Confirmed]);
+    assert_eq!(
+        statuses,
+        vec![
+            CommandStatus::Accepted,
+            CommandStatus::Sent,
+            CommandStatus::Confirmed
+        ]
+    );
     let cmds = h.sim.commands();
     assert_eq!(cmds.len(), 1, "{cmds:?}");
     assert_eq!(cmds[0].path, "/api/v1/commands/door/control");
@@ -238,8 +323,14 @@ async fn door_command_reaches_the_simulator_exactly_once_and_is_audited() {
     assert_eq!(h.sim.commands().len(), 1);
     tokio::time::sleep(Duration::from_millis(200)).await;
     h.stop().await;
-    assert_eq!(h.query_i64("SELECT count(*) FROM audit WHERE request_id = 'req-1'"), 4);
-    assert_eq!(h.query_i64("SELECT count(*) FROM audit WHERE status = 'confirmed'"), 1);
+    assert_eq!(
+        h.query_i64("SELECT count(*) FROM audit WHERE request_id = 'req-1'"),
+        4
+    );
+    assert_eq!(
+        h.query_i64("SELECT count(*) FROM audit WHERE status = 'confirmed'"),
+        1
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -252,9 +343,13 @@ async fn momentary_door_is_not_toggled_the_wrong_way() {
     assert_eq!(ups.last().unwrap().status, CommandStatus::Rejected);
     assert!(h.sim.commands().is_empty());
     let ups = command(&h, "g-2", 7242929, DoorAction::Close).await;
-    assert_eq!(ups.last().unwrap().status, CommandStatus::Confirmed, "{ups:?}");
+    assert_eq!(
+        ups.last().unwrap().status,
+        CommandStatus::Confirmed,
+        "{ups:?}"
+    );
     assert_eq!(h.sim.commands().len(), 1);
-    assert_eq!(h.sim.door_status(7242929).unwrap().door_relay_open, false);
+    assert!(!h.sim.door_status(7242929).unwrap().door_relay_open);
     // Unconfigured doors are refused.
     let ups = command(&h, "x-1", 3962494, DoorAction::Open).await;
     assert_eq!(ups.last().unwrap().status, CommandStatus::Rejected);
@@ -267,9 +362,18 @@ async fn bad_input_is_logged_kept_and_survived() {
     let mut h = Harness::new(SimConfig::default(), "    live: false\n").await;
     h.start().await;
     wait_for("first poll", T, || h.sim.stats().events_requests >= 1).await;
-    h.sim.faults().malformed_events.store(true, Ordering::SeqCst);
-    wait_for("malformed kept", T, || h.query_i64("SELECT count(*) FROM events WHERE kind IN ('unparsed', 'other')") >= 2).await;
-    h.sim.faults().malformed_events.store(false, Ordering::SeqCst);
+    h.sim
+        .faults()
+        .malformed_events
+        .store(true, Ordering::SeqCst);
+    wait_for("malformed kept", T, || {
+        h.query_i64("SELECT count(*) FROM events WHERE kind IN ('unparsed', 'other')") >= 2
+    })
+    .await;
+    h.sim
+        .faults()
+        .malformed_events
+        .store(false, Ordering::SeqCst);
     // HTML error pages and 500s: the source reports the server unreachable, then recovers.
     for fault in [&h.sim.faults().html_error, &h.sim.faults().fail_500] {
         let mut watch = h.app().bus.watch();
@@ -281,20 +385,30 @@ async fn bad_input_is_logged_kept_and_survived() {
     // Empty bodies are "no events", not an error.
     h.sim.faults().empty_bodies.store(true, Ordering::SeqCst);
     let polls = h.sim.stats().events_requests;
-    wait_for("polled empty bodies", T, || h.sim.stats().events_requests >= polls + 2).await;
+    wait_for("polled empty bodies", T, || {
+        h.sim.stats().events_requests >= polls + 2
+    })
+    .await;
     h.sim.faults().empty_bodies.store(false, Ordering::SeqCst);
-    let id = h.sim.push_event(SimEvent::new(20, 6612642).user(12).rest_only());
+    let id = h
+        .sim
+        .push_event(SimEvent::new(20, 6612642).user(12).rest_only());
     wait_for("recovered", T, || h.stored_source_ids().contains(&id)).await;
     h.stop().await;
-    let raw_ok = h.query_i64("SELECT count(*) FROM events WHERE kind = 'unparsed' AND raw LIKE '%abc%'");
+    let raw_ok =
+        h.query_i64("SELECT count(*) FROM events WHERE kind = 'unparsed' AND raw LIKE '%abc%'");
     assert!(raw_ok >= 1, "the malformed element is kept raw");
 }
 
 async fn wait_health(watch: &mut tokio::sync::broadcast::Receiver<Message>, online: bool) {
     let end = tokio::time::Instant::now() + T;
     loop {
-        assert!(tokio::time::Instant::now() < end, "health never became online={online}");
-        if let Ok(Ok(Message::Health(hl))) = tokio::time::timeout(Duration::from_millis(200), watch.recv()).await
+        assert!(
+            tokio::time::Instant::now() < end,
+            "health never became online={online}"
+        );
+        if let Ok(Ok(Message::Health(hl))) =
+            tokio::time::timeout(Duration::from_millis(200), watch.recv()).await
             && hl.online == online
         {
             return;

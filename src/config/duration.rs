@@ -28,7 +28,9 @@ pub fn parse(s: &str) -> Result<Duration, String> {
     while !rest.is_empty() {
         let digits = rest.chars().take_while(|c| c.is_ascii_digit()).count();
         if digits == 0 {
-            return Err(format!("invalid duration {s:?}: expected a number, e.g. 30s, 10m, 2h"));
+            return Err(format!(
+                "invalid duration {s:?}: expected a number, e.g. 30s, 10m, 2h"
+            ));
         }
         let n: u64 = rest[..digits]
             .parse()
@@ -43,8 +45,16 @@ pub fn parse(s: &str) -> Result<Duration, String> {
             "m" => Duration::from_secs(n * 60),
             "h" => Duration::from_secs(n * 3600),
             "d" => Duration::from_secs(n * 86400),
-            "" => return Err(format!("invalid duration {s:?}: missing unit (ms, s, m, h, d)")),
-            u => return Err(format!("invalid duration {s:?}: unknown unit {u:?} (ms, s, m, h, d)")),
+            "" => {
+                return Err(format!(
+                    "invalid duration {s:?}: missing unit (ms, s, m, h, d)"
+                ));
+            }
+            u => {
+                return Err(format!(
+                    "invalid duration {s:?}: unknown unit {u:?} (ms, s, m, h, d)"
+                ));
+            }
         };
         total += d;
     }
@@ -60,7 +70,9 @@ impl<'de> Deserialize<'de> for HumanDuration {
             Secs(u64),
         }
         match Raw::deserialize(d)? {
-            Raw::Str(s) => parse(&s).map(HumanDuration).map_err(serde::de::Error::custom),
+            Raw::Str(s) => parse(&s)
+                .map(HumanDuration)
+                .map_err(serde::de::Error::custom),
             Raw::Secs(n) => Ok(HumanDuration(Duration::from_secs(n))),
         }
     }
@@ -69,7 +81,7 @@ impl<'de> Deserialize<'de> for HumanDuration {
 impl std::fmt::Display for HumanDuration {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let ms = self.0.as_millis();
-        if ms % 1000 != 0 {
+        if !ms.is_multiple_of(1000) {
             write!(f, "{ms}ms")
         } else {
             write!(f, "{}s", ms / 1000)

@@ -82,7 +82,10 @@ pub fn load_str(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Conf
 
     let mut cfg = Config::default();
     let Value::Mapping(map) = root else {
-        errs.push("", "the config file must be a mapping with `version: 1` at the top");
+        errs.push(
+            "",
+            "the config file must be a mapping with `version: 1` at the top",
+        );
         return Err(ConfigErrors(errs.0));
     };
 
@@ -100,7 +103,9 @@ pub fn load_str(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Conf
                     _ => errs.push("version", format!("unsupported version {v:?}; expected 1")),
                 }
             }
-            "log" => section(v, "log", &mut errs).map(|s| cfg.log = s).unwrap_or(()),
+            "log" => section(v, "log", &mut errs)
+                .map(|s| cfg.log = s)
+                .unwrap_or(()),
             "storage" => section(v, "storage", &mut errs)
                 .map(|s| cfg.storage = s)
                 .unwrap_or(()),
@@ -136,7 +141,11 @@ fn section<T: DeserializeOwned>(v: Value, path: &str, errs: &mut Collector) -> O
         Ok(t) => Some(t),
         Err(e) => {
             let inner = e.path().to_string();
-            let p = if inner == "." { path.to_string() } else { join(path, &inner) };
+            let p = if inner == "." {
+                path.to_string()
+            } else {
+                join(path, &inner)
+            };
             errs.push(p, e.into_inner().to_string());
             None
         }
@@ -182,7 +191,10 @@ fn doors(v: Value, out: &mut BTreeMap<u64, DoorConfig>, errs: &mut Collector) {
         };
         let path = format!("doors.{key}");
         let Ok(id) = key.parse::<u64>() else {
-            errs.push(path, "door keys must be the numeric Net2 door id (ACU address)");
+            errs.push(
+                path,
+                "door keys must be the numeric Net2 door id (ACU address)",
+            );
             continue;
         };
         if let Some(d) = section::<DoorConfig>(v, &path, errs) {
@@ -192,7 +204,12 @@ fn doors(v: Value, out: &mut BTreeMap<u64, DoorConfig>, errs: &mut Collector) {
 }
 
 /// Replace `${VAR}` in every string scalar. A missing variable is an error at that path.
-fn substitute_env(v: &mut Value, path: &str, env: &dyn Fn(&str) -> Option<String>, errs: &mut Collector) {
+fn substitute_env(
+    v: &mut Value,
+    path: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+    errs: &mut Collector,
+) {
     match v {
         Value::String(s) if s.contains("${") => {
             let mut out = String::new();
@@ -248,35 +265,56 @@ fn validate(cfg: &mut Config, errs: &mut Collector) {
                     errs.push(format!("{p}.tls"), "TLS settings given but url is http://");
                 }
             }
-            Ok(u) => errs.push(format!("{p}.url"), format!("scheme must be http or https, not {}", u.scheme())),
+            Ok(u) => errs.push(
+                format!("{p}.url"),
+                format!("scheme must be http or https, not {}", u.scheme()),
+            ),
             Err(_) if n.url.is_empty() => errs.push(format!("{p}.url"), "required"),
             Err(e) => errs.push(format!("{p}.url"), format!("invalid URL {:?}: {e}", n.url)),
         }
         if n.username.trim().is_empty() {
-            errs.push(format!("{p}.username"), "required (the operator's display name)");
+            errs.push(
+                format!("{p}.username"),
+                "required (the operator's display name)",
+            );
         }
         if n.client_id.trim().is_empty() {
-            errs.push(format!("{p}.client_id"), "required (the licence GUID from Paxton)");
+            errs.push(
+                format!("{p}.client_id"),
+                "required (the licence GUID from Paxton)",
+            );
         }
         match (&n.password, &n.password_file) {
-            (Some(_), Some(_)) => errs.push(format!("{p}.password_file"), "give either password or password_file, not both"),
+            (Some(_), Some(_)) => errs.push(
+                format!("{p}.password_file"),
+                "give either password or password_file, not both",
+            ),
             (None, None) => errs.push(format!("{p}.password"), "required (or password_file)"),
             (None, Some(f)) => match std::fs::read_to_string(f) {
                 Ok(s) => n.password = Some(Secret::new(s.trim_end_matches(['\r', '\n']))),
-                Err(e) => errs.push(format!("{p}.password_file"), format!("unable to read {}: {e}", f.display())),
+                Err(e) => errs.push(
+                    format!("{p}.password_file"),
+                    format!("unable to read {}: {e}", f.display()),
+                ),
             },
             (Some(_), None) => {}
         }
         if let Some(pin) = &n.tls.pin_sha256 {
             let hex: String = pin.chars().filter(|c| *c != ':').collect();
             if hex.len() != 64 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
-                errs.push(format!("{p}.tls.pin_sha256"), "expected 64 hex digits (SHA-256 of the certificate)");
+                errs.push(
+                    format!("{p}.tls.pin_sha256"),
+                    "expected 64 hex digits (SHA-256 of the certificate)",
+                );
             }
         }
         if let Some(f) = &n.tls.ca_file
             && !f.exists()
         {
-            errs.push(format!("{p}.tls.ca_file"), format!("{} does not exist", f.display()));
+            errs.push(
+                format!("{p}.tls.ca_file"),
+                format!("{} does not exist", f.display()),
+            );
         }
         if n.page_size == 0 || n.page_size > 1000 {
             errs.push(format!("{p}.page_size"), "must be between 1 and 1000");
@@ -297,12 +335,18 @@ fn validate(cfg: &mut Config, errs: &mut Collector) {
     for (id, d) in &cfg.doors {
         let p = format!("doors.{id}");
         if !(d.relay == 1 || d.relay == 2) {
-            errs.push(format!("{p}.relay"), format!("must be 1 or 2, not {}", d.relay));
+            errs.push(
+                format!("{p}.relay"),
+                format!("must be 1 or 2, not {}", d.relay),
+            );
         }
         if let Some(ms) = d.open_time_ms
             && !(100..=3_600_000).contains(&ms)
         {
-            errs.push(format!("{p}.open_time_ms"), "must be between 100 and 3600000");
+            errs.push(
+                format!("{p}.open_time_ms"),
+                "must be between 100 and 3600000",
+            );
         }
         if let Some(h) = d.held_open_after
             && h.get() < std::time::Duration::from_secs(1)
@@ -415,7 +459,10 @@ doors:
         let c = load_str(&text, &env).unwrap();
         assert_eq!(c.sources.net2.unwrap().password().expose(), "from-file");
         let text = text.replace("password_file:", "password: x\n    password_file:");
-        assert_eq!(load_str(&text, &env).unwrap_err().paths(), vec!["sources.net2.password_file"]);
+        assert_eq!(
+            load_str(&text, &env).unwrap_err().paths(),
+            vec!["sources.net2.password_file"]
+        );
     }
 
     #[test]

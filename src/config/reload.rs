@@ -93,7 +93,10 @@ pub async fn watch_file(
     let watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
         if let Ok(ev) = res
             && (ev.kind.is_modify() || ev.kind.is_create())
-            && ev.paths.iter().any(|p| p.file_name() == file_name.as_deref())
+            && ev
+                .paths
+                .iter()
+                .any(|p| p.file_name() == file_name.as_deref())
         {
             let _ = ev_tx.try_send(());
         }
@@ -173,7 +176,19 @@ mod tests {
             "version: 1\nsources:\n  net2:\n    url: http://h:8080\n    username: A B\n    client_id: x\n    password: p\n    poll_interval: 7s\n",
         )
         .unwrap();
-        assert!(matches!(reload(&p, &tx), ReloadOutcome::Applied { ref restart_required } if restart_required.is_empty()));
-        assert_eq!(rx.borrow().sources.net2.as_ref().unwrap().poll_interval.get().as_secs(), 7);
+        assert!(
+            matches!(reload(&p, &tx), ReloadOutcome::Applied { ref restart_required } if restart_required.is_empty())
+        );
+        assert_eq!(
+            rx.borrow()
+                .sources
+                .net2
+                .as_ref()
+                .unwrap()
+                .poll_interval
+                .get()
+                .as_secs(),
+            7
+        );
     }
 }

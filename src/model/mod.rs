@@ -37,28 +37,48 @@ pub struct DoorRef {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum EventKind {
-    AccessGranted { token: TokenType },
-    AccessDenied { reason: String },
+    AccessGranted {
+        token: TokenType,
+    },
+    AccessDenied {
+        reason: String,
+    },
     DoorOpened,
     DoorClosed,
     DoorRelocked,
     /// Door left open: from the server (type 93) or derived from the contact (`derived`).
-    DoorHeldOpen { derived: bool },
+    DoorHeldOpen {
+        derived: bool,
+    },
     DoorForced,
-    Tamper { active: bool },
-    Mains { ok: bool },
-    Battery { critical: bool },
+    Tamper {
+        active: bool,
+    },
+    Mains {
+        ok: bool,
+    },
+    Battery {
+        critical: bool,
+    },
     AcuOffline,
     AcuOnline,
-    Lockdown { active: bool },
-    Backup { ok: bool },
+    Lockdown {
+        active: bool,
+    },
+    Backup {
+        ok: bool,
+    },
     DoorBell,
     /// A door open requested through the API or the Net2 UI (type 580).
     OpenRequested,
     /// Anything else; the raw type is kept so nothing is lost.
-    Other { code: i64 },
+    Other {
+        code: i64,
+    },
     /// A payload we could not understand; `raw` holds it unchanged.
-    Unparsed { error: String },
+    Unparsed {
+        error: String,
+    },
 }
 
 impl EventKind {
@@ -234,7 +254,10 @@ pub enum Message {
     Command(CommandUpdate),
     /// A source's persisted position (Net2: the newest REST event time). Travels with the
     /// events so the store writes it after the events that precede it.
-    Cursor { source: String, position: String },
+    Cursor {
+        source: String,
+        position: String,
+    },
     /// A device payload that could not be used; kept raw for diagnosis.
     Reject {
         source: String,

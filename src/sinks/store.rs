@@ -12,7 +12,12 @@ const PRUNE_EVERY: Duration = Duration::from_secs(24 * 3600);
 
 /// Runs until the bus closes or `cancel` fires; on cancel it drains what is queued first, so
 /// nothing received is lost at shutdown.
-pub async fn run(store: Store, mut rx: mpsc::Receiver<Message>, cfg: ConfigRx, cancel: CancellationToken) {
+pub async fn run(
+    store: Store,
+    mut rx: mpsc::Receiver<Message>,
+    cfg: ConfigRx,
+    cancel: CancellationToken,
+) {
     let batch_interval = cfg.borrow().storage.batch_interval.get();
     let mut prune = tokio::time::interval(PRUNE_EVERY);
     let mut batch: Vec<Write> = Vec::new();
@@ -63,14 +68,21 @@ async fn flush(store: &Store, batch: &mut Vec<Write>) {
         let bb = b.clone();
         match store.run(move |s| s.write_batch(&bb)).await {
             Ok(r) => {
-                tracing::debug!(writes = n, inserted = r.inserted, duplicates = r.duplicates, "batch written");
+                tracing::debug!(
+                    writes = n,
+                    inserted = r.inserted,
+                    duplicates = r.duplicates,
+                    "batch written"
+                );
                 return;
             }
             Err(e) if attempt < 3 => {
                 tracing::warn!(error = %e, attempt, "database write failed; retrying");
                 tokio::time::sleep(Duration::from_millis(200 * attempt)).await;
             }
-            Err(e) => tracing::error!(error = %e, writes = n, "database write failed; batch dropped"),
+            Err(e) => {
+                tracing::error!(error = %e, writes = n, "database write failed; batch dropped")
+            }
         }
     }
 }
@@ -82,7 +94,17 @@ fn to_write(m: Message) -> Option<Write> {
         Message::Presence(p) => Write::Presence(p),
         Message::Command(c) => Write::Audit(c),
         Message::Cursor { source, position } => Write::Cursor { source, position },
-        Message::Reject { source, context, error, raw } => Write::Reject { source, context, error, raw },
+        Message::Reject {
+            source,
+            context,
+            error,
+            raw,
+        } => Write::Reject {
+            source,
+            context,
+            error,
+            raw,
+        },
         Message::Health(_) => return None,
     })
 }

@@ -24,7 +24,10 @@ pub fn client_config(cfg: &TlsConfig) -> Result<rustls::ClientConfig> {
         let pin = cfg.pin_sha256.as_deref().map(parse_pin).transpose()?;
         return Ok(builder
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(Pinned { pin, provider: provider() }))
+            .with_custom_certificate_verifier(Arc::new(Pinned {
+                pin,
+                provider: provider(),
+            }))
             .with_no_client_auth());
     }
     let mut roots = rustls::RootCertStore::empty();
@@ -33,17 +36,32 @@ pub fn client_config(cfg: &TlsConfig) -> Result<rustls::ClientConfig> {
         let _ = roots.add(c);
     }
     if let Some(f) = &cfg.ca_file {
-        let pem = std::fs::read(f).ctx(ErrorKind::Config, || format!("unable to read CA file {}", f.display()))?;
+        let pem = std::fs::read(f).ctx(ErrorKind::Config, || {
+            format!("unable to read CA file {}", f.display())
+        })?;
         let mut n = 0;
         for c in rustls_pki_types::CertificateDer::pem_slice_iter(&pem) {
-            let c = c.map_err(|e| Error::with_source(ErrorKind::Config, format!("invalid PEM in {}", f.display()), e))?;
-            roots
-                .add(c)
-                .map_err(|e| Error::with_source(ErrorKind::Config, format!("invalid CA certificate in {}", f.display()), e))?;
+            let c = c.map_err(|e| {
+                Error::with_source(
+                    ErrorKind::Config,
+                    format!("invalid PEM in {}", f.display()),
+                    e,
+                )
+            })?;
+            roots.add(c).map_err(|e| {
+                Error::with_source(
+                    ErrorKind::Config,
+                    format!("invalid CA certificate in {}", f.display()),
+                    e,
+                )
+            })?;
             n += 1;
         }
         if n == 0 {
-            return Err(Error::new(ErrorKind::Config, format!("no certificate found in CA file {}", f.display())));
+            return Err(Error::new(
+                ErrorKind::Config,
+                format!("no certificate found in CA file {}", f.display()),
+            ));
         }
     }
     Ok(builder.with_root_certificates(roots).with_no_client_auth())
@@ -55,7 +73,10 @@ fn parse_pin(s: &str) -> Result<[u8; 32]> {
     let hex: String = s.chars().filter(|c| *c != ':').collect();
     let mut out = [0u8; 32];
     if hex.len() != 64 {
-        return Err(Error::new(ErrorKind::Config, "pin_sha256 must be 64 hex digits"));
+        return Err(Error::new(
+            ErrorKind::Config,
+            "pin_sha256 must be 64 hex digits",
+        ));
     }
     for (i, b) in out.iter_mut().enumerate() {
         *b = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16)
@@ -112,7 +133,12 @@ impl ServerCertVerifier for Pinned {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
     }
 
     fn verify_tls13_signature(
@@ -121,10 +147,17 @@ impl ServerCertVerifier for Pinned {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider.signature_verification_algorithms.supported_schemes()
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
     }
 }

@@ -71,7 +71,8 @@ pub const MIGRATIONS: &[&str] = &[
 
 /// Bring `conn` to the newest schema, or to `upto` migrations (tests).
 pub fn migrate(conn: &mut rusqlite::Connection, upto: Option<usize>) -> rusqlite::Result<()> {
-    let current: usize = conn.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0))? as usize;
+    let current: usize =
+        conn.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0))? as usize;
     let target = upto.unwrap_or(MIGRATIONS.len()).min(MIGRATIONS.len());
     if current > MIGRATIONS.len() {
         return Err(rusqlite::Error::InvalidParameterName(format!(

@@ -20,7 +20,10 @@ pub struct Store {
 #[derive(Debug, Clone)]
 pub enum Write {
     Event(Box<Event>),
-    Cursor { source: String, position: String },
+    Cursor {
+        source: String,
+        position: String,
+    },
     DoorState(DoorState),
     Presence(Presence),
     Audit(CommandUpdate),
@@ -63,16 +66,19 @@ pub struct StoredEvent {
 impl Store {
     pub fn open(path: &Path) -> Result<Store> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)
-                .ctx(ErrorKind::Storage, || format!("unable to create {}", dir.display()))?;
+            std::fs::create_dir_all(dir).ctx(ErrorKind::Storage, || {
+                format!("unable to create {}", dir.display())
+            })?;
         }
-        let mut conn = Connection::open(path)
-            .ctx(ErrorKind::Storage, || format!("unable to open database {}", path.display()))?;
+        let mut conn = Connection::open(path).ctx(ErrorKind::Storage, || {
+            format!("unable to open database {}", path.display())
+        })?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
-        migrations::migrate(&mut conn, None)
-            .ctx(ErrorKind::Storage, || format!("unable to migrate database {}", path.display()))?;
+        migrations::migrate(&mut conn, None).ctx(ErrorKind::Storage, || {
+            format!("unable to migrate database {}", path.display())
+        })?;
         Ok(Store {
             conn: Arc::new(Mutex::new(conn)),
             path: path.to_owned(),
@@ -82,7 +88,9 @@ impl Store {
     /// Read-only access for another process (`gatehouse events --follow`).
     pub fn open_readonly(path: &Path) -> Result<Connection> {
         let conn = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
-            .ctx(ErrorKind::Storage, || format!("unable to open database {}", path.display()))?;
+            .ctx(ErrorKind::Storage, || {
+                format!("unable to open database {}", path.display())
+            })?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         Ok(conn)
     }
@@ -198,8 +206,12 @@ impl Store {
 
     pub fn cursor(&self, source: &str) -> Result<Option<String>> {
         self.with(|c| {
-            c.query_row("SELECT position FROM cursors WHERE source = ?1", [source], |r| r.get(0))
-                .optional()
+            c.query_row(
+                "SELECT position FROM cursors WHERE source = ?1",
+                [source],
+                |r| r.get(0),
+            )
+            .optional()
         })
     }
 
@@ -312,7 +324,10 @@ mod tests {
             let fresh = Store::open(&dir.path().join(format!("fresh{step}.db"))).unwrap();
             let a = up.with(|c| Ok(schema(c))).unwrap();
             let b = fresh.with(|c| Ok(schema(c))).unwrap();
-            assert_eq!(a, b, "upgrade from version {step} differs from a fresh database");
+            assert_eq!(
+                a, b,
+                "upgrade from version {step} differs from a fresh database"
+            );
             let v: i64 = up
                 .with(|c| c.query_row("PRAGMA user_version", [], |r| r.get(0)))
                 .unwrap();

@@ -31,7 +31,9 @@ impl Harness {
     pub async fn new(sim_cfg: SimConfig, extra_net2: &str) -> Harness {
         // Logs are shown for failing tests only.
         let _ = tracing_subscriber::fmt()
-            .with_env_filter(std::env::var("GATEHOUSE_LOG").unwrap_or_else(|_| "gatehouse=debug".into()))
+            .with_env_filter(
+                std::env::var("GATEHOUSE_LOG").unwrap_or_else(|_| "gatehouse=debug".into()),
+            )
             .with_test_writer()
             .try_init();
         let sim = Net2Sim::start(sim_cfg).await.expect("simulator starts");
@@ -53,7 +55,9 @@ impl Harness {
     }
 
     pub async fn start(&mut self) -> &App {
-        let app = App::start(self.config(), None, None).await.expect("daemon starts");
+        let app = App::start(self.config(), None, None)
+            .await
+            .expect("daemon starts");
         self.app = Some(app);
         self.app.as_ref().unwrap()
     }
@@ -79,7 +83,10 @@ impl Harness {
         let mut st = c
             .prepare("SELECT source_id FROM events WHERE source_id IS NOT NULL ORDER BY source_id")
             .unwrap();
-        st.query_map([], |r| r.get(0)).unwrap().map(|r| r.unwrap()).collect()
+        st.query_map([], |r| r.get(0))
+            .unwrap()
+            .map(|r| r.unwrap())
+            .collect()
     }
 }
 

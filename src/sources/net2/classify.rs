@@ -92,7 +92,11 @@ pub fn parse_time(s: &str) -> Option<(NaiveDateTime, Option<FixedOffset>)> {
     if let Ok(t) = DateTime::parse_from_rfc3339(s) {
         return Some((t.naive_local(), Some(*t.offset())));
     }
-    for f in ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S%.f"] {
+    for f in [
+        "%Y-%m-%dT%H:%M:%S%.f",
+        "%Y-%m-%dT%H:%M:%S",
+        "%Y-%m-%d %H:%M:%S%.f",
+    ] {
         if let Ok(t) = NaiveDateTime::parse_from_str(s, f) {
             return Some((t, None));
         }
@@ -115,13 +119,20 @@ fn string(v: &Value, key: &str) -> Option<String> {
 
 /// Build an event from one REST element (`GET /api/v1/events`). Never fails: missing or
 /// wrong-typed fields give an `Unparsed` kind with the raw JSON kept.
-pub fn rest_event(v: &Value, names: &Names, server_offset: FixedOffset, now: DateTime<Utc>) -> Event {
+pub fn rest_event(
+    v: &Value,
+    names: &Names,
+    server_offset: FixedOffset,
+    now: DateTime<Utc>,
+) -> Event {
     let raw = v.to_string();
     let id = int(v, "id");
     let code = int(v, "eventType");
     let time = string(v, "eventTime").and_then(|s| parse_time(&s));
     let door = int(v, "address").filter(|a| *a > 0).map(|a| a as u64);
-    let user_id = int(v, "userID").or_else(|| int(v, "userId")).filter(|u| *u > 0);
+    let user_id = int(v, "userID")
+        .or_else(|| int(v, "userId"))
+        .filter(|u| *u > 0);
     let rest_name = crate::sources::net2::types::join_name([
         &string(v, "firstName"),
         &string(v, "middleName"),
@@ -137,7 +148,8 @@ pub fn rest_event(v: &Value, names: &Names, server_offset: FixedOffset, now: Dat
     if time.is_none() {
         problems.push("missing or invalid eventTime");
     }
-    let (local, offset) = time.unwrap_or_else(|| (now.with_timezone(&server_offset).naive_local(), None));
+    let (local, offset) =
+        time.unwrap_or_else(|| (now.with_timezone(&server_offset).naive_local(), None));
     let offset = offset.unwrap_or(server_offset);
     let kind = match (code, problems.is_empty()) {
         (Some(c), true) => classify(c, None),
@@ -145,7 +157,12 @@ pub fn rest_event(v: &Value, names: &Names, server_offset: FixedOffset, now: Dat
             error: problems.join(", "),
         },
     };
-    let fp = fingerprint(local, code.unwrap_or(-1), user_id.unwrap_or(0), door.unwrap_or(0));
+    let fp = fingerprint(
+        local,
+        code.unwrap_or(-1),
+        user_id.unwrap_or(0),
+        door.unwrap_or(0),
+    );
     Event {
         id: match id {
             Some(i) => format!("{SOURCE}:{i}"),
@@ -154,12 +171,19 @@ pub fn rest_event(v: &Value, names: &Names, server_offset: FixedOffset, now: Dat
         source: SOURCE.into(),
         source_id: id,
         fingerprint: fp,
-        time: offset.from_local_datetime(&local).single().unwrap_or_else(|| now.with_timezone(&offset)),
+        time: offset
+            .from_local_datetime(&local)
+            .single()
+            .unwrap_or_else(|| now.with_timezone(&offset)),
         received: now,
         via: Via::Rest,
         door: door.map(|d| DoorRef {
             id: d,
-            name: names.doors.get(&d).cloned().or_else(|| string(v, "deviceName")),
+            name: names
+                .doors
+                .get(&d)
+                .cloned()
+                .or_else(|| string(v, "deviceName")),
         }),
         user: user_id.map(|u| UserRef {
             id: u,
@@ -175,12 +199,19 @@ pub fn rest_event(v: &Value, names: &Names, server_offset: FixedOffset, now: Dat
 /// Build an event from one SignalR `liveEvents` element. Its `eventTime` is naive server-local
 /// time and it has no id; `userName` is "Surname Firstname" (or null for API opens), so names
 /// are resolved through `userId` and the user cache, never by splitting.
-pub fn live_event(v: &Value, names: &Names, server_offset: FixedOffset, now: DateTime<Utc>) -> Event {
+pub fn live_event(
+    v: &Value,
+    names: &Names,
+    server_offset: FixedOffset,
+    now: DateTime<Utc>,
+) -> Event {
     let raw = v.to_string();
     let code = int(v, "eventType");
     let time = string(v, "eventTime").and_then(|s| parse_time(&s));
     let door = int(v, "deviceId").filter(|a| *a > 0).map(|a| a as u64);
-    let user_id = int(v, "userId").or_else(|| int(v, "userID")).filter(|u| *u > 0);
+    let user_id = int(v, "userId")
+        .or_else(|| int(v, "userID"))
+        .filter(|u| *u > 0);
     let mut problems = Vec::new();
     if code.is_none() {
         problems.push("missing or non-numeric eventType");
@@ -188,7 +219,8 @@ pub fn live_event(v: &Value, names: &Names, server_offset: FixedOffset, now: Dat
     if time.is_none() {
         problems.push("missing or invalid eventTime");
     }
-    let (local, offset) = time.unwrap_or_else(|| (now.with_timezone(&server_offset).naive_local(), None));
+    let (local, offset) =
+        time.unwrap_or_else(|| (now.with_timezone(&server_offset).naive_local(), None));
     let offset = offset.unwrap_or(server_offset);
     let kind = match (code, problems.is_empty()) {
         (Some(c), true) => classify(c, int(v, "tokenType")),
@@ -196,22 +228,38 @@ pub fn live_event(v: &Value, names: &Names, server_offset: FixedOffset, now: Dat
             error: problems.join(", "),
         },
     };
-    let fp = fingerprint(local, code.unwrap_or(-1), user_id.unwrap_or(0), door.unwrap_or(0));
+    let fp = fingerprint(
+        local,
+        code.unwrap_or(-1),
+        user_id.unwrap_or(0),
+        door.unwrap_or(0),
+    );
     Event {
         id: unique_id(&fp, now),
         source: SOURCE.into(),
         source_id: None,
         fingerprint: fp,
-        time: offset.from_local_datetime(&local).single().unwrap_or_else(|| now.with_timezone(&offset)),
+        time: offset
+            .from_local_datetime(&local)
+            .single()
+            .unwrap_or_else(|| now.with_timezone(&offset)),
         received: now,
         via: Via::Live,
         door: door.map(|d| DoorRef {
             id: d,
-            name: names.doors.get(&d).cloned().or_else(|| string(v, "areaName")),
+            name: names
+                .doors
+                .get(&d)
+                .cloned()
+                .or_else(|| string(v, "areaName")),
         }),
         user: user_id.map(|u| UserRef {
             id: u,
-            name: names.users.get(&u).cloned().or_else(|| string(v, "userName")),
+            name: names
+                .users
+                .get(&u)
+                .cloned()
+                .or_else(|| string(v, "userName")),
         }),
         kind,
         code,
@@ -232,10 +280,28 @@ mod tests {
 
     #[test]
     fn classifies_by_code_not_text() {
-        assert_eq!(classify(26, None), EventKind::AccessGranted { token: TokenType::Pin });
-        assert_eq!(classify(20, Some(2)), EventKind::AccessGranted { token: TokenType::VehicleReg });
-        assert_eq!(classify(24, None), EventKind::AccessDenied { reason: "invalid_pin".into() });
-        assert_eq!(classify(93, None), EventKind::DoorHeldOpen { derived: false });
+        assert_eq!(
+            classify(26, None),
+            EventKind::AccessGranted {
+                token: TokenType::Pin
+            }
+        );
+        assert_eq!(
+            classify(20, Some(2)),
+            EventKind::AccessGranted {
+                token: TokenType::VehicleReg
+            }
+        );
+        assert_eq!(
+            classify(24, None),
+            EventKind::AccessDenied {
+                reason: "invalid_pin".into()
+            }
+        );
+        assert_eq!(
+            classify(93, None),
+            EventKind::DoorHeldOpen { derived: false }
+        );
         assert_eq!(classify(92, None), EventKind::DoorForced);
         assert_eq!(classify(500, None), EventKind::AcuOffline);
         assert_eq!(classify(501, None), EventKind::AcuOnline);
@@ -250,17 +316,31 @@ mod tests {
         let page: Vec<Value> = serde_json::from_str(PAGE).unwrap();
         let mut names = Names::default();
         names.users.insert(8, "Mette Kragh Holm".into());
-        let evs: Vec<_> = page.iter().map(|v| rest_event(v, &names, off(), Utc::now())).collect();
+        let evs: Vec<_> = page
+            .iter()
+            .map(|v| rest_event(v, &names, off(), Utc::now()))
+            .collect();
         assert_eq!(evs[0].kind, EventKind::DoorHeldOpen { derived: false });
         assert_eq!(evs[0].source_id, Some(1545686));
         assert_eq!(evs[0].id, "net2:1545686");
         assert_eq!(evs[0].door.as_ref().unwrap().id, 7242929);
         let granted = evs.iter().find(|e| e.source_id == Some(1545681)).unwrap();
-        assert_eq!(granted.kind, EventKind::AccessGranted { token: TokenType::Pin });
-        assert_eq!(granted.user.as_ref().unwrap().name.as_deref(), Some("Mette Kragh Holm"));
+        assert_eq!(
+            granted.kind,
+            EventKind::AccessGranted {
+                token: TokenType::Pin
+            }
+        );
+        assert_eq!(
+            granted.user.as_ref().unwrap().name.as_deref(),
+            Some("Mette Kragh Holm")
+        );
         assert_eq!(granted.time.to_rfc3339(), "2026-01-05T06:00:01.017+01:00");
         assert_eq!(granted.fingerprint, "2026-01-05T06:00:01|26|8|7242929");
-        assert!(evs.iter().all(|e| !matches!(e.kind, EventKind::Unparsed { .. })));
+        assert!(
+            evs.iter()
+                .all(|e| !matches!(e.kind, EventKind::Unparsed { .. }))
+        );
     }
 
     #[test]
@@ -287,8 +367,18 @@ mod tests {
 
     #[test]
     fn parses_time_shapes() {
-        assert!(parse_time("2026-01-05T06:00:01.017+01:00").unwrap().1.is_some());
-        assert!(parse_time("2019-09-17T11:51:20.9832179Z").unwrap().1.is_some());
+        assert!(
+            parse_time("2026-01-05T06:00:01.017+01:00")
+                .unwrap()
+                .1
+                .is_some()
+        );
+        assert!(
+            parse_time("2019-09-17T11:51:20.9832179Z")
+                .unwrap()
+                .1
+                .is_some()
+        );
         assert!(parse_time("2026-01-10T18:48:34").unwrap().1.is_none());
         assert!(parse_time("2026-01-10T18:48:34.5").is_some());
         assert!(parse_time("yesterday").is_none());

@@ -54,7 +54,9 @@ fn snippet(s: &str) -> String {
 
 impl Net2Client {
     pub fn new(cfg: &Net2Config) -> Result<Net2Client> {
-        let base = url::Url::parse(&cfg.url).ctx(ErrorKind::Config, || format!("invalid Net2 url {:?}", cfg.url))?;
+        let base = url::Url::parse(&cfg.url).ctx(ErrorKind::Config, || {
+            format!("invalid Net2 url {:?}", cfg.url)
+        })?;
         let tls = Arc::new(crate::sources::tls::client_config(&cfg.tls)?);
         let http = reqwest::Client::builder()
             .use_preconfigured_tls((*tls).clone())
@@ -85,7 +87,8 @@ impl Net2Client {
     }
 
     pub fn set_timeout(&self, d: Duration) {
-        self.timeout_ms.store(d.as_millis() as u64, Ordering::Relaxed);
+        self.timeout_ms
+            .store(d.as_millis() as u64, Ordering::Relaxed);
     }
 
     fn timeout(&self) -> Duration {
@@ -99,7 +102,11 @@ impl Net2Client {
 
     fn url(&self, path: &str) -> url::Url {
         let mut u = self.base.clone();
-        u.set_path(&format!("{}{}", self.base.path().trim_end_matches('/'), path));
+        u.set_path(&format!(
+            "{}{}",
+            self.base.path().trim_end_matches('/'),
+            path
+        ));
         u
     }
 
@@ -110,7 +117,10 @@ impl Net2Client {
         let now = Instant::now();
         if let Some(t) = guard.as_ref() {
             let left = t.expires.saturating_duration_since(now);
-            let margin = t.lifetime.mul_f64(REFRESH_AT_REMAINING).max(REFRESH_MARGIN.min(t.lifetime / 2));
+            let margin = t
+                .lifetime
+                .mul_f64(REFRESH_AT_REMAINING)
+                .max(REFRESH_MARGIN.min(t.lifetime / 2));
             if left > margin {
                 return Ok((t.access.clone(), t.expires));
             }
@@ -178,7 +188,9 @@ impl Net2Client {
                 .form(form)
                 .send()
                 .await
-                .ctx(ErrorKind::Unavailable, || format!("unable to reach Net2 at {} for a token", self.base))?;
+                .ctx(ErrorKind::Unavailable, || {
+                    format!("unable to reach Net2 at {} for a token", self.base)
+                })?;
             let status = res.status();
             let retry_after = res
                 .headers()
@@ -198,7 +210,10 @@ impl Net2Client {
                 let t: TokenResponse = serde_json::from_str(&text).map_err(|e| {
                     Error::with_source(
                         ErrorKind::Protocol,
-                        format!("Net2 token answer is not the expected JSON (HTTP {status}): {}", snippet(&text)),
+                        format!(
+                            "Net2 token answer is not the expected JSON (HTTP {status}): {}",
+                            snippet(&text)
+                        ),
                         e,
                     )
                 })?;
@@ -235,14 +250,22 @@ impl Net2Client {
                     ),
                     "invalid_client" => Error::new(
                         ErrorKind::Auth,
-                        format!("Net2 refused the licence client_id ({desc}): check sources.net2.client_id"),
+                        format!(
+                            "Net2 refused the licence client_id ({desc}): check sources.net2.client_id"
+                        ),
                     ),
-                    other => Error::new(ErrorKind::Auth, format!("Net2 refused the {grant} grant: {other} {desc}")),
+                    other => Error::new(
+                        ErrorKind::Auth,
+                        format!("Net2 refused the {grant} grant: {other} {desc}"),
+                    ),
                 });
             }
             return Err(Error::new(
                 ErrorKind::Unavailable,
-                format!("Net2 token request failed with HTTP {status}: {}", snippet(&text)),
+                format!(
+                    "Net2 token request failed with HTTP {status}: {}",
+                    snippet(&text)
+                ),
             ));
         }
         Err(Error::new(
@@ -259,7 +282,8 @@ impl Net2Client {
     /// POST a JSON body; on 401 re-authenticate once and retry once (a 401 means the server
     /// refused before acting, so this cannot repeat a door command). No other retries.
     pub async fn post(&self, path: &str, body: &serde_json::Value) -> Result<Body> {
-        self.call(reqwest::Method::POST, path, &[], Some(body)).await
+        self.call(reqwest::Method::POST, path, &[], Some(body))
+            .await
     }
 
     async fn call(
@@ -275,22 +299,23 @@ impl Net2Client {
                 .http
                 .request(method.clone(), self.url(path))
                 .timeout(self.timeout())
-                .header(reqwest::header::AUTHORIZATION, format!("bearer {}", token.expose()));
+                .header(
+                    reqwest::header::AUTHORIZATION,
+                    format!("bearer {}", token.expose()),
+                );
             if !query.is_empty() {
                 req = req.query(query);
             }
             if let Some(b) = body {
                 req = req.json(b);
             }
-            let res = req
-                .send()
-                .await
-                .ctx(ErrorKind::Unavailable, || format!("unable to reach Net2 for {method} {path}"))?;
+            let res = req.send().await.ctx(ErrorKind::Unavailable, || {
+                format!("unable to reach Net2 for {method} {path}")
+            })?;
             let status = res.status();
-            let text = res
-                .text()
-                .await
-                .ctx(ErrorKind::Unavailable, || format!("Net2 answer to {method} {path} was cut off"))?;
+            let text = res.text().await.ctx(ErrorKind::Unavailable, || {
+                format!("Net2 answer to {method} {path} was cut off")
+            })?;
             if status == StatusCode::UNAUTHORIZED && attempt == 0 {
                 tracing::info!(path, "Net2 answered 401; re-authenticating once");
                 self.invalidate(&token).await;
@@ -298,8 +323,15 @@ impl Net2Client {
             }
             if !status.is_success() {
                 return Err(Error::new(
-                    if status == StatusCode::UNAUTHORIZED { ErrorKind::Auth } else { ErrorKind::Unavailable },
-                    format!("Net2 answered HTTP {status} to {method} {path}: {}", snippet(&text)),
+                    if status == StatusCode::UNAUTHORIZED {
+                        ErrorKind::Auth
+                    } else {
+                        ErrorKind::Unavailable
+                    },
+                    format!(
+                        "Net2 answered HTTP {status} to {method} {path}: {}",
+                        snippet(&text)
+                    ),
                 ));
             }
             return Ok(Body { status, text });
@@ -316,7 +348,10 @@ impl Net2Client {
             .http
             .get(url)
             .timeout(self.timeout())
-            .header(reqwest::header::AUTHORIZATION, format!("Bearer {}", token.expose()))
+            .header(
+                reqwest::header::AUTHORIZATION,
+                format!("Bearer {}", token.expose()),
+            )
             .send()
             .await
             .ctx(ErrorKind::Unavailable, || "unable to reach Net2")?;

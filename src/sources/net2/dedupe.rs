@@ -148,25 +148,46 @@ mod tests {
     #[test]
     fn rest_ids_are_unique() {
         let mut d = Deduper::default();
-        assert_eq!(d.admit_rest(Some(1), "2026-01-05T06:00:01|26|8|7"), Admit::New);
-        assert_eq!(d.admit_rest(Some(1), "2026-01-05T06:00:01|26|8|7"), Admit::DuplicateId);
-        assert_eq!(d.admit_rest(Some(2), "2026-01-05T06:00:02|46|0|7"), Admit::New);
+        assert_eq!(
+            d.admit_rest(Some(1), "2026-01-05T06:00:01|26|8|7"),
+            Admit::New
+        );
+        assert_eq!(
+            d.admit_rest(Some(1), "2026-01-05T06:00:01|26|8|7"),
+            Admit::DuplicateId
+        );
+        assert_eq!(
+            d.admit_rest(Some(2), "2026-01-05T06:00:02|46|0|7"),
+            Admit::New
+        );
     }
 
     #[test]
     fn live_then_rest_is_one_event() {
         let mut d = Deduper::default();
         assert_eq!(d.admit_live("2026-01-05T06:00:01|26|8|7"), Admit::New);
-        assert_eq!(d.admit_rest(Some(1), "2026-01-05T06:00:01|26|8|7"), Admit::DuplicateCopy);
+        assert_eq!(
+            d.admit_rest(Some(1), "2026-01-05T06:00:01|26|8|7"),
+            Admit::DuplicateCopy
+        );
         // The next inclusive page repeats it: by id now.
-        assert_eq!(d.admit_rest(Some(1), "2026-01-05T06:00:01|26|8|7"), Admit::DuplicateId);
+        assert_eq!(
+            d.admit_rest(Some(1), "2026-01-05T06:00:01|26|8|7"),
+            Admit::DuplicateId
+        );
     }
 
     #[test]
     fn rest_then_live_is_one_event_within_a_second() {
         let mut d = Deduper::default();
-        assert_eq!(d.admit_rest(Some(1), "2026-01-05T06:00:01|26|8|7"), Admit::New);
-        assert_eq!(d.admit_live("2026-01-05T06:00:02|26|8|7"), Admit::DuplicateCopy);
+        assert_eq!(
+            d.admit_rest(Some(1), "2026-01-05T06:00:01|26|8|7"),
+            Admit::New
+        );
+        assert_eq!(
+            d.admit_live("2026-01-05T06:00:02|26|8|7"),
+            Admit::DuplicateCopy
+        );
         // A different door is a different event.
         assert_eq!(d.admit_live("2026-01-05T06:00:01|26|8|9"), Admit::New);
     }
@@ -176,26 +197,45 @@ mod tests {
         let mut d = Deduper::default();
         assert_eq!(d.admit_live("2026-01-05T06:00:01|20|8|7"), Admit::New);
         assert_eq!(d.admit_live("2026-01-05T06:00:01|20|8|7"), Admit::New);
-        assert_eq!(d.admit_rest(Some(1), "2026-01-05T06:00:01|20|8|7"), Admit::DuplicateCopy);
-        assert_eq!(d.admit_rest(Some(2), "2026-01-05T06:00:01|20|8|7"), Admit::DuplicateCopy);
-        assert_eq!(d.admit_rest(Some(3), "2026-01-05T06:00:01|20|8|7"), Admit::New);
+        assert_eq!(
+            d.admit_rest(Some(1), "2026-01-05T06:00:01|20|8|7"),
+            Admit::DuplicateCopy
+        );
+        assert_eq!(
+            d.admit_rest(Some(2), "2026-01-05T06:00:01|20|8|7"),
+            Admit::DuplicateCopy
+        );
+        assert_eq!(
+            d.admit_rest(Some(3), "2026-01-05T06:00:01|20|8|7"),
+            Admit::New
+        );
     }
 
     #[test]
     fn seeded_from_database_after_restart() {
         let mut d = Deduper::default();
         d.seed([1], ["2026-01-05T06:00:05|46|0|7".to_string()], []);
-        assert_eq!(d.admit_rest(Some(1), "2026-01-05T06:00:01|26|8|7"), Admit::DuplicateId);
-        assert_eq!(d.admit_rest(Some(9), "2026-01-05T06:00:05|46|0|7"), Admit::DuplicateCopy);
+        assert_eq!(
+            d.admit_rest(Some(1), "2026-01-05T06:00:01|26|8|7"),
+            Admit::DuplicateId
+        );
+        assert_eq!(
+            d.admit_rest(Some(9), "2026-01-05T06:00:05|46|0|7"),
+            Admit::DuplicateCopy
+        );
     }
 
     #[test]
     fn memory_is_bounded() {
         let mut d = Deduper::default();
-        let base = NaiveDateTime::parse_from_str("2026-01-05T00:00:00", "%Y-%m-%dT%H:%M:%S").unwrap();
+        let base =
+            NaiveDateTime::parse_from_str("2026-01-05T00:00:00", "%Y-%m-%dT%H:%M:%S").unwrap();
         for i in 0..(MAX_ENTRIES as i64 + 10_000) {
             let t = base + chrono::Duration::seconds(i);
-            d.admit_rest(Some(i), &format!("{}|20|1|1", t.format("%Y-%m-%dT%H:%M:%S")));
+            d.admit_rest(
+                Some(i),
+                &format!("{}|20|1|1", t.format("%Y-%m-%dT%H:%M:%S")),
+            );
         }
         assert!(d.len() <= 2 * MAX_ENTRIES, "{}", d.len());
     }

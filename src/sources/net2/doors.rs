@@ -99,13 +99,20 @@ impl DoorTracker {
     }
 
     /// A full `/doors/status` answer: marks the tracker synced.
-    pub fn apply_status_poll(&mut self, entries: &[(DoorId, StatusFlags)], now: Instant) -> Vec<Message> {
+    pub fn apply_status_poll(
+        &mut self,
+        entries: &[(DoorId, StatusFlags)],
+        now: Instant,
+    ) -> Vec<Message> {
         let mut out = Vec::new();
         for (id, f) in entries {
             out.extend(self.apply_flags(*id, f, now));
         }
         if !self.synced {
-            tracing::info!(doors = entries.len(), "first Net2 door status sync; commands are accepted from now on");
+            tracing::info!(
+                doors = entries.len(),
+                "first Net2 door status sync; commands are accepted from now on"
+            );
         }
         self.synced = true;
         out
@@ -144,7 +151,10 @@ impl DoorTracker {
         {
             let mut u = u.clone();
             u.status = CommandStatus::Confirmed;
-            u.detail = format!("lockdown {} reported by Net2", if active { "on" } else { "off" });
+            u.detail = format!(
+                "lockdown {} reported by Net2",
+                if active { "on" } else { "off" }
+            );
             u.at = Utc::now();
             out.push(Message::Command(u));
             self.lockdown_pending = None;
@@ -173,7 +183,10 @@ impl DoorTracker {
                 if let Some(u) = &ev.user {
                     out.push(Message::Presence(Presence {
                         user: u.clone(),
-                        door: DoorRef { id, name: t.state.name.clone() },
+                        door: DoorRef {
+                            id,
+                            name: t.state.name.clone(),
+                        },
                         site: self.sites.get(&id).cloned(),
                         time: ev.time,
                     }));
@@ -224,7 +237,8 @@ impl DoorTracker {
     pub fn tick(&mut self, cfg: &BTreeMap<DoorId, DoorConfig>, now: Instant) -> Vec<Message> {
         let mut out = Vec::new();
         for (id, t) in self.doors.iter_mut() {
-            if let (Some(since), Some(limit)) = (t.open_since, cfg.get(id).and_then(|c| c.held_open_after))
+            if let (Some(since), Some(limit)) =
+                (t.open_since, cfg.get(id).and_then(|c| c.held_open_after))
                 && !t.held_reported
                 && now.saturating_duration_since(since) >= limit.get()
             {
@@ -232,7 +246,10 @@ impl DoorTracker {
                 t.state.held_open = true;
                 t.state.last_event = Some("door_held_open".into());
                 t.state.updated = Some(Utc::now());
-                out.push(Message::Event(Box::new(derived_held_open(&t.state, limit.get()))));
+                out.push(Message::Event(Box::new(derived_held_open(
+                    &t.state,
+                    limit.get(),
+                ))));
                 out.push(Message::DoorState(t.state.clone()));
             }
             if let Some(p) = &t.pending
@@ -260,37 +277,62 @@ impl DoorTracker {
     }
 
     /// Decide whether and how to carry out `cmd`. `Err` is the rejection, ready to publish.
-    pub fn plan(&mut self, cmd: &Command, doors: &BTreeMap<DoorId, DoorConfig>) -> Result<Plan, CommandUpdate> {
+    pub fn plan(
+        &mut self,
+        cmd: &Command,
+        doors: &BTreeMap<DoorId, DoorConfig>,
+    ) -> Result<Plan, CommandUpdate> {
         let reject = |why: String| Err(update(cmd, CommandStatus::Rejected, why));
         if self.handled.contains(&cmd.request_id) {
-            return reject(format!("request_id {:?} was already handled; commands are never repeated", cmd.request_id));
+            return reject(format!(
+                "request_id {:?} was already handled; commands are never repeated",
+                cmd.request_id
+            ));
         }
         self.remember(&cmd.request_id);
         if !self.synced {
-            return reject("no door status from Net2 yet since start-up; try again in a moment".into());
+            return reject(
+                "no door status from Net2 yet since start-up; try again in a moment".into(),
+            );
         }
         match &cmd.kind {
             CommandKind::Lockdown { active } => Ok(Plan {
                 path: "/api/v1/commands/controlLockdown",
                 body: serde_json::json!({ "lockdown": active }),
             }),
-            CommandKind::Door { door, action, duration_ms } => {
+            CommandKind::Door {
+                door,
+                action,
+                duration_ms,
+            } => {
                 let Some(dc) = doors.get(door) else {
-                    return reject(format!("door {door} is not configured (add doors.{door} to the config)"));
+                    return reject(format!(
+                        "door {door} is not configured (add doors.{door} to the config)"
+                    ));
                 };
                 let state = self.doors.get(door).map(|t| &t.state);
                 match dc.mode {
-                    DoorMode::Disabled => return reject(format!("door {door} is disabled (doors.{door}.mode)")),
+                    DoorMode::Disabled => {
+                        return reject(format!("door {door} is disabled (doors.{door}.mode)"));
+                    }
                     DoorMode::Momentary => {
                         // holdopen and close both pulse the relay and toggle the door.
                         let unlocked = state.and_then(|s| s.unlocked);
                         match (action, unlocked) {
-                            (_, None) => return reject(format!("door {door} is momentary and its relay state is unknown; not sending a toggle")),
+                            (_, None) => {
+                                return reject(format!(
+                                    "door {door} is momentary and its relay state is unknown; not sending a toggle"
+                                ));
+                            }
                             (DoorAction::Open | DoorAction::HoldOpen, Some(true)) => {
-                                return reject(format!("door {door} is already open; a momentary relay would close it"));
+                                return reject(format!(
+                                    "door {door} is already open; a momentary relay would close it"
+                                ));
                             }
                             (DoorAction::Close, Some(false)) => {
-                                return reject(format!("door {door} is already closed; a momentary relay would open it"));
+                                return reject(format!(
+                                    "door {door} is already closed; a momentary relay would open it"
+                                ));
                             }
                             _ => {}
                         }
@@ -339,7 +381,11 @@ impl DoorTracker {
 
     /// The device accepted the request: wait for confirmation until `timeout`.
     pub fn sent(&mut self, cmd: &Command, now: Instant, timeout: Duration) -> CommandUpdate {
-        let u = update(cmd, CommandStatus::Sent, "Net2 accepted the command (fire and forget)");
+        let u = update(
+            cmd,
+            CommandStatus::Sent,
+            "Net2 accepted the command (fire and forget)",
+        );
         match &cmd.kind {
             CommandKind::Door { door, action, .. } => {
                 let expect = match action {
@@ -359,7 +405,11 @@ impl DoorTracker {
         u
     }
 
-    pub fn rejected(cmd: &Command, status: CommandStatus, detail: impl Into<String>) -> CommandUpdate {
+    pub fn rejected(
+        cmd: &Command,
+        status: CommandStatus,
+        detail: impl Into<String>,
+    ) -> CommandUpdate {
         update(cmd, status, detail)
     }
 }
@@ -380,7 +430,11 @@ fn set_open(t: &mut Tracked, open: bool, now: Instant) {
 fn derived_held_open(s: &DoorState, after: Duration) -> Event {
     let now = Utc::now();
     let local = now.with_timezone(&chrono::Local).fixed_offset();
-    let fp = format!("{}|held_open|0|{}", local.naive_local().format("%Y-%m-%dT%H:%M:%S"), s.id);
+    let fp = format!(
+        "{}|held_open|0|{}",
+        local.naive_local().format("%Y-%m-%dT%H:%M:%S"),
+        s.id
+    );
     Event {
         id: format!("net2:derived:{fp}"),
         source: super::classify::SOURCE.into(),
@@ -389,12 +443,19 @@ fn derived_held_open(s: &DoorState, after: Duration) -> Event {
         time: local,
         received: now,
         via: Via::Derived,
-        door: Some(DoorRef { id: s.id, name: s.name.clone() }),
+        door: Some(DoorRef {
+            id: s.id,
+            name: s.name.clone(),
+        }),
         user: None,
         kind: EventKind::DoorHeldOpen { derived: true },
         code: None,
-        description: Some(format!("door contact open for more than {}s", after.as_secs())),
-        raw: serde_json::json!({"derived": "held_open", "door": s.id, "after_s": after.as_secs()}).to_string(),
+        description: Some(format!(
+            "door contact open for more than {}s",
+            after.as_secs()
+        )),
+        raw: serde_json::json!({"derived": "held_open", "door": s.id, "after_s": after.as_secs()})
+            .to_string(),
     }
 }
 
@@ -406,7 +467,11 @@ mod tests {
         Command {
             request_id: id.into(),
             requester: "test".into(),
-            kind: CommandKind::Door { door, action, duration_ms: None },
+            kind: CommandKind::Door {
+                door,
+                action,
+                duration_ms: None,
+            },
             received: Utc::now(),
         }
     }
@@ -421,37 +486,94 @@ mod tests {
 
     fn doors() -> BTreeMap<DoorId, DoorConfig> {
         let mut m = BTreeMap::new();
-        m.insert(1, DoorConfig { held_open_after: Some(crate::config::HumanDuration::secs(30)), ..Default::default() });
-        m.insert(2, DoorConfig { mode: DoorMode::Momentary, ..Default::default() });
-        m.insert(3, DoorConfig { mode: DoorMode::Disabled, ..Default::default() });
-        m.insert(4, DoorConfig { open_time_ms: Some(8000), relay: 2, ..Default::default() });
+        m.insert(
+            1,
+            DoorConfig {
+                held_open_after: Some(crate::config::HumanDuration::secs(30)),
+                ..Default::default()
+            },
+        );
+        m.insert(
+            2,
+            DoorConfig {
+                mode: DoorMode::Momentary,
+                ..Default::default()
+            },
+        );
+        m.insert(
+            3,
+            DoorConfig {
+                mode: DoorMode::Disabled,
+                ..Default::default()
+            },
+        );
+        m.insert(
+            4,
+            DoorConfig {
+                open_time_ms: Some(8000),
+                relay: 2,
+                ..Default::default()
+            },
+        );
         m
     }
 
     #[test]
     fn refuses_before_first_sync_and_repeats() {
         let mut t = DoorTracker::default();
-        let e = t.plan(&cmd("a", 1, DoorAction::Open), &doors()).unwrap_err();
+        let e = t
+            .plan(&cmd("a", 1, DoorAction::Open), &doors())
+            .unwrap_err();
         assert_eq!(e.status, CommandStatus::Rejected);
         assert!(e.detail.contains("no door status"));
         t.apply_status_poll(&[(1, flags(Some(true), false))], Instant::now());
         assert!(t.plan(&cmd("b", 1, DoorAction::Open), &doors()).is_ok());
-        assert!(t.plan(&cmd("b", 1, DoorAction::Open), &doors()).unwrap_err().detail.contains("already handled"));
-        assert!(t.plan(&cmd("c", 9, DoorAction::Open), &doors()).unwrap_err().detail.contains("not configured"));
-        assert!(t.plan(&cmd("d", 3, DoorAction::Open), &doors()).unwrap_err().detail.contains("disabled"));
+        assert!(
+            t.plan(&cmd("b", 1, DoorAction::Open), &doors())
+                .unwrap_err()
+                .detail
+                .contains("already handled")
+        );
+        assert!(
+            t.plan(&cmd("c", 9, DoorAction::Open), &doors())
+                .unwrap_err()
+                .detail
+                .contains("not configured")
+        );
+        assert!(
+            t.plan(&cmd("d", 3, DoorAction::Open), &doors())
+                .unwrap_err()
+                .detail
+                .contains("disabled")
+        );
     }
 
     #[test]
     fn plans_requests_per_door_config() {
         let mut t = DoorTracker::default();
         t.apply_status_poll(&[], Instant::now());
-        assert_eq!(t.plan(&cmd("a", 1, DoorAction::Open), &doors()).unwrap().path, "/api/v1/commands/door/open");
+        assert_eq!(
+            t.plan(&cmd("a", 1, DoorAction::Open), &doors())
+                .unwrap()
+                .path,
+            "/api/v1/commands/door/open"
+        );
         let p = t.plan(&cmd("b", 4, DoorAction::Open), &doors()).unwrap();
         assert_eq!(p.path, "/api/v1/commands/door/control");
         assert_eq!(p.body["RelayFunction"]["RelayId"], "Relay2");
         assert_eq!(p.body["RelayFunction"]["RelayOpenTime"], 8000);
-        assert_eq!(t.plan(&cmd("c", 1, DoorAction::HoldOpen), &doors()).unwrap().path, "/api/v1/commands/door/holdopen");
-        assert_eq!(t.plan(&cmd("d", 1, DoorAction::Close), &doors()).unwrap().body, serde_json::json!({"doorId": 1}));
+        assert_eq!(
+            t.plan(&cmd("c", 1, DoorAction::HoldOpen), &doors())
+                .unwrap()
+                .path,
+            "/api/v1/commands/door/holdopen"
+        );
+        assert_eq!(
+            t.plan(&cmd("d", 1, DoorAction::Close), &doors())
+                .unwrap()
+                .body,
+            serde_json::json!({"doorId": 1})
+        );
     }
 
     #[test]
@@ -459,12 +581,27 @@ mod tests {
         let mut t = DoorTracker::default();
         t.apply_status_poll(&[], Instant::now());
         // Unknown relay state: refuse.
-        assert!(t.plan(&cmd("a", 2, DoorAction::HoldOpen), &doors()).unwrap_err().detail.contains("unknown"));
+        assert!(
+            t.plan(&cmd("a", 2, DoorAction::HoldOpen), &doors())
+                .unwrap_err()
+                .detail
+                .contains("unknown")
+        );
         t.apply_flags(2, &flags(None, true), Instant::now());
-        assert!(t.plan(&cmd("b", 2, DoorAction::HoldOpen), &doors()).unwrap_err().detail.contains("already open"));
+        assert!(
+            t.plan(&cmd("b", 2, DoorAction::HoldOpen), &doors())
+                .unwrap_err()
+                .detail
+                .contains("already open")
+        );
         assert!(t.plan(&cmd("c", 2, DoorAction::Close), &doors()).is_ok());
         t.apply_flags(2, &flags(None, false), Instant::now());
-        assert!(t.plan(&cmd("d", 2, DoorAction::Close), &doors()).unwrap_err().detail.contains("already closed"));
+        assert!(
+            t.plan(&cmd("d", 2, DoorAction::Close), &doors())
+                .unwrap_err()
+                .detail
+                .contains("already closed")
+        );
         assert!(t.plan(&cmd("e", 2, DoorAction::HoldOpen), &doors()).is_ok());
     }
 
@@ -472,9 +609,15 @@ mod tests {
     fn sent_command_is_confirmed_or_times_out() {
         let now = Instant::now();
         let mut t = DoorTracker::default();
-        t.apply_status_poll(&[(1, flags(Some(true), false)), (4, flags(Some(true), false))], now);
+        t.apply_status_poll(
+            &[(1, flags(Some(true), false)), (4, flags(Some(true), false))],
+            now,
+        );
         let c = cmd("a", 1, DoorAction::Open);
-        assert_eq!(t.sent(&c, now, Duration::from_secs(10)).status, CommandStatus::Sent);
+        assert_eq!(
+            t.sent(&c, now, Duration::from_secs(10)).status,
+            CommandStatus::Sent
+        );
         let out = t.apply_flags(1, &flags(Some(true), true), now);
         assert!(out.iter().any(|m| matches!(m, Message::Command(u) if u.status == CommandStatus::Confirmed && u.request_id == "a")));
         let c = cmd("b", 4, DoorAction::Open);
@@ -493,7 +636,10 @@ mod tests {
         let out = t.tick(&doors(), now + Duration::from_secs(31));
         assert!(out.iter().any(|m| matches!(m, Message::Event(e) if e.kind == EventKind::DoorHeldOpen { derived: true })));
         assert!(t.state(1).unwrap().held_open);
-        assert!(t.tick(&doors(), now + Duration::from_secs(60)).is_empty(), "reported once");
+        assert!(
+            t.tick(&doors(), now + Duration::from_secs(60)).is_empty(),
+            "reported once"
+        );
         // Closing resets; a door without a contact never derives anything.
         t.apply_flags(1, &flags(Some(true), false), now + Duration::from_secs(61));
         assert!(!t.state(1).unwrap().held_open);
@@ -505,9 +651,20 @@ mod tests {
     fn access_granted_updates_presence_and_last_user() {
         let mut t = DoorTracker::default();
         let v = serde_json::json!({"eventTime":"2026-01-05T06:00:01.017+01:00","id":1,"deviceName":"Kirkegade50 - Garage Port - ACU:7242929","eventType":26,"userID":8,"address":7242929,"firstName":"Mette","surname":"Holm"});
-        let ev = super::super::classify::rest_event(&v, &Default::default(), chrono::FixedOffset::east_opt(3600).unwrap(), Utc::now());
+        let ev = super::super::classify::rest_event(
+            &v,
+            &Default::default(),
+            chrono::FixedOffset::east_opt(3600).unwrap(),
+            Utc::now(),
+        );
         let out = t.apply_event(&ev, Instant::now());
-        let p = out.iter().find_map(|m| match m { Message::Presence(p) => Some(p), _ => None }).unwrap();
+        let p = out
+            .iter()
+            .find_map(|m| match m {
+                Message::Presence(p) => Some(p),
+                _ => None,
+            })
+            .unwrap();
         assert_eq!(p.user.id, 8);
         assert_eq!(p.site.as_deref(), Some("Kirkegade50"));
         assert_eq!(t.state(7242929).unwrap().last_user.as_ref().unwrap().id, 8);

@@ -29,12 +29,21 @@ pub(super) async fn run_once(src: &Net2Source) -> Result<RunEnd> {
         .await
         .map_err(|e| net2_err(e, "unable to negotiate the Net2 live event connection"))?;
     let neg: serde_json::Value = serde_json::from_str(&neg).map_err(|e| {
-        Error::with_source(ErrorKind::Protocol, "Net2 SignalR negotiate answer is not JSON", e)
+        Error::with_source(
+            ErrorKind::Protocol,
+            "Net2 SignalR negotiate answer is not JSON",
+            e,
+        )
     })?;
     let conn_token = neg
         .get("ConnectionToken")
         .and_then(|v| v.as_str())
-        .ok_or_else(|| Error::new(ErrorKind::Protocol, "Net2 SignalR negotiate answer has no ConnectionToken"))?
+        .ok_or_else(|| {
+            Error::new(
+                ErrorKind::Protocol,
+                "Net2 SignalR negotiate answer has no ConnectionToken",
+            )
+        })?
         .to_string();
     let keepalive = neg
         .get("KeepAliveTimeout")
@@ -57,13 +66,24 @@ pub(super) async fn run_once(src: &Net2Source) -> Result<RunEnd> {
     );
     let host = base.host_str().unwrap_or("localhost").to_string();
     let port = base.port_or_known_default().unwrap_or(80);
-    let tcp = tokio::time::timeout(Duration::from_secs(10), tokio::net::TcpStream::connect((host.as_str(), port)))
-        .await
-        .map_err(|_| Error::new(ErrorKind::Unavailable, "timed out connecting to Net2 for live events"))?
-        .ctx(ErrorKind::Unavailable, || format!("unable to connect to Net2 at {host}:{port} for live events"))?;
+    let tcp = tokio::time::timeout(
+        Duration::from_secs(10),
+        tokio::net::TcpStream::connect((host.as_str(), port)),
+    )
+    .await
+    .map_err(|_| {
+        Error::new(
+            ErrorKind::Unavailable,
+            "timed out connecting to Net2 for live events",
+        )
+    })?
+    .ctx(ErrorKind::Unavailable, || {
+        format!("unable to connect to Net2 at {host}:{port} for live events")
+    })?;
     let stream: Box<dyn Io> = if base.scheme() == "https" {
-        let name = rustls::pki_types::ServerName::try_from(host.clone())
-            .map_err(|_| Error::new(ErrorKind::Config, format!("invalid TLS server name {host}")))?;
+        let name = rustls::pki_types::ServerName::try_from(host.clone()).map_err(|_| {
+            Error::new(ErrorKind::Config, format!("invalid TLS server name {host}"))
+        })?;
         let tls = tokio_rustls::TlsConnector::from(client.tls())
             .connect(name, tcp)
             .await
@@ -72,10 +92,21 @@ pub(super) async fn run_once(src: &Net2Source) -> Result<RunEnd> {
     } else {
         Box::new(tcp)
     };
-    let (mut ws, _) = tokio::time::timeout(Duration::from_secs(10), tokio_tungstenite::client_async(req, stream))
-        .await
-        .map_err(|_| Error::new(ErrorKind::Unavailable, "timed out opening the Net2 live event socket"))?
-        .ctx(ErrorKind::Unavailable, || "unable to open the Net2 live event socket")?;
+    let (mut ws, _) = tokio::time::timeout(
+        Duration::from_secs(10),
+        tokio_tungstenite::client_async(req, stream),
+    )
+    .await
+    .map_err(|_| {
+        Error::new(
+            ErrorKind::Unavailable,
+            "timed out opening the Net2 live event socket",
+        )
+    })?
+    .ctx(
+        ErrorKind::Unavailable,
+        || "unable to open the Net2 live event socket",
+    )?;
     let connected_at = Instant::now();
 
     // 3. start (after the transport's init frame), 4. subscribe
@@ -100,9 +131,20 @@ pub(super) async fn run_once(src: &Net2Source) -> Result<RunEnd> {
             f = tokio::time::timeout(idle_limit, ws.next()) => f,
         };
         let msg = match frame {
-            Err(_) => break Err(Error::new(ErrorKind::Unavailable, format!("no keep-alive from Net2 for {idle_limit:?}"))),
+            Err(_) => {
+                break Err(Error::new(
+                    ErrorKind::Unavailable,
+                    format!("no keep-alive from Net2 for {idle_limit:?}"),
+                ));
+            }
             Ok(None) => break Ok(RunEnd::Healthy),
-            Ok(Some(Err(e))) => break Err(Error::with_source(ErrorKind::Unavailable, "Net2 live event socket failed", e)),
+            Ok(Some(Err(e))) => {
+                break Err(Error::with_source(
+                    ErrorKind::Unavailable,
+                    "Net2 live event socket failed",
+                    e,
+                ));
+            }
             Ok(Some(Ok(m))) => m,
         };
         let text = match msg {
@@ -123,18 +165,27 @@ pub(super) async fn run_once(src: &Net2Source) -> Result<RunEnd> {
                     .await
                     .map_err(|e| net2_err(e, "unable to start the Net2 live event connection"))?;
                 started = true;
-                let mut invocations = vec![signalr::invoke("subscribeToLiveEvents", vec![], next_id)];
+                let mut invocations =
+                    vec![signalr::invoke("subscribeToLiveEvents", vec![], next_id)];
                 next_id += 1;
                 for door in src.subscribed_doors() {
                     // Paxton's guide passes the address as a string.
                     for m in ["subscribeToDoorStatusEvents", "subscribeToDoorEvents"] {
-                        invocations.push(signalr::invoke(m, vec![door.to_string().into()], next_id));
+                        invocations.push(signalr::invoke(
+                            m,
+                            vec![door.to_string().into()],
+                            next_id,
+                        ));
                         next_id += 1;
                     }
                 }
                 for inv in invocations {
                     if let Err(e) = ws.send(Ws::Text(inv.into())).await {
-                        return Err(Error::with_source(ErrorKind::Unavailable, "unable to subscribe to Net2 live events", e));
+                        return Err(Error::with_source(
+                            ErrorKind::Unavailable,
+                            "unable to subscribe to Net2 live events",
+                            e,
+                        ));
                     }
                 }
                 tracing::info!(subscriptions = next_id - 1, "Net2 live events connected");

@@ -65,7 +65,12 @@ pub struct Net2Source {
 
 impl Net2Source {
     fn cfg(&self) -> Net2Config {
-        self.cfg_rx.borrow().sources.net2.clone().unwrap_or_default()
+        self.cfg_rx
+            .borrow()
+            .sources
+            .net2
+            .clone()
+            .unwrap_or_default()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Core> {
@@ -161,7 +166,9 @@ impl Net2Source {
     }
 
     async fn on_live_frame(&self, frame: signalr::Frame) {
-        let signalr::Frame::Messages(msgs) = frame else { return };
+        let signalr::Frame::Messages(msgs) = frame else {
+            return;
+        };
         let now = Utc::now();
         for m in msgs {
             let mut out = Vec::new();
@@ -183,8 +190,14 @@ impl Net2Source {
                     let mut c = self.lock();
                     for item in m.items() {
                         match serde_json::from_value::<types::LiveDoorStatus>(item.clone()) {
-                            Ok(s) => out.extend(c.tracker.apply_flags(s.door_id, &s.status.unwrap_or_default(), Instant::now())),
-                            Err(e) => tracing::warn!(error = %e, raw = %item, "malformed doorStatusEvents item"),
+                            Ok(s) => out.extend(c.tracker.apply_flags(
+                                s.door_id,
+                                &s.status.unwrap_or_default(),
+                                Instant::now(),
+                            )),
+                            Err(e) => {
+                                tracing::warn!(error = %e, raw = %item, "malformed doorStatusEvents item")
+                            }
                         }
                     }
                 }
@@ -192,11 +205,14 @@ impl Net2Source {
                     let mut c = self.lock();
                     for item in m.items() {
                         match serde_json::from_value::<types::LiveDoorEvent>(item.clone()) {
-                            Ok(types::LiveDoorEvent { door_id, locked: Some(l) }) => {
-                                out.extend(c.tracker.apply_locked(door_id, l, Instant::now()))
-                            }
+                            Ok(types::LiveDoorEvent {
+                                door_id,
+                                locked: Some(l),
+                            }) => out.extend(c.tracker.apply_locked(door_id, l, Instant::now())),
                             Ok(_) => {}
-                            Err(e) => tracing::warn!(error = %e, raw = %item, "malformed doorEvents item"),
+                            Err(e) => {
+                                tracing::warn!(error = %e, raw = %item, "malformed doorEvents item")
+                            }
                         }
                     }
                 }
@@ -215,7 +231,9 @@ impl Net2Source {
             let since = {
                 let c = self.lock();
                 c.cursor.map(|t| t.naive_local()).unwrap_or_else(|| {
-                    let start = Utc::now() - chrono::Duration::from_std(cfg.initial_backfill.get()).unwrap_or_default();
+                    let start = Utc::now()
+                        - chrono::Duration::from_std(cfg.initial_backfill.get())
+                            .unwrap_or_default();
                     start.with_timezone(&c.offset).naive_local()
                 })
             };
@@ -223,7 +241,14 @@ impl Net2Source {
             let q = format!("eventTime>='{}'", since.format("%Y-%m-%dT%H:%M:%S%.3f"));
             let body = self
                 .client
-                .get("/api/v1/events", &[("where", &q), ("orderBy", "eventTime ASC"), ("rowCount", &page)])
+                .get(
+                    "/api/v1/events",
+                    &[
+                        ("where", &q),
+                        ("orderBy", "eventTime ASC"),
+                        ("rowCount", &page),
+                    ],
+                )
                 .await?;
             // Net2 answers "no events" with an empty body, not `[]`.
             if body.text.trim().is_empty() {
@@ -232,8 +257,12 @@ impl Net2Source {
             let items: Vec<serde_json::Value> = match serde_json::from_str(&body.text) {
                 Ok(v) => v,
                 Err(e) => {
-                    self.reject("GET /api/v1/events", &e.to_string(), &body.text).await;
-                    return Err(Error::new(ErrorKind::Protocol, format!("Net2 events answer is not a JSON array: {e}")));
+                    self.reject("GET /api/v1/events", &e.to_string(), &body.text)
+                        .await;
+                    return Err(Error::new(
+                        ErrorKind::Protocol,
+                        format!("Net2 events answer is not a JSON array: {e}"),
+                    ));
                 }
             };
             let n = items.len();
@@ -267,13 +296,19 @@ impl Net2Source {
                 }
                 (out, c.cursor != before)
             };
-            new += out.iter().filter(|m| matches!(m, Message::Event(_))).count();
+            new += out
+                .iter()
+                .filter(|m| matches!(m, Message::Event(_)))
+                .count();
             self.publish_all(out).await;
             if n < cfg.page_size as usize {
                 return Ok(new);
             }
             if !progressed {
-                tracing::warn!(page = n, "a full page of Net2 events shares one timestamp; raise sources.net2.page_size");
+                tracing::warn!(
+                    page = n,
+                    "a full page of Net2 events shares one timestamp; raise sources.net2.page_size"
+                );
                 return Ok(new);
             }
         }
@@ -293,7 +328,10 @@ impl Net2Source {
                     }
                     self.door_names(&mut c);
                 }
-                Err(e) => self.reject("GET /api/v1/doors", &e.to_string(), &list.text).await,
+                Err(e) => {
+                    self.reject("GET /api/v1/doors", &e.to_string(), &list.text)
+                        .await
+                }
             }
         }
         let st = self.client.get("/api/v1/doors/status", &[]).await?;
@@ -303,8 +341,12 @@ impl Net2Source {
             match serde_json::from_str(&st.text) {
                 Ok(v) => v,
                 Err(e) => {
-                    self.reject("GET /api/v1/doors/status", &e.to_string(), &st.text).await;
-                    return Err(Error::new(ErrorKind::Protocol, "Net2 door status answer is not the expected JSON"));
+                    self.reject("GET /api/v1/doors/status", &e.to_string(), &st.text)
+                        .await;
+                    return Err(Error::new(
+                        ErrorKind::Protocol,
+                        "Net2 door status answer is not the expected JSON",
+                    ));
                 }
             }
         };
@@ -357,7 +399,11 @@ impl Net2Source {
             }
         };
         self.bus
-            .publish(Message::Command(DoorTracker::rejected(&cmd, CommandStatus::Accepted, plan.path)))
+            .publish(Message::Command(DoorTracker::rejected(
+                &cmd,
+                CommandStatus::Accepted,
+                plan.path,
+            )))
             .await;
         tracing::info!(request_id = %cmd.request_id, requester = %cmd.requester, path = plan.path, "sending door command");
         // Sent exactly once: no retry on timeouts or errors (the door may have moved).
@@ -367,9 +413,16 @@ impl Net2Source {
                 let ok = serde_json::from_str::<types::CommandResponse>(&b.text)
                     .ok()
                     .and_then(|r| r.output)
-                    .map(|o| o.errors.as_ref().is_none_or(|e| e.is_null()) || o.status.as_deref() == Some("FireAndForget"));
+                    .map(|o| {
+                        o.errors.as_ref().is_none_or(|e| e.is_null())
+                            || o.status.as_deref() == Some("FireAndForget")
+                    });
                 if ok == Some(false) {
-                    DoorTracker::rejected(&cmd, CommandStatus::Failed, format!("Net2 reported errors: {}", b.text))
+                    DoorTracker::rejected(
+                        &cmd,
+                        CommandStatus::Failed,
+                        format!("Net2 reported errors: {}", b.text),
+                    )
                 } else {
                     let timeout = self.cfg().command_confirm_timeout.get();
                     self.lock().tracker.sent(&cmd, Instant::now(), timeout)
@@ -395,14 +448,20 @@ pub fn spawn(
     commands: mpsc::Receiver<Command>,
     cancel: CancellationToken,
 ) -> Result<Vec<JoinHandle<()>>> {
-    let cfg = cfg_rx.borrow().sources.net2.clone().ok_or_else(|| Error::new(ErrorKind::Config, "sources.net2 missing"))?;
+    let cfg = cfg_rx
+        .borrow()
+        .sources
+        .net2
+        .clone()
+        .ok_or_else(|| Error::new(ErrorKind::Config, "sources.net2 missing"))?;
     let client = Arc::new(Net2Client::new(&cfg)?);
     let mut dedupe = Deduper::default();
     let cursor = store
         .cursor(SOURCE)?
         .and_then(|c| DateTime::parse_from_rfc3339(&c).ok());
     if let Some(c) = cursor {
-        let keys = store.recent_keys(SOURCE, (c - chrono::Duration::hours(6)).timestamp_millis())?;
+        let keys =
+            store.recent_keys(SOURCE, (c - chrono::Duration::hours(6)).timestamp_millis())?;
         tracing::info!(cursor = %c, known = keys.ids.len(), "resuming Net2 events from the stored cursor");
         dedupe.seed(keys.ids, keys.live, keys.rest);
     }
@@ -436,78 +495,112 @@ pub fn spawn(
 
     if cfg.live {
         let s = src.clone();
-        tasks.push(supervise("net2.live", cancel.clone(), backoff(), AUTH_BACKOFF, move || {
-            let s = s.clone();
-            async move { live::run_once(&s).await }
-        }));
+        tasks.push(supervise(
+            "net2.live",
+            cancel.clone(),
+            backoff(),
+            AUTH_BACKOFF,
+            move || {
+                let s = s.clone();
+                async move { live::run_once(&s).await }
+            },
+        ));
     }
 
     let s = src.clone();
-    tasks.push(supervise("net2.events", cancel.clone(), backoff(), AUTH_BACKOFF, move || {
-        let s = s.clone();
-        async move {
-            loop {
-                match s.backfill().await {
-                    Ok(n) => {
-                        if n > 0 {
-                            tracing::debug!(new = n, "Net2 events fetched over REST");
+    tasks.push(supervise(
+        "net2.events",
+        cancel.clone(),
+        backoff(),
+        AUTH_BACKOFF,
+        move || {
+            let s = s.clone();
+            async move {
+                loop {
+                    match s.backfill().await {
+                        Ok(n) => {
+                            if n > 0 {
+                                tracing::debug!(new = n, "Net2 events fetched over REST");
+                            }
+                            s.set_online(true, "").await;
                         }
-                        s.set_online(true, "").await;
+                        Err(e) => {
+                            s.set_online(false, &e.to_string()).await;
+                            return Err(e);
+                        }
                     }
-                    Err(e) => {
-                        s.set_online(false, &e.to_string()).await;
-                        return Err(e);
+                    let mut live_rx = s.live_tx.subscribe();
+                    let c = s.cfg();
+                    let every = if *live_rx.borrow() {
+                        c.safety_poll_interval
+                    } else {
+                        c.poll_interval
                     }
-                }
-                let mut live_rx = s.live_tx.subscribe();
-                let c = s.cfg();
-                let every = if *live_rx.borrow() { c.safety_poll_interval } else { c.poll_interval }.get();
-                tokio::select! {
-                    _ = tokio::time::sleep(every) => {}
-                    _ = s.backfill_now.notified() => {}
-                    _ = live_rx.changed() => {}
-                    _ = s.cancel.cancelled() => return Ok(RunEnd::Cancelled),
+                    .get();
+                    tokio::select! {
+                        _ = tokio::time::sleep(every) => {}
+                        _ = s.backfill_now.notified() => {}
+                        _ = live_rx.changed() => {}
+                        _ = s.cancel.cancelled() => return Ok(RunEnd::Cancelled),
+                    }
                 }
             }
-        }
-    }));
+        },
+    ));
 
     let s = src.clone();
-    tasks.push(supervise("net2.doors", cancel.clone(), backoff(), AUTH_BACKOFF, move || {
-        let s = s.clone();
-        async move {
-            loop {
-                s.poll_doors().await?;
-                let mut live_rx = s.live_tx.subscribe();
-                let c = s.cfg();
-                let every = if *live_rx.borrow() { c.door_status_safety_interval } else { c.door_status_interval }.get();
-                tokio::select! {
-                    _ = tokio::time::sleep(every) => {}
-                    _ = s.status_now.notified() => {
-                        // Give the relay a moment to move before asking.
-                        tokio::time::sleep(Duration::from_secs(1)).await;
+    tasks.push(supervise(
+        "net2.doors",
+        cancel.clone(),
+        backoff(),
+        AUTH_BACKOFF,
+        move || {
+            let s = s.clone();
+            async move {
+                loop {
+                    s.poll_doors().await?;
+                    let mut live_rx = s.live_tx.subscribe();
+                    let c = s.cfg();
+                    let every = if *live_rx.borrow() {
+                        c.door_status_safety_interval
+                    } else {
+                        c.door_status_interval
                     }
-                    _ = live_rx.changed() => {}
-                    _ = s.cancel.cancelled() => return Ok(RunEnd::Cancelled),
+                    .get();
+                    tokio::select! {
+                        _ = tokio::time::sleep(every) => {}
+                        _ = s.status_now.notified() => {
+                            // Give the relay a moment to move before asking.
+                            tokio::time::sleep(Duration::from_secs(1)).await;
+                        }
+                        _ = live_rx.changed() => {}
+                        _ = s.cancel.cancelled() => return Ok(RunEnd::Cancelled),
+                    }
                 }
             }
-        }
-    }));
+        },
+    ));
 
     let s = src.clone();
-    tasks.push(supervise("net2.users", cancel.clone(), backoff(), AUTH_BACKOFF, move || {
-        let s = s.clone();
-        async move {
-            loop {
-                let n = s.refresh_users().await?;
-                tracing::debug!(users = n, "Net2 user names refreshed");
-                tokio::select! {
-                    _ = tokio::time::sleep(s.cfg().users_refresh_interval.get()) => {}
-                    _ = s.cancel.cancelled() => return Ok(RunEnd::Cancelled),
+    tasks.push(supervise(
+        "net2.users",
+        cancel.clone(),
+        backoff(),
+        AUTH_BACKOFF,
+        move || {
+            let s = s.clone();
+            async move {
+                loop {
+                    let n = s.refresh_users().await?;
+                    tracing::debug!(users = n, "Net2 user names refreshed");
+                    tokio::select! {
+                        _ = tokio::time::sleep(s.cfg().users_refresh_interval.get()) => {}
+                        _ = s.cancel.cancelled() => return Ok(RunEnd::Cancelled),
+                    }
                 }
             }
-        }
-    }));
+        },
+    ));
 
     let s = src.clone();
     tasks.push(tokio::spawn(async move {

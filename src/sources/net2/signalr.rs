@@ -16,7 +16,10 @@ pub enum Frame {
     Init,
     KeepAlive,
     /// Result of our invocation `I`.
-    Result { id: String, error: Option<String> },
+    Result {
+        id: String,
+        error: Option<String>,
+    },
     Messages(Vec<HubMessage>),
 }
 
@@ -106,9 +109,17 @@ pub fn connection_data() -> String {
 }
 
 /// `/signalr/<what>` URL with the standard query.
-pub fn url(base: &url::Url, what: &str, connection_token: Option<&str>, access_token: &str) -> url::Url {
+pub fn url(
+    base: &url::Url,
+    what: &str,
+    connection_token: Option<&str>,
+    access_token: &str,
+) -> url::Url {
     let mut u = base.clone();
-    u.set_path(&format!("{}/signalr/{what}", base.path().trim_end_matches('/')));
+    u.set_path(&format!(
+        "{}/signalr/{what}",
+        base.path().trim_end_matches('/')
+    ));
     {
         let mut q = u.query_pairs_mut();
         q.clear();
@@ -140,21 +151,37 @@ mod tests {
         let frames: Vec<Frame> = FRAMES.lines().map(|l| decode(l).unwrap()).collect();
         assert_eq!(frames[0], Frame::Init);
         assert_eq!(frames[1], Frame::KeepAlive);
-        assert_eq!(frames[2], Frame::Result { id: "1".into(), error: None });
+        assert_eq!(
+            frames[2],
+            Frame::Result {
+                id: "1".into(),
+                error: None
+            }
+        );
         // Both argument shapes give the same items.
-        let Frame::Messages(a) = &frames[3] else { panic!() };
+        let Frame::Messages(a) = &frames[3] else {
+            panic!()
+        };
         assert_eq!(a[0].method, "liveevents");
         assert_eq!(a[0].hub, "eventhublocal");
         assert_eq!(a[0].items().len(), 1);
         assert_eq!(a[0].items()[0]["userId"], 12);
-        let Frame::Messages(b) = &frames[4] else { panic!() };
+        let Frame::Messages(b) = &frames[4] else {
+            panic!()
+        };
         assert_eq!(b[0].items().len(), 1);
         assert_eq!(b[0].items()[0]["eventType"], 580);
-        let Frame::Messages(c) = &frames[5] else { panic!() };
+        let Frame::Messages(c) = &frames[5] else {
+            panic!()
+        };
         assert_eq!(c[0].method, "doorstatusevents");
-        let Frame::Messages(batch) = &frames[7] else { panic!() };
+        let Frame::Messages(batch) = &frames[7] else {
+            panic!()
+        };
         assert_eq!(batch[0].items().len(), 2);
-        let Frame::Result { error: Some(e), .. } = &frames[8] else { panic!() };
+        let Frame::Result { error: Some(e), .. } = &frames[8] else {
+            panic!()
+        };
         assert!(e.contains("subscribeToDoorEvents"));
     }
 
@@ -163,7 +190,11 @@ mod tests {
         assert!(matches!(decode("<html>"), Err(DecodeError::Json(_))));
         assert_eq!(decode("[1,2]"), Err(DecodeError::Shape));
         assert_eq!(decode(r#"{"x":1}"#), Err(DecodeError::Shape));
-        let Frame::Messages(m) = decode(r#"{"C":"x","M":[{"H":"h","M":"liveEvents","A":{"a":1}}]}"#).unwrap() else { panic!() };
+        let Frame::Messages(m) =
+            decode(r#"{"C":"x","M":[{"H":"h","M":"liveEvents","A":{"a":1}}]}"#).unwrap()
+        else {
+            panic!()
+        };
         assert_eq!(m[0].items().len(), 1);
     }
 
@@ -174,11 +205,20 @@ mod tests {
         assert_eq!(u.scheme(), "wss");
         assert_eq!(u.path(), "/signalr/connect");
         let q: Vec<_> = u.query_pairs().collect();
-        assert!(q.iter().any(|(k, v)| k == "connectionToken" && v == "a+b/c="));
+        assert!(
+            q.iter()
+                .any(|(k, v)| k == "connectionToken" && v == "a+b/c=")
+        );
         assert!(u.as_str().contains("connectionToken=a%2Bb%2Fc%3D"));
-        assert!(q.iter().any(|(k, v)| k == "connectionData" && v == r#"[{"name":"eventHubLocal"}]"#));
+        assert!(
+            q.iter()
+                .any(|(k, v)| k == "connectionData" && v == r#"[{"name":"eventHubLocal"}]"#)
+        );
         let n = url(&base, "negotiate", None, "tok");
         assert!(!n.as_str().contains("transport"));
-        assert_eq!(invoke("subscribeToLiveEvents", vec![], 1), r#"{"A":[],"H":"eventHubLocal","I":1,"M":"subscribeToLiveEvents"}"#);
+        assert_eq!(
+            invoke("subscribeToLiveEvents", vec![], 1),
+            r#"{"A":[],"H":"eventHubLocal","I":1,"M":"subscribeToLiveEvents"}"#
+        );
     }
 }

@@ -415,3 +415,35 @@ async fn wait_health(watch: &mut tokio::sync::broadcast::Receiver<Message>, onli
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_of_live_events_is_published_in_order() {
+    let mut h = Harness::new(SimConfig::default(), "").await;
+    h.start().await;
+    wait_for("live socket", T, || {
+        h.sim.websocket_count() == 1 && !h.sim.stats().subscriptions.is_empty()
+    })
+    .await;
+    let mut watch = h.app().bus.watch();
+    let t0 = h.sim.local_now();
+    // One SignalR frame carrying three events (the `A:[[…,…,…]]` shape).
+    h.sim.push_events(vec![
+        SimEvent::new(20, 6612642).user(12).at(t0),
+        SimEvent::new(46, 6612642).at(t0 + chrono::Duration::seconds(1)),
+        SimEvent::new(29, 6612642).at(t0 + chrono::Duration::seconds(2)),
+    ]);
+    let mut kinds = Vec::new();
+    let end = tokio::time::Instant::now() + T;
+    while kinds.len() < 3 && tokio::time::Instant::now() < end {
+        if let Ok(Ok(Message::Event(e))) =
+            tokio::time::timeout(Duration::from_millis(200), watch.recv()).await
+        {
+            kinds.push(e.kind.name());
+        }
+    }
+    assert_eq!(
+        kinds,
+        vec!["access_granted", "door_opened", "door_relocked"]
+    );
+    h.stop().await;
+}

@@ -181,8 +181,10 @@ impl Net2Source {
                             tracing::warn!(error, raw = %ev.raw, "malformed Net2 live event kept raw");
                         }
                         if c.dedupe.admit_live(&ev.fingerprint) == Admit::New {
-                            out.extend(c.tracker.apply_event(&ev, Instant::now()));
-                            out.insert(0, Message::Event(Box::new(ev)));
+                            // In arrival order: the event, then the state it changed.
+                            let derived = c.tracker.apply_event(&ev, Instant::now());
+                            out.push(Message::Event(Box::new(ev)));
+                            out.extend(derived);
                         }
                     }
                 }

@@ -1,0 +1,194 @@
+//! The binary: check-config, hot reload by SIGHUP and file watch, graceful SIGTERM, events.
+
+mod common;
+
+use gatehouse::sim::net2::{Net2Sim, SimConfig};
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+const BIN: &str = env!("CARGO_BIN_EXE_gatehouse");
+
+#[test]
+fn check_config_prints_every_error_with_its_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("bad.yaml");
+    std::fs::write(
+        &f,
+        "version: 1\ncolour: red\nsources:\n  net2:\n    url: ftp://x\n    username: A\n    password: p\n    client_id: c\ndoors:\n  7242929: { relay: 7 }\n",
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .args(["check-config", "-c"])
+        .arg(&f)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    for p in ["colour", "sources.net2.url", "doors.7242929.relay"] {
+        assert!(err.contains(p), "missing {p} in: {err}");
+    }
+}
+
+#[test]
+fn example_config_is_valid_and_documented() {
+    let out = Command::new(BIN)
+        .args([
+            "check-config",
+            "-c",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/config.example.yaml"),
+        ])
+        .env("NET2_PASSWORD", "example")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.starts_with("ok"), "{stdout}");
+    assert!(
+        stdout.contains("1 door(s)") && stdout.contains("net2"),
+        "{stdout}"
+    );
+    // Without the variable the ${NET2_PASSWORD} reference is an error at its path.
+    let out = Command::new(BIN)
+        .args([
+            "check-config",
+            "-c",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/config.example.yaml"),
+        ])
+        .env_remove("NET2_PASSWORD")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("sources.net2.password: environment variable NET2_PASSWORD is not set")
+    );
+}
+
+/// Collect the daemon's JSON log lines on a channel.
+fn log_lines(child: &mut std::process::Child) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    let err = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for l in BufReader::new(err).lines().map_while(Result::ok) {
+            if tx.send(l).is_err() {
+                return;
+            }
+        }
+    });
+    rx
+}
+
+fn wait_line(rx: &mpsc::Receiver<String>, what: &str, needle: &str) -> String {
+    let end = std::time::Instant::now() + Duration::from_secs(20);
+    while std::time::Instant::now() < end {
+        if let Ok(l) = rx.recv_timeout(Duration::from_millis(200))
+            && l.contains(needle)
+        {
+            return l;
+        }
+    }
+    panic!("no log line with {needle:?} ({what})");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_reloads_config_and_stops_gracefully() {
+    let sim = Net2Sim::start(SimConfig::default()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("config.yaml");
+    let db = dir.path().join("g.db");
+    let text = common::config_text(&sim, &db, "", "");
+    std::fs::write(&cfg, &text).unwrap();
+    let mut child = Command::new(BIN)
+        .args(["--log-format", "json", "run", "-c"])
+        .arg(&cfg)
+        .env("GATEHOUSE_LOG", "info")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let rx = tokio::task::spawn_blocking({
+        let rx = log_lines(&mut child);
+        move || {
+            wait_line(&rx, "start", "Net2 live events connected");
+            rx
+        }
+    })
+    .await
+    .unwrap();
+    let pid = child.id().to_string();
+
+    // An invalid file is rejected and the running config stays.
+    std::fs::write(&cfg, format!("{text}bogus: 1\n")).unwrap();
+    let l = wait_line(&rx, "invalid reload", "config reload rejected");
+    assert!(l.contains("bogus"), "{l}");
+
+    // A live change applies; a restart-only change is named.
+    std::fs::write(
+        &cfg,
+        text.replace("poll_interval: 300ms", "poll_interval: 1s"),
+    )
+    .unwrap();
+    wait_line(&rx, "live change", "config reloaded");
+    let moved = text.replace(&sim.base_url(), "http://127.0.0.1:9");
+    std::fs::write(&cfg, &moved).unwrap();
+    let l = wait_line(&rx, "restart-only change", "restart required");
+    assert!(l.contains("sources.net2.url"), "{l}");
+
+    // SIGHUP re-reads the file too.
+    std::fs::write(&cfg, &text).unwrap();
+    let _ = rx.try_iter().count();
+    Command::new("kill").args(["-HUP", &pid]).status().unwrap();
+    wait_line(&rx, "sighup", "SIGHUP");
+
+    // SIGTERM: graceful stop, exit 0.
+    Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    wait_line(&rx, "graceful stop", "\"stopped\"");
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+    assert!(
+        sim.commands().is_empty(),
+        "no door command at start-up or shutdown"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_command_prints_stored_events() {
+    let mut h = common::Harness::new(SimConfig::default(), "    live: false\n").await;
+    h.sim.seed_history(
+        5,
+        h.sim.local_now() - chrono::Duration::minutes(10),
+        Duration::from_secs(60),
+    );
+    h.start().await;
+    common::wait_for("stored", Duration::from_secs(20), || {
+        h.query_i64("SELECT count(*) FROM events") >= 5
+    })
+    .await;
+    h.stop().await;
+    let out = Command::new(BIN)
+        .args(["events", "--json", "-n", "3", "--db"])
+        .arg(h.db())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 3);
+    assert!(
+        lines
+            .iter()
+            .all(|l| l["id"].as_str().unwrap().starts_with("net2:"))
+    );
+}

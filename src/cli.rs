@@ -29,6 +29,10 @@ pub enum Action {
     Net2Doors {
         config: PathBuf,
     },
+    SimNet2 {
+        bind: std::net::SocketAddr,
+        every: u64,
+    },
     Net2Open {
         config: PathBuf,
         door: DoorId,
@@ -71,6 +75,7 @@ pub async fn dispatch(a: Action) -> Result<()> {
             events(&db, follow, last, json).await
         }
         Action::Net2Doors { config } => net2_doors(&load(&config)?).await,
+        Action::SimNet2 { bind, every } => sim_net2(bind, every).await,
         Action::Net2Open {
             config,
             door,
@@ -365,4 +370,29 @@ fn tempfile_dir() -> Result<PathBuf> {
         format!("unable to create {}", d.display())
     })?;
     Ok(d)
+}
+
+async fn sim_net2(bind: std::net::SocketAddr, every: u64) -> Result<()> {
+    use crate::sim::net2::{Net2Sim, SimConfig};
+    crate::logging::init(LogFormat::Pretty, "info");
+    let cfg = SimConfig { bind, ..SimConfig::default() };
+    let (user, pass, id) = (cfg.username.clone(), cfg.password.clone(), cfg.client_id.clone());
+    let sim = Net2Sim::start(cfg).await.ctx(ErrorKind::Internal, || "unable to start the Net2 simulator")?;
+    let cancel = tokio_util::sync::CancellationToken::new();
+    if every > 0 {
+        sim.spawn_generator(Duration::from_secs(every), cancel.clone());
+    }
+    let _ = writeln!(
+        std::io::stdout(),
+        "url: {}
+username: {user}
+password: {pass}
+client_id: {id}",
+        sim.base_url()
+    );
+    let _ = std::io::stdout().flush();
+    let _ = tokio::signal::ctrl_c().await;
+    cancel.cancel();
+    sim.shutdown().await;
+    Ok(())
 }

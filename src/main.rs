@@ -56,12 +56,29 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Run a device simulator on its own (for trying gatehouse or measuring it).
+    Sim {
+        #[command(subcommand)]
+        what: SimCmd,
+    },
     /// Net2 diagnostics.
     Net2 {
         #[arg(short, long, default_value = "/etc/gatehouse/config.yaml")]
         config: PathBuf,
         #[command(subcommand)]
         what: Net2Cmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum SimCmd {
+    /// The Paxton Net2 simulator (REST + SignalR). Prints its URL and credentials.
+    Net2 {
+        #[arg(long, default_value = "127.0.0.1:0")]
+        bind: std::net::SocketAddr,
+        /// Generate a random event this often, in seconds (0 = never).
+        #[arg(long, default_value_t = 5)]
+        every: u64,
     },
 }
 
@@ -121,6 +138,7 @@ fn main() -> ExitCode {
             last,
             json,
         },
+        Cmd::Sim { what: SimCmd::Net2 { bind, every } } => gatehouse::cli::Action::SimNet2 { bind, every },
         Cmd::Net2 { config, what } => match what {
             Net2Cmd::Doors => gatehouse::cli::Action::Net2Doors { config },
             Net2Cmd::Open { door, hold, close } => gatehouse::cli::Action::Net2Open {

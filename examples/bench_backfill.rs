@@ -11,7 +11,10 @@ use std::time::{Duration, Instant};
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    let n: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(100_000);
+    let n: usize = std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(100_000);
     let sim = Net2Sim::start(SimConfig::default()).await.unwrap();
     let start = sim.local_now() - chrono::Duration::milliseconds(n as i64 * 10 + 60_000);
     sim.seed_history(n, start, Duration::from_millis(10));
@@ -23,7 +26,13 @@ async fn main() {
     let t = Instant::now();
     let tok: serde_json::Value = http
         .post(format!("{}/api/v1/authorization/tokens", sim.base_url()))
-        .form(&[("grant_type", "password"), ("username", &d.username), ("password", &d.password), ("client_id", &d.client_id), ("scope", "offline_access")])
+        .form(&[
+            ("grant_type", "password"),
+            ("username", &d.username),
+            ("password", &d.password),
+            ("client_id", &d.client_id),
+            ("scope", "offline_access"),
+        ])
         .send()
         .await
         .unwrap()
@@ -36,7 +45,11 @@ async fn main() {
     loop {
         let body = http
             .get(format!("{}/api/v1/events", sim.base_url()))
-            .query(&[("where", format!("eventTime>='{since}'")), ("orderBy", "eventTime ASC".into()), ("rowCount", "1000".into())])
+            .query(&[
+                ("where", format!("eventTime>='{since}'")),
+                ("orderBy", "eventTime ASC".into()),
+                ("rowCount", "1000".into()),
+            ])
             .header("Authorization", &bearer)
             .send()
             .await
@@ -76,7 +89,9 @@ async fn main() {
     let app = App::start(cfg, None, None).await.unwrap();
     let conn = rusqlite::Connection::open(&db).unwrap();
     loop {
-        let c: i64 = conn.query_row("SELECT count(*) FROM events", [], |r| r.get(0)).unwrap();
+        let c: i64 = conn
+            .query_row("SELECT count(*) FROM events", [], |r| r.get(0))
+            .unwrap();
         if c as usize >= n {
             break;
         }
@@ -86,7 +101,18 @@ async fn main() {
     app.shutdown().await;
     let rate = |d: Duration| n as f64 / d.as_secs_f64();
     println!("events: {n}");
-    println!("fetch-only (HTTP + JSON, no storage): {:.2} s, {:.0} events/s", fetch.as_secs_f64(), rate(fetch));
-    println!("gatehouse backfill into SQLite:       {:.2} s, {:.0} events/s", daemon.as_secs_f64(), rate(daemon));
-    println!("ratio gatehouse / fetch-only time:    {:.2}", daemon.as_secs_f64() / fetch.as_secs_f64());
+    println!(
+        "fetch-only (HTTP + JSON, no storage): {:.2} s, {:.0} events/s",
+        fetch.as_secs_f64(),
+        rate(fetch)
+    );
+    println!(
+        "gatehouse backfill into SQLite:       {:.2} s, {:.0} events/s",
+        daemon.as_secs_f64(),
+        rate(daemon)
+    );
+    println!(
+        "ratio gatehouse / fetch-only time:    {:.2}",
+        daemon.as_secs_f64() / fetch.as_secs_f64()
+    );
 }

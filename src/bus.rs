@@ -6,7 +6,9 @@
 //! [`Bus::watch`], a broadcast that drops the oldest messages and reports how many.
 //! Commands travel the other way, to the one source that owns the device.
 
-use crate::model::{Command, Message};
+use crate::model::{Command, Message, SourceHealth};
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 use tokio::sync::{broadcast, mpsc};
 
 const SINK_QUEUE: usize = 4096;
@@ -17,6 +19,8 @@ pub struct Bus {
     sinks: Vec<mpsc::Sender<Message>>,
     watch: broadcast::Sender<Message>,
     commands: mpsc::Sender<Command>,
+    /// The latest health of each source, for late joiners (availability, `bridge/info`).
+    health: Arc<Mutex<BTreeMap<String, SourceHealth>>>,
 }
 
 /// Built at start-up: sinks register, then `build` freezes the list.
@@ -53,6 +57,7 @@ impl BusBuilder {
             sinks: self.sinks,
             watch: broadcast::channel(WATCH_QUEUE).0,
             commands: self.commands.0,
+            health: Default::default(),
         }
     }
 }
@@ -60,6 +65,11 @@ impl BusBuilder {
 impl Bus {
     /// Deliver to every sink (waiting for room) and to observers.
     pub async fn publish(&self, msg: Message) {
+        if let Message::Health(h) = &msg
+            && let Ok(mut m) = self.health.lock()
+        {
+            m.insert(h.source.clone(), h.clone());
+        }
         let _ = self.watch.send(msg.clone());
         for s in &self.sinks {
             // A closed sink has stopped (shutdown or crash, logged by its task).
@@ -70,6 +80,11 @@ impl Bus {
     /// A lossy observer.
     pub fn watch(&self) -> broadcast::Receiver<Message> {
         self.watch.subscribe()
+    }
+
+    /// The latest health a source reported.
+    pub fn health(&self, source: &str) -> Option<SourceHealth> {
+        self.health.lock().ok()?.get(source).cloned()
     }
 
     pub fn commands(&self) -> mpsc::Sender<Command> {

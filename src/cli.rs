@@ -375,9 +375,18 @@ fn tempfile_dir() -> Result<PathBuf> {
 async fn sim_net2(bind: std::net::SocketAddr, every: u64) -> Result<()> {
     use crate::sim::net2::{Net2Sim, SimConfig};
     crate::logging::init(LogFormat::Pretty, "info");
-    let cfg = SimConfig { bind, ..SimConfig::default() };
-    let (user, pass, id) = (cfg.username.clone(), cfg.password.clone(), cfg.client_id.clone());
-    let sim = Net2Sim::start(cfg).await.ctx(ErrorKind::Internal, || "unable to start the Net2 simulator")?;
+    let cfg = SimConfig {
+        bind,
+        ..SimConfig::default()
+    };
+    let (user, pass, id) = (
+        cfg.username.clone(),
+        cfg.password.clone(),
+        cfg.client_id.clone(),
+    );
+    let sim = Net2Sim::start(cfg)
+        .await
+        .ctx(ErrorKind::Internal, || "unable to start the Net2 simulator")?;
     let cancel = tokio_util::sync::CancellationToken::new();
     if every > 0 {
         sim.spawn_generator(Duration::from_secs(every), cancel.clone());

@@ -138,7 +138,9 @@ fn main() -> ExitCode {
             last,
             json,
         },
-        Cmd::Sim { what: SimCmd::Net2 { bind, every } } => gatehouse::cli::Action::SimNet2 { bind, every },
+        Cmd::Sim {
+            what: SimCmd::Net2 { bind, every },
+        } => gatehouse::cli::Action::SimNet2 { bind, every },
         Cmd::Net2 { config, what } => match what {
             Net2Cmd::Doors => gatehouse::cli::Action::Net2Doors { config },
             Net2Cmd::Open { door, hold, close } => gatehouse::cli::Action::Net2Open {

@@ -447,3 +447,86 @@ async fn a_batch_of_live_events_is_published_in_order() {
     );
     h.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_socket_reconnects_before_the_token_expires() {
+    let sim = SimConfig {
+        token_lifetime: Duration::from_secs(6),
+        drop_ws_on_token_expiry: true,
+        ..SimConfig::default()
+    };
+    let mut h = Harness::new(sim, "    reconnect_before_expiry: 3s\n").await;
+    h.start().await;
+    wait_for("second socket", T, || {
+        h.sim.stats().ws_connects >= 2 && h.sim.websocket_count() == 1
+    })
+    .await;
+    let s = h.sim.stats();
+    assert_eq!(
+        s.unauthorized, 0,
+        "reconnected with a fresh token, never with a stale one"
+    );
+    h.sim.push_event(SimEvent::new(20, 6612642).user(19));
+    wait_for("live after planned reconnect", T, || {
+        h.query_i64("SELECT count(*) FROM events WHERE user_id = 19") == 1
+    })
+    .await;
+    h.stop().await;
+}
+
+async fn health_detail(h: &Harness, needle: &str) -> String {
+    let mut detail = String::new();
+    wait_for("health detail", T, || {
+        detail = h
+            .app()
+            .bus
+            .health("net2")
+            .map(|s| s.detail)
+            .unwrap_or_default();
+        detail.contains(needle)
+    })
+    .await;
+    assert!(!h.app().bus.health("net2").unwrap().online);
+    detail
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mfa_operator_gets_a_clear_error_naming_the_fix() {
+    let mut h = Harness::new(
+        SimConfig {
+            mfa_required: true,
+            ..SimConfig::default()
+        },
+        "    live: false\n",
+    )
+    .await;
+    h.start().await;
+    let d = health_detail(&h, "multi-factor").await;
+    assert!(d.contains("operator without MFA"), "{d}");
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_password_is_not_retried_quickly() {
+    let mut h = Harness::new(
+        SimConfig {
+            password: "something-else".into(),
+            ..SimConfig::default()
+        },
+        "    live: false\n",
+    )
+    .await;
+    h.start().await;
+    let d = health_detail(&h, "refused the credentials").await;
+    assert!(d.contains("Gate House"), "names the operator: {d}");
+    let first = h.sim.stats().password_grants;
+    // Every task needs a token; none may hammer the endpoint with a known-bad password.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let later = h.sim.stats().password_grants;
+    assert!(
+        later <= first + 3,
+        "bad credentials retried {} times in 3 s",
+        later - first
+    );
+    h.stop().await;
+}

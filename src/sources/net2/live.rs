@@ -111,6 +111,7 @@ pub(super) async fn run_once(src: &Net2Source) -> Result<RunEnd> {
 
     // 3. start (after the transport's init frame), 4. subscribe
     let mut started = false;
+    let mut planned = false;
     let mut next_id = 1u64;
     let deadline = expires
         .checked_sub(src.cfg().reconnect_before_expiry.get())
@@ -126,6 +127,7 @@ pub(super) async fn run_once(src: &Net2Source) -> Result<RunEnd> {
             _ = tokio::time::sleep_until(deadline) => {
                 tracing::info!("access token expires soon; reconnecting the live event socket");
                 let _ = ws.close(None).await;
+                planned = true;
                 break Ok(RunEnd::Healthy);
             }
             f = tokio::time::timeout(idle_limit, ws.next()) => f,
@@ -200,10 +202,12 @@ pub(super) async fn run_once(src: &Net2Source) -> Result<RunEnd> {
     };
     src.set_live(false).await;
     match end {
-        Ok(RunEnd::Healthy) if connected_at.elapsed() < HEALTHY_AFTER => Err(Error::new(
-            ErrorKind::Unavailable,
-            "Net2 live event socket closed soon after connecting",
-        )),
+        Ok(RunEnd::Healthy) if !planned && connected_at.elapsed() < HEALTHY_AFTER => {
+            Err(Error::new(
+                ErrorKind::Unavailable,
+                "Net2 live event socket closed soon after connecting",
+            ))
+        }
         other => other,
     }
 }

@@ -127,6 +127,18 @@ impl Net2Source {
         }
     }
 
+    /// Reachability follows every REST round trip.
+    async fn track<T>(&self, r: Result<T>) -> Result<T> {
+        match &r {
+            Ok(_) => self.set_online(true, "").await,
+            Err(e) if e.kind() != ErrorKind::Protocol => {
+                self.set_online(false, &e.to_string()).await
+            }
+            Err(_) => {}
+        }
+        r
+    }
+
     async fn publish_health(&self) {
         self.publish_health_detail("").await
     }
@@ -519,17 +531,9 @@ pub fn spawn(
             let s = s.clone();
             async move {
                 loop {
-                    match s.backfill().await {
-                        Ok(n) => {
-                            if n > 0 {
-                                tracing::debug!(new = n, "Net2 events fetched over REST");
-                            }
-                            s.set_online(true, "").await;
-                        }
-                        Err(e) => {
-                            s.set_online(false, &e.to_string()).await;
-                            return Err(e);
-                        }
+                    let n = s.track(s.backfill().await).await?;
+                    if n > 0 {
+                        tracing::debug!(new = n, "Net2 events fetched over REST");
                     }
                     let mut live_rx = s.live_tx.subscribe();
                     let c = s.cfg();
@@ -560,7 +564,7 @@ pub fn spawn(
             let s = s.clone();
             async move {
                 loop {
-                    s.poll_doors().await?;
+                    s.track(s.poll_doors().await).await?;
                     let mut live_rx = s.live_tx.subscribe();
                     let c = s.cfg();
                     let every = if *live_rx.borrow() {
@@ -593,7 +597,7 @@ pub fn spawn(
             let s = s.clone();
             async move {
                 loop {
-                    let n = s.refresh_users().await?;
+                    let n = s.track(s.refresh_users().await).await?;
                     tracing::debug!(users = n, "Net2 user names refreshed");
                     tokio::select! {
                         _ = tokio::time::sleep(s.cfg().users_refresh_interval.get()) => {}

@@ -192,3 +192,104 @@ async fn events_command_prints_stored_events() {
             .all(|l| l["id"].as_str().unwrap().starts_with("net2:"))
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn net2_doors_and_open_for_diagnostics() {
+    let sim = Net2Sim::start(SimConfig::default()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("config.yaml");
+    std::fs::write(
+        &cfg,
+        common::config_text(&sim, &dir.path().join("g.db"), "", ""),
+    )
+    .unwrap();
+    let out = tokio::process::Command::new(BIN)
+        .args(["net2", "-c"])
+        .arg(&cfg)
+        .arg("doors")
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let garage = text
+        .lines()
+        .find(|l| l.starts_with("7242929"))
+        .unwrap_or_default();
+    assert!(
+        garage.contains("Garage Port")
+            && garage.contains("unlocked")
+            && garage.contains("momentary"),
+        "{text}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("3962494") && l.contains("not configured")),
+        "{text}"
+    );
+    assert!(sim.commands().is_empty(), "listing doors sends nothing");
+
+    let out = tokio::process::Command::new(BIN)
+        .args(["net2", "-c"])
+        .arg(&cfg)
+        .args(["open", "6612642"])
+        .output()
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("Confirmed"), "{text}");
+    assert_eq!(sim.commands().len(), 1, "exactly one command");
+    let db = rusqlite::Connection::open(dir.path().join("g.db")).unwrap();
+    let audited: i64 = db
+        .query_row(
+            "SELECT count(*) FROM audit WHERE requester LIKE 'cli:%' AND status = 'confirmed'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(audited, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn journald_format_has_priority_prefixes() {
+    let sim = Net2Sim::start(SimConfig::default()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("config.yaml");
+    std::fs::write(
+        &cfg,
+        common::config_text(&sim, &dir.path().join("g.db"), "", ""),
+    )
+    .unwrap();
+    let mut child = Command::new(BIN)
+        .args(["--log-format", "journald", "run", "-c"])
+        .arg(&cfg)
+        .env("GATEHOUSE_LOG", "info")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let rx = log_lines(&mut child);
+    let line =
+        tokio::task::spawn_blocking(move || wait_line(&rx, "journald", "live events connected"))
+            .await
+            .unwrap();
+    assert!(line.starts_with("<6>gatehouse::"), "{line}");
+    assert!(
+        !line.contains('\u{1b}'),
+        "no colour codes under journald: {line:?}"
+    );
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(child.wait().unwrap().success());
+}

@@ -335,6 +335,57 @@ mod tests {
         }
     }
 
+    fn event(id: &str, source_id: Option<i64>, time: &str) -> Write {
+        Write::Event(Box::new(Event {
+            id: id.into(),
+            source: "net2".into(),
+            source_id,
+            fingerprint: format!("{time}|20|1|1"),
+            time: chrono::DateTime::parse_from_rfc3339(time).unwrap(),
+            received: chrono::Utc::now(),
+            via: crate::model::Via::Rest,
+            door: None,
+            user: None,
+            kind: crate::model::EventKind::DoorOpened,
+            code: Some(46),
+            description: None,
+            raw: "{}".into(),
+        }))
+    }
+
+    #[test]
+    fn batches_dedupe_by_source_id_and_prune_by_age() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(&dir.path().join("e.db")).unwrap();
+        let r = s
+            .write_batch(&[
+                event("net2:1", Some(1), "2020-01-01T00:00:00+01:00"),
+                event("net2:2", Some(2), "2026-01-01T00:00:00+01:00"),
+                event("net2:2", Some(2), "2026-01-01T00:00:00+01:00"),
+                Write::Cursor {
+                    source: "net2".into(),
+                    position: "2026-01-01T00:00:00+01:00".into(),
+                },
+            ])
+            .unwrap();
+        assert_eq!(
+            r,
+            BatchResult {
+                inserted: 2,
+                duplicates: 1
+            }
+        );
+        assert_eq!(
+            s.cursor("net2").unwrap().as_deref(),
+            Some("2026-01-01T00:00:00+01:00")
+        );
+        let cutoff = chrono::DateTime::parse_from_rfc3339("2025-01-01T00:00:00Z").unwrap();
+        assert_eq!(s.prune(cutoff.timestamp_millis()).unwrap(), 1);
+        assert_eq!(s.count_events().unwrap(), 1);
+        let k = s.recent_keys("net2", 0).unwrap();
+        assert!(k.ids.contains(&2) && !k.ids.contains(&1));
+    }
+
     #[test]
     fn refuses_newer_schema() {
         let dir = tempfile::tempdir().unwrap();

@@ -132,25 +132,42 @@ impl App {
     }
 }
 
-/// Tell systemd we are ready (`Type=notify`); a no-op outside systemd.
-pub fn notify_ready() {
+/// Send one notification to systemd (`sd_notify`); a no-op outside systemd.
+fn sd_notify(msg: &str) {
     let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
         return;
     };
-    let sock = match std::os::unix::net::UnixDatagram::unbound() {
-        Ok(s) => s,
-        Err(_) => return,
+    let Ok(sock) = std::os::unix::net::UnixDatagram::unbound() else {
+        return;
     };
     let p = path.to_string_lossy();
     let res = if let Some(abs) = p.strip_prefix('@') {
         use std::os::linux::net::SocketAddrExt;
         std::os::unix::net::SocketAddr::from_abstract_name(abs.as_bytes())
-            .and_then(|a| sock.send_to_addr(b"READY=1", &a))
+            .and_then(|a| sock.send_to_addr(msg.as_bytes(), &a))
     } else {
-        sock.send_to(b"READY=1", &*p)
+        sock.send_to(msg.as_bytes(), &*p)
     };
     if let Err(e) = res {
         tracing::warn!(error = %e, "unable to notify systemd");
+    }
+}
+
+/// Tell systemd we are ready (`Type=notify`), and keep its watchdog fed at half of
+/// `WATCHDOG_USEC` while the runtime is alive.
+pub fn notify_ready() {
+    sd_notify("READY=1");
+    let usec = std::env::var("WATCHDOG_USEC")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok());
+    if let Some(usec) = usec.filter(|u| *u > 0) {
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_micros(usec / 2));
+            loop {
+                every.tick().await;
+                sd_notify("WATCHDOG=1");
+            }
+        });
     }
 }
 

@@ -293,3 +293,49 @@ async fn journald_format_has_priority_prefixes() {
         .unwrap();
     assert!(child.wait().unwrap().success());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tells_systemd_ready_and_feeds_the_watchdog() {
+    let sim = Net2Sim::start(SimConfig::default()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("config.yaml");
+    std::fs::write(
+        &cfg,
+        common::config_text(&sim, &dir.path().join("g.db"), "", ""),
+    )
+    .unwrap();
+    let sock_path = dir.path().join("notify.sock");
+    let sock = std::os::unix::net::UnixDatagram::bind(&sock_path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let mut child = Command::new(BIN)
+        .args(["run", "-c"])
+        .arg(&cfg)
+        .env("NOTIFY_SOCKET", &sock_path)
+        .env("WATCHDOG_USEC", "200000")
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let msgs = tokio::task::spawn_blocking(move || {
+        let mut got = Vec::new();
+        let mut buf = [0u8; 256];
+        while got
+            .iter()
+            .filter(|m: &&String| m.as_str() == "WATCHDOG=1")
+            .count()
+            < 2
+        {
+            let n = sock.recv(&mut buf).expect("a notification in time");
+            got.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+        }
+        got
+    })
+    .await
+    .unwrap();
+    assert_eq!(msgs[0], "READY=1");
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(child.wait().unwrap().success());
+}

@@ -62,9 +62,6 @@ pub struct StorageConfig {
     pub path: PathBuf,
     /// Events older than this many days are pruned once a day. 0 keeps everything.
     pub retention_days: u32,
-    /// Writes are collected for at most this long and committed in one transaction (spares
-    /// SD cards).
-    pub batch_interval: HumanDuration,
 }
 
 impl Default for StorageConfig {
@@ -72,7 +69,6 @@ impl Default for StorageConfig {
         StorageConfig {
             path: PathBuf::from("./gatehouse.db"),
             retention_days: 90,
-            batch_interval: HumanDuration::millis(250),
         }
     }
 }

@@ -15,9 +15,6 @@ pub fn restart_required(old: &Config, new: &Config) -> Vec<String> {
     if old.storage.path != new.storage.path {
         keys.push("storage.path".into());
     }
-    if old.storage.batch_interval != new.storage.batch_interval {
-        keys.push("storage.batch_interval".into());
-    }
     match (&old.sources.net2, &new.sources.net2) {
         (Some(a), Some(b)) => {
             let fields: [(&str, bool); 7] = [

@@ -18,7 +18,6 @@ pub async fn run(
     cfg: ConfigRx,
     cancel: CancellationToken,
 ) {
-    let batch_interval = cfg.borrow().storage.batch_interval.get();
     let mut prune = tokio::time::interval(PRUNE_EVERY);
     let mut batch: Vec<Write> = Vec::new();
     loop {
@@ -43,12 +42,13 @@ pub async fn run(
         };
         let Some(first) = first else { break };
         batch.extend(to_write(first));
-        // Collect for up to one batch interval (or until the batch is full).
-        let deadline = tokio::time::Instant::now() + batch_interval;
+        // Natural batching: take everything already queued (a backfill arrives in bursts and
+        // commits in large transactions), but never wait — a live event is stored, and so
+        // reaches MQTT, at once.
         while batch.len() < MAX_BATCH {
-            match tokio::time::timeout_at(deadline, rx.recv()).await {
-                Ok(Some(m)) => batch.extend(to_write(m)),
-                Ok(None) | Err(_) => break,
+            match rx.try_recv() {
+                Ok(m) => batch.extend(to_write(m)),
+                Err(_) => break,
             }
         }
         flush(&store, &mut batch).await;

@@ -18,7 +18,7 @@ pub struct Harness {
 pub fn config_text(sim: &Net2Sim, db: &std::path::Path, extra_net2: &str, doors: &str) -> String {
     let d = SimConfig::default();
     format!(
-        "version: 1\nstorage:\n  path: {db}\n  batch_interval: 20ms\nsources:\n  net2:\n    url: {url}\n    username: {u}\n    password: {p}\n    client_id: {c}\n    poll_interval: 300ms\n    safety_poll_interval: 2s\n    door_status_interval: 500ms\n    door_status_safety_interval: 2s\n    initial_backfill: 30d\n{extra_net2}doors:\n  7242929: {{ mode: momentary }}\n  6612642: {{ open_time_ms: 800 }}\n  6203980: {{}}\n{doors}",
+        "version: 1\nstorage:\n  path: {db}\nsources:\n  net2:\n    url: {url}\n    username: {u}\n    password: {p}\n    client_id: {c}\n    poll_interval: 300ms\n    safety_poll_interval: 2s\n    door_status_interval: 500ms\n    door_status_safety_interval: 2s\n    initial_backfill: 30d\n{extra_net2}doors:\n  7242929: {{ mode: momentary }}\n  6612642: {{ open_time_ms: 800 }}\n  6203980: {{}}\n{doors}",
         db = db.display(),
         url = sim.base_url(),
         u = d.username,

@@ -120,8 +120,10 @@ impl App {
     pub async fn shutdown(self) {
         tracing::info!("shutting down");
         self.sources_cancel.cancel();
+        // A door command in flight finishes (up to its request timeout) so its result is
+        // audited before the store closes.
         for t in self.sources {
-            let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
+            let _ = tokio::time::timeout(Duration::from_secs(20), t).await;
         }
         drop(self.bus);
         self.sinks_cancel.cancel();

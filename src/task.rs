@@ -2,6 +2,7 @@
 //! checks for shutdown.
 
 use crate::error::{Error, ErrorKind};
+use futures_util::FutureExt;
 use std::future::Future;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -63,9 +64,12 @@ where
     tokio::spawn(
         async move {
             loop {
+                // A panic (a bug meeting odd device input) is logged through the panic hook
+                // and retried like an error, instead of silently ending the task for good.
+                let once = std::panic::AssertUnwindSafe(run_once()).catch_unwind();
                 let res = tokio::select! {
                     _ = cancel.cancelled() => return,
-                    r = run_once() => r,
+                    r = once => r.unwrap_or_else(|_| Err(Error::new(ErrorKind::Internal, format!("task {name} panicked")))),
                 };
                 let delay = match res {
                     Ok(RunEnd::Cancelled) => return,

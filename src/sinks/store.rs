@@ -62,9 +62,11 @@ async fn flush(store: &Store, batch: &mut Vec<Write>) {
     }
     let b = std::mem::take(batch);
     let n = b.len();
-    // Retry a failed transaction a few times (SD card hiccup, lock); log what is lost if not.
+    // Never drop a batch: a cursor written later would move past the lost events for good.
+    // Retry with backoff; the bounded bus queue holds the sources back meanwhile.
     let b = std::sync::Arc::new(b);
-    for attempt in 1..=3 {
+    let mut delay = Duration::from_millis(200);
+    loop {
         let bb = b.clone();
         match store.run(move |s| s.write_batch(&bb)).await {
             Ok(r) => {
@@ -76,12 +78,10 @@ async fn flush(store: &Store, batch: &mut Vec<Write>) {
                 );
                 return;
             }
-            Err(e) if attempt < 3 => {
-                tracing::warn!(error = %e, attempt, "database write failed; retrying");
-                tokio::time::sleep(Duration::from_millis(200 * attempt)).await;
-            }
             Err(e) => {
-                tracing::error!(error = %e, writes = n, "database write failed; batch dropped")
+                tracing::error!(error = %e, writes = n, retry_in = ?delay, "database write failed; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(30));
             }
         }
     }

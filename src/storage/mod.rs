@@ -266,10 +266,22 @@ impl Store {
             })?;
             total += n;
             if n < 5000 {
+                self.with(|c| {
+                    c.execute(
+                        "DELETE FROM rejects WHERE at < ?1",
+                        [before_rfc3339(before_ms)],
+                    )
+                })?;
                 return Ok(total);
             }
         }
     }
+}
+
+fn before_rfc3339(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .unwrap_or_default()
+        .to_rfc3339()
 }
 
 /// Events after `seq`, oldest first (for `gatehouse events`).

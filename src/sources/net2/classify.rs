@@ -65,6 +65,26 @@ fn token_from_live(t: Option<i64>) -> Option<TokenType> {
     })
 }
 
+/// The raw payload as kept, minus what may be a typed PIN or code: `tokenNumber` of live
+/// events presented by PIN or code (`tokenType` 1 / 3), and `cardNo` of the PIN/code event
+/// types 24–27. Nothing in the fixtures shows Net2 putting the digits there, but nothing
+/// shows it does not, and a PIN must never be stored.
+fn redacted(v: &Value) -> Value {
+    let mut v = v.clone();
+    let code = int(&v, "eventType");
+    if let Value::Object(o) = &mut v {
+        if matches!(int(&Value::Object(o.clone()), "tokenType"), Some(1 | 3))
+            && o.contains_key("tokenNumber")
+        {
+            o.insert("tokenNumber".into(), Value::Null);
+        }
+        if matches!(code, Some(24..=27)) && o.contains_key("cardNo") {
+            o.insert("cardNo".into(), Value::Null);
+        }
+    }
+    v
+}
+
 /// Names known to the source: users by id, doors by id (config override or Net2's name).
 #[derive(Debug, Default, Clone)]
 pub struct Names {
@@ -125,7 +145,7 @@ pub fn rest_event(
     server_offset: FixedOffset,
     now: DateTime<Utc>,
 ) -> Event {
-    let raw = v.to_string();
+    let raw = redacted(v).to_string();
     let id = int(v, "id");
     let code = int(v, "eventType");
     let time = string(v, "eventTime").and_then(|s| parse_time(&s));
@@ -205,7 +225,7 @@ pub fn live_event(
     server_offset: FixedOffset,
     now: DateTime<Utc>,
 ) -> Event {
-    let raw = v.to_string();
+    let raw = redacted(v).to_string();
     let code = int(v, "eventType");
     let time = string(v, "eventTime").and_then(|s| parse_time(&s));
     let door = int(v, "deviceId").filter(|a| *a > 0).map(|a| a as u64);
@@ -363,6 +383,26 @@ mod tests {
         // Without a cached name the live name is used as-is, not split.
         assert_eq!(e.user.unwrap().name.as_deref(), Some("Holm Mette"));
         assert!(e.source_id.is_none());
+    }
+
+    #[test]
+    fn possible_pin_digits_are_not_kept_raw() {
+        let live = serde_json::json!({"eventTime":"2026-01-05T06:00:01","eventType":26,"tokenType":1,"tokenNumber":4821,"userId":8,"deviceId":7});
+        let e = live_event(&live, &Names::default(), off(), Utc::now());
+        assert!(!e.raw.contains("4821"), "{}", e.raw);
+        let card = serde_json::json!({"eventTime":"2026-01-05T06:00:01","eventType":20,"tokenType":0,"tokenNumber":55012,"userId":8,"deviceId":7});
+        assert!(
+            live_event(&card, &Names::default(), off(), Utc::now())
+                .raw
+                .contains("55012"),
+            "card numbers stay"
+        );
+        let rest = serde_json::json!({"id":1,"eventTime":"2026-01-05T06:00:01+01:00","eventType":24,"cardNo":7730,"address":7});
+        assert!(
+            !rest_event(&rest, &Names::default(), off(), Utc::now())
+                .raw
+                .contains("7730")
+        );
     }
 
     #[test]

@@ -29,13 +29,24 @@ struct Tokens {
     refresh: Option<(Secret, Instant)>,
 }
 
+#[derive(Default)]
+struct TokenState {
+    current: Option<Tokens>,
+    /// Credentials were refused: every caller gets this error until then, so the tasks and
+    /// commands waiting for a token do not each retry a known-bad password (lockouts).
+    auth_failed: Option<(Error, Instant)>,
+}
+
+/// After refused credentials, no new password grant for this long.
+const AUTH_FAILURE_HOLD: Duration = Duration::from_secs(300);
+
 pub struct Net2Client {
     http: reqwest::Client,
     base: url::Url,
     username: String,
     password: Secret,
     client_id: String,
-    tokens: tokio::sync::Mutex<Option<Tokens>>,
+    tokens: tokio::sync::Mutex<TokenState>,
     timeout_ms: AtomicU64,
     tls: Arc<rustls::ClientConfig>,
     token_requests: AtomicU64,
@@ -71,7 +82,7 @@ impl Net2Client {
             username: cfg.username.clone(),
             password: cfg.password(),
             client_id: cfg.client_id.clone(),
-            tokens: tokio::sync::Mutex::new(None),
+            tokens: tokio::sync::Mutex::new(TokenState::default()),
             timeout_ms: AtomicU64::new(cfg.request_timeout.get().as_millis() as u64),
             tls,
             token_requests: AtomicU64::new(0),
@@ -115,7 +126,13 @@ impl Net2Client {
     pub async fn access_token(&self) -> Result<(Secret, Instant)> {
         let mut guard = self.tokens.lock().await;
         let now = Instant::now();
-        if let Some(t) = guard.as_ref() {
+        if let Some((e, until)) = &guard.auth_failed {
+            if now < *until {
+                return Err(Error::new(e.kind(), e.message().to_string()));
+            }
+            guard.auth_failed = None;
+        }
+        if let Some(t) = guard.current.as_ref() {
             let left = t.expires.saturating_duration_since(now);
             let margin = t
                 .lifetime
@@ -126,6 +143,7 @@ impl Net2Client {
             }
         }
         let refresh = guard
+            .current
             .as_ref()
             .and_then(|t| t.refresh.clone())
             .filter(|(_, exp)| *exp > now + Duration::from_secs(5));
@@ -150,18 +168,32 @@ impl Net2Client {
         let t = match fresh {
             Some(t) => t,
             None => {
-                self.grant(&[
-                    ("grant_type", "password"),
-                    ("username", &self.username),
-                    ("password", self.password.expose()),
-                    ("client_id", &self.client_id),
-                    ("scope", "offline_access"),
-                ])
-                .await?
+                let res = self
+                    .grant(&[
+                        ("grant_type", "password"),
+                        ("username", &self.username),
+                        ("password", self.password.expose()),
+                        ("client_id", &self.client_id),
+                        ("scope", "offline_access"),
+                    ])
+                    .await;
+                match res {
+                    Ok(t) => t,
+                    Err(e) => {
+                        if e.kind() == ErrorKind::Auth {
+                            guard.current = None;
+                            guard.auth_failed = Some((
+                                Error::new(e.kind(), e.message().to_string()),
+                                Instant::now() + AUTH_FAILURE_HOLD,
+                            ));
+                        }
+                        return Err(e);
+                    }
+                }
             }
         };
         let out = (t.access.clone(), t.expires);
-        *guard = Some(t);
+        guard.current = Some(t);
         Ok(out)
     }
 
@@ -169,7 +201,7 @@ impl Net2Client {
     /// token.
     pub async fn invalidate(&self, used: &Secret) {
         let mut g = self.tokens.lock().await;
-        if let Some(t) = g.as_mut()
+        if let Some(t) = g.current.as_mut()
             && t.access == *used
         {
             t.expires = Instant::now();
@@ -217,7 +249,8 @@ impl Net2Client {
                         e,
                     )
                 })?;
-                let lifetime = Duration::from_secs(t.expires_in.unwrap_or(1800).max(1));
+                // Clamped: a silly value from the device must not overflow the clock.
+                let lifetime = Duration::from_secs(t.expires_in.unwrap_or(1800).clamp(1, 86_400));
                 let now = Instant::now();
                 tracing::debug!(grant, lifetime = ?lifetime, "got Net2 access token");
                 return Ok(Tokens {
@@ -354,6 +387,8 @@ impl Net2Client {
             )
             .send()
             .await
+            // The URL carries the access token (`token=`): never let it into an error message.
+            .map_err(|e| e.without_url())
             .ctx(ErrorKind::Unavailable, || "unable to reach Net2")?;
         let status = res.status();
         let text = res.text().await.unwrap_or_default();

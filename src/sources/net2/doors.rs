@@ -36,6 +36,14 @@ struct Tracked {
     open_since: Option<Instant>,
     held_reported: bool,
     pending: Option<Pending>,
+    /// Net2 told us this door's state since start-up (a status entry or a live status/door
+    /// event). State restored from the database is shown, but never decides a command.
+    observed: bool,
+    /// Whether the door reports `doorContactClosed` at all (`None` until a status says).
+    /// Doors without a contact never get `open` from events: nothing would ever close it.
+    has_contact: Option<bool>,
+    /// Wall time of the last status poll: older (backfilled) events do not override it.
+    observed_at: Option<chrono::DateTime<Utc>>,
 }
 
 /// An HTTP request that carries out a command.
@@ -54,7 +62,13 @@ pub struct DoorTracker {
     lockdown_pending: Option<(CommandUpdate, bool, Instant)>,
     /// Site names learned from REST `deviceName` ("Kirkegade50 - Garage Port - ACU:…").
     pub sites: HashMap<DoorId, String>,
+    /// Time of the newest access per user, so a backfilled older access does not move them.
+    presence: HashMap<i64, chrono::DateTime<chrono::FixedOffset>>,
 }
+
+/// A queued command older than this is refused rather than sent late (the user has walked
+/// away; a door opening minutes later is a phantom opening).
+pub const COMMAND_MAX_AGE: Duration = Duration::from_secs(10);
 
 fn update(cmd: &Command, status: CommandStatus, detail: impl Into<String>) -> CommandUpdate {
     CommandUpdate {
@@ -98,7 +112,7 @@ impl DoorTracker {
         self.door(id).state.name = Some(name.to_string());
     }
 
-    /// A full `/doors/status` answer: marks the tracker synced.
+    /// A full `/doors/status` answer: marks the tracker synced (an empty answer does not).
     pub fn apply_status_poll(
         &mut self,
         entries: &[(DoorId, StatusFlags)],
@@ -107,6 +121,12 @@ impl DoorTracker {
         let mut out = Vec::new();
         for (id, f) in entries {
             out.extend(self.apply_flags(*id, f, now));
+            let t = self.door(*id);
+            t.has_contact = Some(f.door_contact_closed.is_some());
+            t.observed_at = Some(Utc::now());
+        }
+        if entries.is_empty() {
+            return out;
         }
         if !self.synced {
             tracing::info!(
@@ -121,6 +141,10 @@ impl DoorTracker {
     /// Status flags from a poll or a SignalR `doorStatusEvents`.
     pub fn apply_flags(&mut self, id: DoorId, f: &StatusFlags, now: Instant) -> Vec<Message> {
         let t = self.door(id);
+        t.observed = true;
+        if f.door_contact_closed.is_some() {
+            t.has_contact = Some(true);
+        }
         let before = t.state.clone();
         if let Some(closed) = f.door_contact_closed {
             set_open(t, !closed, now);
@@ -137,6 +161,7 @@ impl DoorTracker {
     /// SignalR `doorEvents`: `locked` is the relay state.
     pub fn apply_locked(&mut self, id: DoorId, locked: bool, now: Instant) -> Vec<Message> {
         let t = self.door(id);
+        t.observed = true;
         let before = t.state.clone();
         t.state.unlocked = Some(!locked);
         self.after_change(id, before, now)
@@ -171,30 +196,39 @@ impl DoorTracker {
         {
             self.sites.insert(id, site);
         }
+        if let (EventKind::AccessGranted { .. }, Some(u)) = (&ev.kind, &ev.user)
+            && self.presence.get(&u.id).is_none_or(|t| ev.time > *t)
+        {
+            self.presence.insert(u.id, ev.time);
+            let name = self
+                .doors
+                .get(&id)
+                .and_then(|t| t.state.name.clone())
+                .or_else(|| d.name.clone());
+            out.push(Message::Presence(Presence {
+                user: u.clone(),
+                door: DoorRef { id, name },
+                site: self.sites.get(&id).cloned(),
+                time: ev.time,
+            }));
+        }
         let t = self.door(id);
         if t.state.name.is_none() {
             t.state.name = d.name.clone();
         }
+
         let before = t.state.clone();
         t.state.last_event = Some(ev.kind.name().to_string());
+        // Position (contact, relay) comes from live events and status polls. A REST event may
+        // be minutes old (a backfill after an outage) and the two clocks differ, so once a
+        // status poll has been seen it only adds history, never moves the door.
+        let positional = ev.via != Via::Rest || t.observed_at.is_none();
+        let contact = t.has_contact != Some(false) && positional;
         match &ev.kind {
-            EventKind::AccessGranted { .. } => {
-                t.state.last_user = ev.user.clone();
-                if let Some(u) = &ev.user {
-                    out.push(Message::Presence(Presence {
-                        user: u.clone(),
-                        door: DoorRef {
-                            id,
-                            name: t.state.name.clone(),
-                        },
-                        site: self.sites.get(&id).cloned(),
-                        time: ev.time,
-                    }));
-                }
-            }
-            EventKind::DoorOpened => set_open(t, true, now),
-            EventKind::DoorClosed => set_open(t, false, now),
-            EventKind::DoorRelocked => t.state.unlocked = Some(false),
+            EventKind::AccessGranted { .. } => t.state.last_user = ev.user.clone(),
+            EventKind::DoorOpened if contact => set_open(t, true, now),
+            EventKind::DoorClosed if contact => set_open(t, false, now),
+            EventKind::DoorRelocked if positional => t.state.unlocked = Some(false),
             EventKind::DoorHeldOpen { derived: false } => {
                 t.state.held_open = true;
                 t.held_reported = true;
@@ -289,12 +323,34 @@ impl DoorTracker {
                 cmd.request_id
             ));
         }
-        self.remember(&cmd.request_id);
         if !self.synced {
             return reject(
                 "no door status from Net2 yet since start-up; try again in a moment".into(),
             );
         }
+        let age = Utc::now()
+            .signed_duration_since(cmd.received)
+            .to_std()
+            .unwrap_or_default();
+        if age > COMMAND_MAX_AGE {
+            return reject(format!(
+                "command is {}s old; not sending it late",
+                age.as_secs()
+            ));
+        }
+        let plan = self.plan_inner(cmd, doors);
+        if plan.is_ok() {
+            self.remember(&cmd.request_id);
+        }
+        plan
+    }
+
+    fn plan_inner(
+        &mut self,
+        cmd: &Command,
+        doors: &BTreeMap<DoorId, DoorConfig>,
+    ) -> Result<Plan, CommandUpdate> {
+        let reject = |why: String| Err(update(cmd, CommandStatus::Rejected, why));
         match &cmd.kind {
             CommandKind::Lockdown { active } => Ok(Plan {
                 path: "/api/v1/commands/controlLockdown",
@@ -310,15 +366,32 @@ impl DoorTracker {
                         "door {door} is not configured (add doors.{door} to the config)"
                     ));
                 };
-                let state = self.doors.get(door).map(|t| &t.state);
+                let tracked = self.doors.get(door);
                 match dc.mode {
                     DoorMode::Disabled => {
                         return reject(format!("door {door} is disabled (doors.{door}.mode)"));
                     }
                     DoorMode::Momentary => {
-                        // holdopen and close both pulse the relay and toggle the door.
-                        let unlocked = state.and_then(|s| s.unlocked);
-                        match (action, unlocked) {
+                        // holdopen and close both pulse the relay and toggle the door, so
+                        // decide from where the door is now: its contact when it has one
+                        // (the relay says nothing about a door moved by its own remote),
+                        // else the relay; and only from what Net2 said since start-up.
+                        let Some(t) = tracked.filter(|t| t.observed) else {
+                            return reject(format!(
+                                "door {door} is momentary and its state has not been seen since start-up; not sending a toggle"
+                            ));
+                        };
+                        if t.pending.is_some() {
+                            return reject(format!(
+                                "door {door} is momentary and the previous command is not confirmed yet"
+                            ));
+                        }
+                        let is_open = if t.has_contact == Some(true) {
+                            t.state.open
+                        } else {
+                            t.state.unlocked
+                        };
+                        match (action, is_open) {
                             (_, None) => {
                                 return reject(format!(
                                     "door {door} is momentary and its relay state is unknown; not sending a toggle"
@@ -415,7 +488,8 @@ impl DoorTracker {
 }
 
 fn set_open(t: &mut Tracked, open: bool, now: Instant) {
-    if open && t.state.open != Some(true) {
+    // A door restored from the database as open starts its held-open clock here too.
+    if open && (t.state.open != Some(true) || t.open_since.is_none()) {
         t.open_since = Some(now);
     }
     if !open {
@@ -551,7 +625,7 @@ mod tests {
     #[test]
     fn plans_requests_per_door_config() {
         let mut t = DoorTracker::default();
-        t.apply_status_poll(&[], Instant::now());
+        t.apply_status_poll(&[(1, flags(Some(true), false))], Instant::now());
         assert_eq!(
             t.plan(&cmd("a", 1, DoorAction::Open), &doors())
                 .unwrap()
@@ -578,16 +652,24 @@ mod tests {
 
     #[test]
     fn momentary_door_never_toggles_the_wrong_way() {
+        let now = Instant::now();
         let mut t = DoorTracker::default();
-        t.apply_status_poll(&[], Instant::now());
-        // Unknown relay state: refuse.
+        // State restored from the database never decides a toggle.
+        t.restore(vec![DoorState {
+            id: 2,
+            open: Some(false),
+            unlocked: Some(false),
+            ..Default::default()
+        }]);
+        t.apply_status_poll(&[(1, flags(Some(true), false))], now);
         assert!(
             t.plan(&cmd("a", 2, DoorAction::HoldOpen), &doors())
                 .unwrap_err()
                 .detail
-                .contains("unknown")
+                .contains("not been seen")
         );
-        t.apply_flags(2, &flags(None, true), Instant::now());
+        // A door without a contact: decided from the relay.
+        t.apply_flags(2, &flags(None, true), now);
         assert!(
             t.plan(&cmd("b", 2, DoorAction::HoldOpen), &doors())
                 .unwrap_err()
@@ -595,14 +677,85 @@ mod tests {
                 .contains("already open")
         );
         assert!(t.plan(&cmd("c", 2, DoorAction::Close), &doors()).is_ok());
-        t.apply_flags(2, &flags(None, false), Instant::now());
+        t.apply_flags(2, &flags(None, false), now);
         assert!(
             t.plan(&cmd("d", 2, DoorAction::Close), &doors())
                 .unwrap_err()
                 .detail
                 .contains("already closed")
         );
+        // A rejected request id may be retried once the reason is gone.
         assert!(t.plan(&cmd("e", 2, DoorAction::HoldOpen), &doors()).is_ok());
+        // While a toggle is unconfirmed, a second one (a double tap) is refused.
+        t.sent(
+            &cmd("e", 2, DoorAction::HoldOpen),
+            now,
+            Duration::from_secs(10),
+        );
+        assert!(
+            t.plan(&cmd("f", 2, DoorAction::HoldOpen), &doors())
+                .unwrap_err()
+                .detail
+                .contains("not confirmed")
+        );
+        t.apply_flags(2, &flags(None, true), now);
+        // With a contact, the contact wins: opened by its own remote, the relay is idle.
+        t.apply_flags(2, &flags(Some(false), false), now);
+        assert!(
+            t.plan(&cmd("g", 2, DoorAction::HoldOpen), &doors())
+                .unwrap_err()
+                .detail
+                .contains("already open")
+        );
+        assert!(t.plan(&cmd("h", 2, DoorAction::Close), &doors()).is_ok());
+    }
+
+    #[test]
+    fn old_commands_are_not_sent_late() {
+        let mut t = DoorTracker::default();
+        t.apply_status_poll(&[(1, flags(Some(true), false))], Instant::now());
+        let mut c = cmd("late", 1, DoorAction::Open);
+        c.received = Utc::now() - chrono::Duration::seconds(30);
+        assert!(t.plan(&c, &doors()).unwrap_err().detail.contains("old"));
+    }
+
+    #[test]
+    fn backfilled_events_do_not_move_a_polled_door_and_contactless_doors_stay_unknown() {
+        let now = Instant::now();
+        let mut t = DoorTracker::default();
+        t.apply_status_poll(
+            &[(1, flags(Some(true), false)), (4, flags(None, false))],
+            now,
+        );
+        let ev = |code: i64, door: DoorId, via: Via| {
+            let v = serde_json::json!({"eventTime":"2026-01-05T06:00:01.017+01:00","id":1,"eventType":code,"address":door});
+            let mut e = super::super::classify::rest_event(
+                &v,
+                &Default::default(),
+                chrono::FixedOffset::east_opt(3600).unwrap(),
+                Utc::now(),
+            );
+            e.via = via;
+            e
+        };
+        t.apply_event(&ev(46, 1, Via::Rest), now);
+        assert_eq!(
+            t.state(1).unwrap().open,
+            Some(false),
+            "an old REST 'opened' is history"
+        );
+        t.apply_event(&ev(46, 1, Via::Live), now);
+        assert_eq!(
+            t.state(1).unwrap().open,
+            Some(true),
+            "a live 'opened' moves it"
+        );
+        t.apply_event(&ev(46, 4, Via::Live), now);
+        assert_eq!(
+            t.state(4).unwrap().open,
+            None,
+            "no contact: nothing would ever close it"
+        );
     }
 
     #[test]

@@ -48,8 +48,8 @@ pub(super) async fn run_once(src: &Net2Source) -> Result<RunEnd> {
     let keepalive = neg
         .get("KeepAliveTimeout")
         .and_then(|v| v.as_f64())
-        .filter(|s| *s > 0.0)
-        .map(Duration::from_secs_f64)
+        .filter(|s| s.is_finite())
+        .map(|s| Duration::from_secs_f64(s.clamp(1.0, 300.0)))
         .unwrap_or(Duration::from_secs(20));
 
     // 2. connect

@@ -35,10 +35,27 @@ use tokio_util::sync::CancellationToken;
 
 /// Wrong credentials: wait this long before trying again (operators get locked out).
 const AUTH_BACKOFF: Duration = Duration::from_secs(300);
+/// Raw payloads kept in `rejects` are cut at this size.
+const MAX_REJECT_BYTES: usize = 64 * 1024;
 
 pub(crate) fn net2_err(e: Error, msg: &str) -> Error {
     Error::with_source(e.kind(), msg.to_string(), e)
 }
+
+/// Query start for a REST backfill from `cursor` (server-local wall time, as the `where`
+/// clause wants). It overlaps the last minutes (events whose time is a little older than the
+/// newest seen, e.g. buffered by an ACU) — duplicates are dropped by id. When the zone offset
+/// changed since the cursor (DST fall-back repeats an hour of wall time), the overlap grows by
+/// the difference so the repeated hour is fetched.
+pub fn since_cursor(
+    cursor: DateTime<FixedOffset>,
+    now: DateTime<FixedOffset>,
+) -> chrono::NaiveDateTime {
+    let shift = (cursor.offset().local_minus_utc() - now.offset().local_minus_utc()).abs();
+    cursor.naive_local() - BACKFILL_OVERLAP - chrono::Duration::seconds(shift as i64)
+}
+
+const BACKFILL_OVERLAP: chrono::Duration = chrono::Duration::minutes(2);
 
 /// Pure state shared by the tasks.
 struct Core {
@@ -87,12 +104,21 @@ impl Net2Source {
     async fn reject(&self, context: &str, error: &str, raw: &str) {
         let snippet: String = raw.chars().take(200).collect();
         tracing::warn!(context, error, raw = %snippet, bytes = raw.len(), "malformed Net2 payload kept raw");
+        // Keep enough to diagnose; an HTML page repeated every poll must not fill the SD card.
+        let mut raw = raw.to_string();
+        if raw.len() > MAX_REJECT_BYTES {
+            let mut cut = MAX_REJECT_BYTES;
+            while !raw.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            raw.truncate(cut);
+        }
         self.bus
             .publish(Message::Reject {
                 source: SOURCE.into(),
                 context: context.into(),
                 error: error.into(),
-                raw: raw.into(),
+                raw,
             })
             .await;
     }
@@ -241,16 +267,21 @@ impl Net2Source {
         let cfg = self.cfg();
         let page = cfg.page_size.to_string();
         let mut new = 0;
+        // Only the first page overlaps the cursor; later pages continue from the newest event
+        // of the page before (inclusive: the boundary events come again and are deduped by id).
+        let mut next: Option<chrono::NaiveDateTime> = None;
         loop {
-            let since = {
+            let since = next.unwrap_or_else(|| {
                 let c = self.lock();
-                c.cursor.map(|t| t.naive_local()).unwrap_or_else(|| {
-                    let start = Utc::now()
-                        - chrono::Duration::from_std(cfg.initial_backfill.get())
-                            .unwrap_or_default();
-                    start.with_timezone(&c.offset).naive_local()
-                })
-            };
+                c.cursor
+                    .map(|t| since_cursor(t, chrono::Local::now().fixed_offset()))
+                    .unwrap_or_else(|| {
+                        let start = Utc::now()
+                            - chrono::Duration::from_std(cfg.initial_backfill.get())
+                                .unwrap_or_default();
+                        start.with_timezone(&c.offset).naive_local()
+                    })
+            });
             // Server-local time, no zone suffix (the server rejects or misreads one).
             let q = format!("eventTime>='{}'", since.format("%Y-%m-%dT%H:%M:%S%.3f"));
             let body = self
@@ -281,10 +312,11 @@ impl Net2Source {
             };
             let n = items.len();
             let now = Utc::now();
-            let (out, progressed) = {
+            let (out, page_newest) = {
                 let mut c = self.lock();
                 let mut out = Vec::new();
                 let before = c.cursor;
+                let mut page_newest: Option<chrono::NaiveDateTime> = None;
                 for item in &items {
                     let ev = classify::rest_event(item, &c.names, c.offset, now);
                     if let EventKind::Unparsed { error } = &ev.kind {
@@ -292,6 +324,8 @@ impl Net2Source {
                     } else {
                         // Learn the server's zone from the events themselves.
                         c.offset = *ev.time.offset();
+                        let local = ev.time.naive_local();
+                        page_newest = page_newest.max(Some(local));
                         if c.cursor.is_none_or(|t| ev.time > t) {
                             c.cursor = Some(ev.time);
                         }
@@ -308,7 +342,7 @@ impl Net2Source {
                         position: t.to_rfc3339(),
                     });
                 }
-                (out, c.cursor != before)
+                (out, page_newest)
             };
             new += out
                 .iter()
@@ -318,12 +352,15 @@ impl Net2Source {
             if n < cfg.page_size as usize {
                 return Ok(new);
             }
-            if !progressed {
-                tracing::warn!(
-                    page = n,
-                    "a full page of Net2 events shares one timestamp; raise sources.net2.page_size"
-                );
-                return Ok(new);
+            match page_newest {
+                Some(t) if t > since => next = Some(t),
+                _ => {
+                    tracing::warn!(
+                        page = n,
+                        "a full page of Net2 events shares one timestamp; raise sources.net2.page_size"
+                    );
+                    return Ok(new);
+                }
             }
         }
     }
@@ -420,6 +457,31 @@ impl Net2Source {
             )))
             .await;
         tracing::info!(request_id = %cmd.request_id, requester = %cmd.requester, path = plan.path, "sending door command");
+        // Getting a token can take a while (429 backoff): check the age again right before
+        // sending, so a door never opens long after it was asked to.
+        let token = self.client.access_token().await;
+        let age = Utc::now()
+            .signed_duration_since(cmd.received)
+            .to_std()
+            .unwrap_or_default();
+        if token.is_err() || age > doors::COMMAND_MAX_AGE {
+            let why = match token {
+                Err(e) => format!("no Net2 token: {e}; nothing sent"),
+                Ok(_) => format!(
+                    "command became {}s old while waiting for Net2; nothing sent",
+                    age.as_secs()
+                ),
+            };
+            tracing::warn!(request_id = %cmd.request_id, reason = %why, "door command not sent");
+            self.bus
+                .publish(Message::Command(DoorTracker::rejected(
+                    &cmd,
+                    CommandStatus::Failed,
+                    why,
+                )))
+                .await;
+            return;
+        }
         // Sent exactly once: no retry on timeouts or errors (the door may have moved).
         let res = self.client.post(plan.path, &plan.body).await;
         let update = match res {
@@ -617,7 +679,15 @@ pub fn spawn(
                     Some(c) => s.handle_command(c).await,
                     None => return,
                 },
-                _ = s.cancel.cancelled() => return,
+                _ = s.cancel.cancelled() => {
+                    // Whatever is still queued is answered (and audited), never sent.
+                    commands.close();
+                    while let Some(c) = commands.recv().await {
+                        let u = DoorTracker::rejected(&c, CommandStatus::Rejected, "gatehouse is shutting down; nothing sent");
+                        s.bus.publish(Message::Command(u)).await;
+                    }
+                    return;
+                },
             }
         }
     }));
@@ -643,4 +713,19 @@ pub fn spawn(
         }
     }));
     Ok(tasks)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backfill_overlaps_and_covers_the_repeated_dst_hour() {
+        let cur = DateTime::parse_from_rfc3339("2026-10-25T02:59:00+02:00").unwrap();
+        let summer = DateTime::parse_from_rfc3339("2026-10-25T00:00:00+02:00").unwrap();
+        let winter = DateTime::parse_from_rfc3339("2026-10-25T03:30:00+01:00").unwrap();
+        assert_eq!(since_cursor(cur, summer).to_string(), "2026-10-25 02:57:00");
+        // After fall-back, 02:00–02:59 (+01:00) come again: fetch from an hour earlier.
+        assert_eq!(since_cursor(cur, winter).to_string(), "2026-10-25 01:57:00");
+    }
 }

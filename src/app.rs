@@ -40,6 +40,11 @@ impl App {
         let mut builder = BusBuilder::default();
         // Sinks (lossless subscriptions) — register before any source starts.
         let store_rx = builder.sink();
+        let mqtt_rx = cfg.mqtt.is_some().then(|| {
+            // Events reach MQTT through the outbox the store fills in the same transaction.
+            store.enable_outbox();
+            builder.sink()
+        });
         let commands = builder.take_commands().expect("command queue taken once");
         let bus = builder.build();
 
@@ -49,6 +54,15 @@ impl App {
             cfg_rx.clone(),
             sinks_cancel.clone(),
         ))];
+        if let Some(rx) = mqtt_rx {
+            sinks.push(tokio::spawn(crate::sinks::mqtt::run(
+                store.clone(),
+                bus.clone(),
+                rx,
+                cfg_rx.clone(),
+                sinks_cancel.clone(),
+            )));
+        }
 
         // Sources.
         let mut sources = Vec::new();

@@ -111,6 +111,7 @@ pub fn load_str(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Conf
                 .unwrap_or(()),
             "sources" => sources(v, &mut cfg.sources, &mut errs),
             "doors" => doors(v, &mut cfg.doors, &mut errs),
+            "mqtt" => cfg.mqtt = section(v, "mqtt", &mut errs),
             other => errs.push(other, "unknown key"),
         }
     }
@@ -352,6 +353,46 @@ fn validate(cfg: &mut Config, errs: &mut Collector) {
             && h.get() < std::time::Duration::from_secs(1)
         {
             errs.push(format!("{p}.held_open_after"), "must be at least 1s");
+        }
+    }
+    if let Some(m) = cfg.mqtt.as_mut() {
+        if m.base_topic.is_empty()
+            || m.base_topic.contains(['+', '#'])
+            || m.base_topic.ends_with('/')
+        {
+            errs.push(
+                "mqtt.base_topic",
+                "must be non-empty, without + or #, and not end with /",
+            );
+        }
+        if m.discovery.prefix.is_empty() || m.discovery.prefix.contains(['+', '#']) {
+            errs.push(
+                "mqtt.discovery.prefix",
+                "must be non-empty and without + or #",
+            );
+        }
+        if !m.embedded && m.host.trim().is_empty() {
+            errs.push("mqtt.host", "required (or embedded: true)");
+        }
+        match (&m.password, &m.password_file) {
+            (Some(_), Some(_)) => errs.push(
+                "mqtt.password_file",
+                "give either password or password_file, not both",
+            ),
+            (None, Some(f)) => match std::fs::read_to_string(f) {
+                Ok(s) => m.password = Some(Secret::new(s.trim_end_matches(['\r', '\n']))),
+                Err(e) => errs.push(
+                    "mqtt.password_file",
+                    format!("unable to read {}: {e}", f.display()),
+                ),
+            },
+            _ => {}
+        }
+        if m.password.is_some() && m.username.is_none() {
+            errs.push("mqtt.username", "required when a password is given");
+        }
+        if m.keep_alive.get() < std::time::Duration::from_secs(5) {
+            errs.push("mqtt.keep_alive", "must be at least 5s");
         }
     }
     if !cfg.doors.is_empty() && cfg.sources.net2.is_none() {

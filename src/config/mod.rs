@@ -23,8 +23,98 @@ pub struct Config {
     pub log: LogConfig,
     pub storage: StorageConfig,
     pub sources: SourcesConfig,
+    /// The MQTT bridge. Absent = no MQTT.
+    pub mqtt: Option<MqttConfig>,
     /// Per-door settings keyed by the Net2 door id (the ACU address).
     pub doors: BTreeMap<u64, DoorConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default)]
+pub struct MqttConfig {
+    /// Broker host. Restart required for every connection key.
+    pub host: String,
+    /// Broker port (1883, or 8883 with TLS).
+    pub port: u16,
+    /// Connect with TLS (uses `tls_options`).
+    pub tls: bool,
+    pub tls_options: TlsConfig,
+    pub username: Option<String>,
+    /// `${ENV}` substituted; or `password_file`.
+    pub password: Option<Secret>,
+    pub password_file: Option<PathBuf>,
+    /// Default `gatehouse-<hostname>`: brokers kick duplicate ids.
+    pub client_id: Option<String>,
+    /// Root of every gatehouse topic.
+    pub base_topic: String,
+    pub keep_alive: HumanDuration,
+    /// Run an in-process broker on `embedded_bind` instead of connecting to `host`.
+    pub embedded: bool,
+    pub embedded_bind: std::net::SocketAddr,
+    pub discovery: DiscoveryConfig,
+}
+
+impl Default for MqttConfig {
+    fn default() -> Self {
+        MqttConfig {
+            host: "127.0.0.1".into(),
+            port: 1883,
+            tls: false,
+            tls_options: TlsConfig::default(),
+            username: None,
+            password: None,
+            password_file: None,
+            client_id: None,
+            base_topic: "gatehouse".into(),
+            keep_alive: HumanDuration::secs(30),
+            embedded: false,
+            embedded_bind: std::net::SocketAddr::from(([127, 0, 0, 1], 1883)),
+            discovery: DiscoveryConfig::default(),
+        }
+    }
+}
+
+impl MqttConfig {
+    pub fn client_id(&self) -> String {
+        self.client_id.clone().unwrap_or_else(|| {
+            let host = std::fs::read_to_string("/etc/hostname")
+                .ok()
+                .map(|h| h.trim().to_string())
+                .filter(|h| !h.is_empty())
+                .unwrap_or_else(|| "host".into());
+            format!("gatehouse-{host}")
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default)]
+pub struct DiscoveryConfig {
+    /// Publish Home Assistant discovery (openHAB reads it too).
+    pub enabled: bool,
+    /// Discovery prefix; HA's (and openHAB's) birth topic is `<prefix>/status`.
+    pub prefix: String,
+    /// `per_component` (works everywhere, default) or `device` (HA ≥ 2024.12 only; older HA
+    /// and openHAB before Feb 2026 ignore it).
+    pub mode: DiscoveryMode,
+}
+
+impl Default for DiscoveryConfig {
+    fn default() -> Self {
+        DiscoveryConfig {
+            enabled: true,
+            prefix: "homeassistant".into(),
+            mode: DiscoveryMode::PerComponent,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum DiscoveryMode {
+    #[default]
+    PerComponent,
+    Device,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -190,6 +280,11 @@ pub struct DoorConfig {
     /// Derive a "held open" event when the contact stays open this long and the server sends
     /// no type 93 itself. `None` = only trust the server.
     pub held_open_after: Option<HumanDuration>,
+    /// MQTT commands closer together than this (per door) are refused.
+    pub min_command_interval: HumanDuration,
+    /// A shared code that must be in a JSON command (`"code"`) for this door; never logged
+    /// or echoed.
+    pub require_code: Option<Secret>,
 }
 
 impl Default for DoorConfig {
@@ -200,6 +295,8 @@ impl Default for DoorConfig {
             open_time_ms: None,
             mode: DoorMode::Normal,
             held_open_after: None,
+            min_command_interval: HumanDuration::secs(2),
+            require_code: None,
         }
     }
 }

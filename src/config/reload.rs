@@ -15,6 +15,10 @@ pub fn restart_required(old: &Config, new: &Config) -> Vec<String> {
     if old.storage.path != new.storage.path {
         keys.push("storage.path".into());
     }
+    if old.mqtt != new.mqtt {
+        // Discovery follows door changes live; the connection itself needs a restart.
+        keys.push("mqtt".into());
+    }
     match (&old.sources.net2, &new.sources.net2) {
         (Some(a), Some(b)) => {
             let fields: [(&str, bool); 7] = [

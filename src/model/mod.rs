@@ -163,6 +163,13 @@ pub struct DoorState {
     pub alarm_tripped: bool,
     pub last_event: Option<String>,
     pub last_user: Option<UserRef>,
+    /// The door's ACU answers Net2 (500 / 501).
+    pub acu_online: Option<bool>,
+    /// Battery low (722) or critical (723); cleared by a battery level update (724).
+    pub battery_low: bool,
+    pub battery_critical: bool,
+    /// Mains failed (91) until restored (102).
+    pub mains_failed: bool,
     pub updated: Option<DateTime<Utc>>,
 }
 

@@ -67,6 +67,17 @@ pub const MIGRATIONS: &[&str] = &[
         at      TEXT NOT NULL
     );
     "#,
+    // 4: MQTT delivery: events not yet acknowledged by the broker, and the discovery configs
+    // published (so stale ones can be cleared).
+    r#"
+    CREATE TABLE mqtt_outbox (
+        event_seq INTEGER PRIMARY KEY
+    );
+    CREATE TABLE mqtt_discovery (
+        topic   TEXT PRIMARY KEY,
+        payload TEXT NOT NULL
+    );
+    "#,
 ];
 
 /// Bring `conn` to the newest schema, or to `upto` migrations (tests).

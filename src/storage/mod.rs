@@ -14,6 +14,28 @@ use std::sync::{Arc, Mutex};
 pub struct Store {
     conn: Arc<Mutex<Connection>>,
     path: PathBuf,
+    /// New events also go into `mqtt_outbox`, in the same transaction (the MQTT sink is on).
+    outbox: Arc<std::sync::atomic::AtomicBool>,
+    /// Woken after every committed batch that queued outbox rows.
+    committed: Arc<tokio::sync::Notify>,
+}
+
+/// An event waiting in the MQTT outbox, as stored.
+#[derive(Debug, Clone)]
+pub struct OutboxEvent {
+    pub seq: i64,
+    pub id: String,
+    pub time: String,
+    pub kind: String,
+    pub code: Option<i64>,
+    pub door_id: Option<i64>,
+    pub door_name: Option<String>,
+    pub user_id: Option<i64>,
+    pub user_name: Option<String>,
+    pub description: Option<String>,
+    /// JSON of the event kind (`{"type":"access_granted","token":"pin"}`).
+    pub detail: String,
+    pub via: String,
 }
 
 /// One write in a batch.
@@ -40,6 +62,8 @@ pub enum Write {
 pub struct BatchResult {
     pub inserted: usize,
     pub duplicates: usize,
+    /// Rows added to the MQTT outbox.
+    pub queued: usize,
 }
 
 #[derive(Debug, Default)]
@@ -82,6 +106,8 @@ impl Store {
         Ok(Store {
             conn: Arc::new(Mutex::new(conn)),
             path: path.to_owned(),
+            outbox: Default::default(),
+            committed: Default::default(),
         })
     }
 
@@ -152,6 +178,13 @@ impl Store {
                             ])?;
                             if n == 1 {
                                 res.inserted += 1;
+                                if self.outbox.load(std::sync::atomic::Ordering::Relaxed) {
+                                    tx.execute(
+                                        "INSERT INTO mqtt_outbox (event_seq) VALUES (last_insert_rowid())",
+                                        [],
+                                    )?;
+                                    res.queued += 1;
+                                }
                             } else {
                                 res.duplicates += 1;
                             }
@@ -201,6 +234,104 @@ impl Store {
             }
             tx.commit()?;
             Ok(res)
+        })
+        .inspect(|r| {
+            if r.queued > 0 {
+                self.committed.notify_one();
+            }
+        })
+    }
+
+    /// Queue new events for MQTT from now on (set before any source starts).
+    pub fn enable_outbox(&self) {
+        self.outbox
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Wakes when a batch added outbox rows.
+    pub fn committed(&self) -> Arc<tokio::sync::Notify> {
+        self.committed.clone()
+    }
+
+    /// Outbox events after `seq`, oldest first.
+    pub fn outbox_after(&self, seq: i64, limit: usize) -> Result<Vec<OutboxEvent>> {
+        self.with(|c| {
+            let mut st = c.prepare_cached(
+                "SELECT e.seq, e.id, e.time, e.kind, e.code, e.door_id, e.door_name, e.user_id, e.user_name, e.description, e.detail, e.via
+                 FROM mqtt_outbox o JOIN events e ON e.seq = o.event_seq WHERE o.event_seq > ?1 ORDER BY o.event_seq LIMIT ?2",
+            )?;
+            let rows = st.query_map(params![seq, limit as i64], |r| {
+                Ok(OutboxEvent {
+                    seq: r.get(0)?,
+                    id: r.get(1)?,
+                    time: r.get(2)?,
+                    kind: r.get(3)?,
+                    code: r.get(4)?,
+                    door_id: r.get(5)?,
+                    door_name: r.get(6)?,
+                    user_id: r.get(7)?,
+                    user_name: r.get(8)?,
+                    description: r.get(9)?,
+                    detail: r.get(10)?,
+                    via: r.get(11)?,
+                })
+            })?;
+            rows.collect()
+        })
+    }
+
+    /// The broker acknowledged these: remove them from the outbox.
+    pub fn outbox_done(&self, seqs: &[i64]) -> Result<()> {
+        self.with(|c| {
+            let tx = c.transaction()?;
+            {
+                let mut st = tx.prepare_cached("DELETE FROM mqtt_outbox WHERE event_seq = ?1")?;
+                for s in seqs {
+                    st.execute([s])?;
+                }
+            }
+            tx.commit()
+        })
+    }
+
+    pub fn outbox_len(&self) -> Result<i64> {
+        self.with(|c| c.query_row("SELECT count(*) FROM mqtt_outbox", [], |r| r.get(0)))
+    }
+
+    /// Discovery config topics published earlier, with their payloads.
+    pub fn discovery_published(&self) -> Result<Vec<(String, String)>> {
+        self.with(|c| {
+            let mut st = c.prepare("SELECT topic, payload FROM mqtt_discovery ORDER BY topic")?;
+            let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            rows.collect()
+        })
+    }
+
+    /// Record a published config (`Some`) or a cleared one (`None`).
+    pub fn discovery_record(&self, changes: &[(String, Option<String>)]) -> Result<()> {
+        self.with(|c| {
+            let tx = c.transaction()?;
+            for (topic, payload) in changes {
+                match payload {
+                    Some(p) => tx.execute(
+                        "INSERT INTO mqtt_discovery (topic, payload) VALUES (?1, ?2) ON CONFLICT(topic) DO UPDATE SET payload = excluded.payload",
+                        params![topic, p],
+                    )?,
+                    None => tx.execute("DELETE FROM mqtt_discovery WHERE topic = ?1", [topic])?,
+                };
+            }
+            tx.commit()
+        })
+    }
+
+    pub fn presence_all(&self) -> Result<Vec<Presence>> {
+        self.with(|c| {
+            let mut st = c.prepare("SELECT state FROM presence ORDER BY user_id")?;
+            let rows = st.query_map([], |r| r.get::<_, String>(0))?;
+            Ok(rows
+                .filter_map(|r| r.ok())
+                .filter_map(|s| serde_json::from_str(&s).ok())
+                .collect())
         })
     }
 
@@ -384,7 +515,8 @@ mod tests {
             r,
             BatchResult {
                 inserted: 2,
-                duplicates: 1
+                duplicates: 1,
+                queued: 0
             }
         );
         assert_eq!(

@@ -2,6 +2,8 @@
 //! wait for a condition (bounded) instead of sleeping.
 #![allow(dead_code)]
 
+pub mod broker;
+
 use gatehouse::app::App;
 use gatehouse::config::{self, Config};
 use gatehouse::sim::net2::{Net2Sim, SimConfig};
@@ -13,6 +15,8 @@ pub struct Harness {
     pub dir: tempfile::TempDir,
     pub app: Option<App>,
     pub extra: String,
+    /// Extra top-level YAML (e.g. an `mqtt:` section).
+    pub top: String,
 }
 
 pub fn config_text(sim: &Net2Sim, db: &std::path::Path, extra_net2: &str, doors: &str) -> String {
@@ -42,6 +46,7 @@ impl Harness {
             dir: tempfile::tempdir().unwrap(),
             app: None,
             extra: extra_net2.to_string(),
+            top: String::new(),
         }
     }
 
@@ -50,7 +55,11 @@ impl Harness {
     }
 
     pub fn config(&self) -> Config {
-        let text = config_text(&self.sim, &self.db(), &self.extra, "");
+        let text = format!(
+            "{}{}",
+            config_text(&self.sim, &self.db(), &self.extra, ""),
+            self.top
+        );
         config::load_str(&text, &|_| None).expect("test config is valid")
     }
 

@@ -235,6 +235,17 @@ impl DoorTracker {
             }
             EventKind::DoorForced => t.state.forced = true,
             EventKind::Tamper { active } => t.state.tamper = *active,
+            EventKind::AcuOffline => t.state.acu_online = Some(false),
+            EventKind::AcuOnline => t.state.acu_online = Some(true),
+            EventKind::Battery { critical } => {
+                t.state.battery_low = true;
+                t.state.battery_critical = *critical;
+            }
+            EventKind::Other { code: 724 } => {
+                t.state.battery_low = false;
+                t.state.battery_critical = false;
+            }
+            EventKind::Mains { ok } => t.state.mains_failed = !*ok,
             _ => {}
         }
         out.extend(self.after_change(id, before, now));

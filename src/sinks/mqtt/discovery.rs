@@ -1,0 +1,463 @@
+//! Home Assistant MQTT discovery (openHAB's MQTT binding reads the same configs).
+//!
+//! One serde struct per component with a flattened common base; [`configs`] lists every entity
+//! for the current doors and users, and [`render`] turns them into (topic, payload) pairs for
+//! per-component discovery (default) or device-based discovery (`cmps`). Facts from a real
+//! HA 2024.1 (protocols.md §4): unknown keys inside `device` reject the entity (so no
+//! `serial_number`), `default_entity_id` is ignored there while `object_id` works (send both),
+//! `event` entities need `event_types` and ignore retained messages.
+
+use super::topics::Topics;
+use crate::model::{DoorId, DoorState, Presence};
+use serde::Serialize;
+use serde_json::Value;
+use std::collections::BTreeMap;
+
+const NODE: &str = "gatehouse";
+const SERVER_ID: &str = "gatehouse_net2";
+
+/// Event types the door `event` entity announces.
+pub const DOOR_EVENT_TYPES: &[&str] = &[
+    "access_granted",
+    "access_denied",
+    "door_opened",
+    "door_closed",
+    "door_relocked",
+    "door_held_open",
+    "door_forced",
+    "tamper",
+    "tamper_restored",
+    "door_bell",
+    "open_requested",
+    "acu_offline",
+    "acu_online",
+    "battery_low",
+    "battery_critical",
+    "mains_failed",
+    "mains_restored",
+    "other",
+    "unparsed",
+];
+
+#[derive(Serialize, Clone, Debug, PartialEq)]
+pub struct Device {
+    pub identifiers: Vec<String>,
+    pub name: String,
+    pub manufacturer: String,
+    pub model: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub via_device: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sw_version: Option<String>,
+}
+
+#[derive(Serialize, Clone, Debug, PartialEq)]
+pub struct Origin {
+    pub name: &'static str,
+    pub sw_version: &'static str,
+    pub support_url: &'static str,
+}
+
+const ORIGIN: Origin = Origin {
+    name: "gatehouse",
+    sw_version: env!("CARGO_PKG_VERSION"),
+    support_url: "https://github.com/gatehouse/gatehouse",
+};
+
+#[derive(Serialize, Clone, Debug, PartialEq)]
+pub struct Availability {
+    pub topic: String,
+}
+
+/// Keys every component shares.
+#[derive(Serialize, Clone, Debug, PartialEq)]
+pub struct Base {
+    pub name: Option<String>,
+    pub unique_id: String,
+    /// Deprecated in HA 2025.10 but the only one HA 2024.1 reads; sent with `default_entity_id`.
+    pub object_id: String,
+    pub default_entity_id: String,
+    pub availability: Vec<Availability>,
+    pub availability_mode: &'static str,
+    pub device: Device,
+    #[serde(rename = "o")]
+    pub origin: Origin,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub entity_category: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub icon: Option<&'static str>,
+}
+
+#[derive(Serialize, Clone, Debug, PartialEq)]
+pub struct BinarySensor {
+    #[serde(flatten)]
+    pub base: Base,
+    pub state_topic: String,
+    pub value_template: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub device_class: Option<&'static str>,
+}
+
+#[derive(Serialize, Clone, Debug, PartialEq)]
+pub struct Sensor {
+    #[serde(flatten)]
+    pub base: Base,
+    pub state_topic: String,
+    pub value_template: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub json_attributes_topic: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub json_attributes_template: Option<String>,
+}
+
+#[derive(Serialize, Clone, Debug, PartialEq)]
+pub struct Lock {
+    #[serde(flatten)]
+    pub base: Base,
+    pub command_topic: String,
+    pub state_topic: String,
+    pub value_template: String,
+    pub payload_lock: &'static str,
+    pub payload_unlock: &'static str,
+    pub payload_open: &'static str,
+    pub state_locked: &'static str,
+    pub state_unlocked: &'static str,
+    pub optimistic: bool,
+    pub retain: bool,
+}
+
+#[derive(Serialize, Clone, Debug, PartialEq)]
+pub struct Button {
+    #[serde(flatten)]
+    pub base: Base,
+    pub command_topic: String,
+    pub payload_press: &'static str,
+    pub retain: bool,
+}
+
+#[derive(Serialize, Clone, Debug, PartialEq)]
+pub struct EventEntity {
+    #[serde(flatten)]
+    pub base: Base,
+    pub state_topic: String,
+    pub event_types: Vec<&'static str>,
+}
+
+/// One entity: its HA component and its config.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Entity {
+    pub component: &'static str,
+    pub object_id: String,
+    /// Device id this entity belongs to (groups device-based discovery).
+    pub device_id: String,
+    pub config: Value,
+}
+
+/// What discovery is built from.
+pub struct Context<'a> {
+    pub topics: &'a Topics,
+    /// Configured doors with their display names.
+    pub doors: BTreeMap<DoorId, String>,
+    pub presence: Vec<&'a Presence>,
+}
+
+fn entity<T: Serialize>(
+    component: &'static str,
+    object_id: String,
+    device_id: &str,
+    c: &T,
+) -> Entity {
+    Entity {
+        component,
+        object_id,
+        device_id: device_id.to_string(),
+        config: serde_json::to_value(c).expect("discovery structs serialize"),
+    }
+}
+
+fn tri(field: &str) -> String {
+    format!(
+        "{{% if value_json.{field} is none %}}None{{% elif value_json.{field} %}}ON{{% else %}}OFF{{% endif %}}"
+    )
+}
+
+/// Every entity for the current doors and users.
+pub fn configs(ctx: &Context) -> Vec<Entity> {
+    let t = ctx.topics;
+    let server = Device {
+        identifiers: vec![SERVER_ID.into()],
+        name: "Net2 server".into(),
+        manufacturer: "Paxton".into(),
+        model: "Net2 (via gatehouse)".into(),
+        via_device: None,
+        sw_version: Some(env!("CARGO_PKG_VERSION").into()),
+    };
+    let bridge_only = vec![Availability {
+        topic: t.bridge_state(),
+    }];
+    let with_source = vec![
+        Availability {
+            topic: t.bridge_state(),
+        },
+        Availability {
+            topic: t.source_availability("net2"),
+        },
+    ];
+    let base = |object_id: &str,
+                name: Option<&str>,
+                device: &Device,
+                avail: &Vec<Availability>,
+                cat: Option<&'static str>| Base {
+        name: name.map(str::to_owned),
+        unique_id: format!("gatehouse_{object_id}"),
+        object_id: format!("gatehouse_{object_id}"),
+        default_entity_id: String::new(),
+        availability: avail.clone(),
+        availability_mode: "all",
+        device: device.clone(),
+        origin: ORIGIN,
+        entity_category: cat,
+        icon: None,
+    };
+    let with_domain = |mut b: Base, domain: &str| {
+        b.default_entity_id = format!("{domain}.{}", b.object_id);
+        b
+    };
+    let mut out = Vec::new();
+    out.push(entity(
+        "binary_sensor",
+        "net2_connectivity".into(),
+        SERVER_ID,
+        &BinarySensor {
+            base: with_domain(
+                base(
+                    "net2_connectivity",
+                    Some("Net2 connection"),
+                    &server,
+                    &bridge_only,
+                    Some("diagnostic"),
+                ),
+                "binary_sensor",
+            ),
+            state_topic: t.source_state("net2"),
+            value_template: "{{ 'ON' if value_json.online else 'OFF' }}".into(),
+            device_class: Some("connectivity"),
+        },
+    ));
+    for (id, name) in &ctx.doors {
+        let dev_id = format!("gatehouse_net2_door_{id}");
+        let dev = Device {
+            identifiers: vec![dev_id.clone()],
+            name: name.clone(),
+            manufacturer: "Paxton".into(),
+            model: "Net2 door".into(),
+            via_device: Some(SERVER_ID.into()),
+            sw_version: None,
+        };
+        let state = t.door_state(*id);
+        let bs = |key: &str,
+                  label: Option<&str>,
+                  field: &str,
+                  class: Option<&'static str>,
+                  cat: Option<&'static str>| {
+            let oid = format!("door_{id}_{key}");
+            entity(
+                "binary_sensor",
+                oid.clone(),
+                &dev_id,
+                &BinarySensor {
+                    base: with_domain(base(&oid, label, &dev, &with_source, cat), "binary_sensor"),
+                    state_topic: state.clone(),
+                    value_template: tri(field),
+                    device_class: class,
+                },
+            )
+        };
+        // `name: null` = the entity takes the device's name (the door itself).
+        out.push(bs("contact", None, "open", Some("door"), None));
+        out.push(bs("unlocked", Some("Lock"), "unlocked", Some("lock"), None));
+        out.push(bs(
+            "held_open",
+            Some("Held open"),
+            "held_open",
+            Some("problem"),
+            None,
+        ));
+        out.push(bs(
+            "forced",
+            Some("Forced"),
+            "forced",
+            Some("problem"),
+            None,
+        ));
+        out.push(bs("tamper", Some("Tamper"), "tamper", Some("tamper"), None));
+        out.push(bs(
+            "acu",
+            Some("ACU"),
+            "acu_online",
+            Some("connectivity"),
+            Some("diagnostic"),
+        ));
+        out.push(bs(
+            "battery",
+            Some("Battery"),
+            "battery_low",
+            Some("battery"),
+            Some("diagnostic"),
+        ));
+        out.push(bs(
+            "mains",
+            Some("Mains"),
+            "mains_failed",
+            Some("problem"),
+            Some("diagnostic"),
+        ));
+        let oid = format!("door_{id}_lock");
+        out.push(entity(
+            "lock",
+            oid.clone(),
+            &dev_id,
+            &Lock {
+                base: with_domain(base(&oid, Some("Door"), &dev, &with_source, None), "lock"),
+                command_topic: t.door_set(*id),
+                state_topic: state.clone(),
+                value_template: "{% if value_json.unlocked %}UNLOCKED{% else %}LOCKED{% endif %}"
+                    .into(),
+                payload_lock: "LOCK",
+                payload_unlock: "UNLOCK",
+                payload_open: "OPEN",
+                state_locked: "LOCKED",
+                state_unlocked: "UNLOCKED",
+                optimistic: false,
+                retain: false,
+            },
+        ));
+        let oid = format!("door_{id}_open");
+        out.push(entity(
+            "button",
+            oid.clone(),
+            &dev_id,
+            &Button {
+                base: with_domain(base(&oid, Some("Open"), &dev, &with_source, None), "button"),
+                command_topic: t.door_set(*id),
+                payload_press: "OPEN",
+                retain: false,
+            },
+        ));
+        let oid = format!("door_{id}_events");
+        out.push(entity(
+            "event",
+            oid.clone(),
+            &dev_id,
+            &EventEntity {
+                base: with_domain(
+                    base(&oid, Some("Events"), &dev, &with_source, None),
+                    "event",
+                ),
+                state_topic: t.door_event(*id),
+                event_types: DOOR_EVENT_TYPES.to_vec(),
+            },
+        ));
+        let oid = format!("door_{id}_last_user");
+        out.push(entity(
+            "sensor",
+            oid.clone(),
+            &dev_id,
+            &Sensor {
+                base: with_domain(
+                    base(&oid, Some("Last user"), &dev, &with_source, None),
+                    "sensor",
+                ),
+                state_topic: state.clone(),
+                value_template: "{{ value_json.last_user.name if value_json.last_user else '' }}"
+                    .into(),
+                json_attributes_topic: None,
+                json_attributes_template: None,
+            },
+        ));
+    }
+    // Presence: one sensor per user (state: the door of their last access; attributes: site,
+    // time), on the Net2 server device.
+    for p in &ctx.presence {
+        let oid = format!("user_{}_presence", p.user.id);
+        let label = format!(
+            "{} last access",
+            p.user
+                .name
+                .clone()
+                .unwrap_or_else(|| format!("User {}", p.user.id))
+        );
+        out.push(entity(
+            "sensor",
+            oid.clone(),
+            SERVER_ID,
+            &Sensor {
+                base: Base {
+                    icon: Some("mdi:account-key"),
+                    ..with_domain(base(&oid, Some(&label), &server, &with_source, None), "sensor")
+                },
+                state_topic: t.presence(p.user.id),
+                value_template: "{{ value_json.door.name }}".into(),
+                json_attributes_topic: Some(t.presence(p.user.id)),
+                json_attributes_template: Some("{{ {'site': value_json.site, 'time': value_json.time, 'door_id': value_json.door.id, 'user_id': value_json.user.id} | tojson }}".into()),
+            },
+        ));
+    }
+    out
+}
+
+/// (topic, payload) pairs in the configured mode.
+pub fn render(topics: &Topics, entities: &[Entity], device_mode: bool) -> Vec<(String, String)> {
+    if !device_mode {
+        return entities
+            .iter()
+            .map(|e| {
+                (
+                    topics.discovery(e.component, NODE, &e.object_id),
+                    e.config.to_string(),
+                )
+            })
+            .collect();
+    }
+    let mut devices: BTreeMap<&str, (Value, serde_json::Map<String, Value>)> = BTreeMap::new();
+    for e in entities {
+        let mut cfg = e.config.clone();
+        let dev = cfg
+            .as_object_mut()
+            .and_then(|o| o.remove("device"))
+            .unwrap_or(Value::Null);
+        if let Some(o) = cfg.as_object_mut() {
+            o.remove("o");
+            o.insert("p".into(), Value::String(e.component.into()));
+        }
+        let entry = devices
+            .entry(&e.device_id)
+            .or_insert_with(|| (dev, Default::default()));
+        entry.1.insert(e.object_id.clone(), cfg);
+    }
+    devices
+        .into_iter()
+        .map(|(id, (dev, cmps))| {
+            let payload = serde_json::json!({"dev": dev, "o": ORIGIN, "cmps": cmps});
+            (topics.discovery_device(id), payload.to_string())
+        })
+        .collect()
+}
+
+/// Door display names for discovery: config name, else Net2's, else the id.
+pub fn door_names(
+    doors: &BTreeMap<DoorId, crate::config::DoorConfig>,
+    states: &BTreeMap<DoorId, DoorState>,
+) -> BTreeMap<DoorId, String> {
+    doors
+        .iter()
+        .map(|(id, c)| {
+            let name = c
+                .name
+                .clone()
+                .or_else(|| states.get(id).and_then(|s| s.name.clone()))
+                .unwrap_or_else(|| format!("Door {id}"));
+            (*id, name)
+        })
+        .collect()
+}

@@ -1,0 +1,606 @@
+//! The MQTT bridge: states, events and discovery out; door commands in.
+//!
+//! - Events go through a persistent outbox: the store sink queues each new event in
+//!   `mqtt_outbox` in the same transaction that stores it, and a row is deleted only when the
+//!   broker acknowledged its QoS 1 publish. After any crash or outage, whatever is left is
+//!   published again (consumers dedupe on the event's `id`), in order.
+//! - Each connection is a fresh client with a clean session: rumqttc neither restores
+//!   subscriptions nor backs off, so on every ConnAck we subscribe, publish availability
+//!   `online` (the last will fired while we were away), discovery and the full state, and we
+//!   back off ourselves (capped).
+//! - Retained states are published only when they change.
+
+pub mod discovery;
+pub mod payload;
+pub mod router;
+pub mod topics;
+
+use crate::bus::Bus;
+use crate::config::{Config, ConfigRx, DiscoveryMode, MqttConfig};
+use crate::error::{Error, ErrorKind, Result};
+use crate::model::*;
+use crate::storage::Store;
+use crate::task::Backoff;
+use rumqttc::Outgoing;
+use rumqttc::v5::mqttbytes::QoS;
+use rumqttc::v5::mqttbytes::v5::{Filter, LastWill, Packet, RetainForwardRule};
+use rumqttc::v5::{AsyncClient, Event, MqttOptions};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use topics::Topics;
+
+/// QoS 1 event publishes in flight at once.
+const WINDOW: usize = 100;
+const SOURCE: &str = "net2";
+
+struct Sink {
+    cfg: MqttConfig,
+    topics: Topics,
+    store: Store,
+    bus: Bus,
+    cfg_rx: ConfigRx,
+    started: chrono::DateTime<chrono::Utc>,
+    doors: BTreeMap<DoorId, DoorState>,
+    presence: BTreeMap<i64, Presence>,
+    health: BTreeMap<String, SourceHealth>,
+    router: router::Router,
+    /// Discovery configs as last published (also in SQLite, for clearing stale ones).
+    discovery: BTreeMap<String, String>,
+}
+
+/// One connection's bookkeeping.
+#[derive(Default)]
+struct Conn {
+    connected: bool,
+    /// QoS 1 publish requests in order, waiting for their packet id (`Some(seq)` = outbox).
+    order: VecDeque<Option<i64>>,
+    inflight: HashMap<u16, i64>,
+    /// Newest outbox seq handed to the client on this connection.
+    sent_upto: i64,
+    /// Retained payloads published on this connection (unchanged ones are not resent).
+    retained: HashMap<String, String>,
+    republish_at: Option<Instant>,
+}
+
+impl Conn {
+    fn window_free(&self) -> usize {
+        WINDOW
+            .saturating_sub(self.inflight.len() + self.order.iter().filter(|o| o.is_some()).count())
+    }
+}
+
+pub async fn run(
+    store: Store,
+    bus: Bus,
+    mut rx: mpsc::Receiver<Message>,
+    cfg_rx: ConfigRx,
+    cancel: CancellationToken,
+) {
+    let cfg = cfg_rx.borrow().mqtt.clone().expect("mqtt configured");
+    let topics = Topics {
+        base: cfg.base_topic.clone(),
+        prefix: cfg.discovery.prefix.clone(),
+    };
+    let mut sink = Sink {
+        doors: store
+            .door_states()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|d| (d.id, d))
+            .collect(),
+        presence: store
+            .presence_all()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|p| (p.user.id, p))
+            .collect(),
+        discovery: store
+            .discovery_published()
+            .unwrap_or_default()
+            .into_iter()
+            .collect(),
+        cfg,
+        topics,
+        store,
+        bus,
+        cfg_rx,
+        started: chrono::Utc::now(),
+        health: BTreeMap::new(),
+        router: router::Router::default(),
+    };
+    let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
+    loop {
+        let started = Instant::now();
+        match sink.connection(&mut rx, &cancel).await {
+            Ok(()) => return,
+            Err(e) => {
+                if started.elapsed() > Duration::from_secs(30) {
+                    backoff.reset();
+                }
+                let d = backoff.next_delay();
+                tracing::warn!(error = %e, retry_in = ?d, "MQTT connection lost");
+                // Keep taking bus messages while away so the sources are never held back;
+                // events wait in the outbox, states are kept and republished on connect.
+                let until = Instant::now() + d;
+                loop {
+                    tokio::select! {
+                        _ = cancel.cancelled() => return,
+                        _ = tokio::time::sleep_until(until) => break,
+                        m = rx.recv() => match m {
+                            Some(m) => { sink.absorb(&m); }
+                            None => return,
+                        },
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Sink {
+    /// Update the kept state from a bus message; returns what to publish now.
+    fn absorb(&mut self, m: &Message) -> Vec<(String, String, bool)> {
+        match m {
+            Message::DoorState(d) => {
+                self.doors.insert(d.id, d.clone());
+                vec![(
+                    self.topics.door_state(d.id),
+                    payload::door_state(d).to_string(),
+                    true,
+                )]
+            }
+            Message::Presence(p) => {
+                let new_user = !self.presence.contains_key(&p.user.id);
+                self.presence.insert(p.user.id, p.clone());
+                let mut out = vec![(
+                    self.topics.presence(p.user.id),
+                    payload::presence(p).to_string(),
+                    true,
+                )];
+                if new_user {
+                    out.extend(self.discovery_changes());
+                }
+                out
+            }
+            Message::Health(h) => {
+                self.health.insert(h.source.clone(), h.clone());
+                vec![
+                    (
+                        self.topics.source_state(&h.source),
+                        payload::health(h).to_string(),
+                        true,
+                    ),
+                    (
+                        self.topics.source_availability(&h.source),
+                        if h.online { "online" } else { "offline" }.to_string(),
+                        true,
+                    ),
+                    (
+                        self.topics.bridge_info(),
+                        self.bridge_info().to_string(),
+                        true,
+                    ),
+                ]
+            }
+            Message::Command(u) => vec![(
+                self.topics.command_result(),
+                payload::command_result(u).to_string(),
+                false,
+            )],
+            _ => Vec::new(),
+        }
+    }
+
+    fn bridge_info(&self) -> serde_json::Value {
+        let cfg = self.cfg_rx.borrow();
+        serde_json::json!({
+            "version": env!("CARGO_PKG_VERSION"),
+            "started": self.started.to_rfc3339(),
+            "uptime_s": (chrono::Utc::now() - self.started).num_seconds(),
+            "sources": self.health.values().map(|h| (h.source.clone(), payload::health(h))).collect::<serde_json::Map<_, _>>(),
+            "config": {
+                "doors": cfg.doors.len(),
+                "net2": cfg.sources.net2.as_ref().map(|n| n.url.clone()),
+                "base_topic": self.cfg.base_topic,
+                "discovery": self.cfg.discovery.enabled.then(|| format!("{:?}", self.cfg.discovery.mode).to_lowercase()),
+            },
+        })
+    }
+
+    /// The discovery configs that should exist now.
+    fn wanted_discovery(&self) -> BTreeMap<String, String> {
+        if !self.cfg.discovery.enabled {
+            return BTreeMap::new();
+        }
+        let cfg: Arc<Config> = self.cfg_rx.borrow().clone();
+        let ctx = discovery::Context {
+            topics: &self.topics,
+            doors: discovery::door_names(&cfg.doors, &self.doors),
+            presence: self.presence.values().collect(),
+        };
+        let entities = discovery::configs(&ctx);
+        discovery::render(
+            &self.topics,
+            &entities,
+            self.cfg.discovery.mode == DiscoveryMode::Device,
+        )
+        .into_iter()
+        .collect()
+    }
+
+    /// Changed and stale discovery configs (empty retained payload clears one); records them.
+    fn discovery_changes(&mut self) -> Vec<(String, String, bool)> {
+        let wanted = self.wanted_discovery();
+        let mut out = Vec::new();
+        let mut record = Vec::new();
+        for (t, p) in &wanted {
+            if self.discovery.get(t) != Some(p) {
+                out.push((t.clone(), p.clone(), true));
+                record.push((t.clone(), Some(p.clone())));
+            }
+        }
+        for t in self.discovery.keys() {
+            if !wanted.contains_key(t) {
+                out.push((t.clone(), String::new(), true));
+                record.push((t.clone(), None));
+            }
+        }
+        if !record.is_empty() {
+            if let Err(e) = self.store.discovery_record(&record) {
+                tracing::error!(error = %e, "unable to record published discovery configs");
+            }
+            self.discovery = wanted;
+        }
+        out
+    }
+
+    /// Everything retained, for a new session or Home Assistant's birth message.
+    fn full_state(&mut self, force_discovery: bool) -> Vec<(String, String, bool)> {
+        let mut out = vec![(self.topics.bridge_state(), "online".to_string(), true)];
+        if force_discovery {
+            let stale = self.discovery_changes();
+            out.extend(stale.into_iter().filter(|(_, p, _)| p.is_empty()));
+            out.extend(
+                self.discovery
+                    .iter()
+                    .map(|(t, p)| (t.clone(), p.clone(), true)),
+            );
+        } else {
+            out.extend(self.discovery_changes());
+        }
+        out.push((
+            self.topics.bridge_info(),
+            self.bridge_info().to_string(),
+            true,
+        ));
+        if !self.health.contains_key(SOURCE) {
+            out.push((
+                self.topics.source_availability(SOURCE),
+                "offline".into(),
+                true,
+            ));
+        }
+        for h in self.health.values() {
+            out.push((
+                self.topics.source_state(&h.source),
+                payload::health(h).to_string(),
+                true,
+            ));
+            out.push((
+                self.topics.source_availability(&h.source),
+                if h.online { "online" } else { "offline" }.into(),
+                true,
+            ));
+        }
+        for d in self.doors.values() {
+            out.push((
+                self.topics.door_state(d.id),
+                payload::door_state(d).to_string(),
+                true,
+            ));
+        }
+        for p in self.presence.values() {
+            out.push((
+                self.topics.presence(p.user.id),
+                payload::presence(p).to_string(),
+                true,
+            ));
+        }
+        out
+    }
+
+    fn options(&self) -> Result<MqttOptions> {
+        let mut o = MqttOptions::new(self.cfg.client_id(), self.cfg.host.clone(), self.cfg.port);
+        if self.cfg.embedded {
+            o = MqttOptions::new(
+                self.cfg.client_id(),
+                self.cfg.embedded_bind.ip().to_string(),
+                self.cfg.embedded_bind.port(),
+            );
+        }
+        o.set_keep_alive(self.cfg.keep_alive.get());
+        o.set_clean_start(true);
+        o.set_last_will(LastWill::new(
+            self.topics.bridge_state(),
+            "offline",
+            QoS::AtLeastOnce,
+            true,
+            None,
+        ));
+        if let Some(u) = &self.cfg.username {
+            o.set_credentials(
+                u.clone(),
+                self.cfg
+                    .password
+                    .clone()
+                    .unwrap_or_default()
+                    .expose()
+                    .to_string(),
+            );
+        }
+        if self.cfg.tls {
+            let tls = crate::sources::tls::client_config(&self.cfg.tls_options)?;
+            o.set_transport(rumqttc::Transport::tls_with_config(
+                rumqttc::TlsConfiguration::Rustls(Arc::new(tls)),
+            ));
+        }
+        o.set_max_packet_size(Some(1024 * 1024));
+        Ok(o)
+    }
+
+    /// One connection, until it fails (`Err`) or shutdown (`Ok`).
+    async fn connection(
+        &mut self,
+        rx: &mut mpsc::Receiver<Message>,
+        cancel: &CancellationToken,
+    ) -> Result<()> {
+        let (client, mut el) = AsyncClient::new(self.options()?, 8192);
+        let committed = self.store.committed();
+        let mut cfg_rx = self.cfg_rx.clone();
+        let mut c = Conn::default();
+        loop {
+            let republish = c.republish_at;
+            tokio::select! {
+                _ = cancel.cancelled() => {
+                    self.goodbye(&client, &mut el, &mut c).await;
+                    return Ok(());
+                }
+                ev = el.poll() => {
+                    let ev = ev.map_err(|e| Error::with_source(ErrorKind::Unavailable, format!("MQTT broker {}:{}", self.cfg.host, self.cfg.port), e))?;
+                    self.on_event(ev, &client, &mut c).await?;
+                }
+                m = rx.recv(), if c.connected => {
+                    let Some(m) = m else { return Ok(()) };
+                    let out = self.absorb(&m);
+                    self.publish_all(&client, &mut c, out, false)?;
+                }
+                _ = committed.notified(), if c.connected => self.pump(&client, &mut c).await?,
+                _ = async { tokio::time::sleep_until(republish.unwrap_or_else(Instant::now)).await }, if republish.is_some() => {
+                    c.republish_at = None;
+                    tracing::info!("republishing discovery and state for Home Assistant / openHAB");
+                    let out = self.full_state(true);
+                    self.publish_all(&client, &mut c, out, true)?;
+                }
+                r = cfg_rx.changed() => {
+                    if r.is_ok() && c.connected {
+                        let out = self.discovery_changes();
+                        self.publish_all(&client, &mut c, out, false)?;
+                    }
+                }
+            }
+        }
+    }
+
+    async fn on_event(&mut self, ev: Event, client: &AsyncClient, c: &mut Conn) -> Result<()> {
+        match ev {
+            Event::Incoming(Packet::ConnAck(ack)) => {
+                tracing::info!(session_present = ack.session_present, "MQTT connected");
+                let t = &self.topics;
+                let no_retained = |path: String| Filter {
+                    path,
+                    qos: QoS::AtLeastOnce,
+                    nolocal: true,
+                    preserve_retain: true,
+                    // Retain Handling = 2: the broker never sends us retained commands.
+                    retain_forward_rule: RetainForwardRule::Never,
+                };
+                let filters = vec![
+                    no_retained(t.door_set_filter()),
+                    no_retained(t.lockdown_set()),
+                    Filter::new(t.ha_status(), QoS::AtLeastOnce),
+                ];
+                client.try_subscribe_many(filters).map_err(|e| {
+                    Error::with_source(ErrorKind::Unavailable, "unable to subscribe", e)
+                })?;
+                c.connected = true;
+                c.sent_upto = 0;
+                let out = self.full_state(!ack.session_present);
+                self.publish_all(client, c, out, true)?;
+                self.pump(client, c).await?;
+            }
+            Event::Incoming(Packet::Publish(p)) => self.on_publish(p, c).await,
+            Event::Incoming(Packet::PubAck(ack)) => {
+                if let Some(seq) = c.inflight.remove(&ack.pkid) {
+                    let store = self.store.clone();
+                    if let Err(e) = store.run(move |s| s.outbox_done(&[seq])).await {
+                        tracing::error!(error = %e, "unable to remove an acknowledged event from the outbox");
+                    }
+                    self.pump(client, c).await?;
+                }
+            }
+            Event::Incoming(Packet::Disconnect(d)) => {
+                return Err(Error::new(
+                    ErrorKind::Unavailable,
+                    format!("broker disconnected us: {:?}", d.reason_code),
+                ));
+            }
+            Event::Outgoing(Outgoing::Publish(pkid)) => {
+                if let Some(Some(seq)) = c.order.pop_front() {
+                    c.inflight.insert(pkid, seq);
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    async fn on_publish(&mut self, p: rumqttc::v5::mqttbytes::v5::Publish, c: &mut Conn) {
+        let topic = String::from_utf8_lossy(&p.topic).into_owned();
+        if topic == self.topics.ha_status() {
+            if p.payload.as_ref() == b"online" && c.republish_at.is_none() {
+                // HA and openHAB both send it, often together: debounce, then a random delay
+                // so many bridges do not answer at once.
+                let delay = Duration::from_millis(1000 + rand::random_range(0..2000));
+                c.republish_at = Some(Instant::now() + delay);
+            }
+            return;
+        }
+        let doors = self.cfg_rx.borrow().doors.clone();
+        let res = if topic == self.topics.lockdown_set() {
+            self.router.lockdown(&p.payload, p.retain)
+        } else {
+            match self.topics.parse_door_set(&topic) {
+                Some(Ok(door)) => {
+                    self.router
+                        .door(door, &p.payload, p.retain, &doors, Instant::now())
+                }
+                Some(Err(bad)) => Err(router::Rejection {
+                    request_id: format!("mqtt-bad-topic-{bad}"),
+                    kind: None,
+                    reason: format!("{bad:?} is not a door id"),
+                }),
+                None => return,
+            }
+        };
+        match res {
+            Ok(cmd) => {
+                tracing::info!(request_id = %cmd.request_id, topic, "MQTT command received");
+                if self.bus.commands().send(cmd).await.is_err() {
+                    tracing::error!("no source takes door commands");
+                }
+            }
+            Err(r) => {
+                tracing::warn!(request_id = %r.request_id, topic, reason = %r.reason, "MQTT command rejected");
+                let u = CommandUpdate {
+                    request_id: r.request_id,
+                    requester: format!(
+                        "mqtt:{}",
+                        topic
+                            .strip_prefix(&format!("{}/", self.topics.base))
+                            .unwrap_or(&topic)
+                    ),
+                    kind: r.kind.unwrap_or(CommandKind::Lockdown { active: false }),
+                    status: CommandStatus::Rejected,
+                    detail: r.reason,
+                    at: chrono::Utc::now(),
+                };
+                // Audited (store sink) and reported on the result topic (back through us).
+                self.bus.publish(Message::Command(u)).await;
+            }
+        }
+    }
+
+    fn publish_all(
+        &self,
+        client: &AsyncClient,
+        c: &mut Conn,
+        out: Vec<(String, String, bool)>,
+        force: bool,
+    ) -> Result<()> {
+        for (topic, payload, retain) in out {
+            if retain && !force && !payload.is_empty() && c.retained.get(&topic) == Some(&payload) {
+                continue;
+            }
+            client
+                .try_publish(
+                    topic.clone(),
+                    QoS::AtLeastOnce,
+                    retain,
+                    payload.clone().into_bytes(),
+                )
+                .map_err(|e| {
+                    Error::with_source(ErrorKind::Unavailable, "MQTT client queue full", e)
+                })?;
+            c.order.push_back(None);
+            if retain {
+                c.retained.insert(topic, payload);
+            }
+        }
+        Ok(())
+    }
+
+    /// Hand outbox events to the client, up to the window.
+    async fn pump(&mut self, client: &AsyncClient, c: &mut Conn) -> Result<()> {
+        loop {
+            let free = c.window_free();
+            if free == 0 {
+                return Ok(());
+            }
+            let after = c.sent_upto;
+            let store = self.store.clone();
+            let rows = store.run(move |s| s.outbox_after(after, free)).await?;
+            if rows.is_empty() {
+                return Ok(());
+            }
+            for e in &rows {
+                let topic = match e.door_id {
+                    Some(d) => self.topics.door_event(d as DoorId),
+                    None => self.topics.source_event(SOURCE),
+                };
+                client
+                    .try_publish(
+                        topic,
+                        QoS::AtLeastOnce,
+                        false,
+                        payload::event(e).to_string().into_bytes(),
+                    )
+                    .map_err(|e| {
+                        Error::with_source(ErrorKind::Unavailable, "MQTT client queue full", e)
+                    })?;
+                c.order.push_back(Some(e.seq));
+                c.sent_upto = e.seq;
+            }
+        }
+    }
+
+    /// Clean shutdown: `offline`, then a DISCONNECT that is really sent (rumqttc only queues it).
+    async fn goodbye(
+        &mut self,
+        client: &AsyncClient,
+        el: &mut rumqttc::v5::EventLoop,
+        c: &mut Conn,
+    ) {
+        if !c.connected {
+            return;
+        }
+        let _ = client.try_publish(
+            self.topics.bridge_state(),
+            QoS::AtLeastOnce,
+            true,
+            "offline",
+        );
+        let _ = client.try_disconnect();
+        let end = Instant::now() + Duration::from_secs(3);
+        while Instant::now() < end {
+            match tokio::time::timeout_at(end, el.poll()).await {
+                Ok(Ok(Event::Outgoing(Outgoing::Disconnect))) | Ok(Err(_)) | Err(_) => break,
+                Ok(Ok(Event::Incoming(Packet::PubAck(ack)))) => {
+                    if let Some(seq) = c.inflight.remove(&ack.pkid) {
+                        let _ = self.store.outbox_done(&[seq]);
+                    }
+                }
+                Ok(Ok(Event::Outgoing(Outgoing::Publish(pkid)))) => {
+                    if let Some(Some(seq)) = c.order.pop_front() {
+                        c.inflight.insert(pkid, seq);
+                    }
+                }
+                Ok(Ok(_)) => {}
+            }
+        }
+        tracing::info!("MQTT disconnected");
+    }
+}

@@ -1,0 +1,85 @@
+//! JSON payloads. Times are ISO-8601 with offset. Names are resolved; PINs never appear
+//! (the model has no field that could carry one).
+
+use crate::model::*;
+use crate::storage::OutboxEvent;
+use serde_json::{Value, json};
+
+/// A door or source event as published (`…/event`): `id` is the dedupe key for consumers,
+/// `event_type` is what Home Assistant's `event` entity reads.
+pub fn event(e: &OutboxEvent) -> Value {
+    let detail: Value = serde_json::from_str(&e.detail).unwrap_or(Value::Null);
+    let mut v = json!({
+        "id": e.id,
+        "event_type": e.kind,
+        "time": e.time,
+        "code": e.code,
+        "description": e.description,
+        "via": e.via,
+        "door": e.door_id.map(|d| json!({"id": d, "name": e.door_name})),
+        "user": e.user_id.map(|u| json!({"id": u, "name": e.user_name})),
+    });
+    // Kind-specific fields (token, reason, derived…) beside the common ones.
+    if let (Value::Object(o), Value::Object(d)) = (&mut v, detail) {
+        for (k, val) in d {
+            if k != "type" {
+                o.insert(k, val);
+            }
+        }
+    }
+    v
+}
+
+pub fn door_state(d: &DoorState) -> Value {
+    json!({
+        "id": d.id,
+        "name": d.name,
+        "contact": d.open.map(|o| if o { "open" } else { "closed" }),
+        "open": d.open,
+        "lock": d.unlocked.map(|u| if u { "unlocked" } else { "locked" }),
+        "unlocked": d.unlocked,
+        "held_open": d.held_open,
+        "forced": d.forced,
+        "tamper": d.tamper,
+        "alarm_tripped": d.alarm_tripped,
+        "acu_online": d.acu_online,
+        "battery_low": d.battery_low,
+        "battery_critical": d.battery_critical,
+        "mains_failed": d.mains_failed,
+        "last_event": d.last_event,
+        "last_user": d.last_user,
+        "updated": d.updated.map(|t| t.to_rfc3339()),
+    })
+}
+
+pub fn presence(p: &Presence) -> Value {
+    json!({
+        "user": p.user,
+        "door": p.door,
+        "site": p.site,
+        "time": p.time.to_rfc3339(),
+    })
+}
+
+pub fn health(h: &SourceHealth) -> Value {
+    json!({
+        "online": h.online,
+        "live": h.live,
+        "ready": h.ready,
+        "detail": h.detail,
+    })
+}
+
+pub fn command_result(u: &CommandUpdate) -> Value {
+    let mut v = json!({
+        "request_id": u.request_id,
+        "status": u.status,
+        "detail": u.detail,
+        "requester": u.requester,
+        "time": u.at.to_rfc3339(),
+    });
+    if let (Value::Object(o), Ok(Value::Object(k))) = (&mut v, serde_json::to_value(&u.kind)) {
+        o.extend(k);
+    }
+    v
+}

@@ -1,0 +1,368 @@
+//! Inbound commands: MQTT publish → a typed [`Command`], or a rejection with a reason.
+//! Pure except for the per-door interval clock, which the caller passes in.
+//!
+//! Never act on a retained command (phantom openings from replayed retained `/set` topics are
+//! well documented): retained publishes are refused here, and the subscription also asks the
+//! broker (MQTT 5 Retain Handling = 2) not to send retained messages at all.
+
+use crate::config::{DoorConfig, DoorMode};
+use crate::model::*;
+use serde::Deserialize;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use tokio::time::Instant;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JsonDoorCommand {
+    action: String,
+    #[serde(default)]
+    duration_ms: Option<u32>,
+    #[serde(default)]
+    request_id: Option<String>,
+    #[serde(default)]
+    code: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JsonLockdown {
+    lockdown: bool,
+    #[serde(default)]
+    request_id: Option<String>,
+}
+
+#[derive(Default)]
+pub struct Router {
+    last: HashMap<DoorId, Instant>,
+}
+
+/// A rejection before the command reaches the door's source.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rejection {
+    pub request_id: String,
+    pub kind: Option<CommandKind>,
+    pub reason: String,
+}
+
+fn new_request_id() -> String {
+    static N: AtomicU64 = AtomicU64::new(0);
+    format!(
+        "mqtt-{}-{}",
+        chrono::Utc::now().timestamp_millis(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+fn action(s: &str) -> Option<DoorAction> {
+    // LOCK / UNLOCK / OPEN are Home Assistant's lock entity payloads; PRESS its button's.
+    Some(match s.trim().to_ascii_uppercase().as_str() {
+        "OPEN" | "PRESS" => DoorAction::Open,
+        "HOLD_OPEN" | "HOLDOPEN" | "UNLOCK" => DoorAction::HoldOpen,
+        "CLOSE" | "LOCK" => DoorAction::Close,
+        _ => return None,
+    })
+}
+
+fn same_secret(a: &str, b: &str) -> bool {
+    // Constant time in the length of the expected code.
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    let mut diff = a.len() ^ b.len();
+    for (i, x) in b.iter().enumerate() {
+        diff |= (*x ^ a.get(i).copied().unwrap_or(0)) as usize;
+    }
+    diff == 0
+}
+
+impl Router {
+    /// A publish on `…/door/<id>/set`.
+    pub fn door(
+        &mut self,
+        door: DoorId,
+        payload: &[u8],
+        retained: bool,
+        doors: &BTreeMap<DoorId, DoorConfig>,
+        now: Instant,
+    ) -> Result<Command, Rejection> {
+        let text = String::from_utf8_lossy(payload);
+        let parsed = if text.trim_start().starts_with('{') {
+            serde_json::from_str::<JsonDoorCommand>(&text)
+                .map_err(|e| format!("malformed JSON command: {e}"))
+                .and_then(|j| match action(&j.action) {
+                    Some(a) => Ok((a, j.duration_ms, j.request_id, j.code)),
+                    None => Err(format!("unknown action {:?}", j.action)),
+                })
+        } else {
+            match action(&text) {
+                Some(a) => Ok((a, None, None, None)),
+                None => Err(format!(
+                    "unknown command {:?} (OPEN, HOLD_OPEN, CLOSE, LOCK, UNLOCK or JSON)",
+                    text.chars().take(40).collect::<String>()
+                )),
+            }
+        };
+        let (act, duration_ms, request_id, code) = match parsed {
+            Ok(p) => p,
+            Err(reason) => {
+                return Err(Rejection {
+                    request_id: new_request_id(),
+                    kind: None,
+                    reason,
+                });
+            }
+        };
+        let request_id = request_id
+            .filter(|r| !r.is_empty())
+            .unwrap_or_else(new_request_id);
+        let kind = CommandKind::Door {
+            door,
+            action: act,
+            duration_ms,
+        };
+        let reject = |reason: String| {
+            Err(Rejection {
+                request_id: request_id.clone(),
+                kind: Some(kind.clone()),
+                reason,
+            })
+        };
+        if retained {
+            return reject("retained command ignored: commands must not be retained".into());
+        }
+        let Some(cfg) = doors.get(&door) else {
+            return reject(format!("unknown door {door} (not in the config's doors)"));
+        };
+        if cfg.mode == DoorMode::Disabled {
+            return reject(format!("door {door} is disabled"));
+        }
+        if let Some(want) = &cfg.require_code {
+            match code {
+                None => return reject(format!("door {door} requires a code in a JSON command")),
+                Some(c) if !same_secret(&c, want.expose()) => return reject("wrong code".into()),
+                Some(_) => {}
+            }
+        }
+        if let Some(ms) = duration_ms
+            && !(100..=3_600_000).contains(&ms)
+        {
+            return reject("duration_ms must be between 100 and 3600000".into());
+        }
+        if let Some(last) = self.last.get(&door)
+            && now.saturating_duration_since(*last) < cfg.min_command_interval.get()
+        {
+            return reject(format!(
+                "door {door} had a command {} ms ago (min_command_interval {})",
+                now.saturating_duration_since(*last).as_millis(),
+                cfg.min_command_interval
+            ));
+        }
+        self.last.insert(door, now);
+        Ok(Command {
+            request_id,
+            requester: format!("mqtt:door/{door}/set"),
+            kind,
+            received: chrono::Utc::now(),
+        })
+    }
+
+    /// A publish on `…/net2/lockdown/set`: `ON`, `OFF` or `{"lockdown":true,"request_id":…}`.
+    pub fn lockdown(&mut self, payload: &[u8], retained: bool) -> Result<Command, Rejection> {
+        let text = String::from_utf8_lossy(payload);
+        let parsed = if text.trim_start().starts_with('{') {
+            serde_json::from_str::<JsonLockdown>(&text)
+                .map(|j| (j.lockdown, j.request_id))
+                .map_err(|e| format!("malformed JSON command: {e}"))
+        } else {
+            match text.trim().to_ascii_uppercase().as_str() {
+                "ON" => Ok((true, None)),
+                "OFF" => Ok((false, None)),
+                _ => Err("lockdown takes ON, OFF or JSON".to_string()),
+            }
+        };
+        let (active, rid) = parsed.map_err(|reason| Rejection {
+            request_id: new_request_id(),
+            kind: None,
+            reason,
+        })?;
+        let request_id = rid.filter(|r| !r.is_empty()).unwrap_or_else(new_request_id);
+        let kind = CommandKind::Lockdown { active };
+        if retained {
+            return Err(Rejection {
+                request_id,
+                kind: Some(kind),
+                reason: "retained command ignored: commands must not be retained".into(),
+            });
+        }
+        Ok(Command {
+            request_id,
+            requester: "mqtt:net2/lockdown/set".into(),
+            kind,
+            received: chrono::Utc::now(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::HumanDuration;
+    use crate::secret::Secret;
+    use std::time::Duration;
+
+    fn doors() -> BTreeMap<DoorId, DoorConfig> {
+        let mut m = BTreeMap::new();
+        m.insert(1, DoorConfig::default());
+        m.insert(
+            2,
+            DoorConfig {
+                mode: DoorMode::Disabled,
+                ..Default::default()
+            },
+        );
+        m.insert(
+            3,
+            DoorConfig {
+                require_code: Some(Secret::new("2468")),
+                ..Default::default()
+            },
+        );
+        m.insert(
+            4,
+            DoorConfig {
+                min_command_interval: HumanDuration::secs(0),
+                ..Default::default()
+            },
+        );
+        m
+    }
+
+    fn reason(r: Result<Command, Rejection>) -> String {
+        r.unwrap_err().reason
+    }
+
+    #[test]
+    fn plain_and_json_payloads() {
+        let mut r = Router::default();
+        let now = Instant::now();
+        let c = r.door(4, b"OPEN", false, &doors(), now).unwrap();
+        assert!(matches!(
+            c.kind,
+            CommandKind::Door {
+                action: DoorAction::Open,
+                ..
+            }
+        ));
+        let c = r.door(4, b" unlock\n", false, &doors(), now).unwrap();
+        assert!(matches!(
+            c.kind,
+            CommandKind::Door {
+                action: DoorAction::HoldOpen,
+                ..
+            }
+        ));
+        let c = r
+            .door(
+                4,
+                br#"{"action":"open","duration_ms":5000,"request_id":"abc"}"#,
+                false,
+                &doors(),
+                now,
+            )
+            .unwrap();
+        assert_eq!(c.request_id, "abc");
+        assert!(matches!(
+            c.kind,
+            CommandKind::Door {
+                duration_ms: Some(5000),
+                ..
+            }
+        ));
+        let c = r.door(4, b"LOCK", false, &doors(), now).unwrap();
+        assert!(matches!(
+            c.kind,
+            CommandKind::Door {
+                action: DoorAction::Close,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn every_rejection_path() {
+        let mut r = Router::default();
+        let now = Instant::now();
+        assert!(reason(r.door(1, b"OPEN", true, &doors(), now)).contains("retained"));
+        assert!(reason(r.door(9, b"OPEN", false, &doors(), now)).contains("unknown door"));
+        assert!(reason(r.door(2, b"OPEN", false, &doors(), now)).contains("disabled"));
+        assert!(reason(r.door(1, b"WIGGLE", false, &doors(), now)).contains("unknown command"));
+        assert!(reason(r.door(1, b"{\"action\":", false, &doors(), now)).contains("malformed"));
+        assert!(
+            reason(r.door(1, br#"{"action":"open","extra":1}"#, false, &doors(), now))
+                .contains("malformed")
+        );
+        assert!(
+            reason(r.door(
+                1,
+                br#"{"action":"open","duration_ms":5}"#,
+                false,
+                &doors(),
+                now
+            ))
+            .contains("duration_ms")
+        );
+        assert!(reason(r.door(3, b"OPEN", false, &doors(), now)).contains("requires a code"));
+        let wrong = reason(r.door(
+            3,
+            br#"{"action":"open","code":"1111"}"#,
+            false,
+            &doors(),
+            now,
+        ));
+        assert_eq!(wrong, "wrong code");
+        assert!(
+            r.door(
+                3,
+                br#"{"action":"open","code":"2468"}"#,
+                false,
+                &doors(),
+                now
+            )
+            .is_ok()
+        );
+        // Minimum interval per door.
+        assert!(r.door(1, b"OPEN", false, &doors(), now).is_ok());
+        assert!(
+            reason(r.door(
+                1,
+                b"OPEN",
+                false,
+                &doors(),
+                now + Duration::from_millis(500)
+            ))
+            .contains("min_command_interval")
+        );
+        assert!(
+            r.door(1, b"OPEN", false, &doors(), now + Duration::from_secs(3))
+                .is_ok()
+        );
+        assert!(reason(r.lockdown(b"ON", true)).contains("retained"));
+        assert!(r.lockdown(b"on", false).is_ok());
+        assert!(reason(r.lockdown(b"maybe", false)).contains("ON, OFF"));
+    }
+
+    #[test]
+    fn the_code_is_never_in_a_rejection() {
+        let mut r = Router::default();
+        let e = r
+            .door(
+                3,
+                br#"{"action":"open","code":"13579"}"#,
+                false,
+                &doors(),
+                Instant::now(),
+            )
+            .unwrap_err();
+        assert!(!format!("{e:?}").contains("13579"));
+        assert!(!format!("{e:?}").contains("2468"));
+    }
+}

@@ -1,0 +1,78 @@
+//! The topic tree: exactly one function builds each topic. Documented in the README table.
+
+use crate::model::DoorId;
+
+#[derive(Debug, Clone)]
+pub struct Topics {
+    pub base: String,
+    pub prefix: String,
+}
+
+impl Topics {
+    /// `online` / `offline`, retained; `offline` is also the last will.
+    pub fn bridge_state(&self) -> String {
+        format!("{}/bridge/state", self.base)
+    }
+    /// Version, uptime, sources and config summary, retained JSON.
+    pub fn bridge_info(&self) -> String {
+        format!("{}/bridge/info", self.base)
+    }
+    /// `online` / `offline`, retained: the Net2 server is reachable.
+    pub fn source_availability(&self, source: &str) -> String {
+        format!("{}/{source}/availability", self.base)
+    }
+    /// Source health JSON, retained.
+    pub fn source_state(&self, source: &str) -> String {
+        format!("{}/{source}/state", self.base)
+    }
+    /// Events without a door (backup, server-level), not retained.
+    pub fn source_event(&self, source: &str) -> String {
+        format!("{}/{source}/event", self.base)
+    }
+    /// Lockdown command (`ON` / `OFF`).
+    pub fn lockdown_set(&self) -> String {
+        format!("{}/net2/lockdown/set", self.base)
+    }
+    /// Door state JSON, retained.
+    pub fn door_state(&self, door: DoorId) -> String {
+        format!("{}/door/{door}/state", self.base)
+    }
+    /// Door events, not retained.
+    pub fn door_event(&self, door: DoorId) -> String {
+        format!("{}/door/{door}/event", self.base)
+    }
+    /// Door commands.
+    pub fn door_set(&self, door: DoorId) -> String {
+        format!("{}/door/{door}/set", self.base)
+    }
+    pub fn door_set_filter(&self) -> String {
+        format!("{}/door/+/set", self.base)
+    }
+    /// Last access of a user, retained.
+    pub fn presence(&self, user: i64) -> String {
+        format!("{}/user/{user}/presence", self.base)
+    }
+    /// Command progress, not retained.
+    pub fn command_result(&self) -> String {
+        format!("{}/command/result", self.base)
+    }
+    /// Home Assistant's (and openHAB's) birth / last will.
+    pub fn ha_status(&self) -> String {
+        format!("{}/status", self.prefix)
+    }
+    /// Per-component discovery config.
+    pub fn discovery(&self, component: &str, node: &str, object: &str) -> String {
+        format!("{}/{component}/{node}/{object}/config", self.prefix)
+    }
+    /// Device-based discovery config.
+    pub fn discovery_device(&self, device: &str) -> String {
+        format!("{}/device/{device}/config", self.prefix)
+    }
+
+    /// The door id of a `…/door/<id>/set` topic.
+    pub fn parse_door_set(&self, topic: &str) -> Option<Result<DoorId, String>> {
+        let rest = topic.strip_prefix(&self.base)?.strip_prefix("/door/")?;
+        let id = rest.strip_suffix("/set")?;
+        Some(id.parse().map_err(|_| id.to_string()))
+    }
+}

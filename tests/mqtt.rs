@@ -1,0 +1,318 @@
+//! The MQTT bridge against a real Mosquitto (started per test on a free port) and the Net2
+//! simulator.
+
+mod common;
+
+use common::broker::{Broker, Recorder, publish};
+use common::{Harness, wait_for};
+use gatehouse::sim::net2::{SimConfig, SimEvent};
+use std::time::Duration;
+
+const T: Duration = Duration::from_secs(20);
+
+fn mqtt_section(port: u16, extra: &str) -> String {
+    format!(
+        "mqtt:\n  host: 127.0.0.1\n  port: {port}\n  client_id: gatehouse-test-{}\n{extra}",
+        rand::random::<u32>()
+    )
+}
+
+async fn setup(extra_net2: &str, mqtt_extra: &str) -> (Broker, Harness, Recorder) {
+    let broker = Broker::start();
+    let rec = Recorder::start(broker.port, "recorder", "#", false).await;
+    let mut h = Harness::new(SimConfig::default(), extra_net2).await;
+    h.top = mqtt_section(broker.port, mqtt_extra);
+    h.start().await;
+    (broker, h, rec)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_access_event_reaches_its_topics() {
+    let (_b, mut h, rec) = setup("", "").await;
+    wait_for("online", T, || {
+        rec.on("gatehouse/bridge/state")
+            .last()
+            .is_some_and(|m| m.text() == "online")
+    })
+    .await;
+    wait_for("live", T, || {
+        h.sim.websocket_count() == 1 && !h.sim.stats().subscriptions.is_empty()
+    })
+    .await;
+    h.sim
+        .push_event(SimEvent::new(26, 6612642).user(8).token_type(1));
+    wait_for("event on the door topic", T, || {
+        !rec.on("gatehouse/door/6612642/event").is_empty()
+    })
+    .await;
+    let ev = rec.on("gatehouse/door/6612642/event")[0].clone();
+    assert!(!ev.retain, "events are not retained");
+    let j = ev.json();
+    assert_eq!(j["event_type"], "access_granted");
+    assert_eq!(j["user"]["name"], "Mette Kragh Holm");
+    assert_eq!(j["user"]["id"], 8);
+    assert_eq!(j["door"]["id"], 6612642);
+    assert!(j["id"].as_str().unwrap().starts_with("net2:"));
+    assert!(
+        chrono::DateTime::parse_from_rfc3339(j["time"].as_str().unwrap()).is_ok(),
+        "ISO-8601 with offset: {j}"
+    );
+    wait_for("presence", T, || {
+        !rec.on("gatehouse/user/8/presence").is_empty()
+    })
+    .await;
+    let p = rec.on("gatehouse/user/8/presence").last().unwrap().json();
+    assert_eq!(p["door"]["id"], 6612642);
+    assert_eq!(
+        p["site"],
+        serde_json::Value::Null,
+        "live events carry no site"
+    );
+    let state = rec
+        .on("gatehouse/door/6612642/state")
+        .last()
+        .unwrap()
+        .json();
+    assert_eq!(state["last_user"]["name"], "Mette Kragh Holm");
+    assert!(
+        rec.on("gatehouse/net2/availability")
+            .last()
+            .is_some_and(|m| m.text() == "online")
+    );
+    // Each event exactly once on the wire here (no reconnects).
+    let ids: Vec<_> = rec
+        .on("gatehouse/door/6612642/event")
+        .iter()
+        .map(|m| m.json()["id"].clone())
+        .collect();
+    let mut dedup = ids.clone();
+    dedup.dedup();
+    assert_eq!(ids, dedup);
+    h.stop().await;
+    wait_for("offline on clean shutdown", T, || {
+        rec.on("gatehouse/bridge/state")
+            .last()
+            .is_some_and(|m| m.text() == "offline")
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn discovery_is_published_republished_on_birth_and_cleared_when_stale() {
+    let (b, mut h, rec) = setup("", "").await;
+    let lock = "homeassistant/lock/gatehouse/door_7242929_lock/config";
+    wait_for("discovery", T, || !rec.on(lock).is_empty()).await;
+    let cfg = rec.on(lock)[0].json();
+    assert_eq!(cfg["command_topic"], "gatehouse/door/7242929/set");
+    assert_eq!(cfg["unique_id"], "gatehouse_door_7242929_lock");
+    assert_eq!(cfg["default_entity_id"], "lock.gatehouse_door_7242929_lock");
+    assert_eq!(cfg["optimistic"], false);
+    assert_eq!(cfg["device"]["via_device"], "gatehouse_net2");
+    assert!(
+        cfg["device"].get("serial_number").is_none(),
+        "HA 2024.1 rejects unknown device keys"
+    );
+    assert_eq!(
+        cfg["availability"][1]["topic"],
+        "gatehouse/net2/availability"
+    );
+    assert!(rec.on(lock)[0].retain);
+    // Home Assistant (or openHAB) comes online: discovery again, once, after a short delay.
+    let before = rec.on(lock).len();
+    publish(b.port, "homeassistant/status", b"online", false).await;
+    publish(b.port, "homeassistant/status", b"online", false).await;
+    wait_for("republished", T, || rec.on(lock).len() > before).await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(
+        rec.on(lock).len(),
+        before + 1,
+        "two births within the debounce: one republish"
+    );
+    h.stop().await;
+
+    // Restart with one door fewer: its configs are cleared with empty retained payloads.
+    rec.clear();
+    h.top = mqtt_section(b.port, "");
+    let cfg = gatehouse::config::load_str(
+        &format!(
+            "{}{}",
+            common::config_text(&h.sim, &h.db(), "", "").replace("  6203980: {}\n", ""),
+            h.top
+        ),
+        &|_| None,
+    )
+    .unwrap();
+    h.app = Some(gatehouse::app::App::start(cfg, None, None).await.unwrap());
+    let gone = "homeassistant/lock/gatehouse/door_6203980_lock/config";
+    wait_for("stale config cleared", T, || {
+        rec.on(gone)
+            .iter()
+            .any(|m| m.payload.is_empty() && m.retain)
+    })
+    .await;
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_are_checked_and_every_rejection_is_reported() {
+    let broker = Broker::start();
+    // A retained command left on the broker from before must never open anything.
+    publish(broker.port, "gatehouse/door/6612642/set", b"OPEN", true).await;
+    let rec = Recorder::start(broker.port, "recorder", "gatehouse/command/result", false).await;
+    let mut h = Harness::new(SimConfig::default(), "").await;
+    h.top = mqtt_section(broker.port, "");
+    // Door 6203980 needs a code; 3962494 is disabled.
+    h.extra = String::new();
+    let text = format!(
+        "{}  3962494: {{ mode: disabled }}\n{}",
+        common::config_text(&h.sim, &h.db(), "", "")
+            .replace("  6203980: {}\n", "  6203980: { require_code: \"2468\" }\n"),
+        h.top
+    );
+    let cfg = gatehouse::config::load_str(&text, &|_| None).unwrap();
+    h.app = Some(gatehouse::app::App::start(cfg, None, None).await.unwrap());
+    wait_for("door status synced", T, || {
+        h.query_i64("SELECT count(*) FROM door_state") >= 3
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        h.sim.commands().is_empty(),
+        "the retained command was not acted on"
+    );
+
+    let results = |rid: &str| -> Vec<serde_json::Value> {
+        rec.all()
+            .iter()
+            .map(|m| m.json())
+            .filter(|j| j["request_id"] == rid)
+            .collect()
+    };
+    let send = |topic: &'static str, payload: String, retain: bool| {
+        let port = broker.port;
+        async move { publish(port, topic, payload.as_bytes(), retain).await }
+    };
+    let last_status = |rid: &str| {
+        results(rid)
+            .last()
+            .map(|j| j["status"].as_str().unwrap_or("").to_string())
+    };
+
+    // Accepted → sent → confirmed.
+    send(
+        "gatehouse/door/6612642/set",
+        r#"{"action":"open","request_id":"ok-1"}"#.into(),
+        false,
+    )
+    .await;
+    wait_for("confirmed", T, || {
+        last_status("ok-1").as_deref() == Some("confirmed")
+    })
+    .await;
+    assert_eq!(h.sim.commands().len(), 1);
+    // Retained publish while subscribed.
+    send(
+        "gatehouse/door/6612642/set",
+        r#"{"action":"open","request_id":"ret-1"}"#.into(),
+        true,
+    )
+    .await;
+    // Duplicate request id, too soon after the last, unknown door, disabled door, malformed,
+    // missing and wrong codes.
+    send(
+        "gatehouse/door/6612642/set",
+        r#"{"action":"open","request_id":"ok-1"}"#.into(),
+        false,
+    )
+    .await;
+    send(
+        "gatehouse/door/6612642/set",
+        r#"{"action":"close","request_id":"soon-1"}"#.into(),
+        false,
+    )
+    .await;
+    send(
+        "gatehouse/door/1234/set",
+        r#"{"action":"open","request_id":"unk-1"}"#.into(),
+        false,
+    )
+    .await;
+    send(
+        "gatehouse/door/3962494/set",
+        r#"{"action":"open","request_id":"dis-1"}"#.into(),
+        false,
+    )
+    .await;
+    send(
+        "gatehouse/door/6612642/set",
+        r#"{"action":"fly","request_id":"bad-1"}"#.into(),
+        false,
+    )
+    .await;
+    send(
+        "gatehouse/door/6203980/set",
+        r#"{"action":"open","request_id":"code-1"}"#.into(),
+        false,
+    )
+    .await;
+    send(
+        "gatehouse/door/6203980/set",
+        r#"{"action":"open","request_id":"code-2","code":"1357"}"#.into(),
+        false,
+    )
+    .await;
+    for (rid, why) in [
+        ("ret-1", "retained"),
+        ("soon-1", "min_command_interval"),
+        ("unk-1", "unknown door"),
+        ("dis-1", "disabled"),
+        ("code-1", "requires a code"),
+        ("code-2", "wrong code"),
+    ] {
+        wait_for(rid, T, || last_status(rid).as_deref() == Some("rejected")).await;
+        let d = results(rid).last().unwrap()["detail"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert!(d.contains(why), "{rid}: {d}");
+    }
+    wait_for("duplicate", T, || {
+        results("ok-1").iter().any(|j| j["status"] == "rejected")
+    })
+    .await;
+    wait_for("malformed", T, || {
+        rec.all().iter().any(|m| {
+            m.json()["detail"]
+                .as_str()
+                .is_some_and(|d| d.contains("unknown action"))
+        })
+    })
+    .await;
+    // The right code opens; the code is never echoed.
+    send(
+        "gatehouse/door/6203980/set",
+        r#"{"action":"open","request_id":"code-3","code":"2468"}"#.into(),
+        false,
+    )
+    .await;
+    wait_for("code accepted", T, || {
+        last_status("code-3").is_some_and(|s| s == "sent" || s == "confirmed" || s == "timeout")
+    })
+    .await;
+    assert_eq!(
+        h.sim.commands().len(),
+        2,
+        "exactly the two accepted commands reached Net2"
+    );
+    for m in rec.all() {
+        assert!(
+            !m.text().contains("2468") && !m.text().contains("1357"),
+            "a code was echoed: {}",
+            m.text()
+        );
+    }
+    h.stop().await;
+    // Every rejection is audited.
+    let audited = h.query_i64("SELECT count(*) FROM audit WHERE status = 'rejected'");
+    assert!(audited >= 8, "audited rejections: {audited}");
+}

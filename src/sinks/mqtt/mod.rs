@@ -35,6 +35,10 @@ use topics::Topics;
 
 /// QoS 1 event publishes in flight at once.
 const WINDOW: usize = 100;
+/// On a new connection, events acknowledged this recently are published again: a broker that
+/// was killed (not stopped) loses what it acknowledged but had not delivered. Consumers dedupe
+/// on `id`.
+const REPLAY: Duration = Duration::from_secs(60);
 const SOURCE: &str = "net2";
 
 struct Sink {
@@ -64,6 +68,10 @@ struct Conn {
     /// Retained payloads published on this connection (unchanged ones are not resent).
     retained: HashMap<String, String>,
     republish_at: Option<Instant>,
+    /// Replay events acknowledged after this (unix ms).
+    replay_since_ms: i64,
+    /// Acknowledged outbox seqs not yet written back.
+    acked: Vec<i64>,
 }
 
 impl Conn {
@@ -418,6 +426,9 @@ impl Sink {
                 })?;
                 c.connected = true;
                 c.sent_upto = 0;
+                c.replay_since_ms = (chrono::Utc::now()
+                    - chrono::Duration::from_std(REPLAY).unwrap_or_default())
+                .timestamp_millis();
                 let out = self.full_state(!ack.session_present);
                 self.publish_all(client, c, out, true)?;
                 self.pump(client, c).await?;
@@ -425,9 +436,10 @@ impl Sink {
             Event::Incoming(Packet::Publish(p)) => self.on_publish(p, c).await,
             Event::Incoming(Packet::PubAck(ack)) => {
                 if let Some(seq) = c.inflight.remove(&ack.pkid) {
-                    let store = self.store.clone();
-                    if let Err(e) = store.run(move |s| s.outbox_done(&[seq])).await {
-                        tracing::error!(error = %e, "unable to remove an acknowledged event from the outbox");
+                    c.acked.push(seq);
+                    // Write acks back in groups (and whenever the window runs dry).
+                    if c.acked.len() >= WINDOW / 2 || c.inflight.is_empty() {
+                        self.flush_acks(c).await;
                     }
                     self.pump(client, c).await?;
                 }
@@ -533,6 +545,23 @@ impl Sink {
         Ok(())
     }
 
+    async fn flush_acks(&self, c: &mut Conn) {
+        if c.acked.is_empty() {
+            return;
+        }
+        let seqs = std::mem::take(&mut c.acked);
+        let now = chrono::Utc::now();
+        let forget =
+            (now - chrono::Duration::from_std(REPLAY).unwrap_or_default()).timestamp_millis();
+        let store = self.store.clone();
+        if let Err(e) = store
+            .run(move |s| s.outbox_done(&seqs, now.timestamp_millis(), forget))
+            .await
+        {
+            tracing::error!(error = %e, "unable to mark acknowledged events in the outbox");
+        }
+    }
+
     /// Hand outbox events to the client, up to the window.
     async fn pump(&mut self, client: &AsyncClient, c: &mut Conn) -> Result<()> {
         loop {
@@ -540,9 +569,11 @@ impl Sink {
             if free == 0 {
                 return Ok(());
             }
-            let after = c.sent_upto;
+            let (after, since) = (c.sent_upto, c.replay_since_ms);
             let store = self.store.clone();
-            let rows = store.run(move |s| s.outbox_after(after, free)).await?;
+            let rows = store
+                .run(move |s| s.outbox_after(after, free, since))
+                .await?;
             if rows.is_empty() {
                 return Ok(());
             }
@@ -577,6 +608,28 @@ impl Sink {
         if !c.connected {
             return;
         }
+        // Collect the acknowledgements still owed (up to 2 s), so the outbox knows what the
+        // broker has; then `offline` and a DISCONNECT that is really sent.
+        let end = Instant::now() + Duration::from_secs(2);
+        while (!c.inflight.is_empty() || c.order.iter().any(Option::is_some))
+            && Instant::now() < end
+        {
+            match tokio::time::timeout_at(end, el.poll()).await {
+                Ok(Ok(Event::Incoming(Packet::PubAck(ack)))) => {
+                    if let Some(seq) = c.inflight.remove(&ack.pkid) {
+                        c.acked.push(seq);
+                    }
+                }
+                Ok(Ok(Event::Outgoing(Outgoing::Publish(pkid)))) => {
+                    if let Some(Some(seq)) = c.order.pop_front() {
+                        c.inflight.insert(pkid, seq);
+                    }
+                }
+                Ok(Ok(_)) => {}
+                Ok(Err(_)) | Err(_) => break,
+            }
+        }
+        self.flush_acks(c).await;
         let _ = client.try_publish(
             self.topics.bridge_state(),
             QoS::AtLeastOnce,
@@ -590,7 +643,7 @@ impl Sink {
                 Ok(Ok(Event::Outgoing(Outgoing::Disconnect))) | Ok(Err(_)) | Err(_) => break,
                 Ok(Ok(Event::Incoming(Packet::PubAck(ack)))) => {
                     if let Some(seq) = c.inflight.remove(&ack.pkid) {
-                        let _ = self.store.outbox_done(&[seq]);
+                        c.acked.push(seq);
                     }
                 }
                 Ok(Ok(Event::Outgoing(Outgoing::Publish(pkid)))) => {
@@ -601,6 +654,7 @@ impl Sink {
                 Ok(Ok(_)) => {}
             }
         }
+        self.flush_acks(c).await;
         tracing::info!("MQTT disconnected");
     }
 }

@@ -33,6 +33,9 @@ impl App {
     ) -> Result<App> {
         tracing::info!(version = env!("CARGO_PKG_VERSION"), summary = %cfg.summary(), "starting gatehouse");
         let store = Store::open(&cfg.storage.path)?;
+        if let Some(m) = cfg.mqtt.as_ref().filter(|m| m.embedded) {
+            crate::sinks::mqtt::embedded::start(m.embedded_bind)?;
+        }
         let (cfg_tx, cfg_rx) = watch::channel(Arc::new(cfg.clone()));
         let sources_cancel = CancellationToken::new();
         let sinks_cancel = CancellationToken::new();

@@ -296,8 +296,32 @@ async fn demo(
     sim.spawn_generator(Duration::from_secs(4), cancel.clone());
     let db = dir.join("gatehouse.db");
     let cfg_path = dir.join("config.yaml");
+    // The embedded broker on 1883 when it is free, else on any free port.
+    let free = |p: u16| {
+        std::net::TcpListener::bind(("127.0.0.1", p)).is_ok()
+            && std::net::TcpListener::bind(("127.0.0.1", p + 1)).is_ok()
+    };
+    let mqtt_port = if free(1883) {
+        1883
+    } else {
+        (0..50)
+            .filter_map(|_| {
+                std::net::TcpListener::bind("127.0.0.1:0")
+                    .ok()?
+                    .local_addr()
+                    .ok()
+            })
+            .map(|a| a.port())
+            .find(|p| *p < u16::MAX && free(*p))
+            .ok_or_else(|| {
+                Error::new(
+                    ErrorKind::Internal,
+                    "no free port pair for the embedded MQTT broker",
+                )
+            })?
+    };
     let yaml = format!(
-        "# written by `gatehouse demo`\nversion: 1\nstorage:\n  path: {db}\nsources:\n  net2:\n    url: {url}\n    username: {user}\n    password: {pass}\n    client_id: {client_id}\n    safety_poll_interval: 30s\ndoors:\n  7242929: {{ name: Garage Port, mode: momentary, held_open_after: 2m }}\n  6612642: {{ name: Fordør, open_time_ms: 5000, held_open_after: 1m }}\n  6203980: {{ name: Fordør Terndrupvej }}\n",
+        "# written by `gatehouse demo`\nversion: 1\nstorage:\n  path: {db}\nsources:\n  net2:\n    url: {url}\n    username: {user}\n    password: {pass}\n    client_id: {client_id}\n    safety_poll_interval: 30s\nmqtt:\n  embedded: true\n  embedded_bind: 127.0.0.1:{mqtt_port}\ndoors:\n  7242929: {{ name: Garage Port, mode: momentary, held_open_after: 2m }}\n  6612642: {{ name: Fordør, open_time_ms: 5000, held_open_after: 1m }}\n  6203980: {{ name: Fordør Terndrupvej }}\n",
         db = db.display(),
         url = sim.base_url(),
     );
@@ -308,7 +332,7 @@ async fn demo(
     let mut out = std::io::stdout();
     let _ = writeln!(
         out,
-        "\ngatehouse demo is running.\n  Net2 simulator:   {}\n  config (hot-reloaded): {}\n  database:         {}\n  follow events:    gatehouse events --follow --db {}\nPress Ctrl-C to stop.\n",
+        "\ngatehouse demo is running.\n  Net2 simulator:   {}\n  MQTT broker:      127.0.0.1:{mqtt_port} (embedded)  try: mosquitto_sub -p {mqtt_port} -t 'gatehouse/#' -v\n  config (hot-reloaded): {}\n  database:         {}\n  follow events:    gatehouse events --follow --db {}\nPress Ctrl-C to stop.\n",
         sim.base_url(),
         cfg_path.display(),
         db.display(),

@@ -325,3 +325,59 @@ async fn commands_are_checked_and_every_rejection_is_reported() {
     let audited = h.query_i64("SELECT count(*) FROM audit WHERE status = 'rejected'");
     assert!(audited >= 8, "audited rejections: {audited}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_broker_needs_nothing_installed() {
+    let free = |p: u16| {
+        std::net::TcpListener::bind(("127.0.0.1", p)).is_ok()
+            && std::net::TcpListener::bind(("127.0.0.1", p + 1)).is_ok()
+    };
+    let port = (0..50)
+        .map(|_| {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port()
+        })
+        .find(|p| *p < u16::MAX && free(*p))
+        .unwrap();
+    let mut h = Harness::new(SimConfig::default(), "").await;
+    h.top = format!("mqtt:\n  embedded: true\n  embedded_bind: 127.0.0.1:{port}\n");
+    h.start().await;
+    let rec = Recorder::start(port + 1, "recorder", "gatehouse/#", false).await;
+    // MQTT 3.1.1 tools (mosquitto_sub, older HA) on the configured port.
+    let mut sub = tokio::process::Command::new("mosquitto_sub")
+        .args([
+            "-p",
+            &port.to_string(),
+            "-t",
+            "gatehouse/door/+/event",
+            "-C",
+            "1",
+            "-W",
+            "20",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("mosquitto_sub (mosquitto-clients)");
+    wait_for("live", T, || {
+        h.sim.websocket_count() == 1 && !h.sim.stats().subscriptions.is_empty()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    h.sim.push_event(SimEvent::new(20, 6612642).user(12));
+    wait_for("event through the embedded broker", T, || {
+        !rec.on("gatehouse/door/6612642/event").is_empty()
+    })
+    .await;
+    assert_eq!(
+        rec.on("gatehouse/door/6612642/event")[0].json()["user"]["name"],
+        "Jonas Bak"
+    );
+    let out = sub.wait_with_output().await.unwrap();
+    let line: serde_json::Value =
+        serde_json::from_slice(&out.stdout).expect("mosquitto_sub got the event");
+    assert_eq!(line["event_type"], "access_granted");
+    h.stop().await;
+}

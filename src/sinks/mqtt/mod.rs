@@ -11,6 +11,7 @@
 //! - Retained states are published only when they change.
 
 pub mod discovery;
+pub mod embedded;
 pub mod payload;
 pub mod router;
 pub mod topics;
@@ -324,11 +325,8 @@ impl Sink {
     fn options(&self) -> Result<MqttOptions> {
         let mut o = MqttOptions::new(self.cfg.client_id(), self.cfg.host.clone(), self.cfg.port);
         if self.cfg.embedded {
-            o = MqttOptions::new(
-                self.cfg.client_id(),
-                self.cfg.embedded_bind.ip().to_string(),
-                self.cfg.embedded_bind.port(),
-            );
+            let a = embedded::v5_addr(self.cfg.embedded_bind);
+            o = MqttOptions::new(self.cfg.client_id(), a.ip().to_string(), a.port());
         }
         o.set_keep_alive(self.cfg.keep_alive.get());
         o.set_clean_start(true);

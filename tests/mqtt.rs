@@ -347,7 +347,7 @@ async fn embedded_broker_needs_nothing_installed() {
     h.start().await;
     let rec = Recorder::start(port + 1, "recorder", "gatehouse/#", false).await;
     // MQTT 3.1.1 tools (mosquitto_sub, older HA) on the configured port.
-    let mut sub = tokio::process::Command::new("mosquitto_sub")
+    let sub = tokio::process::Command::new("mosquitto_sub")
         .args([
             "-p",
             &port.to_string(),

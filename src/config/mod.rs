@@ -312,8 +312,13 @@ impl Config {
                 if n.live { "on" } else { "off" }
             ));
         }
+        let mqtt = match &self.mqtt {
+            None => "none".to_string(),
+            Some(m) if m.embedded => format!("embedded broker on {}", m.embedded_bind),
+            Some(m) => format!("{}:{}", m.host, m.port),
+        };
         format!(
-            "{} door(s) configured; sources: {}; database {}",
+            "{} door(s) configured; sources: {}; mqtt: {mqtt}; database {}",
             self.doors.len(),
             if sources.is_empty() {
                 "none".to_string()

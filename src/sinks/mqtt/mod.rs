@@ -36,6 +36,8 @@ use topics::Topics;
 
 /// QoS 1 event publishes in flight at once.
 const WINDOW: usize = 100;
+/// Outbox rows read per query.
+const READ_AHEAD: usize = 1000;
 /// On a new connection, events acknowledged this recently are published again: a broker that
 /// was killed (not stopped) loses what it acknowledged but had not delivered. Consumers dedupe
 /// on `id`.
@@ -73,12 +75,49 @@ struct Conn {
     replay_since_ms: i64,
     /// Acknowledged outbox seqs not yet written back.
     acked: Vec<i64>,
+    /// Outbox events in `order` not yet written by the client.
+    queued_events: usize,
+    /// Outbox rows read ahead of the window (one query per batch, not per ack).
+    ahead: VecDeque<crate::storage::OutboxEvent>,
+}
+
+/// Keep only the newest payload of each retained topic; non-retained messages all stay, in
+/// order.
+fn coalesce(out: Vec<(String, String, bool)>) -> Vec<(String, String, bool)> {
+    let mut newest: HashMap<&str, usize> = HashMap::new();
+    for (i, (t, _, retain)) in out.iter().enumerate() {
+        if *retain {
+            newest.insert(t.as_str(), i);
+        }
+    }
+    let keep: Vec<bool> = out
+        .iter()
+        .enumerate()
+        .map(|(i, (t, _, retain))| !*retain || newest.get(t.as_str()) == Some(&i))
+        .collect();
+    out.into_iter().zip(keep).filter(|(_, k)| *k).map(|(o, _)| o).collect()
 }
 
 impl Conn {
     fn window_free(&self) -> usize {
-        WINDOW
-            .saturating_sub(self.inflight.len() + self.order.iter().filter(|o| o.is_some()).count())
+        WINDOW.saturating_sub(self.inflight.len() + self.queued_events)
+    }
+
+    fn push(&mut self, seq: Option<i64>) {
+        self.queued_events += seq.is_some() as usize;
+        self.order.push_back(seq);
+    }
+
+    /// The client wrote a QoS 1 publish with `pkid`: it is the oldest queued request.
+    fn written(&mut self, pkid: u16) {
+        if let Some(Some(seq)) = self.order.pop_front() {
+            self.queued_events -= 1;
+            self.inflight.insert(pkid, seq);
+        }
+    }
+
+    fn owes_acks(&self) -> bool {
+        !self.inflight.is_empty() || self.queued_events > 0
     }
 }
 
@@ -381,8 +420,16 @@ impl Sink {
                 }
                 m = rx.recv(), if c.connected => {
                     let Some(m) = m else { return Ok(()) };
-                    let out = self.absorb(&m);
-                    self.publish_all(&client, &mut c, out, false)?;
+                    // Take everything already queued and publish each retained topic once
+                    // (its newest payload): a backlog moves a door's state hundreds of times.
+                    let mut out = self.absorb(&m);
+                    while out.len() < 4096 {
+                        match rx.try_recv() {
+                            Ok(m) => out.extend(self.absorb(&m)),
+                            Err(_) => break,
+                        }
+                    }
+                    self.publish_all(&client, &mut c, coalesce(out), false)?;
                 }
                 _ = committed.notified(), if c.connected => self.pump(&client, &mut c).await?,
                 _ = async { tokio::time::sleep_until(republish.unwrap_or_else(Instant::now)).await }, if republish.is_some() => {
@@ -449,9 +496,7 @@ impl Sink {
                 ));
             }
             Event::Outgoing(Outgoing::Publish(pkid)) => {
-                if let Some(Some(seq)) = c.order.pop_front() {
-                    c.inflight.insert(pkid, seq);
-                }
+                c.written(pkid);
             }
             _ => {}
         }
@@ -535,7 +580,7 @@ impl Sink {
                 .map_err(|e| {
                     Error::with_source(ErrorKind::Unavailable, "MQTT client queue full", e)
                 })?;
-            c.order.push_back(None);
+            c.push(None);
             if retain {
                 c.retained.insert(topic, payload);
             }
@@ -560,38 +605,37 @@ impl Sink {
         }
     }
 
-    /// Hand outbox events to the client, up to the window.
+    /// Hand outbox events to the client, up to the window (refilled in batches).
     async fn pump(&mut self, client: &AsyncClient, c: &mut Conn) -> Result<()> {
+        if c.window_free() < WINDOW / 4 && c.owes_acks() {
+            return Ok(());
+        }
         loop {
             let free = c.window_free();
             if free == 0 {
                 return Ok(());
             }
-            let (after, since) = (c.sent_upto, c.replay_since_ms);
-            let store = self.store.clone();
-            let rows = store
-                .run(move |s| s.outbox_after(after, free, since))
-                .await?;
-            if rows.is_empty() {
-                return Ok(());
+            if c.ahead.is_empty() {
+                let (after, since) = (c.sent_upto, c.replay_since_ms);
+                let store = self.store.clone();
+                let rows = store
+                    .run(move |s| s.outbox_after(after, READ_AHEAD, since))
+                    .await?;
+                if rows.is_empty() {
+                    return Ok(());
+                }
+                c.sent_upto = rows.last().map(|r| r.seq).unwrap_or(after);
+                c.ahead.extend(rows);
             }
-            for e in &rows {
+            for e in c.ahead.drain(..free.min(c.ahead.len())).collect::<Vec<_>>() {
                 let topic = match e.door_id {
                     Some(d) => self.topics.door_event(d as DoorId),
                     None => self.topics.source_event(SOURCE),
                 };
                 client
-                    .try_publish(
-                        topic,
-                        QoS::AtLeastOnce,
-                        false,
-                        payload::event(e).to_string().into_bytes(),
-                    )
-                    .map_err(|e| {
-                        Error::with_source(ErrorKind::Unavailable, "MQTT client queue full", e)
-                    })?;
-                c.order.push_back(Some(e.seq));
-                c.sent_upto = e.seq;
+                    .try_publish(topic, QoS::AtLeastOnce, false, payload::event(&e).to_string().into_bytes())
+                    .map_err(|e| Error::with_source(ErrorKind::Unavailable, "MQTT client queue full", e))?;
+                c.push(Some(e.seq));
             }
         }
     }
@@ -609,7 +653,7 @@ impl Sink {
         // Collect the acknowledgements still owed (up to 2 s), so the outbox knows what the
         // broker has; then `offline` and a DISCONNECT that is really sent.
         let end = Instant::now() + Duration::from_secs(2);
-        while (!c.inflight.is_empty() || c.order.iter().any(Option::is_some))
+        while c.owes_acks()
             && Instant::now() < end
         {
             match tokio::time::timeout_at(end, el.poll()).await {
@@ -619,9 +663,7 @@ impl Sink {
                     }
                 }
                 Ok(Ok(Event::Outgoing(Outgoing::Publish(pkid)))) => {
-                    if let Some(Some(seq)) = c.order.pop_front() {
-                        c.inflight.insert(pkid, seq);
-                    }
+                    c.written(pkid);
                 }
                 Ok(Ok(_)) => {}
                 Ok(Err(_)) | Err(_) => break,
@@ -645,9 +687,7 @@ impl Sink {
                     }
                 }
                 Ok(Ok(Event::Outgoing(Outgoing::Publish(pkid)))) => {
-                    if let Some(Some(seq)) = c.order.pop_front() {
-                        c.inflight.insert(pkid, seq);
-                    }
+                    c.written(pkid);
                 }
                 Ok(Ok(_)) => {}
             }

@@ -18,14 +18,25 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// A subscriber that records (receive time, topic, payload).
 type Log = Arc<Mutex<Vec<(Instant, String, Vec<u8>)>>>;
 
 async fn subscriber(port: u16, filter: &str) -> Log {
-    let (c, mut el) = AsyncClient::new(MqttOptions::new(format!("bench-sub-{}", rand::random::<u32>()), "127.0.0.1", port), 1000);
+    let (c, mut el) = AsyncClient::new(
+        MqttOptions::new(
+            format!("bench-sub-{}", rand::random::<u32>()),
+            "127.0.0.1",
+            port,
+        ),
+        1000,
+    );
     let log: Log = Default::default();
     let l = log.clone();
     let f = filter.to_string();
@@ -34,15 +45,19 @@ async fn subscriber(port: u16, filter: &str) -> Log {
     tokio::spawn(async move {
         loop {
             match el.poll().await {
-                Ok(Event::Incoming(Packet::ConnAck(_))) => c.subscribe(f.clone(), QoS::AtLeastOnce).await.unwrap(),
+                Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                    c.subscribe(f.clone(), QoS::AtLeastOnce).await.unwrap()
+                }
                 Ok(Event::Incoming(Packet::SubAck(_))) => {
                     if let Some(t) = tx.take() {
                         let _ = t.send(());
                     }
                 }
-                Ok(Event::Incoming(Packet::Publish(p))) => {
-                    l.lock().unwrap().push((Instant::now(), String::from_utf8_lossy(&p.topic).into_owned(), p.payload.to_vec()))
-                }
+                Ok(Event::Incoming(Packet::Publish(p))) => l.lock().unwrap().push((
+                    Instant::now(),
+                    String::from_utf8_lossy(&p.topic).into_owned(),
+                    p.payload.to_vec(),
+                )),
                 Ok(_) => {}
                 Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
             }
@@ -58,20 +73,37 @@ fn pct(mut v: Vec<f64>, p: f64) -> f64 {
 }
 
 async fn wait_count(log: &Log, n: usize, prefix: &str) {
-    while log.lock().unwrap().iter().filter(|(_, t, _)| t.starts_with(prefix)).count() < n {
+    while log
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(_, t, _)| t.starts_with(prefix))
+        .count()
+        < n
+    {
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    let samples: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(300);
-    let backlog: usize = std::env::args().nth(2).and_then(|a| a.parse().ok()).unwrap_or(100_000);
+    let samples: usize = std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(300);
+    let backlog: usize = std::env::args()
+        .nth(2)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(100_000);
     let port = free_port();
     let dir = tempfile::tempdir().unwrap();
     let conf = dir.path().join("m.conf");
     std::fs::write(&conf, format!("listener {port} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 0\nmax_inflight_messages 100\n")).unwrap();
-    let mut broker = std::process::Command::new("mosquitto").arg("-c").arg(&conf).spawn().expect("mosquitto");
+    let mut broker = std::process::Command::new("mosquitto")
+        .arg("-c")
+        .arg(&conf)
+        .spawn()
+        .expect("mosquitto");
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -90,7 +122,8 @@ async fn main() {
             rand::random::<u32>()
         )
     };
-    let cfg = gatehouse::config::load_str(&yaml(&dir.path().join("lat.db"), true), &|_| None).unwrap();
+    let cfg =
+        gatehouse::config::load_str(&yaml(&dir.path().join("lat.db"), true), &|_| None).unwrap();
     let app = App::start(cfg, None, None).await.unwrap();
     let log = subscriber(port, "gatehouse/door/6612642/event").await;
     while sim.websocket_count() == 0 || sim.stats().subscriptions.is_empty() {
@@ -119,15 +152,23 @@ async fn main() {
     for _ in 0..samples {
         let before = bare_log.lock().unwrap().len();
         let t = Instant::now();
-        pc.publish("bench/bare", QoS::AtLeastOnce, false, payload.clone()).await.unwrap();
+        pc.publish("bench/bare", QoS::AtLeastOnce, false, payload.clone())
+            .await
+            .unwrap();
         while bare_log.lock().unwrap().len() == before {
             tokio::task::yield_now().await;
         }
         bare.push((bare_log.lock().unwrap()[before].0 - t).as_secs_f64() * 1000.0);
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    println!("latency over {samples} events (ms): gatehouse live event -> subscriber p50 {:.2} p99 {:.2}; bare publish -> subscriber p50 {:.2} p99 {:.2}; added p99 {:.2}",
-        pct(gh.clone(), 0.5), pct(gh.clone(), 0.99), pct(bare.clone(), 0.5), pct(bare.clone(), 0.99), pct(gh, 0.99) - pct(bare, 0.99));
+    println!(
+        "latency over {samples} events (ms): gatehouse live event -> subscriber p50 {:.2} p99 {:.2}; bare publish -> subscriber p50 {:.2} p99 {:.2}; added p99 {:.2}",
+        pct(gh.clone(), 0.5),
+        pct(gh.clone(), 0.99),
+        pct(bare.clone(), 0.5),
+        pct(bare.clone(), 0.99),
+        pct(gh, 0.99) - pct(bare, 0.99)
+    );
 
     // ---- throughput: a backlog waiting in the outbox (the broker was down) drains ----
     let sim2 = Net2Sim::start(SimConfig::default()).await.unwrap();
@@ -140,13 +181,25 @@ async fn main() {
     let cfg = gatehouse::config::load_str(&yaml2, &|_| None).unwrap();
     let app = App::start(cfg, None, None).await.unwrap();
     let tp_db = rusqlite::Connection::open(dir.path().join("tp.db")).unwrap();
-    while tp_db.query_row("SELECT count(*) FROM mqtt_outbox WHERE acked_at IS NULL", [], |r| r.get::<_, i64>(0)).unwrap() < backlog as i64 {
+    while tp_db
+        .query_row(
+            "SELECT count(*) FROM mqtt_outbox WHERE acked_at IS NULL",
+            [],
+            |r| r.get::<_, i64>(0),
+        )
+        .unwrap()
+        < backlog as i64
+    {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     // The broker comes (back) up on the port gatehouse has been trying.
     let conf2 = dir.path().join("m2.conf");
     std::fs::write(&conf2, format!("listener {down_port} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 0\nmax_inflight_messages 100\n")).unwrap();
-    let mut broker2 = std::process::Command::new("mosquitto").arg("-c").arg(&conf2).spawn().expect("mosquitto");
+    let mut broker2 = std::process::Command::new("mosquitto")
+        .arg("-c")
+        .arg(&conf2)
+        .spawn()
+        .expect("mosquitto");
     while std::net::TcpStream::connect(("127.0.0.1", down_port)).is_err() {
         std::thread::sleep(Duration::from_millis(5));
     }
@@ -159,11 +212,14 @@ async fn main() {
     let gt = first_last(&tlog);
     app.shutdown().await;
     let _ = broker2.kill();
+    let _ = broker2.wait();
     let plog = subscriber(port, "bench/tp").await;
     let body = vec![b'x'; 380];
     for i in 0..backlog {
         // The client's queue is bounded: publish awaits room, like any QoS 1 publisher.
-        pc.publish("bench/tp", QoS::AtLeastOnce, false, body.clone()).await.unwrap();
+        pc.publish("bench/tp", QoS::AtLeastOnce, false, body.clone())
+            .await
+            .unwrap();
         if i % 10_000 == 0 {
             tokio::task::yield_now().await;
         }
@@ -173,7 +229,12 @@ async fn main() {
     let rate = |d: Duration| backlog as f64 / d.as_secs_f64();
     println!(
         "throughput {backlog} events QoS 1, first to last at the subscriber: gatehouse outbox drain {:.2} s, {:.0} msg/s; plain rumqttc publisher {:.2} s, {:.0} msg/s; ratio {:.2}",
-        gt.as_secs_f64(), rate(gt), pt.as_secs_f64(), rate(pt), rate(gt) / rate(pt)
+        gt.as_secs_f64(),
+        rate(gt),
+        pt.as_secs_f64(),
+        rate(pt),
+        rate(gt) / rate(pt)
     );
     let _ = broker.kill();
+    let _ = broker.wait();
 }

@@ -95,7 +95,11 @@ fn coalesce(out: Vec<(String, String, bool)>) -> Vec<(String, String, bool)> {
         .enumerate()
         .map(|(i, (t, _, retain))| !*retain || newest.get(t.as_str()) == Some(&i))
         .collect();
-    out.into_iter().zip(keep).filter(|(_, k)| *k).map(|(o, _)| o).collect()
+    out.into_iter()
+        .zip(keep)
+        .filter(|(_, k)| *k)
+        .map(|(o, _)| o)
+        .collect()
 }
 
 impl Conn {
@@ -633,8 +637,15 @@ impl Sink {
                     None => self.topics.source_event(SOURCE),
                 };
                 client
-                    .try_publish(topic, QoS::AtLeastOnce, false, payload::event(&e).to_string().into_bytes())
-                    .map_err(|e| Error::with_source(ErrorKind::Unavailable, "MQTT client queue full", e))?;
+                    .try_publish(
+                        topic,
+                        QoS::AtLeastOnce,
+                        false,
+                        payload::event(&e).to_string().into_bytes(),
+                    )
+                    .map_err(|e| {
+                        Error::with_source(ErrorKind::Unavailable, "MQTT client queue full", e)
+                    })?;
                 c.push(Some(e.seq));
             }
         }
@@ -653,9 +664,7 @@ impl Sink {
         // Collect the acknowledgements still owed (up to 2 s), so the outbox knows what the
         // broker has; then `offline` and a DISCONNECT that is really sent.
         let end = Instant::now() + Duration::from_secs(2);
-        while c.owes_acks()
-            && Instant::now() < end
-        {
+        while c.owes_acks() && Instant::now() < end {
             match tokio::time::timeout_at(end, el.poll()).await {
                 Ok(Ok(Event::Incoming(Packet::PubAck(ack)))) => {
                     if let Some(seq) = c.inflight.remove(&ack.pkid) {

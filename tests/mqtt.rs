@@ -381,3 +381,52 @@ async fn embedded_broker_needs_nothing_installed() {
     assert_eq!(line["event_type"], "access_granted");
     h.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn falls_back_to_mqtt_3_1_1() {
+    // rumqttd's 3.1.1 listener refuses MQTT 5: gatehouse must fall back and work.
+    let free = |p: u16| {
+        std::net::TcpListener::bind(("127.0.0.1", p)).is_ok()
+            && std::net::TcpListener::bind(("127.0.0.1", p + 1)).is_ok()
+    };
+    let port = (0..50)
+        .map(|_| {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port()
+        })
+        .find(|p| *p < u16::MAX && free(*p))
+        .unwrap();
+    gatehouse::sinks::mqtt::embedded::start(format!("127.0.0.1:{port}").parse().unwrap()).unwrap();
+    let rec = Recorder::start(port + 1, "recorder", "gatehouse/#", false).await;
+    let mut h = Harness::new(SimConfig::default(), "").await;
+    h.top = mqtt_section(port, "");
+    h.start().await;
+    wait_for("online over 3.1.1", T, || {
+        rec.on("gatehouse/bridge/state")
+            .last()
+            .is_some_and(|m| m.text() == "online")
+    })
+    .await;
+    wait_for("live", T, || {
+        h.sim.websocket_count() == 1 && !h.sim.stats().subscriptions.is_empty()
+    })
+    .await;
+    h.sim.push_event(SimEvent::new(20, 6612642).user(12));
+    wait_for("event over 3.1.1", T, || {
+        !rec.on("gatehouse/door/6612642/event").is_empty()
+    })
+    .await;
+    // Commands work too (retained ones are still refused by the router).
+    publish(
+        port + 1,
+        "gatehouse/door/6612642/set",
+        br#"{"action":"open","request_id":"v4-1"}"#,
+        false,
+    )
+    .await;
+    wait_for("command over 3.1.1", T, || h.sim.commands().len() == 1).await;
+    h.stop().await;
+}

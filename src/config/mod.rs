@@ -52,6 +52,43 @@ pub struct MqttConfig {
     pub embedded: bool,
     pub embedded_bind: std::net::SocketAddr,
     pub discovery: DiscoveryConfig,
+    /// `auto` (MQTT 5, falling back to 3.1.1 when the broker refuses it), `"5"` or `"3.1.1"`.
+    pub protocol: MqttProtocol,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(try_from = "ProtocolRaw")]
+pub enum MqttProtocol {
+    #[default]
+    Auto,
+    V5,
+    V311,
+}
+
+/// `protocol: 5` is a number in YAML, `3.1.1` a string: accept both.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum ProtocolRaw {
+    Num(f64),
+    Str(String),
+}
+
+impl TryFrom<ProtocolRaw> for MqttProtocol {
+    type Error = String;
+    fn try_from(r: ProtocolRaw) -> Result<Self, String> {
+        let s = match r {
+            ProtocolRaw::Num(n) => n.to_string(),
+            ProtocolRaw::Str(s) => s,
+        };
+        match s.trim() {
+            "auto" => Ok(MqttProtocol::Auto),
+            "5" | "5.0" => Ok(MqttProtocol::V5),
+            "3.1.1" | "4" => Ok(MqttProtocol::V311),
+            other => Err(format!(
+                "unknown MQTT protocol {other:?} (auto, 5 or 3.1.1)"
+            )),
+        }
+    }
 }
 
 impl Default for MqttConfig {
@@ -70,6 +107,7 @@ impl Default for MqttConfig {
             embedded: false,
             embedded_bind: std::net::SocketAddr::from(([127, 0, 0, 1], 1883)),
             discovery: DiscoveryConfig::default(),
+            protocol: MqttProtocol::Auto,
         }
     }
 }

@@ -10,6 +10,7 @@
 //!   back off ourselves (capped).
 //! - Retained states are published only when they change.
 
+pub mod client;
 pub mod discovery;
 pub mod embedded;
 pub mod payload;
@@ -22,10 +23,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::model::*;
 use crate::storage::Store;
 use crate::task::Backoff;
-use rumqttc::Outgoing;
-use rumqttc::v5::mqttbytes::QoS;
-use rumqttc::v5::mqttbytes::v5::{Filter, LastWill, Packet, RetainForwardRule};
-use rumqttc::v5::{AsyncClient, Event, MqttOptions};
+use client::{Client, Ev, Loop, Protocol};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
@@ -57,6 +55,9 @@ struct Sink {
     router: router::Router,
     /// Discovery configs as last published (also in SQLite, for clearing stale ones).
     discovery: BTreeMap<String, String>,
+    /// The MQTT version for the next connection, and the one that has worked.
+    protocol: Protocol,
+    protocol_known: Option<Protocol>,
 }
 
 /// One connection's bookkeeping.
@@ -133,6 +134,7 @@ pub async fn run(
     cancel: CancellationToken,
 ) {
     let cfg = cfg_rx.borrow().mqtt.clone().expect("mqtt configured");
+    let cfg_protocol = cfg.protocol;
     let topics = Topics {
         base: cfg.base_topic.clone(),
         prefix: cfg.discovery.prefix.clone(),
@@ -163,6 +165,12 @@ pub async fn run(
         started: chrono::Utc::now(),
         health: BTreeMap::new(),
         router: router::Router::default(),
+        protocol: if cfg_protocol == crate::config::MqttProtocol::V311 {
+            Protocol::V311
+        } else {
+            Protocol::V5
+        },
+        protocol_known: None,
     };
     let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
     loop {
@@ -365,40 +373,39 @@ impl Sink {
         out
     }
 
-    fn options(&self) -> Result<MqttOptions> {
-        let mut o = MqttOptions::new(self.cfg.client_id(), self.cfg.host.clone(), self.cfg.port);
-        if self.cfg.embedded {
+    fn options(&self) -> Result<client::Options> {
+        let (host, port) = if self.cfg.embedded {
             let a = embedded::v5_addr(self.cfg.embedded_bind);
-            o = MqttOptions::new(self.cfg.client_id(), a.ip().to_string(), a.port());
-        }
-        o.set_keep_alive(self.cfg.keep_alive.get());
-        o.set_clean_start(true);
-        o.set_last_will(LastWill::new(
-            self.topics.bridge_state(),
-            "offline",
-            QoS::AtLeastOnce,
-            true,
-            None,
-        ));
-        if let Some(u) = &self.cfg.username {
-            o.set_credentials(
-                u.clone(),
-                self.cfg
-                    .password
-                    .clone()
-                    .unwrap_or_default()
-                    .expose()
-                    .to_string(),
-            );
-        }
-        if self.cfg.tls {
-            let tls = crate::sources::tls::client_config(&self.cfg.tls_options)?;
-            o.set_transport(rumqttc::Transport::tls_with_config(
-                rumqttc::TlsConfiguration::Rustls(Arc::new(tls)),
-            ));
-        }
-        o.set_max_packet_size(Some(1024 * 1024));
-        Ok(o)
+            (a.ip().to_string(), a.port())
+        } else {
+            (self.cfg.host.clone(), self.cfg.port)
+        };
+        let tls = if self.cfg.tls {
+            Some(Arc::new(crate::sources::tls::client_config(
+                &self.cfg.tls_options,
+            )?))
+        } else {
+            None
+        };
+        Ok(client::Options {
+            client_id: self.cfg.client_id(),
+            host,
+            port,
+            keep_alive: self.cfg.keep_alive.get(),
+            will_topic: self.topics.bridge_state(),
+            credentials: self.cfg.username.clone().map(|u| {
+                (
+                    u,
+                    self.cfg
+                        .password
+                        .clone()
+                        .unwrap_or_default()
+                        .expose()
+                        .to_string(),
+                )
+            }),
+            tls,
+        })
     }
 
     /// One connection, until it fails (`Err`) or shutdown (`Ok`).
@@ -407,7 +414,7 @@ impl Sink {
         rx: &mut mpsc::Receiver<Message>,
         cancel: &CancellationToken,
     ) -> Result<()> {
-        let (client, mut el) = AsyncClient::new(self.options()?, 8192);
+        let (client, mut el) = client::connect(self.protocol, &self.options()?);
         let committed = self.store.committed();
         let mut cfg_rx = self.cfg_rx.clone();
         let mut c = Conn::default();
@@ -419,7 +426,13 @@ impl Sink {
                     return Ok(());
                 }
                 ev = el.poll() => {
-                    let ev = ev.map_err(|e| Error::with_source(ErrorKind::Unavailable, format!("MQTT broker {}:{}", self.cfg.host, self.cfg.port), e))?;
+                    let ev = match ev {
+                        Ok(ev) => ev,
+                        Err(e) => {
+                            self.protocol_failed(c.connected, e.refused_protocol);
+                            return Err(Error::new(ErrorKind::Unavailable, format!("MQTT broker {}:{}: {}", self.cfg.host, self.cfg.port, e.message)));
+                        }
+                    };
                     self.on_event(ev, &client, &mut c).await?;
                 }
                 m = rx.recv(), if c.connected => {
@@ -452,39 +465,36 @@ impl Sink {
         }
     }
 
-    async fn on_event(&mut self, ev: Event, client: &AsyncClient, c: &mut Conn) -> Result<()> {
+    async fn on_event(&mut self, ev: Ev, client: &Client, c: &mut Conn) -> Result<()> {
         match ev {
-            Event::Incoming(Packet::ConnAck(ack)) => {
-                tracing::info!(session_present = ack.session_present, "MQTT connected");
+            Ev::ConnAck { session_present } => {
+                tracing::info!(session_present, protocol = ?self.protocol, "MQTT connected");
+                self.protocol_known = Some(self.protocol);
                 let t = &self.topics;
-                let no_retained = |path: String| Filter {
-                    path,
-                    qos: QoS::AtLeastOnce,
-                    nolocal: true,
-                    preserve_retain: true,
-                    // Retain Handling = 2: the broker never sends us retained commands.
-                    retain_forward_rule: RetainForwardRule::Never,
-                };
-                let filters = vec![
-                    no_retained(t.door_set_filter()),
-                    no_retained(t.lockdown_set()),
-                    Filter::new(t.ha_status(), QoS::AtLeastOnce),
-                ];
-                client.try_subscribe_many(filters).map_err(|e| {
-                    Error::with_source(ErrorKind::Unavailable, "unable to subscribe", e)
-                })?;
+                client
+                    .subscribe(
+                        vec![t.door_set_filter(), t.lockdown_set()],
+                        vec![t.ha_status()],
+                    )
+                    .map_err(|e| {
+                        Error::new(ErrorKind::Unavailable, format!("unable to subscribe: {e}"))
+                    })?;
                 c.connected = true;
                 c.sent_upto = 0;
                 c.replay_since_ms = (chrono::Utc::now()
                     - chrono::Duration::from_std(REPLAY).unwrap_or_default())
                 .timestamp_millis();
-                let out = self.full_state(!ack.session_present);
+                let out = self.full_state(!session_present);
                 self.publish_all(client, c, out, true)?;
                 self.pump(client, c).await?;
             }
-            Event::Incoming(Packet::Publish(p)) => self.on_publish(p, c).await,
-            Event::Incoming(Packet::PubAck(ack)) => {
-                if let Some(seq) = c.inflight.remove(&ack.pkid) {
+            Ev::Publish {
+                topic,
+                payload,
+                retain,
+            } => self.on_publish(topic, payload, retain, c).await,
+            Ev::PubAck(pkid) => {
+                if let Some(seq) = c.inflight.remove(&pkid) {
                     c.acked.push(seq);
                     // Write acks back in groups (and whenever the window runs dry).
                     if c.acked.len() >= WINDOW / 2 || c.inflight.is_empty() {
@@ -493,24 +503,43 @@ impl Sink {
                     self.pump(client, c).await?;
                 }
             }
-            Event::Incoming(Packet::Disconnect(d)) => {
+            Ev::Disconnect(why) => {
                 return Err(Error::new(
                     ErrorKind::Unavailable,
-                    format!("broker disconnected us: {:?}", d.reason_code),
+                    format!("broker disconnected us: {why}"),
                 ));
             }
-            Event::Outgoing(Outgoing::Publish(pkid)) => {
-                c.written(pkid);
-            }
-            _ => {}
+            Ev::Written(pkid) => c.written(pkid),
+            Ev::DisconnectSent | Ev::Other => {}
         }
         Ok(())
     }
 
-    async fn on_publish(&mut self, p: rumqttc::v5::mqttbytes::v5::Publish, c: &mut Conn) {
-        let topic = String::from_utf8_lossy(&p.topic).into_owned();
+    /// A connection failed. Before any ConnAck with `protocol: auto`, try the other MQTT
+    /// version next time (3.1.1-only brokers refuse or drop an MQTT 5 CONNECT), until one
+    /// version has worked.
+    fn protocol_failed(&mut self, connected: bool, refused: bool) {
+        if connected || self.cfg.protocol != crate::config::MqttProtocol::Auto {
+            return;
+        }
+        if self.protocol_known.is_none() || refused {
+            self.protocol = match self.protocol {
+                Protocol::V5 => Protocol::V311,
+                Protocol::V311 => Protocol::V5,
+            };
+            tracing::info!(next = ?self.protocol, "MQTT connect failed before CONNACK; trying the other protocol version");
+        }
+    }
+
+    async fn on_publish(
+        &mut self,
+        topic: String,
+        payload: bytes::Bytes,
+        retain: bool,
+        c: &mut Conn,
+    ) {
         if topic == self.topics.ha_status() {
-            if p.payload.as_ref() == b"online" && c.republish_at.is_none() {
+            if payload.as_ref() == b"online" && c.republish_at.is_none() {
                 // HA and openHAB both send it, often together: debounce, then a random delay
                 // so many bridges do not answer at once.
                 let delay = Duration::from_millis(1000 + rand::random_range(0..2000));
@@ -520,13 +549,12 @@ impl Sink {
         }
         let doors = self.cfg_rx.borrow().doors.clone();
         let res = if topic == self.topics.lockdown_set() {
-            self.router.lockdown(&p.payload, p.retain)
+            self.router.lockdown(&payload, retain)
         } else {
             match self.topics.parse_door_set(&topic) {
-                Some(Ok(door)) => {
-                    self.router
-                        .door(door, &p.payload, p.retain, &doors, Instant::now())
-                }
+                Some(Ok(door)) => self
+                    .router
+                    .door(door, &payload, retain, &doors, Instant::now()),
                 Some(Err(bad)) => Err(router::Rejection {
                     request_id: format!("mqtt-bad-topic-{bad}"),
                     kind: None,
@@ -565,7 +593,7 @@ impl Sink {
 
     fn publish_all(
         &self,
-        client: &AsyncClient,
+        client: &Client,
         c: &mut Conn,
         out: Vec<(String, String, bool)>,
         force: bool,
@@ -575,14 +603,12 @@ impl Sink {
                 continue;
             }
             client
-                .try_publish(
-                    topic.clone(),
-                    QoS::AtLeastOnce,
-                    retain,
-                    payload.clone().into_bytes(),
-                )
+                .publish(topic.clone(), retain, payload.clone().into_bytes())
                 .map_err(|e| {
-                    Error::with_source(ErrorKind::Unavailable, "MQTT client queue full", e)
+                    Error::new(
+                        ErrorKind::Unavailable,
+                        format!("MQTT client queue full: {e}"),
+                    )
                 })?;
             c.push(None);
             if retain {
@@ -610,7 +636,7 @@ impl Sink {
     }
 
     /// Hand outbox events to the client, up to the window (refilled in batches).
-    async fn pump(&mut self, client: &AsyncClient, c: &mut Conn) -> Result<()> {
+    async fn pump(&mut self, client: &Client, c: &mut Conn) -> Result<()> {
         if c.window_free() < WINDOW / 4 && c.owes_acks() {
             return Ok(());
         }
@@ -637,14 +663,12 @@ impl Sink {
                     None => self.topics.source_event(SOURCE),
                 };
                 client
-                    .try_publish(
-                        topic,
-                        QoS::AtLeastOnce,
-                        false,
-                        payload::event(&e).to_string().into_bytes(),
-                    )
+                    .publish(topic, false, payload::event(&e).to_string().into_bytes())
                     .map_err(|e| {
-                        Error::with_source(ErrorKind::Unavailable, "MQTT client queue full", e)
+                        Error::new(
+                            ErrorKind::Unavailable,
+                            format!("MQTT client queue full: {e}"),
+                        )
                     })?;
                 c.push(Some(e.seq));
             }
@@ -652,12 +676,7 @@ impl Sink {
     }
 
     /// Clean shutdown: `offline`, then a DISCONNECT that is really sent (rumqttc only queues it).
-    async fn goodbye(
-        &mut self,
-        client: &AsyncClient,
-        el: &mut rumqttc::v5::EventLoop,
-        c: &mut Conn,
-    ) {
+    async fn goodbye(&mut self, client: &Client, el: &mut Loop, c: &mut Conn) {
         if !c.connected {
             return;
         }
@@ -666,38 +685,29 @@ impl Sink {
         let end = Instant::now() + Duration::from_secs(2);
         while c.owes_acks() && Instant::now() < end {
             match tokio::time::timeout_at(end, el.poll()).await {
-                Ok(Ok(Event::Incoming(Packet::PubAck(ack)))) => {
-                    if let Some(seq) = c.inflight.remove(&ack.pkid) {
+                Ok(Ok(Ev::PubAck(pkid))) => {
+                    if let Some(seq) = c.inflight.remove(&pkid) {
                         c.acked.push(seq);
                     }
                 }
-                Ok(Ok(Event::Outgoing(Outgoing::Publish(pkid)))) => {
-                    c.written(pkid);
-                }
+                Ok(Ok(Ev::Written(pkid))) => c.written(pkid),
                 Ok(Ok(_)) => {}
                 Ok(Err(_)) | Err(_) => break,
             }
         }
         self.flush_acks(c).await;
-        let _ = client.try_publish(
-            self.topics.bridge_state(),
-            QoS::AtLeastOnce,
-            true,
-            "offline",
-        );
-        let _ = client.try_disconnect();
+        let _ = client.publish(self.topics.bridge_state(), true, b"offline".to_vec());
+        client.disconnect();
         let end = Instant::now() + Duration::from_secs(3);
         while Instant::now() < end {
             match tokio::time::timeout_at(end, el.poll()).await {
-                Ok(Ok(Event::Outgoing(Outgoing::Disconnect))) | Ok(Err(_)) | Err(_) => break,
-                Ok(Ok(Event::Incoming(Packet::PubAck(ack)))) => {
-                    if let Some(seq) = c.inflight.remove(&ack.pkid) {
+                Ok(Ok(Ev::DisconnectSent)) | Ok(Err(_)) | Err(_) => break,
+                Ok(Ok(Ev::PubAck(pkid))) => {
+                    if let Some(seq) = c.inflight.remove(&pkid) {
                         c.acked.push(seq);
                     }
                 }
-                Ok(Ok(Event::Outgoing(Outgoing::Publish(pkid)))) => {
-                    c.written(pkid);
-                }
+                Ok(Ok(Ev::Written(pkid))) => c.written(pkid),
                 Ok(Ok(_)) => {}
             }
         }

@@ -1,0 +1,235 @@
+//! One face for rumqttc's MQTT 5 and 3.1.1 clients, so the sink speaks MQTT 5 where the broker
+//! supports it and 3.1.1 otherwise. MQTT 5 adds Retain Handling = 2 on command subscriptions;
+//! under 3.1.1 retained commands still arrive flagged as retained on subscribe and are refused
+//! by the router.
+
+use bytes::Bytes;
+use rumqttc::Outgoing;
+use std::time::Duration;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    V5,
+    V311,
+}
+
+pub struct Options {
+    pub client_id: String,
+    pub host: String,
+    pub port: u16,
+    pub keep_alive: Duration,
+    pub will_topic: String,
+    pub credentials: Option<(String, String)>,
+    pub tls: Option<std::sync::Arc<rustls::ClientConfig>>,
+}
+
+pub enum Client {
+    V5(rumqttc::v5::AsyncClient),
+    V4(rumqttc::AsyncClient),
+}
+
+pub enum Loop {
+    V5(Box<rumqttc::v5::EventLoop>),
+    V4(rumqttc::EventLoop),
+}
+
+/// What the sink needs to know from the event loop.
+#[derive(Debug)]
+pub enum Ev {
+    ConnAck {
+        session_present: bool,
+    },
+    Publish {
+        topic: String,
+        payload: Bytes,
+        retain: bool,
+    },
+    PubAck(u16),
+    Disconnect(String),
+    Written(u16),
+    DisconnectSent,
+    Other,
+}
+
+/// A connection error; `refused_protocol` = the broker does not speak this version.
+#[derive(Debug)]
+pub struct PollError {
+    pub message: String,
+    pub refused_protocol: bool,
+}
+
+pub fn connect(p: Protocol, o: &Options) -> (Client, Loop) {
+    match p {
+        Protocol::V5 => {
+            use rumqttc::v5::mqttbytes::{QoS, v5::LastWill};
+            let mut m = rumqttc::v5::MqttOptions::new(o.client_id.clone(), o.host.clone(), o.port);
+            m.set_keep_alive(o.keep_alive);
+            m.set_clean_start(true);
+            m.set_last_will(LastWill::new(
+                o.will_topic.clone(),
+                "offline",
+                QoS::AtLeastOnce,
+                true,
+                None,
+            ));
+            m.set_max_packet_size(Some(1024 * 1024));
+            if let Some((u, pw)) = &o.credentials {
+                m.set_credentials(u.clone(), pw.clone());
+            }
+            if let Some(tls) = &o.tls {
+                m.set_transport(rumqttc::Transport::tls_with_config(
+                    rumqttc::TlsConfiguration::Rustls(tls.clone()),
+                ));
+            }
+            let (c, l) = rumqttc::v5::AsyncClient::new(m, 8192);
+            (Client::V5(c), Loop::V5(Box::new(l)))
+        }
+        Protocol::V311 => {
+            use rumqttc::{LastWill, QoS};
+            let mut m = rumqttc::MqttOptions::new(o.client_id.clone(), o.host.clone(), o.port);
+            m.set_keep_alive(o.keep_alive);
+            m.set_clean_session(true);
+            m.set_last_will(LastWill::new(
+                o.will_topic.clone(),
+                "offline",
+                QoS::AtLeastOnce,
+                true,
+            ));
+            m.set_max_packet_size(1024 * 1024, 1024 * 1024);
+            if let Some((u, pw)) = &o.credentials {
+                m.set_credentials(u.clone(), pw.clone());
+            }
+            if let Some(tls) = &o.tls {
+                m.set_transport(rumqttc::Transport::tls_with_config(
+                    rumqttc::TlsConfiguration::Rustls(tls.clone()),
+                ));
+            }
+            let (c, l) = rumqttc::AsyncClient::new(m, 8192);
+            (Client::V4(c), Loop::V4(l))
+        }
+    }
+}
+
+impl Client {
+    /// QoS 1 publish without waiting (the caller owns the event loop).
+    pub fn publish(&self, topic: String, retain: bool, payload: Vec<u8>) -> Result<(), String> {
+        match self {
+            Client::V5(c) => c
+                .try_publish(
+                    topic,
+                    rumqttc::v5::mqttbytes::QoS::AtLeastOnce,
+                    retain,
+                    payload,
+                )
+                .map_err(|e| e.to_string()),
+            Client::V4(c) => c
+                .try_publish(topic, rumqttc::QoS::AtLeastOnce, retain, payload)
+                .map_err(|e| e.to_string()),
+        }
+    }
+
+    /// Command filters get Retain Handling = 2 (never send retained) under MQTT 5.
+    pub fn subscribe(&self, commands: Vec<String>, plain: Vec<String>) -> Result<(), String> {
+        match self {
+            Client::V5(c) => {
+                use rumqttc::v5::mqttbytes::{
+                    QoS,
+                    v5::{Filter, RetainForwardRule},
+                };
+                let mut f: Vec<Filter> = commands
+                    .into_iter()
+                    .map(|path| Filter {
+                        path,
+                        qos: QoS::AtLeastOnce,
+                        nolocal: true,
+                        preserve_retain: true,
+                        retain_forward_rule: RetainForwardRule::Never,
+                    })
+                    .collect();
+                f.extend(plain.into_iter().map(|p| Filter::new(p, QoS::AtLeastOnce)));
+                c.try_subscribe_many(f).map_err(|e| e.to_string())
+            }
+            Client::V4(c) => {
+                let f = commands
+                    .into_iter()
+                    .chain(plain)
+                    .map(|p| rumqttc::SubscribeFilter::new(p, rumqttc::QoS::AtLeastOnce));
+                c.try_subscribe_many(f).map_err(|e| e.to_string())
+            }
+        }
+    }
+
+    pub fn disconnect(&self) {
+        let _ = match self {
+            Client::V5(c) => c.try_disconnect().map_err(|_| ()),
+            Client::V4(c) => c.try_disconnect().map_err(|_| ()),
+        };
+    }
+}
+
+impl Loop {
+    pub async fn poll(&mut self) -> Result<Ev, PollError> {
+        match self {
+            Loop::V5(l) => {
+                use rumqttc::v5::mqttbytes::v5::{ConnectReturnCode, Packet};
+                use rumqttc::v5::{ConnectionError, Event};
+                match l.poll().await {
+                    Ok(Event::Incoming(Packet::ConnAck(a))) => Ok(Ev::ConnAck {
+                        session_present: a.session_present,
+                    }),
+                    Ok(Event::Incoming(Packet::Publish(p))) => Ok(Ev::Publish {
+                        topic: String::from_utf8_lossy(&p.topic).into_owned(),
+                        payload: p.payload,
+                        retain: p.retain,
+                    }),
+                    Ok(Event::Incoming(Packet::PubAck(a))) => Ok(Ev::PubAck(a.pkid)),
+                    Ok(Event::Incoming(Packet::Disconnect(d))) => {
+                        Ok(Ev::Disconnect(format!("{:?}", d.reason_code)))
+                    }
+                    Ok(Event::Outgoing(Outgoing::Publish(pkid))) => Ok(Ev::Written(pkid)),
+                    Ok(Event::Outgoing(Outgoing::Disconnect)) => Ok(Ev::DisconnectSent),
+                    Ok(_) => Ok(Ev::Other),
+                    Err(e) => Err(PollError {
+                        refused_protocol: matches!(
+                            e,
+                            ConnectionError::ConnectionRefused(
+                                ConnectReturnCode::UnsupportedProtocolVersion
+                                    | ConnectReturnCode::RefusedProtocolVersion
+                            )
+                        ),
+                        message: e.to_string(),
+                    }),
+                }
+            }
+            Loop::V4(l) => {
+                use rumqttc::{ConnectionError, Event, Packet};
+                match l.poll().await {
+                    Ok(Event::Incoming(Packet::ConnAck(a))) => Ok(Ev::ConnAck {
+                        session_present: a.session_present,
+                    }),
+                    Ok(Event::Incoming(Packet::Publish(p))) => Ok(Ev::Publish {
+                        topic: p.topic.clone(),
+                        payload: p.payload,
+                        retain: p.retain,
+                    }),
+                    Ok(Event::Incoming(Packet::PubAck(a))) => Ok(Ev::PubAck(a.pkid)),
+                    Ok(Event::Incoming(Packet::Disconnect)) => {
+                        Ok(Ev::Disconnect("broker sent DISCONNECT".into()))
+                    }
+                    Ok(Event::Outgoing(Outgoing::Publish(pkid))) => Ok(Ev::Written(pkid)),
+                    Ok(Event::Outgoing(Outgoing::Disconnect)) => Ok(Ev::DisconnectSent),
+                    Ok(_) => Ok(Ev::Other),
+                    Err(e) => Err(PollError {
+                        refused_protocol: matches!(
+                            e,
+                            ConnectionError::ConnectionRefused(
+                                rumqttc::ConnectReturnCode::RefusedProtocolVersion
+                            )
+                        ),
+                        message: e.to_string(),
+                    }),
+                }
+            }
+        }
+    }
+}

@@ -30,7 +30,7 @@ pub enum Client {
 
 pub enum Loop {
     V5(Box<rumqttc::v5::EventLoop>),
-    V4(rumqttc::EventLoop),
+    V4(Box<rumqttc::EventLoop>),
 }
 
 /// What the sink needs to know from the event loop.
@@ -105,7 +105,7 @@ pub fn connect(p: Protocol, o: &Options) -> (Client, Loop) {
                 ));
             }
             let (c, l) = rumqttc::AsyncClient::new(m, 8192);
-            (Client::V4(c), Loop::V4(l))
+            (Client::V4(c), Loop::V4(Box::new(l)))
         }
     }
 }

@@ -137,6 +137,19 @@ fn string(v: &Value, key: &str) -> Option<String> {
     v.get(key)?.as_str().map(str::to_owned)
 }
 
+/// The fields that differ between the REST and the SignalR shape of an event.
+struct Wire {
+    via: Via,
+    id: Option<i64>,
+    door: Option<u64>,
+    user_id: Option<i64>,
+    /// The wire's own door / user names, used when the caches have none.
+    door_name: Option<String>,
+    user_name: Option<String>,
+    token_hint: Option<i64>,
+    description: Option<String>,
+}
+
 /// Build an event from one REST element (`GET /api/v1/events`). Never fails: missing or
 /// wrong-typed fields give an `Unparsed` kind with the raw JSON kept.
 pub fn rest_event(
@@ -145,21 +158,61 @@ pub fn rest_event(
     server_offset: FixedOffset,
     now: DateTime<Utc>,
 ) -> Event {
+    let w = Wire {
+        via: Via::Rest,
+        id: int(v, "id"),
+        door: int(v, "address").filter(|a| *a > 0).map(|a| a as u64),
+        user_id: int(v, "userID")
+            .or_else(|| int(v, "userId"))
+            .filter(|u| *u > 0),
+        door_name: string(v, "deviceName"),
+        user_name: crate::sources::net2::types::join_name([
+            &string(v, "firstName"),
+            &string(v, "middleName"),
+            &string(v, "surname"),
+        ]),
+        token_hint: None,
+        description: string(v, "eventDescription"),
+    };
+    assemble(v, w, names, server_offset, now)
+}
+
+/// Build an event from one SignalR `liveEvents` element. Its `eventTime` is naive server-local
+/// time and it has no id; `userName` is "Surname Firstname" (or null for API opens), so names
+/// are resolved through `userId` and the user cache, never by splitting.
+pub fn live_event(
+    v: &Value,
+    names: &Names,
+    server_offset: FixedOffset,
+    now: DateTime<Utc>,
+) -> Event {
+    let w = Wire {
+        via: Via::Live,
+        id: None,
+        door: int(v, "deviceId").filter(|a| *a > 0).map(|a| a as u64),
+        user_id: int(v, "userId")
+            .or_else(|| int(v, "userID"))
+            .filter(|u| *u > 0),
+        door_name: string(v, "areaName"),
+        user_name: string(v, "userName"),
+        token_hint: int(v, "tokenType"),
+        description: None,
+    };
+    assemble(v, w, names, server_offset, now)
+}
+
+fn assemble(
+    v: &Value,
+    w: Wire,
+    names: &Names,
+    server_offset: FixedOffset,
+    now: DateTime<Utc>,
+) -> Event {
     let raw = redacted(v).to_string();
-    let id = int(v, "id");
     let code = int(v, "eventType");
     let time = string(v, "eventTime").and_then(|s| parse_time(&s));
-    let door = int(v, "address").filter(|a| *a > 0).map(|a| a as u64);
-    let user_id = int(v, "userID")
-        .or_else(|| int(v, "userId"))
-        .filter(|u| *u > 0);
-    let rest_name = crate::sources::net2::types::join_name([
-        &string(v, "firstName"),
-        &string(v, "middleName"),
-        &string(v, "surname"),
-    ]);
     let mut problems = Vec::new();
-    if id.is_none() {
+    if w.via == Via::Rest && w.id.is_none() {
         problems.push("missing id");
     }
     if code.is_none() {
@@ -172,7 +225,7 @@ pub fn rest_event(
         time.unwrap_or_else(|| (now.with_timezone(&server_offset).naive_local(), None));
     let offset = offset.unwrap_or(server_offset);
     let kind = match (code, problems.is_empty()) {
-        (Some(c), true) => classify(c, None),
+        (Some(c), true) => classify(c, w.token_hint),
         _ => EventKind::Unparsed {
             error: problems.join(", "),
         },
@@ -180,110 +233,34 @@ pub fn rest_event(
     let fp = fingerprint(
         local,
         code.unwrap_or(-1),
-        user_id.unwrap_or(0),
-        door.unwrap_or(0),
+        w.user_id.unwrap_or(0),
+        w.door.unwrap_or(0),
     );
     Event {
-        id: match id {
+        id: match w.id {
             Some(i) => format!("{SOURCE}:{i}"),
             None => unique_id(&fp, now),
         },
         source: SOURCE.into(),
-        source_id: id,
+        source_id: w.id,
         fingerprint: fp,
         time: offset
             .from_local_datetime(&local)
             .single()
             .unwrap_or_else(|| now.with_timezone(&offset)),
         received: now,
-        via: Via::Rest,
-        door: door.map(|d| DoorRef {
+        via: w.via,
+        door: w.door.map(|d| DoorRef {
             id: d,
-            name: names
-                .doors
-                .get(&d)
-                .cloned()
-                .or_else(|| string(v, "deviceName")),
+            name: names.doors.get(&d).cloned().or(w.door_name),
         }),
-        user: user_id.map(|u| UserRef {
+        user: w.user_id.map(|u| UserRef {
             id: u,
-            name: names.users.get(&u).cloned().or(rest_name),
+            name: names.users.get(&u).cloned().or(w.user_name),
         }),
         kind,
         code,
-        description: string(v, "eventDescription"),
-        raw,
-    }
-}
-
-/// Build an event from one SignalR `liveEvents` element. Its `eventTime` is naive server-local
-/// time and it has no id; `userName` is "Surname Firstname" (or null for API opens), so names
-/// are resolved through `userId` and the user cache, never by splitting.
-pub fn live_event(
-    v: &Value,
-    names: &Names,
-    server_offset: FixedOffset,
-    now: DateTime<Utc>,
-) -> Event {
-    let raw = redacted(v).to_string();
-    let code = int(v, "eventType");
-    let time = string(v, "eventTime").and_then(|s| parse_time(&s));
-    let door = int(v, "deviceId").filter(|a| *a > 0).map(|a| a as u64);
-    let user_id = int(v, "userId")
-        .or_else(|| int(v, "userID"))
-        .filter(|u| *u > 0);
-    let mut problems = Vec::new();
-    if code.is_none() {
-        problems.push("missing or non-numeric eventType");
-    }
-    if time.is_none() {
-        problems.push("missing or invalid eventTime");
-    }
-    let (local, offset) =
-        time.unwrap_or_else(|| (now.with_timezone(&server_offset).naive_local(), None));
-    let offset = offset.unwrap_or(server_offset);
-    let kind = match (code, problems.is_empty()) {
-        (Some(c), true) => classify(c, int(v, "tokenType")),
-        _ => EventKind::Unparsed {
-            error: problems.join(", "),
-        },
-    };
-    let fp = fingerprint(
-        local,
-        code.unwrap_or(-1),
-        user_id.unwrap_or(0),
-        door.unwrap_or(0),
-    );
-    Event {
-        id: unique_id(&fp, now),
-        source: SOURCE.into(),
-        source_id: None,
-        fingerprint: fp,
-        time: offset
-            .from_local_datetime(&local)
-            .single()
-            .unwrap_or_else(|| now.with_timezone(&offset)),
-        received: now,
-        via: Via::Live,
-        door: door.map(|d| DoorRef {
-            id: d,
-            name: names
-                .doors
-                .get(&d)
-                .cloned()
-                .or_else(|| string(v, "areaName")),
-        }),
-        user: user_id.map(|u| UserRef {
-            id: u,
-            name: names
-                .users
-                .get(&u)
-                .cloned()
-                .or_else(|| string(v, "userName")),
-        }),
-        kind,
-        code,
-        description: None,
+        description: w.description,
         raw,
     }
 }

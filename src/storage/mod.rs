@@ -18,6 +18,55 @@ pub struct Store {
     outbox: Arc<std::sync::atomic::AtomicBool>,
     /// Woken after every committed batch that queued outbox rows.
     committed: Arc<tokio::sync::Notify>,
+    /// Those rows, handed to the MQTT sink without a database read (the live path).
+    fresh: Arc<Mutex<Fresh>>,
+}
+
+/// Committed outbox rows not yet taken; bounded (then the reader falls back to the database).
+#[derive(Default)]
+struct Fresh {
+    rows: std::collections::VecDeque<OutboxEvent>,
+    overflowed: bool,
+}
+
+const FRESH_MAX: usize = 1000;
+
+impl Fresh {
+    fn push(&mut self, rows: Vec<OutboxEvent>) {
+        if self.overflowed || self.rows.len() + rows.len() > FRESH_MAX {
+            self.rows.clear();
+            self.overflowed = true;
+        } else {
+            self.rows.extend(rows);
+        }
+    }
+}
+
+impl OutboxEvent {
+    /// The row as `outbox_after` would read it back.
+    fn of(seq: i64, e: &Event) -> OutboxEvent {
+        OutboxEvent {
+            seq,
+            id: e.id.clone(),
+            time: e.time.to_rfc3339(),
+            kind: e.kind.name().to_string(),
+            code: e.code,
+            door_id: e.door.as_ref().map(|d| d.id as i64),
+            door_name: e.door.as_ref().and_then(|d| d.name.clone()),
+            user_id: e.user.as_ref().map(|u| u.id),
+            user_name: e.user.as_ref().and_then(|u| u.name.clone()),
+            description: e.description.clone(),
+            detail: serde_json::to_string(&e.kind).unwrap_or_default(),
+            via: via_name(e.via),
+        }
+    }
+}
+
+fn via_name(v: crate::model::Via) -> String {
+    serde_json::to_value(v)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default()
 }
 
 /// An event waiting in the MQTT outbox, as stored.
@@ -108,6 +157,7 @@ impl Store {
             path: path.to_owned(),
             outbox: Default::default(),
             committed: Default::default(),
+            fresh: Default::default(),
         })
     }
 
@@ -146,6 +196,7 @@ impl Store {
 
     /// Apply a batch in one transaction.
     pub fn write_batch(&self, batch: &[Write]) -> Result<BatchResult> {
+        let mut fresh = Vec::new();
         self.with(|c| {
             let tx = c.transaction()?;
             let mut res = BatchResult::default();
@@ -165,7 +216,7 @@ impl Store {
                                 e.time.to_rfc3339(),
                                 e.time.timestamp_millis(),
                                 e.received.to_rfc3339(),
-                                serde_json::to_value(e.via).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default(),
+                                via_name(e.via),
                                 e.kind.name(),
                                 e.code,
                                 e.door.as_ref().map(|d| d.id as i64),
@@ -179,11 +230,10 @@ impl Store {
                             if n == 1 {
                                 res.inserted += 1;
                                 if self.outbox.load(std::sync::atomic::Ordering::Relaxed) {
-                                    tx.execute(
-                                        "INSERT INTO mqtt_outbox (event_seq) VALUES (last_insert_rowid())",
-                                        [],
-                                    )?;
+                                    let seq = tx.last_insert_rowid();
+                                    tx.execute("INSERT INTO mqtt_outbox (event_seq) VALUES (?1)", [seq])?;
                                     res.queued += 1;
+                                    fresh.push(OutboxEvent::of(seq, e));
                                 }
                             } else {
                                 res.duplicates += 1;
@@ -237,9 +287,24 @@ impl Store {
         })
         .inspect(|r| {
             if r.queued > 0 {
+                if let Ok(mut q) = self.fresh.lock() {
+                    q.push(fresh);
+                }
                 self.committed.notify_one();
             }
         })
+    }
+
+    /// Outbox rows committed since the last call, newer than `after`, without a query; `None`
+    /// when rows were dropped (nobody took them for a while) and the caller must read the
+    /// database.
+    pub fn take_fresh(&self, after: i64) -> Option<Vec<OutboxEvent>> {
+        let mut q = self.fresh.lock().ok()?;
+        if std::mem::take(&mut q.overflowed) {
+            q.rows.clear();
+            return None;
+        }
+        Some(q.rows.drain(..).filter(|r| r.seq > after).collect())
     }
 
     /// Queue new events for MQTT from now on (set before any source starts).

@@ -80,6 +80,8 @@ struct Conn {
     queued_events: usize,
     /// Outbox rows read ahead of the window (one query per batch, not per ack).
     ahead: VecDeque<crate::storage::OutboxEvent>,
+    /// The last outbox query found everything: new rows can come from the store directly.
+    caught_up: bool,
 }
 
 /// Keep only the newest payload of each retained topic; non-retained messages all stay, in
@@ -646,11 +648,27 @@ impl Sink {
                 return Ok(());
             }
             if c.ahead.is_empty() {
-                let (after, since) = (c.sent_upto, c.replay_since_ms);
-                let store = self.store.clone();
-                let rows = store
-                    .run(move |s| s.outbox_after(after, READ_AHEAD, since))
-                    .await?;
+                let after = c.sent_upto;
+                // Caught up with the database: newly committed rows come straight from the
+                // store (the live path, no query). Otherwise (after a connect, or when rows
+                // were dropped from that hand-over) read the outbox.
+                let fresh = if c.caught_up {
+                    self.store.take_fresh(after)
+                } else {
+                    None
+                };
+                let rows = match fresh {
+                    Some(rows) => rows,
+                    None => {
+                        let since = c.replay_since_ms;
+                        let store = self.store.clone();
+                        let rows = store
+                            .run(move |s| s.outbox_after(after, READ_AHEAD, since))
+                            .await?;
+                        c.caught_up = rows.len() < READ_AHEAD;
+                        rows
+                    }
+                };
                 if rows.is_empty() {
                     return Ok(());
                 }

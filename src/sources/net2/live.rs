@@ -18,6 +18,7 @@ trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
 impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Io for T {}
 
 pub(super) async fn run_once(src: &Net2Source) -> Result<RunEnd> {
+    src.names_ready().await;
     let client = &src.client;
     let (token, expires) = client.access_token().await?;
     let base = client.base().clone();

@@ -78,6 +78,8 @@ pub struct Net2Source {
     live_tx: watch::Sender<bool>,
     backfill_now: Notify,
     status_now: Notify,
+    /// The first user list has been fetched (or given up on).
+    users_loaded: watch::Sender<bool>,
 }
 
 impl Net2Source {
@@ -183,6 +185,13 @@ impl Net2Source {
                 detail: detail.into(),
             }))
             .await;
+    }
+
+    /// Events are named from the user list: let the first fetch finish before taking events
+    /// (bounded, so a failing `/users` does not hold them back).
+    async fn names_ready(&self) {
+        let mut rx = self.users_loaded.subscribe();
+        let _ = tokio::time::timeout(Duration::from_secs(10), rx.wait_for(|v| *v)).await;
     }
 
     fn subscribed_doors(&self) -> Vec<DoorId> {
@@ -564,6 +573,7 @@ pub fn spawn(
         live_tx,
         backfill_now: Notify::new(),
         status_now: Notify::new(),
+        users_loaded: watch::channel(false).0,
     });
     src.door_names(&mut src.lock());
     let backoff = || Backoff::new(Duration::from_secs(1), Duration::from_secs(60));
@@ -592,6 +602,7 @@ pub fn spawn(
         move || {
             let s = s.clone();
             async move {
+                s.names_ready().await;
                 loop {
                     let n = s.track(s.backfill().await).await?;
                     if n > 0 {
@@ -659,7 +670,9 @@ pub fn spawn(
             let s = s.clone();
             async move {
                 loop {
-                    let n = s.track(s.refresh_users().await).await?;
+                    let res = s.track(s.refresh_users().await).await;
+                    s.users_loaded.send_replace(true);
+                    let n = res?;
                     tracing::debug!(users = n, "Net2 user names refreshed");
                     tokio::select! {
                         _ = tokio::time::sleep(s.cfg().users_refresh_interval.get()) => {}

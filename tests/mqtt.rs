@@ -430,3 +430,76 @@ async fn falls_back_to_mqtt_3_1_1() {
     wait_for("command over 3.1.1", T, || h.sim.commands().len() == 1).await;
     h.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_and_credentials_to_the_broker() {
+    // Mosquitto with a self-signed certificate and a password file.
+    let dir = tempfile::tempdir().unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["localhost".to_string()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    std::fs::write(dir.path().join("cert.pem"), cert.pem()).unwrap();
+    std::fs::write(dir.path().join("key.pem"), key.serialize_pem()).unwrap();
+    let pw = dir.path().join("passwd");
+    let ok = std::process::Command::new("mosquitto_passwd")
+        .args(["-b", "-c"])
+        .arg(&pw)
+        .args(["gatehouse", "s3cret-mqtt"])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let conf = dir.path().join("m.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "listener {port} 127.0.0.1\ncertfile {d}/cert.pem\nkeyfile {d}/key.pem\nallow_anonymous false\npassword_file {d}/passwd\n",
+            d = dir.path().display()
+        ),
+    )
+    .unwrap();
+    let mut broker = std::process::Command::new("mosquitto")
+        .arg("-c")
+        .arg(&conf)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut h = Harness::new(SimConfig::default(), "").await;
+    h.top = format!(
+        "mqtt:\n  host: localhost\n  port: {port}\n  tls: true\n  tls_options: {{ ca_file: {}/cert.pem }}\n  username: gatehouse\n  password: s3cret-mqtt\n",
+        dir.path().display()
+    );
+    h.start().await;
+    wait_for("connected over TLS with credentials", T, || {
+        h.app().bus.health("net2").is_some()
+            && h.query_i64("SELECT count(*) FROM mqtt_discovery") > 0
+    })
+    .await;
+    h.stop().await;
+    // A wrong password: no connection, nothing published, and the daemon keeps running.
+    let discovery_before = h.query_i64("SELECT count(*) FROM mqtt_discovery");
+    h.top = h.top.replace("s3cret-mqtt", "wrong");
+    let c = rusqlite::Connection::open(h.db()).unwrap();
+    c.execute("DELETE FROM mqtt_discovery", []).unwrap();
+    drop(c);
+    h.start().await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        h.query_i64("SELECT count(*) FROM mqtt_discovery"),
+        0,
+        "nothing published with a refused password"
+    );
+    assert!(discovery_before > 0);
+    h.stop().await;
+    let _ = broker.kill();
+    let _ = broker.wait();
+}

@@ -244,6 +244,30 @@ pub fn configs(ctx: &Context) -> Vec<Entity> {
             device_class: Some("connectivity"),
         },
     ));
+    // Lockdown runs Net2's pre-configured lockdown rules: two buttons on the server device.
+    for (key, label, payload) in [
+        ("lockdown_on", "Lockdown on", "ON"),
+        ("lockdown_off", "Lockdown off", "OFF"),
+    ] {
+        let oid = format!("net2_{key}");
+        out.push(entity(
+            "button",
+            oid.clone(),
+            SERVER_ID,
+            &Button {
+                base: Base {
+                    icon: Some("mdi:shield-lock"),
+                    ..with_domain(
+                        base(&oid, Some(label), &server, &with_source, None),
+                        "button",
+                    )
+                },
+                command_topic: t.lockdown_set(),
+                payload_press: payload,
+                retain: false,
+            },
+        ));
+    }
     for (id, name) in &ctx.doors {
         let dev_id = format!("gatehouse_net2_door_{id}");
         let dev = Device {

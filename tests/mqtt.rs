@@ -159,6 +159,19 @@ async fn discovery_is_published_republished_on_birth_and_cleared_when_stale() {
             .any(|m| m.payload.is_empty() && m.retain)
     })
     .await;
+    // A live config change (hot reload) clears a removed door's configs too, without restart.
+    let gone2 = "homeassistant/lock/gatehouse/door_6612642_lock/config";
+    let mut cfg = (*h.app().config()).clone();
+    cfg.doors.remove(&6612642);
+    h.app()
+        .config_sender()
+        .send_replace(std::sync::Arc::new(cfg));
+    wait_for("cleared on reload", T, || {
+        rec.on(gone2)
+            .iter()
+            .any(|m| m.payload.is_empty() && m.retain)
+    })
+    .await;
     h.stop().await;
 }
 

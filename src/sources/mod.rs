@@ -1,4 +1,5 @@
 //! Sources: devices that produce events and own the commands for their hardware.
 
+pub mod hikvision;
 pub mod net2;
 pub mod tls;

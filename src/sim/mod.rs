@@ -1,4 +1,5 @@
 //! Device simulators for `gatehouse demo` and the tests. They speak the devices' wire formats
 //! (protocols.md), quirks included.
 
+pub mod hikvision;
 pub mod net2;

@@ -2,6 +2,7 @@
 //! parser, the alert XML/JSON parser, the hold-off state machine and Digest authentication.
 
 pub mod alert;
+pub mod client;
 pub mod digest;
 pub mod multipart;
 pub mod state;

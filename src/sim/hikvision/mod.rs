@@ -1,0 +1,423 @@
+//! A Hikvision camera / NVR simulator on a loopback port. Raw TCP on purpose: the alert
+//! stream's quirks live below what an HTTP framework lets you write (HTTP/1.0 close-delimited
+//! bodies, bare-LF parts, duplicated boundaries, no Content-Length).
+//!
+//! Speaks ISAPI with Digest authentication (camera challenge: no `algorithm`/`opaque`; NVR:
+//! `opaque=""`, `algorithm="MD5"`), locks a client out after repeated bad credentials (as real
+//! devices do for ~30 min), answers `/ISAPI/System/deviceInfo` with the shape of the real PTZ
+//! capture, and serves `/ISAPI/Event/notification/alertStream` with a chosen personality.
+
+use md5::{Digest, Md5};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpListener;
+use tokio::sync::broadcast;
+
+const DEVICE_INFO: &str =
+    include_str!("../../../tests/fixtures/hikvision/hiksink_deviceinfo_ptz_DS-2DE4A425IW-DE.xml");
+
+/// How the device frames its alert stream.
+#[derive(Debug, Clone)]
+pub struct Personality {
+    /// NVRs: true (`opaque=""`, `algorithm="MD5"` in the challenge).
+    pub nvr: bool,
+    /// `\r\n` (cameras) or `\n` (NVR bodies).
+    pub eol: &'static str,
+    /// The boundary parameter: `boundary`, `hikboundary`, `--boundary`.
+    pub boundary: &'static str,
+    /// HTTP/1.0 with a close-delimited body (no length, no chunking).
+    pub http10: bool,
+    /// Content-Length on parts.
+    pub content_length: bool,
+    /// Heartbeat (`videoloss inactive`) interval; `None` = no heartbeats.
+    pub heartbeat: Option<Duration>,
+    /// Close the stream after this long (NVRs: every 15–40 s).
+    pub close_after: Option<Duration>,
+}
+
+impl Personality {
+    pub fn camera() -> Personality {
+        Personality {
+            nvr: false,
+            eol: "\r\n",
+            boundary: "boundary",
+            http10: false,
+            content_length: true,
+            heartbeat: Some(Duration::from_secs(10)),
+            close_after: None,
+        }
+    }
+
+    pub fn nvr() -> Personality {
+        Personality {
+            nvr: true,
+            eol: "\n",
+            boundary: "hikboundary",
+            http10: true,
+            content_length: false,
+            heartbeat: None,
+            close_after: Some(Duration::from_secs(20)),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct HikSimConfig {
+    pub bind: SocketAddr,
+    pub username: String,
+    pub password: String,
+    pub personality: Personality,
+    /// Bad logins before the lockout.
+    pub lockout_after: u32,
+    pub lockout_for: Duration,
+}
+
+impl Default for HikSimConfig {
+    fn default() -> Self {
+        HikSimConfig {
+            bind: SocketAddr::from(([127, 0, 0, 1], 0)),
+            username: "admin".into(),
+            password: "sim-hik-pass".into(),
+            personality: Personality::camera(),
+            lockout_after: 3,
+            lockout_for: Duration::from_secs(1800),
+        }
+    }
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct HikStats {
+    pub requests: u64,
+    pub unauthenticated: u64,
+    pub bad_logins: u64,
+    pub locked_out: u64,
+    pub streams: u64,
+}
+
+struct Inner {
+    cfg: HikSimConfig,
+    nonce_seq: Mutex<u64>,
+    stats: Mutex<HikStats>,
+    locked_until: Mutex<Option<tokio::time::Instant>>,
+    alerts: broadcast::Sender<String>,
+}
+
+pub struct HikSim {
+    addr: SocketAddr,
+    inner: Arc<Inner>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// An alert body in the device's own shape.
+pub fn alert_xml(
+    channel: u32,
+    event_type: &str,
+    state: &str,
+    post_count: u32,
+    eol: &str,
+) -> String {
+    let now = chrono::Local::now()
+        .fixed_offset()
+        .format("%Y-%m-%dT%H:%M:%S%:z");
+    [
+        r#"<EventNotificationAlert version="2.0" xmlns="http://www.hikvision.com/ver20/XMLSchema">"#.to_string(),
+        "<ipAddress>127.0.0.1</ipAddress>".into(),
+        "<portNo>80</portNo>".into(),
+        "<protocol>HTTP</protocol>".into(),
+        "<macAddress>ff:ff:ff:ff:ff:ff</macAddress>".into(),
+        format!("<channelID>{channel}</channelID>"),
+        format!("<dateTime>{now}</dateTime>"),
+        format!("<activePostCount>{post_count}</activePostCount>"),
+        format!("<eventType>{event_type}</eventType>"),
+        format!("<eventState>{state}</eventState>"),
+        format!("<eventDescription>{event_type} alarm</eventDescription>"),
+        "</EventNotificationAlert>".into(),
+    ]
+    .join(eol)
+        + eol
+}
+
+fn md5_hex(s: &str) -> String {
+    Md5::digest(s.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn params(h: &str) -> HashMap<String, String> {
+    let mut m = HashMap::new();
+    let h = h.trim().strip_prefix("Digest").unwrap_or("");
+    let mut rest = h;
+    while let Some((k, after)) = rest.split_once('=') {
+        let k = k.trim().trim_start_matches(',').trim().to_string();
+        let after = after.trim_start();
+        let (v, r) = if let Some(q) = after.strip_prefix('"') {
+            let end = q.find('"').unwrap_or(q.len());
+            (q[..end].to_string(), &q[(end + 1).min(q.len())..])
+        } else {
+            let end = after.find(',').unwrap_or(after.len());
+            (after[..end].trim().to_string(), &after[end..])
+        };
+        m.insert(k, v);
+        rest = r;
+    }
+    m
+}
+
+impl HikSim {
+    pub async fn start(cfg: HikSimConfig) -> std::io::Result<HikSim> {
+        let listener = TcpListener::bind(cfg.bind).await?;
+        let addr = listener.local_addr()?;
+        let inner = Arc::new(Inner {
+            cfg,
+            nonce_seq: Mutex::new(0),
+            stats: Mutex::new(HikStats::default()),
+            locked_until: Mutex::new(None),
+            alerts: broadcast::channel(1024).0,
+        });
+        let i = inner.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((sock, _)) = listener.accept().await {
+                let i = i.clone();
+                tokio::spawn(async move {
+                    let _ = serve(i, sock).await;
+                });
+            }
+        });
+        Ok(HikSim { addr, inner, task })
+    }
+
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn stats(&self) -> HikStats {
+        self.inner.stats.lock().unwrap().clone()
+    }
+
+    /// Send an alert on every open stream (a body as the device would write it).
+    pub fn push_alert(&self, channel: u32, event_type: &str, state: &str) {
+        let eol = self.inner.cfg.personality.eol;
+        let _ = self
+            .inner
+            .alerts
+            .send(alert_xml(channel, event_type, state, 1, eol));
+    }
+
+    /// Send a raw part body (e.g. a line of a recorded sequence).
+    pub fn push_raw(&self, body: &str) {
+        let _ = self.inner.alerts.send(body.to_string());
+    }
+
+    pub fn stream_count(&self) -> usize {
+        self.inner.alerts.receiver_count()
+    }
+}
+
+impl Drop for HikSim {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn serve(inner: Arc<Inner>, sock: tokio::net::TcpStream) -> std::io::Result<()> {
+    let (r, mut w) = sock.into_split();
+    let mut r = BufReader::new(r);
+    loop {
+        let mut line = String::new();
+        if r.read_line(&mut line).await? == 0 {
+            return Ok(());
+        }
+        let mut parts = line.split_whitespace();
+        let (method, path) = (
+            parts.next().unwrap_or("").to_string(),
+            parts.next().unwrap_or("").to_string(),
+        );
+        let mut headers = HashMap::new();
+        loop {
+            let mut h = String::new();
+            if r.read_line(&mut h).await? == 0 {
+                return Ok(());
+            }
+            let h = h.trim_end();
+            if h.is_empty() {
+                break;
+            }
+            if let Some((k, v)) = h.split_once(':') {
+                headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_string());
+            }
+        }
+        inner.stats.lock().unwrap().requests += 1;
+        if let Err(resp) = check_auth(&inner, &method, &path, headers.get("authorization")) {
+            w.write_all(resp.as_bytes()).await?;
+            continue;
+        }
+        let p = path.split('?').next().unwrap_or("");
+        if p.eq_ignore_ascii_case("/ISAPI/Event/notification/alertStream") {
+            return alert_stream(inner, w).await;
+        }
+        let (status, ctype, body) = if p.eq_ignore_ascii_case("/ISAPI/System/deviceInfo") {
+            let body = if inner.cfg.personality.nvr {
+                DEVICE_INFO.replace("IPDome", "NVR")
+            } else {
+                DEVICE_INFO.to_string()
+            };
+            ("200 OK", "application/xml", body)
+        } else {
+            ("404 Not Found", "application/xml", "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<ResponseStatus version=\"1.0\" xmlns=\"http://www.hikvision.com/ver10/XMLSchema\">\n<requestURL>x</requestURL>\n<statusCode>4</statusCode>\n<statusString>Invalid Operation</statusString>\n<subStatusCode>notSupport</subStatusCode>\n</ResponseStatus>\n".to_string())
+        };
+        let resp = format!(
+            "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: keep-alive\r\n\r\n{body}",
+            body.len()
+        );
+        w.write_all(resp.as_bytes()).await?;
+    }
+}
+
+fn check_auth(
+    inner: &Inner,
+    method: &str,
+    path: &str,
+    auth: Option<&String>,
+) -> Result<(), String> {
+    let cfg = &inner.cfg;
+    let now = tokio::time::Instant::now();
+    let locked = inner.locked_until.lock().unwrap().is_some_and(|t| now < t);
+    let challenge = || {
+        let mut n = inner.nonce_seq.lock().unwrap();
+        *n += 1;
+        let nonce = format!("{:032x}", *n as u128 * 0x9e3779b97f4a7c15);
+        let hdr = if cfg.personality.nvr {
+            format!(
+                "Digest realm=\"DS-SIM-NVR\", domain=\"::\", qop=\"auth\", nonce=\"{nonce}\", opaque=\"\", algorithm=\"MD5\", stale=\"FALSE\""
+            )
+        } else {
+            format!(
+                "Digest qop=\"auth\", realm=\"IP Camera(SIM01)\", nonce=\"{nonce}\", stale=\"FALSE\""
+            )
+        };
+        let body = "<!DOCTYPE html>\n<html><head><title>Document Error: Unauthorized</title></head>\n<body><h2>Access Error: 401 -- Unauthorized</h2>\n<p>Authentication Error</p>\n</body>\n</html>\n";
+        format!(
+            "HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: {hdr}\r\nContent-Type: text/html\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+    };
+    let Some(auth) = auth else {
+        inner.stats.lock().unwrap().unauthenticated += 1;
+        return Err(challenge());
+    };
+    if locked {
+        inner.stats.lock().unwrap().locked_out += 1;
+        return Err(challenge());
+    }
+    let p = params(auth);
+    let get = |k: &str| p.get(k).cloned().unwrap_or_default();
+    let ha1 = md5_hex(&format!(
+        "{}:{}:{}",
+        get("username"),
+        get("realm"),
+        cfg.password
+    ));
+    let ha2 = md5_hex(&format!("{method}:{}", get("uri")));
+    let want = md5_hex(&format!(
+        "{ha1}:{}:{}:{}:{}:{ha2}",
+        get("nonce"),
+        get("nc"),
+        get("cnonce"),
+        get("qop")
+    ));
+    let opaque_ok = !cfg.personality.nvr || p.contains_key("opaque");
+    if get("username") == cfg.username && get("response") == want && get("uri") == path && opaque_ok
+    {
+        return Ok(());
+    }
+    let mut st = inner.stats.lock().unwrap();
+    st.bad_logins += 1;
+    if st.bad_logins >= cfg.lockout_after as u64 {
+        *inner.locked_until.lock().unwrap() = Some(now + cfg.lockout_for);
+    }
+    Err(challenge())
+}
+
+async fn alert_stream(
+    inner: Arc<Inner>,
+    mut w: tokio::net::tcp::OwnedWriteHalf,
+) -> std::io::Result<()> {
+    let p = inner.cfg.personality.clone();
+    inner.stats.lock().unwrap().streams += 1;
+    let mut rx = inner.alerts.subscribe();
+    let head = if p.http10 {
+        format!(
+            "HTTP/1.0 200 OK\r\nContent-Type: multipart/mixed; boundary={}\r\nConnection: close\r\n\r\n",
+            p.boundary
+        )
+    } else {
+        format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: multipart/mixed; boundary={}\r\nTransfer-Encoding: chunked\r\n\r\n",
+            p.boundary
+        )
+    };
+    w.write_all(head.as_bytes()).await?;
+    let line = if p.boundary.starts_with("--") {
+        p.boundary.to_string()
+    } else {
+        format!("--{}", p.boundary)
+    };
+    let part = |body: &str| {
+        let mut s = format!(
+            "{line}{eol}Content-Type: application/xml; charset=\"UTF-8\"{eol}",
+            eol = p.eol
+        );
+        if p.content_length {
+            s.push_str(&format!("Content-Length: {}{}", body.len(), p.eol));
+        }
+        s.push_str(p.eol);
+        s.push_str(body);
+        if !p.content_length {
+            s.push_str(p.eol);
+        }
+        s
+    };
+    let chunked = !p.http10;
+    let end = p.close_after.map(|d| tokio::time::Instant::now() + d);
+    let mut hb = p.heartbeat.map(tokio::time::interval);
+    loop {
+        tokio::select! {
+            m = rx.recv() => match m {
+                Ok(body) => write(&mut w, part(&body), chunked).await?,
+                Err(broadcast::error::RecvError::Lagged(_)) => {}
+                Err(_) => return Ok(()),
+            },
+            _ = async { match hb.as_mut() { Some(i) => { i.tick().await; } None => std::future::pending().await } } => {
+                write(&mut w, part(&alert_xml(1, "videoloss", "inactive", 0, p.eol)), chunked).await?;
+            }
+            _ = async { match end { Some(t) => tokio::time::sleep_until(t).await, None => std::future::pending().await } } => {
+                // Healthy end of stream (NVRs do this every 15–40 s).
+                if chunked {
+                    w.write_all(b"0\r\n\r\n").await?;
+                }
+                return w.shutdown().await;
+            }
+        }
+    }
+}
+
+async fn write(
+    w: &mut tokio::net::tcp::OwnedWriteHalf,
+    s: String,
+    chunked: bool,
+) -> std::io::Result<()> {
+    let data = if chunked {
+        format!("{:x}\r\n{s}\r\n", s.len())
+    } else {
+        s
+    };
+    w.write_all(data.as_bytes()).await
+}

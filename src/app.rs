@@ -79,6 +79,13 @@ impl App {
                 sources_cancel.clone(),
             )?);
         }
+        for cam in &cfg.sources.hikvision {
+            sources.extend(crate::sources::hikvision::spawn(
+                cam,
+                bus.clone(),
+                sources_cancel.clone(),
+            )?);
+        }
         if let Some(mut c) = commands {
             // No source owns doors: answer nothing, but do not let senders block.
             sinks.push(tokio::spawn(

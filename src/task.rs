@@ -50,7 +50,7 @@ pub enum RunEnd {
 /// name and retried after a backoff; `Auth` errors wait at least `auth_backoff` (retrying bad
 /// credentials quickly locks accounts on some devices).
 pub fn supervise<F, Fut>(
-    name: &'static str,
+    name: impl Into<String>,
     cancel: CancellationToken,
     mut backoff: Backoff,
     auth_backoff: Duration,
@@ -60,7 +60,8 @@ where
     F: FnMut() -> Fut + Send + 'static,
     Fut: Future<Output = Result<RunEnd, Error>> + Send,
 {
-    let span = tracing::info_span!("task", name);
+    let name: String = name.into();
+    let span = tracing::info_span!("task", name = %name);
     tokio::spawn(
         async move {
             loop {

@@ -171,7 +171,24 @@ fn sources(v: Value, out: &mut SourcesConfig, errs: &mut Collector) {
     for (k, v) in map {
         match k.as_str() {
             Some("net2") => out.net2 = section(v, "sources.net2", errs),
-            Some(other) => errs.push(format!("sources.{other}"), "unknown source (known: net2)"),
+            Some("hikvision") => match v {
+                Value::Sequence(items) => {
+                    for (i, item) in items.into_iter().enumerate() {
+                        if let Some(d) = section::<HikvisionConfig>(
+                            item,
+                            &format!("sources.hikvision[{i}]"),
+                            errs,
+                        ) {
+                            out.hikvision.push(d);
+                        }
+                    }
+                }
+                _ => errs.push("sources.hikvision", "expected a list of devices"),
+            },
+            Some(other) => errs.push(
+                format!("sources.{other}"),
+                "unknown source (known: net2, hikvision)",
+            ),
             None => errs.push("sources", format!("non-string key {k:?}")),
         }
     }
@@ -331,6 +348,45 @@ fn validate(cfg: &mut Config, errs: &mut Collector) {
             if d.get() < std::time::Duration::from_millis(100) {
                 errs.push(format!("{p}.{name}"), "must be at least 100ms");
             }
+        }
+    }
+    let mut ids = std::collections::HashSet::new();
+    for (i, h) in cfg.sources.hikvision.iter_mut().enumerate() {
+        let p = format!("sources.hikvision[{i}]");
+        if h.id.is_empty()
+            || !h
+                .id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        {
+            errs.push(
+                format!("{p}.id"),
+                "required: letters, digits, - and _ only (used in topics)",
+            );
+        } else if !ids.insert(h.id.clone()) {
+            errs.push(format!("{p}.id"), format!("duplicate id {:?}", h.id));
+        }
+        match url::Url::parse(&h.url) {
+            Ok(u) if u.scheme() == "http" || u.scheme() == "https" => {}
+            _ => errs.push(
+                format!("{p}.url"),
+                format!("expected http(s)://host, not {:?}", h.url),
+            ),
+        }
+        match (&h.password, &h.password_file) {
+            (Some(_), Some(_)) => errs.push(
+                format!("{p}.password_file"),
+                "give either password or password_file, not both",
+            ),
+            (None, None) => errs.push(format!("{p}.password"), "required (or password_file)"),
+            (None, Some(f)) => match std::fs::read_to_string(f) {
+                Ok(s) => h.password = Some(Secret::new(s.trim_end_matches(['\r', '\n']))),
+                Err(e) => errs.push(
+                    format!("{p}.password_file"),
+                    format!("unable to read {}: {e}", f.display()),
+                ),
+            },
+            _ => {}
         }
     }
     for (id, d) in &cfg.doors {

@@ -206,6 +206,51 @@ impl Default for StorageConfig {
 pub struct SourcesConfig {
     /// The Paxton Net2 server. Absent = no Net2 source.
     pub net2: Option<Net2Config>,
+    /// Hikvision cameras and NVRs.
+    pub hikvision: Vec<HikvisionConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default)]
+pub struct HikvisionConfig {
+    /// Short id used in topics and entity ids (`garage`), unique. (restart)
+    pub id: String,
+    /// `http://camera` or `https://nvr` (self-signed: see `tls`). (restart)
+    pub url: String,
+    pub username: String,
+    /// `${ENV}` substituted; or `password_file`.
+    pub password: Option<Secret>,
+    pub password_file: Option<PathBuf>,
+    pub tls: TlsConfig,
+    /// An alarm is OFF this long after its last `active` when the device sends no
+    /// `inactive` (PTZs and NVRs never do).
+    pub holdoff: HumanDuration,
+    /// Hold-off per event type (`VMD: 10s`).
+    pub holdoff_per_type: BTreeMap<String, HumanDuration>,
+    /// The stream counts as dead after this long without a byte (heartbeats included).
+    pub idle_timeout: HumanDuration,
+    /// Availability goes `offline` only after the device was unreachable this long.
+    pub offline_after: HumanDuration,
+    /// Channels to ignore (empty NVR inputs that report video loss forever).
+    pub ignore_channels: Vec<u32>,
+}
+
+impl Default for HikvisionConfig {
+    fn default() -> Self {
+        HikvisionConfig {
+            id: String::new(),
+            url: String::new(),
+            username: "admin".into(),
+            password: None,
+            password_file: None,
+            tls: TlsConfig::default(),
+            holdoff: HumanDuration::secs(5),
+            holdoff_per_type: BTreeMap::new(),
+            idle_timeout: HumanDuration::secs(60),
+            offline_after: HumanDuration::secs(30),
+            ignore_channels: Vec::new(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]

@@ -79,6 +79,16 @@ pub enum EventKind {
     Unparsed {
         error: String,
     },
+    /// A camera / NVR alert (history; the alarm state is [`CameraAlarm`]).
+    CameraAlert {
+        event_type: String,
+        active: bool,
+        channel: Option<u32>,
+        io_port: Option<u32>,
+        targets: Vec<String>,
+        /// Flushed after a reconnect: history only.
+        backlog: bool,
+    },
 }
 
 impl EventKind {
@@ -108,6 +118,7 @@ impl EventKind {
             EventKind::OpenRequested => "open_requested",
             EventKind::Other { .. } => "other",
             EventKind::Unparsed { .. } => "unparsed",
+            EventKind::CameraAlert { .. } => "camera_alert",
         }
     }
 }
@@ -251,6 +262,30 @@ pub struct CommandUpdate {
     pub at: DateTime<Utc>,
 }
 
+/// An alarm of a camera channel (or IO port) turned on or off.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CameraAlarm {
+    pub device: String,
+    pub channel: Option<u32>,
+    pub io_port: Option<u32>,
+    pub event_type: String,
+    pub target: Option<String>,
+    pub on: bool,
+    pub at: DateTime<Utc>,
+}
+
+/// What a camera / NVR says about itself (`/ISAPI/System/deviceInfo`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct CameraInfo {
+    pub device: String,
+    pub name: Option<String>,
+    pub model: Option<String>,
+    pub serial: Option<String>,
+    pub mac: Option<String>,
+    pub firmware: Option<String>,
+    pub device_type: Option<String>,
+}
+
 /// Everything that travels on the bus from sources to sinks.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Message {
@@ -259,6 +294,8 @@ pub enum Message {
     Presence(Presence),
     Health(SourceHealth),
     Command(CommandUpdate),
+    CameraAlarm(CameraAlarm),
+    CameraInfo(CameraInfo),
     /// A source's persisted position (Net2: the newest REST event time). Travels with the
     /// events so the store writes it after the events that precede it.
     Cursor {

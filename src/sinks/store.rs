@@ -105,6 +105,6 @@ fn to_write(m: Message) -> Option<Write> {
             error,
             raw,
         },
-        Message::Health(_) => return None,
+        Message::Health(_) | Message::CameraAlarm(_) | Message::CameraInfo(_) => return None,
     })
 }

@@ -48,6 +48,7 @@ impl OutboxEvent {
         OutboxEvent {
             seq,
             id: e.id.clone(),
+            source: e.source.clone(),
             time: e.time.to_rfc3339(),
             kind: e.kind.name().to_string(),
             code: e.code,
@@ -74,6 +75,7 @@ fn via_name(v: crate::model::Via) -> String {
 pub struct OutboxEvent {
     pub seq: i64,
     pub id: String,
+    pub source: String,
     pub time: String,
     pub kind: String,
     pub code: Option<i64>,
@@ -328,7 +330,7 @@ impl Store {
     ) -> Result<Vec<OutboxEvent>> {
         self.with(|c| {
             let mut st = c.prepare_cached(
-                "SELECT e.seq, e.id, e.time, e.kind, e.code, e.door_id, e.door_name, e.user_id, e.user_name, e.description, e.detail, e.via
+                "SELECT e.seq, e.id, e.time, e.kind, e.code, e.door_id, e.door_name, e.user_id, e.user_name, e.description, e.detail, e.via, e.source
                  FROM mqtt_outbox o JOIN events e ON e.seq = o.event_seq
                  WHERE o.event_seq > ?1 AND (o.acked_at IS NULL OR o.acked_at > ?3) ORDER BY o.event_seq LIMIT ?2",
             )?;
@@ -346,6 +348,7 @@ impl Store {
                     description: r.get(9)?,
                     detail: r.get(10)?,
                     via: r.get(11)?,
+                    source: r.get(12)?,
                 })
             })?;
             rows.collect()

@@ -159,6 +159,38 @@ pub struct Context<'a> {
     /// Configured doors with their display names.
     pub doors: BTreeMap<DoorId, String>,
     pub presence: Vec<&'a Presence>,
+    /// Configured cameras (id → what the device said about itself, once known).
+    pub cameras: Vec<(String, Option<crate::model::CameraInfo>)>,
+    /// Alarm keys seen so far (entities appear with the first alarm of each kind).
+    pub alarms: Vec<&'a crate::model::CameraAlarm>,
+}
+
+#[derive(Serialize, Clone, Debug, PartialEq)]
+pub struct AlarmSensor {
+    #[serde(flatten)]
+    pub base: Base,
+    pub state_topic: String,
+    pub payload_on: &'static str,
+    pub payload_off: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub device_class: Option<&'static str>,
+    /// Safety net only: gatehouse clears alarms itself (hold-off); HA turns a stuck ON off
+    /// after an hour if gatehouse went away without its last will firing.
+    pub off_delay: u32,
+}
+
+/// HA device class for a Hikvision event type.
+fn alarm_class(event_type: &str) -> Option<&'static str> {
+    Some(match event_type {
+        "vmd" | "pir" | "linedetection" | "fielddetection" | "regionentrance" | "regionexiting" => {
+            "motion"
+        }
+        "facedetection" | "unattendedbaggage" | "attendedbaggage" => "occupancy",
+        "tamperdetection" | "shelteralarm" | "defocus" | "scenechangedetection" => "tamper",
+        "videoloss" | "diskfull" | "diskerror" | "nicbroken" | "ipconflict" | "illaccess"
+        | "badvideo" | "recordingfailure" => "problem",
+        _ => return None,
+    })
 }
 
 fn entity<T: Serialize>(
@@ -400,6 +432,96 @@ pub fn configs(ctx: &Context) -> Vec<Entity> {
             },
         ));
     }
+    // Cameras: a device each, a connectivity sensor, and one binary sensor per alarm kind seen.
+    for (id, info) in &ctx.cameras {
+        let dev_id = format!("gatehouse_camera_{id}");
+        let mut identifiers = vec![dev_id.clone()];
+        identifiers.extend(info.as_ref().and_then(|i| i.serial.clone()));
+        let dev = Device {
+            identifiers,
+            name: info
+                .as_ref()
+                .and_then(|i| i.name.clone())
+                .unwrap_or_else(|| id.clone()),
+            manufacturer: "Hikvision".into(),
+            model: info
+                .as_ref()
+                .and_then(|i| i.model.clone())
+                .unwrap_or_else(|| "camera".into()),
+            via_device: None,
+            sw_version: info.as_ref().and_then(|i| i.firmware.clone()),
+        };
+        let source = format!("camera/{id}");
+        let avail = vec![Availability {
+            topic: t.bridge_state(),
+        }];
+        let oid = format!("camera_{id}_connectivity");
+        out.push(entity(
+            "binary_sensor",
+            oid.clone(),
+            &dev_id,
+            &BinarySensor {
+                base: with_domain(
+                    base(&oid, Some("Connection"), &dev, &avail, Some("diagnostic")),
+                    "binary_sensor",
+                ),
+                state_topic: t.source_state(&source),
+                value_template: "{{ 'ON' if value_json.online else 'OFF' }}".into(),
+                device_class: Some("connectivity"),
+            },
+        ));
+        let with_cam = vec![
+            Availability {
+                topic: t.bridge_state(),
+            },
+            Availability {
+                topic: t.source_availability(&source),
+            },
+        ];
+        for a in ctx.alarms.iter().filter(|a| &a.device == id) {
+            let place = match (a.channel, a.io_port) {
+                (Some(c), _) => format!("ch{c}"),
+                (None, Some(i)) => format!("io{i}"),
+                (None, None) => "device".into(),
+            };
+            let target = a
+                .target
+                .as_deref()
+                .map(|t| format!("_{t}"))
+                .unwrap_or_default();
+            let oid = format!("camera_{id}_{place}_{}{target}", a.event_type);
+            let label = format!(
+                "{place} {}{}",
+                a.event_type,
+                a.target
+                    .as_deref()
+                    .map(|t| format!(" ({t})"))
+                    .unwrap_or_default()
+            );
+            out.push(entity(
+                "binary_sensor",
+                oid.clone(),
+                &dev_id,
+                &AlarmSensor {
+                    base: with_domain(
+                        base(&oid, Some(&label), &dev, &with_cam, None),
+                        "binary_sensor",
+                    ),
+                    state_topic: t.camera_alarm(
+                        id,
+                        a.channel,
+                        a.io_port,
+                        &a.event_type,
+                        a.target.as_deref(),
+                    ),
+                    payload_on: "ON",
+                    payload_off: "OFF",
+                    device_class: alarm_class(&a.event_type),
+                    off_delay: 3600,
+                },
+            ));
+        }
+    }
     // Presence: one sensor per user (state: the door of their last access; attributes: site,
     // time), on the Net2 server device.
     for p in &ctx.presence {
@@ -516,6 +638,8 @@ mod tests {
             topics: &t,
             doors: [(7242929, "Garage Port".to_string())].into(),
             presence: vec![&p],
+            cameras: Vec::new(),
+            alarms: Vec::new(),
         };
         configs(&ctx)
     }

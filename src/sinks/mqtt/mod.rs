@@ -55,6 +55,9 @@ struct Sink {
     router: router::Router,
     /// Discovery configs as last published (also in SQLite, for clearing stale ones).
     discovery: BTreeMap<String, String>,
+    /// Camera alarm states by topic (republished on connect), and camera identities.
+    alarms: BTreeMap<String, (CameraAlarm, String)>,
+    cameras: BTreeMap<String, CameraInfo>,
     /// The MQTT version for the next connection, and the one that has worked.
     protocol: Protocol,
     protocol_known: Option<Protocol>,
@@ -173,6 +176,8 @@ pub async fn run(
             Protocol::V5
         },
         protocol_known: None,
+        alarms: BTreeMap::new(),
+        cameras: BTreeMap::new(),
     };
     let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
     loop {
@@ -248,6 +253,37 @@ impl Sink {
                     ),
                 ]
             }
+            Message::CameraAlarm(a) => {
+                let topic = self.topics.camera_alarm(
+                    &a.device,
+                    a.channel,
+                    a.io_port,
+                    &a.event_type,
+                    a.target.as_deref(),
+                );
+                let payload = if a.on { "ON" } else { "OFF" }.to_string();
+                let new = self
+                    .alarms
+                    .insert(topic.clone(), (a.clone(), payload.clone()))
+                    .is_none();
+                let mut out = vec![(topic, payload, true)];
+                if new {
+                    out.extend(self.discovery_changes());
+                }
+                out
+            }
+            Message::CameraInfo(i) => {
+                let new = self.cameras.insert(i.device.clone(), i.clone()).as_ref() != Some(i);
+                let mut out = vec![(
+                    self.topics.camera_info(&i.device),
+                    serde_json::to_string(i).unwrap_or_default(),
+                    true,
+                )];
+                if new {
+                    out.extend(self.discovery_changes());
+                }
+                out
+            }
             Message::Command(u) => vec![(
                 self.topics.command_result(),
                 payload::command_result(u).to_string(),
@@ -283,6 +319,13 @@ impl Sink {
             topics: &self.topics,
             doors: discovery::door_names(&cfg.doors, &self.doors),
             presence: self.presence.values().collect(),
+            cameras: cfg
+                .sources
+                .hikvision
+                .iter()
+                .map(|h| (h.id.clone(), self.cameras.get(&h.id).cloned()))
+                .collect(),
+            alarms: self.alarms.values().map(|(a, _)| a).collect(),
         };
         let entities = discovery::configs(&ctx);
         discovery::render(
@@ -362,6 +405,16 @@ impl Sink {
             out.push((
                 self.topics.door_state(d.id),
                 payload::door_state(d).to_string(),
+                true,
+            ));
+        }
+        for (t, (_, p)) in &self.alarms {
+            out.push((t.clone(), p.clone(), true));
+        }
+        for i in self.cameras.values() {
+            out.push((
+                self.topics.camera_info(&i.device),
+                serde_json::to_string(i).unwrap_or_default(),
                 true,
             ));
         }
@@ -678,7 +731,7 @@ impl Sink {
             for e in c.ahead.drain(..free.min(c.ahead.len())).collect::<Vec<_>>() {
                 let topic = match e.door_id {
                     Some(d) => self.topics.door_event(d as DoorId),
-                    None => self.topics.source_event(SOURCE),
+                    None => self.topics.source_event(&e.source),
                 };
                 client
                     .publish(topic, false, payload::event(&e).to_string().into_bytes())

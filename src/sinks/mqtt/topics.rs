@@ -52,6 +52,30 @@ impl Topics {
     pub fn presence(&self, user: i64) -> String {
         format!("{}/user/{user}/presence", self.base)
     }
+    /// A camera alarm state, retained `ON` / `OFF`:
+    /// `<base>/camera/<device>/<ch1|io2|device>/<event type>[/<target>]`.
+    pub fn camera_alarm(
+        &self,
+        device: &str,
+        channel: Option<u32>,
+        io_port: Option<u32>,
+        event_type: &str,
+        target: Option<&str>,
+    ) -> String {
+        let place = match (channel, io_port) {
+            (Some(c), _) => format!("ch{c}"),
+            (None, Some(i)) => format!("io{i}"),
+            (None, None) => "device".to_string(),
+        };
+        match target {
+            Some(t) => format!("{}/camera/{device}/{place}/{event_type}/{t}", self.base),
+            None => format!("{}/camera/{device}/{place}/{event_type}", self.base),
+        }
+    }
+    /// What the device says about itself, retained JSON.
+    pub fn camera_info(&self, device: &str) -> String {
+        format!("{}/camera/{device}/info", self.base)
+    }
     /// Command progress, not retained.
     pub fn command_result(&self) -> String {
         format!("{}/command/result", self.base)

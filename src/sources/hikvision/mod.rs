@@ -1,8 +1,358 @@
-//! Hikvision cameras and NVRs (ISAPI). Pure protocol pieces so far: the alert-stream multipart
-//! parser, the alert XML/JSON parser, the hold-off state machine and Digest authentication.
+//! Hikvision cameras and NVRs (ISAPI): alarms from the alert stream become clean, never-stuck
+//! states ([`CameraAlarm`]) and history events; device info and reachability become health.
+//!
+//! Per device: `hikvision.<id>.stream` (the alert stream: reconnect at once after a healthy
+//! end, back off after failures, hard after refused credentials), `hikvision.<id>.info`
+//! (deviceInfo, refreshed), and a ticker for hold-offs and the offline grace period.
 
 pub mod alert;
 pub mod client;
 pub mod digest;
 pub mod multipart;
 pub mod state;
+
+use crate::bus::Bus;
+use crate::config::HikvisionConfig;
+use crate::error::{Error, ErrorKind, Result};
+use crate::model::*;
+use crate::task::{Backoff, RunEnd, supervise};
+use chrono::Utc;
+use client::IsapiClient;
+use multipart::{Parser, PartKind};
+use state::{Change, Holdoff, Tracker};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+/// Refused credentials: the device locks clients out for ~30 min after repeated failures.
+const AUTH_BACKOFF: Duration = Duration::from_secs(1800);
+const MAX_PART: usize = 2 * 1024 * 1024;
+const INFO_EVERY: Duration = Duration::from_secs(600);
+
+struct Device {
+    cfg: HikvisionConfig,
+    /// The bus source name, also the topic path: `camera/<id>`.
+    source: String,
+    client: IsapiClient,
+    tracker: Mutex<Tracker>,
+    bus: Bus,
+    /// Since when the device is unreachable (availability waits `offline_after`).
+    down_since: Mutex<Option<(Instant, String)>>,
+    online: Mutex<Option<bool>>,
+    seq: AtomicU64,
+}
+
+impl Device {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Tracker> {
+        self.tracker.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    async fn health(&self, online: bool, detail: &str) {
+        let changed = {
+            let mut o = self.online.lock().unwrap_or_else(|p| p.into_inner());
+            o.replace(online) != Some(online)
+        };
+        if changed {
+            if online {
+                tracing::info!(device = %self.cfg.id, "camera reachable");
+            } else {
+                tracing::warn!(device = %self.cfg.id, detail, "camera unreachable");
+            }
+            self.bus
+                .publish(Message::Health(SourceHealth {
+                    source: self.source.clone(),
+                    online,
+                    live: online,
+                    ready: online,
+                    detail: detail.to_string(),
+                }))
+                .await;
+        }
+    }
+
+    fn failed(&self, e: &Error) {
+        let mut d = self.down_since.lock().unwrap_or_else(|p| p.into_inner());
+        let detail = if e.kind() == ErrorKind::Auth {
+            format!("authentication failed: {e}")
+        } else {
+            e.to_string()
+        };
+        match d.as_mut() {
+            Some((_, msg)) => *msg = detail,
+            None => *d = Some((Instant::now(), detail)),
+        }
+    }
+
+    async fn up(&self) {
+        *self.down_since.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        self.health(true, "").await;
+    }
+
+    async fn publish_changes(
+        &self,
+        changes: Vec<Change>,
+        raw: Option<&str>,
+        time: Option<chrono::DateTime<chrono::FixedOffset>>,
+    ) {
+        for c in changes {
+            let now = Utc::now();
+            let n = self.seq.fetch_add(1, Ordering::Relaxed);
+            let k = &c.key;
+            let id = format!(
+                "{}:{}:{}:{}:{}@{}.{n}",
+                self.source,
+                k.channel.map(|c| c.to_string()).unwrap_or_default(),
+                k.event_type,
+                k.target.clone().unwrap_or_default(),
+                if c.on { "on" } else { "off" },
+                now.timestamp_millis()
+            );
+            let event = Event {
+                id: id.clone(),
+                source: self.source.clone(),
+                source_id: None,
+                fingerprint: id,
+                time: time.filter(|_| c.on).unwrap_or_else(|| now.fixed_offset()),
+                received: now,
+                via: Via::Live,
+                door: None,
+                user: None,
+                kind: EventKind::CameraAlert {
+                    event_type: k.event_type.clone(),
+                    active: c.on,
+                    channel: k.channel,
+                    io_port: k.io_port,
+                    targets: k.target.iter().cloned().collect(),
+                    backlog: false,
+                },
+                code: None,
+                description: Some(format!(
+                    "{} {}",
+                    k.event_type,
+                    if c.on { "started" } else { "ended" }
+                )),
+                raw: raw
+                    .filter(|_| c.on)
+                    .unwrap_or("{}")
+                    .chars()
+                    .take(16 * 1024)
+                    .collect(),
+            };
+            self.bus.publish(Message::Event(Box::new(event))).await;
+            self.bus
+                .publish(Message::CameraAlarm(CameraAlarm {
+                    device: self.cfg.id.clone(),
+                    channel: k.channel,
+                    io_port: k.io_port,
+                    event_type: k.event_type.clone(),
+                    target: k.target.clone(),
+                    on: c.on,
+                    at: now,
+                }))
+                .await;
+        }
+    }
+
+    async fn on_part(&self, part: multipart::Part) {
+        match part.kind() {
+            // Pictures in the stream: kept for snapshots (next issue), not parsed.
+            PartKind::Image => {}
+            PartKind::Xml | PartKind::Json => match alert::parse(&part.body) {
+                Ok(a) => {
+                    if a.channel
+                        .is_some_and(|c| self.cfg.ignore_channels.contains(&c))
+                    {
+                        return;
+                    }
+                    let changes = self.lock().on_alert(&self.cfg.id, &a, Instant::now());
+                    let raw = String::from_utf8_lossy(&part.body).into_owned();
+                    self.publish_changes(changes, Some(&raw), a.date_time).await;
+                }
+                Err(e) => {
+                    let raw = String::from_utf8_lossy(&part.body);
+                    tracing::warn!(device = %self.cfg.id, error = %e, raw = %raw.chars().take(200).collect::<String>(), "malformed alert kept raw");
+                    self.bus
+                        .publish(Message::Reject {
+                            source: self.source.clone(),
+                            context: "alert stream part".into(),
+                            error: e.to_string(),
+                            raw: raw.chars().take(64 * 1024).collect(),
+                        })
+                        .await;
+                }
+            },
+        }
+    }
+
+    async fn stream_once(&self, cancel: &CancellationToken) -> Result<RunEnd> {
+        let res = match self.client.alert_stream().await {
+            Ok(r) => r,
+            Err(e) => {
+                self.failed(&e);
+                return Err(e);
+            }
+        };
+        self.up().await;
+        let ct = res
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        let boundary = Parser::boundary_of(&ct).unwrap_or_else(|| "boundary".into());
+        let mut parser = Parser::new(&boundary, MAX_PART);
+        let mut res = res;
+        let idle = self.cfg.idle_timeout.get();
+        loop {
+            let chunk = tokio::select! {
+                _ = cancel.cancelled() => return Ok(RunEnd::Cancelled),
+                c = tokio::time::timeout(idle, res.chunk()) => c,
+            };
+            let parts = match chunk {
+                Err(_) => {
+                    let e = Error::new(
+                        ErrorKind::Unavailable,
+                        format!("no byte from the alert stream for {idle:?}"),
+                    );
+                    self.failed(&e);
+                    return Err(e);
+                }
+                Ok(Err(e)) => {
+                    let e = Error::with_source(ErrorKind::Unavailable, "alert stream failed", e);
+                    self.failed(&e);
+                    return Err(e);
+                }
+                // A healthy end (NVRs close every 15–40 s; HTTP/1.0 bodies end at close).
+                Ok(Ok(None)) => {
+                    for p in parser.finish().into_iter().flatten() {
+                        self.on_part(p).await;
+                    }
+                    return Ok(RunEnd::Healthy);
+                }
+                Ok(Ok(Some(bytes))) => parser.push(&bytes),
+            };
+            for p in parts {
+                match p {
+                    Ok(p) => self.on_part(p).await,
+                    Err(e) => {
+                        tracing::warn!(device = %self.cfg.id, error = %e, "alert stream part skipped")
+                    }
+                }
+            }
+        }
+    }
+
+    async fn info_once(&self) -> Result<()> {
+        let xml = self.client.get_text("/ISAPI/System/deviceInfo").await?;
+        let field = |name: &str| {
+            let open = format!("<{name}>");
+            let a = xml.find(&open)? + open.len();
+            let b = xml[a..].find('<')? + a;
+            Some(xml[a..b].trim().to_string()).filter(|s| !s.is_empty())
+        };
+        self.bus
+            .publish(Message::CameraInfo(CameraInfo {
+                device: self.cfg.id.clone(),
+                name: field("deviceName"),
+                model: field("model"),
+                serial: field("serialNumber"),
+                mac: field("macAddress"),
+                firmware: field("firmwareVersion"),
+                device_type: field("deviceType"),
+            }))
+            .await;
+        Ok(())
+    }
+}
+
+/// Start one device's tasks.
+pub fn spawn(
+    cfg: &HikvisionConfig,
+    bus: Bus,
+    cancel: CancellationToken,
+) -> Result<Vec<JoinHandle<()>>> {
+    let client = IsapiClient::new(
+        &cfg.url,
+        &cfg.username,
+        cfg.password.clone().unwrap_or_default(),
+        &cfg.tls,
+    )?;
+    let holdoff = Holdoff {
+        default: cfg.holdoff.get(),
+        per_type: cfg
+            .holdoff_per_type
+            .iter()
+            .map(|(k, v)| (k.to_ascii_lowercase(), v.get()))
+            .collect(),
+    };
+    let dev = Arc::new(Device {
+        source: format!("camera/{}", cfg.id),
+        cfg: cfg.clone(),
+        client,
+        tracker: Mutex::new(Tracker::new(holdoff)),
+        bus,
+        down_since: Mutex::new(None),
+        online: Mutex::new(None),
+        seq: AtomicU64::new(0),
+    });
+    let mut tasks = Vec::new();
+    let d = dev.clone();
+    let c = cancel.clone();
+    tasks.push(supervise(
+        format!("hikvision.{}.stream", cfg.id),
+        cancel.clone(),
+        Backoff::new(Duration::from_secs(1), Duration::from_secs(60)),
+        AUTH_BACKOFF,
+        move || {
+            let (d, c) = (d.clone(), c.clone());
+            async move { d.stream_once(&c).await }
+        },
+    ));
+    let d = dev.clone();
+    let c = cancel.clone();
+    tasks.push(supervise(
+        format!("hikvision.{}.info", cfg.id),
+        cancel.clone(),
+        Backoff::new(Duration::from_secs(5), Duration::from_secs(300)),
+        AUTH_BACKOFF,
+        move || {
+            let (d, c) = (d.clone(), c.clone());
+            async move {
+                loop {
+                    d.info_once().await?;
+                    tokio::select! {
+                        _ = tokio::time::sleep(INFO_EVERY) => {}
+                        _ = c.cancelled() => return Ok(RunEnd::Cancelled),
+                    }
+                }
+            }
+        },
+    ));
+    let d = dev;
+    tasks.push(tokio::spawn(async move {
+        let mut every = tokio::time::interval(Duration::from_millis(250));
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        loop {
+            tokio::select! {
+                _ = every.tick() => {}
+                _ = cancel.cancelled() => return,
+            }
+            let changes = d.lock().tick(Instant::now());
+            d.publish_changes(changes, None, None).await;
+            let down = d
+                .down_since
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone();
+            if let Some((since, detail)) = down
+                && since.elapsed() >= d.cfg.offline_after.get()
+            {
+                d.health(false, &detail).await;
+            }
+        }
+    }));
+    Ok(tasks)
+}

@@ -1,0 +1,172 @@
+//! A camera and an NVR (simulated) through the daemon to a real Mosquitto: clean alarm states
+//! from repeated `active`s, history events, device info, discovery, and an NVR that closes its
+//! stream every couple of seconds without the camera ever going offline.
+
+mod common;
+
+use common::broker::{Broker, Recorder};
+use common::wait_for;
+use gatehouse::sim::hikvision::{HikSim, HikSimConfig, Personality};
+use std::time::Duration;
+
+const T: Duration = Duration::from_secs(20);
+
+async fn daemon(
+    cams: &[(&str, &HikSim)],
+    broker: &Broker,
+    dir: &std::path::Path,
+) -> gatehouse::app::App {
+    let mut yaml = format!(
+        "version: 1\nstorage: {{ path: {}/g.db }}\nmqtt:\n  host: 127.0.0.1\n  port: {}\n  client_id: gh-cam-{}\nsources:\n  hikvision:\n",
+        dir.display(),
+        broker.port,
+        rand::random::<u32>()
+    );
+    for (id, s) in cams {
+        yaml.push_str(&format!(
+            "    - {{ id: {id}, url: \"{}\", username: admin, password: sim-hik-pass, holdoff: 1s, offline_after: 5s }}\n",
+            s.base_url()
+        ));
+    }
+    let cfg = gatehouse::config::load_str(&yaml, &|_| None).unwrap();
+    gatehouse::app::App::start(cfg, None, None).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeated_actives_become_one_on_and_one_off() {
+    let broker = Broker::start();
+    let rec = Recorder::start(broker.port, "rec", "#", false).await;
+    let cam = HikSim::start(HikSimConfig {
+        personality: Personality::camera(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let app = daemon(&[("garage", &cam)], &broker, dir.path()).await;
+    wait_for("stream open", T, || cam.stream_count() == 1).await;
+    // A PTZ-like burst: `active` three times a second, never `inactive`.
+    for _ in 0..9 {
+        cam.push_alert(1, "VMD", "active");
+        tokio::time::sleep(Duration::from_millis(333)).await;
+    }
+    let topic = "gatehouse/camera/garage/ch1/vmd";
+    wait_for("OFF after the hold-off", T, || {
+        rec.on(topic).last().is_some_and(|m| m.text() == "OFF")
+    })
+    .await;
+    let states: Vec<String> = rec.on(topic).iter().map(|m| m.text()).collect();
+    assert_eq!(states, ["ON", "OFF"], "only changes are published");
+    assert!(rec.on(topic).iter().all(|m| m.retain));
+    // History: one event per change, on the camera's event topic.
+    wait_for("events", T, || {
+        rec.on("gatehouse/camera/garage/event").len() >= 2
+    })
+    .await;
+    let ev = rec.on("gatehouse/camera/garage/event")[0].json();
+    assert_eq!(
+        ev["event_type"], "vmd",
+        "the device's event type, normalised"
+    );
+    assert_eq!(ev["channel"], 1);
+    assert_eq!(ev["active"], true);
+    // Device info and discovery for the alarm seen.
+    wait_for("info", T, || {
+        !rec.on("gatehouse/camera/garage/info").is_empty()
+    })
+    .await;
+    assert!(
+        rec.on("gatehouse/camera/garage/info")[0].json()["serial"]
+            .as_str()
+            .unwrap()
+            .starts_with("DS-2DE4A425IW")
+    );
+    let cfg_topic = "homeassistant/binary_sensor/gatehouse/camera_garage_ch1_vmd/config";
+    wait_for("discovery", T, || !rec.on(cfg_topic).is_empty()).await;
+    let c = rec.on(cfg_topic).last().unwrap().json();
+    assert_eq!(c["state_topic"], topic);
+    assert_eq!(c["device_class"], "motion");
+    assert!(
+        c["device"]["identifiers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|i| i.as_str().unwrap().starts_with("DS-2DE4A425IW")),
+        "{c}"
+    );
+    // The heartbeat-only `videoloss inactive` never became an alarm.
+    assert!(rec.all().iter().all(|m| !m.topic.contains("/videoloss")));
+    app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_nvr_closing_its_stream_stays_online_and_reconnects_at_once() {
+    let broker = Broker::start();
+    let rec = Recorder::start(broker.port, "rec", "gatehouse/camera/#", false).await;
+    let nvr = HikSim::start(HikSimConfig {
+        personality: Personality {
+            close_after: Some(Duration::from_millis(1500)),
+            ..Personality::nvr()
+        },
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let app = daemon(&[("nvr", &nvr)], &broker, dir.path()).await;
+    wait_for("three streams (reconnected after each close)", T, || {
+        nvr.stats().streams >= 3
+    })
+    .await;
+    wait_for("online", T, || {
+        rec.on("gatehouse/camera/nvr/availability")
+            .last()
+            .is_some_and(|m| m.text() == "online")
+    })
+    .await;
+    assert!(
+        rec.on("gatehouse/camera/nvr/availability")
+            .iter()
+            .all(|m| m.text() == "online"),
+        "never offline for a healthy close"
+    );
+    // An alarm on channel 15 still arrives on a later stream.
+    wait_for("stream open", T, || nvr.stream_count() == 1).await;
+    nvr.push_alert(15, "linedetection", "active");
+    wait_for("NVR channel alarm", T, || {
+        rec.on("gatehouse/camera/nvr/ch15/linedetection")
+            .first()
+            .is_some_and(|m| m.text() == "ON")
+    })
+    .await;
+    app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_camera_password_is_reported_and_not_hammered() {
+    let broker = Broker::start();
+    let rec = Recorder::start(broker.port, "rec", "gatehouse/camera/#", false).await;
+    let cam = HikSim::start(HikSimConfig {
+        password: "something-else".into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let app = daemon(&[("door", &cam)], &broker, dir.path()).await;
+    wait_for("reported offline after the grace period", T, || {
+        rec.on("gatehouse/camera/door/state")
+            .last()
+            .is_some_and(|m| {
+                m.json()["detail"]
+                    .as_str()
+                    .unwrap_or("")
+                    .contains("authentication failed")
+            })
+    })
+    .await;
+    let st = cam.stats();
+    assert!(st.bad_logins <= 2, "one attempt per task, no loop: {st:?}");
+    assert_eq!(st.locked_out, 0, "never provoked the lockout");
+    app.shutdown().await;
+}

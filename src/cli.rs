@@ -294,6 +294,42 @@ async fn demo(
         .ctx(ErrorKind::Internal, || "unable to start the Net2 simulator")?;
     let cancel = tokio_util::sync::CancellationToken::new();
     sim.spawn_generator(Duration::from_secs(4), cancel.clone());
+    // A camera and an NVR, with some motion now and then.
+    use crate::sim::hikvision::{HikSim, HikSimConfig, Personality};
+    let cam = HikSim::start(HikSimConfig {
+        personality: Personality::camera(),
+        ..Default::default()
+    })
+    .await
+    .ctx(
+        ErrorKind::Internal,
+        || "unable to start the camera simulator",
+    )?;
+    let nvr = HikSim::start(HikSimConfig {
+        personality: Personality::nvr(),
+        ..Default::default()
+    })
+    .await
+    .ctx(ErrorKind::Internal, || "unable to start the NVR simulator")?;
+    let (cam_url, nvr_url) = (cam.base_url(), nvr.base_url());
+    let c2 = cancel.clone();
+    tokio::spawn(async move {
+        let mut n = 0u32;
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(9)) => {}
+                _ = c2.cancelled() => return,
+            }
+            n += 1;
+            // A burst of `active` like a real camera; the NVR never sends `inactive`.
+            for _ in 0..3 {
+                cam.push_alert(1, "VMD", "active");
+                nvr.push_alert(1 + n % 4, "linedetection", "active");
+                tokio::time::sleep(Duration::from_millis(700)).await;
+            }
+            cam.push_alert(1, "VMD", "inactive");
+        }
+    });
     let db = dir.join("gatehouse.db");
     let cfg_path = dir.join("config.yaml");
     // The embedded broker on 1883 when it is free, else on any free port.
@@ -321,7 +357,7 @@ async fn demo(
             })?
     };
     let yaml = format!(
-        "# written by `gatehouse demo`\nversion: 1\nstorage:\n  path: {db}\nsources:\n  net2:\n    url: {url}\n    username: {user}\n    password: {pass}\n    client_id: {client_id}\n    safety_poll_interval: 30s\nmqtt:\n  embedded: true\n  embedded_bind: 127.0.0.1:{mqtt_port}\ndoors:\n  7242929: {{ name: Garage Port, mode: momentary, held_open_after: 2m }}\n  6612642: {{ name: Fordør, open_time_ms: 5000, held_open_after: 1m }}\n  6203980: {{ name: Fordør Terndrupvej }}\n",
+        "# written by `gatehouse demo`\nversion: 1\nstorage:\n  path: {db}\nsources:\n  net2:\n    url: {url}\n    username: {user}\n    password: {pass}\n    client_id: {client_id}\n    safety_poll_interval: 30s\n  hikvision:\n    - {{ id: camera, url: \"{cam_url}\", username: admin, password: sim-hik-pass }}\n    - {{ id: nvr, url: \"{nvr_url}\", username: admin, password: sim-hik-pass }}\nmqtt:\n  embedded: true\n  embedded_bind: 127.0.0.1:{mqtt_port}\ndoors:\n  7242929: {{ name: Garage Port, mode: momentary, held_open_after: 2m }}\n  6612642: {{ name: Fordør, open_time_ms: 5000, held_open_after: 1m }}\n  6203980: {{ name: Fordør Terndrupvej }}\n",
         db = db.display(),
         url = sim.base_url(),
     );

@@ -40,6 +40,7 @@ fn example_config_is_valid_and_documented() {
             concat!(env!("CARGO_MANIFEST_DIR"), "/config.example.yaml"),
         ])
         .env("NET2_PASSWORD", "example")
+        .env("CAMERA_PASSWORD", "example")
         .output()
         .unwrap();
     assert!(
@@ -61,6 +62,7 @@ fn example_config_is_valid_and_documented() {
             concat!(env!("CARGO_MANIFEST_DIR"), "/config.example.yaml"),
         ])
         .env_remove("NET2_PASSWORD")
+        .env("CAMERA_PASSWORD", "example")
         .output()
         .unwrap();
     assert!(!out.status.success());

@@ -395,6 +395,9 @@ impl Config {
                 if n.live { "on" } else { "off" }
             ));
         }
+        for h in &self.sources.hikvision {
+            sources.push(format!("hikvision {} ({})", h.id, h.url));
+        }
         let mqtt = match &self.mqtt {
             None => "none".to_string(),
             Some(m) if m.embedded => format!("embedded broker on {}", m.embedded_bind),

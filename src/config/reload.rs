@@ -15,6 +15,9 @@ pub fn restart_required(old: &Config, new: &Config) -> Vec<String> {
     if old.storage.path != new.storage.path {
         keys.push("storage.path".into());
     }
+    if old.sources.hikvision != new.sources.hikvision {
+        keys.push("sources.hikvision".into());
+    }
     if old.mqtt != new.mqtt {
         // Discovery follows door changes live; the connection itself needs a restart.
         keys.push("mqtt".into());

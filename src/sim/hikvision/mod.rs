@@ -264,8 +264,17 @@ async fn serve(inner: Arc<Inner>, sock: tokio::net::TcpStream) -> std::io::Resul
             return alert_stream(inner, w).await;
         }
         let (status, ctype, body) = if p.eq_ignore_ascii_case("/ISAPI/System/deviceInfo") {
+            // NVRs are other devices: their own model and serial (HA merges devices that share
+            // an identifier).
             let body = if inner.cfg.personality.nvr {
-                DEVICE_INFO.replace("IPDome", "NVR")
+                DEVICE_INFO
+                    .replace("IPDome", "NVR")
+                    .replace("<deviceName>PTZ", "<deviceName>NVR")
+                    .replace(
+                        "DS-2DE4A425IW-DE20180101AAWRC52000000W",
+                        "DS-7608NI-K220190101CCWR000000001",
+                    )
+                    .replace("DS-2DE4A425IW-DE", "DS-7608NI-K2")
             } else {
                 DEVICE_INFO.to_string()
             };

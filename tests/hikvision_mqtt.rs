@@ -102,7 +102,7 @@ async fn repeated_actives_become_one_on_and_one_off() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_nvr_closing_its_stream_stays_online_and_reconnects_at_once() {
     let broker = Broker::start();
-    let rec = Recorder::start(broker.port, "rec", "gatehouse/camera/#", false).await;
+    let rec = Recorder::start(broker.port, "rec", "#", false).await;
     let nvr = HikSim::start(HikSimConfig {
         personality: Personality {
             close_after: Some(Duration::from_millis(1500)),
@@ -130,6 +130,17 @@ async fn an_nvr_closing_its_stream_stays_online_and_reconnects_at_once() {
             .all(|m| m.text() == "online"),
         "never offline for a healthy close"
     );
+    // Channels, disks and the RTSP port from the NVR's documents; a failed disk is a problem.
+    wait_for("NVR info", T, || {
+        !rec.on("gatehouse/camera/nvr/info").is_empty()
+    })
+    .await;
+    let info = rec.on("gatehouse/camera/nvr/info").last().unwrap().json();
+    assert_eq!(info["device_type"], "NVR");
+    assert_eq!(info["channels"].as_array().unwrap().len(), 4);
+    assert_eq!(info["channels"][0]["name"], "Camera 01");
+    assert_eq!(info["disks"][1]["status"], "error");
+    assert_eq!(info["rtsp_port"], 554);
     // An alarm on channel 15 still arrives on a later stream.
     wait_for("stream open", T, || nvr.stream_count() == 1).await;
     nvr.push_alert(15, "linedetection", "active");

@@ -284,6 +284,25 @@ pub struct CameraInfo {
     pub mac: Option<String>,
     pub firmware: Option<String>,
     pub device_type: Option<String>,
+    pub channels: Vec<CameraChannel>,
+    pub disks: Vec<CameraDisk>,
+    /// From `/ISAPI/Security/adminAccesses` (for RTSP, next issue).
+    pub rtsp_port: Option<u16>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CameraChannel {
+    pub id: u32,
+    pub name: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CameraDisk {
+    pub id: u32,
+    /// `ok`, `error`, `unformatted`, `idle`… as the device says (lower case).
+    pub status: String,
+    pub capacity_mb: Option<u64>,
+    pub free_mb: Option<u64>,
 }
 
 /// Everything that travels on the bus from sources to sinks.

@@ -279,6 +279,41 @@ async fn serve(inner: Arc<Inner>, sock: tokio::net::TcpStream) -> std::io::Resul
                 DEVICE_INFO.to_string()
             };
             ("200 OK", "application/xml", body)
+        } else if p.eq_ignore_ascii_case("/ISAPI/ContentMgmt/InputProxy/channels")
+            && inner.cfg.personality.nvr
+        {
+            let chans: String = (1..=4)
+                .map(|i| format!("<InputProxyChannel version=\"2.0\"><id>{i}</id><name>Camera {i:02}</name><sourceInputPortDescriptor><proxyProtocol>HIKVISION</proxyProtocol><ipAddress>192.0.2.{}</ipAddress></sourceInputPortDescriptor></InputProxyChannel>", 10 + i))
+                .collect();
+            (
+                "200 OK",
+                "application/xml",
+                format!(
+                    "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<InputProxyChannelList version=\"2.0\" xmlns=\"http://www.hikvision.com/ver20/XMLSchema\">{chans}</InputProxyChannelList>\n"
+                ),
+            )
+        } else if p.eq_ignore_ascii_case("/ISAPI/System/Video/inputs/channels") {
+            if inner.cfg.personality.nvr {
+                // Pure NVRs answer 403 here (protocols.md §2).
+                ("403 Forbidden", "application/xml", "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<ResponseStatus version=\"1.0\"><statusCode>4</statusCode><statusString>Invalid Operation</statusString><subStatusCode>notSupport</subStatusCode></ResponseStatus>\n".to_string())
+            } else {
+                ("200 OK", "application/xml", "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<VideoInputChannelList version=\"2.0\" xmlns=\"http://www.hikvision.com/ver20/XMLSchema\"><VideoInputChannel><id>1</id><inputPort>1</inputPort><videoInputEnabled>true</videoInputEnabled><name>Camera 01</name></VideoInputChannel></VideoInputChannelList>\n".to_string())
+            }
+        } else if p.eq_ignore_ascii_case("/ISAPI/ContentMgmt/Storage") {
+            let hdds = if inner.cfg.personality.nvr {
+                "<hdd><id>1</id><hddName>hdd1</hddName><hddType>SATA</hddType><status>ok</status><capacity>1907729</capacity><freeSpace>125952</freeSpace><property>RW</property></hdd><hdd><id>2</id><hddName>hdd2</hddName><hddType>SATA</hddType><status>error</status><capacity>1907729</capacity><freeSpace>0</freeSpace><property>RW</property></hdd>"
+            } else {
+                "<hdd><id>1</id><hddName>sd</hddName><hddType>SD</hddType><status>ok</status><capacity>30436</capacity><freeSpace>1024</freeSpace><property>RW</property></hdd>"
+            };
+            (
+                "200 OK",
+                "application/xml",
+                format!(
+                    "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<storage version=\"1.0\" xmlns=\"http://www.hikvision.com/ver10/XMLSchema\"><hddList version=\"1.0\">{hdds}</hddList></storage>\n"
+                ),
+            )
+        } else if p.eq_ignore_ascii_case("/ISAPI/Security/adminAccesses") {
+            ("200 OK", "application/xml", "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<AdminAccessProtocolList version=\"2.0\" xmlns=\"http://www.hikvision.com/ver20/XMLSchema\"><AdminAccessProtocol><id>1</id><enabled>true</enabled><protocol>HTTP</protocol><portNo>80</portNo></AdminAccessProtocol><AdminAccessProtocol><id>4</id><enabled>true</enabled><protocol>RTSP</protocol><portNo>554</portNo></AdminAccessProtocol></AdminAccessProtocolList>\n".to_string())
         } else {
             ("404 Not Found", "application/xml", "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<ResponseStatus version=\"1.0\" xmlns=\"http://www.hikvision.com/ver10/XMLSchema\">\n<requestURL>x</requestURL>\n<statusCode>4</statusCode>\n<statusString>Invalid Operation</statusString>\n<subStatusCode>notSupport</subStatusCode>\n</ResponseStatus>\n".to_string())
         };

@@ -108,6 +108,10 @@ pub struct Sensor {
     pub json_attributes_topic: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub json_attributes_template: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unit_of_measurement: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub device_class: Option<&'static str>,
 }
 
 #[derive(Serialize, Clone, Debug, PartialEq)]
@@ -429,6 +433,8 @@ pub fn configs(ctx: &Context) -> Vec<Entity> {
                     .into(),
                 json_attributes_topic: None,
                 json_attributes_template: None,
+                unit_of_measurement: None,
+                device_class: None,
             },
         ));
     }
@@ -478,6 +484,51 @@ pub fn configs(ctx: &Context) -> Vec<Entity> {
                 topic: t.source_availability(&source),
             },
         ];
+        // Disks: a problem sensor and free space each (from the info document).
+        for d in info.iter().flat_map(|i| i.disks.iter()) {
+            let sel = format!(
+                "(value_json.disks | selectattr('id', 'eq', {}) | list)",
+                d.id
+            );
+            let oid = format!("camera_{id}_disk{}", d.id);
+            out.push(entity(
+                "binary_sensor",
+                oid.clone(),
+                &dev_id,
+                &BinarySensor {
+                    base: with_domain(base(&oid, Some(&format!("Disk {}", d.id)), &dev, &with_cam, Some("diagnostic")), "binary_sensor"),
+                    state_topic: t.camera_info(id),
+                    value_template: format!("{{% set d = {sel} %}}{{{{ 'ON' if d and d[0].status != 'ok' else 'OFF' }}}}"),
+                    device_class: Some("problem"),
+                },
+            ));
+            let oid = format!("camera_{id}_disk{}_free", d.id);
+            out.push(entity(
+                "sensor",
+                oid.clone(),
+                &dev_id,
+                &Sensor {
+                    base: with_domain(
+                        base(
+                            &oid,
+                            Some(&format!("Disk {} free", d.id)),
+                            &dev,
+                            &with_cam,
+                            Some("diagnostic"),
+                        ),
+                        "sensor",
+                    ),
+                    state_topic: t.camera_info(id),
+                    value_template: format!(
+                        "{{% set d = {sel} %}}{{{{ d[0].free_mb if d else None }}}}"
+                    ),
+                    json_attributes_topic: None,
+                    json_attributes_template: None,
+                    unit_of_measurement: Some("MB"),
+                    device_class: Some("data_size"),
+                },
+            ));
+        }
         for a in ctx.alarms.iter().filter(|a| &a.device == id) {
             let place = match (a.channel, a.io_port) {
                 (Some(c), _) => format!("ch{c}"),
@@ -546,6 +597,8 @@ pub fn configs(ctx: &Context) -> Vec<Entity> {
                 value_template: "{{ value_json.door.name }}".into(),
                 json_attributes_topic: Some(t.presence(p.user.id)),
                 json_attributes_template: Some("{{ {'site': value_json.site, 'time': value_json.time, 'door_id': value_json.door.id, 'user_id': value_json.user.id} | tojson }}".into()),
+                unit_of_measurement: None,
+                device_class: None,
             },
         ));
     }

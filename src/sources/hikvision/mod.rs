@@ -8,6 +8,7 @@
 pub mod alert;
 pub mod client;
 pub mod digest;
+pub mod info;
 pub mod multipart;
 pub mod state;
 
@@ -247,12 +248,32 @@ impl Device {
 
     async fn info_once(&self) -> Result<()> {
         let xml = self.client.get_text("/ISAPI/System/deviceInfo").await?;
-        let field = |name: &str| {
-            let open = format!("<{name}>");
-            let a = xml.find(&open)? + open.len();
-            let b = xml[a..].find('<')? + a;
-            Some(xml[a..b].trim().to_string()).filter(|s| !s.is_empty())
-        };
+        let (top, _) = info::records(&xml, "-");
+        let field = |k: &str| top.get(k).cloned().filter(|s| !s.is_empty());
+        let device_type = field("deviceType");
+        let recorder = device_type
+            .as_deref()
+            .is_some_and(|t| t.eq_ignore_ascii_case("NVR") || t.eq_ignore_ascii_case("DVR"));
+        // Optional documents: a device that does not have one answers 403/404; that is fine.
+        let optional = |path: &'static str| async move { self.client.get_text(path).await.ok() };
+        // NVR channels are proxies of IP cameras; `/System/Video/inputs` answers 403 on pure
+        // NVRs and lists analog inputs on DVRs and the camera's own input.
+        let mut channels = Vec::new();
+        if recorder && let Some(x) = optional("/ISAPI/ContentMgmt/InputProxy/channels").await {
+            channels = info::channels(&x);
+        }
+        if channels.is_empty()
+            && let Some(x) = optional("/ISAPI/System/Video/inputs/channels").await
+        {
+            channels = info::channels(&x);
+        }
+        let disks = optional("/ISAPI/ContentMgmt/Storage")
+            .await
+            .map(|x| info::disks(&x))
+            .unwrap_or_default();
+        let rtsp_port = optional("/ISAPI/Security/adminAccesses")
+            .await
+            .and_then(|x| info::rtsp_port(&x));
         self.bus
             .publish(Message::CameraInfo(CameraInfo {
                 device: self.cfg.id.clone(),
@@ -261,7 +282,10 @@ impl Device {
                 serial: field("serialNumber"),
                 mac: field("macAddress"),
                 firmware: field("firmwareVersion"),
-                device_type: field("deviceType"),
+                device_type,
+                channels,
+                disks,
+                rtsp_port,
             }))
             .await;
         Ok(())

@@ -1,0 +1,141 @@
+//! ISAPI documents about the device: deviceInfo, channels, storage, admin accesses. Pure and
+//! namespace-agnostic (elements by local name), like the alert parser.
+
+use crate::model::{CameraChannel, CameraDisk};
+use quick_xml::events::Event as XmlEvent;
+use std::collections::HashMap;
+
+/// Leaf values of every element named `record` (in document order), plus the document's own
+/// top-level leaves under the key `""`.
+pub fn records(xml: &str, record: &str) -> (HashMap<String, String>, Vec<HashMap<String, String>>) {
+    let mut reader = quick_xml::Reader::from_str(xml.trim_start());
+    let mut path: Vec<String> = Vec::new();
+    let mut top = HashMap::new();
+    let mut recs: Vec<HashMap<String, String>> = Vec::new();
+    let mut text = String::new();
+    let mut depth_of_record: Option<usize> = None;
+    loop {
+        match reader.read_event() {
+            Err(_) | Ok(XmlEvent::Eof) => break,
+            Ok(XmlEvent::Start(e)) => {
+                let name = e.local_name().as_ref().to_string();
+                if name.eq_ignore_ascii_case(record) && depth_of_record.is_none() {
+                    depth_of_record = Some(path.len());
+                    recs.push(HashMap::new());
+                }
+                path.push(name);
+                text.clear();
+            }
+            Ok(XmlEvent::Text(t)) => text.push_str(&t.xml10_content()),
+            Ok(XmlEvent::End(_)) => {
+                let leaf = path.pop().unwrap_or_default();
+                let v = text.trim().to_string();
+                text.clear();
+                match depth_of_record {
+                    Some(d) if path.len() == d => depth_of_record = None,
+                    // Direct children of the record only (nested lists are not flattened in).
+                    Some(d) if path.len() == d + 1 => {
+                        if let Some(r) = recs.last_mut() {
+                            r.entry(leaf).or_insert(v);
+                        }
+                    }
+                    Some(_) => {}
+                    None => {
+                        if path.len() == 1 {
+                            top.entry(leaf).or_insert(v);
+                        }
+                    }
+                }
+            }
+            Ok(_) => {}
+        }
+    }
+    (top, recs)
+}
+
+fn get(m: &HashMap<String, String>, k: &str) -> Option<String> {
+    m.get(k).cloned().filter(|s| !s.is_empty())
+}
+
+/// `InputProxyChannelList` (NVR) or `VideoInputChannelList` (camera / DVR).
+pub fn channels(xml: &str) -> Vec<CameraChannel> {
+    let (_, mut recs) = records(xml, "InputProxyChannel");
+    if recs.is_empty() {
+        recs = records(xml, "VideoInputChannel").1;
+    }
+    recs.iter()
+        .filter_map(|r| {
+            Some(CameraChannel {
+                id: get(r, "id")?.parse().ok()?,
+                name: get(r, "name").or_else(|| get(r, "inputPort")),
+            })
+        })
+        .collect()
+}
+
+/// `/ISAPI/ContentMgmt/Storage`: HDDs with status, capacity and free space (MB).
+pub fn disks(xml: &str) -> Vec<CameraDisk> {
+    records(xml, "hdd")
+        .1
+        .iter()
+        .filter_map(|r| {
+            Some(CameraDisk {
+                id: get(r, "id")?.parse().ok()?,
+                status: get(r, "status")
+                    .unwrap_or_else(|| "unknown".into())
+                    .to_ascii_lowercase(),
+                capacity_mb: get(r, "capacity").and_then(|c| c.parse().ok()),
+                free_mb: get(r, "freeSpace").and_then(|c| c.parse().ok()),
+            })
+        })
+        .collect()
+}
+
+/// The RTSP port from `/ISAPI/Security/adminAccesses` (not always 554).
+pub fn rtsp_port(xml: &str) -> Option<u16> {
+    records(xml, "AdminAccessProtocol")
+        .1
+        .iter()
+        .find(|r| get(r, "protocol").is_some_and(|p| p.eq_ignore_ascii_case("rtsp")))
+        .and_then(|r| get(r, "portNo")?.parse().ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn device_info_from_the_real_capture() {
+        let xml = include_str!(
+            "../../../tests/fixtures/hikvision/hiksink_deviceinfo_ptz_DS-2DE4A425IW-DE.xml"
+        );
+        let (top, _) = records(xml, "none");
+        assert_eq!(
+            top.get("model").map(String::as_str),
+            Some("DS-2DE4A425IW-DE")
+        );
+        assert_eq!(
+            top.get("firmwareVersion").map(String::as_str),
+            Some("V5.5.71")
+        );
+        assert_eq!(top.get("deviceType").map(String::as_str), Some("IPDome"));
+    }
+
+    #[test]
+    fn channels_disks_and_rtsp_port_in_any_namespace() {
+        let ch = r#"<?xml version="1.0"?><InputProxyChannelList xmlns="http://www.hikvision.com/ver20/XMLSchema"><InputProxyChannel><id>1</id><name>Front</name><sourceInputPortDescriptor><ipAddress>10.0.0.5</ipAddress></sourceInputPortDescriptor></InputProxyChannel><InputProxyChannel><id>2</id><name></name></InputProxyChannel></InputProxyChannelList>"#;
+        let c = channels(ch);
+        assert_eq!(c.len(), 2);
+        assert_eq!(c[0].name.as_deref(), Some("Front"));
+        assert_eq!(c[1].name, None);
+        let cam = r#"<VideoInputChannelList xmlns:h="x"><VideoInputChannel><id>1</id><inputPort>1</inputPort><name>Camera 01</name></VideoInputChannel></VideoInputChannelList>"#;
+        assert_eq!(channels(cam)[0].name.as_deref(), Some("Camera 01"));
+        let st = r#"<storage><hddList><hdd><id>1</id><hddName>hdd1</hddName><status>ok</status><capacity>1907729</capacity><freeSpace>1024</freeSpace></hdd><hdd><id>2</id><status>error</status></hdd></hddList></storage>"#;
+        let d = disks(st);
+        assert_eq!((d[0].status.as_str(), d[0].free_mb), ("ok", Some(1024)));
+        assert_eq!(d[1].status, "error");
+        let aa = r#"<AdminAccessProtocolList><AdminAccessProtocol><id>1</id><enabled>true</enabled><protocol>HTTP</protocol><portNo>80</portNo></AdminAccessProtocol><AdminAccessProtocol><id>4</id><enabled>true</enabled><protocol>RTSP</protocol><portNo>8554</portNo></AdminAccessProtocol></AdminAccessProtocolList>"#;
+        assert_eq!(rtsp_port(aa), Some(8554));
+        assert!(channels("<html>403</html>").is_empty());
+    }
+}

@@ -288,6 +288,15 @@ pub struct CameraInfo {
     pub disks: Vec<CameraDisk>,
     /// From `/ISAPI/Security/adminAccesses` (for RTSP, next issue).
     pub rtsp_port: Option<u16>,
+    /// Events the device reports (`/ISAPI/Event/triggers`): discovered before the first alarm.
+    pub triggers: Vec<CameraTrigger>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CameraTrigger {
+    pub event_type: String,
+    pub channel: Option<u32>,
+    pub io_port: Option<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

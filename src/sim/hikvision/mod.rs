@@ -18,6 +18,10 @@ use tokio::sync::broadcast;
 
 const DEVICE_INFO: &str =
     include_str!("../../../tests/fixtures/hikvision/hiksink_deviceinfo_ptz_DS-2DE4A425IW-DE.xml");
+const TRIGGERS_CAM: &str =
+    include_str!("../../../tests/fixtures/hikvision/hiksink_triggers_cam.xml");
+const TRIGGERS_NVR: &str =
+    include_str!("../../../tests/fixtures/hikvision/hiksink_triggers_nvr.xml");
 
 /// How the device frames its alert stream.
 #[derive(Debug, Clone)]
@@ -311,6 +315,18 @@ async fn serve(inner: Arc<Inner>, sock: tokio::net::TcpStream) -> std::io::Resul
                 format!(
                     "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<storage version=\"1.0\" xmlns=\"http://www.hikvision.com/ver10/XMLSchema\"><hddList version=\"1.0\">{hdds}</hddList></storage>\n"
                 ),
+            )
+        } else if p.eq_ignore_ascii_case("/ISAPI/Event/triggers") {
+            // The real devices' answers (recorded by HikSink).
+            (
+                "200 OK",
+                "application/xml",
+                if inner.cfg.personality.nvr {
+                    TRIGGERS_NVR
+                } else {
+                    TRIGGERS_CAM
+                }
+                .to_string(),
             )
         } else if p.eq_ignore_ascii_case("/ISAPI/Security/adminAccesses") {
             ("200 OK", "application/xml", "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<AdminAccessProtocolList version=\"2.0\" xmlns=\"http://www.hikvision.com/ver20/XMLSchema\"><AdminAccessProtocol><id>1</id><enabled>true</enabled><protocol>HTTP</protocol><portNo>80</portNo></AdminAccessProtocol><AdminAccessProtocol><id>4</id><enabled>true</enabled><protocol>RTSP</protocol><portNo>554</portNo></AdminAccessProtocol></AdminAccessProtocolList>\n".to_string())

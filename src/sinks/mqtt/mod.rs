@@ -315,6 +315,24 @@ impl Sink {
             return BTreeMap::new();
         }
         let cfg: Arc<Config> = self.cfg_rx.borrow().clone();
+        // Alarm kinds the devices report (triggers) are discovered before their first alarm.
+        let from_triggers: Vec<CameraAlarm> = self
+            .cameras
+            .values()
+            .flat_map(|i| {
+                i.triggers.iter().map(|t| CameraAlarm {
+                    device: i.device.clone(),
+                    channel: t.channel,
+                    io_port: t.io_port,
+                    event_type: t.event_type.clone(),
+                    target: None,
+                    on: false,
+                    at: self.started,
+                })
+            })
+            .collect();
+        let mut alarms: Vec<&CameraAlarm> = self.alarms.values().map(|(a, _)| a).collect();
+        alarms.extend(from_triggers.iter());
         let ctx = discovery::Context {
             topics: &self.topics,
             doors: discovery::door_names(&cfg.doors, &self.doors),
@@ -325,7 +343,7 @@ impl Sink {
                 .iter()
                 .map(|h| (h.id.clone(), self.cameras.get(&h.id).cloned()))
                 .collect(),
-            alarms: self.alarms.values().map(|(a, _)| a).collect(),
+            alarms,
         };
         let entities = discovery::configs(&ctx);
         discovery::render(

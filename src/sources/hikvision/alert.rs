@@ -86,7 +86,7 @@ pub enum AlertError {
     Json(String),
 }
 
-fn normalise_type(t: &str) -> String {
+pub fn normalise_type(t: &str) -> String {
     let t = t.trim().to_ascii_lowercase();
     match t.rsplit_once('-') {
         Some((head, n))

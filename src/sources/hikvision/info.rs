@@ -1,7 +1,7 @@
 //! ISAPI documents about the device: deviceInfo, channels, storage, admin accesses. Pure and
 //! namespace-agnostic (elements by local name), like the alert parser.
 
-use crate::model::{CameraChannel, CameraDisk};
+use crate::model::{CameraChannel, CameraDisk, CameraTrigger};
 use quick_xml::events::Event as XmlEvent;
 use std::collections::HashMap;
 
@@ -22,6 +22,12 @@ pub fn records(xml: &str, record: &str) -> (HashMap<String, String>, Vec<HashMap
                 if name.eq_ignore_ascii_case(record) && depth_of_record.is_none() {
                     depth_of_record = Some(path.len());
                     recs.push(HashMap::new());
+                } else if let Some(d) = depth_of_record
+                    && path.len() > d + 1
+                    && let Some(r) = recs.last_mut()
+                {
+                    // Nested elements are not flattened, but their presence is recorded.
+                    r.insert(format!("has:{name}"), String::new());
                 }
                 path.push(name);
                 text.clear();
@@ -91,6 +97,31 @@ pub fn disks(xml: &str) -> Vec<CameraDisk> {
         .collect()
 }
 
+/// Event triggers: which events the device reports, per channel or IO port. A trigger counts
+/// as enabled when it has a notification (`center` / HTTP); a device that lists none at all
+/// gets every trigger.
+pub fn triggers(xml: &str) -> Vec<CameraTrigger> {
+    let recs = records(xml, "EventTrigger").1;
+    let any_notified = recs
+        .iter()
+        .any(|r| r.contains_key("has:EventTriggerNotification"));
+    recs.iter()
+        .filter(|r| !any_notified || r.contains_key("has:EventTriggerNotification"))
+        .filter_map(|r| {
+            let num = |k: &str| {
+                get(r, k)
+                    .and_then(|v| v.parse::<u32>().ok())
+                    .filter(|v| *v > 0)
+            };
+            Some(CameraTrigger {
+                event_type: super::alert::normalise_type(&get(r, "eventType")?),
+                channel: num("videoInputChannelID").or_else(|| num("dynVideoInputChannelID")),
+                io_port: num("inputIOPortID").or_else(|| num("dynInputIOPortID")),
+            })
+        })
+        .collect()
+}
+
 /// The RTSP port from `/ISAPI/Security/adminAccesses` (not always 554).
 pub fn rtsp_port(xml: &str) -> Option<u16> {
     records(xml, "AdminAccessProtocol")
@@ -119,6 +150,48 @@ mod tests {
             Some("V5.5.71")
         );
         assert_eq!(top.get("deviceType").map(String::as_str), Some("IPDome"));
+    }
+
+    #[test]
+    fn triggers_from_real_captures() {
+        for (f, min) in [
+            ("hiksink_triggers_cam.xml", 3),
+            ("hiksink_triggers_ptz.xml", 3),
+            ("hiksink_triggers_nvr.xml", 10),
+            ("pyhik_test_event_triggers.xml", 1),
+        ] {
+            let xml = std::fs::read_to_string(format!(
+                "{}/tests/fixtures/hikvision/{f}",
+                env!("CARGO_MANIFEST_DIR")
+            ))
+            .unwrap();
+            let t = triggers(&xml);
+            assert!(t.len() >= min, "{f}: {t:?}");
+            assert!(
+                t.iter().all(|t| !t.event_type.is_empty()
+                    && t.event_type == t.event_type.to_ascii_lowercase())
+            );
+        }
+        let nvr = std::fs::read_to_string(format!(
+            "{}/tests/fixtures/hikvision/hiksink_triggers_nvr.xml",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .unwrap();
+        let t = triggers(&nvr);
+        assert!(
+            t.iter()
+                .any(|t| t.event_type == "vmd" && t.channel == Some(15)),
+            "dynVideoInputChannelID"
+        );
+        assert!(
+            !t.iter().any(|t| t.event_type == "io"),
+            "IO triggers without a notification are not enabled"
+        );
+        assert!(
+            t.iter()
+                .any(|t| t.event_type == "diskfull" && t.channel.is_none()),
+            "device-level triggers"
+        );
     }
 
     #[test]

@@ -274,6 +274,10 @@ impl Device {
         let rtsp_port = optional("/ISAPI/Security/adminAccesses")
             .await
             .and_then(|x| info::rtsp_port(&x));
+        let triggers = optional("/ISAPI/Event/triggers")
+            .await
+            .map(|x| info::triggers(&x))
+            .unwrap_or_default();
         self.bus
             .publish(Message::CameraInfo(CameraInfo {
                 device: self.cfg.id.clone(),
@@ -286,6 +290,7 @@ impl Device {
                 channels,
                 disks,
                 rtsp_port,
+                triggers,
             }))
             .await;
         Ok(())

@@ -21,7 +21,10 @@ impl LogHandle {
         if self.from_env {
             return;
         }
-        if let (Some(h), Ok(f)) = (&self.handle, EnvFilter::try_new(level)) {
+        if let (Some(h), Ok(f)) = (
+            &self.handle,
+            EnvFilter::try_new(quiet_embedded_broker(level)),
+        ) {
             let _ = h.reload(f);
         }
     }
@@ -67,9 +70,21 @@ where
     }
 }
 
+/// The embedded broker (rumqttd) logs every client that hangs up as an ERROR: silence it
+/// unless the filter names it.
+fn quiet_embedded_broker(filter: &str) -> String {
+    if filter.contains("rumqttd") {
+        filter.to_string()
+    } else {
+        format!("{filter},rumqttd=off")
+    }
+}
+
 /// Install the global subscriber. Safe to call once per process; later calls are ignored.
 pub fn init(format: LogFormat, level: &str) -> LogHandle {
-    let env = std::env::var(ENV).ok();
+    let env = std::env::var(ENV).ok().map(|e| quiet_embedded_broker(&e));
+    let level = quiet_embedded_broker(level);
+    let level = level.as_str();
     let from_env = env.is_some();
     let filter = env
         .as_deref()

@@ -405,6 +405,19 @@ fn validate(cfg: &mut Config, errs: &mut Collector) {
                 "must be between 100 and 3600000",
             );
         }
+        if d.camera.is_some() {
+            match d.camera_ref() {
+                None => errs.push(
+                    format!("{p}.camera"),
+                    "expected <hikvision id>/<channel>, e.g. garage/1",
+                ),
+                Some((dev, _)) if !cfg.sources.hikvision.iter().any(|h| h.id == dev) => errs.push(
+                    format!("{p}.camera"),
+                    format!("no camera with id {dev:?} in sources.hikvision"),
+                ),
+                Some(_) => {}
+            }
+        }
         if let Some(h) = d.held_open_after
             && h.get() < std::time::Duration::from_secs(1)
         {
@@ -533,6 +546,28 @@ doors:
             assert!(paths.contains(&want), "missing error for {want}: {e}");
         }
         assert!(e.to_string().contains("MISSING_VAR"), "{e}");
+    }
+
+    #[test]
+    fn door_camera_must_name_a_configured_camera() {
+        let base = "version: 1\nsources:\n  net2: { url: http://h:8080, username: A B, client_id: x, password: p }\n  hikvision:\n    - { id: garage, url: http://cam, password: p }\ndoors:\n";
+        let ok = load_str(&format!("{base}  1: {{ camera: garage/1 }}\n"), &env).unwrap();
+        assert_eq!(ok.doors[&1].camera_ref(), Some(("garage", 1)));
+        let e = load_str(
+            &format!("{base}  1: {{ camera: porch/1 }}\n  2: {{ camera: garage }}\n"),
+            &env,
+        )
+        .unwrap_err();
+        assert_eq!(e.paths(), vec!["doors.1.camera", "doors.2.camera"]);
+        let e = load_str("version: 1\nsources:\n  hikvision:\n    - { id: a, url: ftp://x }\n    - { id: a, url: http://y, password: p }\n", &env).unwrap_err();
+        assert_eq!(
+            e.paths(),
+            vec![
+                "sources.hikvision[0].url",
+                "sources.hikvision[0].password",
+                "sources.hikvision[1].id"
+            ]
+        );
     }
 
     #[test]

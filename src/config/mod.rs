@@ -368,6 +368,17 @@ pub struct DoorConfig {
     /// A shared code that must be in a JSON command (`"code"`) for this door; never logged
     /// or echoed.
     pub require_code: Option<Secret>,
+    /// The camera that watches this door: `<hikvision id>/<channel>` (pictures with door
+    /// events, next issue; shown in the door's state).
+    pub camera: Option<String>,
+}
+
+impl DoorConfig {
+    /// `camera` split into device id and channel.
+    pub fn camera_ref(&self) -> Option<(&str, u32)> {
+        let (d, c) = self.camera.as_deref()?.split_once('/')?;
+        Some((d, c.parse().ok()?))
+    }
 }
 
 impl Default for DoorConfig {
@@ -380,6 +391,7 @@ impl Default for DoorConfig {
             held_open_after: None,
             min_command_interval: HumanDuration::secs(2),
             require_code: None,
+            camera: None,
         }
     }
 }

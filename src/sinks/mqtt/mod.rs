@@ -214,11 +214,7 @@ impl Sink {
         match m {
             Message::DoorState(d) => {
                 self.doors.insert(d.id, d.clone());
-                vec![(
-                    self.topics.door_state(d.id),
-                    payload::door_state(d).to_string(),
-                    true,
-                )]
+                vec![(self.topics.door_state(d.id), self.door_payload(d), true)]
             }
             Message::Presence(p) => {
                 let new_user = !self.presence.contains_key(&p.user.id);
@@ -291,6 +287,21 @@ impl Sink {
             )],
             _ => Vec::new(),
         }
+    }
+
+    /// Door state with the door's camera from the config.
+    fn door_payload(&self, d: &DoorState) -> String {
+        let mut v = payload::door_state(d);
+        if let Some((dev, ch)) = self
+            .cfg_rx
+            .borrow()
+            .doors
+            .get(&d.id)
+            .and_then(|c| c.camera_ref())
+        {
+            v["camera"] = serde_json::json!({"device": dev, "channel": ch});
+        }
+        v.to_string()
     }
 
     fn bridge_info(&self) -> serde_json::Value {
@@ -420,11 +431,7 @@ impl Sink {
             ));
         }
         for d in self.doors.values() {
-            out.push((
-                self.topics.door_state(d.id),
-                payload::door_state(d).to_string(),
-                true,
-            ));
+            out.push((self.topics.door_state(d.id), self.door_payload(d), true));
         }
         for (t, (_, p)) in &self.alarms {
             out.push((t.clone(), p.clone(), true));

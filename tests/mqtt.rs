@@ -187,8 +187,10 @@ async fn commands_are_checked_and_every_rejection_is_reported() {
     h.extra = String::new();
     let text = format!(
         "{}  3962494: {{ mode: disabled }}\n{}",
-        common::config_text(&h.sim, &h.db(), "", "")
-            .replace("  6203980: {}\n", "  6203980: { require_code: \"2468\" }\n"),
+        common::config_text(&h.sim, &h.db(), "", "").replace(
+            "  6203980: {}\n",
+            "  6203980: { require_code: \"Zq7-door-code\" }\n"
+        ),
         h.top
     );
     let cfg = gatehouse::config::load_str(&text, &|_| None).unwrap();
@@ -279,7 +281,7 @@ async fn commands_are_checked_and_every_rejection_is_reported() {
     .await;
     send(
         "gatehouse/door/6203980/set",
-        r#"{"action":"open","request_id":"code-2","code":"1357"}"#.into(),
+        r#"{"action":"open","request_id":"code-2","code":"Wr0ng-code-x"}"#.into(),
         false,
     )
     .await;
@@ -313,7 +315,7 @@ async fn commands_are_checked_and_every_rejection_is_reported() {
     // The right code opens; the code is never echoed.
     send(
         "gatehouse/door/6203980/set",
-        r#"{"action":"open","request_id":"code-3","code":"2468"}"#.into(),
+        r#"{"action":"open","request_id":"code-3","code":"Zq7-door-code"}"#.into(),
         false,
     )
     .await;
@@ -328,7 +330,7 @@ async fn commands_are_checked_and_every_rejection_is_reported() {
     );
     for m in rec.all() {
         assert!(
-            !m.text().contains("2468") && !m.text().contains("1357"),
+            !m.text().contains("Zq7-door-code") && !m.text().contains("Wr0ng-code-x"),
             "a code was echoed: {}",
             m.text()
         );

@@ -222,7 +222,7 @@ mod tests {
         m.insert(
             3,
             DoorConfig {
-                require_code: Some(Secret::new("2468")),
+                require_code: Some(Secret::new("Zq7-door-code")),
                 ..Default::default()
             },
         );
@@ -313,7 +313,7 @@ mod tests {
         assert!(reason(r.door(3, b"OPEN", false, &doors(), now)).contains("requires a code"));
         let wrong = reason(r.door(
             3,
-            br#"{"action":"open","code":"1111"}"#,
+            br#"{"action":"open","code":"Bad-guess-1"}"#,
             false,
             &doors(),
             now,
@@ -322,7 +322,7 @@ mod tests {
         assert!(
             r.door(
                 3,
-                br#"{"action":"open","code":"2468"}"#,
+                br#"{"action":"open","code":"Zq7-door-code"}"#,
                 false,
                 &doors(),
                 now
@@ -356,13 +356,13 @@ mod tests {
         let e = r
             .door(
                 3,
-                br#"{"action":"open","code":"13579"}"#,
+                br#"{"action":"open","code":"Wr0ng-code-x"}"#,
                 false,
                 &doors(),
                 Instant::now(),
             )
             .unwrap_err();
-        assert!(!format!("{e:?}").contains("13579"));
-        assert!(!format!("{e:?}").contains("2468"));
+        assert!(!format!("{e:?}").contains("Wr0ng-code-x"));
+        assert!(!format!("{e:?}").contains("Zq7-door-code"));
     }
 }

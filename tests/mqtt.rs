@@ -343,20 +343,7 @@ async fn commands_are_checked_and_every_rejection_is_reported() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn embedded_broker_needs_nothing_installed() {
-    let free = |p: u16| {
-        std::net::TcpListener::bind(("127.0.0.1", p)).is_ok()
-            && std::net::TcpListener::bind(("127.0.0.1", p + 1)).is_ok()
-    };
-    let port = (0..50)
-        .map(|_| {
-            std::net::TcpListener::bind("127.0.0.1:0")
-                .unwrap()
-                .local_addr()
-                .unwrap()
-                .port()
-        })
-        .find(|p| *p < u16::MAX && free(*p))
-        .unwrap();
+    let port = common::broker::free_port_pair();
     let mut h = Harness::new(SimConfig::default(), "").await;
     h.top = format!("mqtt:\n  embedded: true\n  embedded_bind: 127.0.0.1:{port}\n");
     h.start().await;
@@ -400,20 +387,7 @@ async fn embedded_broker_needs_nothing_installed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn falls_back_to_mqtt_3_1_1() {
     // rumqttd's 3.1.1 listener refuses MQTT 5: gatehouse must fall back and work.
-    let free = |p: u16| {
-        std::net::TcpListener::bind(("127.0.0.1", p)).is_ok()
-            && std::net::TcpListener::bind(("127.0.0.1", p + 1)).is_ok()
-    };
-    let port = (0..50)
-        .map(|_| {
-            std::net::TcpListener::bind("127.0.0.1:0")
-                .unwrap()
-                .local_addr()
-                .unwrap()
-                .port()
-        })
-        .find(|p| *p < u16::MAX && free(*p))
-        .unwrap();
+    let port = common::broker::free_port_pair();
     gatehouse::sinks::mqtt::embedded::start(format!("127.0.0.1:{port}").parse().unwrap()).unwrap();
     let rec = Recorder::start(port + 1, "recorder", "gatehouse/#", false).await;
     let mut h = Harness::new(SimConfig::default(), "").await;

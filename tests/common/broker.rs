@@ -14,6 +14,18 @@ pub struct Broker {
     dir: tempfile::TempDir,
 }
 
+/// A free port whose next port is free too (the embedded broker listens on both).
+pub fn free_port_pair() -> u16 {
+    let free = |p: u16| {
+        std::net::TcpListener::bind(("127.0.0.1", p)).is_ok()
+            && std::net::TcpListener::bind(("127.0.0.1", p + 1)).is_ok()
+    };
+    (0..50)
+        .map(|_| free_port())
+        .find(|p| *p < u16::MAX && free(*p))
+        .expect("a free pair of loopback ports")
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()

@@ -17,6 +17,8 @@ use tokio_util::sync::CancellationToken;
 pub struct App {
     pub bus: Bus,
     pub store: Store,
+    /// The last picture per camera channel from the alert streams.
+    pub pictures: crate::sources::hikvision::pictures::Pictures,
     config: watch::Sender<Arc<Config>>,
     sources_cancel: CancellationToken,
     sinks_cancel: CancellationToken,
@@ -69,6 +71,7 @@ impl App {
 
         // Sources.
         let mut sources = Vec::new();
+        let pictures = crate::sources::hikvision::pictures::Pictures::default();
         let mut commands = Some(commands);
         if cfg.sources.net2.is_some() {
             sources.extend(crate::sources::net2::spawn(
@@ -83,6 +86,7 @@ impl App {
             sources.extend(crate::sources::hikvision::spawn(
                 cam,
                 bus.clone(),
+                pictures.clone(),
                 sources_cancel.clone(),
             )?);
         }
@@ -118,6 +122,7 @@ impl App {
         Ok(App {
             bus,
             store,
+            pictures,
             config: cfg_tx,
             sources_cancel,
             sinks_cancel,

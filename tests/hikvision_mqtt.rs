@@ -181,3 +181,33 @@ async fn bad_camera_password_is_reported_and_not_hammered() {
     assert_eq!(st.locked_out, 0, "never provoked the lockout");
     app.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pictures_in_the_stream_are_kept_per_channel() {
+    let broker = Broker::start();
+    let cam = HikSim::start(HikSimConfig {
+        personality: Personality {
+            jpeg_parts: true,
+            ..Personality::camera()
+        },
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let app = daemon(&[("porch", &cam)], &broker, dir.path()).await;
+    wait_for("stream open", T, || cam.stream_count() == 1).await;
+    cam.push_alert(2, "VMD", "active");
+    wait_for("picture kept", T, || {
+        app.pictures.latest("porch", Some(2)).is_some()
+    })
+    .await;
+    let p = app.pictures.latest("porch", Some(2)).unwrap();
+    assert!(
+        p.jpeg.starts_with(&[0xFF, 0xD8]) && p.jpeg.ends_with(&[0xFF, 0xD9]),
+        "binary bytes intact: {:?}",
+        p.jpeg
+    );
+    assert!(app.pictures.latest("porch", Some(1)).is_none());
+    app.shutdown().await;
+}

@@ -40,6 +40,8 @@ pub struct Personality {
     pub heartbeat: Option<Duration>,
     /// Close the stream after this long (NVRs: every 15–40 s).
     pub close_after: Option<Duration>,
+    /// Follow each pushed alert with an `image/jpeg` part (cameras with "picture in stream").
+    pub jpeg_parts: bool,
 }
 
 impl Personality {
@@ -52,6 +54,7 @@ impl Personality {
             content_length: true,
             heartbeat: Some(Duration::from_secs(10)),
             close_after: None,
+            jpeg_parts: false,
         }
     }
 
@@ -64,6 +67,7 @@ impl Personality {
             content_length: false,
             heartbeat: None,
             close_after: Some(Duration::from_secs(20)),
+            jpeg_parts: false,
         }
     }
 }
@@ -451,7 +455,17 @@ async fn alert_stream(
     loop {
         tokio::select! {
             m = rx.recv() => match m {
-                Ok(body) => write(&mut w, part(&body), chunked).await?,
+                Ok(body) => {
+                    write(&mut w, part(&body), chunked).await?;
+                    if p.jpeg_parts {
+                        // Binary: needs its Content-Length whatever the personality.
+                        let jpeg: &[u8] = &[0xFF, 0xD8, 0xFF, 0xE0, 0x00, 0x10, b'J', b'F', b'I', b'F', 0x00, b'\r', b'\n', b'-', b'-', 0xFF, 0xD9];
+                        let mut data = format!("{line}{eol}Content-Type: image/jpeg{eol}Content-Length: {}{eol}{eol}", jpeg.len(), eol = p.eol).into_bytes();
+                        data.extend_from_slice(jpeg);
+                        data.extend_from_slice(p.eol.as_bytes());
+                        write_bytes(&mut w, data, chunked).await?;
+                    }
+                }
                 Err(broadcast::error::RecvError::Lagged(_)) => {}
                 Err(_) => return Ok(()),
             },
@@ -480,4 +494,18 @@ async fn write(
         s
     };
     w.write_all(data.as_bytes()).await
+}
+
+async fn write_bytes(
+    w: &mut tokio::net::tcp::OwnedWriteHalf,
+    s: Vec<u8>,
+    chunked: bool,
+) -> std::io::Result<()> {
+    if chunked {
+        w.write_all(format!("{:x}\r\n", s.len()).as_bytes()).await?;
+        w.write_all(&s).await?;
+        w.write_all(b"\r\n").await
+    } else {
+        w.write_all(&s).await
+    }
 }

@@ -10,6 +10,7 @@ pub mod client;
 pub mod digest;
 pub mod info;
 pub mod multipart;
+pub mod pictures;
 pub mod state;
 
 use crate::bus::Bus;
@@ -44,6 +45,9 @@ struct Device {
     down_since: Mutex<Option<(Instant, String)>>,
     online: Mutex<Option<bool>>,
     seq: AtomicU64,
+    pictures: pictures::Pictures,
+    /// Channel of the last alert: a picture part belongs to the alert before it.
+    last_channel: Mutex<Option<u32>>,
 }
 
 impl Device {
@@ -159,14 +163,20 @@ impl Device {
 
     async fn on_part(&self, part: multipart::Part) {
         match part.kind() {
-            // Pictures in the stream: kept for snapshots (next issue), not parsed.
-            PartKind::Image => {}
+            PartKind::Image => {
+                let ch = *self.last_channel.lock().unwrap_or_else(|p| p.into_inner());
+                self.pictures
+                    .put(&self.cfg.id, ch, bytes::Bytes::from(part.body));
+            }
             PartKind::Xml | PartKind::Json => match alert::parse(&part.body) {
                 Ok(a) => {
                     if a.channel
                         .is_some_and(|c| self.cfg.ignore_channels.contains(&c))
                     {
                         return;
+                    }
+                    if !a.is_heartbeat() {
+                        *self.last_channel.lock().unwrap_or_else(|p| p.into_inner()) = a.channel;
                     }
                     let changes = self.lock().on_alert(&self.cfg.id, &a, Instant::now());
                     let raw = String::from_utf8_lossy(&part.body).into_owned();
@@ -301,6 +311,7 @@ impl Device {
 pub fn spawn(
     cfg: &HikvisionConfig,
     bus: Bus,
+    pictures: pictures::Pictures,
     cancel: CancellationToken,
 ) -> Result<Vec<JoinHandle<()>>> {
     let client = IsapiClient::new(
@@ -326,6 +337,8 @@ pub fn spawn(
         down_since: Mutex::new(None),
         online: Mutex::new(None),
         seq: AtomicU64::new(0),
+        pictures,
+        last_channel: Mutex::new(None),
     });
     let mut tasks = Vec::new();
     let d = dev.clone();

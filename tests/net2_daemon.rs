@@ -195,7 +195,18 @@ async fn rate_limited_token_endpoint_is_retried_single_flight() {
 async fn dropped_websocket_reconnects_resubscribes_and_backfills() {
     let mut h = Harness::new(SimConfig::default(), "").await;
     h.start().await;
-    wait_for("live socket", T, || h.sim.websocket_count() == 1).await;
+    let live_subs = |h: &Harness| {
+        h.sim
+            .stats()
+            .subscriptions
+            .iter()
+            .filter(|(m, _)| m.eq_ignore_ascii_case("subscribeToLiveEvents"))
+            .count()
+    };
+    wait_for("live socket subscribed", T, || {
+        h.sim.websocket_count() == 1 && live_subs(&h) == 1
+    })
+    .await;
     h.sim.drop_websockets();
     // An event while the socket is down is only in the REST log.
     let id = h.sim.push_event(SimEvent::new(93, 7242929).rest_only());
@@ -204,12 +215,7 @@ async fn dropped_websocket_reconnects_resubscribes_and_backfills() {
     })
     .await;
     wait_for("backfilled", T, || h.stored_source_ids().contains(&id)).await;
-    let subs = h.sim.stats().subscriptions;
-    let live_subs = subs
-        .iter()
-        .filter(|(m, _)| m.eq_ignore_ascii_case("subscribeToLiveEvents"))
-        .count();
-    assert!(live_subs >= 2, "resubscribed after reconnect ({live_subs})");
+    wait_for("resubscribed after reconnect", T, || live_subs(&h) >= 2).await;
     h.sim.push_event(SimEvent::new(20, 6612642).user(19));
     wait_for("live again", T, || {
         h.query_i64("SELECT count(*) FROM events WHERE user_id = 19") == 1

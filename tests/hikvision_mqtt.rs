@@ -94,6 +94,13 @@ async fn repeated_actives_become_one_on_and_one_off() {
             .any(|i| i.as_str().unwrap().starts_with("DS-2DE4A425IW")),
         "{c}"
     );
+    let ev_cfg = "homeassistant/event/gatehouse/camera_garage_events/config";
+    wait_for("event entity", T, || !rec.on(ev_cfg).is_empty()).await;
+    let types = rec.on(ev_cfg).last().unwrap().json()["event_types"].clone();
+    assert!(
+        types.as_array().unwrap().iter().any(|t| t == "vmd"),
+        "{types}"
+    );
     // The heartbeat-only `videoloss inactive` never became an alarm.
     assert!(rec.all().iter().all(|m| !m.topic.contains("/videoloss")));
     app.shutdown().await;

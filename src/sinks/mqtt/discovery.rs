@@ -144,7 +144,7 @@ pub struct EventEntity {
     #[serde(flatten)]
     pub base: Base,
     pub state_topic: String,
-    pub event_types: Vec<&'static str>,
+    pub event_types: Vec<String>,
 }
 
 /// One entity: its HA component and its config.
@@ -415,7 +415,7 @@ pub fn configs(ctx: &Context) -> Vec<Entity> {
                     "event",
                 ),
                 state_topic: t.door_event(*id),
-                event_types: DOOR_EVENT_TYPES.to_vec(),
+                event_types: DOOR_EVENT_TYPES.iter().map(|s| s.to_string()).collect(),
             },
         ));
         let oid = format!("door_{id}_last_user");
@@ -526,6 +526,29 @@ pub fn configs(ctx: &Context) -> Vec<Entity> {
                     json_attributes_template: None,
                     unit_of_measurement: Some("MB"),
                     device_class: Some("data_size"),
+                },
+            ));
+        }
+        // An event entity for the camera's alarms (with channel and detection target in the
+        // payload), over the kinds known for it.
+        let mut kinds: Vec<String> = ctx
+            .alarms
+            .iter()
+            .filter(|a| &a.device == id)
+            .map(|a| a.event_type.clone())
+            .collect();
+        kinds.sort_unstable();
+        kinds.dedup();
+        if !kinds.is_empty() {
+            let oid = format!("camera_{id}_events");
+            out.push(entity(
+                "event",
+                oid.clone(),
+                &dev_id,
+                &EventEntity {
+                    base: with_domain(base(&oid, Some("Alarms"), &dev, &with_cam, None), "event"),
+                    state_topic: t.source_event(&source),
+                    event_types: kinds,
                 },
             ));
         }

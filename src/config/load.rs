@@ -268,6 +268,34 @@ fn substitute_env(
     }
 }
 
+/// `password` or `password_file` (read now, trailing newline trimmed) under `path`; with
+/// `required`, one of them must be given.
+fn resolve_password(
+    password: &mut Option<Secret>,
+    file: &Option<std::path::PathBuf>,
+    path: &str,
+    required: bool,
+    errs: &mut Collector,
+) {
+    match (&*password, file) {
+        (Some(_), Some(_)) => errs.push(
+            format!("{path}.password_file"),
+            "give either password or password_file, not both",
+        ),
+        (None, None) if required => {
+            errs.push(format!("{path}.password"), "required (or password_file)")
+        }
+        (None, Some(f)) => match std::fs::read_to_string(f) {
+            Ok(s) => *password = Some(Secret::new(s.trim_end_matches(['\r', '\n']))),
+            Err(e) => errs.push(
+                format!("{path}.password_file"),
+                format!("unable to read {}: {e}", f.display()),
+            ),
+        },
+        _ => {}
+    }
+}
+
 fn validate(cfg: &mut Config, errs: &mut Collector) {
     if let Err(e) = tracing_subscriber::EnvFilter::try_new(&cfg.log.level) {
         errs.push("log.level", format!("invalid level filter: {e}"));
@@ -302,21 +330,7 @@ fn validate(cfg: &mut Config, errs: &mut Collector) {
                 "required (the licence GUID from Paxton)",
             );
         }
-        match (&n.password, &n.password_file) {
-            (Some(_), Some(_)) => errs.push(
-                format!("{p}.password_file"),
-                "give either password or password_file, not both",
-            ),
-            (None, None) => errs.push(format!("{p}.password"), "required (or password_file)"),
-            (None, Some(f)) => match std::fs::read_to_string(f) {
-                Ok(s) => n.password = Some(Secret::new(s.trim_end_matches(['\r', '\n']))),
-                Err(e) => errs.push(
-                    format!("{p}.password_file"),
-                    format!("unable to read {}: {e}", f.display()),
-                ),
-            },
-            (Some(_), None) => {}
-        }
+        resolve_password(&mut n.password, &n.password_file, p, true, errs);
         if let Some(pin) = &n.tls.pin_sha256 {
             let hex: String = pin.chars().filter(|c| *c != ':').collect();
             if hex.len() != 64 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
@@ -373,21 +387,7 @@ fn validate(cfg: &mut Config, errs: &mut Collector) {
                 format!("expected http(s)://host, not {:?}", h.url),
             ),
         }
-        match (&h.password, &h.password_file) {
-            (Some(_), Some(_)) => errs.push(
-                format!("{p}.password_file"),
-                "give either password or password_file, not both",
-            ),
-            (None, None) => errs.push(format!("{p}.password"), "required (or password_file)"),
-            (None, Some(f)) => match std::fs::read_to_string(f) {
-                Ok(s) => h.password = Some(Secret::new(s.trim_end_matches(['\r', '\n']))),
-                Err(e) => errs.push(
-                    format!("{p}.password_file"),
-                    format!("unable to read {}: {e}", f.display()),
-                ),
-            },
-            _ => {}
-        }
+        resolve_password(&mut h.password, &h.password_file, &p, true, errs);
     }
     for (id, d) in &cfg.doors {
         let p = format!("doors.{id}");
@@ -443,20 +443,7 @@ fn validate(cfg: &mut Config, errs: &mut Collector) {
         if !m.embedded && m.host.trim().is_empty() {
             errs.push("mqtt.host", "required (or embedded: true)");
         }
-        match (&m.password, &m.password_file) {
-            (Some(_), Some(_)) => errs.push(
-                "mqtt.password_file",
-                "give either password or password_file, not both",
-            ),
-            (None, Some(f)) => match std::fs::read_to_string(f) {
-                Ok(s) => m.password = Some(Secret::new(s.trim_end_matches(['\r', '\n']))),
-                Err(e) => errs.push(
-                    "mqtt.password_file",
-                    format!("unable to read {}: {e}", f.display()),
-                ),
-            },
-            _ => {}
-        }
+        resolve_password(&mut m.password, &m.password_file, "mqtt", false, errs);
         if m.password.is_some() && m.username.is_none() {
             errs.push("mqtt.username", "required when a password is given");
         }

@@ -105,8 +105,12 @@ async fn read_alerts(
 
 #[tokio::test]
 async fn alert_stream_in_both_personalities() {
-    for p in [Personality::camera(), Personality::nvr()] {
-        let nvr = p.nvr;
+    for p in [
+        Personality::camera(),
+        Personality::nvr(),
+        Personality::quirky(),
+    ] {
+        let nvr = p.boundary;
         let s = sim(Personality {
             close_after: Some(Duration::from_secs(2)),
             ..p
@@ -123,7 +127,7 @@ async fn alert_stream_in_both_personalities() {
         s.push_alert(1, "VMD", "inactive");
         let (alerts, _) = read_alerts(res, 3, Duration::from_secs(5)).await;
         let real: Vec<_> = alerts.iter().filter(|a| !a.is_heartbeat()).collect();
-        assert_eq!(real.len(), 3, "nvr={nvr}: {alerts:?}");
+        assert_eq!(real.len(), 3, "boundary={nvr}: {alerts:?}");
         assert_eq!(
             (real[0].event_type.as_str(), real[0].channel, real[0].state),
             ("vmd", Some(1), alert::State::Active)
@@ -133,6 +137,58 @@ async fn alert_stream_in_both_personalities() {
         // The device ends the stream by itself (a healthy end, not an error).
         let res = c.alert_stream().await.unwrap();
         let (_, ended) = read_alerts(res, usize::MAX, Duration::from_secs(5)).await;
-        assert!(ended, "nvr={nvr}: the stream ended cleanly");
+        assert!(ended, "boundary={nvr}: the stream ended cleanly");
     }
+}
+
+async fn get(c: &IsapiClient, path: &str) -> bytes::Bytes {
+    let r = c.get(path, None).await.unwrap();
+    assert_eq!(r.status(), 200, "{path}");
+    r.bytes().await.unwrap()
+}
+
+#[tokio::test]
+async fn picture_is_a_jpeg_or_a_response_status_with_http_200() {
+    let cam = sim(Personality::camera()).await;
+    let c = client(&cam, "sim-hik-pass");
+    let jpeg = get(&c, "/ISAPI/Streaming/channels/101/picture").await;
+    assert!(jpeg.starts_with(&[0xFF, 0xD8]) && jpeg.ends_with(&[0xFF, 0xD9]));
+    assert!(jpeg.len() > 1000, "a real picture, {} bytes", jpeg.len());
+    cam.set_picture_error(true);
+    let err = get(&c, "/ISAPI/Streaming/channels/101/picture").await;
+    assert!(
+        std::str::from_utf8(&err)
+            .unwrap()
+            .contains("<ResponseStatus"),
+        "an error in a 200 answer"
+    );
+    // NVRs: the picture of a proxied channel lives under StreamingProxy.
+    let nvr = sim(Personality::nvr()).await;
+    let c = client(&nvr, "sim-hik-pass");
+    let err = get(&c, "/ISAPI/Streaming/channels/301/picture").await;
+    assert!(!err.starts_with(&[0xFF, 0xD8]));
+    let jpeg = get(&c, "/ISAPI/ContentMgmt/StreamingProxy/channels/301/picture").await;
+    assert!(jpeg.starts_with(&[0xFF, 0xD8]));
+}
+
+#[test]
+fn replay_follows_the_capture_timing() {
+    let bodies: Vec<String> =
+        include_str!("fixtures/hikvision/hiksink_ptz_sequence_first160.jsonl")
+            .lines()
+            .map(|l| {
+                serde_json::from_str::<serde_json::Value>(l).unwrap()["content"]
+                    .as_str()
+                    .unwrap()
+                    .to_string()
+            })
+            .collect();
+    let at = gatehouse::sim::hikvision::replay_offsets(&bodies);
+    assert_eq!(at.len(), bodies.len());
+    assert!(at.windows(2).all(|w| w[0] <= w[1]), "in order");
+    // 15:39:35 → 15:40:28, the last three parts spread across their second.
+    assert_eq!(at.last().unwrap().as_secs(), 53);
+    assert!(at[0].is_zero());
+    // The PTZ's ~3 alerts a second: no two parts in the same instant within a second.
+    assert!(at[0] < at[1] && at[1] < at[2]);
 }

@@ -218,3 +218,74 @@ async fn pictures_in_the_stream_are_kept_per_channel() {
     assert!(app.pictures.latest("porch", Some(1)).is_none());
     app.shutdown().await;
 }
+
+fn capture(text: &str) -> Vec<String> {
+    text.lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["content"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replayed_ptz_capture_is_one_on_and_one_off() {
+    let broker = Broker::start();
+    let rec = Recorder::start(broker.port, "rec", "gatehouse/camera/#", false).await;
+    let ptz = HikSim::start(HikSimConfig {
+        personality: Personality::ptz(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let app = daemon(&[("ptz", &ptz)], &broker, dir.path()).await;
+    wait_for("stream open", T, || ptz.stream_count() == 1).await;
+    // 160 real parts over 53 s: VMD `active` about three times a second with gaps of up to
+    // 4 s, never `inactive`. At 8× the gaps are ≤ 0.5 s, under the 1 s hold-off (5 s at
+    // real speed): one burst.
+    let bodies = capture(include_str!(
+        "fixtures/hikvision/hiksink_ptz_sequence_first160.jsonl"
+    ));
+    ptz.replay(bodies, 8.0).await.unwrap();
+    let topic = "gatehouse/camera/ptz/ch1/vmd";
+    wait_for("OFF after the hold-off", T, || {
+        rec.on(topic).last().is_some_and(|m| m.text() == "OFF")
+    })
+    .await;
+    // Nothing more comes later.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let states: Vec<String> = rec.on(topic).iter().map(|m| m.text()).collect();
+    assert_eq!(states, ["ON", "OFF"]);
+    let events = rec.on("gatehouse/camera/ptz/event");
+    assert_eq!(events.len(), 2, "one history event per change");
+    app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_framing_quirk_and_no_inactive_still_gives_clean_states() {
+    let broker = Broker::start();
+    let rec = Recorder::start(broker.port, "rec", "gatehouse/camera/#", false).await;
+    let cam = HikSim::start(HikSimConfig {
+        personality: Personality::quirky(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let app = daemon(&[("odd", &cam)], &broker, dir.path()).await;
+    wait_for("stream open", T, || cam.stream_count() == 1).await;
+    cam.burst(3, "fielddetection", 4, Duration::from_millis(200))
+        .await
+        .unwrap();
+    let topic = "gatehouse/camera/odd/ch3/fielddetection";
+    wait_for("OFF by the hold-off", T, || {
+        rec.on(topic).last().is_some_and(|m| m.text() == "OFF")
+    })
+    .await;
+    let states: Vec<String> = rec.on(topic).iter().map(|m| m.text()).collect();
+    assert_eq!(states, ["ON", "OFF"]);
+    app.shutdown().await;
+}

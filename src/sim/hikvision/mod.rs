@@ -5,7 +5,11 @@
 //! Speaks ISAPI with Digest authentication (camera challenge: no `algorithm`/`opaque`; NVR:
 //! `opaque=""`, `algorithm="MD5"`), locks a client out after repeated bad credentials (as real
 //! devices do for ~30 min), answers `/ISAPI/System/deviceInfo` with the shape of the real PTZ
-//! capture, and serves `/ISAPI/Event/notification/alertStream` with a chosen personality.
+//! capture, and serves `/ISAPI/Event/notification/alertStream` with a chosen personality
+//! (camera, PTZ, NVR, or every framing quirk at once). Alerts are pushed one by one, as
+//! scripted bursts ([`HikSim::burst`]: no `inactive` where the personality never sends it), or
+//! replayed from the real captures at their own pace ([`HikSim::replay`]). `/picture` answers
+//! a colour-bar JPEG, or on request the XML `ResponseStatus` with HTTP 200 that devices send.
 
 use md5::{Digest, Md5};
 use std::collections::HashMap;
@@ -42,6 +46,13 @@ pub struct Personality {
     pub close_after: Option<Duration>,
     /// Follow each pushed alert with an `image/jpeg` part (cameras with "picture in stream").
     pub jpeg_parts: bool,
+    /// Write every boundary line twice (seen on some firmware).
+    pub duplicate_boundary: bool,
+    /// Blank lines between parts (seen on NVRs).
+    pub blank_lines: bool,
+    /// Whether a [`HikSim::burst`] ends with `inactive`. PTZs and some NVR event types never
+    /// send it: the state only ends by the hold-off.
+    pub sends_inactive: bool,
 }
 
 impl Personality {
@@ -55,6 +66,35 @@ impl Personality {
             heartbeat: Some(Duration::from_secs(10)),
             close_after: None,
             jpeg_parts: false,
+            duplicate_boundary: false,
+            blank_lines: false,
+            sends_inactive: true,
+        }
+    }
+
+    /// A PTZ dome: camera framing, `active` three times a second, never `inactive`.
+    pub fn ptz() -> Personality {
+        Personality {
+            sends_inactive: false,
+            ..Personality::camera()
+        }
+    }
+
+    /// Every framing quirk at once: bare LF, `--boundary` as the parameter, duplicated
+    /// boundary lines, blank lines between parts, no Content-Length, HTTP/1.0 close-delimited.
+    pub fn quirky() -> Personality {
+        Personality {
+            nvr: true,
+            eol: "\n",
+            boundary: "--boundary",
+            http10: true,
+            content_length: false,
+            heartbeat: Some(Duration::from_secs(5)),
+            close_after: None,
+            jpeg_parts: false,
+            duplicate_boundary: true,
+            blank_lines: true,
+            sends_inactive: false,
         }
     }
 
@@ -68,6 +108,9 @@ impl Personality {
             heartbeat: None,
             close_after: Some(Duration::from_secs(20)),
             jpeg_parts: false,
+            duplicate_boundary: false,
+            blank_lines: false,
+            sends_inactive: false,
         }
     }
 }
@@ -111,6 +154,9 @@ struct Inner {
     stats: Mutex<HikStats>,
     locked_until: Mutex<Option<tokio::time::Instant>>,
     alerts: broadcast::Sender<String>,
+    /// `/picture` answers an XML `ResponseStatus` with HTTP 200 (as devices do) instead of a JPEG.
+    picture_error: std::sync::atomic::AtomicBool,
+    jpeg: std::sync::OnceLock<Vec<u8>>,
 }
 
 pub struct HikSim {
@@ -146,6 +192,67 @@ pub fn alert_xml(
     ]
     .join(eol)
         + eol
+}
+
+/// When each body of a capture arrived, relative to the first, from its `dateTime`.
+pub fn replay_offsets(bodies: &[String]) -> Vec<Duration> {
+    let secs: Vec<Option<i64>> = bodies
+        .iter()
+        .map(|b| {
+            let t = b.split("<dateTime>").nth(1)?.split('<').next()?;
+            chrono::DateTime::parse_from_rfc3339(t.trim())
+                .ok()
+                .map(|d| d.timestamp())
+        })
+        .collect();
+    let first = secs.iter().flatten().copied().next().unwrap_or(0);
+    // A body without a readable time arrives with the one before it.
+    let mut last = first;
+    let secs: Vec<i64> = secs
+        .into_iter()
+        .map(|s| {
+            last = s.unwrap_or(last).max(last);
+            last - first
+        })
+        .collect();
+    let mut out = Vec::with_capacity(secs.len());
+    let mut i = 0;
+    while i < secs.len() {
+        let j = (i..secs.len())
+            .find(|&j| secs[j] != secs[i])
+            .unwrap_or(secs.len());
+        let n = (j - i) as u32;
+        for k in 0..n {
+            out.push(Duration::from_secs(secs[i] as u64) + Duration::from_secs(1) * k / n);
+        }
+        i = j;
+    }
+    out
+}
+
+/// Colour bars, as a JPEG (what `/picture` returns).
+pub fn test_pattern_jpeg() -> Vec<u8> {
+    const BARS: [[u8; 3]; 7] = [
+        [192, 192, 192],
+        [192, 192, 0],
+        [0, 192, 192],
+        [0, 192, 0],
+        [192, 0, 192],
+        [192, 0, 0],
+        [0, 0, 192],
+    ];
+    let (w, h) = (640usize, 360usize);
+    let mut rgb = Vec::with_capacity(w * h * 3);
+    for _y in 0..h {
+        for x in 0..w {
+            rgb.extend_from_slice(&BARS[x * BARS.len() / w]);
+        }
+    }
+    let mut out = Vec::new();
+    jpeg_encoder::Encoder::new(&mut out, 80)
+        .encode(&rgb, w as u16, h as u16, jpeg_encoder::ColorType::Rgb)
+        .expect("encoding a fixed-size test pattern");
+    out
 }
 
 fn md5_hex(s: &str) -> String {
@@ -185,6 +292,8 @@ impl HikSim {
             stats: Mutex::new(HikStats::default()),
             locked_until: Mutex::new(None),
             alerts: broadcast::channel(1024).0,
+            picture_error: Default::default(),
+            jpeg: Default::default(),
         });
         let i = inner.clone();
         let task = tokio::spawn(async move {
@@ -222,6 +331,58 @@ impl HikSim {
     /// Send a raw part body (e.g. a line of a recorded sequence).
     pub fn push_raw(&self, body: &str) {
         let _ = self.inner.alerts.send(body.to_string());
+    }
+
+    /// Make `/picture` fail (an XML `ResponseStatus` with HTTP 200) or work again.
+    pub fn set_picture_error(&self, on: bool) {
+        self.inner
+            .picture_error
+            .store(on, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The JPEG `/picture` serves (a colour-bar test pattern, 640×360).
+    pub fn picture(&self) -> Vec<u8> {
+        self.inner.jpeg.get_or_init(test_pattern_jpeg).clone()
+    }
+
+    /// A scripted event: `count` `active` alerts `every` apart, then `inactive` if the
+    /// personality sends it.
+    pub fn burst(
+        &self,
+        channel: u32,
+        event_type: &str,
+        count: u32,
+        every: Duration,
+    ) -> tokio::task::JoinHandle<()> {
+        let (inner, ty) = (self.inner.clone(), event_type.to_string());
+        tokio::spawn(async move {
+            let eol = inner.cfg.personality.eol;
+            for n in 1..=count {
+                let _ = inner.alerts.send(alert_xml(channel, &ty, "active", n, eol));
+                tokio::time::sleep(every).await;
+            }
+            if inner.cfg.personality.sends_inactive {
+                let _ = inner
+                    .alerts
+                    .send(alert_xml(channel, &ty, "inactive", 0, eol));
+            }
+        })
+    }
+
+    /// Replay recorded part bodies (a capture's `content` lines) with their timing: the
+    /// captures carry no receive times, so the devices' own `dateTime` (1 s resolution) sets
+    /// the pace, and the parts within one second are spread evenly across it. `speed` 1.0 is
+    /// real time.
+    pub fn replay(&self, bodies: Vec<String>, speed: f64) -> tokio::task::JoinHandle<()> {
+        let inner = self.inner.clone();
+        let offsets = replay_offsets(&bodies);
+        tokio::spawn(async move {
+            let start = tokio::time::Instant::now();
+            for (body, at) in bodies.into_iter().zip(offsets) {
+                tokio::time::sleep_until(start + at.div_f64(speed)).await;
+                let _ = inner.alerts.send(body);
+            }
+        })
     }
 
     pub fn stream_count(&self) -> usize {
@@ -270,6 +431,34 @@ async fn serve(inner: Arc<Inner>, sock: tokio::net::TcpStream) -> std::io::Resul
         let p = path.split('?').next().unwrap_or("");
         if p.eq_ignore_ascii_case("/ISAPI/Event/notification/alertStream") {
             return alert_stream(inner, w).await;
+        }
+        if let Some(kind) = picture_path(p) {
+            // Cameras serve `Streaming`; NVRs answer it with an error *with HTTP 200* and
+            // serve the proxied channel's picture under `StreamingProxy` (protocols.md §2).
+            let fail = inner
+                .picture_error
+                .load(std::sync::atomic::Ordering::Relaxed)
+                || (inner.cfg.personality.nvr && kind == "Streaming");
+            let (ctype, body) = if fail {
+                (
+                    "application/xml",
+                    RESPONSE_STATUS_NOT_SUPPORTED
+                        .replace("x</requestURL>", &format!("{p}</requestURL>"))
+                        .into_bytes(),
+                )
+            } else {
+                (
+                    "image/jpeg",
+                    inner.jpeg.get_or_init(test_pattern_jpeg).clone(),
+                )
+            };
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: keep-alive\r\n\r\n",
+                body.len()
+            );
+            w.write_all(head.as_bytes()).await?;
+            w.write_all(&body).await?;
+            continue;
         }
         let (status, ctype, body) = if p.eq_ignore_ascii_case("/ISAPI/System/deviceInfo") {
             // NVRs are other devices: their own model and serial (HA merges devices that share
@@ -335,7 +524,11 @@ async fn serve(inner: Arc<Inner>, sock: tokio::net::TcpStream) -> std::io::Resul
         } else if p.eq_ignore_ascii_case("/ISAPI/Security/adminAccesses") {
             ("200 OK", "application/xml", "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<AdminAccessProtocolList version=\"2.0\" xmlns=\"http://www.hikvision.com/ver20/XMLSchema\"><AdminAccessProtocol><id>1</id><enabled>true</enabled><protocol>HTTP</protocol><portNo>80</portNo></AdminAccessProtocol><AdminAccessProtocol><id>4</id><enabled>true</enabled><protocol>RTSP</protocol><portNo>554</portNo></AdminAccessProtocol></AdminAccessProtocolList>\n".to_string())
         } else {
-            ("404 Not Found", "application/xml", "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<ResponseStatus version=\"1.0\" xmlns=\"http://www.hikvision.com/ver10/XMLSchema\">\n<requestURL>x</requestURL>\n<statusCode>4</statusCode>\n<statusString>Invalid Operation</statusString>\n<subStatusCode>notSupport</subStatusCode>\n</ResponseStatus>\n".to_string())
+            (
+                "404 Not Found",
+                "application/xml",
+                RESPONSE_STATUS_NOT_SUPPORTED.to_string(),
+            )
         };
         let resp = format!(
             "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: keep-alive\r\n\r\n{body}",
@@ -343,6 +536,24 @@ async fn serve(inner: Arc<Inner>, sock: tokio::net::TcpStream) -> std::io::Resul
         );
         w.write_all(resp.as_bytes()).await?;
     }
+}
+
+const RESPONSE_STATUS_NOT_SUPPORTED: &str = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<ResponseStatus version=\"1.0\" xmlns=\"http://www.hikvision.com/ver10/XMLSchema\">\n<requestURL>x</requestURL>\n<statusCode>4</statusCode>\n<statusString>Invalid Operation</statusString>\n<subStatusCode>notSupport</subStatusCode>\n</ResponseStatus>\n";
+
+/// `Streaming` or `StreamingProxy` for `/ISAPI/<kind>/channels/<N>01/picture`.
+fn picture_path(p: &str) -> Option<&'static str> {
+    let lower = p.to_ascii_lowercase();
+    let rest = lower.strip_prefix("/isapi/")?;
+    let (kind, rest) = if let Some(r) = rest.strip_prefix("streaming/channels/") {
+        ("Streaming", r)
+    } else {
+        (
+            "StreamingProxy",
+            rest.strip_prefix("contentmgmt/streamingproxy/channels/")?,
+        )
+    };
+    let id = rest.strip_suffix("/picture")?;
+    (id.len() >= 3 && id.bytes().all(|b| b.is_ascii_digit())).then_some(kind)
 }
 
 fn check_auth(
@@ -434,9 +645,21 @@ async fn alert_stream(
     } else {
         format!("--{}", p.boundary)
     };
+    // What comes before a part's headers: blank lines and (duplicated) boundary lines.
+    let opener = {
+        let mut o = String::new();
+        if p.blank_lines {
+            o.push_str(p.eol);
+        }
+        for _ in 0..if p.duplicate_boundary { 2 } else { 1 } {
+            o.push_str(&line);
+            o.push_str(p.eol);
+        }
+        o
+    };
     let part = |body: &str| {
         let mut s = format!(
-            "{line}{eol}Content-Type: application/xml; charset=\"UTF-8\"{eol}",
+            "{opener}Content-Type: application/xml; charset=\"UTF-8\"{eol}",
             eol = p.eol
         );
         if p.content_length {
@@ -460,7 +683,7 @@ async fn alert_stream(
                     if p.jpeg_parts {
                         // Binary: needs its Content-Length whatever the personality.
                         let jpeg: &[u8] = &[0xFF, 0xD8, 0xFF, 0xE0, 0x00, 0x10, b'J', b'F', b'I', b'F', 0x00, b'\r', b'\n', b'-', b'-', 0xFF, 0xD9];
-                        let mut data = format!("{line}{eol}Content-Type: image/jpeg{eol}Content-Length: {}{eol}{eol}", jpeg.len(), eol = p.eol).into_bytes();
+                        let mut data = format!("{opener}Content-Type: image/jpeg{eol}Content-Length: {}{eol}{eol}", jpeg.len(), eol = p.eol).into_bytes();
                         data.extend_from_slice(jpeg);
                         data.extend_from_slice(p.eol.as_bytes());
                         write_bytes(&mut w, data, chunked).await?;

@@ -151,7 +151,13 @@ async fn child(mode: &str, n: usize) {
                     let shifted: Vec<String> = ptz
                         .iter()
                         .map(|b| {
-                            let t = b.split("<dateTime>").nth(1).unwrap().split('<').next().unwrap();
+                            let t = b
+                                .split("<dateTime>")
+                                .nth(1)
+                                .unwrap()
+                                .split('<')
+                                .next()
+                                .unwrap();
                             let at = now + (alert::parse_time(t).unwrap() - first);
                             b.replace(t, &at.format("%Y-%m-%dT%H:%M:%S%:z").to_string())
                         })
@@ -226,7 +232,10 @@ async fn main() {
             parts += 1;
         }
     }
-    for (name, stream, boundary) in [("camera", &camera, "boundary"), ("nvr", &nvr, "hikboundary")] {
+    for (name, stream, boundary) in [
+        ("camera", &camera, "boundary"),
+        ("nvr", &nvr, "hikboundary"),
+    ] {
         let rounds = (64 << 20) / stream.len() + 1;
         let t = Instant::now();
         let (mut n, mut ok) = (0usize, 0usize);

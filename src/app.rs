@@ -87,6 +87,7 @@ impl App {
                 cam,
                 bus.clone(),
                 pictures.clone(),
+                cfg_rx.clone(),
                 sources_cancel.clone(),
             )?);
         }

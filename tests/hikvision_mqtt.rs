@@ -16,6 +16,17 @@ async fn daemon(
     broker: &Broker,
     dir: &std::path::Path,
 ) -> gatehouse::app::App {
+    let yaml = daemon_yaml(cams, broker, dir, "1s");
+    let cfg = gatehouse::config::load_str(&yaml, &|_| None).unwrap();
+    gatehouse::app::App::start(cfg, None, None).await.unwrap()
+}
+
+fn daemon_yaml(
+    cams: &[(&str, &HikSim)],
+    broker: &Broker,
+    dir: &std::path::Path,
+    holdoff: &str,
+) -> String {
     let mut yaml = format!(
         "version: 1\nstorage: {{ path: {}/g.db }}\nmqtt:\n  host: 127.0.0.1\n  port: {}\n  client_id: gh-cam-{}\nsources:\n  hikvision:\n",
         dir.display(),
@@ -24,12 +35,11 @@ async fn daemon(
     );
     for (id, s) in cams {
         yaml.push_str(&format!(
-            "    - {{ id: {id}, url: \"{}\", username: admin, password: sim-hik-pass, holdoff: 1s, offline_after: 5s }}\n",
+            "    - {{ id: {id}, url: \"{}\", username: admin, password: sim-hik-pass, holdoff: {holdoff}, offline_after: 5s }}\n",
             s.base_url()
         ));
     }
-    let cfg = gatehouse::config::load_str(&yaml, &|_| None).unwrap();
-    gatehouse::app::App::start(cfg, None, None).await.unwrap()
+    yaml
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -287,5 +297,39 @@ async fn every_framing_quirk_and_no_inactive_still_gives_clean_states() {
     .await;
     let states: Vec<String> = rec.on(topic).iter().map(|m| m.text()).collect();
     assert_eq!(states, ["ON", "OFF"]);
+    app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shorter_holdoff_applies_live_to_an_alarm_that_is_on() {
+    let broker = Broker::start();
+    let rec = Recorder::start(broker.port, "rec", "gatehouse/camera/#", false).await;
+    let cam = HikSim::start(HikSimConfig {
+        personality: Personality::ptz(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.yaml");
+    let yaml = daemon_yaml(&[("yard", &cam)], &broker, dir.path(), "10m");
+    std::fs::write(&path, &yaml).unwrap();
+    let cfg = gatehouse::config::load_str(&yaml, &|_| None).unwrap();
+    let app = gatehouse::app::App::start(cfg, Some(path.clone()), None)
+        .await
+        .unwrap();
+    wait_for("stream open", T, || cam.stream_count() == 1).await;
+    cam.push_alert(1, "VMD", "active");
+    let topic = "gatehouse/camera/yard/ch1/vmd";
+    wait_for("ON", T, || {
+        rec.on(topic).last().is_some_and(|m| m.text() == "ON")
+    })
+    .await;
+    // With ten minutes it would stay ON for the rest of the test.
+    std::fs::write(&path, yaml.replace("holdoff: 10m", "holdoff: 1s")).unwrap();
+    wait_for("OFF by the new hold-off", T, || {
+        rec.on(topic).last().is_some_and(|m| m.text() == "OFF")
+    })
+    .await;
     app.shutdown().await;
 }

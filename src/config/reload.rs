@@ -6,7 +6,7 @@ use std::sync::Arc;
 use tokio::sync::watch;
 
 /// Keys whose change needs a restart, comparing `old` and `new`. Live keys: `log.level`,
-/// `doors.*`, Net2 poll intervals, timeouts and page size.
+/// `doors.*`, Net2 poll intervals, timeouts and page size, camera hold-offs.
 pub fn restart_required(old: &Config, new: &Config) -> Vec<String> {
     let mut keys = Vec::new();
     if old.log.format != new.log.format {
@@ -15,8 +15,20 @@ pub fn restart_required(old: &Config, new: &Config) -> Vec<String> {
     if old.storage.path != new.storage.path {
         keys.push("storage.path".into());
     }
-    if old.sources.hikvision != new.sources.hikvision {
+    // Hold-offs apply live; anything else about a camera (or adding / removing one) does not.
+    let fixed = |c: &HikvisionConfig| HikvisionConfig {
+        holdoff: HumanDuration::secs(0),
+        holdoff_per_type: Default::default(),
+        ..c.clone()
+    };
+    if old.sources.hikvision.len() != new.sources.hikvision.len() {
         keys.push("sources.hikvision".into());
+    } else {
+        for (a, b) in old.sources.hikvision.iter().zip(&new.sources.hikvision) {
+            if fixed(a) != fixed(b) {
+                keys.push(format!("sources.hikvision.{}", a.id));
+            }
+        }
     }
     if old.mqtt != new.mqtt {
         // Discovery follows door changes live; the connection itself needs a restart.
@@ -164,6 +176,26 @@ mod tests {
             restart_required(&a, &c),
             vec!["sources.net2.url", "sources.net2.live"]
         );
+    }
+
+    #[test]
+    fn camera_holdoffs_are_live_the_rest_is_not() {
+        let cam = |extra: &str| {
+            load_str(
+                &format!("version: 1\nsources:\n  hikvision:\n    - {{ id: g, url: \"http://c\", password: p{extra} }}\n"),
+                &|_| None,
+            )
+            .unwrap()
+        };
+        let a = cam("");
+        let b = cam(", holdoff: 9s, holdoff_per_type: { VMD: 2s }");
+        assert!(restart_required(&a, &b).is_empty());
+        let d = load_str(
+            "version: 1\nsources:\n  hikvision:\n    - { id: g, url: \"http://other\", password: p }\n",
+            &|_| None,
+        )
+        .unwrap();
+        assert_eq!(restart_required(&a, &d), vec!["sources.hikvision.g"]);
     }
 
     #[test]

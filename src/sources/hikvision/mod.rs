@@ -308,10 +308,22 @@ impl Device {
 }
 
 /// Start one device's tasks.
+fn holdoff_of(cfg: &HikvisionConfig) -> Holdoff {
+    Holdoff {
+        default: cfg.holdoff.get(),
+        per_type: cfg
+            .holdoff_per_type
+            .iter()
+            .map(|(k, v)| (k.to_ascii_lowercase(), v.get()))
+            .collect(),
+    }
+}
+
 pub fn spawn(
     cfg: &HikvisionConfig,
     bus: Bus,
     pictures: pictures::Pictures,
+    mut cfg_rx: crate::config::reload::ConfigRx,
     cancel: CancellationToken,
 ) -> Result<Vec<JoinHandle<()>>> {
     let client = IsapiClient::new(
@@ -320,19 +332,11 @@ pub fn spawn(
         cfg.password.clone().unwrap_or_default(),
         &cfg.tls,
     )?;
-    let holdoff = Holdoff {
-        default: cfg.holdoff.get(),
-        per_type: cfg
-            .holdoff_per_type
-            .iter()
-            .map(|(k, v)| (k.to_ascii_lowercase(), v.get()))
-            .collect(),
-    };
     let dev = Arc::new(Device {
         source: format!("camera/{}", cfg.id),
         cfg: cfg.clone(),
         client,
-        tracker: Mutex::new(Tracker::new(holdoff)),
+        tracker: Mutex::new(Tracker::new(holdoff_of(cfg))),
         bus,
         down_since: Mutex::new(None),
         online: Mutex::new(None),
@@ -381,6 +385,20 @@ pub fn spawn(
             tokio::select! {
                 _ = every.tick() => {}
                 _ = cancel.cancelled() => return,
+            }
+            // Hold-offs apply live (also to alarms that are ON now: the hold-off is read when
+            // it is checked, not when the alarm started).
+            if cfg_rx.has_changed().unwrap_or(false) {
+                let new = cfg_rx
+                    .borrow_and_update()
+                    .sources
+                    .hikvision
+                    .iter()
+                    .find(|c| c.id == d.cfg.id)
+                    .map(holdoff_of);
+                if let Some(h) = new {
+                    d.lock().set_default_holdoff(h);
+                }
             }
             let changes = d.lock().tick(Instant::now());
             d.publish_changes(changes, None, None).await;

@@ -74,6 +74,11 @@ impl Tracker {
         }
     }
 
+    /// The hold-offs of devices without their own (a changed config).
+    pub fn set_default_holdoff(&mut self, h: Holdoff) {
+        self.default_holdoff = h;
+    }
+
     /// A device's own hold-offs (config per camera).
     pub fn set_device_holdoff(&mut self, device: &str, h: Holdoff) {
         self.holdoff.insert(device.to_string(), h);

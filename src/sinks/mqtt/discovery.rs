@@ -162,6 +162,8 @@ pub struct Context<'a> {
     pub topics: &'a Topics,
     /// Configured doors with their display names.
     pub doors: BTreeMap<DoorId, String>,
+    /// Doors watched by a camera (`doors.<id>.camera`): door → camera id.
+    pub door_cameras: BTreeMap<DoorId, String>,
     pub presence: Vec<&'a Presence>,
     /// Configured cameras (id → what the device said about itself, once known).
     pub cameras: Vec<(String, Option<crate::model::CameraInfo>)>,
@@ -437,6 +439,31 @@ pub fn configs(ctx: &Context) -> Vec<Entity> {
                 device_class: None,
             },
         ));
+        // The camera that watches the door: its `device/channel`, with what the camera said
+        // about itself (model, serial, firmware) as attributes.
+        if let Some(cam) = ctx.door_cameras.get(id) {
+            let oid = format!("door_{id}_camera");
+            out.push(entity(
+                "sensor",
+                oid.clone(),
+                &dev_id,
+                &Sensor {
+                    base: Base {
+                        icon: Some("mdi:cctv"),
+                        ..with_domain(
+                            base(&oid, Some("Camera"), &dev, &with_source, Some("diagnostic")),
+                            "sensor",
+                        )
+                    },
+                    state_topic: state.clone(),
+                    value_template: "{{ value_json.camera.device ~ '/' ~ value_json.camera.channel if value_json.camera else '' }}".into(),
+                    json_attributes_topic: Some(t.camera_info(cam)),
+                    json_attributes_template: None,
+                    unit_of_measurement: None,
+                    device_class: None,
+                },
+            ));
+        }
     }
     // Cameras: a device each, a connectivity sensor, and one binary sensor per alarm kind seen.
     for (id, info) in &ctx.cameras {
@@ -713,6 +740,7 @@ mod tests {
         let ctx = Context {
             topics: &t,
             doors: [(7242929, "Garage Port".to_string())].into(),
+            door_cameras: [(7242929, "garage".to_string())].into(),
             presence: vec![&p],
             cameras: Vec::new(),
             alarms: Vec::new(),

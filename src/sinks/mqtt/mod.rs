@@ -347,6 +347,11 @@ impl Sink {
         let ctx = discovery::Context {
             topics: &self.topics,
             doors: discovery::door_names(&cfg.doors, &self.doors),
+            door_cameras: cfg
+                .doors
+                .iter()
+                .filter_map(|(id, d)| Some((*id, d.camera_ref()?.0.to_string())))
+                .collect(),
             presence: self.presence.values().collect(),
             cameras: cfg
                 .sources

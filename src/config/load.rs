@@ -112,6 +112,10 @@ pub fn load_str(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Conf
             "sources" => sources(v, &mut cfg.sources, &mut errs),
             "doors" => doors(v, &mut cfg.doors, &mut errs),
             "mqtt" => cfg.mqtt = section(v, "mqtt", &mut errs),
+            "media" => section(v, "media", &mut errs)
+                .map(|s| cfg.media = s)
+                .unwrap_or(()),
+            "web" => cfg.web = section(v, "web", &mut errs),
             other => errs.push(other, "unknown key"),
         }
     }
@@ -277,22 +281,84 @@ fn resolve_password(
     required: bool,
     errs: &mut Collector,
 ) {
-    match (&*password, file) {
+    resolve_secret(password, file, path, "password", required, errs)
+}
+
+/// `<key>` or `<key>_file` under `path` (the file read now, trailing newline trimmed).
+fn resolve_secret(
+    value: &mut Option<Secret>,
+    file: &Option<std::path::PathBuf>,
+    path: &str,
+    key: &str,
+    required: bool,
+    errs: &mut Collector,
+) {
+    match (&*value, file) {
         (Some(_), Some(_)) => errs.push(
-            format!("{path}.password_file"),
-            "give either password or password_file, not both",
+            format!("{path}.{key}_file"),
+            format!("give either {key} or {key}_file, not both"),
         ),
         (None, None) if required => {
-            errs.push(format!("{path}.password"), "required (or password_file)")
+            errs.push(format!("{path}.{key}"), format!("required (or {key}_file)"))
         }
         (None, Some(f)) => match std::fs::read_to_string(f) {
-            Ok(s) => *password = Some(Secret::new(s.trim_end_matches(['\r', '\n']))),
+            Ok(s) => *value = Some(Secret::new(s.trim_end_matches(['\r', '\n']))),
             Err(e) => errs.push(
-                format!("{path}.password_file"),
+                format!("{path}.{key}_file"),
                 format!("unable to read {}: {e}", f.display()),
             ),
         },
         _ => {}
+    }
+}
+
+fn validate_media(cfg: &mut Config, errs: &mut Collector) {
+    let m = &cfg.media;
+    if !(1..=100).contains(&m.jpeg_quality) {
+        errs.push("media.jpeg_quality", "must be between 1 and 100");
+    }
+    if m.max_width != 0 && m.max_width < 64 {
+        errs.push("media.max_width", "must be 0 (no limit) or at least 64");
+    }
+    if m.hls_window < 2 || m.hls_window > 60 {
+        errs.push("media.hls_window", "must be between 2 and 60 segments");
+    }
+    let secs = |d: HumanDuration| d.get().as_secs_f64();
+    if !(0.5..=30.0).contains(&secs(m.hls_segment)) {
+        errs.push("media.hls_segment", "must be between 500ms and 30s");
+    }
+    if secs(m.hls_stop_after) < 5.0 {
+        errs.push("media.hls_stop_after", "must be at least 5s");
+    }
+    if secs(m.snapshot_timeout) < 0.5 {
+        errs.push("media.snapshot_timeout", "must be at least 500ms");
+    }
+    if let Some(w) = cfg.web.as_mut() {
+        resolve_secret(
+            &mut w.jwt_secret,
+            &w.jwt_secret_file,
+            "web",
+            "jwt_secret",
+            w.auth == crate::config::WebAuth::Token,
+            errs,
+        );
+        if let Some(s) = &w.jwt_secret
+            && s.expose().chars().count() < 16
+        {
+            errs.push("web.jwt_secret", "must be at least 16 characters");
+        }
+        if let Some(u) = &w.public_url {
+            match url::Url::parse(u) {
+                Ok(x) if x.scheme() == "http" || x.scheme() == "https" => {}
+                _ => errs.push(
+                    "web.public_url",
+                    format!("expected http(s)://host[:port], not {u:?}"),
+                ),
+            }
+        }
+        if w.url_token_ttl.get() < std::time::Duration::from_secs(60) {
+            errs.push("web.url_token_ttl", "must be at least 60s");
+        }
     }
 }
 
@@ -388,7 +454,17 @@ fn validate(cfg: &mut Config, errs: &mut Collector) {
             ),
         }
         resolve_password(&mut h.password, &h.password_file, &p, true, errs);
+        if let Some(u) = &h.rtsp_url {
+            match url::Url::parse(u) {
+                Ok(x) if x.scheme() == "rtsp" => {}
+                _ => errs.push(
+                    format!("{p}.rtsp_url"),
+                    format!("expected rtsp://host[:port]/path, not {u:?}"),
+                ),
+            }
+        }
     }
+    validate_media(cfg, errs);
     for (id, d) in &cfg.doors {
         let p = format!("doors.{id}");
         if !(d.relay == 1 || d.relay == 2) {
@@ -416,6 +492,17 @@ fn validate(cfg: &mut Config, errs: &mut Collector) {
                     format!("no camera with id {dev:?} in sources.hikvision"),
                 ),
                 Some(_) => {}
+            }
+        }
+        for (i, k) in d.snapshot_on.iter().enumerate() {
+            if !crate::config::SNAPSHOT_DOOR_KINDS.contains(&k.as_str()) {
+                errs.push(
+                    format!("{p}.snapshot_on[{i}]"),
+                    format!(
+                        "unknown door event {k:?} (one of {})",
+                        crate::config::SNAPSHOT_DOOR_KINDS.join(", ")
+                    ),
+                );
             }
         }
         if let Some(h) = d.held_open_after
@@ -588,5 +675,40 @@ doors:
     fn invalid_yaml_is_one_clear_error() {
         let e = load_str("version: 1\n  bad: [", &env).unwrap_err();
         assert!(e.to_string().contains("invalid YAML"));
+    }
+
+    #[test]
+    fn media_and_web_are_checked_with_every_path() {
+        let env = |_: &str| None;
+        let base = "version: 1\nsources:\n  hikvision:\n    - { id: garage, url: http://cam, password: x, rtsp_url: http://cam/x }\n";
+        let e = load_str(
+            &format!(
+                "{base}media: {{ jpeg_quality: 0, hls_window: 1, hls_segment: 100ms }}\nweb: {{ jwt_secret: short }}\ndoors:\n  1: {{ camera: garage/1, snapshot_on: [door_opened, door_closed] }}\n"
+            ),
+            &env,
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.paths(),
+            vec![
+                "sources.hikvision[0].rtsp_url",
+                "media.jpeg_quality",
+                "media.hls_window",
+                "media.hls_segment",
+                "web.jwt_secret",
+                "doors.1.snapshot_on[1]",
+                "doors",
+            ]
+        );
+        let e = load_str(&format!("{base}web: {{}}\n"), &env).unwrap_err();
+        assert!(e.paths().contains(&"web.jwt_secret"));
+        let ok = load_str(
+            "version: 1\nweb: { auth: none }\n",
+            &env,
+        )
+        .unwrap();
+        assert_eq!(ok.web.unwrap().base_url(), "http://127.0.0.1:8480");
+        let door = DoorConfig::default();
+        assert!(!door.snapshot_on("door_forced"), "no camera, no picture");
     }
 }

@@ -27,6 +27,149 @@ pub struct Config {
     pub mqtt: Option<MqttConfig>,
     /// Per-door settings keyed by the Net2 door id (the ACU address).
     pub doors: BTreeMap<u64, DoorConfig>,
+    /// Snapshots and live streams.
+    pub media: MediaConfig,
+    /// The local HTTP server (HLS, pictures, REST). Absent = no server.
+    pub web: Option<WebConfig>,
+}
+
+/// Which RTSP stream of a camera channel: `main` (`/Streaming/Channels/N01`) or `sub` (`N02`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum StreamKind {
+    #[default]
+    Main,
+    Sub,
+}
+
+impl StreamKind {
+    /// The Hikvision stream number (`1` main, `2` sub) in `/Streaming/Channels/<ch><n>`.
+    pub fn number(self) -> u32 {
+        match self {
+            StreamKind::Main => 1,
+            StreamKind::Sub => 2,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default)]
+pub struct MediaConfig {
+    /// An RTSP session with no consumer left is closed after this long (live).
+    pub idle_close: HumanDuration,
+    /// Stream decoded for snapshots when the camera has no `/picture` (or it failed).
+    pub snapshot_stream: StreamKind,
+    /// Stream remuxed to HLS.
+    pub live_stream: StreamKind,
+    /// JPEG quality 1–100 of pictures decoded from RTSP (live).
+    pub jpeg_quality: u8,
+    /// Pictures decoded from RTSP wider than this are scaled down (live). 0 = never.
+    pub max_width: u32,
+    /// Where pictures are saved; default `snapshots/` next to the database. (restart)
+    pub snapshot_dir: Option<PathBuf>,
+    /// Keep at most this many pictures per camera channel (live). 0 = no limit.
+    pub keep_count: u32,
+    /// Delete pictures older than this many days (live). 0 = keep.
+    pub keep_days: u32,
+    /// Publish the JPEG on MQTT retained when it is at most this many bytes (live).
+    /// 0 = never retained.
+    pub retain_max_bytes: u32,
+    /// Hikvision alarm types that take a picture when they turn ON (`linedetection`,
+    /// `fielddetection`, `VMD`…), case-insensitive (live). Empty = none.
+    pub snapshot_on_alarm: Vec<String>,
+    /// HLS segment target; segments end on the first keyframe after it. (live)
+    pub hls_segment: HumanDuration,
+    /// Segments kept in memory per live stream.
+    pub hls_window: u32,
+    /// A live stream stops this long after the last heartbeat or playlist fetch (live).
+    pub hls_stop_after: HumanDuration,
+    /// Time allowed to get a picture (each source in turn), live.
+    pub snapshot_timeout: HumanDuration,
+}
+
+impl Default for MediaConfig {
+    fn default() -> Self {
+        MediaConfig {
+            idle_close: HumanDuration::secs(30),
+            snapshot_stream: StreamKind::Main,
+            live_stream: StreamKind::Main,
+            jpeg_quality: 80,
+            max_width: 1920,
+            snapshot_dir: None,
+            keep_count: 500,
+            keep_days: 14,
+            retain_max_bytes: 0,
+            snapshot_on_alarm: Vec::new(),
+            hls_segment: HumanDuration::secs(2),
+            hls_window: 6,
+            hls_stop_after: HumanDuration::secs(90),
+            snapshot_timeout: HumanDuration::secs(10),
+        }
+    }
+}
+
+impl MediaConfig {
+    /// `snapshot_dir`, or `snapshots/` beside the database.
+    pub fn snapshot_dir(&self, storage: &StorageConfig) -> PathBuf {
+        self.snapshot_dir.clone().unwrap_or_else(|| {
+            storage
+                .path
+                .parent()
+                .map(|p| p.join("snapshots"))
+                .unwrap_or_else(|| PathBuf::from("snapshots"))
+        })
+    }
+}
+
+/// How the web server checks requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum WebAuth {
+    /// A JWT (HS256, signed with `jwt_secret`) as `Authorization: Bearer` or `?token=`.
+    #[default]
+    Token,
+    /// No authentication: anyone who reaches `bind` sees the cameras. Logged as a warning.
+    None,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default)]
+pub struct WebConfig {
+    /// Listen address. Loopback by default; put it behind a reverse proxy for the LAN.
+    /// (restart)
+    pub bind: std::net::SocketAddr,
+    /// Base of the URLs gatehouse hands out (MQTT payloads); default `http://<bind>`.
+    pub public_url: Option<String>,
+    /// HS256 key for tokens, at least 16 characters; `${ENV}` substituted; or
+    /// `jwt_secret_file`. Required with `auth: token`.
+    pub jwt_secret: Option<Secret>,
+    pub jwt_secret_file: Option<PathBuf>,
+    pub auth: WebAuth,
+    /// Lifetime of the signed URLs gatehouse hands out (pictures in event payloads, HLS).
+    pub url_token_ttl: HumanDuration,
+}
+
+impl Default for WebConfig {
+    fn default() -> Self {
+        WebConfig {
+            bind: std::net::SocketAddr::from(([127, 0, 0, 1], 8480)),
+            public_url: None,
+            jwt_secret: None,
+            jwt_secret_file: None,
+            auth: WebAuth::Token,
+            url_token_ttl: HumanDuration::secs(24 * 3600),
+        }
+    }
+}
+
+impl WebConfig {
+    /// `public_url` without a trailing `/`, or `http://<bind>`.
+    pub fn base_url(&self) -> String {
+        match &self.public_url {
+            Some(u) => u.trim_end_matches('/').to_string(),
+            None => format!("http://{}", self.bind),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -233,6 +376,12 @@ pub struct HikvisionConfig {
     pub offline_after: HumanDuration,
     /// Channels to ignore (empty NVR inputs that report video loss forever).
     pub ignore_channels: Vec<u32>,
+    /// RTSP URL of channel 1 main stream, when it is not the Hikvision default
+    /// (`rtsp://<host>:<port from adminAccesses>/Streaming/Channels/101`). `{channel}` and
+    /// `{stream}` (1 main, 2 sub) are substituted when present.
+    pub rtsp_url: Option<String>,
+    /// Ask the device for `/picture` before decoding RTSP (cameras and NVRs that have it).
+    pub use_picture: bool,
 }
 
 impl Default for HikvisionConfig {
@@ -249,6 +398,8 @@ impl Default for HikvisionConfig {
             idle_timeout: HumanDuration::secs(60),
             offline_after: HumanDuration::secs(30),
             ignore_channels: Vec::new(),
+            rtsp_url: None,
+            use_picture: true,
         }
     }
 }
@@ -369,15 +520,32 @@ pub struct DoorConfig {
     /// or echoed.
     pub require_code: Option<Secret>,
     /// The camera that watches this door: `<hikvision id>/<channel>` (pictures with door
-    /// events, next issue; shown in the door's state).
+    /// events; shown in the door's state).
     pub camera: Option<String>,
+    /// Door events that take a picture with `camera`: `access_granted`, `access_denied`,
+    /// `door_opened`, `door_held_open`, `door_forced` (default: all of them).
+    pub snapshot_on: Vec<String>,
 }
+
+/// Door events that can carry a picture.
+pub const SNAPSHOT_DOOR_KINDS: [&str; 5] = [
+    "access_granted",
+    "access_denied",
+    "door_opened",
+    "door_held_open",
+    "door_forced",
+];
 
 impl DoorConfig {
     /// `camera` split into device id and channel.
     pub fn camera_ref(&self) -> Option<(&str, u32)> {
         let (d, c) = self.camera.as_deref()?.split_once('/')?;
         Some((d, c.parse().ok()?))
+    }
+
+    /// Whether an event of this kind (its [`crate::model::EventKind::name`]) takes a picture.
+    pub fn snapshot_on(&self, kind: &str) -> bool {
+        self.camera.is_some() && self.snapshot_on.iter().any(|k| k == kind)
     }
 }
 
@@ -392,6 +560,7 @@ impl Default for DoorConfig {
             min_command_interval: HumanDuration::secs(2),
             require_code: None,
             camera: None,
+            snapshot_on: SNAPSHOT_DOOR_KINDS.iter().map(|s| s.to_string()).collect(),
         }
     }
 }

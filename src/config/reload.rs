@@ -30,6 +30,12 @@ pub fn restart_required(old: &Config, new: &Config) -> Vec<String> {
             }
         }
     }
+    if old.web != new.web {
+        keys.push("web".into());
+    }
+    if old.media.snapshot_dir != new.media.snapshot_dir {
+        keys.push("media.snapshot_dir".into());
+    }
     if old.mqtt != new.mqtt {
         // Discovery follows door changes live; the connection itself needs a restart.
         keys.push("mqtt".into());

@@ -702,11 +702,7 @@ doors:
         );
         let e = load_str(&format!("{base}web: {{}}\n"), &env).unwrap_err();
         assert!(e.paths().contains(&"web.jwt_secret"));
-        let ok = load_str(
-            "version: 1\nweb: { auth: none }\n",
-            &env,
-        )
-        .unwrap();
+        let ok = load_str("version: 1\nweb: { auth: none }\n", &env).unwrap();
         assert_eq!(ok.web.unwrap().base_url(), "http://127.0.0.1:8480");
         let door = DoorConfig::default();
         assert!(!door.snapshot_on("door_forced"), "no camera, no picture");

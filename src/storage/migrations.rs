@@ -82,6 +82,24 @@ pub const MIGRATIONS: &[&str] = &[
         payload TEXT NOT NULL
     );
     "#,
+    // 5: pictures (snapshots) saved on disk; `event_id` links a door event's picture.
+    r#"
+    CREATE TABLE pictures (
+        id         TEXT PRIMARY KEY,
+        camera     TEXT NOT NULL,
+        channel    INTEGER NOT NULL,
+        taken_ms   INTEGER NOT NULL,
+        taken      TEXT NOT NULL,
+        source     TEXT NOT NULL,
+        trigger    TEXT NOT NULL,
+        event_id   TEXT,
+        path       TEXT NOT NULL,
+        bytes      INTEGER NOT NULL
+    );
+    CREATE INDEX pictures_channel ON pictures(camera, channel, taken_ms);
+    CREATE INDEX pictures_event ON pictures(event_id) WHERE event_id IS NOT NULL;
+    CREATE INDEX pictures_taken ON pictures(taken_ms);
+    "#,
 ];
 
 /// Bring `conn` to the newest schema, or to `upto` migrations (tests).

@@ -2,6 +2,8 @@
 //! the command audit. One connection in WAL mode; writes arrive in batches from the store sink.
 
 pub mod migrations;
+mod pictures;
+pub use pictures::PictureRow;
 
 use crate::error::{Error, ErrorKind, Result, ResultExt};
 use crate::model::{CommandUpdate, DoorState, Event, Presence};

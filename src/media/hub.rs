@@ -1,0 +1,535 @@
+//! One RTSP session per camera channel and stream, shared by every consumer (snapshots, HLS
+//! viewers). Opened on the first consumer, closed `idle_close` after the last one leaves,
+//! reconnected with backoff while someone is waiting, torn down on shutdown.
+//!
+//! Frames fan out over a bounded broadcast: a consumer that falls behind loses the oldest
+//! frames, is told how many it missed, and resumes at the next keyframe (a P-frame after a
+//! gap would only decode to garbage). The hub also keeps the frames since the last keyframe,
+//! so a snapshot on a running stream needs no wait and a late joiner starts at once.
+//!
+//! Hikvision specifics: the SDP carries an ONVIF metadata track (`m=application`) beside the
+//! video; only the first `video` stream is set up. TCP interleaved is used (UDP through NAT and
+//! Wi-Fi loses packets and retina's UDP is experimental).
+
+use crate::config::StreamKind;
+use crate::error::{Error, ErrorKind, Result};
+use crate::secret::Secret;
+use bytes::Bytes;
+use futures_util::StreamExt;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{Notify, broadcast, watch};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+/// Frames buffered per hub for consumers; a consumer further behind than this skips ahead.
+const FANOUT: usize = 512;
+/// The kept GOP is cut when a camera sends absurdly long GOPs (or none at all).
+const GOP_MAX_FRAMES: usize = 600;
+const GOP_MAX_BYTES: usize = 16 << 20;
+
+/// One access unit. `data` is 4-byte length-prefixed NALs; keyframes carry SPS/PPS in front.
+#[derive(Debug)]
+pub struct Frame {
+    pub data: Bytes,
+    pub is_key: bool,
+    /// Presentation time in 90 kHz units from the start of this RTSP session.
+    pub pts: i64,
+    /// Counts RTSP sessions: a consumer sees a new session (timeline restart) by it changing.
+    pub session: u64,
+    pub received: Instant,
+}
+
+/// What the stream is, from retina's parsed SDP / in-band parameters.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Params {
+    /// `h264` or `h265` (what retina calls the encoding).
+    pub encoding: String,
+    /// The `avc1` / `hvc1` sample entry box for fMP4.
+    pub sample_entry: Vec<u8>,
+    /// RFC 6381 codec string (HLS `CODECS`).
+    pub codec: String,
+    pub width: u32,
+    pub height: u32,
+    /// The decoder configuration record (`avcC` body for H.264).
+    pub extra_data: Vec<u8>,
+}
+
+/// Where and how to connect.
+#[derive(Clone)]
+pub struct Target {
+    pub url: url::Url,
+    pub username: Option<String>,
+    pub password: Option<Secret>,
+}
+
+impl std::fmt::Debug for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.url)
+    }
+}
+
+impl Target {
+    /// From a URL that may carry `user:password@` (percent-encoded, as in every RTSP URL):
+    /// the credentials are decoded and moved out of the URL, so they are sent only in the
+    /// Digest answer and never logged. Explicit credentials win over the URL's.
+    pub fn new(mut url: url::Url, username: Option<String>, password: Option<Secret>) -> Target {
+        let dec = |s: &str| {
+            percent_encoding::percent_decode_str(s)
+                .decode_utf8_lossy()
+                .into_owned()
+        };
+        let url_user = (!url.username().is_empty()).then(|| dec(url.username()));
+        let url_pass = url.password().map(|p| Secret::new(dec(p)));
+        let _ = url.set_username("");
+        let _ = url.set_password(None);
+        Target {
+            url,
+            username: username.or(url_user),
+            password: password.or(url_pass),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct HubStats {
+    pub sessions_opened: u64,
+    pub connect_errors: u64,
+    pub frames: u64,
+    /// Frames a consumer lost by lagging (summed over consumers).
+    pub frames_missed: u64,
+    pub last_error: Option<String>,
+    pub running: bool,
+}
+
+struct State {
+    consumers: usize,
+    gop: Vec<Arc<Frame>>,
+    gop_bytes: usize,
+    params: Option<Arc<Params>>,
+    stats: HubStats,
+    session: u64,
+}
+
+pub struct Hub {
+    pub camera: String,
+    pub channel: u32,
+    pub stream: StreamKind,
+    target: Mutex<Target>,
+    tx: broadcast::Sender<Arc<Frame>>,
+    state: Mutex<State>,
+    /// Wakes the session task when the first consumer arrives or the last leaves.
+    wake: Notify,
+    /// Bumped on each new set of parameters (and session): waiters for params watch it.
+    params_seq: watch::Sender<u64>,
+    idle_close: Mutex<Duration>,
+    cancel: CancellationToken,
+    group: Arc<retina::client::SessionGroup>,
+}
+
+/// A consumer's handle: keeps the session open while it lives.
+pub struct Subscription {
+    hub: Arc<Hub>,
+    rx: broadcast::Receiver<Arc<Frame>>,
+    /// Frames from the kept GOP, delivered before live ones.
+    backlog: std::collections::VecDeque<Arc<Frame>>,
+    last_seen: Option<(u64, i64)>,
+    resync: bool,
+}
+
+/// What a consumer receives.
+pub enum Recv {
+    Frame(Arc<Frame>),
+    /// Frames were dropped because this consumer was too slow; it resumes at a keyframe.
+    Missed(u64),
+}
+
+impl Hub {
+    pub fn new(
+        camera: &str,
+        channel: u32,
+        stream: StreamKind,
+        target: Target,
+        idle_close: Duration,
+        group: Arc<retina::client::SessionGroup>,
+        cancel: CancellationToken,
+    ) -> Arc<Hub> {
+        let hub = Arc::new(Hub {
+            camera: camera.to_string(),
+            channel,
+            stream,
+            target: Mutex::new(target),
+            tx: broadcast::channel(FANOUT).0,
+            state: Mutex::new(State {
+                consumers: 0,
+                gop: Vec::new(),
+                gop_bytes: 0,
+                params: None,
+                stats: HubStats::default(),
+                session: 0,
+            }),
+            wake: Notify::new(),
+            params_seq: watch::channel(0).0,
+            idle_close: Mutex::new(idle_close),
+            cancel,
+            group,
+        });
+        tokio::spawn(run(hub.clone()));
+        hub
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn set_target(&self, t: Target) {
+        *self.target.lock().unwrap_or_else(|p| p.into_inner()) = t;
+    }
+
+    pub fn set_idle_close(&self, d: Duration) {
+        *self.idle_close.lock().unwrap_or_else(|p| p.into_inner()) = d;
+    }
+
+    pub fn stats(&self) -> HubStats {
+        self.lock().stats.clone()
+    }
+
+    pub fn params(&self) -> Option<Arc<Params>> {
+        self.lock().params.clone()
+    }
+
+    pub fn consumers(&self) -> usize {
+        self.lock().consumers
+    }
+
+    /// Start consuming: the session opens if it is not running. The subscription first yields
+    /// the frames since the last keyframe (when the stream is running), then live frames.
+    pub fn subscribe(self: &Arc<Self>) -> Subscription {
+        let (rx, backlog) = {
+            let mut s = self.lock();
+            s.consumers += 1;
+            // Subscribe under the lock: no frame falls between the backlog and the live feed.
+            (self.tx.subscribe(), s.gop.iter().cloned().collect())
+        };
+        self.wake.notify_one();
+        Subscription {
+            hub: self.clone(),
+            rx,
+            backlog,
+            last_seen: None,
+            resync: false,
+        }
+    }
+
+    /// The frames from the last keyframe up to the first one received at or after `at`
+    /// (`None`: the keyframe alone), when the stream is running.
+    pub fn gop_until(&self, at: Option<Instant>) -> Option<(Arc<Params>, Vec<Arc<Frame>>)> {
+        let s = self.lock();
+        let params = s.params.clone()?;
+        let first = s.gop.first()?;
+        if !first.is_key {
+            return None;
+        }
+        let frames = match at {
+            None => vec![first.clone()],
+            Some(at) => {
+                let end = s
+                    .gop
+                    .iter()
+                    .position(|f| f.received >= at)
+                    .map(|i| i + 1)
+                    .unwrap_or(s.gop.len());
+                s.gop[..end].to_vec()
+            }
+        };
+        Some((params, frames))
+    }
+
+    /// Wait until parameters are known (the session is playing), or `timeout`.
+    pub async fn wait_params(&self, timeout: Duration) -> Option<Arc<Params>> {
+        let mut rx = self.params_seq.subscribe();
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(p) = self.params() {
+                return Some(p);
+            }
+            if tokio::time::timeout_at(deadline, rx.changed())
+                .await
+                .is_err()
+            {
+                return None;
+            }
+        }
+    }
+
+    fn publish(&self, frame: Frame) {
+        let frame = Arc::new(frame);
+        let mut s = self.lock();
+        s.stats.frames += 1;
+        if frame.is_key {
+            s.gop.clear();
+            s.gop_bytes = 0;
+        }
+        if !s.gop.is_empty() || frame.is_key {
+            if s.gop.len() >= GOP_MAX_FRAMES || s.gop_bytes + frame.data.len() > GOP_MAX_BYTES {
+                s.gop.clear();
+                s.gop_bytes = 0;
+            } else {
+                s.gop_bytes += frame.data.len();
+                s.gop.push(frame.clone());
+            }
+        }
+        let _ = self.tx.send(frame);
+    }
+}
+
+impl Subscription {
+    pub fn hub(&self) -> &Arc<Hub> {
+        &self.hub
+    }
+
+    /// The next frame, or a notice of missed frames. `None` when the hub shut down.
+    pub async fn recv(&mut self) -> Option<Recv> {
+        loop {
+            let f = if let Some(f) = self.backlog.pop_front() {
+                f
+            } else {
+                match self.rx.recv().await {
+                    Ok(f) => f,
+                    Err(broadcast::error::RecvError::Lagged(n)) => {
+                        self.resync = true;
+                        self.hub.lock().stats.frames_missed += n;
+                        tracing::debug!(camera = %self.hub.camera, channel = self.hub.channel, missed = n, "slow consumer skipped frames");
+                        return Some(Recv::Missed(n));
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return None,
+                }
+            };
+            // The backlog and the live feed overlap by at most the frame being published.
+            if let Some((sess, pts)) = self.last_seen
+                && f.session == sess
+                && f.pts <= pts
+                && !f.is_key
+            {
+                continue;
+            }
+            if self.resync {
+                if !f.is_key {
+                    continue;
+                }
+                self.resync = false;
+            }
+            self.last_seen = Some((f.session, f.pts));
+            return Some(Recv::Frame(f));
+        }
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        let mut s = self.hub.lock();
+        s.consumers = s.consumers.saturating_sub(1);
+        drop(s);
+        self.hub.wake.notify_one();
+    }
+}
+
+/// The session task: idle → open (with backoff on failure) → play until the last consumer
+/// has been gone `idle_close` → idle.
+async fn run(hub: Arc<Hub>) {
+    let mut backoff = Duration::from_millis(500);
+    loop {
+        // Idle: wait for a consumer.
+        while hub.consumers() == 0 {
+            tokio::select! {
+                _ = hub.wake.notified() => {}
+                _ = hub.cancel.cancelled() => return,
+            }
+        }
+        let started = Instant::now();
+        match play(&hub).await {
+            Ok(()) => backoff = Duration::from_millis(500),
+            Err(e) => {
+                let msg = e.to_string();
+                {
+                    let mut s = hub.lock();
+                    s.stats.connect_errors += 1;
+                    s.stats.last_error = Some(msg.clone());
+                }
+                if started.elapsed() > Duration::from_secs(30) {
+                    backoff = Duration::from_millis(500);
+                }
+                let target = hub
+                    .target
+                    .lock()
+                    .map(|t| t.url.to_string())
+                    .unwrap_or_default();
+                tracing::warn!(camera = %hub.camera, channel = hub.channel, url = %target, error = %msg, retry_in = ?backoff, "RTSP session failed");
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = hub.cancel.cancelled() => return,
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+            }
+        }
+        {
+            let mut s = hub.lock();
+            s.stats.running = false;
+            s.gop.clear();
+            s.gop_bytes = 0;
+            s.params = None;
+        }
+        if hub.cancel.is_cancelled() {
+            return;
+        }
+    }
+}
+
+/// One RTSP session, until idle, cancelled or failed.
+async fn play(hub: &Arc<Hub>) -> Result<()> {
+    use retina::client::{
+        Credentials, PlayOptions, SessionOptions, SetupOptions, TcpTransportOptions, Transport,
+    };
+    let target = hub
+        .target
+        .lock()
+        .map(|t| t.clone())
+        .map_err(|_| Error::new(ErrorKind::Internal, "hub target lock poisoned"))?;
+    let creds = match (&target.username, &target.password) {
+        (Some(u), p) => Some(Credentials {
+            username: u.clone(),
+            password: p
+                .as_ref()
+                .map(|p| p.expose().to_string())
+                .unwrap_or_default(),
+        }),
+        _ => None,
+    };
+    let opts = SessionOptions::default()
+        .creds(creds)
+        .user_agent(format!("gatehouse/{}", env!("CARGO_PKG_VERSION")))
+        .session_group(hub.group.clone());
+    let rtsp = |what: &str, e: retina::Error| {
+        Error::new(ErrorKind::Unavailable, format!("RTSP {what}: {e}"))
+    };
+    let connect = async {
+        let mut session = retina::client::Session::describe(target.url.clone(), opts)
+            .await
+            .map_err(|e| rtsp("DESCRIBE", e))?;
+        let Some(video) = session.streams().iter().position(|s| s.media() == "video") else {
+            return Err(Error::new(
+                ErrorKind::Protocol,
+                format!("{} offers no video track", target.url),
+            ));
+        };
+        let encoding = session.streams()[video]
+            .encoding_name()
+            .to_ascii_lowercase();
+        session
+            .setup(
+                video,
+                SetupOptions::default()
+                    .transport(Transport::Tcp(TcpTransportOptions::default()))
+                    .frame_format(retina::codec::FrameFormat {
+                        h26x_framing: retina::codec::h26x::Framing::FourByteLength,
+                        parameter_set_insertion: retina::codec::ParameterSetInsertion::EachKeyFrame,
+                        aac_framing: retina::codec::aac::Framing::Raw,
+                    }),
+            )
+            .await
+            .map_err(|e| rtsp("SETUP", e))?;
+        let playing = session
+            .play(PlayOptions::default())
+            .await
+            .map_err(|e| rtsp("PLAY", e))?;
+        let demuxed = playing.demuxed().map_err(|e| rtsp("demux", e))?;
+        Ok::<_, Error>((demuxed, video, encoding))
+    };
+    let (mut demuxed, video, encoding) = tokio::select! {
+        r = tokio::time::timeout(Duration::from_secs(15), connect) => r.map_err(|_| {
+            Error::new(ErrorKind::Unavailable, "RTSP connect timed out after 15s")
+        })??,
+        _ = hub.cancel.cancelled() => return Ok(()),
+    };
+    let session_no = {
+        let mut s = hub.lock();
+        s.session += 1;
+        s.stats.sessions_opened += 1;
+        s.stats.running = true;
+        s.stats.last_error = None;
+        s.session
+    };
+    tracing::info!(camera = %hub.camera, channel = hub.channel, stream = ?hub.stream, url = %target.url, "RTSP session playing");
+    let read_params = |d: &retina::client::Demuxed| -> Option<Params> {
+        match d.streams().get(video)?.parameters()? {
+            retina::codec::ParametersRef::Video(v) => Some(Params {
+                encoding: encoding.clone(),
+                sample_entry: v.mp4_sample_entry().build().ok()?,
+                codec: v.rfc6381_codec().to_string(),
+                width: v.pixel_dimensions().0,
+                height: v.pixel_dimensions().1,
+                extra_data: v.extra_data().to_vec(),
+            }),
+            _ => None,
+        }
+    };
+    if let Some(p) = read_params(&demuxed) {
+        hub.lock().params = Some(Arc::new(p));
+        hub.params_seq.send_modify(|n| *n += 1);
+    }
+    let mut idle_since: Option<Instant> = None;
+    loop {
+        let idle_close = *hub.idle_close.lock().unwrap_or_else(|p| p.into_inner());
+        let idle_deadline = idle_since.map(|t| t + idle_close);
+        let item = tokio::select! {
+            _ = hub.cancel.cancelled() => return Ok(()),
+            _ = hub.wake.notified() => {
+                idle_since = match (hub.consumers(), idle_since) {
+                    (0, None) => Some(Instant::now()),
+                    (0, s) => s,
+                    _ => None,
+                };
+                continue;
+            }
+            _ = async {
+                match idle_deadline {
+                    Some(d) => tokio::time::sleep_until(d).await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                tracing::info!(camera = %hub.camera, channel = hub.channel, "RTSP session idle: closing");
+                return Ok(());
+            }
+            // Silence is a dead session (cameras send 10–30 frames a second).
+            r = tokio::time::timeout(Duration::from_secs(10), demuxed.next()) => match r {
+                Err(_) => return Err(Error::new(ErrorKind::Unavailable, "no RTSP data for 10s")),
+                Ok(None) => return Err(Error::new(ErrorKind::Unavailable, "RTSP session ended")),
+                Ok(Some(Err(e))) => return Err(rtsp("stream", e)),
+                Ok(Some(Ok(item))) => item,
+            },
+        };
+        if let retina::codec::CodecItem::VideoFrame(f) = item {
+            if f.has_new_parameters()
+                && let Some(p) = read_params(&demuxed)
+            {
+                tracing::info!(camera = %hub.camera, channel = hub.channel, codec = %p.codec, width = p.width, height = p.height, "stream parameters");
+                hub.lock().params = Some(Arc::new(p));
+                hub.params_seq.send_modify(|n| *n += 1);
+            }
+            if f.loss() > 0 {
+                tracing::debug!(camera = %hub.camera, lost = f.loss(), "RTP packets lost");
+            }
+            let ts = f.timestamp();
+            // Video RTP clocks are 90 kHz (RFC 6184 / 7798); scale anyway if one is not.
+            let pts = ts.elapsed() * 90_000 / i64::from(ts.clock_rate().get());
+            let is_key = f.is_random_access_point();
+            hub.publish(Frame {
+                data: Bytes::from(f.into_data()),
+                is_key,
+                pts,
+                session: session_no,
+                received: Instant::now(),
+            });
+        }
+    }
+}

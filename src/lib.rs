@@ -34,3 +34,4 @@ pub mod sinks;
 pub mod sources;
 pub mod storage;
 pub mod task;
+pub mod web;

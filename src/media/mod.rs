@@ -6,3 +6,5 @@ pub mod fmp4;
 pub mod h264;
 pub mod hls;
 pub mod hub;
+pub mod live;
+pub mod service;

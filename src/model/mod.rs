@@ -314,6 +314,35 @@ pub struct CameraDisk {
     pub free_mb: Option<u64>,
 }
 
+/// A picture taken from a camera channel (snapshot command, door event, alarm, REST).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Snapshot {
+    pub id: String,
+    pub camera: String,
+    pub channel: u32,
+    pub taken: DateTime<Utc>,
+    /// `picture` (the camera's own JPEG), `live` (decoded from a running stream), `rtsp`
+    /// (a session opened for it).
+    pub source: String,
+    /// `mqtt`, `rest`, `door_event`, `alarm`.
+    pub trigger: String,
+    pub event_id: Option<String>,
+    pub jpeg: bytes::Bytes,
+    /// Where gatehouse serves it (signed), when the web server is on.
+    pub url: Option<String>,
+}
+
+/// A live stream of a camera channel started or stopped.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StreamState {
+    pub camera: String,
+    pub channel: u32,
+    pub active: bool,
+    /// Playlist URL (signed) while active and the web server is on.
+    pub hls_url: Option<String>,
+    pub detail: String,
+}
+
 /// Everything that travels on the bus from sources to sinks.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Message {
@@ -324,6 +353,8 @@ pub enum Message {
     Command(CommandUpdate),
     CameraAlarm(CameraAlarm),
     CameraInfo(CameraInfo),
+    Snapshot(std::sync::Arc<Snapshot>),
+    Stream(StreamState),
     /// A source's persisted position (Net2: the newest REST event time). Travels with the
     /// events so the store writes it after the events that precede it.
     Cursor {

@@ -105,6 +105,10 @@ fn to_write(m: Message) -> Option<Write> {
             error,
             raw,
         },
-        Message::Health(_) | Message::CameraAlarm(_) | Message::CameraInfo(_) => return None,
+        Message::Health(_)
+        | Message::CameraAlarm(_)
+        | Message::CameraInfo(_)
+        | Message::Snapshot(_)
+        | Message::Stream(_) => return None,
     })
 }

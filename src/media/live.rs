@@ -1,0 +1,208 @@
+//! Live streams: a hub's frames remuxed into a rolling window of fMP4 segments (no
+//! transcoding). Started by REST (`…/live`) or MQTT (`stream/set START`), kept alive by
+//! heartbeats and playlist fetches, stopped `hls_stop_after` after the last of them, on
+//! `STOP`, or at shutdown. Several viewers of one channel share one stream (and the hub's one
+//! RTSP session with snapshots).
+
+use super::hls::Segmenter;
+use super::hub::{Hub, Params, Recv, Subscription};
+use super::service::{Media, lock};
+use crate::error::Result;
+use crate::model::{Message, StreamState};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+/// Bytes of segments held per stream at most (beyond the window, a high-bitrate camera).
+const MAX_BYTES: usize = 24 << 20;
+
+pub struct Live {
+    pub camera: String,
+    pub channel: u32,
+    pub seg: Mutex<Segmenter>,
+    touched: Mutex<Instant>,
+    /// Bumped on every completed segment (waiters for the first playlist).
+    segments: watch::Sender<u64>,
+    stop: CancellationToken,
+    pub started: Instant,
+    pub hub: Arc<Hub>,
+}
+
+#[derive(Default)]
+pub struct Lives(Mutex<HashMap<(String, u32), Arc<Live>>>);
+
+impl Live {
+    pub fn touch(&self) {
+        *lock(&self.touched) = Instant::now();
+    }
+
+    /// Wait until the playlist has a segment (or `timeout`).
+    pub async fn ready(&self, timeout: Duration) -> bool {
+        let mut rx = self.segments.subscribe();
+        tokio::time::timeout(timeout, rx.wait_for(|n| *n > 0))
+            .await
+            .is_ok_and(|r| r.is_ok())
+    }
+
+    pub fn playlist(&self, query: &str) -> Option<String> {
+        lock(&self.seg).playlist("", query)
+    }
+
+    pub fn file(&self, name: &str) -> Option<bytes::Bytes> {
+        lock(&self.seg).get(name)
+    }
+}
+
+/// The playlist path of a channel's live stream on the web server.
+pub fn hls_path(camera: &str, channel: u32) -> String {
+    format!("/hls/{camera}/{channel}/index.m3u8")
+}
+
+/// What a path under `/hls/{camera}/{channel}/` opens (the signed-URL scope).
+pub fn hls_scope(camera: &str, channel: u32) -> String {
+    format!("/hls/{camera}/{channel}/")
+}
+
+impl Media {
+    /// Start (or keep alive) the live stream of a channel. Idempotent: a second START is a
+    /// heartbeat.
+    pub async fn live_start(&self, camera: &str, channel: u32) -> Result<Arc<Live>> {
+        if let Some(l) = self.live(camera, channel) {
+            l.touch();
+            return Ok(l);
+        }
+        let m = self.config().media.clone();
+        let hub = self.hub(camera, channel, m.live_stream)?;
+        let live = {
+            let mut lives = lock(&self.0.live.0);
+            if let Some(l) = lives.get(&(camera.to_string(), channel)) {
+                l.touch();
+                return Ok(l.clone());
+            }
+            let live = Arc::new(Live {
+                camera: camera.to_string(),
+                channel,
+                seg: Mutex::new(
+                    Segmenter::new(m.hls_segment.get(), m.hls_window as usize)
+                        .with_max_bytes(MAX_BYTES),
+                ),
+                touched: Mutex::new(Instant::now()),
+                segments: watch::channel(0).0,
+                stop: self.0.cancel.child_token(),
+                started: Instant::now(),
+                hub: hub.clone(),
+            });
+            lives.insert((camera.to_string(), channel), live.clone());
+            live
+        };
+        let sub = hub.subscribe();
+        tokio::spawn(run(self.clone(), live.clone(), sub));
+        tracing::info!(camera, channel, stream = ?m.live_stream, "live stream started");
+        self.publish_state(&live, true, "started").await;
+        Ok(live)
+    }
+
+    pub fn live(&self, camera: &str, channel: u32) -> Option<Arc<Live>> {
+        lock(&self.0.live.0)
+            .get(&(camera.to_string(), channel))
+            .cloned()
+    }
+
+    /// Keep a stream alive; false when it is not running.
+    pub fn live_heartbeat(&self, camera: &str, channel: u32) -> bool {
+        self.live(camera, channel).map(|l| l.touch()).is_some()
+    }
+
+    /// Stop a stream; false when it was not running.
+    pub fn live_stop(&self, camera: &str, channel: u32) -> bool {
+        match self.live(camera, channel) {
+            Some(l) => {
+                l.stop.cancel();
+                true
+            }
+            None => false,
+        }
+    }
+
+    pub fn lives(&self) -> Vec<Arc<Live>> {
+        lock(&self.0.live.0).values().cloned().collect()
+    }
+
+    async fn publish_state(&self, live: &Live, active: bool, detail: &str) {
+        let hls_url = active
+            .then(|| {
+                self.urls().map(|u| {
+                    u.signed_scope(
+                        &hls_path(&live.camera, live.channel),
+                        &hls_scope(&live.camera, live.channel),
+                    )
+                })
+            })
+            .flatten();
+        self.0
+            .bus
+            .publish(Message::Stream(StreamState {
+                camera: live.camera.clone(),
+                channel: live.channel,
+                active,
+                hls_url,
+                detail: detail.to_string(),
+            }))
+            .await;
+    }
+}
+
+async fn run(media: Media, live: Arc<Live>, mut sub: Subscription) {
+    let stop_after = || media.config().media.hls_stop_after.get();
+    let mut params: Option<Arc<Params>> = None;
+    let mut session = 0u64;
+    let mut check = tokio::time::interval(Duration::from_secs(1));
+    check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let why = loop {
+        tokio::select! {
+            _ = live.stop.cancelled() => break "stopped",
+            _ = check.tick() => {
+                if lock(&live.touched).elapsed() > stop_after() {
+                    break "no heartbeat or playlist fetch";
+                }
+            }
+            r = sub.recv() => match r {
+                None => break "shutdown",
+                Some(Recv::Missed(n)) => {
+                    // A gap in the timeline: start a new segment run at the next keyframe.
+                    tracing::debug!(camera = %live.camera, channel = live.channel, missed = n, "live stream fell behind");
+                    lock(&live.seg).reset();
+                }
+                Some(Recv::Frame(f)) => {
+                    let mut seg = lock(&live.seg);
+                    if f.session != session {
+                        if session != 0 {
+                            seg.reset();
+                        }
+                        session = f.session;
+                    }
+                    let p = sub.hub().params();
+                    if p.as_deref() != params.as_deref() {
+                        if let Some(p) = &p
+                            && let Err(e) = seg.set_params(&p.sample_entry, &p.codec, p.width, p.height)
+                        {
+                            tracing::warn!(camera = %live.camera, channel = live.channel, error = %e, "unusable stream parameters for HLS");
+                        }
+                        params = p;
+                    }
+                    if seg.push(f.data.clone(), f.is_key, f.pts).is_some() {
+                        drop(seg);
+                        live.segments.send_modify(|n| *n += 1);
+                    }
+                }
+            }
+        }
+    };
+    drop(sub);
+    lock(&media.0.live.0).remove(&(live.camera.clone(), live.channel));
+    tracing::info!(camera = %live.camera, channel = live.channel, reason = why, "live stream stopped");
+    media.publish_state(&live, false, why).await;
+}

@@ -1,0 +1,658 @@
+//! The media service: snapshots (chain of sources, saving, retention, publishing), pictures
+//! for door events and alarms, and the RTSP hubs they share with live streams.
+//!
+//! Snapshot sources, in order:
+//! 1. the camera's own JPEG (`/ISAPI/Streaming/channels/<ch>01/picture`; NVRs answer that with
+//!    an XML `ResponseStatus` and HTTP 200, and serve `StreamingProxy` instead) — cheapest,
+//!    and the only way for H.265 cameras;
+//! 2. a running RTSP session: its kept GOP is decoded (the keyframe alone for a command; up to
+//!    the first frame at or after the event for a door event, so the picture shows the moment);
+//! 3. a session opened for it, until its first keyframe.
+
+use super::h264;
+use super::hub::{Hub, Params, Recv, Target};
+use crate::bus::Bus;
+use crate::config::{Config, ConfigRx, HikvisionConfig, StreamKind};
+use crate::error::{Error, ErrorKind, Result};
+use crate::model::{Event, Message, Snapshot};
+use crate::sources::hikvision::client::IsapiClient;
+use crate::storage::{PictureRow, Store};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+/// Events older than this when they arrive (a REST backfill, a replay) get no picture: the
+/// camera would show now, not then.
+pub const PICTURE_MAX_AGE: Duration = Duration::from_secs(60);
+
+/// Who asked for a picture.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Trigger {
+    Mqtt,
+    Rest,
+    DoorEvent(String),
+    Alarm(String),
+}
+
+impl Trigger {
+    fn name(&self) -> &'static str {
+        match self {
+            Trigger::Mqtt => "mqtt",
+            Trigger::Rest => "rest",
+            Trigger::DoorEvent(_) => "door_event",
+            Trigger::Alarm(_) => "alarm",
+        }
+    }
+}
+
+/// Whether an event takes a picture, and from which camera channel. The MQTT sink asks the
+/// same question to put the picture URL in the event's payload.
+pub fn event_camera<'a>(cfg: &'a Config, door: Option<u64>, kind: &str) -> Option<(&'a str, u32)> {
+    let d = cfg.doors.get(&door?)?;
+    if !d.snapshot_on(kind) {
+        return None;
+    }
+    d.camera_ref()
+}
+
+/// Path (under the web server) of an event's picture.
+pub fn event_picture_path(event_id: &str) -> String {
+    format!(
+        "/api/events/{}/picture",
+        percent_encoding::utf8_percent_encode(event_id, percent_encoding::NON_ALPHANUMERIC)
+    )
+}
+
+/// What the service knows about a camera device.
+struct Camera {
+    cfg: HikvisionConfig,
+    client: Option<Arc<IsapiClient>>,
+    rtsp_port: Option<u16>,
+    /// `/picture` failed recently: skip it until then.
+    picture_broken_until: Option<Instant>,
+}
+
+type HubKey = (String, u32, StreamKind);
+type Pending = watch::Receiver<Option<std::result::Result<String, String>>>;
+
+pub(crate) struct Inner {
+    pub(crate) cfg_rx: ConfigRx,
+    pub(crate) bus: Bus,
+    pub(crate) store: Store,
+    cameras: Mutex<HashMap<String, Camera>>,
+    hubs: Mutex<HashMap<HubKey, Arc<Hub>>>,
+    /// Event id → picture id once taken (or the error), for the web server to wait on.
+    pending: Mutex<HashMap<String, Pending>>,
+    pub(crate) group: Arc<retina::client::SessionGroup>,
+    pub(crate) cancel: CancellationToken,
+    dir: PathBuf,
+    pub(crate) live: super::live::Lives,
+    /// Base URL and signer of the web server, for URLs in payloads.
+    pub(crate) urls: Option<crate::web::auth::UrlSigner>,
+}
+
+/// Cheap to clone; one per daemon.
+#[derive(Clone)]
+pub struct Media(pub(crate) Arc<Inner>);
+
+impl Media {
+    pub fn start(
+        cfg_rx: ConfigRx,
+        bus: Bus,
+        store: Store,
+        cancel: CancellationToken,
+    ) -> Result<Media> {
+        let cfg = cfg_rx.borrow().clone();
+        let mut cameras = HashMap::new();
+        for c in &cfg.sources.hikvision {
+            let client = IsapiClient::new(
+                &c.url,
+                &c.username,
+                c.password.clone().unwrap_or_default(),
+                &c.tls,
+            )
+            .map(Arc::new)
+            .map_err(|e| tracing::warn!(camera = %c.id, error = %e, "no ISAPI client for pictures"))
+            .ok();
+            cameras.insert(
+                c.id.clone(),
+                Camera {
+                    cfg: c.clone(),
+                    client,
+                    rtsp_port: None,
+                    picture_broken_until: None,
+                },
+            );
+        }
+        let dir = cfg.media.snapshot_dir(&cfg.storage);
+        let urls = cfg
+            .web
+            .as_ref()
+            .map(crate::web::auth::UrlSigner::new)
+            .transpose()?;
+        let media = Media(Arc::new(Inner {
+            cfg_rx,
+            bus: bus.clone(),
+            store,
+            cameras: Mutex::new(cameras),
+            hubs: Mutex::new(HashMap::new()),
+            pending: Mutex::new(HashMap::new()),
+            group: Arc::new(retina::client::SessionGroup::default()),
+            cancel,
+            dir,
+            live: Default::default(),
+            urls,
+        }));
+        let m = media.clone();
+        let rx = bus.watch();
+        tokio::spawn(async move { m.follow_bus(rx).await });
+        Ok(media)
+    }
+
+    pub fn config(&self) -> Arc<Config> {
+        self.0.cfg_rx.borrow().clone()
+    }
+
+    pub fn has_camera(&self, camera: &str) -> bool {
+        lock(&self.0.cameras).contains_key(camera)
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.0.store
+    }
+
+    /// The signer of URLs handed out (None without a web server).
+    pub fn urls(&self) -> Option<&crate::web::auth::UrlSigner> {
+        self.0.urls.as_ref()
+    }
+
+    /// Learn RTSP ports from the Hikvision source's device info; take pictures for door
+    /// events and alarms.
+    async fn follow_bus(&self, mut rx: tokio::sync::broadcast::Receiver<Message>) {
+        use tokio::sync::broadcast::error::RecvError;
+        loop {
+            let m = tokio::select! {
+                _ = self.0.cancel.cancelled() => return,
+                m = rx.recv() => m,
+            };
+            match m {
+                Ok(Message::CameraInfo(i)) => {
+                    if let Some(c) = lock(&self.0.cameras).get_mut(&i.device) {
+                        c.rtsp_port = i.rtsp_port;
+                    }
+                    let hubs: Vec<_> = lock(&self.0.hubs)
+                        .iter()
+                        .filter(|(k, _)| k.0 == i.device)
+                        .map(|(k, h)| (k.clone(), h.clone()))
+                        .collect();
+                    for ((cam, ch, kind), h) in hubs {
+                        if let Ok(t) = self.target(&cam, ch, kind) {
+                            h.set_target(t);
+                        }
+                    }
+                }
+                Ok(Message::Event(e)) => self.on_event(&e),
+                Ok(Message::CameraAlarm(a)) if a.on => {
+                    let wanted = self
+                        .config()
+                        .media
+                        .snapshot_on_alarm
+                        .iter()
+                        .any(|t| t.eq_ignore_ascii_case(&a.event_type));
+                    if let (true, Some(ch)) = (wanted, a.channel) {
+                        let m = self.clone();
+                        let trig = Trigger::Alarm(a.event_type.clone());
+                        let cam = a.device.clone();
+                        tokio::spawn(async move {
+                            if let Err(e) = m.snapshot(&cam, ch, Some(Instant::now()), trig).await {
+                                tracing::warn!(camera = %cam, channel = ch, error = %e, "no picture for alarm");
+                            }
+                        });
+                    }
+                }
+                Ok(_) => {}
+                Err(RecvError::Lagged(n)) => {
+                    tracing::warn!(
+                        missed = n,
+                        "media service fell behind the bus: pictures for {n} message(s) may be missing"
+                    );
+                }
+                Err(RecvError::Closed) => return,
+            }
+        }
+    }
+
+    fn on_event(&self, e: &Event) {
+        let cfg = self.config();
+        let Some((cam, ch)) = event_camera(&cfg, e.door.as_ref().map(|d| d.id), e.kind.name())
+        else {
+            return;
+        };
+        let age = (chrono::Utc::now() - e.time.to_utc())
+            .to_std()
+            .unwrap_or_default();
+        if age > PICTURE_MAX_AGE {
+            tracing::debug!(event = %e.id, ?age, "event too old for a picture");
+            return;
+        }
+        let (tx, rx) = watch::channel(None);
+        {
+            let mut p = lock(&self.0.pending);
+            if p.contains_key(&e.id) {
+                return; // the same event again (live and REST copies share the id)
+            }
+            // Bounded: forget the oldest waits (their pictures are in the database).
+            if p.len() > 256 {
+                p.retain(|_, r| r.borrow().is_none());
+            }
+            p.insert(e.id.clone(), rx);
+        }
+        let m = self.clone();
+        let (cam, id) = (cam.to_string(), e.id.clone());
+        let at = Instant::now();
+        tokio::spawn(async move {
+            let r = m
+                .snapshot(&cam, ch, Some(at), Trigger::DoorEvent(id.clone()))
+                .await;
+            match &r {
+                Ok(s) => {
+                    tracing::info!(event = %id, camera = %cam, channel = ch, source = %s.source, picture = %s.id, "picture for door event")
+                }
+                Err(e) => {
+                    tracing::warn!(event = %id, camera = %cam, channel = ch, error = %e, "no picture for door event")
+                }
+            }
+            let _ = tx.send(Some(r.map(|s| s.id.clone()).map_err(|e| e.to_string())));
+        });
+    }
+
+    /// Wait (up to `timeout`) for the picture of an event being taken. `None`: no picture
+    /// is being taken for it.
+    pub async fn wait_event_picture(
+        &self,
+        event_id: &str,
+        timeout: Duration,
+    ) -> Option<std::result::Result<String, String>> {
+        let mut rx = lock(&self.0.pending).get(event_id)?.clone();
+        let r = tokio::time::timeout(timeout, rx.wait_for(|v| v.is_some())).await;
+        match r {
+            Ok(Ok(v)) => v.clone(),
+            _ => Some(Err("the picture is still being taken".into())),
+        }
+    }
+
+    /// The RTSP address of a camera channel's stream.
+    fn target(&self, camera: &str, channel: u32, kind: StreamKind) -> Result<Target> {
+        let cams = lock(&self.0.cameras);
+        let c = cams.get(camera).ok_or_else(|| {
+            Error::new(ErrorKind::InvalidArgument, format!("no camera {camera:?}"))
+        })?;
+        let url = rtsp_url(&c.cfg, c.rtsp_port, channel, kind)?;
+        Ok(Target::new(
+            url,
+            Some(c.cfg.username.clone()),
+            c.cfg.password.clone(),
+        ))
+    }
+
+    /// The shared hub of a camera channel's stream (created on first use).
+    pub fn hub(&self, camera: &str, channel: u32, kind: StreamKind) -> Result<Arc<Hub>> {
+        let key = (camera.to_string(), channel, kind);
+        if let Some(h) = lock(&self.0.hubs).get(&key) {
+            return Ok(h.clone());
+        }
+        let target = self.target(camera, channel, kind)?;
+        let idle = self.config().media.idle_close.get();
+        let mut hubs = lock(&self.0.hubs);
+        Ok(hubs
+            .entry(key)
+            .or_insert_with(|| {
+                Hub::new(
+                    camera,
+                    channel,
+                    kind,
+                    target,
+                    idle,
+                    self.0.group.clone(),
+                    self.0.cancel.child_token(),
+                )
+            })
+            .clone())
+    }
+
+    /// Take, save and publish a picture of a camera channel. `at`: the moment it should show
+    /// (door events); `None` = whatever is quickest.
+    pub async fn snapshot(
+        &self,
+        camera: &str,
+        channel: u32,
+        at: Option<Instant>,
+        trigger: Trigger,
+    ) -> Result<Arc<Snapshot>> {
+        let timeout = self.config().media.snapshot_timeout.get();
+        let (jpeg, source) = tokio::time::timeout(timeout, self.take(camera, channel, at))
+            .await
+            .map_err(|_| {
+                Error::new(
+                    ErrorKind::Unavailable,
+                    format!("no picture from {camera}/{channel} within {timeout:?}"),
+                )
+            })??;
+        self.save(camera, channel, jpeg, source, trigger).await
+    }
+
+    async fn take(
+        &self,
+        camera: &str,
+        channel: u32,
+        at: Option<Instant>,
+    ) -> Result<(bytes::Bytes, &'static str)> {
+        let (use_picture, client) = {
+            let cams = lock(&self.0.cameras);
+            let c = cams.get(camera).ok_or_else(|| {
+                Error::new(ErrorKind::InvalidArgument, format!("no camera {camera:?}"))
+            })?;
+            let broken = c.picture_broken_until.is_some_and(|t| t > Instant::now());
+            (c.cfg.use_picture && !broken, c.client.clone())
+        };
+        let mut errors = Vec::new();
+        if let (true, Some(client)) = (use_picture, client) {
+            match device_picture(&client, channel).await {
+                Ok(j) => return Ok((j, "picture")),
+                Err(e) => {
+                    tracing::info!(camera, channel, error = %e, "camera /picture failed; decoding RTSP instead (skipping /picture for 10 min)");
+                    if let Some(c) = lock(&self.0.cameras).get_mut(camera) {
+                        c.picture_broken_until = Some(Instant::now() + Duration::from_secs(600));
+                    }
+                    errors.push(format!("/picture: {e}"));
+                }
+            }
+        }
+        let m = self.config().media.clone();
+        let hub = self.hub(camera, channel, m.snapshot_stream)?;
+        // Keep the session open while we look (and for idle_close after: a burst of door
+        // events reuses it).
+        let mut sub = hub.subscribe();
+        if let Some(at) = at {
+            // Wait for a frame from at or after the moment (at most a second on a running
+            // stream); a cold session delivers its first GOP from the keyframe anyway.
+            let deadline = at + Duration::from_secs(1);
+            while hub
+                .gop_until(Some(at))
+                .is_none_or(|(_, f)| f.last().is_none_or(|l| l.received < at))
+            {
+                if hub.stats().running && Instant::now() >= deadline {
+                    break;
+                }
+                match tokio::time::timeout(Duration::from_secs(1), sub.recv()).await {
+                    Ok(Some(_)) => {}
+                    Ok(None) => break,
+                    Err(_) if hub.stats().running => break,
+                    Err(_) => {}
+                }
+            }
+        } else {
+            while hub.gop_until(None).is_none() {
+                match sub.recv().await {
+                    Some(Recv::Frame(_)) | Some(Recv::Missed(_)) => {}
+                    None => break,
+                }
+            }
+        }
+        let source = if hub.stats().sessions_opened > 1 || hub.consumers() > 1 {
+            "live"
+        } else {
+            "rtsp"
+        };
+        let Some((params, frames)) = hub.gop_until(at) else {
+            errors.push(
+                hub.stats()
+                    .last_error
+                    .unwrap_or_else(|| "no keyframe from RTSP".into()),
+            );
+            return Err(Error::new(
+                ErrorKind::Unavailable,
+                format!("no picture from {camera}/{channel}: {}", errors.join("; ")),
+            ));
+        };
+        drop(sub);
+        let jpeg = decode(params, frames, m.jpeg_quality, m.max_width).await?;
+        Ok((jpeg, source))
+    }
+
+    async fn save(
+        &self,
+        camera: &str,
+        channel: u32,
+        jpeg: bytes::Bytes,
+        source: &str,
+        trigger: Trigger,
+    ) -> Result<Arc<Snapshot>> {
+        let taken = chrono::Utc::now();
+        let id = format!(
+            "{}-{:08x}",
+            taken.format("%Y%m%dT%H%M%S%3fZ"),
+            rand::random::<u32>()
+        );
+        let dir = self.0.dir.join(camera).join(channel.to_string());
+        let path = dir.join(format!("{id}.jpg"));
+        let event_id = match &trigger {
+            Trigger::DoorEvent(e) => Some(e.clone()),
+            _ => None,
+        };
+        let row = PictureRow {
+            id: id.clone(),
+            camera: camera.to_string(),
+            channel,
+            taken,
+            source: source.to_string(),
+            trigger: trigger.name().to_string(),
+            event_id: event_id.clone(),
+            path: path.clone(),
+            bytes: jpeg.len() as u64,
+        };
+        let m = self.config().media.clone();
+        let (data, store) = (jpeg.clone(), self.0.store.clone());
+        let gone = tokio::task::spawn_blocking(move || -> Result<Vec<PictureRow>> {
+            std::fs::create_dir_all(&dir).map_err(|e| {
+                Error::with_source(ErrorKind::Storage, format!("unable to create {}", dir.display()), e)
+            })?;
+            let tmp = path.with_extension("jpg.tmp");
+            std::fs::write(&tmp, &data)
+                .and_then(|_| std::fs::rename(&tmp, &path))
+                .map_err(|e| {
+                    Error::with_source(ErrorKind::Storage, format!("unable to write {}", path.display()), e)
+                })?;
+            store.picture_insert(&row)?;
+            let before = (m.keep_days > 0).then(|| {
+                (chrono::Utc::now() - chrono::Duration::days(i64::from(m.keep_days)))
+                    .timestamp_millis()
+            });
+            let gone = store.pictures_expire(&row.camera, row.channel, m.keep_count, before)?;
+            for g in &gone {
+                if let Err(e) = std::fs::remove_file(&g.path)
+                    && e.kind() != std::io::ErrorKind::NotFound
+                {
+                    tracing::warn!(path = %g.path.display(), error = %e, "unable to delete an expired picture");
+                }
+            }
+            Ok(gone)
+        })
+        .await
+        .map_err(|e| Error::with_source(ErrorKind::Internal, "picture save task failed", e))??;
+        if !gone.is_empty() {
+            tracing::debug!(
+                camera,
+                channel,
+                deleted = gone.len(),
+                "pictures past retention deleted"
+            );
+        }
+        let url = self
+            .0
+            .urls
+            .as_ref()
+            .map(|u| u.signed(&format!("/api/pictures/{id}.jpg")));
+        let snap = Arc::new(Snapshot {
+            id,
+            camera: camera.to_string(),
+            channel,
+            taken,
+            source: source.to_string(),
+            trigger: trigger.name().to_string(),
+            event_id,
+            jpeg,
+            url,
+        });
+        self.0.bus.publish(Message::Snapshot(snap.clone())).await;
+        Ok(snap)
+    }
+
+    /// Close every session (TEARDOWN) and wait a little for the teardowns to go out.
+    pub async fn shutdown(&self) {
+        self.0.cancel.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(3), self.0.group.await_teardown()).await;
+    }
+}
+
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// `rtsp_url` with `{channel}` / `{stream}` substituted, or the Hikvision default
+/// `rtsp://<host>:<port>/Streaming/Channels/<channel><0><stream>` (101 = channel 1 main).
+pub fn rtsp_url(
+    c: &HikvisionConfig,
+    port: Option<u16>,
+    channel: u32,
+    kind: StreamKind,
+) -> Result<url::Url> {
+    let stream = kind.number();
+    if let Some(u) = &c.rtsp_url {
+        let s = u
+            .replace("{channel}", &channel.to_string())
+            .replace("{stream}", &stream.to_string());
+        return url::Url::parse(&s)
+            .map_err(|e| Error::new(ErrorKind::Config, format!("invalid rtsp_url {u:?}: {e}")));
+    }
+    let base = url::Url::parse(&c.url)
+        .map_err(|e| Error::new(ErrorKind::Config, format!("invalid camera url: {e}")))?;
+    let host = base
+        .host_str()
+        .ok_or_else(|| Error::new(ErrorKind::Config, "camera url has no host"))?;
+    let host = if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]")
+    } else {
+        host.to_string()
+    };
+    url::Url::parse(&format!(
+        "rtsp://{host}:{}/Streaming/Channels/{}",
+        port.unwrap_or(554),
+        channel * 100 + stream
+    ))
+    .map_err(|e| Error::new(ErrorKind::Config, format!("RTSP URL for {}: {e}", c.id)))
+}
+
+/// The device's own JPEG: `Streaming`, then `StreamingProxy` (NVRs). A body that is not a
+/// JPEG (XML `ResponseStatus` with HTTP 200, an HTML login page) is an error with its start.
+async fn device_picture(client: &IsapiClient, channel: u32) -> Result<bytes::Bytes> {
+    let mut errs = Vec::new();
+    for kind in ["Streaming", "StreamingProxy"] {
+        let path = format!("/ISAPI/{kind}/channels/{}01/picture", channel);
+        let r = async {
+            let res = client.get(&path, Some(Duration::from_secs(5))).await?;
+            let status = res.status();
+            let body = res.bytes().await.map_err(|e| {
+                Error::with_source(ErrorKind::Unavailable, format!("{path} was cut off"), e)
+            })?;
+            if status.is_success() && body.starts_with(&[0xFF, 0xD8]) {
+                return Ok(body);
+            }
+            let snippet: String = String::from_utf8_lossy(&body[..body.len().min(200)])
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" ");
+            Err(Error::new(
+                ErrorKind::Protocol,
+                format!("{path}: HTTP {status}, not a JPEG: {snippet}"),
+            ))
+        }
+        .await;
+        match r {
+            Ok(b) => return Ok(b),
+            Err(e) => errs.push(e.to_string()),
+        }
+    }
+    Err(Error::new(ErrorKind::Unavailable, errs.join("; ")))
+}
+
+async fn decode(
+    params: Arc<Params>,
+    frames: Vec<Arc<super::hub::Frame>>,
+    quality: u8,
+    max_width: u32,
+) -> Result<bytes::Bytes> {
+    if params.encoding != "h264" {
+        return Err(Error::new(
+            ErrorKind::InvalidArgument,
+            format!(
+                "the stream is {} ({}); gatehouse decodes only H.264 for snapshots: enable the camera's /picture (use_picture) or set the snapshot stream to H.264",
+                params.encoding.to_uppercase(),
+                params.codec
+            ),
+        ));
+    }
+    tokio::task::spawn_blocking(move || {
+        let ps = h264::avcc_parameter_sets(&params.extra_data).ok();
+        let units: Vec<&[u8]> = frames.iter().map(|f| f.data.as_ref()).collect();
+        h264::units_to_jpeg(ps.as_deref(), &units, quality, max_width)
+            .map(|(j, _)| bytes::Bytes::from(j))
+    })
+    .await
+    .map_err(|e| Error::with_source(ErrorKind::Internal, "decoder task failed", e))?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hikvision_rtsp_urls() {
+        let mut c = HikvisionConfig {
+            id: "g".into(),
+            url: "http://10.0.0.5:8080".into(),
+            ..Default::default()
+        };
+        assert_eq!(
+            rtsp_url(&c, Some(8554), 1, StreamKind::Main)
+                .unwrap()
+                .as_str(),
+            "rtsp://10.0.0.5:8554/Streaming/Channels/101"
+        );
+        assert_eq!(
+            rtsp_url(&c, None, 12, StreamKind::Sub).unwrap().as_str(),
+            "rtsp://10.0.0.5:554/Streaming/Channels/1202"
+        );
+        c.rtsp_url = Some("rtsp://cam/ch{channel}/s{stream}".into());
+        assert_eq!(
+            rtsp_url(&c, None, 3, StreamKind::Sub).unwrap().as_str(),
+            "rtsp://cam/ch3/s2"
+        );
+    }
+
+    #[test]
+    fn credentials_in_the_url_are_decoded_and_removed() {
+        let t = Target::new(
+            url::Url::parse("rtsp://ad%40min:p%3Ass%2Fw@cam:554/x").unwrap(),
+            None,
+            None,
+        );
+        assert_eq!(t.url.as_str(), "rtsp://cam:554/x");
+        assert_eq!(t.username.as_deref(), Some("ad@min"));
+        assert_eq!(t.password.unwrap().expose(), "p:ss/w");
+    }
+}

@@ -225,6 +225,21 @@ pub enum CommandKind {
     Lockdown {
         active: bool,
     },
+    /// `snapshot`, `stream_start` or `stream_stop` of a camera channel (audited like door
+    /// commands; handled by the media service, not a door source).
+    Camera {
+        camera: String,
+        channel: u32,
+        action: CameraAction,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CameraAction {
+    Snapshot,
+    StreamStart,
+    StreamStop,
 }
 
 /// A request from a sink (MQTT, REST, CLI) to the source that owns the device.

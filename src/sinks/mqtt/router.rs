@@ -32,6 +32,18 @@ struct JsonLockdown {
     request_id: Option<String>,
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JsonCamera {
+    #[serde(default)]
+    channel: Option<u32>,
+    /// `START` / `STOP` for `stream/set`.
+    #[serde(default)]
+    action: Option<String>,
+    #[serde(default)]
+    request_id: Option<String>,
+}
+
 #[derive(Default)]
 pub struct Router {
     last: HashMap<DoorId, Instant>,
@@ -165,6 +177,86 @@ impl Router {
         })
     }
 
+    /// A publish on `…/camera/<id>[/ch<N>]/snapshot/set` (any payload, or JSON with
+    /// `channel`) or `…/stream/set` (`START` / `STOP`, `ON` / `OFF`, or JSON `action`).
+    pub fn camera(
+        &mut self,
+        camera: &str,
+        topic_channel: Option<u32>,
+        stream: bool,
+        payload: &[u8],
+        retained: bool,
+        known: bool,
+    ) -> Result<Command, Rejection> {
+        let text = String::from_utf8_lossy(payload);
+        let fail = |reason: String| Rejection {
+            request_id: new_request_id(),
+            kind: None,
+            reason,
+        };
+        let (channel, act, rid) = if text.trim_start().starts_with('{') {
+            let j: JsonCamera = serde_json::from_str(&text)
+                .map_err(|e| fail(format!("malformed JSON command: {e}")))?;
+            (j.channel, j.action, j.request_id)
+        } else {
+            (None, Some(text.trim().to_string()), None)
+        };
+        let channel = match (topic_channel, channel) {
+            (Some(a), Some(b)) if a != b => {
+                return Err(fail(format!(
+                    "channel {b} in the payload but ch{a} in the topic"
+                )));
+            }
+            (Some(c), _) | (None, Some(c)) => c,
+            (None, None) => 1,
+        };
+        let action = if stream {
+            match act.as_deref().map(|a| a.to_ascii_uppercase()).as_deref() {
+                Some("START" | "ON") => CameraAction::StreamStart,
+                Some("STOP" | "OFF") => CameraAction::StreamStop,
+                other => {
+                    return Err(fail(format!(
+                        "stream/set takes START, STOP or JSON, not {:?}",
+                        other.unwrap_or("").chars().take(40).collect::<String>()
+                    )));
+                }
+            }
+        } else {
+            CameraAction::Snapshot
+        };
+        let request_id = rid.filter(|r| !r.is_empty()).unwrap_or_else(new_request_id);
+        let kind = CommandKind::Camera {
+            camera: camera.to_string(),
+            channel,
+            action,
+        };
+        let reject = |reason: String| Rejection {
+            request_id: request_id.clone(),
+            kind: Some(kind.clone()),
+            reason,
+        };
+        if retained {
+            return Err(reject(
+                "retained command ignored: commands must not be retained".into(),
+            ));
+        }
+        if !known {
+            return Err(reject(format!("unknown camera {camera:?}")));
+        }
+        if channel == 0 || channel > 256 {
+            return Err(reject(format!("channel {channel} out of range (1–256)")));
+        }
+        Ok(Command {
+            request_id,
+            requester: format!(
+                "mqtt:camera/{camera}/{}",
+                if stream { "stream/set" } else { "snapshot/set" }
+            ),
+            kind,
+            received: chrono::Utc::now(),
+        })
+    }
+
     /// A publish on `…/net2/lockdown/set`: `ON`, `OFF` or `{"lockdown":true,"request_id":…}`.
     pub fn lockdown(&mut self, payload: &[u8], retained: bool) -> Result<Command, Rejection> {
         let text = String::from_utf8_lossy(payload);
@@ -238,6 +330,60 @@ mod tests {
 
     fn reason(r: Result<Command, Rejection>) -> String {
         r.unwrap_err().reason
+    }
+
+    #[test]
+    fn camera_commands() {
+        let mut r = Router::default();
+        let c = r.camera("garage", None, false, b"", false, true).unwrap();
+        assert!(matches!(
+            c.kind,
+            CommandKind::Camera {
+                channel: 1,
+                action: CameraAction::Snapshot,
+                ..
+            }
+        ));
+        let c = r
+            .camera("nvr", Some(3), true, b"start", false, true)
+            .unwrap();
+        assert!(matches!(
+            c.kind,
+            CommandKind::Camera {
+                channel: 3,
+                action: CameraAction::StreamStart,
+                ..
+            }
+        ));
+        let c = r
+            .camera(
+                "nvr",
+                None,
+                true,
+                br#"{"channel":2,"action":"STOP","request_id":"x"}"#,
+                false,
+                true,
+            )
+            .unwrap();
+        assert_eq!(c.request_id, "x");
+        assert!(matches!(
+            c.kind,
+            CommandKind::Camera {
+                channel: 2,
+                action: CameraAction::StreamStop,
+                ..
+            }
+        ));
+        assert!(reason(r.camera("garage", None, false, b"", true, true)).contains("retained"));
+        assert!(
+            reason(r.camera("nope", None, false, b"", false, false)).contains("unknown camera")
+        );
+        assert!(reason(r.camera("g", None, true, b"PLAY", false, true)).contains("START"));
+        assert!(
+            reason(r.camera("g", Some(1), false, br#"{"channel":2}"#, false, true))
+                .contains("topic")
+        );
+        assert!(reason(r.camera("g", None, false, b"{bad", false, true)).contains("malformed"));
     }
 
     #[test]

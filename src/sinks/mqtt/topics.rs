@@ -93,6 +93,50 @@ impl Topics {
         format!("{}/device/{device}/config", self.prefix)
     }
 
+    /// Camera commands: `<base>/camera/<id>/snapshot/set` (channel 1, or the payload's) and
+    /// `<base>/camera/<id>/ch<N>/snapshot/set`; the same with `stream/set`.
+    pub fn camera_set_filters(&self) -> Vec<String> {
+        let b = &self.base;
+        vec![
+            format!("{b}/camera/+/snapshot/set"),
+            format!("{b}/camera/+/+/snapshot/set"),
+            format!("{b}/camera/+/stream/set"),
+            format!("{b}/camera/+/+/stream/set"),
+        ]
+    }
+
+    /// `(camera, channel from the topic, is_stream)` of a camera command topic.
+    pub fn parse_camera_set(&self, topic: &str) -> Option<(String, Option<u32>, bool)> {
+        let rest = topic.strip_prefix(&self.base)?.strip_prefix("/camera/")?;
+        let (rest, stream) = if let Some(r) = rest.strip_suffix("/snapshot/set") {
+            (r, false)
+        } else {
+            (rest.strip_suffix("/stream/set")?, true)
+        };
+        match rest.split_once('/') {
+            None => Some((rest.to_string(), None, stream)),
+            Some((cam, ch)) => {
+                let n = ch.strip_prefix("ch")?.parse().ok()?;
+                Some((cam.to_string(), Some(n), stream))
+            }
+        }
+    }
+
+    /// The latest picture of a channel: raw JPEG bytes (HA `camera`, openHAB Image).
+    pub fn camera_snapshot(&self, camera: &str, channel: u32) -> String {
+        format!("{}/camera/{camera}/ch{channel}/snapshot", self.base)
+    }
+
+    /// JSON about the latest picture (id, time, source, URL).
+    pub fn camera_snapshot_meta(&self, camera: &str, channel: u32) -> String {
+        format!("{}/camera/{camera}/ch{channel}/snapshot/meta", self.base)
+    }
+
+    /// Live stream state, retained: `{"state":"ON","hls_url":…}`.
+    pub fn camera_stream(&self, camera: &str, channel: u32) -> String {
+        format!("{}/camera/{camera}/ch{channel}/stream", self.base)
+    }
+
     /// The door id of a `…/door/<id>/set` topic.
     pub fn parse_door_set(&self, topic: &str) -> Option<Result<DoorId, String>> {
         let rest = topic.strip_prefix(&self.base)?.strip_prefix("/door/")?;

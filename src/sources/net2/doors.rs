@@ -363,6 +363,7 @@ impl DoorTracker {
     ) -> Result<Plan, CommandUpdate> {
         let reject = |why: String| Err(update(cmd, CommandStatus::Rejected, why));
         match &cmd.kind {
+            CommandKind::Camera { .. } => reject("not a door command".into()),
             CommandKind::Lockdown { active } => Ok(Plan {
                 path: "/api/v1/commands/controlLockdown",
                 body: serde_json::json!({ "lockdown": active }),
@@ -485,6 +486,7 @@ impl DoorTracker {
             CommandKind::Lockdown { active } => {
                 self.lockdown_pending = Some((u.clone(), *active, now + timeout));
             }
+            CommandKind::Camera { .. } => {}
         }
         u
     }

@@ -386,8 +386,13 @@ async fn protocol_edges() {
 
 #[tokio::test]
 async fn hiksim_serves_rtsp_and_reports_its_port() {
-    let cam = HikSim::start(HikSimConfig::default()).await.unwrap();
-    let rtsp = cam.rtsp().expect("RTSP on by default");
+    let cam = HikSim::start(HikSimConfig {
+        rtsp: Some(RtspSimConfig::default()),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let rtsp = cam.rtsp().expect("RTSP on");
     assert_ne!(rtsp.port(), 554);
     assert_eq!(
         cam.rtsp_url(101).unwrap(),
@@ -405,6 +410,7 @@ async fn hiksim_serves_rtsp_and_reports_its_port() {
     let nvr = HikSim::start(HikSimConfig {
         personality: Personality::nvr(),
         password: "other".into(),
+        rtsp: Some(RtspSimConfig::default()),
         ..Default::default()
     })
     .await
@@ -418,13 +424,8 @@ async fn hiksim_serves_rtsp_and_reports_its_port() {
             .0,
         200
     );
-    // Off: no server, and the usual 554.
-    let off = HikSim::start(HikSimConfig {
-        rtsp: None,
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    // Off (the default): no server, and the usual 554.
+    let off = HikSim::start(HikSimConfig::default()).await.unwrap();
     assert!(off.rtsp().is_none());
     let body = http_get(&off, "/ISAPI/Security/adminAccesses").await;
     assert!(body.contains("<portNo>554</portNo>"), "{body}");

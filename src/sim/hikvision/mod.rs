@@ -128,7 +128,9 @@ pub struct HikSimConfig {
     pub lockout_for: Duration,
     /// Also serve RTSP ([`RtspSim`]) with this device's username and password (those in the
     /// RTSP config are replaced), on its own port, reported by `/ISAPI/Security/adminAccesses`.
-    /// An NVR personality serves channels 1–4. `None`: no RTSP, and adminAccesses says 554.
+    /// An NVR personality serves channels 1–4. `None` (the default, which existing tests
+    /// rely on: 554 in adminAccesses) means no RTSP; `gatehouse demo` turns it on. Cheap: the
+    /// loops are encoded once per process (~0.2 s in a debug build).
     pub rtsp: Option<RtspSimConfig>,
 }
 
@@ -141,7 +143,7 @@ impl Default for HikSimConfig {
             personality: Personality::camera(),
             lockout_after: 3,
             lockout_for: Duration::from_secs(1800),
-            rtsp: Some(RtspSimConfig::default()),
+            rtsp: None,
         }
     }
 }

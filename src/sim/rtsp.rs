@@ -86,8 +86,8 @@ impl StreamConfig {
     }
 
     fn validate(&self) -> io::Result<()> {
-        let ok = self.width % 2 == 0
-            && self.height % 2 == 0
+        let ok = self.width.is_multiple_of(2)
+            && self.height.is_multiple_of(2)
             && (16..=1920).contains(&self.width)
             && (16..=1088).contains(&self.height)
             && (1..=60).contains(&self.fps)
@@ -296,14 +296,14 @@ fn encode(cfg: StreamConfig) -> Result<Clip, String> {
     let (mut sps, mut pps) = (None, None);
     let mut raw = Vec::with_capacity(n);
     for i in 0..n {
-        if i > 0 && i % cfg.gop as usize == 0 {
+        if i > 0 && i.is_multiple_of(cfg.gop as usize) {
             enc.force_intra_frame();
         }
         let src = YUVBuffer::from_vec(pattern(w, h, i, n), w, h);
         let ts = openh264::Timestamp::from_millis(i as u64 * 1000 / cfg.fps as u64);
         let bs = enc.encode_at(&src, ts).map_err(|e| e.to_string())?;
         let idr = bs.frame_type() == FrameType::IDR;
-        if idr != (i % cfg.gop as usize == 0) {
+        if idr != i.is_multiple_of(cfg.gop as usize) {
             return Err(format!(
                 "frame {i} came out {:?} (GOP {})",
                 bs.frame_type(),
@@ -835,7 +835,7 @@ async fn stream(
             }
             Err(mpsc::error::TrySendError::Closed(_)) => return,
         }
-        if n % sr_every == 0 {
+        if n.is_multiple_of(sr_every) {
             let _ = tx.try_send(Out::Bytes(rtp.sender_report(ts, channel + 1)));
         }
     }

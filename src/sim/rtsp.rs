@@ -15,8 +15,9 @@
 //! 5 s.
 //!
 //! What retina 0.4 expects, found while writing this (and why the code does what it does):
-//! - `Content-Base` must end with `/` for relative `a=control:trackID=1` to join as
-//!   `<base>/trackID=1` (retina adds a `/` itself when it is missing, ffmpeg does not).
+//! - relative `a=control:trackID=1` is joined to `Content-Base` (else the request URL);
+//!   retina inserts a `/` when the base lacks one, but RFC 2326 resolution does not, so the
+//!   base ends with `/` here. Session-level `a=control:*` means the base itself.
 //! - `RTP-Info`'s `seq` and `rtptime` become retina's initial expectations: they must be those
 //!   of the first packet sent, or retina reports loss / a timestamp jump at the start.
 //! - the `ssrc` in the SETUP `Transport` header must be the one on the RTP and RTCP packets,
@@ -27,8 +28,11 @@
 //!   unless the media is marked not seekable).
 //! - `RTP-Info` must not name streams that were not set up, or retina logs a warning;
 //!   `interleaved=a-b` must be adjacent channels.
-//! - over TCP retina sends one TEARDOWN when a session is dropped (policy `Auto`), on a new
-//!   connection if the old one is gone; the server must accept that and close.
+//! - over TCP (policy `Auto`) a dropped retina session tries a single TEARDOWN on its
+//!   connection and then closes it: a session must also end when its connection closes.
+//! - the ONVIF `m=application` track shows in `Session::streams()` (media `application`,
+//!   encoding `vnd.onvif.metadata`) and needs no SETUP; ffmpeg/ffprobe do set it up, so
+//!   SETUP of `trackID=3` is accepted (nothing is sent on it).
 
 use bytes::{BufMut, Bytes, BytesMut};
 use std::collections::HashMap;

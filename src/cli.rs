@@ -296,8 +296,11 @@ async fn demo(
     sim.spawn_generator(Duration::from_secs(4), cancel.clone());
     // A camera and an NVR, with some motion now and then.
     use crate::sim::hikvision::{HikSim, HikSimConfig, Personality};
+    use crate::sim::rtsp::RtspSimConfig;
+    // Both stream an H.264 test pattern over RTSP (port in their adminAccesses).
     let cam = HikSim::start(HikSimConfig {
         personality: Personality::camera(),
+        rtsp: Some(RtspSimConfig::default()),
         ..Default::default()
     })
     .await
@@ -307,11 +310,16 @@ async fn demo(
     )?;
     let nvr = HikSim::start(HikSimConfig {
         personality: Personality::nvr(),
+        rtsp: Some(RtspSimConfig::default()),
         ..Default::default()
     })
     .await
     .ctx(ErrorKind::Internal, || "unable to start the NVR simulator")?;
     let (cam_url, nvr_url) = (cam.base_url(), nvr.base_url());
+    let (cam_rtsp, nvr_rtsp) = (
+        cam.rtsp_url(101).unwrap_or_default(),
+        nvr.rtsp_url(101).unwrap_or_default(),
+    );
     let c2 = cancel.clone();
     tokio::spawn(async move {
         let mut n = 0u32;
@@ -368,7 +376,7 @@ async fn demo(
     let mut out = std::io::stdout();
     let _ = writeln!(
         out,
-        "\ngatehouse demo is running.\n  Net2 simulator:   {}\n  MQTT broker:      127.0.0.1:{mqtt_port} (embedded)  try: mosquitto_sub -p {mqtt_port} -t 'gatehouse/#' -v\n  config (hot-reloaded): {}\n  database:         {}\n  follow events:    gatehouse events --follow --db {}\nPress Ctrl-C to stop.\n",
+        "\ngatehouse demo is running.\n  Net2 simulator:   {}\n  camera RTSP:      {cam_rtsp} (admin / sim-hik-pass)\n  NVR RTSP:         {nvr_rtsp} (channels 1-4)\n  MQTT broker:      127.0.0.1:{mqtt_port} (embedded)  try: mosquitto_sub -p {mqtt_port} -t 'gatehouse/#' -v\n  config (hot-reloaded): {}\n  database:         {}\n  follow events:    gatehouse events --follow --db {}\nPress Ctrl-C to stop.\n",
         sim.base_url(),
         cfg_path.display(),
         db.display(),

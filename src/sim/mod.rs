@@ -3,3 +3,4 @@
 
 pub mod hikvision;
 pub mod net2;
+pub mod rtsp;

@@ -20,6 +20,8 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
 use tokio::sync::broadcast;
 
+use super::rtsp::{RtspSim, RtspSimConfig};
+
 const DEVICE_INFO: &str =
     include_str!("../../../tests/fixtures/hikvision/hiksink_deviceinfo_ptz_DS-2DE4A425IW-DE.xml");
 const TRIGGERS_CAM: &str =
@@ -124,6 +126,12 @@ pub struct HikSimConfig {
     /// Bad logins before the lockout.
     pub lockout_after: u32,
     pub lockout_for: Duration,
+    /// Also serve RTSP ([`RtspSim`]) with this device's username and password (those in the
+    /// RTSP config are replaced), on its own port, reported by `/ISAPI/Security/adminAccesses`.
+    /// An NVR personality serves channels 1–4. `None` (the default, which existing tests
+    /// rely on: 554 in adminAccesses) means no RTSP; `gatehouse demo` turns it on. Cheap: the
+    /// loops are encoded once per process (~0.2 s in a debug build).
+    pub rtsp: Option<RtspSimConfig>,
 }
 
 impl Default for HikSimConfig {
@@ -135,6 +143,7 @@ impl Default for HikSimConfig {
             personality: Personality::camera(),
             lockout_after: 3,
             lockout_for: Duration::from_secs(1800),
+            rtsp: None,
         }
     }
 }
@@ -157,12 +166,15 @@ struct Inner {
     /// `/picture` answers an XML `ResponseStatus` with HTTP 200 (as devices do) instead of a JPEG.
     picture_error: std::sync::atomic::AtomicBool,
     jpeg: std::sync::OnceLock<Vec<u8>>,
+    /// The RTSP port adminAccesses reports.
+    rtsp_port: u16,
 }
 
 pub struct HikSim {
     addr: SocketAddr,
     inner: Arc<Inner>,
     task: tokio::task::JoinHandle<()>,
+    rtsp: Option<RtspSim>,
 }
 
 /// An alert body in the device's own shape.
@@ -255,14 +267,14 @@ pub fn test_pattern_jpeg() -> Vec<u8> {
     out
 }
 
-fn md5_hex(s: &str) -> String {
+pub(crate) fn md5_hex(s: &str) -> String {
     Md5::digest(s.as_bytes())
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect()
 }
 
-fn params(h: &str) -> HashMap<String, String> {
+pub(crate) fn params(h: &str) -> HashMap<String, String> {
     let mut m = HashMap::new();
     let h = h.trim().strip_prefix("Digest").unwrap_or("");
     let mut rest = h;
@@ -286,7 +298,21 @@ impl HikSim {
     pub async fn start(cfg: HikSimConfig) -> std::io::Result<HikSim> {
         let listener = TcpListener::bind(cfg.bind).await?;
         let addr = listener.local_addr()?;
+        let rtsp = match &cfg.rtsp {
+            Some(r) => Some(
+                RtspSim::start(RtspSimConfig {
+                    bind: SocketAddr::new(addr.ip(), r.bind.port()),
+                    username: cfg.username.clone(),
+                    password: cfg.password.clone(),
+                    channels: if cfg.personality.nvr { 4 } else { r.channels },
+                    ..r.clone()
+                })
+                .await?,
+            ),
+            None => None,
+        };
         let inner = Arc::new(Inner {
+            rtsp_port: rtsp.as_ref().map_or(554, RtspSim::port),
             cfg,
             nonce_seq: Mutex::new(0),
             stats: Mutex::new(HikStats::default()),
@@ -304,7 +330,12 @@ impl HikSim {
                 });
             }
         });
-        Ok(HikSim { addr, inner, task })
+        Ok(HikSim {
+            addr,
+            inner,
+            task,
+            rtsp,
+        })
     }
 
     pub fn base_url(&self) -> String {
@@ -313,6 +344,18 @@ impl HikSim {
 
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The RTSP server, when [`HikSimConfig::rtsp`] is set.
+    pub fn rtsp(&self) -> Option<&RtspSim> {
+        self.rtsp.as_ref()
+    }
+
+    /// `rtsp://<addr>/Streaming/Channels/<id>` (e.g. 101), when RTSP is on.
+    pub fn rtsp_url(&self, stream_id: u32) -> Option<String> {
+        self.rtsp
+            .as_ref()
+            .map(|r| r.url(&format!("/Streaming/Channels/{stream_id}")))
     }
 
     pub fn stats(&self) -> HikStats {
@@ -522,7 +565,14 @@ async fn serve(inner: Arc<Inner>, sock: tokio::net::TcpStream) -> std::io::Resul
                 .to_string(),
             )
         } else if p.eq_ignore_ascii_case("/ISAPI/Security/adminAccesses") {
-            ("200 OK", "application/xml", "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<AdminAccessProtocolList version=\"2.0\" xmlns=\"http://www.hikvision.com/ver20/XMLSchema\"><AdminAccessProtocol><id>1</id><enabled>true</enabled><protocol>HTTP</protocol><portNo>80</portNo></AdminAccessProtocol><AdminAccessProtocol><id>4</id><enabled>true</enabled><protocol>RTSP</protocol><portNo>554</portNo></AdminAccessProtocol></AdminAccessProtocolList>\n".to_string())
+            (
+                "200 OK",
+                "application/xml",
+                format!(
+                    "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<AdminAccessProtocolList version=\"2.0\" xmlns=\"http://www.hikvision.com/ver20/XMLSchema\"><AdminAccessProtocol><id>1</id><enabled>true</enabled><protocol>HTTP</protocol><portNo>80</portNo></AdminAccessProtocol><AdminAccessProtocol><id>4</id><enabled>true</enabled><protocol>RTSP</protocol><portNo>{}</portNo></AdminAccessProtocol></AdminAccessProtocolList>\n",
+                    inner.rtsp_port
+                ),
+            )
         } else {
             (
                 "404 Not Found",

@@ -19,6 +19,10 @@ pub struct App {
     pub store: Store,
     /// The last picture per camera channel from the alert streams.
     pub pictures: crate::sources::hikvision::pictures::Pictures,
+    /// Snapshots and live streams (when cameras are configured).
+    pub media: Option<crate::media::service::Media>,
+    /// Where the web server listens (when configured).
+    pub web_addr: Option<std::net::SocketAddr>,
     config: watch::Sender<Arc<Config>>,
     sources_cancel: CancellationToken,
     sinks_cancel: CancellationToken,
@@ -52,6 +56,27 @@ impl App {
         });
         let commands = builder.take_commands().expect("command queue taken once");
         let bus = builder.build();
+        // Before the sources: it learns RTSP ports from their first device info.
+        let media = if cfg.sources.hikvision.is_empty() {
+            None
+        } else {
+            Some(crate::media::service::Media::start(
+                cfg_rx.clone(),
+                bus.clone(),
+                store.clone(),
+                sources_cancel.child_token(),
+            )?)
+        };
+        let web_addr = match (&media, &cfg.web) {
+            (Some(m), Some(_)) => Some(crate::web::serve(m.clone(), sinks_cancel.clone()).await?),
+            (None, Some(_)) => {
+                tracing::warn!(
+                    "web is configured but no camera is: the web server serves cameras only (for now) and stays off"
+                );
+                None
+            }
+            _ => None,
+        };
 
         let mut sinks = vec![tokio::spawn(crate::sinks::store::run(
             store.clone(),
@@ -65,6 +90,7 @@ impl App {
                 bus.clone(),
                 rx,
                 cfg_rx.clone(),
+                media.clone(),
                 sinks_cancel.clone(),
             )));
         }
@@ -124,6 +150,8 @@ impl App {
             bus,
             store,
             pictures,
+            media,
+            web_addr,
             config: cfg_tx,
             sources_cancel,
             sinks_cancel,
@@ -154,6 +182,10 @@ impl App {
         // audited before the store closes.
         for t in self.sources {
             let _ = tokio::time::timeout(Duration::from_secs(20), t).await;
+        }
+        // RTSP sessions are torn down (TEARDOWN sent) before the process goes.
+        if let Some(m) = &self.media {
+            m.shutdown().await;
         }
         drop(self.bus);
         self.sinks_cancel.cancel();

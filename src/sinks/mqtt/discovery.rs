@@ -139,6 +139,15 @@ pub struct Button {
     pub retain: bool,
 }
 
+/// HA `camera`: the raw JPEG bytes on `topic` (openHAB reads the same as an Image).
+#[derive(Serialize, Clone, Debug, PartialEq)]
+pub struct CameraEntity {
+    #[serde(flatten)]
+    pub base: Base,
+    pub topic: String,
+    pub json_attributes_topic: String,
+}
+
 #[derive(Serialize, Clone, Debug, PartialEq)]
 pub struct EventEntity {
     #[serde(flatten)]
@@ -556,6 +565,52 @@ pub fn configs(ctx: &Context) -> Vec<Entity> {
                 },
             ));
         }
+        // Per channel: the latest picture, and a button that takes one.
+        let mut channels: Vec<u32> = info
+            .iter()
+            .flat_map(|i| i.channels.iter().map(|c| c.id))
+            .collect();
+        if channels.is_empty() {
+            channels.push(1);
+        }
+        for ch in channels {
+            let label = |what: &str| {
+                if info.as_ref().is_some_and(|i| i.channels.len() > 1) {
+                    format!("ch{ch} {what}")
+                } else {
+                    what.to_string()
+                }
+            };
+            let oid = format!("camera_{id}_ch{ch}");
+            out.push(entity(
+                "camera",
+                oid.clone(),
+                &dev_id,
+                &CameraEntity {
+                    base: with_domain(
+                        base(&oid, Some(&label("Snapshot")), &dev, &avail, None),
+                        "camera",
+                    ),
+                    topic: t.camera_snapshot(id, ch),
+                    json_attributes_topic: t.camera_snapshot_meta(id, ch),
+                },
+            ));
+            let oid = format!("camera_{id}_ch{ch}_take_snapshot");
+            out.push(entity(
+                "button",
+                oid.clone(),
+                &dev_id,
+                &Button {
+                    base: with_domain(
+                        base(&oid, Some(&label("Take snapshot")), &dev, &avail, None),
+                        "button",
+                    ),
+                    command_topic: format!("{}/set", t.camera_snapshot(id, ch)),
+                    payload_press: "PRESS",
+                    retain: false,
+                },
+            ));
+        }
         // An event entity for the camera's alarms (with channel and detection target in the
         // payload), over the kinds known for it.
         let mut kinds: Vec<String> = ctx
@@ -742,7 +797,7 @@ mod tests {
             doors: [(7242929, "Garage Port".to_string())].into(),
             door_cameras: [(7242929, "garage".to_string())].into(),
             presence: vec![&p],
-            cameras: Vec::new(),
+            cameras: vec![("garage".to_string(), None)],
             alarms: Vec::new(),
         };
         configs(&ctx)
@@ -780,8 +835,8 @@ mod tests {
             .collect();
         assert_eq!(
             got.len(),
-            2,
-            "one config per device: the door and the Net2 server"
+            3,
+            "one config per device: the door, the Net2 server and the camera"
         );
         for v in got.values() {
             assert!(
@@ -843,7 +898,14 @@ mod tests {
         // openHAB's MQTT binding maps all of these (protocols.md §4).
         assert_eq!(
             components.into_iter().collect::<Vec<_>>(),
-            vec!["binary_sensor", "button", "event", "lock", "sensor"]
+            vec![
+                "binary_sensor",
+                "button",
+                "camera",
+                "event",
+                "lock",
+                "sensor"
+            ]
         );
     }
 }

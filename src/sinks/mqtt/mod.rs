@@ -58,6 +58,10 @@ struct Sink {
     /// Camera alarm states by topic (republished on connect), and camera identities.
     alarms: BTreeMap<String, (CameraAlarm, String)>,
     cameras: BTreeMap<String, CameraInfo>,
+    /// Live stream states by topic (republished on connect).
+    streams: BTreeMap<String, String>,
+    /// Snapshots and live streams (camera commands go here); `None` without cameras.
+    media: Option<crate::media::service::Media>,
     /// The MQTT version for the next connection, and the one that has worked.
     protocol: Protocol,
     protocol_known: Option<Protocol>,
@@ -136,6 +140,7 @@ pub async fn run(
     bus: Bus,
     mut rx: mpsc::Receiver<Message>,
     cfg_rx: ConfigRx,
+    media: Option<crate::media::service::Media>,
     cancel: CancellationToken,
 ) {
     let cfg = cfg_rx.borrow().mqtt.clone().expect("mqtt configured");
@@ -178,6 +183,8 @@ pub async fn run(
         protocol_known: None,
         alarms: BTreeMap::new(),
         cameras: BTreeMap::new(),
+        streams: BTreeMap::new(),
+        media,
     };
     let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
     loop {
@@ -285,8 +292,174 @@ impl Sink {
                 payload::command_result(u).to_string(),
                 false,
             )],
+            Message::Snapshot(s) => vec![(
+                self.topics.camera_snapshot_meta(&s.camera, s.channel),
+                payload::snapshot_meta(s).to_string(),
+                true,
+            )],
+            Message::Stream(st) => {
+                let topic = self.topics.camera_stream(&st.camera, st.channel);
+                let p = payload::stream(st).to_string();
+                self.streams.insert(topic.clone(), p.clone());
+                vec![(topic, p, true)]
+            }
             _ => Vec::new(),
         }
+    }
+
+    /// A picture's JPEG bytes on the camera's snapshot topic. Retained only when small and
+    /// configured (`media.retain_max_bytes`), never for a door event's picture (brokers keep
+    /// retained payloads forever).
+    fn publish_picture(&self, client: &Client, c: &mut Conn, m: &Message) -> Result<()> {
+        let Message::Snapshot(s) = m else {
+            return Ok(());
+        };
+        let max = self.cfg_rx.borrow().media.retain_max_bytes as usize;
+        let retain = max > 0 && s.jpeg.len() <= max && s.event_id.is_none();
+        client
+            .publish(
+                self.topics.camera_snapshot(&s.camera, s.channel),
+                retain,
+                s.jpeg.to_vec(),
+            )
+            .map_err(|e| {
+                Error::new(
+                    ErrorKind::Unavailable,
+                    format!("MQTT client queue full: {e}"),
+                )
+            })?;
+        c.push(None);
+        Ok(())
+    }
+
+    /// An event as published, with the URL of its picture when its door's camera takes one
+    /// (the picture follows within a second; the URL answers once it is there).
+    fn event_payload(&self, e: &crate::storage::OutboxEvent) -> serde_json::Value {
+        let mut v = payload::event(e);
+        let Some(signer) = self.media.as_ref().and_then(|m| m.urls()) else {
+            return v;
+        };
+        let cfg = self.cfg_rx.borrow().clone();
+        let Some((cam, ch)) =
+            crate::media::service::event_camera(&cfg, e.door_id.map(|d| d as DoorId), &e.kind)
+        else {
+            return v;
+        };
+        let fresh = chrono::DateTime::parse_from_rfc3339(&e.time)
+            .ok()
+            .and_then(|t| (chrono::Utc::now() - t.to_utc()).to_std().ok())
+            .is_some_and(|age| age <= crate::media::service::PICTURE_MAX_AGE);
+        let taken = || matches!(self.store.picture_for_event(&e.id), Ok(Some(_)));
+        if fresh || taken() {
+            v["picture"] = serde_json::json!({
+                "url": signer.signed(&crate::media::service::event_picture_path(&e.id)),
+                "camera": cam,
+                "channel": ch,
+            });
+        }
+        v
+    }
+
+    /// `…/camera/<id>[/ch<N>]/snapshot/set` and `…/stream/set`: audited like door commands
+    /// (accepted, then confirmed or failed), carried out by the media service.
+    async fn on_camera_command(
+        &mut self,
+        topic: &str,
+        cam: &str,
+        ch: Option<u32>,
+        stream: bool,
+        payload: &[u8],
+        retain: bool,
+    ) {
+        let Some(media) = self.media.clone() else {
+            return;
+        };
+        let res = self
+            .router
+            .camera(cam, ch, stream, payload, retain, media.has_camera(cam));
+        let cmd = match res {
+            Ok(cmd) => cmd,
+            Err(r) => {
+                tracing::warn!(request_id = %r.request_id, topic, reason = %r.reason, "MQTT camera command rejected");
+                let u = CommandUpdate {
+                    request_id: r.request_id,
+                    requester: format!("mqtt:camera/{cam}"),
+                    kind: r.kind.unwrap_or(CommandKind::Camera {
+                        camera: cam.to_string(),
+                        channel: ch.unwrap_or(1),
+                        action: if stream {
+                            crate::model::CameraAction::StreamStart
+                        } else {
+                            crate::model::CameraAction::Snapshot
+                        },
+                    }),
+                    status: CommandStatus::Rejected,
+                    detail: r.reason,
+                    at: chrono::Utc::now(),
+                };
+                self.bus.publish(Message::Command(u)).await;
+                return;
+            }
+        };
+        tracing::info!(request_id = %cmd.request_id, topic, "MQTT camera command received");
+        let bus = self.bus.clone();
+        tokio::spawn(async move {
+            let update = |status, detail: String| CommandUpdate {
+                request_id: cmd.request_id.clone(),
+                requester: cmd.requester.clone(),
+                kind: cmd.kind.clone(),
+                status,
+                detail,
+                at: chrono::Utc::now(),
+            };
+            bus.publish(Message::Command(update(
+                CommandStatus::Accepted,
+                String::new(),
+            )))
+            .await;
+            let CommandKind::Camera {
+                camera,
+                channel,
+                action,
+            } = &cmd.kind
+            else {
+                return;
+            };
+            use crate::model::CameraAction::*;
+            let done = match action {
+                Snapshot => media
+                    .snapshot(camera, *channel, None, crate::media::service::Trigger::Mqtt)
+                    .await
+                    .map(|s| format!("picture {} from {}", s.id, s.source)),
+                StreamStart => match media.live_start(camera, *channel).await {
+                    Ok(l) => {
+                        let wait = media.config().media.snapshot_timeout.get();
+                        if l.ready(wait).await {
+                            Ok("live stream playable".to_string())
+                        } else {
+                            Err(crate::error::Error::new(
+                                ErrorKind::Unavailable,
+                                format!(
+                                    "live stream not playable within {wait:?}: {}",
+                                    l.hub.stats().last_error.unwrap_or_default()
+                                ),
+                            ))
+                        }
+                    }
+                    Err(e) => Err(e),
+                },
+                StreamStop => Ok(if media.live_stop(camera, *channel) {
+                    "live stream stopped".to_string()
+                } else {
+                    "live stream was not running".to_string()
+                }),
+            };
+            let u = match done {
+                Ok(d) => update(CommandStatus::Confirmed, d),
+                Err(e) => update(CommandStatus::Failed, e.to_string()),
+            };
+            bus.publish(Message::Command(u)).await;
+        });
     }
 
     /// Door state with the door's camera from the config.
@@ -423,6 +596,11 @@ impl Sink {
                 true,
             ));
         }
+        out.extend(
+            self.streams
+                .iter()
+                .map(|(t, p)| (t.clone(), p.clone(), true)),
+        );
         for h in self.health.values() {
             out.push((
                 self.topics.source_state(&h.source),
@@ -524,10 +702,14 @@ impl Sink {
                     let Some(m) = m else { return Ok(()) };
                     // Take everything already queued and publish each retained topic once
                     // (its newest payload): a backlog moves a door's state hundreds of times.
+                    self.publish_picture(&client, &mut c, &m)?;
                     let mut out = self.absorb(&m);
                     while out.len() < 4096 {
                         match rx.try_recv() {
-                            Ok(m) => out.extend(self.absorb(&m)),
+                            Ok(m) => {
+                                self.publish_picture(&client, &mut c, &m)?;
+                                out.extend(self.absorb(&m));
+                            }
                             Err(_) => break,
                         }
                     }
@@ -556,11 +738,12 @@ impl Sink {
                 tracing::info!(session_present, protocol = ?self.protocol, "MQTT connected");
                 self.protocol_known = Some(self.protocol);
                 let t = &self.topics;
+                let mut commands = vec![t.door_set_filter(), t.lockdown_set()];
+                if self.media.is_some() {
+                    commands.extend(t.camera_set_filters());
+                }
                 client
-                    .subscribe(
-                        vec![t.door_set_filter(), t.lockdown_set()],
-                        vec![t.ha_status()],
-                    )
+                    .subscribe(commands, vec![t.ha_status()])
                     .map_err(|e| {
                         Error::new(ErrorKind::Unavailable, format!("unable to subscribe: {e}"))
                     })?;
@@ -630,6 +813,11 @@ impl Sink {
                 let delay = Duration::from_millis(1000 + rand::random_range(0..2000));
                 c.republish_at = Some(Instant::now() + delay);
             }
+            return;
+        }
+        if let Some((cam, ch, stream)) = self.topics.parse_camera_set(&topic) {
+            self.on_camera_command(&topic, &cam, ch, stream, &payload, retain)
+                .await;
             return;
         }
         let doors = self.cfg_rx.borrow().doors.clone();
@@ -764,7 +952,11 @@ impl Sink {
                     None => self.topics.source_event(&e.source),
                 };
                 client
-                    .publish(topic, false, payload::event(&e).to_string().into_bytes())
+                    .publish(
+                        topic,
+                        false,
+                        self.event_payload(&e).to_string().into_bytes(),
+                    )
                     .map_err(|e| {
                         Error::new(
                             ErrorKind::Unavailable,

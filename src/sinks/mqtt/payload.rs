@@ -30,6 +30,28 @@ pub fn event(e: &OutboxEvent) -> Value {
     v
 }
 
+/// About the latest picture of a channel (`…/snapshot/meta`, the camera entity's attributes).
+pub fn snapshot_meta(s: &Snapshot) -> Value {
+    json!({
+        "id": s.id,
+        "taken": s.taken.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        "source": s.source,
+        "trigger": s.trigger,
+        "event_id": s.event_id,
+        "bytes": s.jpeg.len(),
+        "url": s.url,
+    })
+}
+
+/// A live stream's state (`…/stream`), retained.
+pub fn stream(s: &StreamState) -> Value {
+    json!({
+        "state": if s.active { "ON" } else { "OFF" },
+        "hls_url": s.hls_url,
+        "detail": s.detail,
+    })
+}
+
 pub fn door_state(d: &DoorState) -> Value {
     json!({
         "id": d.id,

@@ -25,9 +25,13 @@ GStreamer quirks (1.22, Debian 12):
     "a=rtpmap:107 vnd.onvif.metadata/90000"). Only the SDP and the packet flow are real;
     the payload is rtpgstpay's framing (a serialized stream-start event and caps, then the
     XML documents), not raw XML, and the SDP keeps rtpgstpay's "a=fmtp:107 caps=...".
-  * Serving a file: multifilesrc gives untimestamped buffers; h264parse interpolates
-    timestamps from the caps' framerate (the clip must have no B-frames, --encode-clip makes
-    none), and `identity sync=true` paces them at real time (the RTSP sinks do not).
+  * Serving a file: multifilesrc gives untimestamped buffers (the whole file as one buffer,
+    continuing across loops); h264parse then sets DTS from the caps' framerate but leaves PTS
+    NONE after the first frame, and rtph264pay with PTS NONE gives every packet the same RTP
+    timestamp (ffprobe sees pts 0 for all frames). h264timestamper (1.22) would set PTS but
+    shifts everything by 1000 hours, so `identity sync=true` then waits forever. Instead a
+    pad probe copies DTS to PTS (valid: the clip has no B-frames, --encode-clip makes none)
+    and `identity sync=true` paces the frames at real time (the RTSP sinks do not).
   * server.attach() binds the socket; get_bound_port() then returns the real port for
     service "0". The socket is bound with SO_REUSEADDR, so a restart on the same port works.
 """
@@ -75,6 +79,12 @@ def parse_args():
     p.add_argument("--fps", type=int, default=10)
     p.add_argument("--gop", type=int, default=10, help="keyframe interval in frames")
     p.add_argument("--bitrate", type=int, default=1000, help="kbit/s")
+    p.add_argument(
+        "--pattern",
+        default="pattern=ball",
+        help="videotestsrc properties; the ball compresses to almost nothing, "
+        "'pattern=smpte horizontal-speed=8' reaches a camera-like bitrate",
+    )
     p.add_argument("--user")
     p.add_argument("--password")
     p.add_argument("--auth", choices=["digest", "basic", "both"], default="digest")
@@ -121,9 +131,9 @@ def encode_clip(a):
     frames = a.seconds * a.fps
     tmp = a.encode_clip + ".part.%d" % os.getpid()
     desc = (
-        "videotestsrc num-buffers=%d pattern=ball ! %s ! %s ! h264parse ! "
+        "videotestsrc num-buffers=%d %s ! %s ! %s ! h264parse ! "
         "video/x-h264,stream-format=byte-stream,alignment=au ! filesink location=%s"
-        % (frames, raw_video(a), x264(a, live=False), tmp)
+        % (frames, a.pattern, raw_video(a), x264(a, live=False), tmp)
     )
     pipe = Gst.parse_launch(desc)
     pipe.set_state(Gst.State.PLAYING)
@@ -149,14 +159,15 @@ def launch_line(a):
         video = (
             "multifilesrc location=%s loop=true "
             'caps="video/x-h264,stream-format=byte-stream,framerate=%d/1" ! '
-            "h264parse ! video/x-h264,alignment=au ! identity sync=true ! "
+            "h264parse ! video/x-h264,alignment=au ! identity name=stamp sync=true ! "
             "rtph264pay name=pay0 pt=96 config-interval=-1"
             % (a.file, a.fps)
         )
     else:
         video = (
-            "videotestsrc is-live=true pattern=ball ! %s ! %s ! "
-            "rtph264pay name=pay0 pt=96 config-interval=-1" % (raw_video(a), x264(a, live=True))
+            "videotestsrc is-live=true %s ! %s ! %s ! "
+            "rtph264pay name=pay0 pt=96 config-interval=-1"
+            % (a.pattern, raw_video(a), x264(a, live=True))
         )
     extra = ""
     if a.extra_track == "audio":
@@ -182,8 +193,19 @@ ONVIF_XML = (
 )
 
 
+def copy_dts_to_pts(_pad, info):
+    buf = info.get_buffer()
+    if buf.pts == Gst.CLOCK_TIME_NONE:
+        buf.pts = buf.dts
+    return Gst.PadProbeReturn.OK
+
+
 def on_media_configure(_factory, media):
-    onvif = media.get_element().get_by_name("onvifsrc")
+    bin_ = media.get_element()
+    stamp = bin_.get_by_name("stamp")
+    if stamp is not None:
+        stamp.get_static_pad("sink").add_probe(Gst.PadProbeType.BUFFER, copy_dts_to_pts)
+    onvif = bin_.get_by_name("onvifsrc")
     if onvif is None:
         return
 

@@ -8,6 +8,7 @@ scripts/test.sh:
     gstreamer1.0-tools python3-gi ffmpeg
 
 Modes:
+  --check: verify every GStreamer element used is installed (exit 3 with the apt-get line).
   serve (default): prints exactly "READY <port>" on stdout once listening, then serves until
     SIGTERM/SIGINT. Live x264 encode of videotestsrc, or --file CLIP.h264 (Annex B) in a loop
     without re-encoding.
@@ -62,6 +63,42 @@ except (ImportError, ValueError) as e:  # pragma: no cover - environment problem
     )
     sys.exit(3)
 
+APT = (
+    "apt-get install gstreamer1.0-rtsp gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-ugly "
+    "gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-plugins-base "
+    "gstreamer1.0-tools python3-gi ffmpeg"
+)
+# Elements the pipelines use, and the Debian package that has each.
+NEEDED = {
+    "videotestsrc": "gstreamer1.0-plugins-base",
+    "audiotestsrc": "gstreamer1.0-plugins-base",
+    "appsrc": "gstreamer1.0-plugins-base",
+    "x264enc": "gstreamer1.0-plugins-ugly",
+    "h264parse": "gstreamer1.0-plugins-bad",
+    "rtph264pay": "gstreamer1.0-plugins-good",
+    "rtppcmapay": "gstreamer1.0-plugins-good",
+    "rtpgstpay": "gstreamer1.0-plugins-good",
+    "alawenc": "gstreamer1.0-plugins-good",
+    "multifilesrc": "gstreamer1.0-plugins-good",
+    "capssetter": "gstreamer1.0-plugins-good",
+    "identity": "gstreamer1.0 (core)",
+    "filesink": "gstreamer1.0 (core)",
+}
+
+
+def check():
+    missing = [
+        "%s (%s)" % (e, pkg) for e, pkg in NEEDED.items() if Gst.ElementFactory.find(e) is None
+    ]
+    if missing:
+        sys.stderr.write(
+            "rtsp_server.py: GStreamer elements missing: %s. Run:\n  %s\n"
+            % (", ".join(missing), APT)
+        )
+        return 3
+    print("OK", flush=True)
+    return 0
+
 
 def parse_args():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -92,6 +129,7 @@ def parse_args():
     p.add_argument("--file", help="serve this Annex B H.264 file in a loop (no re-encoding)")
     p.add_argument("--encode-clip", metavar="OUT", help="encode a clip to OUT and exit")
     p.add_argument("--seconds", type=int, default=10, help="length of --encode-clip")
+    p.add_argument("--check", action="store_true", help="check the GStreamer elements, exit")
     a = p.parse_args()
     paths = [x.strip() for arg in a.path for x in arg.split(",") if x.strip()]
     a.path = paths or ["/Streaming/Channels/101"]
@@ -271,6 +309,8 @@ def serve(a):
 def main():
     a = parse_args()
     Gst.init(None)
+    if a.check:
+        return check()
     if a.encode_clip:
         return encode_clip(a)
     if a.file and not os.path.isfile(a.file):

@@ -38,7 +38,10 @@ fn defaults_are_640x360_high_on_the_hikvision_path() {
 #[test]
 fn configured_size_profile_fps_and_paths() {
     let srv = RtspServer::start(RtspOpts {
-        paths: vec!["/Streaming/Channels/101".into(), "/Streaming/Channels/102".into()],
+        paths: vec![
+            "/Streaming/Channels/101".into(),
+            "/Streaming/Channels/102".into(),
+        ],
         profile: Profile::Main,
         width: 424,
         height: 240,
@@ -105,7 +108,10 @@ fn onvif_metadata_track_is_a_second_media_in_the_sdp() {
     let resp = srv.describe_raw("/Streaming/Channels/101");
     assert!(resp.starts_with("RTSP/1.0 200"), "{resp}");
     let m_lines: Vec<&str> = resp.lines().filter(|l| l.starts_with("m=")).collect();
-    assert_eq!(m_lines, ["m=video 0 RTP/AVP 96", "m=application 0 RTP/AVP 107"]);
+    assert_eq!(
+        m_lines,
+        ["m=video 0 RTP/AVP 96", "m=application 0 RTP/AVP 107"]
+    );
     assert!(
         resp.contains("a=rtpmap:107 VND.ONVIF.METADATA/90000"),
         "{resp}"
@@ -153,7 +159,12 @@ fn assert_continuous(pkts: &[common::rtsp::Packet], fps: u32, seconds: f64) {
     let mut per_pts: HashMap<i64, usize> = HashMap::new();
     for w in pkts.windows(2) {
         let d = w[1].pts - w[0].pts;
-        assert!(d >= 0 && d <= frame * 5 / 2, "pts jump {} -> {}", w[0].pts, w[1].pts);
+        assert!(
+            d >= 0 && d <= frame * 5 / 2,
+            "pts jump {} -> {}",
+            w[0].pts,
+            w[1].pts
+        );
     }
     for p in pkts {
         *per_pts.entry(p.pts).or_default() += 1;
@@ -223,7 +234,10 @@ fn file_mode_loops_the_clip_in_real_time() {
     let pkts = read_packets(&srv.default_url(), 3.0, None).unwrap();
     let took = t0.elapsed();
     assert_continuous(&pkts, fps, 3.0);
-    assert!(took >= Duration::from_millis(2500), "3 s of stream in {took:?}");
+    assert!(
+        took >= Duration::from_millis(2500),
+        "3 s of stream in {took:?}"
+    );
     // Every second the clip's first frame (the keyframe) comes again.
     let key = pkts.iter().map(|p| p.size).max().unwrap();
     let keys = pkts.iter().filter(|p| p.size == key).count();

@@ -268,7 +268,10 @@ impl RtspServer {
                 panic!("rtsp_server.py not READY within 15 s:\n{}", self.stderr());
             }
         };
-        assert!(port == 0 || bound == port, "asked for {port}, bound {bound}");
+        assert!(
+            port == 0 || bound == port,
+            "asked for {port}, bound {bound}"
+        );
         self.port = bound;
         self.child = Some(child);
     }
@@ -470,7 +473,11 @@ pub struct Packet {
 /// Reads `seconds` (of stream time) of the first video stream with `ffmpeg -c copy` and
 /// returns its packets. Progress is written to `progress` as it happens (one line per packet)
 /// when given, so a test can wait until the reader is really receiving.
-pub fn read_packets(url: &str, seconds: f64, progress: Option<&Path>) -> Result<Vec<Packet>, String> {
+pub fn read_packets(
+    url: &str,
+    seconds: f64,
+    progress: Option<&Path>,
+) -> Result<Vec<Packet>, String> {
     let out = match progress {
         Some(p) => p.display().to_string(),
         None => "-".to_string(),
@@ -479,7 +486,16 @@ pub fn read_packets(url: &str, seconds: f64, progress: Option<&Path>) -> Result<
     cmd.args(["-nostdin", "-v", "error"])
         .args(rtsp_input_args(url))
         .args(["-i", url, "-map", "0:v:0", "-t", &seconds.to_string()])
-        .args(["-c", "copy", "-flush_packets", "1", "-f", "framemd5", "-y", &out]);
+        .args([
+            "-c",
+            "copy",
+            "-flush_packets",
+            "1",
+            "-f",
+            "framemd5",
+            "-y",
+            &out,
+        ]);
     let limit = Duration::from_secs_f64(seconds + 20.0);
     let text = run_with_deadline(&mut cmd, limit)?;
     let text = match progress {

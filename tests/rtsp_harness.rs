@@ -253,6 +253,28 @@ fn clip_1080p_is_cached_and_served() {
     let s = &parse_streams(&ffprobe_ok(clip.to_str().unwrap()).unwrap())[0];
     assert_video(s, 1920, 1080, "High");
     assert_eq!(s["has_b_frames"], "0");
+    // 250 frames, a keyframe every 50 (x264 would add some on scene cuts without scenecut=0).
+    let mut cmd = std::process::Command::new("ffprobe");
+    cmd.args([
+        "-v",
+        "error",
+        "-select_streams",
+        "v",
+        "-show_entries",
+        "packet=flags",
+    ])
+    .args(["-of", "csv=p=0"])
+    .arg(&clip);
+    let out = cmd.output().unwrap();
+    let flags = String::from_utf8_lossy(&out.stdout);
+    let keys: Vec<usize> = flags
+        .lines()
+        .enumerate()
+        .filter(|(_, f)| f.starts_with('K'))
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(flags.lines().count(), 250);
+    assert_eq!(keys, [0, 50, 100, 150, 200]);
     // A second call does not encode again.
     let t0 = Instant::now();
     assert_eq!(clip_1080p(), clip);

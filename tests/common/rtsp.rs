@@ -295,9 +295,11 @@ impl RtspServer {
     }
 
     /// `rtsp://user:password@127.0.0.1:<port><path>`, user and password percent-encoded.
+    /// Without configured credentials this is `url(path)`.
     pub fn url_with_credentials(&self, path: &str) -> String {
-        let u = self.opts.user.as_deref().unwrap_or("");
-        let p = self.opts.password.as_deref().unwrap_or("");
+        let (Some(u), Some(p)) = (self.opts.user.as_deref(), self.opts.password.as_deref()) else {
+            return self.url(path);
+        };
         format!(
             "rtsp://{}:{}@127.0.0.1:{}{path}",
             utf8_percent_encode(u, NON_ALPHANUMERIC),

@@ -8,6 +8,15 @@ command -v cc >/dev/null || need+=(build-essential)
 command -v pkg-config >/dev/null || need+=(pkg-config)
 command -v mosquitto >/dev/null || need+=(mosquitto)
 command -v mosquitto_sub >/dev/null || need+=(mosquitto-clients)
+# RTSP tests: GStreamer's RTSP server driven by tests/support/rtsp_server.py under Debian's
+# /usr/bin/python3 (needs its gi), ffprobe/ffmpeg as the reference client.
+command -v ffprobe >/dev/null || need+=(ffmpeg)
+command -v gst-inspect-1.0 >/dev/null || need+=(gstreamer1.0-tools)
+/usr/bin/python3 -c 'import gi' 2>/dev/null || need+=(python3-gi)
+if ! /usr/bin/python3 tests/support/rtsp_server.py --check >/dev/null 2>&1; then
+  need+=(gstreamer1.0-rtsp gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-ugly
+    gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-plugins-base)
+fi
 if [ ${#need[@]} -gt 0 ]; then
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO=sudo
   $SUDO apt-get update -qq

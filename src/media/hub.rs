@@ -72,7 +72,8 @@ impl std::fmt::Debug for Target {
 impl Target {
     /// From a URL that may carry `user:password@` (percent-encoded, as in every RTSP URL):
     /// the credentials are decoded and moved out of the URL, so they are sent only in the
-    /// Digest answer and never logged. Explicit credentials win over the URL's.
+    /// Digest answer and never logged. The URL's credentials (an explicit `rtsp_url`) win
+    /// over the device's.
     pub fn new(mut url: url::Url, username: Option<String>, password: Option<Secret>) -> Target {
         let dec = |s: &str| {
             percent_encoding::percent_decode_str(s)
@@ -83,10 +84,17 @@ impl Target {
         let url_pass = url.password().map(|p| Secret::new(dec(p)));
         let _ = url.set_username("");
         let _ = url.set_password(None);
-        Target {
-            url,
-            username: username.or(url_user),
-            password: password.or(url_pass),
+        match url_user {
+            Some(u) => Target {
+                url,
+                username: Some(u),
+                password: url_pass,
+            },
+            None => Target {
+                url,
+                username,
+                password,
+            },
         }
     }
 }

@@ -299,6 +299,12 @@ impl Media {
         ))
     }
 
+    fn hub_if_any(&self, camera: &str, channel: u32, kind: StreamKind) -> Option<Arc<Hub>> {
+        lock(&self.0.hubs)
+            .get(&(camera.to_string(), channel, kind))
+            .cloned()
+    }
+
     /// The shared hub of a camera channel's stream (created on first use).
     pub fn hub(&self, camera: &str, channel: u32, kind: StreamKind) -> Result<Arc<Hub>> {
         let key = (camera.to_string(), channel, kind);
@@ -334,14 +340,21 @@ impl Media {
         trigger: Trigger,
     ) -> Result<Arc<Snapshot>> {
         let timeout = self.config().media.snapshot_timeout.get();
-        let (jpeg, source) = tokio::time::timeout(timeout, self.take(camera, channel, at))
-            .await
-            .map_err(|_| {
-                Error::new(
-                    ErrorKind::Unavailable,
-                    format!("no picture from {camera}/{channel} within {timeout:?}"),
-                )
-            })??;
+        let (jpeg, source) =
+            match tokio::time::timeout(timeout, self.take(camera, channel, at)).await {
+                Ok(r) => r?,
+                Err(_) => {
+                    let why = self
+                        .hub_if_any(camera, channel, self.config().media.snapshot_stream)
+                        .and_then(|h| h.stats().last_error)
+                        .map(|e| format!(": {e}"))
+                        .unwrap_or_default();
+                    return Err(Error::new(
+                        ErrorKind::Unavailable,
+                        format!("no picture from {camera}/{channel} within {timeout:?}{why}"),
+                    ));
+                }
+            };
         self.save(camera, channel, jpeg, source, trigger).await
     }
 
@@ -374,6 +387,7 @@ impl Media {
         }
         let m = self.config().media.clone();
         let hub = self.hub(camera, channel, m.snapshot_stream)?;
+        let was_running = hub.gop_until(None).is_some();
         // Keep the session open while we look (and for idle_close after: a burst of door
         // events reuses it).
         let mut sub = hub.subscribe();
@@ -403,11 +417,7 @@ impl Media {
                 }
             }
         }
-        let source = if hub.stats().sessions_opened > 1 || hub.consumers() > 1 {
-            "live"
-        } else {
-            "rtsp"
-        };
+        let source = if was_running { "live" } else { "rtsp" };
         let Some((params, frames)) = hub.gop_until(at) else {
             errors.push(
                 hub.stats()

@@ -1,0 +1,243 @@
+//! Snapshots through the whole daemon: MQTT command → JPEG on MQTT, from the camera's
+//! `/picture`, from a cold RTSP session (the simulator's built-in RTSP server and GStreamer's,
+//! H.264 Main and High), and from a running stream; retained commands refused; pictures saved
+//! with retention and linked in SQLite.
+
+mod common;
+
+use common::broker::{Broker, Recorder, publish};
+use common::rtsp::{Profile, RtspOpts, RtspServer};
+use common::wait_for;
+use gatehouse::sim::hikvision::{HikSim, HikSimConfig, Personality};
+use gatehouse::sim::rtsp::RtspSimConfig;
+use std::time::Duration;
+
+const T: Duration = Duration::from_secs(20);
+
+fn yaml(broker: &Broker, dir: &std::path::Path, cams: &str, extra: &str) -> String {
+    format!(
+        "version: 1\nstorage: {{ path: {}/g.db }}\nmqtt:\n  host: 127.0.0.1\n  port: {}\n  client_id: gh-media-{}\nsources:\n  hikvision:\n{cams}{extra}",
+        dir.display(),
+        broker.port,
+        rand::random::<u32>()
+    )
+}
+
+fn cam_line(id: &str, sim: &HikSim, extra: &str) -> String {
+    format!(
+        "    - {{ id: {id}, url: \"{}\", username: admin, password: sim-hik-pass{extra} }}\n",
+        sim.base_url()
+    )
+}
+
+async fn start(yaml: &str) -> gatehouse::app::App {
+    let cfg = gatehouse::config::load_str(yaml, &|_| None).unwrap();
+    gatehouse::app::App::start(cfg, None, None).await.unwrap()
+}
+
+/// Width and height from a JPEG's SOF marker: proof it is a JPEG of that size.
+pub fn jpeg_size(j: &[u8]) -> Option<(u16, u16)> {
+    if !j.starts_with(&[0xFF, 0xD8]) {
+        return None;
+    }
+    let mut i = 2;
+    while i + 9 < j.len() {
+        if j[i] != 0xFF {
+            return None;
+        }
+        let m = j[i + 1];
+        let len = u16::from_be_bytes([j[i + 2], j[i + 3]]) as usize;
+        if (0xC0..=0xC2).contains(&m) {
+            let h = u16::from_be_bytes([j[i + 5], j[i + 6]]);
+            let w = u16::from_be_bytes([j[i + 7], j[i + 8]]);
+            return Some((w, h));
+        }
+        i += 2 + len;
+    }
+    None
+}
+
+async fn camera_sim(rtsp: bool) -> HikSim {
+    HikSim::start(HikSimConfig {
+        personality: Personality::camera(),
+        rtsp: rtsp.then(RtspSimConfig::default),
+        ..Default::default()
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshot_from_the_cameras_picture_and_retained_commands_refused() {
+    let broker = Broker::start();
+    let rec = Recorder::start(broker.port, "rec", "gatehouse/#", false).await;
+    let cam = camera_sim(false).await;
+    let dir = tempfile::tempdir().unwrap();
+    let app = start(&yaml(
+        &broker,
+        dir.path(),
+        &cam_line("garage", &cam, ""),
+        "",
+    ))
+    .await;
+    wait_for("subscribed", T, || {
+        rec.on("gatehouse/bridge/state")
+            .iter()
+            .any(|m| m.text() == "online")
+    })
+    .await;
+    // A retained command is never acted on (a broker replays it at every subscribe).
+    publish(
+        broker.port,
+        "gatehouse/camera/garage/snapshot/set",
+        b"PRESS",
+        true,
+    )
+    .await;
+    wait_for("rejection", T, || {
+        rec.on("gatehouse/command/result")
+            .iter()
+            .any(|m| m.json()["status"] == "rejected")
+    })
+    .await;
+    assert!(rec.on("gatehouse/camera/garage/ch1/snapshot").is_empty());
+    // Clear the retained command so it does not haunt the broker.
+    publish(
+        broker.port,
+        "gatehouse/camera/garage/snapshot/set",
+        b"",
+        true,
+    )
+    .await;
+
+    publish(
+        broker.port,
+        "gatehouse/camera/garage/snapshot/set",
+        b"PRESS",
+        false,
+    )
+    .await;
+    wait_for("picture", T, || {
+        !rec.on("gatehouse/camera/garage/ch1/snapshot").is_empty()
+    })
+    .await;
+    let pic = &rec.on("gatehouse/camera/garage/ch1/snapshot")[0];
+    assert_eq!(
+        pic.payload,
+        cam.picture(),
+        "the camera's own JPEG, byte for byte"
+    );
+    assert!(!pic.retain, "not retained unless configured");
+    wait_for("meta", T, || {
+        !rec.on("gatehouse/camera/garage/ch1/snapshot/meta")
+            .is_empty()
+    })
+    .await;
+    let meta = rec.on("gatehouse/camera/garage/ch1/snapshot/meta")[0].json();
+    assert_eq!(meta["source"], "picture");
+    assert_eq!(meta["trigger"], "mqtt");
+    wait_for("confirmed", T, || {
+        rec.on("gatehouse/command/result")
+            .iter()
+            .any(|m| m.json()["status"] == "confirmed")
+    })
+    .await;
+    // Saved on disk and in SQLite.
+    let id = meta["id"].as_str().unwrap().to_string();
+    let row = app.store.picture(&id).unwrap().expect("picture row");
+    assert_eq!(std::fs::read(&row.path).unwrap(), cam.picture());
+    app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshot_from_a_cold_rtsp_session_when_picture_fails() {
+    let broker = Broker::start();
+    let rec = Recorder::start(broker.port, "rec", "gatehouse/camera/#", false).await;
+    let cam = camera_sim(true).await;
+    // The camera answers /picture with XML ResponseStatus and HTTP 200 (as real ones do).
+    cam.set_picture_error(true);
+    let dir = tempfile::tempdir().unwrap();
+    let app = start(&yaml(
+        &broker,
+        dir.path(),
+        &cam_line("garage", &cam, ""),
+        "",
+    ))
+    .await;
+    let media = app.media.clone().unwrap();
+    // The RTSP port comes from adminAccesses, learned from the device info.
+    wait_for("device info", T, || {
+        !rec.on("gatehouse/camera/garage/info").is_empty()
+    })
+    .await;
+    let snap = media
+        .snapshot("garage", 1, None, gatehouse::media::service::Trigger::Rest)
+        .await
+        .unwrap();
+    assert_eq!(snap.source, "rtsp");
+    assert_eq!(jpeg_size(&snap.jpeg), Some((640, 360)));
+    let rtsp = cam.rtsp().unwrap().stats();
+    assert_eq!(rtsp.plays, 1, "one session opened");
+    // The session idles out (idle_close) rather than staying open; a second snapshot while it
+    // is still open reuses it.
+    let again = media
+        .snapshot("garage", 1, None, gatehouse::media::service::Trigger::Rest)
+        .await
+        .unwrap();
+    assert_eq!(again.source, "live");
+    assert_eq!(cam.rtsp().unwrap().stats().plays, 1);
+    app.shutdown().await;
+    wait_for("TEARDOWN on shutdown", T, || {
+        cam.rtsp().unwrap().stats().sessions_active == 0
+    })
+    .await;
+}
+
+async fn gst_snapshot(profile: Profile) {
+    let server = RtspServer::start(RtspOpts {
+        profile,
+        width: 800,
+        height: 448,
+        ..RtspOpts::default().with_auth("admin", "p@ss:w/rd", common::rtsp::AuthMethod::Digest)
+    });
+    let broker = Broker::start();
+    let cam = camera_sim(false).await;
+    let dir = tempfile::tempdir().unwrap();
+    let line = cam_line(
+        "porch",
+        &cam,
+        &format!(
+            ", use_picture: false, rtsp_url: \"{}\"",
+            server.url_with_credentials("/Streaming/Channels/101")
+        ),
+    );
+    let app = start(&yaml(
+        &broker,
+        dir.path(),
+        &line,
+        "media: { max_width: 400 }\n",
+    ))
+    .await;
+    let media = app.media.clone().unwrap();
+    let snap = media
+        .snapshot("porch", 1, None, gatehouse::media::service::Trigger::Rest)
+        .await
+        .unwrap();
+    assert_eq!(snap.source, "rtsp");
+    assert_eq!(
+        jpeg_size(&snap.jpeg),
+        Some((400, 224)),
+        "decoded and scaled to max_width"
+    );
+    app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshot_from_gstreamer_h264_high_with_digest_credentials_in_the_url() {
+    gst_snapshot(Profile::High).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshot_from_gstreamer_h264_main() {
+    gst_snapshot(Profile::Main).await;
+}

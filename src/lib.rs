@@ -26,6 +26,7 @@ pub mod cli;
 pub mod config;
 pub mod error;
 pub mod logging;
+pub mod media;
 pub mod model;
 pub mod secret;
 pub mod sim;

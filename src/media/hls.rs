@@ -18,7 +18,7 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use crate::error::Error;
-use crate::media::fmp4::{self, Sample};
+use crate::media::fmp4::{self, Codec, Sample};
 
 /// RTP video clock: retina's timestamps and our timescale.
 pub const TIMESCALE: u32 = 90_000;
@@ -103,6 +103,9 @@ pub struct Segmenter {
     max_bytes: usize,
 
     params: Option<Params>,
+    /// The current parameter sets as AVCC NAL units, prepended to keyframes that lack them.
+    /// See [`Segmenter::set_params`].
+    inband: Option<(Codec, Bytes)>,
     /// Init segments still referenced by a held segment, plus the current one (last).
     inits: VecDeque<Init>,
     segments: VecDeque<Segment>,
@@ -138,6 +141,7 @@ impl Segmenter {
             window: window.max(1),
             max_bytes: DEFAULT_MAX_BYTES,
             params: None,
+            inband: None,
             inits: VecDeque::new(),
             segments: VecDeque::new(),
             discontinuity_seq: 0,
@@ -166,6 +170,13 @@ impl Segmenter {
     /// (`rfc6381_codec()`). The same parameters again are a no-op. Different ones close the
     /// segment being built (returning its sequence number), start a new init generation, and
     /// mark the next segment as a discontinuity. On error nothing changes.
+    ///
+    /// The parameter sets are also put in-band, before each keyframe that lacks them: ffmpeg
+    /// (5.1 checked; so also mpv, ffplay and anything recording our HLS with ffmpeg) ignores
+    /// the `moov` of a second `EXT-X-MAP` ("Found duplicated MOOV Atom. Skipped it") and
+    /// would decode the new resolution's slices with the old SPS. ISO 14496-15 allows
+    /// in-band copies with `avc1`/`hvc1`; browsers (MSE, Safari) accept them. Cost: one
+    /// SPS+PPS (tens of bytes) per GOP.
     pub fn set_params(
         &mut self,
         sample_entry: &[u8],
@@ -189,6 +200,20 @@ impl Segmenter {
         if self.next_seq > 0 {
             self.discontinuity_pending = true;
         }
+        self.inband = match fmp4::parameter_sets(sample_entry) {
+            Ok((codec, sets)) => {
+                let mut avcc = Vec::new();
+                for set in sets {
+                    avcc.extend_from_slice(&(set.len() as u32).to_be_bytes());
+                    avcc.extend_from_slice(set);
+                }
+                Some((codec, Bytes::from(avcc)))
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "HLS: no in-band parameter sets");
+                None
+            }
+        };
         self.params = Some(Params {
             sample_entry: sample_entry.to_vec(),
             codec: codec.to_owned(),
@@ -257,6 +282,16 @@ impl Segmenter {
         if is_key && !self.pending.is_empty() && self.pending_duration >= self.target {
             completed = self.cut();
         }
+
+        let frame_data = match &self.inband {
+            Some((codec, sets)) if is_key && !fmp4::has_parameter_sets(*codec, &frame_data) => {
+                let mut d = Vec::with_capacity(sets.len() + frame_data.len());
+                d.extend_from_slice(sets);
+                d.extend_from_slice(&frame_data);
+                Bytes::from(d)
+            }
+            _ => frame_data,
+        };
 
         self.pending_bytes += frame_data.len();
         self.pending.push(PendingFrame {
@@ -533,7 +568,12 @@ mod tests {
         let (tfdt0, samples0) = parse_segment(&s.segment(0).unwrap());
         assert_eq!(tfdt0, 0);
         assert_eq!(samples0.len(), 30);
-        assert!(samples0.iter().all(|&(d, size, _)| d == 9000 && size == 6));
+        assert!(samples0.iter().all(|&(d, _, _)| d == 9000));
+        // Keyframes carry the parameter sets in-band: 4 + SPS + 4 + PPS more bytes.
+        let inband = (4 + SPS.len() + 4 + PPS.len()) as u32;
+        assert_eq!(samples0[0].1, 6 + inband);
+        assert_eq!(samples0[1].1, 6);
+        assert_eq!(samples0[15].1, 6 + inband);
         assert_eq!(samples0[0].2, 0x0200_0000);
         assert_eq!(samples0[1].2, 0x0101_0000);
         assert_eq!(samples0[15].2, 0x0200_0000);

@@ -109,6 +109,9 @@ pub struct Segmenter {
     /// Init segments still referenced by a held segment, plus the current one (last).
     inits: VecDeque<Init>,
     segments: VecDeque<Segment>,
+    /// The longest segment so far (90 kHz): `#EXT-X-TARGETDURATION` must not change over a
+    /// live playlist's life, so it does not shrink when a long segment leaves the window.
+    max_segment_duration: u64,
     /// Number of `#EXT-X-DISCONTINUITY` tags that have left the window.
     discontinuity_seq: u64,
     next_seq: u64,
@@ -144,6 +147,7 @@ impl Segmenter {
             inband: None,
             inits: VecDeque::new(),
             segments: VecDeque::new(),
+            max_segment_duration: 0,
             discontinuity_seq: 0,
             next_seq: 0,
             next_generation: 0,
@@ -175,8 +179,10 @@ impl Segmenter {
     /// (5.1 checked; so also mpv, ffplay and anything recording our HLS with ffmpeg) ignores
     /// the `moov` of a second `EXT-X-MAP` ("Found duplicated MOOV Atom. Skipped it") and
     /// would decode the new resolution's slices with the old SPS. ISO 14496-15 allows
-    /// in-band copies with `avc1`/`hvc1`; browsers (MSE, Safari) accept them. Cost: one
-    /// SPS+PPS (tens of bytes) per GOP.
+    /// in-band copies with `avc1`; browsers (MSE, Safari) accept them. Cost: one SPS+PPS
+    /// (tens of bytes) per GOP. Not for H.265: `hvc1` sets `array_completeness = 1` ("no
+    /// parameter sets in the stream") and Safari wants `hvc1`, so there ffmpeg-based
+    /// players may show garbage after a resolution change until they reopen the stream.
     pub fn set_params(
         &mut self,
         sample_entry: &[u8],
@@ -201,7 +207,7 @@ impl Segmenter {
             self.discontinuity_pending = true;
         }
         self.inband = match fmp4::parameter_sets(sample_entry) {
-            Ok((codec, sets)) => {
+            Ok((codec @ Codec::H264, sets)) => {
                 let mut avcc = Vec::new();
                 for set in sets {
                     avcc.extend_from_slice(&(set.len() as u32).to_be_bytes());
@@ -209,6 +215,7 @@ impl Segmenter {
                 }
                 Some((codec, Bytes::from(avcc)))
             }
+            Ok((Codec::H265, _)) => None,
             Err(e) => {
                 tracing::debug!(error = %e, "HLS: no in-band parameter sets");
                 None
@@ -360,6 +367,7 @@ impl Segmenter {
         };
         self.next_seq += 1;
         self.stats.segments += 1;
+        self.max_segment_duration = self.max_segment_duration.max(duration);
         self.segments.push_back(Segment {
             seq,
             generation,
@@ -414,8 +422,10 @@ impl Segmenter {
     /// `?token=abc`) is repeated so that signed URLs keep working in players.
     pub fn playlist(&self, prefix: &str, query: &str) -> Option<String> {
         let first = self.segments.front()?;
-        let max = self.segments.iter().map(|s| s.duration).max().unwrap_or(0);
-        let target = max.div_ceil(u64::from(TIMESCALE)).max(1);
+        let target = self
+            .max_segment_duration
+            .div_ceil(u64::from(TIMESCALE))
+            .max(1);
         let mut m = String::with_capacity(256 + 64 * self.segments.len());
         // Writing to a String cannot fail.
         let _ = write!(
@@ -627,6 +637,13 @@ mod tests {
                 .unwrap()
                 .contains("#EXT-X-MEDIA-SEQUENCE:7\n")
         );
+        // One long segment (3.1 s: the keyframe left pending above, then 30 frames without
+        // one), then it leaves the window: the target duration stays 4.
+        feed(&mut s, &mut pts, 30, 30);
+        feed(&mut s, &mut pts, 41, 10);
+        let m = s.playlist("", "").unwrap();
+        assert!(!m.contains("#EXTINF:3.100"), "{m}");
+        assert!(m.contains("#EXT-X-TARGETDURATION:4\n"), "{m}");
 
         // Byte cap: 100 KB frames, 1 MB cap → the GOP being built plus a few segments.
         let mut s = segmenter(1, 100).with_max_bytes(1_000_000);

@@ -362,6 +362,129 @@ pub fn media_segment(
 }
 
 // ---------------------------------------------------------------------------------------------
+// Parameter sets
+
+/// The codec of a sample entry, by its box type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Codec {
+    H264,
+    H265,
+}
+
+impl Codec {
+    /// Whether an AVCC NAL unit (without its length) is a parameter set of this codec.
+    fn is_parameter_set(self, nal: &[u8]) -> bool {
+        match (self, nal.first()) {
+            (Codec::H264, Some(h)) => matches!(h & 0x1f, 7 | 8),
+            (Codec::H265, Some(h)) => matches!((h >> 1) & 0x3f, 32..=34),
+            (_, None) => false,
+        }
+    }
+}
+
+/// The codec and the parameter sets (SPS/PPS, and VPS for H.265, in the order stored) of an
+/// `avc1`/`avc3` (`avcC`) or `hvc1`/`hev1` (`hvcC`) sample entry.
+pub fn parameter_sets(sample_entry: &[u8]) -> Result<(Codec, Vec<&[u8]>), Error> {
+    let fourcc = check_sample_entry(sample_entry)?;
+    let (codec, config) = match &fourcc {
+        b"avc1" | b"avc3" => (Codec::H264, b"avcC"),
+        b"hvc1" | b"hev1" => (Codec::H265, b"hvcC"),
+        other => {
+            return Err(err!(
+                InvalidArgument,
+                "unable to read parameter sets: unsupported sample entry {}",
+                String::from_utf8_lossy(other)
+            ));
+        }
+    };
+    let bad = || {
+        err!(
+            InvalidArgument,
+            "unable to read parameter sets: malformed {} box",
+            String::from_utf8_lossy(config)
+        )
+    };
+    // The VisualSampleEntry fields take 78 bytes after the box header; child boxes follow.
+    let mut children = sample_entry.get(8 + 78..).ok_or_else(bad)?;
+    let payload = loop {
+        let size = children.get(..4).ok_or_else(bad)?;
+        let size = u32::from_be_bytes([size[0], size[1], size[2], size[3]]) as usize;
+        if size < 8 || size > children.len() {
+            return Err(bad());
+        }
+        if &children[4..8] == config {
+            break &children[8..size];
+        }
+        children = &children[size..];
+    };
+    let mut r = Reader(payload);
+    let mut sets = Vec::new();
+    match codec {
+        Codec::H264 => {
+            r.take(5).ok_or_else(bad)?; // version, profile, compatibility, level, length size
+            let sps = r.u8().ok_or_else(bad)? & 0x1f;
+            for _ in 0..sps {
+                sets.push(r.prefixed().ok_or_else(bad)?);
+            }
+            let pps = r.u8().ok_or_else(bad)?;
+            for _ in 0..pps {
+                sets.push(r.prefixed().ok_or_else(bad)?);
+            }
+        }
+        Codec::H265 => {
+            r.take(22).ok_or_else(bad)?; // profile, tier, level, ... lengthSizeMinusOne
+            let arrays = r.u8().ok_or_else(bad)?;
+            for _ in 0..arrays {
+                r.u8().ok_or_else(bad)?; // array_completeness, NAL_unit_type
+                let n = r.u16().ok_or_else(bad)?;
+                for _ in 0..n {
+                    sets.push(r.prefixed().ok_or_else(bad)?);
+                }
+            }
+        }
+    }
+    Ok((codec, sets))
+}
+
+/// Whether AVCC `data` contains a parameter set of `codec` (stops at a malformed length).
+pub fn has_parameter_sets(codec: Codec, mut data: &[u8]) -> bool {
+    while data.len() >= 4 {
+        let len = u32::from_be_bytes([data[0], data[1], data[2], data[3]]) as usize;
+        let Some(nal) = data.get(4..4 + len) else {
+            return false;
+        };
+        if codec.is_parameter_set(nal) {
+            return true;
+        }
+        data = &data[4 + len..];
+    }
+    false
+}
+
+/// Big-endian reads from a slice; `None` past its end.
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        let (head, rest) = self.0.split_at_checked(n)?;
+        self.0 = rest;
+        Some(head)
+    }
+    fn u8(&mut self) -> Option<u8> {
+        Some(self.take(1)?[0])
+    }
+    fn u16(&mut self) -> Option<u16> {
+        let b = self.take(2)?;
+        Some(u16::from_be_bytes([b[0], b[1]]))
+    }
+    /// A 16-bit length, then that many bytes.
+    fn prefixed(&mut self) -> Option<&'a [u8]> {
+        let n = self.u16()?;
+        self.take(usize::from(n))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
 // H.264 helpers for tests and the simulators (production parameters come from retina)
 
 /// Builds an `avc1` sample entry with its `avcC` from one SPS and one PPS (NAL units without
@@ -677,6 +800,30 @@ mod tests {
             is_key: true,
         };
         assert!(media_segment(1, 0, &[empty]).is_err());
+    }
+
+    #[test]
+    fn parameter_sets_from_sample_entry() {
+        let entry = avc1_sample_entry(SPS, PPS, 320, 240).unwrap();
+        let (codec, sets) = parameter_sets(&entry).unwrap();
+        assert_eq!(codec, Codec::H264);
+        assert_eq!(sets, [SPS, PPS]);
+        for cut in [0, 8, 86, 95, entry.len() - 1] {
+            let mut short = entry[..cut].to_vec();
+            if short.len() >= 4 {
+                let n = short.len() as u32;
+                short[..4].copy_from_slice(&n.to_be_bytes());
+            }
+            assert!(parameter_sets(&short).is_err(), "cut at {cut}");
+        }
+        let mut avcc = vec![0, 0, 0, 2, 0x41, 0x9a];
+        assert!(!has_parameter_sets(Codec::H264, &avcc));
+        avcc.extend_from_slice(&[0, 0, 0, 1, 0x68]);
+        assert!(has_parameter_sets(Codec::H264, &avcc));
+        assert!(!has_parameter_sets(Codec::H264, &[0, 0, 0, 9, 0x67]));
+        // H.265 VPS (32), SPS (33), PPS (34) NAL headers are two bytes: type << 1.
+        assert!(has_parameter_sets(Codec::H265, &[0, 0, 0, 2, 0x42, 0x01]));
+        assert!(!has_parameter_sets(Codec::H265, &[0, 0, 0, 2, 0x26, 0x01]));
     }
 
     #[test]

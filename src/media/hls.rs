@@ -18,7 +18,7 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use crate::error::Error;
-use crate::media::fmp4::{self, Sample};
+use crate::media::fmp4::{self, Codec, Sample};
 
 /// RTP video clock: retina's timestamps and our timescale.
 pub const TIMESCALE: u32 = 90_000;
@@ -103,9 +103,15 @@ pub struct Segmenter {
     max_bytes: usize,
 
     params: Option<Params>,
+    /// The current parameter sets as AVCC NAL units, prepended to keyframes that lack them.
+    /// See [`Segmenter::set_params`].
+    inband: Option<(Codec, Bytes)>,
     /// Init segments still referenced by a held segment, plus the current one (last).
     inits: VecDeque<Init>,
     segments: VecDeque<Segment>,
+    /// The longest segment so far (90 kHz): `#EXT-X-TARGETDURATION` must not change over a
+    /// live playlist's life, so it does not shrink when a long segment leaves the window.
+    max_segment_duration: u64,
     /// Number of `#EXT-X-DISCONTINUITY` tags that have left the window.
     discontinuity_seq: u64,
     next_seq: u64,
@@ -138,8 +144,10 @@ impl Segmenter {
             window: window.max(1),
             max_bytes: DEFAULT_MAX_BYTES,
             params: None,
+            inband: None,
             inits: VecDeque::new(),
             segments: VecDeque::new(),
+            max_segment_duration: 0,
             discontinuity_seq: 0,
             next_seq: 0,
             next_generation: 0,
@@ -166,6 +174,15 @@ impl Segmenter {
     /// (`rfc6381_codec()`). The same parameters again are a no-op. Different ones close the
     /// segment being built (returning its sequence number), start a new init generation, and
     /// mark the next segment as a discontinuity. On error nothing changes.
+    ///
+    /// The parameter sets are also put in-band, before each keyframe that lacks them: ffmpeg
+    /// (5.1 checked; so also mpv, ffplay and anything recording our HLS with ffmpeg) ignores
+    /// the `moov` of a second `EXT-X-MAP` ("Found duplicated MOOV Atom. Skipped it") and
+    /// would decode the new resolution's slices with the old SPS. ISO 14496-15 allows
+    /// in-band copies with `avc1`; browsers (MSE, Safari) accept them. Cost: one SPS+PPS
+    /// (tens of bytes) per GOP. Not for H.265: `hvc1` sets `array_completeness = 1` ("no
+    /// parameter sets in the stream") and Safari wants `hvc1`, so there ffmpeg-based
+    /// players may show garbage after a resolution change until they reopen the stream.
     pub fn set_params(
         &mut self,
         sample_entry: &[u8],
@@ -189,6 +206,21 @@ impl Segmenter {
         if self.next_seq > 0 {
             self.discontinuity_pending = true;
         }
+        self.inband = match fmp4::parameter_sets(sample_entry) {
+            Ok((codec @ Codec::H264, sets)) => {
+                let mut avcc = Vec::new();
+                for set in sets {
+                    avcc.extend_from_slice(&(set.len() as u32).to_be_bytes());
+                    avcc.extend_from_slice(set);
+                }
+                Some((codec, Bytes::from(avcc)))
+            }
+            Ok((Codec::H265, _)) => None,
+            Err(e) => {
+                tracing::debug!(error = %e, "HLS: no in-band parameter sets");
+                None
+            }
+        };
         self.params = Some(Params {
             sample_entry: sample_entry.to_vec(),
             codec: codec.to_owned(),
@@ -258,6 +290,16 @@ impl Segmenter {
             completed = self.cut();
         }
 
+        let frame_data = match &self.inband {
+            Some((codec, sets)) if is_key && !fmp4::has_parameter_sets(*codec, &frame_data) => {
+                let mut d = Vec::with_capacity(sets.len() + frame_data.len());
+                d.extend_from_slice(sets);
+                d.extend_from_slice(&frame_data);
+                Bytes::from(d)
+            }
+            _ => frame_data,
+        };
+
         self.pending_bytes += frame_data.len();
         self.pending.push(PendingFrame {
             data: frame_data,
@@ -325,6 +367,7 @@ impl Segmenter {
         };
         self.next_seq += 1;
         self.stats.segments += 1;
+        self.max_segment_duration = self.max_segment_duration.max(duration);
         self.segments.push_back(Segment {
             seq,
             generation,
@@ -379,8 +422,10 @@ impl Segmenter {
     /// `?token=abc`) is repeated so that signed URLs keep working in players.
     pub fn playlist(&self, prefix: &str, query: &str) -> Option<String> {
         let first = self.segments.front()?;
-        let max = self.segments.iter().map(|s| s.duration).max().unwrap_or(0);
-        let target = max.div_ceil(u64::from(TIMESCALE)).max(1);
+        let target = self
+            .max_segment_duration
+            .div_ceil(u64::from(TIMESCALE))
+            .max(1);
         let mut m = String::with_capacity(256 + 64 * self.segments.len());
         // Writing to a String cannot fail.
         let _ = write!(
@@ -533,7 +578,12 @@ mod tests {
         let (tfdt0, samples0) = parse_segment(&s.segment(0).unwrap());
         assert_eq!(tfdt0, 0);
         assert_eq!(samples0.len(), 30);
-        assert!(samples0.iter().all(|&(d, size, _)| d == 9000 && size == 6));
+        assert!(samples0.iter().all(|&(d, _, _)| d == 9000));
+        // Keyframes carry the parameter sets in-band: 4 + SPS + 4 + PPS more bytes.
+        let inband = (4 + SPS.len() + 4 + PPS.len()) as u32;
+        assert_eq!(samples0[0].1, 6 + inband);
+        assert_eq!(samples0[1].1, 6);
+        assert_eq!(samples0[15].1, 6 + inband);
         assert_eq!(samples0[0].2, 0x0200_0000);
         assert_eq!(samples0[1].2, 0x0101_0000);
         assert_eq!(samples0[15].2, 0x0200_0000);
@@ -587,6 +637,13 @@ mod tests {
                 .unwrap()
                 .contains("#EXT-X-MEDIA-SEQUENCE:7\n")
         );
+        // One long segment (3.1 s: the keyframe left pending above, then 30 frames without
+        // one), then it leaves the window: the target duration stays 4.
+        feed(&mut s, &mut pts, 30, 30);
+        feed(&mut s, &mut pts, 41, 10);
+        let m = s.playlist("", "").unwrap();
+        assert!(!m.contains("#EXTINF:3.100"), "{m}");
+        assert!(m.contains("#EXT-X-TARGETDURATION:4\n"), "{m}");
 
         // Byte cap: 100 KB frames, 1 MB cap → the GOP being built plus a few segments.
         let mut s = segmenter(1, 100).with_max_bytes(1_000_000);

@@ -365,18 +365,32 @@ async fn demo(
             })?
     };
     let yaml = format!(
-        "# written by `gatehouse demo`\nversion: 1\nstorage:\n  path: {db}\nsources:\n  net2:\n    url: {url}\n    username: {user}\n    password: {pass}\n    client_id: {client_id}\n    safety_poll_interval: 30s\n  hikvision:\n    - {{ id: camera, url: \"{cam_url}\", username: admin, password: sim-hik-pass }}\n    - {{ id: nvr, url: \"{nvr_url}\", username: admin, password: sim-hik-pass }}\nmqtt:\n  embedded: true\n  embedded_bind: 127.0.0.1:{mqtt_port}\ndoors:\n  7242929: {{ name: Garage Port, mode: momentary, held_open_after: 2m, camera: camera/1 }}\n  6612642: {{ name: Fordør, open_time_ms: 5000, held_open_after: 1m }}\n  6203980: {{ name: Fordør Terndrupvej }}\n",
+        "# written by `gatehouse demo`\nversion: 1\nstorage:\n  path: {db}\nsources:\n  net2:\n    url: {url}\n    username: {user}\n    password: {pass}\n    client_id: {client_id}\n    safety_poll_interval: 30s\n  hikvision:\n    - {{ id: camera, url: \"{cam_url}\", username: admin, password: sim-hik-pass }}\n    - {{ id: nvr, url: \"{nvr_url}\", username: admin, password: sim-hik-pass }}\nmqtt:\n  embedded: true\n  embedded_bind: 127.0.0.1:{mqtt_port}\nmedia:\n  snapshot_on_alarm: [linedetection]\nweb:\n  bind: 127.0.0.1:{web_port}\n  jwt_secret: {jwt}\ndoors:\n  7242929: {{ name: Garage Port, mode: momentary, held_open_after: 2m, camera: camera/1 }}\n  6612642: {{ name: Fordør, open_time_ms: 5000, held_open_after: 1m, camera: nvr/2 }}\n  6203980: {{ name: Fordør Terndrupvej }}\n",
         db = db.display(),
         url = sim.base_url(),
+        web_port = if free(8480) { 8480 } else { 0 },
+        jwt = format!("demo-{:032x}", rand::random::<u128>()),
     );
     std::fs::write(&cfg_path, yaml)
         .ctx(ErrorKind::Storage, || "unable to write the demo config")?;
     let cfg = load(&cfg_path)?;
     let app = App::start(cfg, Some(cfg_path.clone()), Some(log)).await?;
     let mut out = std::io::stdout();
+    let web = match (&app.media, app.web_addr) {
+        (Some(m), Some(addr)) => {
+            let tok = m
+                .urls()
+                .and_then(|u| u.token("demo", Duration::from_secs(86400), None).ok())
+                .unwrap_or_default();
+            format!(
+                "  live video:       http://{addr}/live/camera/1?token={tok}\n  snapshot:         http://{addr}/api/device/camera/channel/1/snapshot?token={tok}\n  snapshot by MQTT: mosquitto_pub -p {mqtt_port} -t gatehouse/camera/camera/snapshot/set -m PRESS\n"
+            )
+        }
+        _ => String::new(),
+    };
     let _ = writeln!(
         out,
-        "\ngatehouse demo is running.\n  Net2 simulator:   {}\n  camera RTSP:      {cam_rtsp} (admin / sim-hik-pass)\n  NVR RTSP:         {nvr_rtsp} (channels 1-4)\n  MQTT broker:      127.0.0.1:{mqtt_port} (embedded)  try: mosquitto_sub -p {mqtt_port} -t 'gatehouse/#' -v\n  config (hot-reloaded): {}\n  database:         {}\n  follow events:    gatehouse events --follow --db {}\nPress Ctrl-C to stop.\n",
+        "\ngatehouse demo is running.\n  Net2 simulator:   {}\n  camera RTSP:      {cam_rtsp} (admin / sim-hik-pass)\n  NVR RTSP:         {nvr_rtsp} (channels 1-4)\n{web}  MQTT broker:      127.0.0.1:{mqtt_port} (embedded)  try: mosquitto_sub -p {mqtt_port} -t 'gatehouse/#' -v\n  config (hot-reloaded): {}\n  database:         {}\n  follow events:    gatehouse events --follow --db {}\nPress Ctrl-C to stop.\n",
         sim.base_url(),
         cfg_path.display(),
         db.display(),

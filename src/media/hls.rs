@@ -129,6 +129,11 @@ pub struct Segmenter {
     last_pts: Option<i64>,
     last_duration: u32,
     waiting_for_key: bool,
+    /// With [`Segmenter::with_short_first`]: the first segment of a run (after start, a reset
+    /// or new parameters) ends at the second keyframe whatever the target, so a viewer who
+    /// just pressed play waits one GOP, not a whole target duration.
+    short_first_enabled: bool,
+    short_first: bool,
 
     stats: Stats,
 }
@@ -159,11 +164,19 @@ impl Segmenter {
             last_pts: None,
             last_duration: DEFAULT_FRAME_DURATION,
             waiting_for_key: true,
+            short_first: true,
+            short_first_enabled: false,
             stats: Stats::default(),
         }
     }
 
     /// Sets the hard cap on [`Segmenter::bytes_held`] (oldest segments dropped first).
+    /// End the first segment of each run at its second keyframe (live viewers start sooner).
+    pub fn with_short_first(mut self) -> Self {
+        self.short_first_enabled = true;
+        self
+    }
+
     pub fn with_max_bytes(mut self, max_bytes: usize) -> Self {
         self.max_bytes = max_bytes;
         self
@@ -202,6 +215,7 @@ impl Segmenter {
         let completed = self.flush();
         // The old parameters' frames are finished with; the new ones start at a keyframe.
         self.waiting_for_key = true;
+        self.short_first = true;
         self.last_pts = None;
         if self.next_seq > 0 {
             self.discontinuity_pending = true;
@@ -244,6 +258,7 @@ impl Segmenter {
     pub fn reset(&mut self) -> Option<u64> {
         let completed = self.flush();
         self.waiting_for_key = true;
+        self.short_first = true;
         self.last_pts = None;
         if self.next_seq > 0 {
             self.discontinuity_pending = true;
@@ -286,8 +301,13 @@ impl Segmenter {
         self.last_pts = Some(pts_90k);
 
         let mut completed = None;
-        if is_key && !self.pending.is_empty() && self.pending_duration >= self.target {
+        if is_key
+            && !self.pending.is_empty()
+            && (self.pending_duration >= self.target
+                || (self.short_first && self.short_first_enabled))
+        {
             completed = self.cut();
+            self.short_first = false;
         }
 
         let frame_data = match &self.inband {
@@ -317,6 +337,7 @@ impl Segmenter {
             self.stats.gops_discarded += 1;
             self.clear_pending();
             self.waiting_for_key = true;
+            self.short_first = true;
             self.last_pts = None;
             if self.next_seq > 0 {
                 self.discontinuity_pending = true;
@@ -745,6 +766,25 @@ mod tests {
         assert_eq!(s.stats().timestamp_jumps, 0);
         let (tfdt2, _) = parse_segment(&s.segment(2).unwrap());
         assert_eq!(tfdt2, 15 * 9000);
+    }
+
+    #[test]
+    fn short_first_segment_is_one_gop() {
+        let mut s = segmenter(2, 10).with_short_first();
+        let mut pts = 0;
+        // GOP 1 s, target 2 s: the first segment is ready after one GOP.
+        assert_eq!(feed(&mut s, &mut pts, 11, 10), [0]);
+        assert_eq!(parse_segment(&s.segment(0).unwrap()).1.len(), 10);
+        // Later ones follow the target: 1.1 s pending is not enough.
+        assert_eq!(feed(&mut s, &mut pts, 11, 10), Vec::<u64>::new());
+        // After a reset (RTSP session restarted) the first segment is short again.
+        assert_eq!(s.reset(), Some(1));
+        assert_eq!(feed(&mut s, &mut pts, 11, 10), [2]);
+        assert_eq!(parse_segment(&s.segment(2).unwrap()).1.len(), 10);
+        // Without the option the first segment waits for the target.
+        let mut plain = segmenter(2, 10);
+        let mut pts = 0;
+        assert_eq!(feed(&mut plain, &mut pts, 11, 10), Vec::<u64>::new());
     }
 
     #[test]

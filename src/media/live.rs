@@ -87,7 +87,8 @@ impl Media {
                 channel,
                 seg: Mutex::new(
                     Segmenter::new(m.hls_segment.get(), m.hls_window as usize)
-                        .with_max_bytes(MAX_BYTES),
+                        .with_max_bytes(MAX_BYTES)
+                        .with_short_first(),
                 ),
                 touched: Mutex::new(Instant::now()),
                 segments: watch::channel(0).0,

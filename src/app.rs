@@ -56,6 +56,31 @@ impl App {
         });
         let commands = builder.take_commands().expect("command queue taken once");
         let bus = builder.build();
+        // The web server's socket first: with port 0 (tests) the URLs handed out name the
+        // port really bound.
+        let listener = match cfg
+            .web
+            .as_ref()
+            .filter(|_| !cfg.sources.hikvision.is_empty())
+        {
+            Some(w) => {
+                let l = crate::web::bind(w).await?;
+                if w.public_url.is_none()
+                    && w.bind.port() == 0
+                    && let Ok(addr) = l.local_addr()
+                {
+                    cfg_tx.send_modify(|c| {
+                        let mut c2 = (**c).clone();
+                        if let Some(w) = c2.web.as_mut() {
+                            w.public_url = Some(format!("http://{addr}"));
+                        }
+                        *c = Arc::new(c2);
+                    });
+                }
+                Some(l)
+            }
+            None => None,
+        };
         // Before the sources: it learns RTSP ports from their first device info.
         let media = if cfg.sources.hikvision.is_empty() {
             None
@@ -67,9 +92,11 @@ impl App {
                 sources_cancel.child_token(),
             )?)
         };
-        let web_addr = match (&media, &cfg.web) {
-            (Some(m), Some(_)) => Some(crate::web::serve(m.clone(), sinks_cancel.clone()).await?),
-            (None, Some(_)) => {
+        let web_addr = match (&media, &cfg.web, listener) {
+            (Some(m), Some(_), Some(l)) => {
+                Some(crate::web::serve(m.clone(), l, sinks_cancel.clone()).await?)
+            }
+            (None, Some(_), _) => {
                 tracing::warn!(
                     "web is configured but no camera is: the web server serves cameras only (for now) and stays off"
                 );

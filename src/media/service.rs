@@ -59,6 +59,16 @@ pub fn event_camera<'a>(cfg: &'a Config, door: Option<u64>, kind: &str) -> Optio
     d.camera_ref()
 }
 
+/// Whether an event is recent enough for a picture: live events always are; others (REST
+/// polling, a backfill after an outage) when their time is within [`PICTURE_MAX_AGE`] of now
+/// either way (Net2 stamps local time, and its offset can be off by the server's zone).
+pub fn event_is_fresh(live: bool, time: chrono::DateTime<chrono::FixedOffset>) -> bool {
+    live || (chrono::Utc::now() - time.to_utc())
+        .abs()
+        .to_std()
+        .is_ok_and(|d| d <= PICTURE_MAX_AGE)
+}
+
 /// Path (under the web server) of an event's picture.
 pub fn event_picture_path(event_id: &str) -> String {
     format!(
@@ -232,11 +242,8 @@ impl Media {
         else {
             return;
         };
-        let age = (chrono::Utc::now() - e.time.to_utc())
-            .to_std()
-            .unwrap_or_default();
-        if age > PICTURE_MAX_AGE {
-            tracing::debug!(event = %e.id, ?age, "event too old for a picture");
+        if !event_is_fresh(e.via == crate::model::Via::Live, e.time) {
+            tracing::debug!(event = %e.id, time = %e.time, "event too old for a picture");
             return;
         }
         let (tx, rx) = watch::channel(None);

@@ -74,7 +74,24 @@ async fn require_token(State(w): State<Web>, req: Request, next: Next) -> Respon
 }
 
 /// Bind and serve until `cancel`. Returns the bound address (port 0 in tests).
-pub async fn serve(media: Media, cancel: CancellationToken) -> crate::error::Result<SocketAddr> {
+/// Bind `web.bind` (before the media service starts, so URLs it hands out can name the real
+/// port when the config says port 0).
+pub async fn bind(cfg: &crate::config::WebConfig) -> crate::error::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(cfg.bind).await.map_err(|e| {
+        crate::error::Error::with_source(
+            crate::error::ErrorKind::Config,
+            format!("unable to listen on {} (web.bind)", cfg.bind),
+            e,
+        )
+    })
+}
+
+/// Serve on `listener` until `cancel`. Returns the bound address.
+pub async fn serve(
+    media: Media,
+    listener: tokio::net::TcpListener,
+    cancel: CancellationToken,
+) -> crate::error::Result<SocketAddr> {
     let cfg = media.config().web.clone().ok_or_else(|| {
         crate::error::Error::new(crate::error::ErrorKind::Config, "web is not configured")
     })?;
@@ -104,13 +121,6 @@ pub async fn serve(media: Media, cancel: CancellationToken) -> crate::error::Res
         .route("/static/hls.min.js", get(hls_js))
         .merge(protected)
         .with_state(w);
-    let listener = tokio::net::TcpListener::bind(cfg.bind).await.map_err(|e| {
-        crate::error::Error::with_source(
-            crate::error::ErrorKind::Config,
-            format!("unable to listen on {} (web.bind)", cfg.bind),
-            e,
-        )
-    })?;
     let addr = listener.local_addr().map_err(|e| {
         crate::error::Error::with_source(crate::error::ErrorKind::Internal, "no local address", e)
     })?;

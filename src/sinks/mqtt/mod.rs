@@ -346,9 +346,7 @@ impl Sink {
             return v;
         };
         let fresh = chrono::DateTime::parse_from_rfc3339(&e.time)
-            .ok()
-            .and_then(|t| (chrono::Utc::now() - t.to_utc()).to_std().ok())
-            .is_some_and(|age| age <= crate::media::service::PICTURE_MAX_AGE);
+            .is_ok_and(|t| crate::media::service::event_is_fresh(e.via == "live", t));
         let taken = || matches!(self.store.picture_for_event(&e.id), Ok(Some(_)));
         if fresh || taken() {
             v["picture"] = serde_json::json!({

@@ -1,0 +1,190 @@
+//! The feature no other integration has: a door event carries a picture from the camera that
+//! watches the door. Net2 simulator + Hikvision simulator (with RTSP) + real Mosquitto + the
+//! daemon's web server: the event's MQTT payload has a signed URL, the URL answers the JPEG,
+//! SQLite links the picture to the event, and on a running stream the picture is taken within
+//! a second of the event.
+
+mod common;
+
+use common::broker::{Broker, Recorder};
+use common::{Harness, config_text, wait_for};
+use gatehouse::sim::hikvision::{HikSim, HikSimConfig, Personality};
+use gatehouse::sim::net2::{SimConfig, SimEvent};
+use gatehouse::sim::rtsp::RtspSimConfig;
+use std::time::Duration;
+
+const T: Duration = Duration::from_secs(20);
+const DOOR: u64 = 6612642;
+
+struct Setup {
+    _broker: Broker,
+    h: Harness,
+    rec: Recorder,
+    cam: HikSim,
+    app: gatehouse::app::App,
+}
+
+async fn setup(door_extra: &str, cam_extra: &str, media: &str) -> Setup {
+    // reqwest (rustls-no-provider) in the test itself: ring, as the daemon uses.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let broker = Broker::start();
+    let rec = Recorder::start(broker.port, "rec", "#", false).await;
+    let h = Harness::new(SimConfig::default(), "").await;
+    let cam = HikSim::start(HikSimConfig {
+        personality: Personality::camera(),
+        rtsp: Some(RtspSimConfig::default()),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let base = config_text(&h.sim, &h.db(), "", "");
+    let door = format!("  {DOOR}: {{ open_time_ms: 800 }}");
+    assert!(base.contains(&door) && base.matches("doors:\n").count() == 1);
+    let text = format!(
+        "{}mqtt:\n  host: 127.0.0.1\n  port: {}\n  client_id: gh-doorpic-{}\nweb:\n  bind: 127.0.0.1:0\n  jwt_secret: door-pictures-test-secret\n{media}",
+        base.replace(
+            &door,
+            &format!("  {DOOR}: {{ open_time_ms: 800, camera: front/1{door_extra} }}")
+        )
+        .replace(
+            "doors:\n",
+            &format!(
+                "  hikvision:\n    - {{ id: front, url: \"{}\", username: admin, password: sim-hik-pass{cam_extra} }}\ndoors:\n",
+                cam.base_url()
+            )
+        ),
+        broker.port,
+        rand::random::<u32>()
+    );
+    let cfg = gatehouse::config::load_str(&text, &|_| None).expect("valid config");
+    let app = gatehouse::app::App::start(cfg, None, None).await.unwrap();
+    Setup {
+        _broker: broker,
+        h,
+        rec,
+        cam,
+        app,
+    }
+}
+
+fn event_payload(rec: &Recorder) -> Option<serde_json::Value> {
+    rec.on(&format!("gatehouse/door/{DOOR}/event"))
+        .iter()
+        .map(|m| m.json())
+        .find(|j| j["event_type"] == "access_granted")
+}
+
+async fn live(s: &Setup) {
+    wait_for("net2 live", T, || s.h.sim.websocket_count() == 1).await;
+    wait_for("camera info (RTSP port)", T, || {
+        !s.rec.on("gatehouse/camera/front/info").is_empty()
+    })
+    .await;
+    wait_for("alert stream", T, || s.cam.stream_count() == 1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_door_event_on_a_running_stream_carries_a_picture_taken_within_a_second() {
+    let s = setup("", ", use_picture: false", "").await;
+    live(&s).await;
+    let media = s.app.media.clone().unwrap();
+    // A running stream (someone is watching live).
+    let _live = media.live_start("front", 1).await.unwrap();
+    let hub = media
+        .hub("front", 1, gatehouse::config::StreamKind::Main)
+        .unwrap();
+    wait_for("stream running", T, || hub.gop_until(None).is_some()).await;
+
+    s.h.sim.push_event(SimEvent::new(20, DOOR).user(8));
+    wait_for("event", T, || event_payload(&s.rec).is_some()).await;
+    let ev = event_payload(&s.rec).unwrap();
+    let url = ev["picture"]["url"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no picture URL in {ev}"));
+    assert!(url.contains("token="), "a signed URL: {url}");
+    assert_eq!(ev["picture"]["camera"], "front");
+    let id = ev["id"].as_str().unwrap().to_string();
+
+    // The URL answers the JPEG (waiting for it if it is still being taken).
+    let res = reqwest::get(url).await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()["content-type"], "image/jpeg");
+    let jpeg = res.bytes().await.unwrap();
+    assert!(jpeg.starts_with(&[0xFF, 0xD8]));
+    // Without the token: refused.
+    let bare = url.split('?').next().unwrap();
+    assert_eq!(reqwest::get(bare).await.unwrap().status(), 401);
+
+    // Linked in SQLite, from the stream, within a second of the event's arrival.
+    let row = s.app.store.picture_for_event(&id).unwrap().expect("linked");
+    assert_eq!(row.source, "live");
+    assert_eq!(row.trigger, "door_event");
+    let conn = rusqlite::Connection::open(s.h.db()).unwrap();
+    let received: String = conn
+        .query_row("SELECT received FROM events WHERE id = ?1", [&id], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    let received = chrono::DateTime::parse_from_rfc3339(&received).unwrap();
+    let lag = row.taken - received.to_utc();
+    assert!(
+        lag <= chrono::Duration::seconds(1) && lag >= chrono::Duration::zero(),
+        "picture taken {lag:?} after the event arrived"
+    );
+    // The JPEG also went out on the camera topic, not retained (per-event images never are).
+    let pics = s.rec.on("gatehouse/camera/front/ch1/snapshot");
+    assert!(pics.iter().any(|m| m.payload == jpeg.as_ref() && !m.retain));
+    s.app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_configured_door_events_take_pictures_and_alarms_can_too() {
+    // Pictures only for forced doors; and for line crossings of the camera.
+    let s = setup(
+        ", snapshot_on: [door_forced]",
+        "",
+        "media:\n  snapshot_on_alarm: [linedetection]\n",
+    )
+    .await;
+    live(&s).await;
+    s.h.sim.push_event(SimEvent::new(20, DOOR).user(8));
+    wait_for("event", T, || event_payload(&s.rec).is_some()).await;
+    let ev = event_payload(&s.rec).unwrap();
+    assert!(ev.get("picture").is_none(), "not configured: {ev}");
+
+    // A forced door takes one (from the camera's /picture this time).
+    s.h.sim.push_event(SimEvent::new(92, DOOR));
+    s.cam.push_alert(1, "linedetection", "active");
+    wait_for("alarm picture", T, || {
+        s.rec
+            .on("gatehouse/camera/front/ch1/snapshot/meta")
+            .iter()
+            .any(|m| m.json()["trigger"] == "alarm")
+    })
+    .await;
+    let meta = s
+        .rec
+        .on("gatehouse/camera/front/ch1/snapshot/meta")
+        .into_iter()
+        .map(|m| m.json())
+        .find(|m| m["trigger"] == "alarm")
+        .unwrap();
+    assert_eq!(meta["source"], "picture");
+    let jpeg = &s.rec.on("gatehouse/camera/front/ch1/snapshot")[0].payload;
+    assert_eq!(jpeg, &s.cam.picture());
+    // The forced door's picture is linked to it; the access event has none.
+    let access = ev["id"].as_str().unwrap().to_string();
+    assert!(s.app.store.picture_for_event(&access).unwrap().is_none());
+    let conn = rusqlite::Connection::open(s.h.db()).unwrap();
+    wait_for("forced door picture", T, || {
+        conn.query_row(
+            "SELECT count(*) FROM pictures p JOIN events e ON e.id = p.event_id WHERE e.kind = 'door_forced'",
+            [],
+            |r| r.get::<_, i64>(0),
+        )
+        .unwrap()
+            == 1
+    })
+    .await;
+    s.app.shutdown().await;
+}

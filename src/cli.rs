@@ -29,6 +29,12 @@ pub enum Action {
     Net2Doors {
         config: PathBuf,
     },
+    Token {
+        config: PathBuf,
+        name: String,
+        ttl: String,
+        scope: Option<String>,
+    },
     SimNet2 {
         bind: std::net::SocketAddr,
         every: u64,
@@ -75,6 +81,24 @@ pub async fn dispatch(a: Action) -> Result<()> {
             events(&db, follow, last, json).await
         }
         Action::Net2Doors { config } => net2_doors(&load(&config)?).await,
+        Action::Token {
+            config,
+            name,
+            ttl,
+            scope,
+        } => {
+            let cfg = load(&config)?;
+            let web = cfg.web.ok_or_else(|| {
+                Error::new(ErrorKind::Config, "no web section in the config: no server to open")
+            })?;
+            let ttl: config::HumanDuration = serde_norway::from_str(&ttl).map_err(|e| {
+                Error::new(ErrorKind::InvalidArgument, format!("--ttl {ttl:?}: {e}"))
+            })?;
+            let signer = crate::web::auth::UrlSigner::new(&web)?;
+            let t = signer.token(&name, ttl.get(), scope.as_deref())?;
+            let _ = writeln!(std::io::stdout(), "{t}");
+            Ok(())
+        }
         Action::SimNet2 { bind, every } => sim_net2(bind, every).await,
         Action::Net2Open {
             config,

@@ -56,6 +56,21 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Print a token for the web server (`Authorization: Bearer …` or `?token=…`), signed
+    /// with web.jwt_secret. Anyone holding it sees the cameras until it expires.
+    Token {
+        #[arg(short, long, default_value = "/etc/gatehouse/config.yaml")]
+        config: PathBuf,
+        /// Who it is for (the token's `sub`, logged when refused).
+        #[arg(long, default_value = "cli")]
+        name: String,
+        /// Lifetime: 30d, 12h, 90m…
+        #[arg(long, default_value = "30d")]
+        ttl: String,
+        /// Only paths under this prefix (e.g. /hls/garage/1/); default: everything.
+        #[arg(long)]
+        scope: Option<String>,
+    },
     /// Run a device simulator on its own (for trying gatehouse or measuring it).
     Sim {
         #[command(subcommand)]
@@ -120,6 +135,17 @@ fn main() -> ExitCode {
                 }
             };
         }
+        Cmd::Token {
+            config,
+            name,
+            ttl,
+            scope,
+        } => gatehouse::cli::Action::Token {
+            config,
+            name,
+            ttl,
+            scope,
+        },
         Cmd::Demo { dir, seconds } => gatehouse::cli::Action::Demo {
             dir,
             seconds,

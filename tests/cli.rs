@@ -32,6 +32,30 @@ fn check_config_prints_every_error_with_its_path() {
 }
 
 #[test]
+fn token_prints_a_jwt_the_server_accepts_for_its_scope_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("c.yaml");
+    std::fs::write(&f, "version: 1\nweb: { jwt_secret: cli-test-secret-0123 }\n").unwrap();
+    let out = Command::new(BIN)
+        .args(["token", "--ttl", "1h", "--scope", "/hls/garage/1/", "-c"])
+        .arg(&f)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let tok = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let cfg = gatehouse::config::load_file(&f).unwrap();
+    let signer = gatehouse::web::auth::UrlSigner::new(cfg.web.as_ref().unwrap()).unwrap();
+    let claims = signer.check(Some(&tok), "/hls/garage/1/index.m3u8").unwrap().unwrap();
+    assert_eq!(claims.sub, "cli");
+    assert!(signer.check(Some(&tok), "/api/pictures/x.jpg").is_err());
+    // Without a web section there is nothing to sign for.
+    std::fs::write(&f, "version: 1\n").unwrap();
+    let out = Command::new(BIN).args(["token", "-c"]).arg(&f).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no web section"));
+}
+
+#[test]
 fn example_config_is_valid_and_documented() {
     let out = Command::new(BIN)
         .args([
@@ -41,6 +65,7 @@ fn example_config_is_valid_and_documented() {
         ])
         .env("NET2_PASSWORD", "example")
         .env("CAMERA_PASSWORD", "example")
+        .env("GATEHOUSE_JWT_SECRET", "example-secret-0123456789")
         .output()
         .unwrap();
     assert!(
@@ -63,6 +88,7 @@ fn example_config_is_valid_and_documented() {
         ])
         .env_remove("NET2_PASSWORD")
         .env("CAMERA_PASSWORD", "example")
+        .env("GATEHOUSE_JWT_SECRET", "example-secret-0123456789")
         .output()
         .unwrap();
     assert!(!out.status.success());

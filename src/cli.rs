@@ -89,7 +89,10 @@ pub async fn dispatch(a: Action) -> Result<()> {
         } => {
             let cfg = load(&config)?;
             let web = cfg.web.ok_or_else(|| {
-                Error::new(ErrorKind::Config, "no web section in the config: no server to open")
+                Error::new(
+                    ErrorKind::Config,
+                    "no web section in the config: no server to open",
+                )
             })?;
             let ttl: config::HumanDuration = serde_norway::from_str(&ttl).map_err(|e| {
                 Error::new(ErrorKind::InvalidArgument, format!("--ttl {ttl:?}: {e}"))

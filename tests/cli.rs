@@ -35,22 +35,37 @@ fn check_config_prints_every_error_with_its_path() {
 fn token_prints_a_jwt_the_server_accepts_for_its_scope_only() {
     let dir = tempfile::tempdir().unwrap();
     let f = dir.path().join("c.yaml");
-    std::fs::write(&f, "version: 1\nweb: { jwt_secret: cli-test-secret-0123 }\n").unwrap();
+    std::fs::write(
+        &f,
+        "version: 1\nweb: { jwt_secret: cli-test-secret-0123 }\n",
+    )
+    .unwrap();
     let out = Command::new(BIN)
         .args(["token", "--ttl", "1h", "--scope", "/hls/garage/1/", "-c"])
         .arg(&f)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let tok = String::from_utf8_lossy(&out.stdout).trim().to_string();
     let cfg = gatehouse::config::load_file(&f).unwrap();
     let signer = gatehouse::web::auth::UrlSigner::new(cfg.web.as_ref().unwrap()).unwrap();
-    let claims = signer.check(Some(&tok), "/hls/garage/1/index.m3u8").unwrap().unwrap();
+    let claims = signer
+        .check(Some(&tok), "/hls/garage/1/index.m3u8")
+        .unwrap()
+        .unwrap();
     assert_eq!(claims.sub, "cli");
     assert!(signer.check(Some(&tok), "/api/pictures/x.jpg").is_err());
     // Without a web section there is nothing to sign for.
     std::fs::write(&f, "version: 1\n").unwrap();
-    let out = Command::new(BIN).args(["token", "-c"]).arg(&f).output().unwrap();
+    let out = Command::new(BIN)
+        .args(["token", "-c"])
+        .arg(&f)
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("no web section"));
 }

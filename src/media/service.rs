@@ -160,6 +160,21 @@ impl Media {
         let m = media.clone();
         let rx = bus.watch();
         tokio::spawn(async move { m.follow_bus(rx).await });
+        // `media.idle_close` applies live to the running hubs (the rest is read at each use).
+        let m = media.clone();
+        let mut cfg_rx = m.0.cfg_rx.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    r = cfg_rx.changed() => if r.is_err() { return },
+                    _ = m.0.cancel.cancelled() => return,
+                }
+                let idle = cfg_rx.borrow().media.idle_close.get();
+                for h in lock(&m.0.hubs).values() {
+                    h.set_idle_close(idle);
+                }
+            }
+        });
         Ok(media)
     }
 
@@ -615,7 +630,7 @@ async fn decode(
 ) -> Result<bytes::Bytes> {
     if params.encoding != "h264" {
         return Err(Error::new(
-            ErrorKind::InvalidArgument,
+            ErrorKind::Protocol,
             format!(
                 "the stream is {} ({}); gatehouse decodes only H.264 for snapshots: enable the camera's /picture (use_picture) or set the snapshot stream to H.264",
                 params.encoding.to_uppercase(),
@@ -659,6 +674,21 @@ mod tests {
             rtsp_url(&c, None, 3, StreamKind::Sub).unwrap().as_str(),
             "rtsp://cam/ch3/s2"
         );
+    }
+
+    #[tokio::test]
+    async fn h265_without_picture_is_a_clear_error() {
+        let params = Arc::new(Params {
+            encoding: "h265".into(),
+            sample_entry: Vec::new(),
+            codec: "hvc1.1.6.L120.90".into(),
+            width: 1920,
+            height: 1080,
+            extra_data: Vec::new(),
+        });
+        let e = decode(params, Vec::new(), 80, 0).await.unwrap_err();
+        let msg = e.to_string();
+        assert!(msg.contains("H265") && msg.contains("use_picture"), "{msg}");
     }
 
     #[test]

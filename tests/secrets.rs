@@ -122,3 +122,93 @@ fn pins_phones_and_passwords_never_leave_the_process() {
         );
     }
 }
+
+/// Camera passwords (Digest for ISAPI and RTSP, also when written into an `rtsp_url`) stay
+/// out of logs, the bus, the database and the URLs handed out — on success and on failure.
+#[test]
+fn camera_passwords_never_leave_the_process() {
+    use gatehouse::sim::hikvision::{HikSim, HikSimConfig};
+    use gatehouse::sim::rtsp::RtspSimConfig;
+    const PW: &str = "Cam-S3cret:p@ss";
+    let buf = Buf::default();
+    let writer = buf.clone();
+    let sub = tracing_subscriber::fmt()
+        .with_env_filter("trace")
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(sub);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (dump, db, wal, errors) = rt.block_on(async {
+        let cam = HikSim::start(HikSimConfig {
+            password: PW.into(),
+            rtsp: Some(RtspSimConfig::default()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        let rtsp = cam.rtsp_url(101).unwrap();
+        let enc: String = percent_encoding::utf8_percent_encode(PW, percent_encoding::NON_ALPHANUMERIC).to_string();
+        let with_creds = rtsp.replacen("rtsp://", &format!("rtsp://admin:{enc}@"), 1);
+        let dir = tempfile::tempdir().unwrap();
+        // `good` finds its password in its rtsp_url; `bad` has a wrong one everywhere.
+        let yaml = format!(
+            "version: 1\nstorage: {{ path: {}/g.db }}\nmedia: {{ snapshot_timeout: 4s }}\nweb: {{ bind: 127.0.0.1:0, jwt_secret: secrets-test-secret-0123 }}\nsources:\n  hikvision:\n    - {{ id: good, url: \"{url}\", password: not-this-one, use_picture: false, rtsp_url: \"{with_creds}\" }}\n    - {{ id: bad, url: \"{url}\", password: \"{PW}-wrong\", use_picture: false, rtsp_url: \"{rtsp}\" }}\n",
+            dir.path().display(),
+            url = cam.base_url(),
+        );
+        let cfg = gatehouse::config::load_str(&yaml, &|_| None).unwrap();
+        let app = gatehouse::app::App::start(cfg, None, None).await.unwrap();
+        let media = app.media.clone().unwrap();
+        let mut watch = app.bus.watch();
+        let snap = media
+            .snapshot("good", 1, None, gatehouse::media::service::Trigger::Rest)
+            .await
+            .unwrap();
+        assert!(snap.jpeg.starts_with(&[0xFF, 0xD8]));
+        let live = media.live_start("good", 1).await.unwrap();
+        assert!(live.ready(Duration::from_secs(20)).await);
+        let err = media
+            .snapshot("bad", 1, None, gatehouse::media::service::Trigger::Rest)
+            .await
+            .unwrap_err()
+            .to_string();
+        media.live_stop("good", 1);
+        // One login attempt per try, and no quick retries after a refusal (lockout).
+        eprintln!("bad snapshot error: {err}");
+        let bad = cam.rtsp().unwrap().stats().bad_logins;
+        assert!((1..=2).contains(&bad), "{bad} bad RTSP logins");
+        app.shutdown().await;
+        let mut dump = String::new();
+        while let Ok(m) = watch.try_recv() {
+            dump.push_str(&format!("{m:?}\n"));
+        }
+        let db_path = dir.path().join("g.db");
+        let db = std::fs::read(&db_path).unwrap();
+        let wal = std::fs::read(db_path.with_extension("db-wal")).unwrap_or_default();
+        (dump, db, wal, err)
+    });
+    let logs = String::from_utf8_lossy(&buf.0.lock().unwrap()).into_owned();
+    assert!(logs.contains("RTSP session playing"), "the session ran");
+    assert!(dump.contains("Snapshot"), "the bus carried the picture");
+    let enc: String =
+        percent_encoding::utf8_percent_encode(PW, percent_encoding::NON_ALPHANUMERIC).to_string();
+    for needle in [PW, enc.as_str(), "Cam-S3cret"] {
+        let hit = logs.lines().find(|l| l.contains(needle));
+        assert!(hit.is_none(), "{needle:?} appears in the logs: {hit:?}");
+        assert!(!dump.contains(needle), "{needle:?} appears on the bus");
+        assert!(
+            !errors.contains(needle),
+            "{needle:?} appears in an error: {errors}"
+        );
+        for (what, bytes) in [("database", &db), ("WAL", &wal)] {
+            assert!(
+                !bytes.windows(needle.len()).any(|w| w == needle.as_bytes()),
+                "{needle:?} appears in the {what}"
+            );
+        }
+    }
+}

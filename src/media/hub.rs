@@ -27,6 +27,8 @@ const FANOUT: usize = 512;
 /// The kept GOP is cut when a camera sends absurdly long GOPs (or none at all).
 const GOP_MAX_FRAMES: usize = 600;
 const GOP_MAX_BYTES: usize = 16 << 20;
+/// After refused credentials, the next attempt waits at least this long.
+const AUTH_BACKOFF: Duration = Duration::from_secs(120);
 
 /// One access unit. `data` is 4-byte length-prefixed NALs; keyframes carry SPS/PPS in front.
 #[derive(Debug)]
@@ -367,6 +369,9 @@ async fn run(hub: Arc<Hub>) {
                 if started.elapsed() > Duration::from_secs(30) {
                     backoff = Duration::from_millis(500);
                 }
+                if e.kind() == ErrorKind::Auth {
+                    backoff = backoff.max(AUTH_BACKOFF);
+                }
                 let target = hub
                     .target
                     .lock()
@@ -377,7 +382,13 @@ async fn run(hub: Arc<Hub>) {
                     _ = tokio::time::sleep(backoff) => {}
                     _ = hub.cancel.cancelled() => return,
                 }
-                backoff = (backoff * 2).min(Duration::from_secs(30));
+                backoff = (backoff * 2).min(Duration::from_secs(30)).max(
+                    if e.kind() == ErrorKind::Auth {
+                        AUTH_BACKOFF
+                    } else {
+                        Duration::ZERO
+                    },
+                );
             }
         }
         {
@@ -418,7 +429,15 @@ async fn play(hub: &Arc<Hub>) -> Result<()> {
         .user_agent(format!("gatehouse/{}", env!("CARGO_PKG_VERSION")))
         .session_group(hub.group.clone());
     let rtsp = |what: &str, e: retina::Error| {
-        Error::new(ErrorKind::Unavailable, format!("RTSP {what}: {e}"))
+        let msg = format!("RTSP {what}: {e}");
+        // Refused credentials: retrying soon only locks the camera's account (Hikvision
+        // locks a client out for ~30 min after a few bad logins).
+        let kind = if msg.contains("401") || msg.contains("Unauthorized") {
+            ErrorKind::Auth
+        } else {
+            ErrorKind::Unavailable
+        };
+        Error::new(kind, msg)
     };
     let connect = async {
         let mut session = retina::client::Session::describe(target.url.clone(), opts)

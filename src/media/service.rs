@@ -616,6 +616,8 @@ async fn device_picture(client: &IsapiClient, channel: u32) -> Result<bytes::Byt
         .await;
         match r {
             Ok(b) => return Ok(b),
+            // Refused credentials: a second path would only count as another bad login.
+            Err(e) if e.kind() == ErrorKind::Auth => return Err(e),
             Err(e) => errs.push(e.to_string()),
         }
     }

@@ -12,6 +12,8 @@ command -v mosquitto_sub >/dev/null || need+=(mosquitto-clients)
 # /usr/bin/python3 (needs its gi), ffprobe/ffmpeg as the reference client.
 command -v ffprobe >/dev/null || need+=(ffmpeg)
 command -v gst-inspect-1.0 >/dev/null || need+=(gstreamer1.0-tools)
+# Browser test (tests/media_live.rs): headless Chromium plays the HLS page over CDP.
+command -v chromium >/dev/null || need+=(chromium)
 /usr/bin/python3 -c 'import gi' 2>/dev/null || need+=(python3-gi)
 if ! /usr/bin/python3 tests/support/rtsp_server.py --check >/dev/null 2>&1; then
   need+=(gstreamer1.0-rtsp gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-ugly

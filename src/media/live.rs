@@ -119,7 +119,11 @@ impl Media {
 
     /// Stop a stream; false when it was not running.
     pub fn live_stop(&self, camera: &str, channel: u32) -> bool {
-        match self.live(camera, channel) {
+        // Out of the map at once (not when its task gets round to it): the playlist 404s as
+        // soon as STOP is answered, and a START right after gets a fresh stream rather than
+        // this one, about to vanish.
+        let l = lock(&self.0.live.0).remove(&(camera.to_string(), channel));
+        match l {
             Some(l) => {
                 l.stop.cancel();
                 true
@@ -203,7 +207,14 @@ async fn run(media: Media, live: Arc<Live>, mut sub: Subscription) {
         }
     };
     drop(sub);
-    lock(&media.0.live.0).remove(&(live.camera.clone(), live.channel));
+    {
+        // Only this stream's own entry: after a STOP a new one may already be running.
+        let mut lives = lock(&media.0.live.0);
+        let key = (live.camera.clone(), live.channel);
+        if lives.get(&key).is_some_and(|l| Arc::ptr_eq(l, &live)) {
+            lives.remove(&key);
+        }
+    }
     tracing::info!(camera = %live.camera, channel = live.channel, reason = why, "live stream stopped");
     media.publish_state(&live, false, why).await;
 }

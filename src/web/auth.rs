@@ -24,14 +24,20 @@ pub struct Claims {
 /// Signs and checks tokens; knows the server's public base URL.
 #[derive(Clone)]
 pub struct UrlSigner {
-    base: String,
+    /// Shared by clones: [`UrlSigner::set_base`] fixes it once the server has bound.
+    base: std::sync::Arc<std::sync::RwLock<String>>,
     keys: Option<(EncodingKey, DecodingKey)>,
     ttl: Duration,
 }
 
 impl std::fmt::Debug for UrlSigner {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "UrlSigner({}, auth {})", self.base, self.keys.is_some())
+        write!(
+            f,
+            "UrlSigner({}, auth {})",
+            self.base(),
+            self.keys.is_some()
+        )
     }
 }
 
@@ -58,7 +64,7 @@ impl UrlSigner {
             }
         };
         Ok(UrlSigner {
-            base: cfg.base_url(),
+            base: std::sync::Arc::new(std::sync::RwLock::new(cfg.base_url())),
             keys,
             ttl: cfg.url_token_ttl.get(),
         })
@@ -68,8 +74,14 @@ impl UrlSigner {
         self.keys.is_some()
     }
 
-    pub fn base(&self) -> &str {
-        &self.base
+    pub fn base(&self) -> String {
+        self.base.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Replace the base URL: `web.bind` with port 0 (tests) is only known once bound, and
+    /// `http://127.0.0.1:0/…` in an MQTT payload would open nothing.
+    pub fn set_base(&self, base: &str) {
+        *self.base.write().unwrap_or_else(|p| p.into_inner()) = base.trim_end_matches('/').into();
     }
 
     /// A token for `sub`, valid `ttl`, limited to `scope` when given.
@@ -96,12 +108,12 @@ impl UrlSigner {
 
     /// Full URL of `path` with a token scoped to exactly it.
     pub fn signed(&self, path: &str) -> String {
-        format!("{}{path}{}", self.base, self.query(path))
+        format!("{}{path}{}", self.base(), self.query(path))
     }
 
     /// Full URL of `path` with a token scoped to `scope` (a prefix of `path`).
     pub fn signed_scope(&self, path: &str, scope: &str) -> String {
-        format!("{}{path}{}", self.base, self.query(scope))
+        format!("{}{path}{}", self.base(), self.query(scope))
     }
 
     /// Check a token for a request path. Without auth every request passes.

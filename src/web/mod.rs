@@ -99,7 +99,10 @@ pub async fn serve(
     if !signer.auth_required() {
         tracing::warn!(bind = %cfg.bind, "web.auth is none: anyone who reaches the server sees the cameras");
     }
-    let w = Web { media, signer };
+    let w = Web {
+        media: media.clone(),
+        signer,
+    };
     let protected = Router::new()
         .route("/api/device/{device}/channel/{ch}/live", get(live_start))
         .route("/api/device/{device}/channel/{ch}/stop", post(live_stop))
@@ -124,6 +127,13 @@ pub async fn serve(
     let addr = listener.local_addr().map_err(|e| {
         crate::error::Error::with_source(crate::error::ErrorKind::Internal, "no local address", e)
     })?;
+    // Port 0 (tests): the URLs handed out must name the port actually bound.
+    if cfg.public_url.is_none()
+        && cfg.bind.port() == 0
+        && let Some(u) = media.urls()
+    {
+        u.set_base(&format!("http://{addr}"));
+    }
     tracing::info!(%addr, "web server listening");
     tokio::spawn(async move {
         let r = axum::serve(listener, app)

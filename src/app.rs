@@ -56,29 +56,13 @@ impl App {
         });
         let commands = builder.take_commands().expect("command queue taken once");
         let bus = builder.build();
-        // The web server's socket first: with port 0 (tests) the URLs handed out name the
-        // port really bound.
+        // The web server's socket first: a bind error fails the start before anything runs.
         let listener = match cfg
             .web
             .as_ref()
             .filter(|_| !cfg.sources.hikvision.is_empty())
         {
-            Some(w) => {
-                let l = crate::web::bind(w).await?;
-                if w.public_url.is_none()
-                    && w.bind.port() == 0
-                    && let Ok(addr) = l.local_addr()
-                {
-                    cfg_tx.send_modify(|c| {
-                        let mut c2 = (**c).clone();
-                        if let Some(w) = c2.web.as_mut() {
-                            w.public_url = Some(format!("http://{addr}"));
-                        }
-                        *c = Arc::new(c2);
-                    });
-                }
-                Some(l)
-            }
+            Some(w) => Some(crate::web::bind(w).await?),
             None => None,
         };
         // Before the sources: it learns RTSP ports from their first device info.

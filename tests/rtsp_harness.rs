@@ -169,9 +169,11 @@ fn assert_continuous(pkts: &[common::rtsp::Packet], fps: u32, seconds: f64) {
     for p in pkts {
         *per_pts.entry(p.pts).or_default() += 1;
     }
-    // ffmpeg gives a keyframe's SEI/parameter sets as a packet of their own: 2 per pts at most.
+    // ffmpeg gives a keyframe's SEI/parameter sets as a packet of their own (2 per pts), and
+    // on a loaded machine a late frame can share a pts (3 seen under CI load); a restarted
+    // pipeline shows 18–33 on one pts, so 4 still tells them apart.
     let worst = per_pts.values().max().copied().unwrap_or(0);
-    assert!(worst <= 2, "{worst} packets on one pts");
+    assert!(worst <= 4, "{worst} packets on one pts");
     let expect = seconds * f64::from(fps);
     let frames = per_pts.len() as f64;
     assert!(

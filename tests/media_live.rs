@@ -757,7 +757,7 @@ async fn the_stream_survives_an_rtsp_server_restart() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn late_joiners_and_slow_consumers_resume_at_keyframes() {
-    // 50 fps, a keyframe every 25 frames: the hub's 512-frame fan-out fills in ~10 s.
+    // 50 fps, a keyframe every 25 frames: the hub's 128-frame fan-out fills in ~3 s.
     const STEP: i64 = 90_000 / 50;
     let cam = camera_sim(StreamConfig {
         width: 320,
@@ -823,7 +823,7 @@ async fn late_joiners_and_slow_consumers_resume_at_keyframes() {
     let mut slow = hub.subscribe();
     let at = hub.stats().frames;
     wait_for("the fan-out overflows", Duration::from_secs(60), || {
-        hub.stats().frames > at + 512 + 50
+        hub.stats().frames > at + 128 + 50
     })
     .await;
     let mut missed = None;
@@ -898,5 +898,44 @@ async fn a_snapshot_on_a_running_stream_comes_from_it() {
         "the running session was used, no second one"
     );
     d.media.live_stop("garage", 1);
+    d.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_that_cannot_start_says_why_and_stops() {
+    // Nothing listens on that port: the camera is unreachable over RTSP.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = dead.local_addr().unwrap().port();
+    drop(dead);
+    let cam = camera_sim(StreamConfig::main()).await;
+    let d = Daemon::start(
+        |_| {
+            cam_line(
+                "garage",
+                &cam,
+                &format!(", use_picture: false, rtsp_url: \"rtsp://127.0.0.1:{port}/x\""),
+            )
+        },
+        "media: { snapshot_timeout: 2s }\n",
+    )
+    .await;
+    let (st, body) = d
+        .call("GET", "/api/device/garage/channel/1/live", Some(&d.token()))
+        .await;
+    assert_eq!(st, 502, "{body}");
+    let why = body["detail"].as_str().unwrap();
+    assert!(
+        why.contains("did not start") && why.contains("refused"),
+        "{why}"
+    );
+    // Not left behind reconnecting for hls_stop_after.
+    assert!(d.media.live("garage", 1).is_none());
+    wait_for("OFF", T, || {
+        d.rec
+            .on("gatehouse/camera/garage/ch1/stream")
+            .last()
+            .is_some_and(|m| m.json()["state"] == "OFF")
+    })
+    .await;
     d.stop().await;
 }

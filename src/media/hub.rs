@@ -23,7 +23,9 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 /// Frames buffered per hub for consumers; a consumer further behind than this skips ahead.
-const FANOUT: usize = 512;
+/// 128 frames: 5 s at 25 fps of slack; each slot pins a frame, so more costs memory per
+/// stream (about 2.5 MB at 1080p / 4 Mbit/s) for no benefit to a viewer that far behind.
+const FANOUT: usize = 128;
 /// The kept GOP is cut when a camera sends absurdly long GOPs (or none at all).
 const GOP_MAX_FRAMES: usize = 600;
 const GOP_MAX_BYTES: usize = 16 << 20;

@@ -168,6 +168,8 @@ async fn live_start(State(w): State<Web>, Path((device, ch)): Path<(String, u32)
             .stats()
             .last_error
             .unwrap_or_else(|| "no segment yet".into());
+        // Nobody will play it: do not keep reconnecting to the camera for hls_stop_after.
+        w.media.live_stop(&device, ch);
         return detail(
             StatusCode::BAD_GATEWAY,
             format!("the stream did not start within {gop_wait:?}: {why}"),

@@ -435,6 +435,7 @@ impl Sink {
                         if l.ready(wait).await {
                             Ok("live stream playable".to_string())
                         } else {
+                            media.live_stop(camera, *channel);
                             Err(crate::error::Error::new(
                                 ErrorKind::Unavailable,
                                 format!(

@@ -584,8 +584,12 @@ impl Config {
             Some(m) if m.embedded => format!("embedded broker on {}", m.embedded_bind),
             Some(m) => format!("{}:{}", m.host, m.port),
         };
+        let web = match &self.web {
+            Some(w) => format!("; web on {}", w.bind),
+            None => String::new(),
+        };
         format!(
-            "{} door(s) configured; sources: {}; mqtt: {mqtt}; database {}",
+            "{} door(s) configured; sources: {}; mqtt: {mqtt}; database {}{web}",
             self.doors.len(),
             if sources.is_empty() {
                 "none".to_string()

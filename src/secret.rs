@@ -41,9 +41,34 @@ impl<'de> Deserialize<'de> for Secret {
     }
 }
 
+/// `scheme://user:password@host/…` with the user info replaced by `***@`, for messages about
+/// a URL the user wrote (a password with an unencoded `/` or `#` is exactly what fails to
+/// parse, so the raw text must never be printed).
+pub fn redact_url(s: &str) -> String {
+    let Some(start) = s.find("://").map(|i| i + 3) else {
+        return s.to_string();
+    };
+    let rest = &s[start..];
+    // The user info ends at the last `@` before the path (a password may hold `@` or `/`).
+    match rest.rfind('@') {
+        Some(at) => format!("{}***@{}", &s[..start], &rest[at + 1..]),
+        None => s.to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn urls_lose_their_user_info() {
+        assert_eq!(
+            redact_url("rtsp://admin:S3cr/t@cam:554/Streaming/Channels/101"),
+            "rtsp://***@cam:554/Streaming/Channels/101"
+        );
+        assert_eq!(redact_url("rtsp://cam/x"), "rtsp://cam/x");
+        assert_eq!(redact_url("not a url"), "not a url");
+    }
 
     #[test]
     fn never_prints() {

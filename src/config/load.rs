@@ -455,11 +455,15 @@ fn validate(cfg: &mut Config, errs: &mut Collector) {
         }
         resolve_password(&mut h.password, &h.password_file, &p, true, errs);
         if let Some(u) = &h.rtsp_url {
+            let u = u.expose();
             match url::Url::parse(u) {
                 Ok(x) if x.scheme() == "rtsp" => {}
                 _ => errs.push(
                     format!("{p}.rtsp_url"),
-                    format!("expected rtsp://host[:port]/path, not {u:?}"),
+                    format!(
+                        "expected rtsp://host[:port]/path (percent-encode / # ? @ in a password), not {:?}",
+                        crate::secret::redact_url(u)
+                    ),
                 ),
             }
         }
@@ -675,6 +679,19 @@ doors:
     fn invalid_yaml_is_one_clear_error() {
         let e = load_str("version: 1\n  bad: [", &env).unwrap_err();
         assert!(e.to_string().contains("invalid YAML"));
+    }
+
+    #[test]
+    fn a_bad_rtsp_url_is_reported_without_its_password() {
+        let env = |_: &str| None;
+        let e = load_str(
+            "version: 1\nsources:\n  hikvision:\n    - { id: g, url: http://cam, password: x, rtsp_url: \"rtsp://admin:S3cr/t@cam/x\" }\n",
+            &env,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("rtsp_url") && e.contains("***@"), "{e}");
+        assert!(!e.contains("S3cr"), "{e}");
     }
 
     #[test]

@@ -379,7 +379,8 @@ pub struct HikvisionConfig {
     /// RTSP URL of channel 1 main stream, when it is not the Hikvision default
     /// (`rtsp://<host>:<port from adminAccesses>/Streaming/Channels/101`). `{channel}` and
     /// `{stream}` (1 main, 2 sub) are substituted when present.
-    pub rtsp_url: Option<String>,
+    /// A [`Secret`]: it may carry `user:password@`.
+    pub rtsp_url: Option<Secret>,
     /// Ask the device for `/picture` before decoding RTSP (cameras and NVRs that have it).
     pub use_picture: bool,
 }

@@ -566,10 +566,15 @@ pub fn rtsp_url(
     let stream = kind.number();
     if let Some(u) = &c.rtsp_url {
         let s = u
+            .expose()
             .replace("{channel}", &channel.to_string())
             .replace("{stream}", &stream.to_string());
-        return url::Url::parse(&s)
-            .map_err(|e| Error::new(ErrorKind::Config, format!("invalid rtsp_url {u:?}: {e}")));
+        return url::Url::parse(&s).map_err(|e| {
+            Error::new(
+                ErrorKind::Config,
+                format!("invalid rtsp_url {:?}: {e}", crate::secret::redact_url(&s)),
+            )
+        });
     }
     let base = url::Url::parse(&c.url)
         .map_err(|e| Error::new(ErrorKind::Config, format!("invalid camera url: {e}")))?;
@@ -671,7 +676,9 @@ mod tests {
             rtsp_url(&c, None, 12, StreamKind::Sub).unwrap().as_str(),
             "rtsp://10.0.0.5:554/Streaming/Channels/1202"
         );
-        c.rtsp_url = Some("rtsp://cam/ch{channel}/s{stream}".into());
+        c.rtsp_url = Some(crate::secret::Secret::new(
+            "rtsp://cam/ch{channel}/s{stream}",
+        ));
         assert_eq!(
             rtsp_url(&c, None, 3, StreamKind::Sub).unwrap().as_str(),
             "rtsp://cam/ch3/s2"

@@ -13,6 +13,11 @@ pub enum Protocol {
     V311,
 }
 
+/// Largest MQTT packet either way. Pictures from a camera's own `/picture` (4K, 8 MP) can be
+/// over 1 MiB; an oversized publish would end the connection inside rumqttc, so the sink
+/// checks against this before publishing (Mosquitto's default limit is far higher).
+pub const MAX_PACKET: usize = 8 << 20;
+
 pub struct Options {
     pub client_id: String,
     pub host: String,
@@ -72,7 +77,7 @@ pub fn connect(p: Protocol, o: &Options) -> (Client, Loop) {
                 true,
                 None,
             ));
-            m.set_max_packet_size(Some(1024 * 1024));
+            m.set_max_packet_size(Some(MAX_PACKET as u32));
             if let Some((u, pw)) = &o.credentials {
                 m.set_credentials(u.clone(), pw.clone());
             }
@@ -95,7 +100,7 @@ pub fn connect(p: Protocol, o: &Options) -> (Client, Loop) {
                 QoS::AtLeastOnce,
                 true,
             ));
-            m.set_max_packet_size(1024 * 1024, 1024 * 1024);
+            m.set_max_packet_size(MAX_PACKET, MAX_PACKET);
             if let Some((u, pw)) = &o.credentials {
                 m.set_credentials(u.clone(), pw.clone());
             }

@@ -316,12 +316,13 @@ impl Sink {
         };
         let max = self.cfg_rx.borrow().media.retain_max_bytes as usize;
         let retain = max > 0 && s.jpeg.len() <= max && s.event_id.is_none();
+        let topic = self.topics.camera_snapshot(&s.camera, s.channel);
+        if s.jpeg.len() + topic.len() + 64 > client::MAX_PACKET {
+            tracing::warn!(camera = %s.camera, channel = s.channel, bytes = s.jpeg.len(), "picture too large for MQTT: not published (it is saved, its URL is in the meta topic)");
+            return Ok(());
+        }
         client
-            .publish(
-                self.topics.camera_snapshot(&s.camera, s.channel),
-                retain,
-                s.jpeg.to_vec(),
-            )
+            .publish(topic, retain, s.jpeg.to_vec())
             .map_err(|e| {
                 Error::new(
                     ErrorKind::Unavailable,

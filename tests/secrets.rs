@@ -181,6 +181,14 @@ fn camera_passwords_never_leave_the_process() {
         eprintln!("bad snapshot error: {err}");
         let bad = cam.rtsp().unwrap().stats().bad_logins;
         assert!((1..=2).contains(&bad), "{bad} bad RTSP logins");
+        // The next picture is refused at once: no login attempt until the back-off is over.
+        let again = media
+            .snapshot("bad", 1, None, gatehouse::media::service::Trigger::Rest)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(again.contains("refused our credentials"), "{again}");
+        assert_eq!(cam.rtsp().unwrap().stats().bad_logins, bad);
         app.shutdown().await;
         let mut dump = String::new();
         while let Ok(m) = watch.try_recv() {

@@ -524,17 +524,30 @@ pub struct DoorConfig {
     /// events; shown in the door's state).
     pub camera: Option<String>,
     /// Door events that take a picture with `camera`: `access_granted`, `access_denied`,
-    /// `door_opened`, `door_held_open`, `door_forced` (default: all of them).
+    /// `door_opened`, `door_held_open`, `door_forced`, `door_bell` (default), and
+    /// `open_requested`.
     pub snapshot_on: Vec<String>,
 }
 
 /// Door events that can carry a picture.
-pub const SNAPSHOT_DOOR_KINDS: [&str; 5] = [
+pub const SNAPSHOT_DOOR_KINDS: [&str; 7] = [
     "access_granted",
     "access_denied",
     "door_opened",
     "door_held_open",
     "door_forced",
+    "door_bell",
+    "open_requested",
+];
+
+/// Those that do unless `snapshot_on` says otherwise (an API open request has no one to see).
+pub const SNAPSHOT_DOOR_DEFAULT: [&str; 6] = [
+    "access_granted",
+    "access_denied",
+    "door_opened",
+    "door_held_open",
+    "door_forced",
+    "door_bell",
 ];
 
 impl DoorConfig {
@@ -561,7 +574,10 @@ impl Default for DoorConfig {
             min_command_interval: HumanDuration::secs(2),
             require_code: None,
             camera: None,
-            snapshot_on: SNAPSHOT_DOOR_KINDS.iter().map(|s| s.to_string()).collect(),
+            snapshot_on: SNAPSHOT_DOOR_DEFAULT
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
         }
     }
 }

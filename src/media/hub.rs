@@ -30,7 +30,7 @@ const FANOUT: usize = 128;
 const GOP_MAX_FRAMES: usize = 600;
 const GOP_MAX_BYTES: usize = 16 << 20;
 /// After refused credentials, the next attempt waits at least this long.
-const AUTH_BACKOFF: Duration = Duration::from_secs(120);
+pub const AUTH_BACKOFF: Duration = Duration::from_secs(120);
 
 /// One access unit. `data` is 4-byte length-prefixed NALs; keyframes carry SPS/PPS in front.
 #[derive(Debug)]
@@ -42,6 +42,9 @@ pub struct Frame {
     /// Counts RTSP sessions: a consumer sees a new session (timeline restart) by it changing.
     pub session: u64,
     pub received: Instant,
+    /// The stream's parameters when this frame arrived (a consumer that is behind must not
+    /// mux old frames with newer parameters).
+    pub params: Option<Arc<Params>>,
 }
 
 /// What the stream is, from retina's parsed SDP / in-band parameters.
@@ -111,6 +114,8 @@ pub struct HubStats {
     /// Frames a consumer lost by lagging (summed over consumers).
     pub frames_missed: u64,
     pub last_error: Option<String>,
+    /// The last attempt failed on refused credentials.
+    pub auth_failed: bool,
     pub running: bool,
 }
 
@@ -145,7 +150,6 @@ pub struct Subscription {
     rx: broadcast::Receiver<Arc<Frame>>,
     /// Frames from the kept GOP, delivered before live ones.
     backlog: std::collections::VecDeque<Arc<Frame>>,
-    last_seen: Option<(u64, i64)>,
     resync: bool,
 }
 
@@ -228,7 +232,6 @@ impl Hub {
             hub: self.clone(),
             rx,
             backlog,
-            last_seen: None,
             resync: false,
         }
     }
@@ -237,8 +240,8 @@ impl Hub {
     /// (`None`: the keyframe alone), when the stream is running.
     pub fn gop_until(&self, at: Option<Instant>) -> Option<(Arc<Params>, Vec<Arc<Frame>>)> {
         let s = self.lock();
-        let params = s.params.clone()?;
         let first = s.gop.first()?;
+        let params = first.params.clone()?;
         if !first.is_key {
             return None;
         }
@@ -274,9 +277,10 @@ impl Hub {
         }
     }
 
-    fn publish(&self, frame: Frame) {
-        let frame = Arc::new(frame);
+    fn publish(&self, mut frame: Frame) {
         let mut s = self.lock();
+        frame.params = s.params.clone();
+        let frame = Arc::new(frame);
         s.stats.frames += 1;
         if frame.is_key {
             s.gop.clear();
@@ -317,21 +321,14 @@ impl Subscription {
                     Err(broadcast::error::RecvError::Closed) => return None,
                 }
             };
-            // The backlog and the live feed overlap by at most the frame being published.
-            if let Some((sess, pts)) = self.last_seen
-                && f.session == sess
-                && f.pts <= pts
-                && !f.is_key
-            {
-                continue;
-            }
+            // No overlap between the backlog and the live feed: `subscribe` copies the GOP
+            // and subscribes under the lock `publish` sends under.
             if self.resync {
                 if !f.is_key {
                     continue;
                 }
                 self.resync = false;
             }
-            self.last_seen = Some((f.session, f.pts));
             return Some(Recv::Frame(f));
         }
     }
@@ -367,6 +364,7 @@ async fn run(hub: Arc<Hub>) {
                     let mut s = hub.lock();
                     s.stats.connect_errors += 1;
                     s.stats.last_error = Some(msg.clone());
+                    s.stats.auth_failed = e.kind() == ErrorKind::Auth;
                 }
                 if started.elapsed() > Duration::from_secs(30) {
                     backoff = Duration::from_millis(500);
@@ -431,15 +429,14 @@ async fn play(hub: &Arc<Hub>) -> Result<()> {
         .user_agent(format!("gatehouse/{}", env!("CARGO_PKG_VERSION")))
         .session_group(hub.group.clone());
     let rtsp = |what: &str, e: retina::Error| {
-        let msg = format!("RTSP {what}: {e}");
         // Refused credentials: retrying soon only locks the camera's account (Hikvision
         // locks a client out for ~30 min after a few bad logins).
-        let kind = if msg.contains("401") || msg.contains("Unauthorized") {
+        let kind = if e.status_code() == Some(401) {
             ErrorKind::Auth
         } else {
             ErrorKind::Unavailable
         };
-        Error::new(kind, msg)
+        Error::new(kind, format!("RTSP {what}: {e}"))
     };
     let connect = async {
         let mut session = retina::client::Session::describe(target.url.clone(), opts)
@@ -486,6 +483,7 @@ async fn play(hub: &Arc<Hub>) -> Result<()> {
         s.stats.sessions_opened += 1;
         s.stats.running = true;
         s.stats.last_error = None;
+        s.stats.auth_failed = false;
         s.session
     };
     tracing::info!(camera = %hub.camera, channel = hub.channel, stream = ?hub.stream, url = %target.url, "RTSP session playing");
@@ -558,6 +556,7 @@ async fn play(hub: &Arc<Hub>) -> Result<()> {
                 pts,
                 session: session_no,
                 received: Instant::now(),
+                params: None,
             });
         }
     }

@@ -189,7 +189,7 @@ async fn run(media: Media, live: Arc<Live>, mut sub: Subscription) {
                         }
                         session = f.session;
                     }
-                    let p = sub.hub().params();
+                    let p = f.params.clone();
                     if p.as_deref() != params.as_deref() {
                         if let Some(p) = &p
                             && let Err(e) = seg.set_params(&p.sample_entry, &p.codec, p.width, p.height)
@@ -207,14 +207,19 @@ async fn run(media: Media, live: Arc<Live>, mut sub: Subscription) {
         }
     };
     drop(sub);
-    {
+    let superseded = {
         // Only this stream's own entry: after a STOP a new one may already be running.
         let mut lives = lock(&media.0.live.0);
         let key = (live.camera.clone(), live.channel);
         if lives.get(&key).is_some_and(|l| Arc::ptr_eq(l, &live)) {
             lives.remove(&key);
         }
-    }
+        lives.contains_key(&key)
+    };
     tracing::info!(camera = %live.camera, channel = live.channel, reason = why, "live stream stopped");
-    media.publish_state(&live, false, why).await;
+    // A START right after a STOP already runs a new stream for this channel: its retained
+    // "ON" is the truth, so this one's "OFF" is not published over it.
+    if !superseded {
+        media.publish_state(&live, false, why).await;
+    }
 }

@@ -29,6 +29,9 @@ use tokio_util::sync::CancellationToken;
 /// camera would show now, not then.
 pub const PICTURE_MAX_AGE: Duration = Duration::from_secs(60);
 
+/// Camera channels are 1..=256 (more than any NVR has): bounds the hubs a caller can create.
+pub const MAX_CHANNEL: u32 = 256;
+
 /// Who asked for a picture.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Trigger {
@@ -83,7 +86,10 @@ struct Camera {
     client: Option<Arc<IsapiClient>>,
     rtsp_port: Option<u16>,
     /// `/picture` failed recently: skip it until then.
-    picture_broken_until: Option<Instant>,
+    picture_broken_until: HashMap<u32, Instant>,
+    /// The device refused our credentials (ISAPI or RTSP): nothing is tried until then, or
+    /// the camera locks us out (Hikvision: ~30 min after a few bad logins, alarms included).
+    auth_failed_until: Option<Instant>,
 }
 
 type HubKey = (String, u32, StreamKind);
@@ -134,7 +140,8 @@ impl Media {
                     cfg: c.clone(),
                     client,
                     rtsp_port: None,
-                    picture_broken_until: None,
+                    picture_broken_until: HashMap::new(),
+                    auth_failed_until: None,
                 },
             );
         }
@@ -307,6 +314,12 @@ impl Media {
         }
     }
 
+    fn auth_failed(&self, camera: &str) {
+        if let Some(c) = lock(&self.0.cameras).get_mut(camera) {
+            c.auth_failed_until = Some(Instant::now() + super::hub::AUTH_BACKOFF);
+        }
+    }
+
     /// The RTSP address of a camera channel's stream.
     fn target(&self, camera: &str, channel: u32, kind: StreamKind) -> Result<Target> {
         let cams = lock(&self.0.cameras);
@@ -329,6 +342,12 @@ impl Media {
 
     /// The shared hub of a camera channel's stream (created on first use).
     pub fn hub(&self, camera: &str, channel: u32, kind: StreamKind) -> Result<Arc<Hub>> {
+        if !(1..=MAX_CHANNEL).contains(&channel) {
+            return Err(Error::new(
+                ErrorKind::InvalidArgument,
+                format!("channel {channel} out of range (1–{MAX_CHANNEL})"),
+            ));
+        }
         let key = (camera.to_string(), channel, kind);
         if let Some(h) = lock(&self.0.hubs).get(&key) {
             return Ok(h.clone());
@@ -391,17 +410,47 @@ impl Media {
             let c = cams.get(camera).ok_or_else(|| {
                 Error::new(ErrorKind::InvalidArgument, format!("no camera {camera:?}"))
             })?;
-            let broken = c.picture_broken_until.is_some_and(|t| t > Instant::now());
+            if let Some(t) = c.auth_failed_until.filter(|t| *t > Instant::now()) {
+                return Err(Error::new(
+                    ErrorKind::Auth,
+                    format!(
+                        "{camera} refused our credentials; not trying again for {} s (device lockout)",
+                        (t - Instant::now()).as_secs()
+                    ),
+                ));
+            }
+            let broken = c
+                .picture_broken_until
+                .get(&channel)
+                .is_some_and(|t| *t > Instant::now());
             (c.cfg.use_picture && !broken, c.client.clone())
         };
+        if !(1..=MAX_CHANNEL).contains(&channel) {
+            return Err(Error::new(
+                ErrorKind::InvalidArgument,
+                format!("channel {channel} out of range (1–{MAX_CHANNEL})"),
+            ));
+        }
         let mut errors = Vec::new();
         if let (true, Some(client)) = (use_picture, client) {
             match device_picture(&client, channel).await {
                 Ok(j) => return Ok((j, "picture")),
+                Err(e) if e.kind() == ErrorKind::Auth => {
+                    // The same credentials would fail over RTSP too: one bad login, not two.
+                    self.auth_failed(camera);
+                    return Err(e);
+                }
                 Err(e) => {
-                    tracing::info!(camera, channel, error = %e, "camera /picture failed; decoding RTSP instead (skipping /picture for 10 min)");
-                    if let Some(c) = lock(&self.0.cameras).get_mut(camera) {
-                        c.picture_broken_until = Some(Instant::now() + Duration::from_secs(600));
+                    // Only "this device has no /picture" answers turn it off for the channel
+                    // (a timeout on a busy NVR does not).
+                    if e.kind() == ErrorKind::Protocol {
+                        tracing::info!(camera, channel, error = %e, "camera /picture unusable; decoding RTSP instead (skipping /picture for 10 min)");
+                        if let Some(c) = lock(&self.0.cameras).get_mut(camera) {
+                            c.picture_broken_until
+                                .insert(channel, Instant::now() + Duration::from_secs(600));
+                        }
+                    } else {
+                        tracing::info!(camera, channel, error = %e, "camera /picture failed; decoding RTSP instead");
                     }
                     errors.push(format!("/picture: {e}"));
                 }
@@ -441,6 +490,9 @@ impl Media {
         }
         let source = if was_running { "live" } else { "rtsp" };
         let Some((params, frames)) = hub.gop_until(at) else {
+            if hub.stats().auth_failed {
+                self.auth_failed(camera);
+            }
             errors.push(
                 hub.stats()
                     .last_error

@@ -131,12 +131,20 @@ impl UrlSigner {
         let data = jsonwebtoken::decode::<Claims>(token, dec, &v)
             .map_err(|e| format!("invalid token: {e}"))?;
         if let Some(scope) = &data.claims.scope
-            && !path.starts_with(scope.as_str())
+            && !in_scope(path, scope)
         {
             return Err(format!("this token does not open {path}"));
         }
         Ok(Some(data.claims))
     }
+}
+
+/// `path` is `scope` or below it, on a segment boundary: `/hls/garage/1` opens
+/// `/hls/garage/1/seg3.m4s` but not `/hls/garage/10/…`.
+fn in_scope(path: &str, scope: &str) -> bool {
+    path == scope
+        || (path.starts_with(scope)
+            && (scope.ends_with('/') || path[scope.len()..].starts_with('/')))
 }
 
 #[cfg(test)]
@@ -166,6 +174,13 @@ mod tests {
         let e = s.check(Some(tok), "/hls/porch/1/index.m3u8").unwrap_err();
         assert!(e.contains("does not open"), "{e}");
         assert!(s.check(None, "/hls/garage/1/x").is_err());
+        // A scope without the trailing slash (`gatehouse token --scope`) still stops at
+        // the segment boundary.
+        let t = s
+            .token("me", Duration::from_secs(60), Some("/hls/garage/1"))
+            .unwrap();
+        assert!(s.check(Some(&t), "/hls/garage/1/index.m3u8").is_ok());
+        assert!(s.check(Some(&t), "/hls/garage/10/index.m3u8").is_err());
         assert!(s.check(Some("garbage"), "/x").is_err());
     }
 

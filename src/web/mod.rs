@@ -99,6 +99,12 @@ pub async fn serve(
     if !signer.auth_required() {
         tracing::warn!(bind = %cfg.bind, "web.auth is none: anyone who reaches the server sees the cameras");
     }
+    if cfg.public_url.is_none()
+        && (cfg.bind.ip().is_loopback() || cfg.bind.ip().is_unspecified())
+        && cfg.bind.port() != 0
+    {
+        tracing::info!(bind = %cfg.bind, "web.public_url is not set: picture and stream URLs in MQTT payloads name {}, which other machines (Home Assistant, phones) cannot open", cfg.base_url());
+    }
     let w = Web {
         media: media.clone(),
         signer,
@@ -160,8 +166,10 @@ async fn live_start(State(w): State<Web>, Path((device, ch)): Path<(String, u32)
         Ok(l) => l,
         Err(e) => return error_response(&e),
     };
-    // Answer once the playlist can be played (or say why not), as a player fetches it next.
-    let gop_wait = w.media.config().media.snapshot_timeout.get();
+    // Answer once the playlist can be played (or say why not), as a player fetches it next:
+    // connecting, the first keyframe and one GOP (long on "smart codec" cameras).
+    let m = w.media.config().media.clone();
+    let gop_wait = m.snapshot_timeout.get() + m.hls_segment.get() * 2;
     if !live.ready(gop_wait).await {
         let why = live
             .hub
@@ -262,7 +270,13 @@ async fn snapshot(State(w): State<Web>, Path((device, ch)): Path<(String, u32)>)
         return r;
     }
     match w.media.snapshot(&device, ch, None, Trigger::Rest).await {
-        Ok(s) => jpeg(s.jpeg.clone()),
+        // A fresh picture at the same URL each time: never cached.
+        Ok(s) => {
+            let mut r = jpeg(s.jpeg.clone());
+            r.headers_mut()
+                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            r
+        }
         Err(e) => error_response(&e),
     }
 }

@@ -385,9 +385,14 @@ impl Media {
             match tokio::time::timeout(timeout, self.take(camera, channel, at)).await {
                 Ok(r) => r?,
                 Err(_) => {
-                    let why = self
+                    let stats = self
                         .hub_if_any(camera, channel, self.config().media.snapshot_stream)
-                        .and_then(|h| h.stats().last_error)
+                        .map(|h| h.stats());
+                    if stats.as_ref().is_some_and(|s| s.auth_failed) {
+                        self.auth_failed(camera);
+                    }
+                    let why = stats
+                        .and_then(|s| s.last_error)
                         .map(|e| format!(": {e}"))
                         .unwrap_or_default();
                     return Err(Error::new(

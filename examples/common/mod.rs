@@ -22,14 +22,14 @@ pub type Log = Arc<Mutex<Vec<(Instant, String, Vec<u8>)>>>;
 
 /// A subscriber to `filter` on the broker at `127.0.0.1:port`; returns once subscribed.
 pub async fn subscriber(port: u16, filter: &str) -> Log {
-    let (c, mut el) = AsyncClient::new(
-        MqttOptions::new(
-            format!("bench-sub-{}", rand::random::<u32>()),
-            "127.0.0.1",
-            port,
-        ),
-        1000,
+    let mut o = MqttOptions::new(
+        format!("bench-sub-{}", rand::random::<u32>()),
+        "127.0.0.1",
+        port,
     );
+    // Room for a 1080p JPEG (bench_media); the other benchmarks' messages are small.
+    o.set_max_packet_size(Some(8 << 20));
+    let (c, mut el) = AsyncClient::new(o, 1000);
     let log: Log = Default::default();
     let l = log.clone();
     let f = filter.to_string();

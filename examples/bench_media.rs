@@ -82,6 +82,12 @@ fn summary(v: &[f64]) -> String {
     )
 }
 
+/// Sleeps a random 0–2 s (one GOP): samples spaced by fixed sleeps would otherwise lock to the
+/// GOP's phase and always wait the same time for a keyframe.
+async fn gop_jitter() {
+    tokio::time::sleep(Duration::from_millis(rand::random_range(0..2000))).await;
+}
+
 fn is_jpeg(b: &[u8]) -> bool {
     b.starts_with(&[0xFF, 0xD8])
 }
@@ -382,6 +388,7 @@ async fn breakdown_once(url: &str) -> [f64; 5] {
 async fn breakdown(url: &str, n: usize, label: &str) {
     let mut cols: [Vec<f64>; 5] = Default::default();
     for _ in 0..n {
+        gop_jitter().await;
         let r = breakdown_once(url).await;
         for (c, v) in cols.iter_mut().zip(r) {
             c.push(v);
@@ -436,9 +443,11 @@ async fn snapshots(env: &Env, n: usize) {
         }
         let (mut ours, mut ff) = (Vec::new(), Vec::new());
         for _ in 0..n {
+            gop_jitter().await;
             ours.push(our_snapshot(&pc, &log).await);
             // idle_close is 1 s: the session is gone (and an unshared pipeline torn down).
             tokio::time::sleep(Duration::from_secs(2)).await;
+            gop_jitter().await;
             ff.push(ffmpeg_snapshot(&env.url, &snap).await);
             tokio::time::sleep(Duration::from_millis(1500)).await;
         }
@@ -478,16 +487,18 @@ async fn snapshots(env: &Env, n: usize) {
     tokio::time::sleep(Duration::from_secs(2)).await;
     let (mut cold, mut hot, mut ff) = (Vec::new(), Vec::new(), Vec::new());
     let ffdir = env.dir.path().join("ff-start");
-    for _ in 0..n.div_ceil(2) {
+    for _ in 0..n {
+        gop_jitter().await;
         let (c, _) = d.live("cam0").await;
         cold.push(ms(c));
-        // Stop, and START again at once: the hub is still open (idle_close 1 s) with its GOP.
+        // Stop, and START again soon: the hub is still open (idle_close 1 s) with its GOP.
         d.stop_live("cam0").await;
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(Duration::from_millis(rand::random_range(50..700))).await;
         let (h, _) = d.live("cam0").await;
         hot.push(ms(h));
         d.stop_live("cam0").await;
         tokio::time::sleep(Duration::from_secs(2)).await;
+        gop_jitter().await;
         let t = Instant::now();
         let c = ffmpeg_hls(&env.url, &ffdir);
         ff.push(ms(wait_playlist(&ffdir).await - t));

@@ -210,13 +210,17 @@ impl Daemon {
     }
 }
 
+/// Files a player fetched (playlists and segments, all players together).
+static FETCHED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 /// A player: every 2 s the playlist, then the init segment once and every segment not fetched
-/// yet. Runs until `until`; returns (playlists, segments, bytes).
+/// yet. Runs until `until` (or aborted); returns (playlists, segments, bytes).
 async fn player(http: reqwest::Client, playlist: String, until: Instant) -> (u64, u64, u64) {
     let base = url::Url::parse(&playlist).unwrap();
     let mut seen = std::collections::HashSet::new();
     let (mut lists, mut segs, mut bytes) = (0u64, 0u64, 0u64);
     while Instant::now() < until {
+        FETCHED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let tick = Instant::now();
         if let Ok(r) = http.get(playlist.as_str()).send().await
             && r.status().is_success()
@@ -236,6 +240,7 @@ async fn player(http: reqwest::Client, playlist: String, until: Instant) -> (u64
                     && let Ok(r) = http.get(base.join(&u).unwrap()).send().await
                     && let Ok(b) = r.bytes().await
                 {
+                    FETCHED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     segs += 1;
                     bytes += b.len() as u64;
                 }
@@ -528,6 +533,7 @@ async fn hls(env: &Env, n: usize, secs: u64) {
     let mut starts = Vec::new();
     let mut players = Vec::new();
     let until = Instant::now() + Duration::from_secs(secs + 40);
+    FETCHED.store(0, std::sync::atomic::Ordering::Relaxed);
     for i in 0..n {
         let (t, pl) = d.live(&format!("cam{i}")).await;
         starts.push(ms(t));
@@ -543,21 +549,16 @@ async fn hls(env: &Env, n: usize, secs: u64) {
     let wall = t0.elapsed().as_secs_f64();
     let (cpu, gcpu) = (d.cpu() - c0, cpu_of(&gst_pid) - g0);
     let hwm = status_kb(&d.pid, "VmHWM");
+    let fetched = FETCHED.swap(0, std::sync::atomic::Ordering::Relaxed);
     for p in &players {
         p.abort();
-    }
-    let mut fetched = 0;
-    for p in players {
-        if let Ok((_, s, _)) = p.await {
-            fetched += s;
-        }
     }
     d.stop();
     let rss_end = *rss.last().unwrap();
     let rss_max = *rss.iter().max().unwrap();
     let stream_min = n as f64 * wall / 60.0;
     println!(
-        "hls {n} stream(s) over {wall:.0} s: gatehouse CPU {cpu:.2} s = {:.2} s per stream-minute ({:.1}% of a core); RSS idle {:.1} MB (idle CPU {idle_cpu:.2}%), with streams {:.1} MB (max {:.1}, HWM {:.1}) => added {:.2} MB/stream; START cold {}; GStreamer server CPU {:.2} s; player fetches {fetched}",
+        "hls {n} stream(s) over {wall:.0} s: gatehouse CPU {cpu:.2} s = {:.2} s per stream-minute ({:.1}% of a core); RSS idle {:.1} MB (idle CPU {idle_cpu:.2}%), with streams {:.1} MB (max {:.1}, HWM {:.1}) => added {:.2} MB/stream; START cold {}; GStreamer server CPU {:.2} s; player requests (playlists + segments) {fetched}",
         cpu / stream_min,
         cpu / wall * 100.0,
         idle_rss as f64 / 1024.0,

@@ -172,7 +172,10 @@ impl Daemon {
         let v: serde_json::Value = r.json().await.unwrap();
         let d = t.elapsed();
         assert!(status.is_success(), "live {cam}: {status} {v}");
-        (d, format!("{}{}", self.base, v["hls_url"].as_str().unwrap()))
+        (
+            d,
+            format!("{}{}", self.base, v["hls_url"].as_str().unwrap()),
+        )
     }
 
     async fn stop_live(&self, cam: &str) {
@@ -255,7 +258,15 @@ async fn ffmpeg_snapshot(url: &str, out: &Path) -> f64 {
     let _ = std::fs::remove_file(out);
     let t = Instant::now();
     let st = tokio::process::Command::new("ffmpeg")
-        .args(["-nostdin", "-v", "error", "-rtsp_transport", "tcp", "-i", url])
+        .args([
+            "-nostdin",
+            "-v",
+            "error",
+            "-rtsp_transport",
+            "tcp",
+            "-i",
+            url,
+        ])
         .args(["-frames:v", "1", "-y"])
         .arg(out)
         .stdin(Stdio::null())
@@ -296,8 +307,25 @@ fn ffmpeg_hls(url: &str, dir: &Path) -> std::process::Child {
     let _ = std::fs::remove_dir_all(dir);
     std::fs::create_dir_all(dir).unwrap();
     std::process::Command::new("ffmpeg")
-        .args(["-nostdin", "-v", "error", "-rtsp_transport", "tcp", "-i", url])
-        .args(["-c", "copy", "-f", "hls", "-hls_time", "2", "-hls_list_size", "6"])
+        .args([
+            "-nostdin",
+            "-v",
+            "error",
+            "-rtsp_transport",
+            "tcp",
+            "-i",
+            url,
+        ])
+        .args([
+            "-c",
+            "copy",
+            "-f",
+            "hls",
+            "-hls_time",
+            "2",
+            "-hls_list_size",
+            "6",
+        ])
         .args(["-hls_flags", "delete_segments"])
         .arg(dir.join("index.m3u8"))
         .stdin(Stdio::null())
@@ -327,7 +355,15 @@ fn kill(mut c: std::process::Child) {
 /// watches): new clients then join mid-GOP.
 fn keeper(url: &str) -> std::process::Child {
     std::process::Command::new("ffmpeg")
-        .args(["-nostdin", "-v", "error", "-rtsp_transport", "tcp", "-i", url])
+        .args([
+            "-nostdin",
+            "-v",
+            "error",
+            "-rtsp_transport",
+            "tcp",
+            "-i",
+            url,
+        ])
         .args(["-c", "copy", "-f", "null", "-"])
         .stdin(Stdio::null())
         .stdout(Stdio::null())

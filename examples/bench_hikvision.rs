@@ -12,14 +12,17 @@
 //!
 //! `cargo run --release --example bench_hikvision -- [latency-samples] [cpu-seconds]`
 
+#[path = "common/mod.rs"]
+mod common;
+
+use common::{Log, cpu_self, free_port, pct, subscriber};
 use gatehouse::app::App;
-use gatehouse::sim::hikvision::{HikSim, HikSimConfig, Personality};
+use gatehouse::sim::hikvision::{HikSim, HikSimConfig, Personality, capture_bodies};
 use gatehouse::sources::hikvision::{alert, multipart::Parser};
 use rumqttc::v5::mqttbytes::QoS;
-use rumqttc::v5::mqttbytes::v5::Packet;
-use rumqttc::v5::{AsyncClient, Event, MqttOptions};
+use rumqttc::v5::{AsyncClient, MqttOptions};
 use std::io::BufRead;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const CAPTURES: [&str; 3] = [
@@ -27,82 +30,6 @@ const CAPTURES: [&str; 3] = [
     include_str!("../tests/fixtures/hikvision/hiksink_ptz_sequence_first160.jsonl"),
     include_str!("../tests/fixtures/hikvision/hiksink_nvr_sequence_first200.jsonl"),
 ];
-
-fn bodies(capture: &str) -> Vec<String> {
-    capture
-        .lines()
-        .map(|l| {
-            serde_json::from_str::<serde_json::Value>(l).unwrap()["content"]
-                .as_str()
-                .unwrap()
-                .to_string()
-        })
-        .collect()
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-type Log = Arc<Mutex<Vec<(Instant, String, Vec<u8>)>>>;
-
-async fn subscriber(port: u16, filter: &str) -> Log {
-    let (c, mut el) = AsyncClient::new(
-        MqttOptions::new(
-            format!("bench-sub-{}", rand::random::<u32>()),
-            "127.0.0.1",
-            port,
-        ),
-        1000,
-    );
-    let log: Log = Default::default();
-    let l = log.clone();
-    let f = filter.to_string();
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    let mut tx = Some(tx);
-    tokio::spawn(async move {
-        loop {
-            match el.poll().await {
-                Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                    c.subscribe(f.clone(), QoS::AtLeastOnce).await.unwrap()
-                }
-                Ok(Event::Incoming(Packet::SubAck(_))) => {
-                    if let Some(t) = tx.take() {
-                        let _ = t.send(());
-                    }
-                }
-                Ok(Event::Incoming(Packet::Publish(p))) => l.lock().unwrap().push((
-                    Instant::now(),
-                    String::from_utf8_lossy(&p.topic).into_owned(),
-                    p.payload.to_vec(),
-                )),
-                Ok(_) => {}
-                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-            }
-        }
-    });
-    rx.await.unwrap();
-    log
-}
-
-fn pct(mut v: Vec<f64>, p: f64) -> f64 {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    v[((v.len() as f64 - 1.0) * p).round() as usize]
-}
-
-/// utime + stime of this process, in seconds.
-fn cpu_self() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
-    let after = &stat[stat.rfind(')').unwrap() + 2..];
-    let f: Vec<&str> = after.split_whitespace().collect();
-    // Fields 14 and 15 of stat(5); `after` starts at field 3.
-    let ticks: f64 = f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap();
-    ticks / 100.0
-}
 
 fn camera_yaml(port: u16, db: &std::path::Path, urls: &[String]) -> String {
     let mut y = format!(
@@ -137,7 +64,7 @@ async fn child(mode: &str, n: usize) {
     }
     println!("ready");
     if mode == "replay" {
-        let ptz = bodies(CAPTURES[1]);
+        let ptz = capture_bodies(CAPTURES[1]);
         for s in sims {
             let ptz = ptz.clone();
             tokio::spawn(async move {
@@ -217,7 +144,7 @@ async fn main() {
     let mut nvr = Vec::new();
     let mut parts = 0usize;
     for c in CAPTURES {
-        for b in bodies(c) {
+        for b in capture_bodies(c) {
             camera.extend_from_slice(
                 format!(
                     "--boundary\r\nContent-Type: application/xml; charset=\"UTF-8\"\r\nContent-Length: {}\r\n\r\n{b}",

@@ -9,68 +9,15 @@
 //!
 //! `cargo run --release --example bench_mqtt -- [latency-samples] [backlog]`
 
+#[path = "common/mod.rs"]
+mod common;
+
+use common::{Log, free_port, pct, subscriber};
 use gatehouse::app::App;
 use gatehouse::sim::net2::{Net2Sim, SimConfig, SimEvent};
 use rumqttc::v5::mqttbytes::QoS;
-use rumqttc::v5::mqttbytes::v5::Packet;
-use rumqttc::v5::{AsyncClient, Event, MqttOptions};
-use std::sync::{Arc, Mutex};
+use rumqttc::v5::{AsyncClient, MqttOptions};
 use std::time::{Duration, Instant};
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A subscriber that records (receive time, topic, payload).
-type Log = Arc<Mutex<Vec<(Instant, String, Vec<u8>)>>>;
-
-async fn subscriber(port: u16, filter: &str) -> Log {
-    let (c, mut el) = AsyncClient::new(
-        MqttOptions::new(
-            format!("bench-sub-{}", rand::random::<u32>()),
-            "127.0.0.1",
-            port,
-        ),
-        1000,
-    );
-    let log: Log = Default::default();
-    let l = log.clone();
-    let f = filter.to_string();
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    let mut tx = Some(tx);
-    tokio::spawn(async move {
-        loop {
-            match el.poll().await {
-                Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                    c.subscribe(f.clone(), QoS::AtLeastOnce).await.unwrap()
-                }
-                Ok(Event::Incoming(Packet::SubAck(_))) => {
-                    if let Some(t) = tx.take() {
-                        let _ = t.send(());
-                    }
-                }
-                Ok(Event::Incoming(Packet::Publish(p))) => l.lock().unwrap().push((
-                    Instant::now(),
-                    String::from_utf8_lossy(&p.topic).into_owned(),
-                    p.payload.to_vec(),
-                )),
-                Ok(_) => {}
-                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-            }
-        }
-    });
-    rx.await.unwrap();
-    log
-}
-
-fn pct(mut v: Vec<f64>, p: f64) -> f64 {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    v[((v.len() as f64 - 1.0) * p).round() as usize]
-}
 
 async fn wait_count(log: &Log, n: usize, prefix: &str) {
     while log

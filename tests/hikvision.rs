@@ -173,16 +173,9 @@ async fn picture_is_a_jpeg_or_a_response_status_with_http_200() {
 
 #[test]
 fn replay_follows_the_capture_timing() {
-    let bodies: Vec<String> =
-        include_str!("fixtures/hikvision/hiksink_ptz_sequence_first160.jsonl")
-            .lines()
-            .map(|l| {
-                serde_json::from_str::<serde_json::Value>(l).unwrap()["content"]
-                    .as_str()
-                    .unwrap()
-                    .to_string()
-            })
-            .collect();
+    let bodies = gatehouse::sim::hikvision::capture_bodies(include_str!(
+        "fixtures/hikvision/hiksink_ptz_sequence_first160.jsonl"
+    ));
     let at = gatehouse::sim::hikvision::replay_offsets(&bodies);
     assert_eq!(at.len(), bodies.len());
     assert!(at.windows(2).all(|w| w[0] <= w[1]), "in order");

@@ -229,17 +229,6 @@ async fn pictures_in_the_stream_are_kept_per_channel() {
     app.shutdown().await;
 }
 
-fn capture(text: &str) -> Vec<String> {
-    text.lines()
-        .map(|l| {
-            serde_json::from_str::<serde_json::Value>(l).unwrap()["content"]
-                .as_str()
-                .unwrap()
-                .to_string()
-        })
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replayed_ptz_capture_is_one_on_and_one_off() {
     let broker = Broker::start();
@@ -256,7 +245,7 @@ async fn replayed_ptz_capture_is_one_on_and_one_off() {
     // 160 real parts over 53 s: VMD `active` about three times a second with gaps of up to
     // 4 s, never `inactive`. At 8× the gaps are ≤ 0.5 s, under the 1 s hold-off (5 s at
     // real speed): one burst.
-    let bodies = capture(include_str!(
+    let bodies = gatehouse::sim::hikvision::capture_bodies(include_str!(
         "fixtures/hikvision/hiksink_ptz_sequence_first160.jsonl"
     ));
     ptz.replay(bodies, 8.0).await.unwrap();

@@ -280,6 +280,11 @@ impl RtspServer {
         self.port
     }
 
+    /// The server process's pid (benchmarks read its CPU time from /proc).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     pub fn is_running(&self) -> bool {
         self.child.is_some()
     }

@@ -206,6 +206,21 @@ pub fn alert_xml(
         + eol
 }
 
+/// The alert bodies of a JSONL capture (`tests/fixtures/hikvision/*.jsonl`: one JSON object a
+/// line, the part's body in `content`), in order. Panics on a malformed line: captures are
+/// fixtures, not input.
+pub fn capture_bodies(jsonl: &str) -> Vec<String> {
+    jsonl
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).expect("a JSON line")["content"]
+                .as_str()
+                .expect("a string `content`")
+                .to_string()
+        })
+        .collect()
+}
+
 /// When each body of a capture arrived, relative to the first, from its `dateTime`.
 pub fn replay_offsets(bodies: &[String]) -> Vec<Duration> {
     let secs: Vec<Option<i64>> = bodies

@@ -34,6 +34,9 @@ const MAX_FRAME_STEP: i64 = 10 * TIMESCALE as i64;
 /// default, e.g. Hikvision's).
 const DEFAULT_FRAME_DURATION: u32 = TIMESCALE / 25;
 
+/// The first segment of a live run ends this long after its keyframe (90 kHz): 0.5 s.
+const SHORT_FIRST: u64 = TIMESCALE as u64 / 2;
+
 /// A GOP longer than this is discarded (no keyframe to cut at; the playlist's target
 /// duration would be meaningless).
 const MAX_SEGMENT_DURATION: u64 = 60 * TIMESCALE as u64;
@@ -130,10 +133,18 @@ pub struct Segmenter {
     last_duration: u32,
     waiting_for_key: bool,
     /// With [`Segmenter::with_short_first`]: the first segment of a run (after start, a reset
-    /// or new parameters) ends at the second keyframe whatever the target, so a viewer who
-    /// just pressed play waits one GOP, not a whole target duration.
+    /// or new parameters) ends [`SHORT_FIRST`] after its keyframe (or at the next keyframe if
+    /// that comes first), so a viewer who just pressed play waits for one keyframe and half a
+    /// second, not a GOP or a whole target. The segment after it starts mid-GOP (it depends
+    /// on the short one); once the next keyframe-started segment is complete, both are taken
+    /// off the playlist (still served to players that already have them), so the playlist
+    /// only ever lists independent segments to a new viewer... except during that first GOP.
     short_first_enabled: bool,
     short_first: bool,
+    /// Sequence number of the run's short segment, until the two are hidden.
+    short_seq: Option<u64>,
+    /// Segments below this are held (players may still fetch them) but not listed.
+    hide_before: u64,
 
     stats: Stats,
 }
@@ -166,6 +177,8 @@ impl Segmenter {
             waiting_for_key: true,
             short_first: true,
             short_first_enabled: false,
+            short_seq: None,
+            hide_before: 0,
             stats: Stats::default(),
         }
     }
@@ -301,13 +314,22 @@ impl Segmenter {
         self.last_pts = Some(pts_90k);
 
         let mut completed = None;
-        if is_key
-            && !self.pending.is_empty()
-            && (self.pending_duration >= self.target
-                || (self.short_first && self.short_first_enabled))
+        let short = self.short_first && self.short_first_enabled;
+        if !self.pending.is_empty()
+            && ((is_key && (self.pending_duration >= self.target || short))
+                || (short && self.pending_duration >= SHORT_FIRST))
         {
             completed = self.cut();
-            self.short_first = false;
+            if short {
+                self.short_first = false;
+                // Cut mid-GOP: the next segment depends on this one.
+                self.short_seq = (!is_key).then_some(completed).flatten();
+            } else if let (Some(short_seq), Some(done)) = (self.short_seq, completed)
+                && done >= short_seq + 2
+            {
+                self.hide_before = self.hide_before.max(done);
+                self.short_seq = None;
+            }
         }
 
         let frame_data = match &self.inband {
@@ -442,7 +464,15 @@ impl Segmenter {
     /// `<prefix><name><query>`: `prefix` may be empty (relative URIs) and `query` (e.g.
     /// `?token=abc`) is repeated so that signed URLs keep working in players.
     pub fn playlist(&self, prefix: &str, query: &str) -> Option<String> {
-        let first = self.segments.front()?;
+        let listed = || self.segments.iter().filter(|s| s.seq >= self.hide_before);
+        let first = listed().next()?;
+        // Discontinuities before the first listed segment, held or already evicted.
+        let discontinuity_seq = self.discontinuity_seq
+            + self
+                .segments
+                .iter()
+                .filter(|s| s.seq < self.hide_before && s.discontinuity)
+                .count() as u64;
         let target = self
             .max_segment_duration
             .div_ceil(u64::from(TIMESCALE))
@@ -452,12 +482,15 @@ impl Segmenter {
         let _ = write!(
             m,
             "#EXTM3U\n#EXT-X-VERSION:7\n#EXT-X-TARGETDURATION:{target}\n\
-             #EXT-X-MEDIA-SEQUENCE:{}\n#EXT-X-DISCONTINUITY-SEQUENCE:{}\n\
-             #EXT-X-INDEPENDENT-SEGMENTS\n",
-            first.seq, self.discontinuity_seq
+             #EXT-X-MEDIA-SEQUENCE:{}\n#EXT-X-DISCONTINUITY-SEQUENCE:{}\n",
+            first.seq, discontinuity_seq
         );
+        // Not while the segment after a short first one (it starts mid-GOP) is listed.
+        if self.short_seq.is_none() {
+            m.push_str("#EXT-X-INDEPENDENT-SEGMENTS\n");
+        }
         let mut generation = None;
-        for s in &self.segments {
+        for s in listed() {
             if s.discontinuity {
                 m.push_str("#EXT-X-DISCONTINUITY\n");
             }
@@ -769,18 +802,44 @@ mod tests {
     }
 
     #[test]
-    fn short_first_segment_is_one_gop() {
+    fn short_first_segment_is_half_a_second_then_hidden() {
         let mut s = segmenter(2, 10).with_short_first();
         let mut pts = 0;
-        // GOP 1 s, target 2 s: the first segment is ready after one GOP.
-        assert_eq!(feed(&mut s, &mut pts, 11, 10), [0]);
-        assert_eq!(parse_segment(&s.segment(0).unwrap()).1.len(), 10);
-        // Later ones follow the target: 1.1 s pending is not enough.
-        assert_eq!(feed(&mut s, &mut pts, 11, 10), Vec::<u64>::new());
+        // GOP 1 s, target 2 s: the first segment is ready 0.5 s after the first keyframe.
+        assert_eq!(feed(&mut s, &mut pts, 6, 10), [0]);
+        let (_, first) = parse_segment(&s.segment(0).unwrap());
+        assert_eq!(first.len(), 5);
+        assert_eq!(first[0].2, 0x0200_0000, "starts at the keyframe");
+        assert!(s.playlist("", "").unwrap().contains("seg0.m4s"));
+        // The rest of the GOP and the next (2 s target) make segment 1, starting mid-GOP.
+        let mut done = Vec::new();
+        for i in 6..31 {
+            done.extend(s.push(frame(i as u8), i % 10 == 0, pts));
+            pts += STEP;
+        }
+        assert_eq!(done, [1]);
+        assert_ne!(parse_segment(&s.segment(1).unwrap()).1[0].2, 0x0200_0000);
+        assert!(!s.playlist("", "").unwrap().contains("INDEPENDENT"));
+        for i in 31..51 {
+            done.extend(s.push(frame(i as u8), i % 10 == 0, pts));
+            pts += STEP;
+        }
+        assert_eq!(done, [1, 2]);
+        // Segment 2 starts at a keyframe: 0 and 1 leave the playlist (still served).
+        let m = s.playlist("", "").unwrap();
+        assert!(!m.contains("seg0.m4s") && !m.contains("seg1.m4s"), "{m}");
+        assert!(m.contains("#EXT-X-MEDIA-SEQUENCE:2\n"), "{m}");
+        assert!(m.contains("#EXT-X-INDEPENDENT-SEGMENTS"), "{m}");
+        assert!(s.segment(0).is_some() && s.segment(1).is_some());
         // After a reset (RTSP session restarted) the first segment is short again.
-        assert_eq!(s.reset(), Some(1));
-        assert_eq!(feed(&mut s, &mut pts, 11, 10), [2]);
-        assert_eq!(parse_segment(&s.segment(2).unwrap()).1.len(), 10);
+        s.reset();
+        let mut done = Vec::new();
+        for i in 0..26 {
+            done.extend(s.push(frame(i as u8), i % 10 == 0, pts));
+            pts += STEP;
+        }
+        assert_eq!(done, [4]);
+        assert_eq!(parse_segment(&s.segment(4).unwrap()).1.len(), 5);
         // Without the option the first segment waits for the target.
         let mut plain = segmenter(2, 10);
         let mut pts = 0;

@@ -757,7 +757,7 @@ async fn the_stream_survives_an_rtsp_server_restart() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn late_joiners_and_slow_consumers_resume_at_keyframes() {
-    // 50 fps, a keyframe every 25 frames: the hub's 128-frame fan-out fills in ~3 s.
+    // 50 fps, a keyframe every 25 frames: the hub's 64-frame fan-out fills in ~1.3 s.
     const STEP: i64 = 90_000 / 50;
     let cam = camera_sim(StreamConfig {
         width: 320,
@@ -823,7 +823,7 @@ async fn late_joiners_and_slow_consumers_resume_at_keyframes() {
     let mut slow = hub.subscribe();
     let at = hub.stats().frames;
     wait_for("the fan-out overflows", Duration::from_secs(60), || {
-        hub.stats().frames > at + 128 + 50
+        hub.stats().frames > at + 64 + 50
     })
     .await;
     let mut missed = None;

@@ -23,9 +23,10 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 /// Frames buffered per hub for consumers; a consumer further behind than this skips ahead.
-/// 128 frames: 5 s at 25 fps of slack; each slot pins a frame, so more costs memory per
-/// stream (about 2.5 MB at 1080p / 4 Mbit/s) for no benefit to a viewer that far behind.
-const FANOUT: usize = 128;
+/// 64 frames: 2.5 s at 25 fps of slack. Every slot pins a frame whether anyone is behind or
+/// not (about 1.3 MB at 1080p / 4 Mbit/s), and the consumers (the HLS remuxer, a snapshot) never
+/// lag that far unless the machine is overloaded, when skipping to a keyframe is the answer.
+const FANOUT: usize = 64;
 /// The kept GOP is cut when a camera sends absurdly long GOPs (or none at all).
 const GOP_MAX_FRAMES: usize = 600;
 const GOP_MAX_BYTES: usize = 16 << 20;

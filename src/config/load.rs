@@ -320,8 +320,8 @@ fn validate_media(cfg: &mut Config, errs: &mut Collector) {
     if m.max_width != 0 && m.max_width < 64 {
         errs.push("media.max_width", "must be 0 (no limit) or at least 64");
     }
-    if m.hls_window < 2 || m.hls_window > 60 {
-        errs.push("media.hls_window", "must be between 2 and 60 segments");
+    if m.hls_window < 3 || m.hls_window > 60 {
+        errs.push("media.hls_window", "must be between 3 and 60 segments");
     }
     let secs = |d: HumanDuration| d.get().as_secs_f64();
     if !(0.5..=30.0).contains(&secs(m.hls_segment)) {

@@ -79,7 +79,9 @@ pub struct MediaConfig {
     pub snapshot_on_alarm: Vec<String>,
     /// HLS segment target; segments end on the first keyframe after it. (live)
     pub hls_segment: HumanDuration,
-    /// Segments kept in memory per live stream.
+    /// Segments kept in memory per live stream (and listed). 4 is the least that keeps three
+    /// target durations in the playlist after a removal (RFC 8216 §6.2.2) with segments of
+    /// equal length; each one more costs a segment of video in memory per stream.
     pub hls_window: u32,
     /// A live stream stops this long after the last heartbeat or playlist fetch (live).
     pub hls_stop_after: HumanDuration,
@@ -101,7 +103,7 @@ impl Default for MediaConfig {
             retain_max_bytes: 0,
             snapshot_on_alarm: Vec::new(),
             hls_segment: HumanDuration::secs(2),
-            hls_window: 6,
+            hls_window: 4,
             hls_stop_after: HumanDuration::secs(90),
             snapshot_timeout: HumanDuration::secs(10),
         }
@@ -540,15 +542,9 @@ pub const SNAPSHOT_DOOR_KINDS: [&str; 7] = [
     "open_requested",
 ];
 
-/// Those that do unless `snapshot_on` says otherwise (an API open request has no one to see).
-pub const SNAPSHOT_DOOR_DEFAULT: [&str; 6] = [
-    "access_granted",
-    "access_denied",
-    "door_opened",
-    "door_held_open",
-    "door_forced",
-    "door_bell",
-];
+/// Those that do unless `snapshot_on` says otherwise: all but `open_requested` (an API open
+/// request has no one at the door to see).
+pub const SNAPSHOT_DOOR_DEFAULT: &[&str] = SNAPSHOT_DOOR_KINDS.split_at(6).0;
 
 impl DoorConfig {
     /// `camera` split into device id and channel.

@@ -206,15 +206,7 @@ fn yuv(rgb: [u8; 3]) -> [u8; 3] {
 /// Frame `i` of `n`: colour bars, a white box moving across the bottom third, and the frame
 /// number as 8 binary squares top left (so consecutive frames differ).
 fn pattern(w: usize, h: usize, i: usize, n: usize) -> Vec<u8> {
-    const BARS: [[u8; 3]; 7] = [
-        [192, 192, 192],
-        [192, 192, 0],
-        [0, 192, 192],
-        [0, 192, 0],
-        [192, 0, 192],
-        [192, 0, 0],
-        [0, 0, 192],
-    ];
+    use super::hikvision::BARS;
     let mut buf = vec![0u8; w * h * 3 / 2];
     let (y_plane, uv) = buf.split_at_mut(w * h);
     let (u_plane, v_plane) = uv.split_at_mut(w * h / 4);

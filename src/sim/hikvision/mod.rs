@@ -257,17 +257,19 @@ pub fn replay_offsets(bodies: &[String]) -> Vec<Duration> {
     out
 }
 
+/// 75 % colour bars (RGB), as the simulators draw them: `/picture` and the RTSP pattern.
+pub(crate) const BARS: [[u8; 3]; 7] = [
+    [192, 192, 192],
+    [192, 192, 0],
+    [0, 192, 192],
+    [0, 192, 0],
+    [192, 0, 192],
+    [192, 0, 0],
+    [0, 0, 192],
+];
+
 /// Colour bars, as a JPEG (what `/picture` returns).
 pub fn test_pattern_jpeg() -> Vec<u8> {
-    const BARS: [[u8; 3]; 7] = [
-        [192, 192, 192],
-        [192, 192, 0],
-        [0, 192, 192],
-        [0, 192, 0],
-        [192, 0, 192],
-        [192, 0, 0],
-        [0, 0, 192],
-    ];
     let (w, h) = (640usize, 360usize);
     let mut rgb = Vec::with_capacity(w * h * 3);
     for _y in 0..h {

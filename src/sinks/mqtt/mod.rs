@@ -91,6 +91,14 @@ struct Conn {
     caught_up: bool,
 }
 
+/// rumqttc's request queue is full (the broker is not keeping up): the connection is redone.
+fn queue_full(e: impl std::fmt::Display) -> Error {
+    Error::new(
+        ErrorKind::Unavailable,
+        format!("MQTT client queue full: {e}"),
+    )
+}
+
 /// Keep only the newest payload of each retained topic; non-retained messages all stay, in
 /// order.
 fn coalesce(out: Vec<(String, String, bool)>) -> Vec<(String, String, bool)> {
@@ -323,12 +331,7 @@ impl Sink {
         }
         client
             .publish(topic, retain, s.jpeg.to_vec())
-            .map_err(|e| {
-                Error::new(
-                    ErrorKind::Unavailable,
-                    format!("MQTT client queue full: {e}"),
-                )
-            })?;
+            .map_err(queue_full)?;
         c.push(None);
         Ok(())
     }
@@ -877,12 +880,7 @@ impl Sink {
             }
             client
                 .publish(topic.clone(), retain, payload.clone().into_bytes())
-                .map_err(|e| {
-                    Error::new(
-                        ErrorKind::Unavailable,
-                        format!("MQTT client queue full: {e}"),
-                    )
-                })?;
+                .map_err(queue_full)?;
             c.push(None);
             if retain {
                 c.retained.insert(topic, payload);
@@ -957,12 +955,7 @@ impl Sink {
                         false,
                         self.event_payload(&e).to_string().into_bytes(),
                     )
-                    .map_err(|e| {
-                        Error::new(
-                            ErrorKind::Unavailable,
-                            format!("MQTT client queue full: {e}"),
-                        )
-                    })?;
+                    .map_err(queue_full)?;
                 c.push(Some(e.seq));
             }
         }

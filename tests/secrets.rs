@@ -49,8 +49,13 @@ fn forbidden() -> Vec<String> {
     out
 }
 
-#[test]
-fn pins_phones_and_passwords_never_leave_the_process() {
+/// Every log line at trace level into a buffer, for a current-thread runtime (it keeps every
+/// task on this thread, under the capturing logger).
+fn capture_logs() -> (
+    Buf,
+    tracing::subscriber::DefaultGuard,
+    tokio::runtime::Runtime,
+) {
     let buf = Buf::default();
     let writer = buf.clone();
     let sub = tracing_subscriber::fmt()
@@ -58,12 +63,17 @@ fn pins_phones_and_passwords_never_leave_the_process() {
         .with_ansi(false)
         .with_writer(move || writer.clone())
         .finish();
-    let _guard = tracing::subscriber::set_default(sub);
-    // A current-thread runtime keeps every task on this thread, under the capturing logger.
+    let guard = tracing::subscriber::set_default(sub);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
+    (buf, guard, rt)
+}
+
+#[test]
+fn pins_phones_and_passwords_never_leave_the_process() {
+    let (buf, _guard, rt) = capture_logs();
     let bus_dump = rt.block_on(async {
         let mut h = Harness::new(SimConfig::default(), "").await;
         h.start().await;
@@ -130,18 +140,7 @@ fn camera_passwords_never_leave_the_process() {
     use gatehouse::sim::hikvision::{HikSim, HikSimConfig};
     use gatehouse::sim::rtsp::RtspSimConfig;
     const PW: &str = "Cam-S3cret:p@ss";
-    let buf = Buf::default();
-    let writer = buf.clone();
-    let sub = tracing_subscriber::fmt()
-        .with_env_filter("trace")
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .finish();
-    let _guard = tracing::subscriber::set_default(sub);
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let (buf, _guard, rt) = capture_logs();
     let (dump, db, wal, errors) = rt.block_on(async {
         let cam = HikSim::start(HikSimConfig {
             password: PW.into(),

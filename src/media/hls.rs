@@ -227,12 +227,7 @@ impl Segmenter {
         let init = fmp4::init_segment(sample_entry, width, height, TIMESCALE)?;
         let completed = self.flush();
         // The old parameters' frames are finished with; the new ones start at a keyframe.
-        self.waiting_for_key = true;
-        self.short_first = true;
-        self.last_pts = None;
-        if self.next_seq > 0 {
-            self.discontinuity_pending = true;
-        }
+        self.new_run();
         self.inband = match fmp4::parameter_sets(sample_entry) {
             Ok((codec @ Codec::H264, sets)) => {
                 let mut avcc = Vec::new();
@@ -270,12 +265,7 @@ impl Segmenter {
     /// [`Segmenter::set_params`] with the new session's, a no-op if unchanged).
     pub fn reset(&mut self) -> Option<u64> {
         let completed = self.flush();
-        self.waiting_for_key = true;
-        self.short_first = true;
-        self.last_pts = None;
-        if self.next_seq > 0 {
-            self.discontinuity_pending = true;
-        }
+        self.new_run();
         completed
     }
 
@@ -358,15 +348,21 @@ impl Segmenter {
             );
             self.stats.gops_discarded += 1;
             self.clear_pending();
-            self.waiting_for_key = true;
-            self.short_first = true;
-            self.last_pts = None;
-            if self.next_seq > 0 {
-                self.discontinuity_pending = true;
-            }
+            self.new_run();
         }
         self.enforce_bounds();
         completed
+    }
+
+    /// The next frames start a new run: from a keyframe, with a short first segment, after a
+    /// discontinuity (unless nothing was published yet).
+    fn new_run(&mut self) {
+        self.waiting_for_key = true;
+        self.short_first = true;
+        self.last_pts = None;
+        if self.next_seq > 0 {
+            self.discontinuity_pending = true;
+        }
     }
 
     /// Closes `pending` early (session end, new parameters): its last frame gets the previous

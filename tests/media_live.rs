@@ -603,6 +603,8 @@ async fn mqtt_stream_set_starts_and_stops_a_stream() {
     assert_eq!(code, 200, "{m3u8}");
     assert!(m3u8.starts_with("#EXTM3U"), "{m3u8}");
 
+    // (A retained OFF was already published at start-up: only one after STOP counts.)
+    d.rec.clear();
     publish(d.broker.port, set, b"STOP", false).await;
     wait_for("stream OFF", T, || {
         d.rec
@@ -626,6 +628,48 @@ async fn mqtt_stream_set_starts_and_stops_a_stream() {
     publish(d.broker.port, set, b"", true).await;
     assert!(d.media.live("garage", 1).is_none(), "no stream started");
     assert!(on(&d).is_empty(), "no stream started");
+    d.stop().await;
+}
+
+/// A run that crashed left its retained stream "ON" on the broker: the next run sets every
+/// channel it has not started OFF, so Home Assistant does not show a stream for ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_retained_stream_on_is_cleared_at_start() {
+    let cam = camera_sim(StreamConfig::main()).await;
+    let state_topic = "gatehouse/camera/garage/ch1/stream";
+    let d = Daemon::start(
+        |b| {
+            let st = std::process::Command::new("mosquitto_pub")
+                .args(["-p", &b.port.to_string(), "-t", state_topic, "-r"])
+                .args([
+                    "-m",
+                    r#"{"state":"ON","hls_url":"/hls/garage/1/index.m3u8","detail":"started"}"#,
+                ])
+                .status()
+                .expect("mosquitto_pub (apt-get install mosquitto-clients)");
+            assert!(st.success());
+            cam_line("garage", &cam, "")
+        },
+        "",
+    )
+    .await;
+    wait_camera_info(&d, "garage").await;
+    wait_for("retained stream OFF", T, || {
+        d.rec
+            .on(state_topic)
+            .iter()
+            .any(|m| m.retain && m.json()["state"] == "OFF")
+    })
+    .await;
+    // What a client subscribing now gets: OFF, not the stale ON.
+    let late = Recorder::start(d.broker.port, "late", state_topic, false).await;
+    wait_for("retained state delivered", T, || {
+        !late.on(state_topic).is_empty()
+    })
+    .await;
+    let last = late.on(state_topic).last().unwrap().json();
+    assert_eq!(last["state"], "OFF", "{last}");
+    assert!(last["hls_url"].is_null(), "{last}");
     d.stop().await;
 }
 

@@ -290,6 +290,24 @@ impl Sink {
                     serde_json::to_string(i).unwrap_or_default(),
                     true,
                 )];
+                // A retained "ON" left by a run that crashed (or lost power) would show a
+                // stream as running for ever: every channel whose stream this run has not
+                // reported yet is set OFF (a START before this point has reported its ON).
+                for ch in &i.channels {
+                    let topic = self.topics.camera_stream(&i.device, ch.id);
+                    if !self.streams.contains_key(&topic) {
+                        let p = payload::stream(&StreamState {
+                            camera: i.device.clone(),
+                            channel: ch.id,
+                            active: false,
+                            hls_url: None,
+                            detail: "not running".into(),
+                        })
+                        .to_string();
+                        self.streams.insert(topic.clone(), p.clone());
+                        out.push((topic, p, true));
+                    }
+                }
                 if new {
                     out.extend(self.discovery_changes());
                 }

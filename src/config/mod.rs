@@ -67,7 +67,8 @@ pub struct MediaConfig {
     pub max_width: u32,
     /// Where pictures are saved; default `snapshots/` next to the database. (restart)
     pub snapshot_dir: Option<PathBuf>,
-    /// Keep at most this many pictures per camera channel (live). 0 = no limit.
+    /// Keep at most this many pictures per camera channel (live), event pictures and the
+    /// others counted apart (a poller never pushes a door event's picture out). 0 = no limit.
     pub keep_count: u32,
     /// Delete pictures older than this many days (live). 0 = keep.
     pub keep_days: u32,

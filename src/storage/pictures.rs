@@ -105,6 +105,9 @@ impl Store {
 
     /// Rows past retention: more than `keep_count` for this channel (0 = no limit) or older
     /// than `before_ms` (any channel). They are deleted here; the caller deletes the files.
+    /// Pictures of events and the others (commands, REST, alarms) are counted apart: a
+    /// dashboard polling `/snapshot` every few seconds must not push the picture of who came
+    /// in at 3 am out of the history.
     pub fn pictures_expire(
         &self,
         camera: &str,
@@ -117,12 +120,14 @@ impl Store {
             let mut gone: Vec<PictureRow> = Vec::new();
             if keep_count > 0 {
                 let mut st = tx.prepare(&format!(
-                    "SELECT {COLS} FROM pictures WHERE camera = ?1 AND channel = ?2 ORDER BY taken_ms DESC LIMIT -1 OFFSET ?3"
+                    "SELECT {COLS} FROM pictures WHERE camera = ?1 AND channel = ?2 AND (event_id IS NULL) = ?4 ORDER BY taken_ms DESC LIMIT -1 OFFSET ?3"
                 ))?;
-                gone.extend(
-                    st.query_map(params![camera, channel, keep_count], row)?
-                        .collect::<rusqlite::Result<Vec<_>>>()?,
-                );
+                for of_event in [true, false] {
+                    gone.extend(
+                        st.query_map(params![camera, channel, keep_count, !of_event], row)?
+                            .collect::<rusqlite::Result<Vec<_>>>()?,
+                    );
+                }
             }
             if let Some(b) = before_ms {
                 let mut st = tx.prepare(&format!(
@@ -180,7 +185,7 @@ mod tests {
         assert_eq!(recent, ["c", "b", "a"]);
         let day_ago = (chrono::Utc::now() - chrono::Duration::days(1)).timestamp_millis();
         let gone: Vec<_> = s
-            .pictures_expire("garage", 1, 2, Some(day_ago))
+            .pictures_expire("garage", 1, 1, Some(day_ago))
             .unwrap()
             .into_iter()
             .map(|p| p.id)
@@ -188,5 +193,41 @@ mod tests {
         assert_eq!(gone, ["a", "d"]);
         assert!(s.picture("a").unwrap().is_none());
         assert!(s.picture("b").unwrap().is_some());
+    }
+
+    #[test]
+    fn polled_pictures_never_push_an_event_picture_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(&dir.path().join("t.db")).unwrap();
+        // The event's picture ("b") is the oldest; then a poller takes three more.
+        for (id, age) in [("b", 40), ("p1", 30), ("p2", 20), ("p3", 10)] {
+            s.picture_insert(&pic(id, 1, age)).unwrap();
+        }
+        let gone: Vec<_> = s
+            .pictures_expire("garage", 1, 2, None)
+            .unwrap()
+            .into_iter()
+            .map(|p| p.id)
+            .collect();
+        assert_eq!(
+            gone,
+            ["p1"],
+            "the oldest polled picture goes, the event's stays"
+        );
+        assert!(s.picture_for_event("net2:7").unwrap().is_some());
+        // Event pictures have their own count.
+        let mut e = pic("b2", 1, 5);
+        e.event_id = Some("net2:8".into());
+        s.picture_insert(&e).unwrap();
+        let mut e = pic("b3", 1, 1);
+        e.event_id = Some("net2:9".into());
+        s.picture_insert(&e).unwrap();
+        let gone: Vec<_> = s
+            .pictures_expire("garage", 1, 2, None)
+            .unwrap()
+            .into_iter()
+            .map(|p| p.id)
+            .collect();
+        assert_eq!(gone, ["b"]);
     }
 }

@@ -23,8 +23,11 @@
 //!   -f hls` processes for the same window; CPU from /proc/<pid>/stat, RSS from VmRSS (the
 //!   daemon's RSS added per stream: RSS with N streams minus RSS idle with the same config).
 //!
+//! - Floor: receiving alone (one RTSP session with the daemon's `Hub` in this process, frames
+//!   drained) vs `ffmpeg -c copy -f null`: what any remuxer pays before it writes a byte.
+//!
 //! `cargo build --release && cargo run --release --example bench_media -- [snap-samples]
-//! [hls-seconds]`
+//! [hls-seconds] [snap|hls|floor]`
 
 #[path = "common/mod.rs"]
 mod common;
@@ -372,6 +375,53 @@ fn keeper(url: &str) -> std::process::Child {
         .expect("ffmpeg")
 }
 
+/// What receiving the stream costs before any remuxing, each side for `secs`: one RTSP
+/// session with the daemon's own `Hub` (retina) in this process, its frames drained (this
+/// process's CPU while idle is measured first and subtracted), and `ffmpeg -c copy -f null`.
+async fn floor(env: &Env, secs: u64) {
+    let me = std::process::id().to_string();
+    let win = Duration::from_secs(secs);
+    let (c0, t0) = (cpu_of(&me), Instant::now());
+    tokio::time::sleep(win).await;
+    let idle = (cpu_of(&me) - c0) / t0.elapsed().as_secs_f64();
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let group = Arc::new(retina::client::SessionGroup::default());
+    let hub = Hub::new(
+        "floor",
+        1,
+        StreamKind::Main,
+        Target::new(url::Url::parse(&env.url).unwrap(), None, None),
+        Duration::from_millis(100),
+        group.clone(),
+        cancel.clone(),
+    );
+    let mut sub = hub.subscribe();
+    let drain = tokio::spawn(async move { while sub.recv().await.is_some() {} });
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (c0, t0, f0) = (cpu_of(&me), Instant::now(), hub.stats().frames);
+    tokio::time::sleep(win).await;
+    let wall = t0.elapsed().as_secs_f64();
+    let ours = cpu_of(&me) - c0 - idle * wall;
+    let frames = hub.stats().frames - f0;
+    drain.abort();
+    cancel.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(3), group.await_teardown()).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let k = keeper(&env.url);
+    let pid = k.id().to_string();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (f0, t1) = (cpu_of(&pid), Instant::now());
+    tokio::time::sleep(win).await;
+    let theirs = (cpu_of(&pid) - f0) / t1.elapsed().as_secs_f64() * 60.0;
+    kill(k);
+    println!(
+        "floor, receive only ({secs} s): gatehouse Hub (retina) {:.3} s per minute ({frames} frames; this process idle {:.2}% subtracted) | ffmpeg -c copy -f null {theirs:.3} s per minute | ratio {:.2}",
+        ours / wall * 60.0,
+        idle * 100.0,
+        ours / wall * 60.0 / theirs
+    );
+}
+
 /// A cold snapshot taken apart with the daemon's own pieces: (DESCRIBE→PLAY, first frame,
 /// first keyframe, decode + RGB, JPEG encode), each in ms from the previous step (the first
 /// three from subscribe).
@@ -696,6 +746,9 @@ async fn main() {
         kill(k);
         tokio::time::sleep(Duration::from_secs(2)).await;
         snapshots(&env, n).await;
+    }
+    if only.is_empty() || only == "hls" || only == "floor" {
+        floor(&env, secs).await;
     }
     if only.is_empty() || only == "hls" {
         hls(&env, 1, secs).await;

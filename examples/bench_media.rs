@@ -23,11 +23,13 @@
 //!   -f hls` processes for the same window; CPU from /proc/<pid>/stat, RSS from VmRSS (the
 //!   daemon's RSS added per stream: RSS with N streams minus RSS idle with the same config).
 //!
+//! - Hikvision camera running (the simulator's RTSP server at 1080p, joined mid-GOP, honouring
+//!   ISAPI `requestKeyFrame`): cold snapshot and cold START → playable vs ffmpeg on its URL.
 //! - Floor: receiving alone (one RTSP session with the daemon's `Hub` in this process, frames
 //!   drained) vs `ffmpeg -c copy -f null`: what any remuxer pays before it writes a byte.
 //!
 //! `cargo build --release && cargo run --release --example bench_media -- [snap-samples]
-//! [hls-seconds] [snap|hls|floor]`
+//! [hls-seconds] [snap|hik|hls|floor]`
 
 #[path = "common/mod.rs"]
 mod common;
@@ -96,24 +98,31 @@ fn is_jpeg(b: &[u8]) -> bool {
 }
 
 impl Env {
-    fn yaml(&self, tag: &str, web_port: u16, cams: usize) -> String {
-        let mut y = format!(
+    fn yaml(&self, tag: &str, web_port: u16, cams: &str) -> String {
+        format!(
             "version: 1\nlog: {{ level: warn }}\nstorage: {{ path: {}/{tag}.db }}\nmqtt: {{ host: 127.0.0.1, port: {}, client_id: bench-media-{} }}\nweb: {{ bind: \"127.0.0.1:{web_port}\", jwt_secret: \"{SECRET}\" }}\nmedia: {{ idle_close: 1s }}\nsources:\n  hikvision:\n",
             self.dir.path().display(),
             self.broker,
             rand::random::<u32>()
-        );
-        for i in 0..cams {
-            y.push_str(&format!(
-                "    - {{ id: cam{i}, url: \"{}\", username: admin, password: sim-hik-pass, use_picture: false, rtsp_url: \"{}\" }}\n",
-                self.sims[i].base_url(),
-                self.url
-            ));
-        }
-        y
+        ) + cams
     }
 
+    /// A daemon with `cams` cameras (Hikvision simulators for ISAPI) streaming from the
+    /// GStreamer server.
     async fn daemon(&self, tag: &str, cams: usize) -> Daemon {
+        let lines: String = (0..cams)
+            .map(|i| {
+                format!(
+                    "    - {{ id: cam{i}, url: \"{}\", username: admin, password: sim-hik-pass, use_picture: false, rtsp_url: \"{}\" }}\n",
+                    self.sims[i].base_url(),
+                    self.url
+                )
+            })
+            .collect();
+        self.daemon_with(tag, &lines).await
+    }
+
+    async fn daemon_with(&self, tag: &str, cams: &str) -> Daemon {
         let web_port = free_port();
         let conf = self.dir.path().join(format!("{tag}.yaml"));
         std::fs::write(&conf, self.yaml(tag, web_port, cams)).unwrap();
@@ -373,6 +382,108 @@ fn keeper(url: &str) -> std::process::Child {
         .stderr(Stdio::null())
         .spawn()
         .expect("ffmpeg")
+}
+
+/// A Hikvision camera (the simulator's RTSP server: 1080p25, GOP 50, ~4 Mbit/s, encoding
+/// whether or not anyone watches, so every cold session joins mid-GOP) that honours ISAPI
+/// `requestKeyFrame`: cold snapshot and cold START → playable, RTSP derived from the device
+/// (`use_picture: false`), beside ffmpeg on the same URL.
+async fn hik_running(env: &Env, n: usize) {
+    let stream = gatehouse::sim::rtsp::StreamConfig {
+        width: 1920,
+        height: 1080,
+        fps: 25,
+        gop: 50,
+        seconds: 4,
+        bitrate_bps: 4_000_000,
+    };
+    let sim = HikSim::start(HikSimConfig {
+        rtsp: Some(gatehouse::sim::rtsp::RtspSimConfig {
+            main: stream,
+            running_since: Some(Duration::ZERO),
+            ..Default::default()
+        }),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let url = sim
+        .rtsp_url(101)
+        .unwrap()
+        .replacen("rtsp://", "rtsp://admin:sim-hik-pass@", 1);
+    let d = env
+        .daemon_with(
+            "hik",
+            &format!(
+                "    - {{ id: cam0, url: \"{}\", username: admin, password: sim-hik-pass, use_picture: false }}\n",
+                sim.base_url()
+            ),
+        )
+        .await;
+    let log = subscriber(env.broker, "gatehouse/camera/cam0/ch1/snapshot").await;
+    let (pc, mut pel) = AsyncClient::new(
+        MqttOptions::new("bench-media-hik", "127.0.0.1", env.broker),
+        100,
+    );
+    tokio::spawn(async move { while pel.poll().await.is_ok() {} });
+    // Warm-up: the daemon has learnt the RTSP port (adminAccesses) and takes commands.
+    let end = Instant::now() + Duration::from_secs(30);
+    loop {
+        let before = log.lock().unwrap().len();
+        pc.publish(
+            "gatehouse/camera/cam0/snapshot/set",
+            QoS::AtLeastOnce,
+            false,
+            "PRESS",
+        )
+        .await
+        .unwrap();
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        if log.lock().unwrap().len() > before {
+            break;
+        }
+        assert!(Instant::now() < end, "daemon takes no snapshot");
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let snap = env.dir.path().join("snap-hik.jpg");
+    let (mut ours, mut ff) = (Vec::new(), Vec::new());
+    for _ in 0..n {
+        gop_jitter().await;
+        ours.push(our_snapshot(&pc, &log).await);
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        gop_jitter().await;
+        ff.push(ffmpeg_snapshot(&url, &snap).await);
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+    }
+    let asked = sim.rtsp().unwrap().stats().key_frame_requests;
+    println!(
+        "snapshot cold, Hikvision simulator running (mid-GOP join, requestKeyFrame): gatehouse MQTT->JPEG {} | ffmpeg -frames:v 1 {} | ratio p50 {:.2} | key frames asked {asked}",
+        summary(&ours),
+        summary(&ff),
+        pct(ours.clone(), 0.5) / pct(ff.clone(), 0.5)
+    );
+    let (mut cold, mut fh) = (Vec::new(), Vec::new());
+    let ffdir = env.dir.path().join("ff-hik");
+    for _ in 0..n {
+        gop_jitter().await;
+        let (c, _) = d.live("cam0").await;
+        cold.push(ms(c));
+        d.stop_live("cam0").await;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        gop_jitter().await;
+        let t = Instant::now();
+        let c = ffmpeg_hls(&url, &ffdir);
+        fh.push(ms(wait_playlist(&ffdir).await - t));
+        kill(c);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    println!(
+        "START -> playable, Hikvision simulator running (requestKeyFrame): gatehouse REST /live cold {} | ffmpeg -f hls spawn -> playlist with a segment {} | key frames asked {}",
+        summary(&cold),
+        summary(&fh),
+        sim.rtsp().unwrap().stats().key_frame_requests - asked
+    );
+    d.stop();
 }
 
 /// What receiving the stream costs before any remuxing, each side for `secs`: one RTSP
@@ -746,6 +857,9 @@ async fn main() {
         kill(k);
         tokio::time::sleep(Duration::from_secs(2)).await;
         snapshots(&env, n).await;
+    }
+    if only.is_empty() || only == "hik" {
+        hik_running(&env, n).await;
     }
     if only.is_empty() || only == "hls" || only == "floor" {
         floor(&env, secs).await;

@@ -8,6 +8,7 @@ mod common;
 use common::broker::{Broker, Recorder, publish};
 use common::rtsp::{Profile, RtspOpts, RtspServer};
 use common::wait_for;
+use gatehouse::config::StreamKind;
 use gatehouse::sim::hikvision::{HikSim, HikSimConfig, Personality};
 use gatehouse::sim::rtsp::RtspSimConfig;
 use std::time::Duration;
@@ -191,6 +192,112 @@ async fn snapshot_from_a_cold_rtsp_session_when_picture_fails() {
         cam.rtsp().unwrap().stats().sessions_active == 0
     })
     .await;
+}
+
+/// A camera encodes whether or not anyone watches, so a cold session joins mid-GOP. Asked
+/// with ISAPI `requestKeyFrame`, it starts a GOP at once: with a 30 s GOP the picture arrives
+/// within the 10 s snapshot timeout only because of the request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cold_session_that_joins_mid_gop_asks_for_a_key_frame() {
+    let broker = Broker::start();
+    let rec = Recorder::start(broker.port, "rec", "gatehouse/camera/#", false).await;
+    let long_gop = gatehouse::sim::rtsp::StreamConfig {
+        gop: 300,
+        seconds: 30,
+        ..gatehouse::sim::rtsp::StreamConfig::main()
+    };
+    let cam = HikSim::start(HikSimConfig {
+        personality: Personality::camera(),
+        rtsp: Some(RtspSimConfig {
+            main: long_gop,
+            // 1 s into a GOP of 30 s: the next scheduled IDR is 29 s away.
+            running_since: Some(Duration::from_secs(1)),
+            ..Default::default()
+        }),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let app = start(&yaml(
+        &broker,
+        dir.path(),
+        &cam_line("garage", &cam, ", use_picture: false"),
+        "",
+    ))
+    .await;
+    let media = app.media.clone().unwrap();
+    wait_for("device info", T, || {
+        !rec.on("gatehouse/camera/garage/info").is_empty()
+    })
+    .await;
+    let snap = media
+        .snapshot("garage", 1, None, gatehouse::media::service::Trigger::Rest)
+        .await
+        .expect("a picture within snapshot_timeout (10 s) though the GOP is 30 s");
+    assert_eq!(snap.source, "rtsp");
+    assert_eq!(jpeg_size(&snap.jpeg), Some((640, 360)));
+    let rtsp = cam.rtsp().unwrap().stats();
+    assert_eq!(rtsp.key_frame_requests, 1, "asked once: {rtsp:?}");
+    let hub = media.hub("garage", 1, StreamKind::Main).unwrap();
+    assert_eq!(hub.stats().key_frames_requested, 1);
+    app.shutdown().await;
+}
+
+/// A device that answers `requestKeyFrame` with an error (here: its RTSP is another server,
+/// as with an explicit `rtsp_url`) is asked once, never again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_camera_that_cannot_make_key_frames_is_asked_once() {
+    let broker = Broker::start();
+    let rec = Recorder::start(broker.port, "rec", "gatehouse/camera/#", false).await;
+    let cam = camera_sim(false).await;
+    let rtsp = gatehouse::sim::rtsp::RtspSim::start(RtspSimConfig {
+        main: gatehouse::sim::rtsp::StreamConfig {
+            gop: 20,
+            seconds: 2,
+            ..gatehouse::sim::rtsp::StreamConfig::main()
+        },
+        running_since: Some(Duration::from_millis(500)),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let url = rtsp
+        .url("/Streaming/Channels/101")
+        .replacen("rtsp://", "rtsp://admin:sim-hik-pass@", 1);
+    let dir = tempfile::tempdir().unwrap();
+    let app = start(&yaml(
+        &broker,
+        dir.path(),
+        &cam_line(
+            "garage",
+            &cam,
+            &format!(", use_picture: false, rtsp_url: \"{url}\""),
+        ),
+        "media: { idle_close: 1s }\n",
+    ))
+    .await;
+    let media = app.media.clone().unwrap();
+    wait_for("device info", T, || {
+        !rec.on("gatehouse/camera/garage/info").is_empty()
+    })
+    .await;
+    let hub = media.hub("garage", 1, StreamKind::Main).unwrap();
+    // Three cold sessions (each idles out before the next); GOP 2 s, so pictures come
+    // anyway. A session that happens to join on an IDR asks nothing (1 in 20): only all three
+    // doing so (1 in 8,000) would leave the count at 0.
+    for _ in 0..3 {
+        wait_for("session closed", T, || !hub.stats().running).await;
+        let snap = media
+            .snapshot("garage", 1, None, gatehouse::media::service::Trigger::Rest)
+            .await
+            .unwrap();
+        assert_eq!(snap.source, "rtsp");
+    }
+    assert_eq!(hub.stats().sessions_opened, 3);
+    assert_eq!(hub.stats().key_frames_requested, 1, "{:?}", hub.stats());
+    assert_eq!(rtsp.stats().key_frame_requests, 0);
+    app.shutdown().await;
 }
 
 async fn gst_snapshot(profile: Profile) {

@@ -118,6 +118,24 @@ pub struct HubStats {
     /// The last attempt failed on refused credentials.
     pub auth_failed: bool,
     pub running: bool,
+    /// Key frames asked of the camera (sessions that joined mid-GOP).
+    pub key_frames_requested: u64,
+}
+
+/// Asks the camera for a key frame now (Hikvision: ISAPI `requestKeyFrame`). An error means
+/// the camera does not do it: it is not asked again.
+pub type KeyFrameRequest =
+    Arc<dyn Fn() -> futures_util::future::BoxFuture<'static, Result<()>> + Send + Sync>;
+
+/// A session that joined mid-GOP asks for a key frame at most this often.
+const KEY_REQUEST_EVERY: Duration = Duration::from_secs(2);
+
+#[derive(Default)]
+struct KeyRequests {
+    request: Option<KeyFrameRequest>,
+    last: Option<Instant>,
+    /// The camera answered with an error once: it cannot.
+    unsupported: bool,
 }
 
 struct State {
@@ -143,6 +161,7 @@ pub struct Hub {
     idle_close: Mutex<Duration>,
     cancel: CancellationToken,
     group: Arc<retina::client::SessionGroup>,
+    key_requests: Mutex<KeyRequests>,
 }
 
 /// A consumer's handle: keeps the session open while it lives.
@@ -190,6 +209,7 @@ impl Hub {
             idle_close: Mutex::new(idle_close),
             cancel,
             group,
+            key_requests: Mutex::new(KeyRequests::default()),
         });
         tokio::spawn(run(hub.clone()));
         hub
@@ -201,6 +221,47 @@ impl Hub {
 
     pub fn set_target(&self, t: Target) {
         *self.target.lock().unwrap_or_else(|p| p.into_inner()) = t;
+    }
+
+    /// How to ask the camera for a key frame when a session starts mid-GOP (without it, the
+    /// first picture waits for the camera's next one: up to a GOP, often 2–4 s).
+    pub fn set_key_frame_request(&self, f: KeyFrameRequest) {
+        self.key_requests
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .request = Some(f);
+    }
+
+    /// A session began mid-GOP: ask for a key frame (in the background, once per
+    /// `KEY_REQUEST_EVERY`, never again after the camera said no).
+    fn request_key_frame(self: &Arc<Self>) {
+        let req = {
+            let mut k = self.key_requests.lock().unwrap_or_else(|p| p.into_inner());
+            if k.unsupported || k.last.is_some_and(|t| t.elapsed() < KEY_REQUEST_EVERY) {
+                return;
+            }
+            let Some(r) = k.request.clone() else {
+                return;
+            };
+            k.last = Some(Instant::now());
+            r
+        };
+        self.lock().stats.key_frames_requested += 1;
+        let hub = self.clone();
+        tokio::spawn(async move {
+            match req().await {
+                Ok(()) => {
+                    tracing::debug!(camera = %hub.camera, channel = hub.channel, "joined mid-GOP: key frame requested")
+                }
+                Err(e) => {
+                    tracing::info!(camera = %hub.camera, channel = hub.channel, error = %e, "camera cannot be asked for a key frame (not asked again): pictures from a cold session wait for its next one");
+                    hub.key_requests
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .unsupported = true;
+                }
+            }
+        });
     }
 
     pub fn set_idle_close(&self, d: Duration) {
@@ -506,6 +567,7 @@ async fn play(hub: &Arc<Hub>) -> Result<()> {
         hub.params_seq.send_modify(|n| *n += 1);
     }
     let mut idle_since: Option<Instant> = None;
+    let mut first_frame = true;
     loop {
         let idle_close = *hub.idle_close.lock().unwrap_or_else(|p| p.into_inner());
         let idle_deadline = idle_since.map(|t| t + idle_close);
@@ -551,6 +613,9 @@ async fn play(hub: &Arc<Hub>) -> Result<()> {
             // Video RTP clocks are 90 kHz (RFC 6184 / 7798); scale anyway if one is not.
             let pts = ts.elapsed() * 90_000 / i64::from(ts.clock_rate().get());
             let is_key = f.is_random_access_point();
+            if std::mem::take(&mut first_frame) && !is_key {
+                hub.request_key_frame();
+            }
             hub.publish(Frame {
                 data: Bytes::from(f.into_data()),
                 is_key,

@@ -10,7 +10,7 @@
 //! 3. a session opened for it, until its first keyframe.
 
 use super::h264;
-use super::hub::{Hub, Params, Recv, Target};
+use super::hub::{Hub, KeyFrameRequest, Params, Recv, Target};
 use crate::bus::Bus;
 use crate::config::{Config, ConfigRx, HikvisionConfig, StreamKind};
 use crate::error::{Error, ErrorKind, Result};
@@ -354,11 +354,14 @@ impl Media {
         }
         let target = self.target(camera, channel, kind)?;
         let idle = self.config().media.idle_close.get();
+        let client = lock(&self.0.cameras)
+            .get(camera)
+            .and_then(|c| c.client.clone());
         let mut hubs = lock(&self.0.hubs);
         Ok(hubs
             .entry(key)
             .or_insert_with(|| {
-                Hub::new(
+                let hub = Hub::new(
                     camera,
                     channel,
                     kind,
@@ -366,7 +369,11 @@ impl Media {
                     idle,
                     self.0.group.clone(),
                     self.0.cancel.child_token(),
-                )
+                );
+                if let Some(c) = client {
+                    hub.set_key_frame_request(key_frame_request(c, channel, kind));
+                }
+                hub
             })
             .clone())
     }
@@ -653,6 +660,33 @@ pub fn rtsp_url(
 
 /// The device's own JPEG: `Streaming`, then `StreamingProxy` (NVRs). A body that is not a
 /// JPEG (XML `ResponseStatus` with HTTP 200, an HTML login page) is an error with its start.
+/// Hikvision `PUT /ISAPI/Streaming/channels/<N0x>/requestKeyFrame`: the camera starts a new
+/// GOP at once, so a session that joined mid-GOP has its first decodable picture in a frame
+/// or two instead of at the camera's next scheduled I-frame (0–GOP, often 2–4 s). It changes
+/// no setting. Used by other Hikvision clients for the same reason; devices without it answer
+/// an error (`notSupport`), after which the hub does not ask again.
+fn key_frame_request(client: Arc<IsapiClient>, channel: u32, kind: StreamKind) -> KeyFrameRequest {
+    let path = format!(
+        "/ISAPI/Streaming/channels/{}/requestKeyFrame",
+        channel * 100 + if kind == StreamKind::Main { 1 } else { 2 }
+    );
+    Arc::new(move || {
+        let (client, path) = (client.clone(), path.clone());
+        Box::pin(async move {
+            let res = client.put(&path, Some(Duration::from_secs(3))).await?;
+            let status = res.status();
+            if status.is_success() {
+                Ok(())
+            } else {
+                Err(Error::new(
+                    ErrorKind::Protocol,
+                    format!("{path}: HTTP {status}"),
+                ))
+            }
+        })
+    })
+}
+
 async fn device_picture(client: &IsapiClient, channel: u32) -> Result<bytes::Bytes> {
     let mut errs = Vec::new();
     for kind in ["Streaming", "StreamingProxy"] {

@@ -121,6 +121,11 @@ pub struct RtspSimConfig {
     /// The `timeout=` of the Session header. A connection that sends nothing for this long
     /// plus 10 s is closed.
     pub session_timeout: Duration,
+    /// `None`: every PLAY starts the loop at an IDR (a pipeline started for the client).
+    /// `Some(d)`: a camera that has been encoding for `d` when the simulator starts and goes
+    /// on whether or not anyone watches, as real ones do: a new client joins wherever the
+    /// GOP is and waits for the next IDR (unless it asks for one: `requestKeyFrame`).
+    pub running_since: Option<Duration>,
 }
 
 impl Default for RtspSimConfig {
@@ -134,6 +139,7 @@ impl Default for RtspSimConfig {
             sub: StreamConfig::sub(),
             channels: 1,
             session_timeout: Duration::from_secs(60),
+            running_since: None,
         }
     }
 }
@@ -155,6 +161,8 @@ pub struct RtspStats {
     /// Frames not sent because a client's queue was full (it then resumes at an IDR).
     pub frames_dropped: u64,
     pub frames_sent: u64,
+    /// ISAPI `requestKeyFrame` calls that reached this server (via [`RtspSim::request_key_frame`]).
+    pub key_frame_requests: u64,
 }
 
 /// A pre-encoded loop, shared by every client.
@@ -375,6 +383,10 @@ struct Inner {
     sub: Arc<Clip>,
     stats: Mutex<RtspStats>,
     ids: AtomicU64,
+    started: Instant,
+    /// Per stream id (`101`, `102`…): how many key frames were asked for. A streamer that
+    /// sees the count move sends an IDR next.
+    key_requests: Mutex<HashMap<u32, u64>>,
 }
 
 impl Inner {
@@ -385,6 +397,22 @@ impl Inner {
     fn id(&self) -> u64 {
         let n = self.ids.fetch_add(1, Ordering::Relaxed);
         (n + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ rand::random::<u64>()
+    }
+}
+
+/// Asks a simulator's streams for key frames; see [`RtspSim::request_key_frame`].
+#[derive(Clone)]
+pub struct KeyFrames(Arc<Inner>);
+
+impl KeyFrames {
+    pub fn request(&self, id: u32) -> bool {
+        let ch = id / 100;
+        if !(1..=self.0.cfg.channels).contains(&ch) || !(1..=2).contains(&(id % 100)) {
+            return false;
+        }
+        *lock_map(&self.0.key_requests).entry(id).or_default() += 1;
+        self.0.stat(|s| s.key_frame_requests += 1);
+        true
     }
 }
 
@@ -414,6 +442,8 @@ impl RtspSim {
             sub,
             stats: Default::default(),
             ids: AtomicU64::new(0),
+            started: Instant::now(),
+            key_requests: Mutex::new(HashMap::new()),
         });
         let i = inner.clone();
         let task = tokio::spawn(async move {
@@ -483,6 +513,18 @@ impl RtspSim {
                 .sum()
         };
         (n(&self.inner.main), n(&self.inner.sub))
+    }
+
+    /// What ISAPI `PUT /ISAPI/Streaming/channels/<id>/requestKeyFrame` does on a camera: the
+    /// next frame of stream `id` (`101`, `102`, `N01`…) to every client is an IDR. False for
+    /// a stream this server does not have.
+    pub fn request_key_frame(&self, id: u32) -> bool {
+        self.key_frames().request(id)
+    }
+
+    /// A handle for [`RtspSim::request_key_frame`] (the ISAPI side of the same device).
+    pub fn key_frames(&self) -> KeyFrames {
+        KeyFrames(self.inner.clone())
     }
 
     /// Stops listening and ends every connection.
@@ -796,21 +838,46 @@ struct Session {
     streamer: Option<AbortOnDrop>,
 }
 
+fn lock_map<K, V>(m: &Mutex<HashMap<K, V>>) -> std::sync::MutexGuard<'_, HashMap<K, V>> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 async fn stream(
     inner: Arc<Inner>,
     clip: Arc<Clip>,
     mut rtp: Rtp,
     channel: u8,
+    stream_id: u32,
     tx: mpsc::Sender<Out>,
 ) {
     let fps = clip.cfg.fps;
+    let len = clip.frames.len() as u64;
+    let gop = u64::from(clip.cfg.gop);
     // Burst (the default) catches up after a late wake-up, so the stream stays real time.
     let mut tick = tokio::time::interval(Duration::from_secs(1) / fps);
     let sr_every = u64::from(fps) * 5;
     let mut need_idr = false;
+    // Where in the loop this client joins: at the start, or where a running camera is now.
+    let mut k = inner
+        .cfg
+        .running_since
+        .map(|d| ((d + inner.started.elapsed()).as_secs_f64() * f64::from(fps)) as u64)
+        .unwrap_or(0);
+    let key_requests = || lock_map(&inner.key_requests).get(&stream_id).copied();
+    let mut asked = key_requests();
     for n in 0u64.. {
         tick.tick().await;
-        let f = &clip.frames[(n % clip.frames.len() as u64) as usize];
+        let now_asked = key_requests();
+        if now_asked != asked {
+            asked = now_asked;
+            // The encoder starts a GOP now: here, the loop jumps to its next IDR (the
+            // picture skips ahead less than a GOP; the timeline goes on).
+            if !k.is_multiple_of(gop) {
+                k += gop - k % gop;
+            }
+        }
+        let f = &clip.frames[(k % len) as usize];
+        k += 1;
         let ts = rtp.ts(n, fps);
         if need_idr && !f.idr {
             inner.stat(|s| s.frames_dropped += 1);
@@ -1236,6 +1303,7 @@ impl Conn {
             clip,
             s.rtp.clone(),
             ch,
+            s.target.id,
             self.tx.clone(),
         ))));
     }

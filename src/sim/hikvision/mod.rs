@@ -16,7 +16,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
 use tokio::sync::broadcast;
 
@@ -168,6 +168,8 @@ struct Inner {
     jpeg: std::sync::OnceLock<Vec<u8>>,
     /// The RTSP port adminAccesses reports.
     rtsp_port: u16,
+    /// The RTSP side of the device, for `requestKeyFrame`.
+    key_frames: Option<super::rtsp::KeyFrames>,
 }
 
 pub struct HikSim {
@@ -330,6 +332,7 @@ impl HikSim {
         };
         let inner = Arc::new(Inner {
             rtsp_port: rtsp.as_ref().map_or(554, RtspSim::port),
+            key_frames: rtsp.as_ref().map(RtspSim::key_frames),
             cfg,
             nonce_seq: Mutex::new(0),
             stats: Mutex::new(HikStats::default()),
@@ -484,6 +487,15 @@ async fn serve(inner: Arc<Inner>, sock: tokio::net::TcpStream) -> std::io::Resul
             }
         }
         inner.stats.lock().unwrap().requests += 1;
+        // A body (PUT) is read and dropped: the connection stays in step.
+        let body_len: usize = headers
+            .get("content-length")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        if body_len > 0 {
+            let mut sink = vec![0u8; body_len.min(1 << 20)];
+            r.read_exact(&mut sink).await?;
+        }
         if let Err(resp) = check_auth(&inner, &method, &path, headers.get("authorization")) {
             w.write_all(resp.as_bytes()).await?;
             continue;
@@ -590,6 +602,21 @@ async fn serve(inner: Arc<Inner>, sock: tokio::net::TcpStream) -> std::io::Resul
                     inner.rtsp_port
                 ),
             )
+        } else if let Some(id) = key_frame_path(p).filter(|_| method == "PUT") {
+            // `PUT /ISAPI/Streaming/channels/<id>/requestKeyFrame`: the stream's next frame is
+            // an IDR (a client that joined mid-GOP need not wait for the next one).
+            match &inner.key_frames {
+                Some(k) if k.request(id) => (
+                    "200 OK",
+                    "application/xml",
+                    RESPONSE_STATUS_OK.replace("x</requestURL>", &format!("{p}</requestURL>")),
+                ),
+                _ => (
+                    "404 Not Found",
+                    "application/xml",
+                    RESPONSE_STATUS_NOT_SUPPORTED.to_string(),
+                ),
+            }
         } else {
             (
                 "404 Not Found",
@@ -606,6 +633,20 @@ async fn serve(inner: Arc<Inner>, sock: tokio::net::TcpStream) -> std::io::Resul
 }
 
 const RESPONSE_STATUS_NOT_SUPPORTED: &str = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<ResponseStatus version=\"1.0\" xmlns=\"http://www.hikvision.com/ver10/XMLSchema\">\n<requestURL>x</requestURL>\n<statusCode>4</statusCode>\n<statusString>Invalid Operation</statusString>\n<subStatusCode>notSupport</subStatusCode>\n</ResponseStatus>\n";
+
+const RESPONSE_STATUS_OK: &str = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<ResponseStatus version=\"1.0\" xmlns=\"http://www.hikvision.com/ver10/XMLSchema\">\n<requestURL>x</requestURL>\n<statusCode>1</statusCode>\n<statusString>OK</statusString>\n<subStatusCode>ok</subStatusCode>\n</ResponseStatus>\n";
+
+/// The stream id of `/ISAPI/Streaming/channels/<id>/requestKeyFrame`.
+fn key_frame_path(p: &str) -> Option<u32> {
+    let rest = p
+        .get(.."/ISAPI/Streaming/channels/".len())
+        .filter(|h| h.eq_ignore_ascii_case("/ISAPI/Streaming/channels/"))
+        .map(|h| &p[h.len()..])?;
+    let (id, tail) = rest.split_once('/')?;
+    tail.eq_ignore_ascii_case("requestKeyFrame")
+        .then(|| id.parse().ok())
+        .flatten()
+}
 
 /// `Streaming` or `StreamingProxy` for `/ISAPI/<kind>/channels/<N>01/picture`.
 fn picture_path(p: &str) -> Option<&'static str> {

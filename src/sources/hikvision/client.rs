@@ -77,6 +77,20 @@ impl IsapiClient {
     /// GET `path` (with query), authenticating as needed. Returns the response for reading
     /// or streaming.
     pub async fn get(&self, path: &str, timeout: Option<Duration>) -> Result<reqwest::Response> {
+        self.request(reqwest::Method::GET, path, timeout).await
+    }
+
+    /// PUT `path` with an empty body (commands such as `requestKeyFrame`).
+    pub async fn put(&self, path: &str, timeout: Option<Duration>) -> Result<reqwest::Response> {
+        self.request(reqwest::Method::PUT, path, timeout).await
+    }
+
+    async fn request(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        timeout: Option<Duration>,
+    ) -> Result<reqwest::Response> {
         let url = self
             .base
             .join(path)
@@ -87,9 +101,12 @@ impl IsapiClient {
         };
         let mut sent_credentials = false;
         for _ in 0..3 {
-            let auth = self.header("GET", &uri);
+            let auth = self.header(method.as_str(), &uri);
             sent_credentials |= auth.is_some();
-            let mut req = self.http.get(url.clone());
+            let mut req = self.http.request(method.clone(), url.clone());
+            if method == reqwest::Method::PUT {
+                req = req.body("");
+            }
             if let Some(t) = timeout {
                 req = req.timeout(t);
             }

@@ -658,8 +658,6 @@ pub fn rtsp_url(
     .map_err(|e| Error::new(ErrorKind::Config, format!("RTSP URL for {}: {e}", c.id)))
 }
 
-/// The device's own JPEG: `Streaming`, then `StreamingProxy` (NVRs). A body that is not a
-/// JPEG (XML `ResponseStatus` with HTTP 200, an HTML login page) is an error with its start.
 /// Hikvision `PUT /ISAPI/Streaming/channels/<N0x>/requestKeyFrame`: the camera starts a new
 /// GOP at once, so a session that joined mid-GOP has its first decodable picture in a frame
 /// or two instead of at the camera's next scheduled I-frame (0–GOP, often 2–4 s). It changes
@@ -687,6 +685,8 @@ fn key_frame_request(client: Arc<IsapiClient>, channel: u32, kind: StreamKind) -
     })
 }
 
+/// The device's own JPEG: `Streaming`, then `StreamingProxy` (NVRs). A body that is not a
+/// JPEG (XML `ResponseStatus` with HTTP 200, an HTML login page) is an error with its start.
 async fn device_picture(client: &IsapiClient, channel: u32) -> Result<bytes::Bytes> {
     let mut errs = Vec::new();
     for kind in ["Streaming", "StreamingProxy"] {

@@ -262,9 +262,9 @@ async fn a_camera_that_cannot_make_key_frames_is_asked_once() {
     })
     .await
     .unwrap();
-    let url = rtsp
-        .url("/Streaming/Channels/101")
-        .replacen("rtsp://", "rtsp://admin:sim-hik-pass@", 1);
+    let url =
+        rtsp.url("/Streaming/Channels/101")
+            .replacen("rtsp://", "rtsp://admin:sim-hik-pass@", 1);
     let dir = tempfile::tempdir().unwrap();
     let app = start(&yaml(
         &broker,

@@ -291,6 +291,40 @@ async fn ffmpeg_snapshot(url: &str, out: &Path) -> f64 {
     d
 }
 
+/// A subscriber of cam0's snapshot topic and a client to command it, once the daemon takes
+/// commands (subscribed, RTSP port learnt from adminAccesses); its session then idles out.
+async fn commander(env: &Env) -> (Log, AsyncClient) {
+    let log = subscriber(env.broker, "gatehouse/camera/cam0/ch1/snapshot").await;
+    let (pc, mut pel) = AsyncClient::new(
+        MqttOptions::new(
+            format!("bench-media-{}", rand::random::<u32>()),
+            "127.0.0.1",
+            env.broker,
+        ),
+        100,
+    );
+    tokio::spawn(async move { while pel.poll().await.is_ok() {} });
+    let end = Instant::now() + Duration::from_secs(30);
+    loop {
+        let before = log.lock().unwrap().len();
+        pc.publish(
+            "gatehouse/camera/cam0/snapshot/set",
+            QoS::AtLeastOnce,
+            false,
+            "PRESS",
+        )
+        .await
+        .unwrap();
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        if log.lock().unwrap().len() > before {
+            break;
+        }
+        assert!(Instant::now() < end, "daemon takes no snapshot");
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    (log, pc)
+}
+
 /// MQTT command → JPEG at the subscriber, in ms.
 async fn our_snapshot(pc: &AsyncClient, log: &Log) -> f64 {
     let before = log.lock().unwrap().len();
@@ -420,31 +454,7 @@ async fn hik_running(env: &Env, n: usize) {
             ),
         )
         .await;
-    let log = subscriber(env.broker, "gatehouse/camera/cam0/ch1/snapshot").await;
-    let (pc, mut pel) = AsyncClient::new(
-        MqttOptions::new("bench-media-hik", "127.0.0.1", env.broker),
-        100,
-    );
-    tokio::spawn(async move { while pel.poll().await.is_ok() {} });
-    // Warm-up: the daemon has learnt the RTSP port (adminAccesses) and takes commands.
-    let end = Instant::now() + Duration::from_secs(30);
-    loop {
-        let before = log.lock().unwrap().len();
-        pc.publish(
-            "gatehouse/camera/cam0/snapshot/set",
-            QoS::AtLeastOnce,
-            false,
-            "PRESS",
-        )
-        .await
-        .unwrap();
-        tokio::time::sleep(Duration::from_secs(2)).await;
-        if log.lock().unwrap().len() > before {
-            break;
-        }
-        assert!(Instant::now() < end, "daemon takes no snapshot");
-    }
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (log, pc) = commander(env).await;
     let snap = env.dir.path().join("snap-hik.jpg");
     let (mut ours, mut ff) = (Vec::new(), Vec::new());
     for _ in 0..n {
@@ -611,31 +621,7 @@ async fn breakdown(url: &str, n: usize, label: &str) {
 
 async fn snapshots(env: &Env, n: usize) {
     let d = env.daemon("snap", 1).await;
-    let log = subscriber(env.broker, "gatehouse/camera/cam0/ch1/snapshot").await;
-    let (pc, mut pel) = AsyncClient::new(
-        MqttOptions::new("bench-media-pub", "127.0.0.1", env.broker),
-        100,
-    );
-    tokio::spawn(async move { while pel.poll().await.is_ok() {} });
-    // Warm-up (the daemon subscribes to commands once connected), then let its session close.
-    let end = Instant::now() + Duration::from_secs(20);
-    loop {
-        let before = log.lock().unwrap().len();
-        pc.publish(
-            "gatehouse/camera/cam0/snapshot/set",
-            QoS::AtLeastOnce,
-            false,
-            "PRESS",
-        )
-        .await
-        .unwrap();
-        tokio::time::sleep(Duration::from_secs(2)).await;
-        if log.lock().unwrap().len() > before {
-            break;
-        }
-        assert!(Instant::now() < end, "daemon takes no snapshot");
-    }
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (log, pc) = commander(env).await;
     let snap = env.dir.path().join("snap.jpg");
 
     for (label, keep) in [("server pipeline idle", false), ("camera running", true)] {

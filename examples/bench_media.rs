@@ -269,16 +269,7 @@ async fn player(http: reqwest::Client, playlist: String, until: Instant) -> (u64
 async fn ffmpeg_snapshot(url: &str, out: &Path) -> f64 {
     let _ = std::fs::remove_file(out);
     let t = Instant::now();
-    let st = tokio::process::Command::new("ffmpeg")
-        .args([
-            "-nostdin",
-            "-v",
-            "error",
-            "-rtsp_transport",
-            "tcp",
-            "-i",
-            url,
-        ])
+    let st = tokio::process::Command::from(ffmpeg_in(url))
         .args(["-frames:v", "1", "-y"])
         .arg(out)
         .stdin(Stdio::null())
@@ -348,20 +339,26 @@ async fn our_snapshot(pc: &AsyncClient, log: &Log) -> f64 {
     }
 }
 
+/// `ffmpeg` reading `url` over RTSP/TCP, quietly; the caller adds the output.
+fn ffmpeg_in(url: &str) -> std::process::Command {
+    let mut c = std::process::Command::new("ffmpeg");
+    c.args([
+        "-nostdin",
+        "-v",
+        "error",
+        "-rtsp_transport",
+        "tcp",
+        "-i",
+        url,
+    ]);
+    c
+}
+
 /// An ffmpeg `-c copy -f hls` process writing into `dir`.
 fn ffmpeg_hls(url: &str, dir: &Path) -> std::process::Child {
     let _ = std::fs::remove_dir_all(dir);
     std::fs::create_dir_all(dir).unwrap();
-    std::process::Command::new("ffmpeg")
-        .args([
-            "-nostdin",
-            "-v",
-            "error",
-            "-rtsp_transport",
-            "tcp",
-            "-i",
-            url,
-        ])
+    ffmpeg_in(url)
         .args([
             "-c",
             "copy",
@@ -400,16 +397,7 @@ fn kill(mut c: std::process::Child) {
 /// A client that keeps the server's pipeline running (a camera encodes whether or not anyone
 /// watches): new clients then join mid-GOP.
 fn keeper(url: &str) -> std::process::Child {
-    std::process::Command::new("ffmpeg")
-        .args([
-            "-nostdin",
-            "-v",
-            "error",
-            "-rtsp_transport",
-            "tcp",
-            "-i",
-            url,
-        ])
+    ffmpeg_in(url)
         .args(["-c", "copy", "-f", "null", "-"])
         .stdin(Stdio::null())
         .stdout(Stdio::null())

@@ -150,27 +150,44 @@ async fn snapshot_from_the_cameras_picture_and_retained_commands_refused() {
     app.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn snapshot_from_a_cold_rtsp_session_when_picture_fails() {
+/// A daemon with one camera line, once it has the device info (the RTSP port comes from
+/// adminAccesses, learned with it).
+struct Daemon {
+    _broker: Broker,
+    _dir: tempfile::TempDir,
+    app: gatehouse::app::App,
+    media: gatehouse::media::service::Media,
+}
+
+async fn daemon(cam_line: &str, extra: &str) -> Daemon {
     let broker = Broker::start();
     let rec = Recorder::start(broker.port, "rec", "gatehouse/camera/#", false).await;
-    let cam = camera_sim(true).await;
-    // The camera answers /picture with XML ResponseStatus and HTTP 200 (as real ones do).
-    cam.set_picture_error(true);
     let dir = tempfile::tempdir().unwrap();
-    let app = start(&yaml(
-        &broker,
-        dir.path(),
-        &cam_line("garage", &cam, ""),
-        "",
-    ))
-    .await;
+    let app = start(&yaml(&broker, dir.path(), cam_line, extra)).await;
     let media = app.media.clone().unwrap();
-    // The RTSP port comes from adminAccesses, learned from the device info.
     wait_for("device info", T, || {
         !rec.on("gatehouse/camera/garage/info").is_empty()
     })
     .await;
+    Daemon {
+        _broker: broker,
+        _dir: dir,
+        app,
+        media,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshot_from_a_cold_rtsp_session_when_picture_fails() {
+    let cam = camera_sim(true).await;
+    // The camera answers /picture with XML ResponseStatus and HTTP 200 (as real ones do).
+    cam.set_picture_error(true);
+    let Daemon {
+        app,
+        media,
+        _broker,
+        _dir,
+    } = daemon(&cam_line("garage", &cam, ""), "").await;
     let snap = media
         .snapshot("garage", 1, None, gatehouse::media::service::Trigger::Rest)
         .await
@@ -199,8 +216,6 @@ async fn snapshot_from_a_cold_rtsp_session_when_picture_fails() {
 /// within the 10 s snapshot timeout only because of the request.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cold_session_that_joins_mid_gop_asks_for_a_key_frame() {
-    let broker = Broker::start();
-    let rec = Recorder::start(broker.port, "rec", "gatehouse/camera/#", false).await;
     let long_gop = gatehouse::sim::rtsp::StreamConfig {
         gop: 300,
         seconds: 30,
@@ -218,19 +233,12 @@ async fn a_cold_session_that_joins_mid_gop_asks_for_a_key_frame() {
     })
     .await
     .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let app = start(&yaml(
-        &broker,
-        dir.path(),
-        &cam_line("garage", &cam, ", use_picture: false"),
-        "",
-    ))
-    .await;
-    let media = app.media.clone().unwrap();
-    wait_for("device info", T, || {
-        !rec.on("gatehouse/camera/garage/info").is_empty()
-    })
-    .await;
+    let Daemon {
+        app,
+        media,
+        _broker,
+        _dir,
+    } = daemon(&cam_line("garage", &cam, ", use_picture: false"), "").await;
     let snap = media
         .snapshot("garage", 1, None, gatehouse::media::service::Trigger::Rest)
         .await
@@ -248,8 +256,6 @@ async fn a_cold_session_that_joins_mid_gop_asks_for_a_key_frame() {
 /// as with an explicit `rtsp_url`) is asked once, never again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_camera_that_cannot_make_key_frames_is_asked_once() {
-    let broker = Broker::start();
-    let rec = Recorder::start(broker.port, "rec", "gatehouse/camera/#", false).await;
     let cam = camera_sim(false).await;
     let rtsp = gatehouse::sim::rtsp::RtspSim::start(RtspSimConfig {
         main: gatehouse::sim::rtsp::StreamConfig {
@@ -265,22 +271,19 @@ async fn a_camera_that_cannot_make_key_frames_is_asked_once() {
     let url =
         rtsp.url("/Streaming/Channels/101")
             .replacen("rtsp://", "rtsp://admin:sim-hik-pass@", 1);
-    let dir = tempfile::tempdir().unwrap();
-    let app = start(&yaml(
-        &broker,
-        dir.path(),
+    let Daemon {
+        app,
+        media,
+        _broker,
+        _dir,
+    } = daemon(
         &cam_line(
             "garage",
             &cam,
             &format!(", use_picture: false, rtsp_url: \"{url}\""),
         ),
         "media: { idle_close: 1s }\n",
-    ))
-    .await;
-    let media = app.media.clone().unwrap();
-    wait_for("device info", T, || {
-        !rec.on("gatehouse/camera/garage/info").is_empty()
-    })
+    )
     .await;
     let hub = media.hub("garage", 1, StreamKind::Main).unwrap();
     // Three cold sessions (each idles out before the next); GOP 2 s, so pictures come

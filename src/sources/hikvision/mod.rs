@@ -33,6 +33,8 @@ use tokio_util::sync::CancellationToken;
 const AUTH_BACKOFF: Duration = Duration::from_secs(1800);
 const MAX_PART: usize = 2 * 1024 * 1024;
 const INFO_EVERY: Duration = Duration::from_secs(600);
+/// The timer task never sleeps less than this, so a deadline that is already due cannot spin.
+const TIMER_SLACK: Duration = Duration::from_millis(5);
 
 struct Device {
     cfg: HikvisionConfig,
@@ -48,6 +50,9 @@ struct Device {
     pictures: pictures::Pictures,
     /// Channel of the last alert: a picture part belongs to the alert before it.
     last_channel: Mutex<Option<u32>>,
+    /// Wakes the timer task when its next deadline may have moved earlier (a new alarm, a
+    /// new outage).
+    timer: tokio::sync::Notify,
 }
 
 impl Device {
@@ -87,8 +92,23 @@ impl Device {
         };
         match d.as_mut() {
             Some((_, msg)) => *msg = detail,
-            None => *d = Some((Instant::now(), detail)),
+            None => {
+                *d = Some((Instant::now(), detail));
+                self.timer.notify_one();
+            }
         }
+    }
+
+    /// When the timer task has work: the next hold-off to run out, or the moment an outage
+    /// becomes "unreachable" (not again once reported).
+    fn next_deadline(&self) -> Option<Instant> {
+        let holdoff = self.lock().next_deadline();
+        let reported = *self.online.lock().unwrap_or_else(|p| p.into_inner()) == Some(false);
+        let offline = match &*self.down_since.lock().unwrap_or_else(|p| p.into_inner()) {
+            Some((since, _)) if !reported => Some(*since + self.cfg.offline_after.get()),
+            _ => None,
+        };
+        holdoff.into_iter().chain(offline).min()
     }
 
     async fn up(&self) {
@@ -179,6 +199,10 @@ impl Device {
                         *self.last_channel.lock().unwrap_or_else(|p| p.into_inner()) = a.channel;
                     }
                     let changes = self.lock().on_alert(&self.cfg.id, &a, Instant::now());
+                    if changes.iter().any(|c| c.on) {
+                        // A new hold-off: it may run out before the timer's current deadline.
+                        self.timer.notify_one();
+                    }
                     let raw = String::from_utf8_lossy(&part.body).into_owned();
                     self.publish_changes(changes, Some(&raw), a.date_time).await;
                 }
@@ -343,6 +367,7 @@ pub fn spawn(
         seq: AtomicU64::new(0),
         pictures,
         last_channel: Mutex::new(None),
+        timer: tokio::sync::Notify::new(),
     });
     let mut tasks = Vec::new();
     let d = dev.clone();
@@ -379,16 +404,32 @@ pub fn spawn(
     ));
     let d = dev;
     tasks.push(tokio::spawn(async move {
-        let mut every = tokio::time::interval(Duration::from_millis(250));
-        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        // Sleeps until the next deadline (no polling: an idle daemon on a Pi should not wake
+        // several times a second per camera); woken early by a new alarm, a new outage or a
+        // config change. A hold-off that was re-armed by a repeated alarm since is simply
+        // found not yet expired, and the sleep resumes to its new end.
+        let mut config_open = true;
         loop {
+            let next = d.next_deadline();
+            let mut reload = false;
             tokio::select! {
-                _ = every.tick() => {}
+                _ = async {
+                    match next {
+                        // Never a busy loop, whatever the clock does.
+                        Some(t) => tokio::time::sleep_until(t.max(Instant::now() + TIMER_SLACK)).await,
+                        None => std::future::pending().await,
+                    }
+                } => {}
+                _ = d.timer.notified() => {}
+                r = cfg_rx.changed(), if config_open => match r {
+                    Ok(()) => reload = true,
+                    Err(_) => config_open = false,
+                },
                 _ = cancel.cancelled() => return,
             }
             // Hold-offs apply live (also to alarms that are ON now: the hold-off is read when
             // it is checked, not when the alarm started).
-            if cfg_rx.has_changed().unwrap_or(false) {
+            if reload {
                 let new = cfg_rx
                     .borrow_and_update()
                     .sources

@@ -25,6 +25,16 @@ struct Setup {
 }
 
 async fn setup(door_extra: &str, cam_extra: &str, media: &str) -> Setup {
+    setup_seeded(door_extra, cam_extra, media, |_| {}).await
+}
+
+/// `seed` writes to the database before the daemon starts (what an earlier run left).
+async fn setup_seeded(
+    door_extra: &str,
+    cam_extra: &str,
+    media: &str,
+    seed: impl FnOnce(&std::path::Path),
+) -> Setup {
     // reqwest (rustls-no-provider) in the test itself: ring, as the daemon uses.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let broker = Broker::start();
@@ -57,6 +67,7 @@ async fn setup(door_extra: &str, cam_extra: &str, media: &str) -> Setup {
         rand::random::<u32>()
     );
     let cfg = gatehouse::config::load_str(&text, &|_| None).expect("valid config");
+    seed(&h.db());
     let app = gatehouse::app::App::start(cfg, None, None).await.unwrap();
     Setup {
         _broker: broker,
@@ -186,5 +197,90 @@ async fn only_configured_door_events_take_pictures_and_alarms_can_too() {
             == 1
     })
     .await;
+    s.app.shutdown().await;
+}
+
+/// An event published long after it happened (polled from Net2, then MQTT was down) is past
+/// the age at which a picture is still being taken: its link comes from the pictures table
+/// (looked up off the async threads). One with a picture there carries the URL; one without
+/// carries none (no link that would answer 404).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_older_event_links_the_picture_it_has_and_only_that() {
+    use gatehouse::model::{DoorRef, Event, EventKind, TokenType, Via};
+    use gatehouse::storage::{PictureRow, Store, Write};
+    let old = chrono::Utc::now() - chrono::Duration::minutes(10);
+    let event = |n: i64| Event {
+        id: format!("net2:{n}"),
+        source: "net2".into(),
+        source_id: Some(n),
+        fingerprint: format!("seeded-{n}"),
+        time: old.fixed_offset(),
+        received: old,
+        via: Via::Rest,
+        door: Some(DoorRef {
+            id: DOOR,
+            name: None,
+        }),
+        user: None,
+        kind: EventKind::AccessGranted {
+            token: TokenType::Card,
+        },
+        code: Some(20),
+        description: Some("Access granted".into()),
+        raw: "{}".into(),
+    };
+    let s = setup_seeded("", "", "", |db| {
+        let store = Store::open(db).unwrap();
+        store.enable_outbox();
+        store
+            .write_batch(&[
+                Write::Event(Box::new(event(900_001))),
+                Write::Event(Box::new(event(900_002))),
+            ])
+            .unwrap();
+        let jpeg = db.with_file_name("seeded.jpg");
+        std::fs::write(&jpeg, [0xFF, 0xD8, 0xFF, 0xD9]).unwrap();
+        store
+            .picture_insert(&PictureRow {
+                id: "seeded".into(),
+                camera: "front".into(),
+                channel: 1,
+                taken: old,
+                source: "picture".into(),
+                trigger: "door_event".into(),
+                event_id: Some("net2:900001".into()),
+                path: jpeg,
+                bytes: 4,
+            })
+            .unwrap();
+    })
+    .await;
+    let published = |id: &str| {
+        s.rec
+            .on(&format!("gatehouse/door/{DOOR}/event"))
+            .iter()
+            .map(|m| m.json())
+            .find(|j| j["id"] == id)
+    };
+    wait_for("both seeded events published", T, || {
+        published("net2:900001").is_some() && published("net2:900002").is_some()
+    })
+    .await;
+    let with = published("net2:900001").unwrap();
+    let url = with["picture"]["url"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no picture URL in {with}"));
+    assert_eq!(with["picture"]["camera"], "front");
+    let res = reqwest::get(url).await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(
+        res.bytes().await.unwrap().as_ref(),
+        [0xFF, 0xD8, 0xFF, 0xD9]
+    );
+    let without = published("net2:900002").unwrap();
+    assert!(
+        without.get("picture").is_none(),
+        "no picture, no link: {without}"
+    );
     s.app.shutdown().await;
 }

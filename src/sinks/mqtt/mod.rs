@@ -354,23 +354,63 @@ impl Sink {
         Ok(())
     }
 
+    /// The camera that takes an event's picture, and whether the event is fresh (its picture
+    /// is being taken now) or older (it has one only if the pictures table says so).
+    fn picture_camera(&self, e: &crate::storage::OutboxEvent) -> Option<(String, u32, bool)> {
+        self.media.as_ref()?.urls()?;
+        let cfg = self.cfg_rx.borrow().clone();
+        let (cam, ch) =
+            crate::media::service::event_camera(&cfg, e.door_id.map(|d| d as DoorId), &e.kind)?;
+        let fresh = chrono::DateTime::parse_from_rfc3339(&e.time)
+            .is_ok_and(|t| crate::media::service::event_is_fresh(e.via == "live", t));
+        Some((cam.to_string(), ch, fresh))
+    }
+
+    /// Which of these older events have a picture: one query off the async threads (the
+    /// database may be busy writing on a slow SD card). On a database error the links are
+    /// left out, the events still go.
+    async fn pictures_taken(
+        &self,
+        events: &[crate::storage::OutboxEvent],
+    ) -> std::collections::HashSet<String> {
+        let ask: Vec<String> = events
+            .iter()
+            .filter(|e| matches!(self.picture_camera(e), Some((_, _, false))))
+            .map(|e| e.id.clone())
+            .collect();
+        if ask.is_empty() {
+            return Default::default();
+        }
+        let found = self
+            .store
+            .run(move |s| {
+                let mut out = std::collections::HashSet::new();
+                for id in ask {
+                    if s.picture_for_event(&id)?.is_some() {
+                        out.insert(id);
+                    }
+                }
+                Ok(out)
+            })
+            .await;
+        found.unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "unable to look up event pictures: events published without their links");
+            Default::default()
+        })
+    }
+
     /// An event as published, with the URL of its picture when its door's camera takes one
-    /// (the picture follows within a second; the URL answers once it is there).
-    fn event_payload(&self, e: &crate::storage::OutboxEvent) -> serde_json::Value {
+    /// (the picture follows within a second; the URL answers once it is there), or took one
+    /// (`taken`, for older events: see [`Self::pictures_taken`]).
+    fn event_payload(&self, e: &crate::storage::OutboxEvent, taken: bool) -> serde_json::Value {
         let mut v = payload::event(e);
         let Some(signer) = self.media.as_ref().and_then(|m| m.urls()) else {
             return v;
         };
-        let cfg = self.cfg_rx.borrow().clone();
-        let Some((cam, ch)) =
-            crate::media::service::event_camera(&cfg, e.door_id.map(|d| d as DoorId), &e.kind)
-        else {
+        let Some((cam, ch, fresh)) = self.picture_camera(e) else {
             return v;
         };
-        let fresh = chrono::DateTime::parse_from_rfc3339(&e.time)
-            .is_ok_and(|t| crate::media::service::event_is_fresh(e.via == "live", t));
-        let taken = || matches!(self.store.picture_for_event(&e.id), Ok(Some(_)));
-        if fresh || taken() {
+        if fresh || taken {
             v["picture"] = serde_json::json!({
                 "url": signer.signed(&crate::media::service::event_picture_path(&e.id)),
                 "camera": cam,
@@ -962,7 +1002,9 @@ impl Sink {
                 c.sent_upto = rows.last().map(|r| r.seq).unwrap_or(after);
                 c.ahead.extend(rows);
             }
-            for e in c.ahead.drain(..free.min(c.ahead.len())).collect::<Vec<_>>() {
+            let batch: Vec<_> = c.ahead.drain(..free.min(c.ahead.len())).collect();
+            let taken = self.pictures_taken(&batch).await;
+            for e in batch {
                 let topic = match e.door_id {
                     Some(d) => self.topics.door_event(d as DoorId),
                     None => self.topics.source_event(&e.source),
@@ -971,7 +1013,9 @@ impl Sink {
                     .publish(
                         topic,
                         false,
-                        self.event_payload(&e).to_string().into_bytes(),
+                        self.event_payload(&e, taken.contains(&e.id))
+                            .to_string()
+                            .into_bytes(),
                     )
                     .map_err(queue_full)?;
                 c.push(Some(e.seq));

@@ -838,8 +838,10 @@ async fn main() {
     if only.is_empty() || only == "hls" || only == "floor" {
         floor(&env, secs).await;
     }
-    if only.is_empty() || only == "hls" {
+    if only.is_empty() || only == "hls" || only == "hls1" {
         hls(&env, 1, secs).await;
+    }
+    if only.is_empty() || only == "hls" {
         hls(&env, 4, secs).await;
     }
     let _ = mosq.kill();

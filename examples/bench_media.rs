@@ -298,14 +298,7 @@ async fn commander(env: &Env) -> (Log, AsyncClient) {
     let end = Instant::now() + Duration::from_secs(30);
     loop {
         let before = log.lock().unwrap().len();
-        pc.publish(
-            "gatehouse/camera/cam0/snapshot/set",
-            QoS::AtLeastOnce,
-            false,
-            "PRESS",
-        )
-        .await
-        .unwrap();
+        press(&pc).await;
         tokio::time::sleep(Duration::from_secs(2)).await;
         if log.lock().unwrap().len() > before {
             break;
@@ -316,10 +309,8 @@ async fn commander(env: &Env) -> (Log, AsyncClient) {
     (log, pc)
 }
 
-/// MQTT command → JPEG at the subscriber, in ms.
-async fn our_snapshot(pc: &AsyncClient, log: &Log) -> f64 {
-    let before = log.lock().unwrap().len();
-    let t = Instant::now();
+/// The snapshot command, as the HA button sends it.
+async fn press(pc: &AsyncClient) {
     pc.publish(
         "gatehouse/camera/cam0/snapshot/set",
         QoS::AtLeastOnce,
@@ -328,6 +319,13 @@ async fn our_snapshot(pc: &AsyncClient, log: &Log) -> f64 {
     )
     .await
     .unwrap();
+}
+
+/// MQTT command → JPEG at the subscriber, in ms.
+async fn our_snapshot(pc: &AsyncClient, log: &Log) -> f64 {
+    let before = log.lock().unwrap().len();
+    let t = Instant::now();
+    press(pc).await;
     let end = t + Duration::from_secs(15);
     loop {
         if let Some((at, _, p)) = log.lock().unwrap().get(before) {

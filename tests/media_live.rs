@@ -945,6 +945,97 @@ async fn a_snapshot_on_a_running_stream_comes_from_it() {
     d.stop().await;
 }
 
+/// `(status, Content-Type, Cache-Control, body)` of a REST GET.
+async fn get_bytes(d: &Daemon, path: &str, token: Option<&str>) -> (u16, String, String, Vec<u8>) {
+    let mut r = d.http.get(d.url(path));
+    if let Some(t) = token {
+        r = r.bearer_auth(t);
+    }
+    let res = r.send().await.unwrap();
+    let header = |h| {
+        res.headers()
+            .get(h)
+            .map(|v| v.to_str().unwrap().to_string())
+            .unwrap_or_default()
+    };
+    let (ct, cc) = (header("content-type"), header("cache-control"));
+    (
+        res.status().as_u16(),
+        ct,
+        cc,
+        res.bytes().await.unwrap().to_vec(),
+    )
+}
+
+async fn saved_pictures(d: &Daemon, cam: &str) -> usize {
+    let cam = cam.to_string();
+    d.media
+        .store()
+        .run(move |s| s.pictures_recent(&cam, 1, 100))
+        .await
+        .unwrap()
+        .len()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rest_snapshot_is_saved_and_published_unless_save_false() {
+    let cam = camera_sim(StreamConfig::main()).await;
+    let d = Daemon::start(|_| cam_line("garage", &cam, ""), "").await;
+    wait_camera_info(&d, "garage").await;
+    let path = "/api/device/garage/channel/1/snapshot";
+    let tok = d.token();
+
+    let (st, _, _, _) = get_bytes(&d, path, None).await;
+    assert_eq!(st, 401, "no token, no picture");
+
+    // Saved (disk + SQLite) and published, like any other trigger.
+    let (st, ct, cc, body) = get_bytes(&d, path, Some(&tok)).await;
+    assert_eq!(st, 200, "{}", String::from_utf8_lossy(&body));
+    assert_eq!((ct.as_str(), cc.as_str()), ("image/jpeg", "no-store"));
+    assert_eq!(body, cam.picture(), "the camera's /picture");
+    wait_for("meta", T, || {
+        !d.rec
+            .on("gatehouse/camera/garage/ch1/snapshot/meta")
+            .is_empty()
+    })
+    .await;
+    let meta = d.rec.on("gatehouse/camera/garage/ch1/snapshot/meta")[0].json();
+    assert_eq!(meta["trigger"], "rest", "{meta}");
+    assert_eq!(saved_pictures(&d, "garage").await, 1);
+
+    // save=false: the same fresh JPEG, and nothing kept or sent anywhere.
+    for _ in 0..3 {
+        let (st, ct, cc, body) = get_bytes(&d, &format!("{path}?save=false"), Some(&tok)).await;
+        assert_eq!(st, 200, "{}", String::from_utf8_lossy(&body));
+        assert_eq!((ct.as_str(), cc.as_str()), ("image/jpeg", "no-store"));
+        assert_eq!(body, cam.picture());
+    }
+    // A saved one after them: once its meta is on MQTT, anything the unsaved ones had
+    // published would be too (one publisher, in order).
+    let (st, _, _, _) = get_bytes(&d, &format!("{path}?save=true"), Some(&tok)).await;
+    assert_eq!(st, 200);
+    wait_for("second meta", T, || {
+        d.rec.on("gatehouse/camera/garage/ch1/snapshot/meta").len() >= 2
+    })
+    .await;
+    assert_eq!(
+        d.rec.on("gatehouse/camera/garage/ch1/snapshot").len(),
+        2,
+        "only the saved pictures are published"
+    );
+    assert_eq!(
+        saved_pictures(&d, "garage").await,
+        2,
+        "only the saved pictures are kept"
+    );
+
+    let (st, _, _, body) = get_bytes(&d, &format!("{path}?save=maybe"), Some(&tok)).await;
+    assert_eq!(st, 400);
+    let v: Value = serde_json::from_slice(&body).unwrap();
+    assert!(v["detail"].as_str().unwrap().contains("save"), "{v}");
+    d.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stream_that_cannot_start_says_why_and_stops() {
     // Nothing listens on that port: the camera is unreachable over RTSP.

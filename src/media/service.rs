@@ -387,28 +387,44 @@ impl Media {
         at: Option<Instant>,
         trigger: Trigger,
     ) -> Result<Arc<Snapshot>> {
-        let timeout = self.config().media.snapshot_timeout.get();
-        let (jpeg, source) =
-            match tokio::time::timeout(timeout, self.take(camera, channel, at)).await {
-                Ok(r) => r?,
-                Err(_) => {
-                    let stats = self
-                        .hub_if_any(camera, channel, self.config().media.snapshot_stream)
-                        .map(|h| h.stats());
-                    if stats.as_ref().is_some_and(|s| s.auth_failed) {
-                        self.auth_failed(camera);
-                    }
-                    let why = stats
-                        .and_then(|s| s.last_error)
-                        .map(|e| format!(": {e}"))
-                        .unwrap_or_default();
-                    return Err(Error::new(
-                        ErrorKind::Unavailable,
-                        format!("no picture from {camera}/{channel} within {timeout:?}{why}"),
-                    ));
-                }
-            };
+        let (jpeg, source) = self.picture(camera, channel, at).await?;
         self.save(camera, channel, jpeg, source, trigger).await
+    }
+
+    /// Take a picture and only return it: nothing saved, published or linked (a dashboard
+    /// polling REST `…/snapshot?save=false` every few seconds would otherwise write the SD
+    /// card all day).
+    pub async fn snapshot_unsaved(&self, camera: &str, channel: u32) -> Result<bytes::Bytes> {
+        Ok(self.picture(camera, channel, None).await?.0)
+    }
+
+    /// A JPEG and where it came from, within `snapshot_timeout`.
+    async fn picture(
+        &self,
+        camera: &str,
+        channel: u32,
+        at: Option<Instant>,
+    ) -> Result<(bytes::Bytes, &'static str)> {
+        let timeout = self.config().media.snapshot_timeout.get();
+        match tokio::time::timeout(timeout, self.take(camera, channel, at)).await {
+            Ok(r) => r,
+            Err(_) => {
+                let stats = self
+                    .hub_if_any(camera, channel, self.config().media.snapshot_stream)
+                    .map(|h| h.stats());
+                if stats.as_ref().is_some_and(|s| s.auth_failed) {
+                    self.auth_failed(camera);
+                }
+                let why = stats
+                    .and_then(|s| s.last_error)
+                    .map(|e| format!(": {e}"))
+                    .unwrap_or_default();
+                Err(Error::new(
+                    ErrorKind::Unavailable,
+                    format!("no picture from {camera}/{channel} within {timeout:?}{why}"),
+                ))
+            }
+        }
     }
 
     async fn take(

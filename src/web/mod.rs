@@ -265,14 +265,47 @@ fn jpeg(b: bytes::Bytes) -> Response {
         .into_response()
 }
 
-async fn snapshot(State(w): State<Web>, Path((device, ch)): Path<(String, u32)>) -> Response {
+#[derive(Deserialize)]
+struct SnapshotQuery {
+    /// `false`: only answer with the JPEG (a dashboard polling it); not saved, published or
+    /// counted against retention.
+    #[serde(default = "yes")]
+    save: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+async fn snapshot(
+    State(w): State<Web>,
+    Path((device, ch)): Path<(String, u32)>,
+    q: Result<Query<SnapshotQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let q = match q {
+        Ok(Query(q)) => q,
+        Err(e) => {
+            return detail(
+                StatusCode::BAD_REQUEST,
+                format!("bad query: {}", e.body_text()),
+            );
+        }
+    };
     if let Some(r) = unknown_camera(&w, &device) {
         return r;
     }
-    match w.media.snapshot(&device, ch, None, Trigger::Rest).await {
+    let taken = if q.save {
+        w.media
+            .snapshot(&device, ch, None, Trigger::Rest)
+            .await
+            .map(|s| s.jpeg.clone())
+    } else {
+        w.media.snapshot_unsaved(&device, ch).await
+    };
+    match taken {
         // A fresh picture at the same URL each time: never cached.
-        Ok(s) => {
-            let mut r = jpeg(s.jpeg.clone());
+        Ok(b) => {
+            let mut r = jpeg(b);
             r.headers_mut()
                 .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
             r

@@ -165,6 +165,8 @@ async fn only_configured_door_events_take_pictures_and_alarms_can_too() {
 
     // A forced door takes one (from the camera's /picture this time).
     s.h.sim.push_event(SimEvent::new(92, DOOR));
+    // An alarm sent before the alert stream is open is gone (as on a camera): wait for it.
+    wait_for("alert stream", T, || s.cam.stream_count() == 1).await;
     s.cam.push_alert(1, "linedetection", "active");
     wait_for("alarm picture", T, || {
         s.rec

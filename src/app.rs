@@ -129,10 +129,18 @@ impl App {
             )?);
         }
         if let Some(mut c) = commands {
-            // No source owns doors: answer nothing, but do not let senders block.
-            sinks.push(tokio::spawn(
-                async move { while c.recv().await.is_some() {} },
-            ));
+            // No source owns doors: answer nothing, but do not let senders block. Ends at
+            // shutdown too: the senders (MQTT, web) may outlive the sinks' wait, which then
+            // took its full 10 s on every stop of a daemon without doors.
+            let cancel = sinks_cancel.clone();
+            sinks.push(tokio::spawn(async move {
+                loop {
+                    tokio::select! {
+                        r = c.recv() => if r.is_none() { return },
+                        _ = cancel.cancelled() => return,
+                    }
+                }
+            }));
         }
 
         // Hot reload.

@@ -351,3 +351,16 @@ async fn snapshot_from_gstreamer_h264_high_with_digest_credentials_in_the_url() 
 async fn snapshot_from_gstreamer_h264_main() {
     gst_snapshot(Profile::Main).await;
 }
+
+/// A daemon without doors (cameras only) stops at once: the task that answers door commands
+/// nobody owns used to wait for every command sender to go, which the MQTT and web sides
+/// outlive, so each stop hung for the full 10 s sink timeout (a systemd stop, a restart).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_daemon_without_doors_stops_without_waiting_out_a_timeout() {
+    let cam = camera_sim(false).await;
+    let d = daemon(&cam_line("garage", &cam, ""), "").await;
+    let _keep = d.media.clone();
+    tokio::time::timeout(Duration::from_secs(5), d.app.shutdown())
+        .await
+        .expect("shutdown finished well before the 10 s sink timeout");
+}

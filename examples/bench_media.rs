@@ -416,6 +416,7 @@ async fn hik_running(env: &Env, n: usize) {
         gop: 50,
         seconds: 4,
         bitrate_bps: 4_000_000,
+        noise: 0,
     };
     let sim = HikSim::start(HikSimConfig {
         rtsp: Some(gatehouse::sim::rtsp::RtspSimConfig {

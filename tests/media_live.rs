@@ -810,6 +810,7 @@ async fn late_joiners_and_slow_consumers_resume_at_keyframes() {
         gop: 25,
         seconds: 2,
         bitrate_bps: 300_000,
+        noise: 0,
     })
     .await;
     let d = Daemon::start(|_| cam_line("garage", &cam, ""), "").await;

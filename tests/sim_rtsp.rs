@@ -151,6 +151,7 @@ async fn the_loop_wraps_at_an_idr_with_continuous_timestamps() {
             gop: 15,
             seconds: 1,
             bitrate_bps: 100_000,
+            noise: 0,
         },
         ..Default::default()
     })

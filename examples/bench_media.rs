@@ -28,8 +28,11 @@
 //! - Floor: receiving alone (one RTSP session with the daemon's `Hub` in this process, frames
 //!   drained) vs `ffmpeg -c copy -f null`: what any remuxer pays before it writes a byte.
 //!
+//! - Batched reads: one live stream with `media.batch_reads` on (the default) and off, each
+//!   beside ffmpeg (`batch`).
+//!
 //! `cargo build --release && cargo run --release --example bench_media -- [snap-samples]
-//! [hls-seconds] [snap|hik|hls|floor]`
+//! [hls-seconds] [snap|hik|hls|hls1|floor|batch]`
 
 #[path = "common/mod.rs"]
 mod common;
@@ -59,6 +62,8 @@ struct Env {
     url: String,
     sims: Vec<HikSim>,
     bin: PathBuf,
+    /// `media.batch_reads` of the daemons started next.
+    batch_reads: std::sync::atomic::AtomicBool,
 }
 
 struct Daemon {
@@ -100,10 +105,11 @@ fn is_jpeg(b: &[u8]) -> bool {
 impl Env {
     fn yaml(&self, tag: &str, web_port: u16, cams: &str) -> String {
         format!(
-            "version: 1\nlog: {{ level: warn }}\nstorage: {{ path: {}/{tag}.db }}\nmqtt: {{ host: 127.0.0.1, port: {}, client_id: bench-media-{} }}\nweb: {{ bind: \"127.0.0.1:{web_port}\", jwt_secret: \"{SECRET}\" }}\nmedia: {{ idle_close: 1s }}\nsources:\n  hikvision:\n",
+            "version: 1\nlog: {{ level: warn }}\nstorage: {{ path: {}/{tag}.db }}\nmqtt: {{ host: 127.0.0.1, port: {}, client_id: bench-media-{} }}\nweb: {{ bind: \"127.0.0.1:{web_port}\", jwt_secret: \"{SECRET}\" }}\nmedia: {{ idle_close: 1s, batch_reads: {} }}\nsources:\n  hikvision:\n",
             self.dir.path().display(),
             self.broker,
-            rand::random::<u32>()
+            rand::random::<u32>(),
+            self.batch_reads.load(std::sync::atomic::Ordering::Relaxed)
         ) + cams
     }
 
@@ -731,7 +737,8 @@ async fn hls(env: &Env, n: usize, secs: u64) {
     // without them.
     let marginal = (cpu - idle_cpu / 100.0 * wall).max(0.0) / stream_min;
     println!(
-        "hls {n} stream(s) over {wall:.0} s: gatehouse CPU {cpu:.2} s = {:.2} s per stream-minute ({:.1}% of a core; {marginal:.2} s with the idle CPU taken off); RSS idle {:.1} MB (idle CPU {idle_cpu:.2}%), with streams {:.1} MB (max {:.1}, HWM {:.1}) => added {:.2} MB/stream; START cold {}; GStreamer server CPU {:.2} s; player requests (playlists + segments) {fetched}",
+        "hls {n} stream(s) over {wall:.0} s (batch_reads {}): gatehouse CPU {cpu:.2} s = {:.2} s per stream-minute ({:.1}% of a core; {marginal:.2} s with the idle CPU taken off); RSS idle {:.1} MB (idle CPU {idle_cpu:.2}%), with streams {:.1} MB (max {:.1}, HWM {:.1}) => added {:.2} MB/stream; START cold {}; GStreamer server CPU {:.2} s; player requests (playlists + segments) {fetched}",
+        env.batch_reads.load(std::sync::atomic::Ordering::Relaxed),
         cpu / stream_min,
         cpu / wall * 100.0,
         idle_rss as f64 / 1024.0,
@@ -823,6 +830,7 @@ async fn main() {
         url,
         sims,
         bin,
+        batch_reads: true.into(),
     };
     println!("source: {} (1080p25, GOP 50, High, file loop)", env.url);
 
@@ -846,6 +854,14 @@ async fn main() {
     }
     if only.is_empty() || only == "hls" {
         hls(&env, 4, secs).await;
+    }
+    // One stream with reads batched (the default) and not, each beside ffmpeg.
+    if only == "batch" {
+        for on in [true, false] {
+            env.batch_reads
+                .store(on, std::sync::atomic::Ordering::Relaxed);
+            hls(&env, 1, secs).await;
+        }
     }
     let _ = mosq.kill();
     let _ = mosq.wait();

@@ -352,6 +352,125 @@ async fn snapshot_from_gstreamer_h264_main() {
     gst_snapshot(Profile::Main).await;
 }
 
+/// The busy stream of the test below: 320×180 at 25 fps with sensor noise, about 2 Mbit/s.
+#[cfg(target_os = "linux")]
+async fn busy_sub_camera() -> HikSim {
+    let busy = gatehouse::sim::rtsp::StreamConfig {
+        fps: 25,
+        gop: 50,
+        seconds: 2,
+        noise: 12,
+        ..gatehouse::sim::rtsp::StreamConfig::sub()
+    };
+    HikSim::start(HikSimConfig {
+        personality: Personality::camera(),
+        rtsp: Some(RtspSimConfig {
+            sub: busy,
+            ..Default::default()
+        }),
+        ..Default::default()
+    })
+    .await
+    .unwrap()
+}
+
+/// `media.batch_reads: false` leaves the socket alone, however busy the stream.
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batch_reads_off_sets_no_low_water_mark() {
+    let cam = busy_sub_camera().await;
+    let d = daemon(
+        &cam_line("garage", &cam, ", use_picture: false"),
+        "media: { batch_reads: false }\n",
+    )
+    .await;
+    let busy = d.media.hub("garage", 1, StreamKind::Sub).unwrap();
+    let _b = busy.subscribe();
+    // Past two measuring windows.
+    wait_for("frames", T, || busy.stats().frames >= 60).await;
+    assert_eq!(busy.stats().rcvlowat, None, "{:?}", busy.stats());
+    d.app.shutdown().await;
+}
+
+/// Reads are batched with `SO_RCVLOWAT` (src/media/rcvlowat.rs) on a busy stream and not on
+/// a quiet one, and when a busy camera stops sending the mark is let go, so the frames it did
+/// send are not left in the socket below it (without that they would wait for the next frame,
+/// here never: the session would die of silence after 10 s with them undelivered).
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn busy_streams_batch_reads_and_a_camera_that_stops_sending_is_not_held() {
+    use gatehouse::media::rcvlowat::MIN;
+    // Main: the simulator's clean 640×360 pattern, 10 fps, tens of kbit/s. Sub: busy.
+    let cam = busy_sub_camera().await;
+    let rtsp = cam.rtsp().unwrap();
+    let Daemon {
+        app,
+        media,
+        _broker,
+        _dir,
+    } = daemon(&cam_line("garage", &cam, ", use_picture: false"), "").await;
+    let quiet = media.hub("garage", 1, StreamKind::Main).unwrap();
+    let busy = media.hub("garage", 1, StreamKind::Sub).unwrap();
+    let (_q, _b) = (quiet.subscribe(), busy.subscribe());
+    wait_for("the busy stream's low-water mark", T, || {
+        busy.stats().rcvlowat.is_some_and(|b| b >= MIN)
+    })
+    .await;
+    // Two measuring windows (a second each) of the quiet stream: it stays off.
+    wait_for("the quiet stream measured", T, || {
+        quiet.stats().frames >= 22
+    })
+    .await;
+    assert_eq!(quiet.stats().rcvlowat, Some(1), "{:?}", quiet.stats());
+
+    rtsp.freeze(true);
+    let delivered = || quiet.stats().frames + busy.stats().frames;
+    wait_for(
+        "every frame sent before the camera stopped delivered, the mark let go",
+        Duration::from_secs(5),
+        || busy.stats().rcvlowat == Some(1) && delivered() == rtsp.stats().frames_sent,
+    )
+    .await;
+    assert_eq!(rtsp.stats().frames_dropped, 0);
+    assert_eq!(busy.stats().sessions_opened, 1, "{:?}", busy.stats());
+
+    // Sending again: measured afresh, batched again.
+    rtsp.freeze(false);
+    wait_for("the mark back after a thaw", T, || {
+        busy.stats().rcvlowat.is_some_and(|b| b >= MIN)
+    })
+    .await;
+    assert_eq!(busy.stats().sessions_opened, 1);
+
+    // The scene goes still: from the next keyframe the busy stream's frames are a few hundred
+    // bytes, far below the mark, so until a measuring window ends they would sit in the socket
+    // a mark's worth at a time (seconds of them). The stall bound lets go of them instead: no
+    // frame waits anywhere near a second (a door event's picture must be taken within one).
+    let mut rx = busy.subscribe();
+    rtsp.still(true);
+    let (mut last, mut max_gap, mut small) = (None, Duration::ZERO, 0);
+    // 5 s of stream time: the switch comes within a GOP (2 s), then 3 s of the still scene.
+    for _ in 0..125 {
+        let f = match tokio::time::timeout(T, rx.recv()).await {
+            Ok(Some(gatehouse::media::hub::Recv::Frame(f))) => f,
+            other => panic!("no frame: {:?}", other.map(|r| r.is_some())),
+        };
+        if let Some(l) = last {
+            max_gap = max_gap.max(f.received - l);
+        }
+        last = Some(f.received);
+        small += usize::from(f.data.len() < 1_000);
+    }
+    assert!(small >= 50, "the scene went still: {small} small frames");
+    assert!(
+        max_gap < Duration::from_secs(1),
+        "a frame was held {max_gap:?}"
+    );
+    assert_eq!(busy.stats().rcvlowat, Some(1), "{:?}", busy.stats());
+    assert_eq!(busy.stats().sessions_opened, 1);
+    app.shutdown().await;
+}
+
 /// A daemon without doors (cameras only) stops at once: the task that answers door commands
 /// nobody owns used to wait for every command sender to go, which the MQTT and web sides
 /// outlive, so each stop hung for the full 10 s sink timeout (a systemd stop, a restart).

@@ -88,6 +88,9 @@ pub struct MediaConfig {
     pub hls_stop_after: HumanDuration,
     /// Time allowed to get a picture (each source in turn), live.
     pub snapshot_timeout: HumanDuration,
+    /// Read busy RTSP streams a frame at a time (`SO_RCVLOWAT`, Linux; see
+    /// `media::rcvlowat`). From the next RTSP session.
+    pub batch_reads: bool,
 }
 
 impl Default for MediaConfig {
@@ -107,6 +110,7 @@ impl Default for MediaConfig {
             hls_window: 4,
             hls_stop_after: HumanDuration::secs(90),
             snapshot_timeout: HumanDuration::secs(10),
+            batch_reads: true,
         }
     }
 }

@@ -11,6 +11,7 @@
 //! video; only the first `video` stream is set up. TCP interleaved is used (UDP through NAT and
 //! Wi-Fi loses packets and retina's UDP is experimental).
 
+use super::rcvlowat;
 use crate::config::StreamKind;
 use crate::error::{Error, ErrorKind, Result};
 use crate::secret::Secret;
@@ -120,6 +121,9 @@ pub struct HubStats {
     pub running: bool,
     /// Key frames asked of the camera (sessions that joined mid-GOP).
     pub key_frames_requested: u64,
+    /// The `SO_RCVLOWAT` in force on the session's socket, as the kernel reports it (1: off;
+    /// `None`: no session, or its socket could not be found). See [`super::rcvlowat`].
+    pub rcvlowat: Option<u32>,
 }
 
 /// Asks the camera for a key frame now (Hikvision: ISAPI `requestKeyFrame`). An error means
@@ -159,6 +163,8 @@ pub struct Hub {
     /// Bumped on each new set of parameters (and session): waiters for params watch it.
     params_seq: watch::Sender<u64>,
     idle_close: Mutex<Duration>,
+    /// `media.batch_reads`: look for the socket and set a low-water mark (next session).
+    batch_reads: std::sync::atomic::AtomicBool,
     cancel: CancellationToken,
     group: Arc<retina::client::SessionGroup>,
     key_requests: Mutex<KeyRequests>,
@@ -207,6 +213,7 @@ impl Hub {
             wake: Notify::new(),
             params_seq: watch::channel(0).0,
             idle_close: Mutex::new(idle_close),
+            batch_reads: std::sync::atomic::AtomicBool::new(true),
             cancel,
             group,
             key_requests: Mutex::new(KeyRequests::default()),
@@ -262,6 +269,11 @@ impl Hub {
                 }
             }
         });
+    }
+
+    pub fn set_batch_reads(&self, on: bool) {
+        self.batch_reads
+            .store(on, std::sync::atomic::Ordering::Relaxed);
     }
 
     pub fn set_idle_close(&self, d: Duration) {
@@ -456,12 +468,32 @@ async fn run(hub: Arc<Hub>) {
         {
             let mut s = hub.lock();
             s.stats.running = false;
+            s.stats.rcvlowat = None;
             s.gop.clear();
             s.gop_bytes = 0;
             s.params = None;
         }
         if hub.cancel.is_cancelled() {
             return;
+        }
+    }
+}
+
+/// A session that sends nothing for this long is dead.
+const SILENCE: Duration = Duration::from_secs(10);
+
+/// Applies a low-water mark; a socket that refuses it is not tried again this session.
+fn set_mark(hub: &Hub, socket: &mut Option<rcvlowat::Socket>, mark: u32) {
+    let Some(s) = socket else { return };
+    match s.set(mark).and_then(|()| s.get()) {
+        Ok(got) => {
+            tracing::debug!(camera = %hub.camera, channel = hub.channel, bytes = got, "RTSP socket low-water mark");
+            hub.lock().stats.rcvlowat = Some(got);
+        }
+        Err(e) => {
+            tracing::info!(camera = %hub.camera, channel = hub.channel, error = %e, "cannot set SO_RCVLOWAT on the RTSP socket: reads are not batched");
+            *socket = None;
+            hub.lock().stats.rcvlowat = None;
         }
     }
 }
@@ -501,9 +533,31 @@ async fn play(hub: &Arc<Hub>) -> Result<()> {
         Error::new(kind, format!("RTSP {what}: {e}"))
     };
     let connect = async {
+        // Find the socket retina opens (see `rcvlowat`): its address, then what sockets
+        // exist before, one session to this server at a time.
+        let batch =
+            cfg!(target_os = "linux") && hub.batch_reads.load(std::sync::atomic::Ordering::Relaxed);
+        let peers = if batch {
+            rcvlowat::peers(&target.url).await
+        } else {
+            Vec::new()
+        };
+        let opening = match peers.is_empty() {
+            true => None,
+            false => Some(rcvlowat::opening(&target.url).await),
+        };
+        let before = opening.as_ref().map(|_| rcvlowat::before());
         let mut session = retina::client::Session::describe(target.url.clone(), opts)
             .await
             .map_err(|e| rtsp("DESCRIBE", e))?;
+        let socket = match &before {
+            Some(b) => rcvlowat::Socket::find(b, &peers),
+            None => Err(0),
+        };
+        drop(opening);
+        if batch && let Err(n) = &socket {
+            tracing::debug!(camera = %hub.camera, channel = hub.channel, matched = n, "RTSP socket not told apart: reads are not batched");
+        }
         let Some(video) = session.streams().iter().position(|s| s.media() == "video") else {
             return Err(Error::new(
                 ErrorKind::Protocol,
@@ -531,14 +585,18 @@ async fn play(hub: &Arc<Hub>) -> Result<()> {
             .await
             .map_err(|e| rtsp("PLAY", e))?;
         let demuxed = playing.demuxed().map_err(|e| rtsp("demux", e))?;
-        Ok::<_, Error>((demuxed, video, encoding))
+        Ok::<_, Error>((demuxed, video, encoding, socket.ok()))
     };
-    let (mut demuxed, video, encoding) = tokio::select! {
+    let (mut demuxed, video, encoding, socket) = tokio::select! {
         r = tokio::time::timeout(Duration::from_secs(15), connect) => r.map_err(|_| {
             Error::new(ErrorKind::Unavailable, "RTSP connect timed out after 15s")
         })??,
         _ = hub.cancel.cancelled() => return Ok(()),
     };
+    // Declared after `demuxed`, so dropped before it: the mark is back to 1 before retina
+    // sends its TEARDOWN and waits for the short answer.
+    let mut socket = socket;
+    let mut batching = rcvlowat::Batching::default();
     let session_no = {
         let mut s = hub.lock();
         s.session += 1;
@@ -546,6 +604,7 @@ async fn play(hub: &Arc<Hub>) -> Result<()> {
         s.stats.running = true;
         s.stats.last_error = None;
         s.stats.auth_failed = false;
+        s.stats.rcvlowat = socket.as_ref().map(|s| s.get().unwrap_or(1));
         s.session
     };
     tracing::info!(camera = %hub.camera, channel = hub.channel, stream = ?hub.stream, url = %target.url, "RTSP session playing");
@@ -568,9 +627,18 @@ async fn play(hub: &Arc<Hub>) -> Result<()> {
     }
     let mut idle_since: Option<Instant> = None;
     let mut first_frame = true;
+    let mut last_data = Instant::now();
     loop {
         let idle_close = *hub.idle_close.lock().unwrap_or_else(|p| p.into_inner());
         let idle_deadline = idle_since.map(|t| t + idle_close);
+        // Silence is a dead session (cameras send 10–30 frames a second).
+        let silent_at = last_data + SILENCE;
+        let stall_at = socket.as_ref().and(batching.stall_at());
+        // One timer for whichever comes first.
+        let deadline = [idle_deadline, stall_at]
+            .into_iter()
+            .flatten()
+            .fold(silent_at, Instant::min);
         let item = tokio::select! {
             _ = hub.cancel.cancelled() => return Ok(()),
             _ = hub.wake.notified() => {
@@ -581,21 +649,30 @@ async fn play(hub: &Arc<Hub>) -> Result<()> {
                 };
                 continue;
             }
-            _ = async {
-                match idle_deadline {
-                    Some(d) => tokio::time::sleep_until(d).await,
-                    None => std::future::pending().await,
+            _ = tokio::time::sleep_until(deadline) => {
+                let now = Instant::now();
+                if idle_deadline.is_some_and(|d| now >= d) {
+                    tracing::info!(camera = %hub.camera, channel = hub.channel, "RTSP session idle: closing");
+                    return Ok(());
                 }
-            } => {
-                tracing::info!(camera = %hub.camera, channel = hub.channel, "RTSP session idle: closing");
-                return Ok(());
+                if now >= silent_at {
+                    return Err(Error::new(ErrorKind::Unavailable, "no RTSP data for 10s"));
+                }
+                if stall_at.is_some_and(|d| now >= d)
+                    && let Some(mark) = batching.stalled()
+                {
+                    tracing::debug!(camera = %hub.camera, channel = hub.channel, "no frame while holding reads: low-water mark off");
+                    set_mark(hub, &mut socket, mark);
+                }
+                continue;
             }
-            // Silence is a dead session (cameras send 10–30 frames a second).
-            r = tokio::time::timeout(Duration::from_secs(10), demuxed.next()) => match r {
-                Err(_) => return Err(Error::new(ErrorKind::Unavailable, "no RTSP data for 10s")),
-                Ok(None) => return Err(Error::new(ErrorKind::Unavailable, "RTSP session ended")),
-                Ok(Some(Err(e))) => return Err(rtsp("stream", e)),
-                Ok(Some(Ok(item))) => item,
+            r = demuxed.next() => match r {
+                None => return Err(Error::new(ErrorKind::Unavailable, "RTSP session ended")),
+                Some(Err(e)) => return Err(rtsp("stream", e)),
+                Some(Ok(item)) => {
+                    last_data = Instant::now();
+                    item
+                }
             },
         };
         if let retina::codec::CodecItem::VideoFrame(f) = item {
@@ -615,6 +692,11 @@ async fn play(hub: &Arc<Hub>) -> Result<()> {
             let is_key = f.is_random_access_point();
             if std::mem::take(&mut first_frame) && !is_key {
                 hub.request_key_frame();
+            }
+            if socket.is_some()
+                && let Some(mark) = batching.frame(last_data, f.data().len(), is_key)
+            {
+                set_mark(hub, &mut socket, mark);
             }
             hub.publish(Frame {
                 data: Bytes::from(f.into_data()),

@@ -7,4 +7,5 @@ pub mod h264;
 pub mod hls;
 pub mod hub;
 pub mod live;
+pub mod rcvlowat;
 pub mod service;

@@ -176,9 +176,13 @@ impl Media {
                     r = cfg_rx.changed() => if r.is_err() { return },
                     _ = m.0.cancel.cancelled() => return,
                 }
-                let idle = cfg_rx.borrow().media.idle_close.get();
+                let (idle, batch) = {
+                    let c = cfg_rx.borrow();
+                    (c.media.idle_close.get(), c.media.batch_reads)
+                };
                 for h in lock(&m.0.hubs).values() {
                     h.set_idle_close(idle);
+                    h.set_batch_reads(batch);
                 }
             }
         });
@@ -373,6 +377,7 @@ impl Media {
                 if let Some(c) = client {
                     hub.set_key_frame_request(key_frame_request(c, channel, kind));
                 }
+                hub.set_batch_reads(self.config().media.batch_reads);
                 hub
             })
             .clone())

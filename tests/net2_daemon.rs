@@ -603,3 +603,143 @@ async fn a_slow_server_times_out_and_recovers() {
     assert!(h.app().bus.health("net2").unwrap().online);
     h.stop().await;
 }
+
+/// 100 events within one second across 5 doors × 4 users (five of each pair: one card
+/// badged five times at one door), starting half-way through a second so each pair has
+/// events in two seconds; `rest_only(i)` events lose their live copy. Pushed in four batches
+/// a few ms apart, so the REST poll races the live feed. Returns the Net2 ids.
+fn burst(h: &Harness, want: &mut Vec<String>, rest_only: impl Fn(usize) -> bool) -> Vec<i64> {
+    let doors = [6626578, 6612642, 7319051, 6203980, 7242929];
+    let users = [8, 12, 19, 42];
+    let now = h.sim.local_now();
+    let t0 = now - chrono::Duration::nanoseconds(now.and_utc().timestamp_subsec_nanos() as i64)
+        + chrono::Duration::milliseconds(500);
+    let evs: Vec<SimEvent> = (0..100)
+        .map(|i| {
+            let (door, user) = (doors[i % 5], users[(i / 5) % 4]);
+            let t = t0 + chrono::Duration::milliseconds(i as i64 * 9);
+            want.push(format!("{}|20|{user}|{door}", t.format("%Y-%m-%dT%H:%M:%S")));
+            let e = SimEvent::new(20, door).user(user).at(t);
+            if rest_only(i) { e.rest_only() } else { e }
+        })
+        .collect();
+    let mut ids = Vec::new();
+    for chunk in evs.chunks(25) {
+        ids.extend(h.sim.push_events(chunk.to_vec()));
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    ids
+}
+
+/// The stored events are the events that happened: the same fingerprints (time to the
+/// second, type, user, door), each as often.
+fn same_events(h: &Harness, want: &[String]) {
+    let c = rusqlite::Connection::open(h.db()).unwrap();
+    let mut st = c
+        .prepare("SELECT fingerprint FROM events ORDER BY fingerprint")
+        .unwrap();
+    let got: Vec<String> = st
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(|r| r.unwrap())
+        .collect();
+    let count = |v: &[String]| {
+        let mut m = std::collections::BTreeMap::<String, i64>::new();
+        for f in v {
+            *m.entry(f.clone()).or_default() += 1;
+        }
+        m
+    };
+    let (got, want) = (count(&got), count(want));
+    let diff: Vec<String> = want
+        .keys()
+        .chain(got.keys())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .filter_map(|f| {
+            let (g, w) = (got.get(f).unwrap_or(&0), want.get(f).unwrap_or(&0));
+            (g != w).then(|| format!("{f}: stored {g}, happened {w}"))
+        })
+        .collect();
+    assert!(diff.is_empty(), "stored events differ from what happened: {diff:#?}");
+}
+
+/// Every one of `ids` is stored exactly once (by its Net2 id: a live copy records the id of
+/// its REST copy) and published once, and nothing else is.
+async fn all_exactly_once(
+    h: &Harness,
+    ids: &[i64],
+    watch: &mut tokio::sync::broadcast::Receiver<Message>,
+    published: &mut usize,
+) {
+    let end = tokio::time::Instant::now() + T;
+    while h.stored_source_ids().len() < ids.len() {
+        *published += drain(watch);
+        assert!(tokio::time::Instant::now() < end, "every Net2 id stored");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    // A few more polls add nothing.
+    let polls = h.sim.stats().events_requests;
+    wait_for("more polls", T, || {
+        h.sim.stats().events_requests >= polls + 3
+    })
+    .await;
+    *published += drain(watch);
+    assert_eq!(
+        h.stored_source_ids(),
+        ids.to_vec(),
+        "each event stored once, under its own Net2 id"
+    );
+    assert_eq!(events_in_db(h), ids.len() as i64, "and nothing else");
+    assert_eq!(*published, ids.len(), "each event published once");
+}
+
+/// Events published on the bus since the last call.
+fn drain(watch: &mut tokio::sync::broadcast::Receiver<Message>) -> usize {
+    let mut n = 0;
+    while let Ok(m) = watch.try_recv() {
+        n += matches!(m, Message::Event(_)) as usize;
+    }
+    n
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_100_events_in_one_second_is_kept_whole_live_rest_and_both() {
+    // Live and REST (the REST poll fast enough to race the live copies).
+    let mut h = Harness::new(SimConfig::default(), "").await;
+    h.start().await;
+    wait_for("live socket", T, || {
+        h.sim.websocket_count() == 1 && !h.sim.stats().subscriptions.is_empty()
+    })
+    .await;
+    let mut watch = h.app().bus.watch();
+    let (mut published, mut fps) = (0, Vec::new());
+    let mut all = burst(&h, &mut fps, |_| false);
+    all_exactly_once(&h, &all, &mut watch, &mut published).await;
+    same_events(&h, &fps);
+    // A third of the live copies lost (a flaky socket): the REST copies fill in, nothing twice.
+    all.extend(burst(&h, &mut fps, |i| i % 3 == 0));
+    all_exactly_once(&h, &all, &mut watch, &mut published).await;
+    same_events(&h, &fps);
+    // A restart re-reads the overlap of the last minutes: still once each.
+    h.stop().await;
+    h.start().await;
+    let polls = h.sim.stats().events_requests;
+    wait_for("backfill after restart", T, || {
+        h.sim.stats().events_requests >= polls + 2
+    })
+    .await;
+    assert_eq!(h.stored_source_ids(), all);
+    same_events(&h, &fps);
+    h.stop().await;
+
+    // REST only.
+    let mut h = Harness::new(SimConfig::default(), "    live: false\n").await;
+    h.start().await;
+    let mut watch = h.app().bus.watch();
+    let (mut published, mut fps) = (0, Vec::new());
+    let ids = burst(&h, &mut fps, |_| true);
+    all_exactly_once(&h, &ids, &mut watch, &mut published).await;
+    same_events(&h, &fps);
+    h.stop().await;
+}

@@ -376,6 +376,12 @@ pub enum Message {
         source: String,
         position: String,
     },
+    /// A live event (stored as `event_id`, without a device id) was matched by its REST copy,
+    /// which carries the device's id: the store records it on the live event's row.
+    Paired {
+        event_id: String,
+        source_id: i64,
+    },
     /// A device payload that could not be used; kept raw for diagnosis.
     Reject {
         source: String,

@@ -94,6 +94,13 @@ fn to_write(m: Message) -> Option<Write> {
         Message::Presence(p) => Write::Presence(p),
         Message::Command(c) => Write::Audit(c),
         Message::Cursor { source, position } => Write::Cursor { source, position },
+        Message::Paired {
+            event_id,
+            source_id,
+        } => Write::Paired {
+            event_id,
+            source_id,
+        },
         Message::Reject {
             source,
             context,

@@ -99,6 +99,11 @@ pub enum Write {
         source: String,
         position: String,
     },
+    /// Record the device id of a live event's REST copy on the live event's row.
+    Paired {
+        event_id: String,
+        source_id: i64,
+    },
     DoorState(DoorState),
     Presence(Presence),
     Audit(CommandUpdate),
@@ -121,9 +126,10 @@ pub struct BatchResult {
 
 #[derive(Debug, Default)]
 pub struct RecentKeys {
+    /// Device ids stored (REST events, and live events whose REST copy was seen).
     pub ids: HashSet<i64>,
-    pub live: Vec<String>,
-    pub rest: Vec<String>,
+    /// Live events still waiting for their REST copy: `(fingerprint, event id)`.
+    pub live: Vec<(String, String)>,
 }
 
 /// A stored event as read back (for `gatehouse events`).
@@ -248,6 +254,12 @@ impl Store {
                                 "INSERT INTO cursors (source, position, updated) VALUES (?1, ?2, ?3)
                                  ON CONFLICT(source) DO UPDATE SET position = excluded.position, updated = excluded.updated",
                                 params![source, position, chrono::Utc::now().to_rfc3339()],
+                            )?;
+                        }
+                        Write::Paired { event_id, source_id } => {
+                            tx.execute(
+                                "UPDATE OR IGNORE events SET source_id = ?2 WHERE id = ?1 AND source_id IS NULL",
+                                params![event_id, source_id],
                             )?;
                         }
                         Write::DoorState(d) => {
@@ -436,24 +448,29 @@ impl Store {
         })
     }
 
-    /// Source ids, and fingerprints of events without (live) and with (REST) a source id, at
-    /// or after `since_ms`: seeds deduplication after a restart.
+    /// Device ids stored at or after `since_ms`, and the live events of that time still
+    /// waiting for their REST copy: seeds deduplication after a restart.
     pub fn recent_keys(&self, source: &str, since_ms: i64) -> Result<RecentKeys> {
         self.with(|c| {
             let mut st = c.prepare(
-                "SELECT source_id, fingerprint FROM events WHERE source = ?1 AND time_ms >= ?2",
+                "SELECT source_id, fingerprint, id, via FROM events WHERE source = ?1 AND time_ms >= ?2",
             )?;
             let mut k = RecentKeys::default();
             let rows = st.query_map(params![source, since_ms], |r| {
-                Ok((r.get::<_, Option<i64>>(0)?, r.get::<_, String>(1)?))
+                Ok((
+                    r.get::<_, Option<i64>>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, String>(3)?,
+                ))
             })?;
             for row in rows {
                 match row? {
-                    (Some(id), fp) => {
+                    (Some(id), ..) => {
                         k.ids.insert(id);
-                        k.rest.push(fp);
                     }
-                    (None, fp) => k.live.push(fp),
+                    (None, fp, id, via) if via == "live" => k.live.push((fp, id)),
+                    _ => {}
                 }
             }
             Ok(k)
@@ -618,6 +635,32 @@ mod tests {
         assert_eq!(s.count_events().unwrap(), 1);
         let k = s.recent_keys("net2", 0).unwrap();
         assert!(k.ids.contains(&2) && !k.ids.contains(&1));
+    }
+
+    #[test]
+    fn a_paired_live_event_is_known_by_its_rest_id_after_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(&dir.path().join("p.db")).unwrap();
+        let live = |id: &str| {
+            let Write::Event(mut e) = event(id, None, "2026-01-01T00:00:00+01:00") else {
+                unreachable!()
+            };
+            e.via = crate::model::Via::Live;
+            Write::Event(e)
+        };
+        s.write_batch(&[
+            live("net2:fp:a"),
+            live("net2:fp:b"),
+            Write::Paired {
+                event_id: "net2:fp:a".into(),
+                source_id: 77,
+            },
+        ])
+        .unwrap();
+        let k = s.recent_keys("net2", 0).unwrap();
+        assert_eq!(k.ids.into_iter().collect::<Vec<_>>(), vec![77]);
+        assert_eq!(k.live.len(), 1, "only b still waits for its REST copy");
+        assert_eq!(k.live[0].1, "net2:fp:b");
     }
 
     #[test]

@@ -2,11 +2,23 @@
 //!
 //! The same Net2 event can arrive three ways: live over SignalR (no id), in a REST page
 //! (with `id`), and again in the next REST page (the `where eventTime>=cursor` query is
-//! inclusive). Each is published once:
-//! - REST events are unique by `id`;
-//! - a REST event and a live event are the same when their fingerprints (type, user, door)
-//!   match and their server-local times are within a second (live times have no fraction);
-//!   each copy matches at most one other, so two real swipes in one second stay two events.
+//! inclusive). Each is published once, and nothing distinct is ever dropped:
+//! - two events with different Net2 ids are never duplicates; a REST event whose id was seen
+//!   is (the overlap of two pages);
+//! - a live copy and a REST copy are the same event when their fingerprints (type, user,
+//!   door) match and their server-local times are within a second (live times have no
+//!   fraction). Each copy pairs with at most one copy of the other kind, the nearest in time
+//!   that is still unpaired (the same second first, over a whole REST page), so a burst —
+//!   one card badged five times in a second, a door opening twice — stays a burst, whichever
+//!   way its copies arrive and whichever copies were lost.
+//! - A REST event waits for its live copy only while one can still come: SignalR pushes
+//!   in order, in real time, and never replays, so a REST event from before the second of the
+//!   last live event received had its live copy already, or never will. Without
+//!   this, a REST event fetched after a SignalR outage waited for a copy that never came and
+//!   swallowed the next live event of the same user at the same door.
+//! - When a REST copy pairs with a live one, the live event's id and the REST id are reported
+//!   ([`Admit::Paired`]) so the store records the Net2 id on the live row: after a restart the
+//!   REST copy is known by id, and the stored history maps one to one onto Net2's.
 
 use chrono::NaiveDateTime;
 use std::collections::{HashSet, VecDeque};
@@ -15,21 +27,28 @@ use std::collections::{HashSet, VecDeque};
 /// while live is up, so a live event's REST copy arrives well within this.
 const KEEP: chrono::Duration = chrono::Duration::hours(6);
 const MAX_ENTRIES: usize = 50_000;
+/// Live times have no fraction and REST times do; the two copies of one event are at most
+/// this far apart.
+const WINDOW: chrono::Duration = chrono::Duration::seconds(1);
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Key {
     /// Fingerprint without the time part: `code|user|door`.
     what: String,
     local: NaiveDateTime,
+    /// The stored event's id (live copies: the REST copy records its Net2 id there).
+    event_id: String,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Admit {
     New,
     /// A REST event whose id was already published.
     DuplicateId,
-    /// The other copy (live or REST) of an event already published.
+    /// A live copy of a REST event already published.
     DuplicateCopy,
+    /// The REST copy of the live event `event_id`, published already: store `source_id` on it.
+    Paired { event_id: String, source_id: i64 },
 }
 
 #[derive(Debug, Default)]
@@ -40,32 +59,43 @@ pub struct Deduper {
     live: VecDeque<Key>,
     /// REST events not yet matched by a live copy.
     rest: VecDeque<Key>,
+    /// The time of the last live event received (server-local; SignalR pushes in order):
+    /// REST events from before this second will get no live copy any more.
+    last_live: Option<NaiveDateTime>,
 }
 
-fn split(fp: &str) -> Option<Key> {
+fn split(fp: &str, event_id: &str) -> Option<Key> {
     let (t, what) = fp.split_once('|')?;
     let local = NaiveDateTime::parse_from_str(t, "%Y-%m-%dT%H:%M:%S").ok()?;
     Some(Key {
         what: what.to_string(),
         local,
+        event_id: event_id.to_string(),
     })
 }
 
-fn take_match(q: &mut VecDeque<Key>, k: &Key) -> bool {
-    let pos = q
+/// Take the oldest unpaired copy of `k` at most `within` away from it.
+fn take_within(q: &mut VecDeque<Key>, k: &Key, within: chrono::Duration) -> Option<Key> {
+    let i = q
         .iter()
-        .position(|e| e.what == k.what && (e.local - k.local).num_seconds().abs() <= 1);
-    pos.map(|p| q.remove(p)).is_some()
+        .position(|e| e.what == k.what && (e.local - k.local).abs() <= within)?;
+    q.remove(i)
+}
+
+/// Take the unpaired copy nearest in time to `k`: the same second first, else within the
+/// window.
+fn take_nearest(q: &mut VecDeque<Key>, k: &Key) -> Option<Key> {
+    take_within(q, k, chrono::Duration::zero()).or_else(|| take_within(q, k, WINDOW))
 }
 
 impl Deduper {
-    /// Seed from the database after a restart: REST ids, and the fingerprints of recent live
-    /// events (still waiting for their REST copy) and REST events (their live copy may follow).
+    /// Seed from the database after a restart: Net2 ids already stored (REST events, and live
+    /// events whose REST copy was seen), and live events still waiting for their REST copy
+    /// (`(fingerprint, event id)`).
     pub fn seed(
         &mut self,
         ids: impl IntoIterator<Item = i64>,
-        live: impl IntoIterator<Item = String>,
-        rest: impl IntoIterator<Item = String>,
+        live: impl IntoIterator<Item = (String, String)>,
     ) {
         let now = chrono::Utc::now().naive_utc();
         for id in ids {
@@ -73,35 +103,77 @@ impl Deduper {
                 self.id_order.push_back((now, id));
             }
         }
-        self.live.extend(live.into_iter().filter_map(|f| split(&f)));
-        self.rest.extend(rest.into_iter().filter_map(|f| split(&f)));
+        self.live
+            .extend(live.into_iter().filter_map(|(f, id)| split(&f, &id)));
     }
 
-    pub fn admit_rest(&mut self, id: Option<i64>, fingerprint: &str) -> Admit {
-        if let Some(id) = id {
-            if self.ids.contains(&id) {
-                return Admit::DuplicateId;
+    /// A REST event (`id` is Net2's; `event_id` the id it would be stored under).
+    pub fn admit_rest(&mut self, id: Option<i64>, fingerprint: &str, event_id: &str) -> Admit {
+        self.admit_rest_page(&[(id, fingerprint, event_id)])
+            .pop()
+            .unwrap_or(Admit::New)
+    }
+
+    /// A page of REST events, `(id, fingerprint, event id)` each, in the page's order.
+    /// Copies are paired over the whole page, the same second first: a REST event whose own
+    /// live copy was lost must not take the live copy of the next second's event when that
+    /// event's REST copy, later in the page, matches it exactly.
+    pub fn admit_rest_page(&mut self, page: &[(Option<i64>, &str, &str)]) -> Vec<Admit> {
+        let mut out: Vec<Option<Admit>> = Vec::with_capacity(page.len());
+        let mut keys: Vec<Option<Key>> = Vec::with_capacity(page.len());
+        for (id, fp, event_id) in page {
+            let key = split(fp, event_id);
+            match id {
+                Some(id) if self.ids.contains(id) => {
+                    out.push(Some(Admit::DuplicateId));
+                    keys.push(None);
+                    continue;
+                }
+                Some(id) => {
+                    let t = key.as_ref().map(|k| k.local).unwrap_or_default();
+                    self.ids.insert(*id);
+                    self.id_order.push_back((t, *id));
+                }
+                None => {}
             }
-            let t = split(fingerprint).map(|k| k.local).unwrap_or_default();
-            self.ids.insert(id);
-            self.id_order.push_back((t, id));
+            out.push(key.is_none().then_some(Admit::New));
+            keys.push(key);
         }
-        let Some(k) = split(fingerprint) else {
-            return Admit::New;
-        };
-        if take_match(&mut self.live, &k) {
-            return Admit::DuplicateCopy;
+        for within in [chrono::Duration::zero(), WINDOW] {
+            for (i, k) in keys.iter().enumerate() {
+                let Some(k) = k.as_ref().filter(|_| out[i].is_none()) else {
+                    continue;
+                };
+                if let Some(live) = take_within(&mut self.live, k, within) {
+                    out[i] = Some(match page[i].0 {
+                        Some(source_id) => Admit::Paired {
+                            event_id: live.event_id,
+                            source_id,
+                        },
+                        None => Admit::DuplicateCopy,
+                    });
+                }
+            }
         }
-        self.rest.push_back(k);
+        for (i, k) in keys.into_iter().enumerate() {
+            if let (None, Some(k)) = (&out[i], k) {
+                out[i] = Some(Admit::New);
+                if self.last_live.is_none_or(|l| k.local >= l) {
+                    self.rest.push_back(k);
+                }
+            }
+        }
         self.trim();
-        Admit::New
+        out.into_iter().map(|a| a.unwrap_or(Admit::New)).collect()
     }
 
-    pub fn admit_live(&mut self, fingerprint: &str) -> Admit {
-        let Some(k) = split(fingerprint) else {
+    /// A live event (`event_id`: the id it is stored under).
+    pub fn admit_live(&mut self, fingerprint: &str, event_id: &str) -> Admit {
+        let Some(k) = split(fingerprint, event_id) else {
             return Admit::New;
         };
-        if take_match(&mut self.rest, &k) {
+        self.last_live = Some(k.local);
+        if take_nearest(&mut self.rest, &k).is_some() {
             return Admit::DuplicateCopy;
         }
         self.live.push_back(k);
@@ -109,7 +181,8 @@ impl Deduper {
         Admit::New
     }
 
-    /// Forget entries older than `KEEP` before the newest one, and cap the size.
+    /// Forget entries older than `KEEP` before the newest one, and cap the size; REST events
+    /// that can no longer get a live copy leave their queue.
     fn trim(&mut self) {
         let newest = self
             .live
@@ -118,10 +191,18 @@ impl Deduper {
             .max(self.rest.back().map(|k| k.local))
             .unwrap_or_default();
         let horizon = newest - KEEP;
-        for q in [&mut self.live, &mut self.rest] {
-            while q.front().is_some_and(|k| k.local < horizon) || q.len() > MAX_ENTRIES {
-                q.pop_front();
-            }
+        let rest_horizon = match self.last_live {
+            Some(l) => l.max(horizon),
+            None => horizon,
+        };
+        while self.rest.front().is_some_and(|k| k.local < rest_horizon)
+            || self.rest.len() > MAX_ENTRIES
+        {
+            self.rest.pop_front();
+        }
+        while self.live.front().is_some_and(|k| k.local < horizon) || self.live.len() > MAX_ENTRIES
+        {
+            self.live.pop_front();
         }
         while self.id_order.len() > MAX_ENTRIES
             || self.id_order.front().is_some_and(|(t, _)| *t < horizon)
@@ -145,83 +226,152 @@ impl Deduper {
 mod tests {
     use super::*;
 
-    #[test]
-    fn rest_ids_are_unique() {
-        let mut d = Deduper::default();
-        assert_eq!(
-            d.admit_rest(Some(1), "2026-01-05T06:00:01|26|8|7"),
-            Admit::New
-        );
-        assert_eq!(
-            d.admit_rest(Some(1), "2026-01-05T06:00:01|26|8|7"),
-            Admit::DuplicateId
-        );
-        assert_eq!(
-            d.admit_rest(Some(2), "2026-01-05T06:00:02|46|0|7"),
-            Admit::New
-        );
+    fn fp(sec: u32, what: &str) -> String {
+        format!("2026-01-05T06:00:{sec:02}|{what}")
+    }
+
+    /// Admit a live copy under a fresh event id.
+    fn live(d: &mut Deduper, sec: u32, what: &str) -> Admit {
+        let id = format!("live-{sec}-{what}-{}", d.len());
+        d.admit_live(&fp(sec, what), &id)
+    }
+
+    fn rest(d: &mut Deduper, id: i64, sec: u32, what: &str) -> Admit {
+        d.admit_rest(Some(id), &fp(sec, what), &format!("net2:{id}"))
+    }
+
+    fn is_paired(a: &Admit) -> bool {
+        matches!(a, Admit::Paired { .. })
     }
 
     #[test]
-    fn live_then_rest_is_one_event() {
+    fn rest_ids_are_unique_and_distinct_ids_are_never_duplicates() {
         let mut d = Deduper::default();
-        assert_eq!(d.admit_live("2026-01-05T06:00:01|26|8|7"), Admit::New);
+        assert_eq!(rest(&mut d, 1, 1, "26|8|7"), Admit::New);
+        assert_eq!(rest(&mut d, 1, 1, "26|8|7"), Admit::DuplicateId);
+        // Same second, type, user and door, another id: another event.
+        assert_eq!(rest(&mut d, 2, 1, "26|8|7"), Admit::New);
+        assert_eq!(rest(&mut d, 3, 1, "26|8|7"), Admit::New);
+    }
+
+    #[test]
+    fn live_then_rest_is_one_event_and_the_rest_id_is_recorded_on_the_live_row() {
+        let mut d = Deduper::default();
+        assert_eq!(d.admit_live(&fp(1, "26|8|7"), "net2:fp:a"), Admit::New);
         assert_eq!(
-            d.admit_rest(Some(1), "2026-01-05T06:00:01|26|8|7"),
-            Admit::DuplicateCopy
+            rest(&mut d, 1, 1, "26|8|7"),
+            Admit::Paired {
+                event_id: "net2:fp:a".into(),
+                source_id: 1
+            }
         );
         // The next inclusive page repeats it: by id now.
-        assert_eq!(
-            d.admit_rest(Some(1), "2026-01-05T06:00:01|26|8|7"),
-            Admit::DuplicateId
-        );
+        assert_eq!(rest(&mut d, 1, 1, "26|8|7"), Admit::DuplicateId);
     }
 
     #[test]
     fn rest_then_live_is_one_event_within_a_second() {
         let mut d = Deduper::default();
-        assert_eq!(
-            d.admit_rest(Some(1), "2026-01-05T06:00:01|26|8|7"),
-            Admit::New
-        );
-        assert_eq!(
-            d.admit_live("2026-01-05T06:00:02|26|8|7"),
-            Admit::DuplicateCopy
-        );
+        assert_eq!(rest(&mut d, 1, 1, "26|8|7"), Admit::New);
+        assert_eq!(live(&mut d, 2, "26|8|7"), Admit::DuplicateCopy);
         // A different door is a different event.
-        assert_eq!(d.admit_live("2026-01-05T06:00:01|26|8|9"), Admit::New);
+        assert_eq!(live(&mut d, 1, "26|8|9"), Admit::New);
     }
 
     #[test]
-    fn two_real_swipes_in_one_second_stay_two() {
+    fn a_burst_in_one_second_stays_a_burst_whichever_way_it_arrives() {
+        // Five badges of one card at one door in one second.
         let mut d = Deduper::default();
-        assert_eq!(d.admit_live("2026-01-05T06:00:01|20|8|7"), Admit::New);
-        assert_eq!(d.admit_live("2026-01-05T06:00:01|20|8|7"), Admit::New);
+        for _ in 0..5 {
+            assert_eq!(live(&mut d, 1, "20|8|7"), Admit::New);
+        }
+        for id in 1..=5 {
+            assert!(is_paired(&rest(&mut d, id, 1, "20|8|7")));
+        }
+        assert_eq!(rest(&mut d, 6, 1, "20|8|7"), Admit::New, "a sixth is new");
+        // REST first, then live.
+        let mut d = Deduper::default();
+        for id in 1..=5 {
+            assert_eq!(rest(&mut d, id, 1, "20|8|7"), Admit::New);
+        }
+        for _ in 0..5 {
+            assert_eq!(live(&mut d, 1, "20|8|7"), Admit::DuplicateCopy);
+        }
+        assert_eq!(live(&mut d, 1, "20|8|7"), Admit::New);
+    }
+
+    #[test]
+    fn copies_pair_with_the_nearest_unpaired_copy() {
+        // Several candidates in the window: the same second wins, whichever is older.
+        let mut d = Deduper::default();
+        assert_eq!(d.admit_live(&fp(20, "20|8|7"), "at-20"), Admit::New);
+        assert_eq!(d.admit_live(&fp(21, "20|8|7"), "at-21"), Admit::New);
         assert_eq!(
-            d.admit_rest(Some(1), "2026-01-05T06:00:01|20|8|7"),
-            Admit::DuplicateCopy
+            rest(&mut d, 21, 21, "20|8|7"),
+            Admit::Paired {
+                event_id: "at-21".into(),
+                source_id: 21
+            }
         );
+        // With none in the same second, the neighbour second is taken.
         assert_eq!(
-            d.admit_rest(Some(2), "2026-01-05T06:00:01|20|8|7"),
-            Admit::DuplicateCopy
+            rest(&mut d, 19, 19, "20|8|7"),
+            Admit::Paired {
+                event_id: "at-20".into(),
+                source_id: 19
+            }
         );
-        assert_eq!(
-            d.admit_rest(Some(3), "2026-01-05T06:00:01|20|8|7"),
-            Admit::New
-        );
+    }
+
+    #[test]
+    fn a_page_pairs_the_same_second_first() {
+        // One card at one door at :00.5, :00.7, :00.9, :01.1, :01.3; the live copy of :00.9
+        // was lost. Its REST copy must not take :01.1's live copy.
+        let mut d = Deduper::default();
+        for sec in [0, 0, 1, 1] {
+            assert_eq!(live(&mut d, sec, "20|8|7"), Admit::New);
+        }
+        let page: Vec<(Option<i64>, String, String)> = [0, 0, 0, 1, 1]
+            .iter()
+            .enumerate()
+            .map(|(i, sec)| (Some(i as i64), fp(*sec, "20|8|7"), format!("net2:{i}")))
+            .collect();
+        let page: Vec<_> = page
+            .iter()
+            .map(|(id, f, e)| (*id, f.as_str(), e.as_str()))
+            .collect();
+        let got = d.admit_rest_page(&page);
+        assert!(is_paired(&got[0]) && is_paired(&got[1]));
+        assert_eq!(got[2], Admit::New, "its live copy was lost: {got:?}");
+        assert!(is_paired(&got[3]) && is_paired(&got[4]));
+    }
+
+    #[test]
+    fn rest_events_from_an_outage_do_not_swallow_later_live_events() {
+        let mut d = Deduper::default();
+        assert_eq!(live(&mut d, 1, "20|8|7"), Admit::New);
+        assert!(is_paired(&rest(&mut d, 1, 1, "20|8|7")));
+        // SignalR is down from :02 to :30: events :29 and :30 come by REST only (fetched
+        // after the reconnect, when live events are flowing again).
+        assert_eq!(live(&mut d, 31, "46|0|9"), Admit::New);
+        assert_eq!(rest(&mut d, 2, 29, "20|8|7"), Admit::New);
+        assert_eq!(rest(&mut d, 3, 30, "20|8|7"), Admit::New);
+        // The same user badges again at :31: a new event, not a copy of :30.
+        assert_eq!(live(&mut d, 31, "20|8|7"), Admit::New);
+        assert!(is_paired(&rest(&mut d, 4, 31, "20|8|7")));
     }
 
     #[test]
     fn seeded_from_database_after_restart() {
         let mut d = Deduper::default();
-        d.seed([1], ["2026-01-05T06:00:05|46|0|7".to_string()], []);
+        d.seed([1], [(fp(5, "46|0|7"), "net2:fp:x".to_string())]);
+        assert_eq!(rest(&mut d, 1, 1, "26|8|7"), Admit::DuplicateId);
         assert_eq!(
-            d.admit_rest(Some(1), "2026-01-05T06:00:01|26|8|7"),
-            Admit::DuplicateId
-        );
-        assert_eq!(
-            d.admit_rest(Some(9), "2026-01-05T06:00:05|46|0|7"),
-            Admit::DuplicateCopy
+            rest(&mut d, 9, 5, "46|0|7"),
+            Admit::Paired {
+                event_id: "net2:fp:x".into(),
+                source_id: 9
+            }
         );
     }
 
@@ -232,11 +382,12 @@ mod tests {
             NaiveDateTime::parse_from_str("2026-01-05T00:00:00", "%Y-%m-%dT%H:%M:%S").unwrap();
         for i in 0..(MAX_ENTRIES as i64 + 10_000) {
             let t = base + chrono::Duration::seconds(i);
-            d.admit_rest(
-                Some(i),
-                &format!("{}|20|1|1", t.format("%Y-%m-%dT%H:%M:%S")),
-            );
+            let f = format!("{}|20|1|1", t.format("%Y-%m-%dT%H:%M:%S"));
+            d.admit_rest(Some(i), &f, "x");
+            if i % 2 == 0 {
+                d.admit_live(&f, "y");
+            }
         }
-        assert!(d.len() <= 2 * MAX_ENTRIES, "{}", d.len());
+        assert!(d.len() <= 3 * MAX_ENTRIES, "{}", d.len());
     }
 }

@@ -227,7 +227,7 @@ impl Net2Source {
                         if let EventKind::Unparsed { error } = &ev.kind {
                             tracing::warn!(error, raw = %ev.raw, "malformed Net2 live event kept raw");
                         }
-                        if c.dedupe.admit_live(&ev.fingerprint) == Admit::New {
+                        if c.dedupe.admit_live(&ev.fingerprint, &ev.id) == Admit::New {
                             // In arrival order: the event, then the state it changed.
                             let derived = c.tracker.apply_event(&ev, Instant::now());
                             out.push(Message::Event(Box::new(ev)));
@@ -326,6 +326,7 @@ impl Net2Source {
                 let mut out = Vec::new();
                 let before = c.cursor;
                 let mut page_newest: Option<chrono::NaiveDateTime> = None;
+                let mut events = Vec::with_capacity(items.len());
                 for item in &items {
                     let ev = classify::rest_event(item, &c.names, c.offset, now);
                     if let EventKind::Unparsed { error } = &ev.kind {
@@ -339,10 +340,28 @@ impl Net2Source {
                             c.cursor = Some(ev.time);
                         }
                     }
-                    if c.dedupe.admit_rest(ev.source_id, &ev.fingerprint) == Admit::New {
-                        let derived = c.tracker.apply_event(&ev, Instant::now());
-                        out.push(Message::Event(Box::new(ev)));
-                        out.extend(derived);
+                    events.push(ev);
+                }
+                let keys: Vec<_> = events
+                    .iter()
+                    .map(|e| (e.source_id, e.fingerprint.as_str(), e.id.as_str()))
+                    .collect();
+                let admits = c.dedupe.admit_rest_page(&keys);
+                for (ev, admit) in events.into_iter().zip(admits) {
+                    match admit {
+                        Admit::New => {
+                            let derived = c.tracker.apply_event(&ev, Instant::now());
+                            out.push(Message::Event(Box::new(ev)));
+                            out.extend(derived);
+                        }
+                        Admit::Paired {
+                            event_id,
+                            source_id,
+                        } => out.push(Message::Paired {
+                            event_id,
+                            source_id,
+                        }),
+                        Admit::DuplicateId | Admit::DuplicateCopy => {}
                     }
                 }
                 if let Some(t) = c.cursor.filter(|t| Some(*t) != before) {
@@ -548,7 +567,7 @@ pub fn spawn(
         let keys =
             store.recent_keys(SOURCE, (c - chrono::Duration::hours(6)).timestamp_millis())?;
         tracing::info!(cursor = %c, known = keys.ids.len(), "resuming Net2 events from the stored cursor");
-        dedupe.seed(keys.ids, keys.live, keys.rest);
+        dedupe.seed(keys.ids, keys.live);
     }
     let mut tracker = DoorTracker::default();
     tracker.restore(store.door_states()?);

@@ -340,6 +340,34 @@ async fn door_command_reaches_the_simulator_exactly_once_and_is_audited() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_door_that_moves_before_net2_answers_is_confirmed_in_order() {
+    // Net2 answers each command 600 ms after the ACU moved the relay (and the contact
+    // followed, 300 ms later): the status frames come before the answer, and nothing moves
+    // after it. Every command must still read accepted → sent → confirmed, in that order.
+    let mut h = Harness::new(SimConfig::default(), "    command_confirm_timeout: 3s\n").await;
+    h.sim.faults().command_answer_ms.store(600, Ordering::Relaxed);
+    h.start().await;
+    ready(&h).await;
+    for i in 0..4 {
+        for action in [DoorAction::HoldOpen, DoorAction::Close] {
+            let ups = command(&h, &format!("early-{i}-{action:?}"), 6203980, action).await;
+            let statuses: Vec<_> = ups.iter().map(|u| u.status).collect();
+            assert_eq!(
+                statuses,
+                [
+                    CommandStatus::Accepted,
+                    CommandStatus::Sent,
+                    CommandStatus::Confirmed
+                ],
+                "{action:?} {i}: {ups:#?}"
+            );
+        }
+    }
+    assert_eq!(h.sim.commands().len(), 8, "each sent once");
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn momentary_door_is_not_toggled_the_wrong_way() {
     let mut h = Harness::new(SimConfig::default(), "").await;
     h.start().await;

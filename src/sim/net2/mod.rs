@@ -172,6 +172,9 @@ pub struct Faults {
     pub malformed_events: AtomicBool,
     /// SignalR available (false: negotiate answers 503, nothing is pushed).
     pub live_enabled: AtomicBool,
+    /// Answer door commands this many milliseconds after carrying them out (the door's
+    /// status frame reaches the client before the answer).
+    pub command_answer_ms: AtomicU64,
 }
 
 impl Default for Faults {
@@ -183,6 +186,7 @@ impl Default for Faults {
             empty_bodies: AtomicBool::new(false),
             malformed_events: AtomicBool::new(false),
             live_enabled: AtomicBool::new(true),
+            command_answer_ms: AtomicU64::new(0),
         }
     }
 }

@@ -374,7 +374,14 @@ async fn api(inner: &Arc<Inner>, req: Request, path: &str, lower: &str, q: &Quer
             let body = axum::body::to_bytes(req.into_body(), MAX_BODY)
                 .await
                 .unwrap_or_default();
-            command(inner, cmd, path, &ct, body)
+            let resp = command(inner, cmd, path, &ct, body);
+            // The ACU acts at once; Net2's answer can come after the door moved (its status
+            // frame reaches the client first).
+            let late = faults.command_answer_ms.load(Relaxed);
+            if late > 0 {
+                tokio::time::sleep(Duration::from_millis(late)).await;
+            }
+            resp
         }
     }
 }

@@ -21,13 +21,44 @@ use tokio::time::Instant;
 enum Expect {
     Unlocked,
     Locked,
+    Lockdown(bool),
+}
+
+/// Where a command that may still be confirmed is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// The request is on its way to Net2. The ACU can move the door before Net2 answers the
+    /// POST: a status that confirms the command is remembered (`seen`), not used up.
+    Sending,
+    /// Net2 took it and "sent" is being published; a confirmation waits until it is out.
+    Sent,
+    /// "sent" is out: confirmed by the next status or event, or timed out at the deadline.
+    Waiting(Instant),
 }
 
 #[derive(Debug, Clone)]
 struct Pending {
+    /// The "sent" update (its status is replaced for confirmed / timeout).
     update: CommandUpdate,
     expect: Expect,
-    deadline: Instant,
+    phase: Phase,
+    /// What confirmed it before "sent" was published.
+    seen: Option<String>,
+}
+
+impl Pending {
+    /// The door (or lockdown) did what was asked: confirmed now, or once "sent" is out.
+    fn confirm(&mut self, detail: &str) -> Option<CommandUpdate> {
+        if !matches!(self.phase, Phase::Waiting(_)) {
+            self.seen.get_or_insert_with(|| detail.to_string());
+            return None;
+        }
+        let mut u = self.update.clone();
+        u.status = CommandStatus::Confirmed;
+        u.detail = detail.into();
+        u.at = Utc::now();
+        Some(u)
+    }
 }
 
 #[derive(Debug, Default)]
@@ -35,7 +66,8 @@ struct Tracked {
     state: DoorState,
     open_since: Option<Instant>,
     held_reported: bool,
-    pending: Option<Pending>,
+    /// Commands for this door not yet confirmed or timed out, oldest first.
+    pending: Vec<Pending>,
     /// Net2 told us this door's state since start-up (a status entry or a live status/door
     /// event). State restored from the database is shown, but never decides a command.
     observed: bool,
@@ -59,7 +91,7 @@ pub struct DoorTracker {
     synced: bool,
     handled: HashSet<String>,
     handled_order: VecDeque<String>,
-    lockdown_pending: Option<(CommandUpdate, bool, Instant)>,
+    lockdown_pending: Vec<Pending>,
     /// Site names learned from REST `deviceName` ("Kirkegade50 - Garage Port - ACU:…").
     pub sites: HashMap<DoorId, String>,
     /// Time of the newest access per user, so a backfilled older access does not move them.
@@ -170,19 +202,23 @@ impl DoorTracker {
     /// An access or door event (already deduplicated).
     pub fn apply_event(&mut self, ev: &Event, now: Instant) -> Vec<Message> {
         let mut out = Vec::new();
-        if let EventKind::Lockdown { active } = ev.kind
-            && let Some((u, want, _)) = &self.lockdown_pending
-            && *want == active
-        {
-            let mut u = u.clone();
-            u.status = CommandStatus::Confirmed;
-            u.detail = format!(
+        if let EventKind::Lockdown { active } = ev.kind {
+            let detail = format!(
                 "lockdown {} reported by Net2",
                 if active { "on" } else { "off" }
             );
-            u.at = Utc::now();
-            out.push(Message::Command(u));
-            self.lockdown_pending = None;
+            self.lockdown_pending.retain_mut(|p| {
+                if p.expect != Expect::Lockdown(active) {
+                    return true;
+                }
+                match p.confirm(&detail) {
+                    Some(u) => {
+                        out.push(Message::Command(u));
+                        false
+                    }
+                    None => true,
+                }
+            });
         }
         let Some(d) = &ev.door else { return out };
         let id = d.id;
@@ -255,21 +291,25 @@ impl DoorTracker {
     fn after_change(&mut self, id: DoorId, before: DoorState, now: Instant) -> Vec<Message> {
         let mut out = Vec::new();
         let t = self.doors.get_mut(&id).expect("door exists");
-        if let Some(p) = &t.pending {
+        let moved = before.unlocked != t.state.unlocked || before.open != t.state.open;
+        let state = t.state.clone();
+        t.pending.retain_mut(|p| {
             let done = match p.expect {
-                Expect::Unlocked => t.state.unlocked == Some(true) || t.state.open == Some(true),
-                Expect::Locked => t.state.unlocked == Some(false),
+                Expect::Unlocked => state.unlocked == Some(true) || state.open == Some(true),
+                Expect::Locked => state.unlocked == Some(false),
+                Expect::Lockdown(_) => false,
             };
-            let moved = before.unlocked != t.state.unlocked || before.open != t.state.open;
-            if done && moved {
-                let mut u = p.update.clone();
-                u.status = CommandStatus::Confirmed;
-                u.detail = "door status confirms the command".into();
-                u.at = Utc::now();
-                out.push(Message::Command(u));
-                t.pending = None;
+            if !(done && moved) {
+                return true;
             }
-        }
+            match p.confirm("door status confirms the command") {
+                Some(u) => {
+                    out.push(Message::Command(u));
+                    false
+                }
+                None => true,
+            }
+        });
         let _ = now;
         if t.state != before {
             t.state.updated = Some(Utc::now());
@@ -297,27 +337,17 @@ impl DoorTracker {
                 ))));
                 out.push(Message::DoorState(t.state.clone()));
             }
-            if let Some(p) = &t.pending
-                && now >= p.deadline
-            {
-                let mut u = p.update.clone();
-                u.status = CommandStatus::Timeout;
-                u.detail = "sent, but no door status or event confirmed it".into();
-                u.at = Utc::now();
-                out.push(Message::Command(u));
-                t.pending = None;
-            }
+            out.extend(timeouts(
+                &mut t.pending,
+                now,
+                "sent, but no door status or event confirmed it",
+            ));
         }
-        if let Some((u, _, deadline)) = &self.lockdown_pending
-            && now >= *deadline
-        {
-            let mut u = u.clone();
-            u.status = CommandStatus::Timeout;
-            u.detail = "sent, but no lockdown event confirmed it".into();
-            u.at = Utc::now();
-            out.push(Message::Command(u));
-            self.lockdown_pending = None;
-        }
+        out.extend(timeouts(
+            &mut self.lockdown_pending,
+            now,
+            "sent, but no lockdown event confirmed it",
+        ));
         out
     }
 
@@ -393,7 +423,7 @@ impl DoorTracker {
                                 "door {door} is momentary and its state has not been seen since start-up; not sending a toggle"
                             ));
                         };
-                        if t.pending.is_some() {
+                        if !t.pending.is_empty() {
                             return reject(format!(
                                 "door {door} is momentary and the previous command is not confirmed yet"
                             ));
@@ -464,31 +494,81 @@ impl DoorTracker {
         }
     }
 
-    /// The device accepted the request: wait for confirmation until `timeout`.
-    pub fn sent(&mut self, cmd: &Command, now: Instant, timeout: Duration) -> CommandUpdate {
-        let u = update(
+    fn pending_of(&mut self, cmd: &Command) -> Option<&mut Vec<Pending>> {
+        match &cmd.kind {
+            CommandKind::Door { door, .. } => Some(&mut self.door(*door).pending),
+            CommandKind::Lockdown { .. } => Some(&mut self.lockdown_pending),
+            CommandKind::Camera { .. } => None,
+        }
+    }
+
+    /// `cmd` (planned) is about to be sent: from now on a status or event that confirms it
+    /// counts, even one that arrives before Net2 answers. Call [`Self::sent`] or
+    /// [`Self::not_sent`] afterwards.
+    pub fn sending(&mut self, cmd: &Command) {
+        let expect = match &cmd.kind {
+            CommandKind::Door { action, .. } => match action {
+                DoorAction::Open | DoorAction::HoldOpen => Expect::Unlocked,
+                DoorAction::Close => Expect::Locked,
+            },
+            CommandKind::Lockdown { active } => Expect::Lockdown(*active),
+            CommandKind::Camera { .. } => return,
+        };
+        let update = update(
             cmd,
             CommandStatus::Sent,
             "Net2 accepted the command (fire and forget)",
         );
-        match &cmd.kind {
-            CommandKind::Door { door, action, .. } => {
-                let expect = match action {
-                    DoorAction::Open | DoorAction::HoldOpen => Expect::Unlocked,
-                    DoorAction::Close => Expect::Locked,
-                };
-                self.door(*door).pending = Some(Pending {
-                    update: u.clone(),
-                    expect,
-                    deadline: now + timeout,
-                });
-            }
-            CommandKind::Lockdown { active } => {
-                self.lockdown_pending = Some((u.clone(), *active, now + timeout));
-            }
-            CommandKind::Camera { .. } => {}
+        if let Some(q) = self.pending_of(cmd) {
+            q.push(Pending {
+                update,
+                expect,
+                phase: Phase::Sending,
+                seen: None,
+            });
+        }
+    }
+
+    /// Net2 took the request: the "sent" update to publish. Its confirmation (already seen, or
+    /// still to come) is held back until [`Self::announced`], so it never overtakes "sent".
+    pub fn sent(&mut self, cmd: &Command) -> CommandUpdate {
+        let mut u = update(
+            cmd,
+            CommandStatus::Sent,
+            "Net2 accepted the command (fire and forget)",
+        );
+        if let Some(p) = self
+            .pending_of(cmd)
+            .and_then(|q| q.iter_mut().find(|p| p.update.request_id == cmd.request_id))
+        {
+            p.phase = Phase::Sent;
+            u = p.update.clone();
         }
         u
+    }
+
+    /// "sent" was published: wait for confirmation until `timeout`, or return it now when a
+    /// status confirmed the command while it was on its way.
+    pub fn announced(
+        &mut self,
+        cmd: &Command,
+        now: Instant,
+        timeout: Duration,
+    ) -> Option<CommandUpdate> {
+        let q = self.pending_of(cmd)?;
+        let i = q
+            .iter()
+            .position(|p| p.update.request_id == cmd.request_id)?;
+        q[i].phase = Phase::Waiting(now + timeout);
+        let detail = q[i].seen.take()?;
+        q.remove(i).confirm(&detail)
+    }
+
+    /// `cmd` was not sent after all (or Net2 refused it): nothing to confirm.
+    pub fn not_sent(&mut self, cmd: &Command) {
+        if let Some(q) = self.pending_of(cmd) {
+            q.retain(|p| p.update.request_id != cmd.request_id);
+        }
     }
 
     pub fn rejected(
@@ -498,6 +578,23 @@ impl DoorTracker {
     ) -> CommandUpdate {
         update(cmd, status, detail)
     }
+}
+
+/// Commands whose confirmation did not come in time.
+fn timeouts(q: &mut Vec<Pending>, now: Instant, detail: &str) -> Vec<Message> {
+    let mut out = Vec::new();
+    q.retain(|p| match p.phase {
+        Phase::Waiting(deadline) if now >= deadline => {
+            let mut u = p.update.clone();
+            u.status = CommandStatus::Timeout;
+            u.detail = detail.into();
+            u.at = Utc::now();
+            out.push(Message::Command(u));
+            false
+        }
+        _ => true,
+    });
+    out
 }
 
 fn set_open(t: &mut Tracked, open: bool, now: Instant) {
@@ -700,11 +797,7 @@ mod tests {
         // A rejected request id may be retried once the reason is gone.
         assert!(t.plan(&cmd("e", 2, DoorAction::HoldOpen), &doors()).is_ok());
         // While a toggle is unconfirmed, a second one (a double tap) is refused.
-        t.sent(
-            &cmd("e", 2, DoorAction::HoldOpen),
-            now,
-            Duration::from_secs(10),
-        );
+        send(&mut t, &cmd("e", 2, DoorAction::HoldOpen), now);
         assert!(
             t.plan(&cmd("f", 2, DoorAction::HoldOpen), &doors())
                 .unwrap_err()
@@ -771,6 +864,23 @@ mod tests {
         );
     }
 
+    /// What the command task does around the POST, with nothing arriving meanwhile.
+    fn send(t: &mut DoorTracker, c: &Command, now: Instant) -> Vec<CommandStatus> {
+        t.sending(c);
+        let mut steps = vec![t.sent(c).status];
+        steps.extend(t.announced(c, now, Duration::from_secs(10)).map(|u| u.status));
+        steps
+    }
+
+    fn statuses(out: &[Message], id: &str) -> Vec<CommandStatus> {
+        out.iter()
+            .filter_map(|m| match m {
+                Message::Command(u) if u.request_id == id => Some(u.status),
+                _ => None,
+            })
+            .collect()
+    }
+
     #[test]
     fn sent_command_is_confirmed_or_times_out() {
         let now = Instant::now();
@@ -780,17 +890,73 @@ mod tests {
             now,
         );
         let c = cmd("a", 1, DoorAction::Open);
-        assert_eq!(
-            t.sent(&c, now, Duration::from_secs(10)).status,
-            CommandStatus::Sent
-        );
+        assert_eq!(send(&mut t, &c, now), [CommandStatus::Sent]);
         let out = t.apply_flags(1, &flags(Some(true), true), now);
-        assert!(out.iter().any(|m| matches!(m, Message::Command(u) if u.status == CommandStatus::Confirmed && u.request_id == "a")));
+        assert_eq!(statuses(&out, "a"), [CommandStatus::Confirmed]);
         let c = cmd("b", 4, DoorAction::Open);
-        t.sent(&c, now, Duration::from_secs(10));
+        send(&mut t, &c, now);
         assert!(t.tick(&doors(), now + Duration::from_secs(5)).is_empty());
         let out = t.tick(&doors(), now + Duration::from_secs(11));
-        assert!(out.iter().any(|m| matches!(m, Message::Command(u) if u.status == CommandStatus::Timeout && u.request_id == "b")));
+        assert_eq!(statuses(&out, "b"), [CommandStatus::Timeout]);
+    }
+
+    #[test]
+    fn a_door_that_moves_before_net2_answers_is_confirmed_after_sent() {
+        // The ACU opens the relay and the status frame arrives while the POST is still on
+        // its way: that frame confirms the command, and "confirmed" follows "sent".
+        let now = Instant::now();
+        let mut t = DoorTracker::default();
+        t.apply_status_poll(&[(1, flags(Some(true), false))], now);
+        let c = cmd("a", 1, DoorAction::Open);
+        t.sending(&c);
+        let out = t.apply_flags(1, &flags(Some(true), true), now);
+        assert!(statuses(&out, "a").is_empty(), "nothing before sent");
+        assert_eq!(t.sent(&c).status, CommandStatus::Sent);
+        // Another frame while "sent" is being published: still held back.
+        let out = t.apply_flags(1, &flags(Some(false), true), now);
+        assert!(statuses(&out, "a").is_empty(), "nothing before sent is out");
+        let confirmed = t.announced(&c, now, Duration::from_secs(10)).unwrap();
+        assert_eq!(confirmed.status, CommandStatus::Confirmed);
+        let later = t.tick(&doors(), now + Duration::from_secs(60));
+        assert!(statuses(&later, "a").is_empty(), "confirmed once, no timeout");
+        // A command that was not sent leaves nothing behind.
+        let c = cmd("b", 1, DoorAction::Close);
+        t.sending(&c);
+        t.not_sent(&c);
+        let later = t.tick(&doors(), now + Duration::from_secs(60));
+        assert!(statuses(&later, "b").is_empty());
+        // Two commands in flight on one door each get their result.
+        let (o, h) = (cmd("o", 1, DoorAction::Open), cmd("h", 1, DoorAction::Close));
+        t.apply_flags(1, &flags(Some(true), false), now);
+        send(&mut t, &o, now);
+        send(&mut t, &h, now);
+        let out = t.apply_flags(1, &flags(Some(true), true), now);
+        assert_eq!(statuses(&out, "o"), [CommandStatus::Confirmed]);
+        let out = t.tick(&doors(), now + Duration::from_secs(11));
+        assert_eq!(statuses(&out, "h"), [CommandStatus::Timeout]);
+    }
+
+    #[test]
+    fn lockdown_confirmed_by_its_event_even_before_sent() {
+        let now = Instant::now();
+        let mut t = DoorTracker::default();
+        let c = Command {
+            request_id: "l".into(),
+            requester: "test".into(),
+            kind: CommandKind::Lockdown { active: true },
+            received: Utc::now(),
+        };
+        t.sending(&c);
+        let ev = Event {
+            kind: EventKind::Lockdown { active: true },
+            door: None,
+            ..derived_held_open(&DoorState::default(), Duration::ZERO)
+        };
+        assert!(statuses(&t.apply_event(&ev, now), "l").is_empty());
+        t.sent(&c);
+        let u = t.announced(&c, now, Duration::from_secs(10)).unwrap();
+        assert_eq!(u.status, CommandStatus::Confirmed);
+        assert_eq!(u.detail, "lockdown on reported by Net2");
     }
 
     #[test]

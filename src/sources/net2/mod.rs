@@ -468,7 +468,16 @@ impl Net2Source {
 
     async fn handle_command(&self, cmd: Command) {
         let doors = self.cfg_rx.borrow().doors.clone();
-        let plan = self.lock().tracker.plan(&cmd, &doors);
+        // Planned and expected in one step: a status that arrives while the request is on
+        // its way confirms it, and a second toggle of a momentary door is refused meanwhile.
+        let plan = {
+            let mut c = self.lock();
+            let plan = c.tracker.plan(&cmd, &doors);
+            if plan.is_ok() {
+                c.tracker.sending(&cmd);
+            }
+            plan
+        };
         let plan = match plan {
             Ok(p) => p,
             Err(rejection) => {
@@ -501,6 +510,7 @@ impl Net2Source {
                 ),
             };
             tracing::warn!(request_id = %cmd.request_id, reason = %why, "door command not sent");
+            self.lock().tracker.not_sent(&cmd);
             self.bus
                 .publish(Message::Command(DoorTracker::rejected(
                     &cmd,
@@ -512,34 +522,46 @@ impl Net2Source {
         }
         // Sent exactly once: no retry on timeouts or errors (the door may have moved).
         let res = self.client.post(plan.path, &plan.body).await;
-        let update = match res {
-            Ok(b) => {
-                let ok = serde_json::from_str::<types::CommandResponse>(&b.text)
-                    .ok()
-                    .and_then(|r| r.output)
-                    .map(|o| {
-                        o.errors.as_ref().is_none_or(|e| e.is_null())
-                            || o.status.as_deref() == Some("FireAndForget")
-                    });
-                if ok == Some(false) {
-                    DoorTracker::rejected(
-                        &cmd,
-                        CommandStatus::Failed,
-                        format!("Net2 reported errors: {}", b.text),
-                    )
-                } else {
-                    let timeout = self.cfg().command_confirm_timeout.get();
-                    self.lock().tracker.sent(&cmd, Instant::now(), timeout)
-                }
-            }
-            Err(e) => DoorTracker::rejected(&cmd, CommandStatus::Failed, e.to_string()),
+        let refused = match &res {
+            Ok(b) => serde_json::from_str::<types::CommandResponse>(&b.text)
+                .ok()
+                .and_then(|r| r.output)
+                .map(|o| {
+                    o.errors.as_ref().is_none_or(|e| e.is_null())
+                        || o.status.as_deref() == Some("FireAndForget")
+                })
+                == Some(false),
+            Err(_) => true,
         };
-        tracing::info!(request_id = %cmd.request_id, status = ?update.status, detail = %update.detail, "door command result");
-        let sent = update.status == CommandStatus::Sent;
-        self.bus.publish(Message::Command(update)).await;
-        if sent {
+        if refused {
+            self.lock().tracker.not_sent(&cmd);
+            let detail = match res {
+                Ok(b) => format!("Net2 reported errors: {}", b.text),
+                Err(e) => e.to_string(),
+            };
+            tracing::info!(request_id = %cmd.request_id, detail = %detail, "door command failed");
+            self.bus
+                .publish(Message::Command(DoorTracker::rejected(
+                    &cmd,
+                    CommandStatus::Failed,
+                    detail,
+                )))
+                .await;
+            return;
+        }
+        // In order: "sent" is out before its confirmation (which may already have come).
+        let sent = self.lock().tracker.sent(&cmd);
+        tracing::info!(request_id = %cmd.request_id, detail = %sent.detail, "door command sent");
+        self.bus.publish(Message::Command(sent)).await;
+        let timeout = self.cfg().command_confirm_timeout.get();
+        let confirmed = self
+            .lock()
+            .tracker
+            .announced(&cmd, Instant::now(), timeout);
+        match confirmed {
+            Some(u) => self.bus.publish(Message::Command(u)).await,
             // Confirmation comes from the next status; ask for it soon.
-            self.status_now.notify_one();
+            None => self.status_now.notify_one(),
         }
     }
 }

@@ -48,7 +48,10 @@ pub enum Admit {
     /// A live copy of a REST event already published.
     DuplicateCopy,
     /// The REST copy of the live event `event_id`, published already: store `source_id` on it.
-    Paired { event_id: String, source_id: i64 },
+    Paired {
+        event_id: String,
+        source_id: i64,
+    },
 }
 
 #[derive(Debug, Default)]

@@ -868,7 +868,10 @@ mod tests {
     fn send(t: &mut DoorTracker, c: &Command, now: Instant) -> Vec<CommandStatus> {
         t.sending(c);
         let mut steps = vec![t.sent(c).status];
-        steps.extend(t.announced(c, now, Duration::from_secs(10)).map(|u| u.status));
+        steps.extend(
+            t.announced(c, now, Duration::from_secs(10))
+                .map(|u| u.status),
+        );
         steps
     }
 
@@ -918,7 +921,10 @@ mod tests {
         let confirmed = t.announced(&c, now, Duration::from_secs(10)).unwrap();
         assert_eq!(confirmed.status, CommandStatus::Confirmed);
         let later = t.tick(&doors(), now + Duration::from_secs(60));
-        assert!(statuses(&later, "a").is_empty(), "confirmed once, no timeout");
+        assert!(
+            statuses(&later, "a").is_empty(),
+            "confirmed once, no timeout"
+        );
         // A command that was not sent leaves nothing behind.
         let c = cmd("b", 1, DoorAction::Close);
         t.sending(&c);
@@ -926,7 +932,10 @@ mod tests {
         let later = t.tick(&doors(), now + Duration::from_secs(60));
         assert!(statuses(&later, "b").is_empty());
         // Two commands in flight on one door each get their result.
-        let (o, h) = (cmd("o", 1, DoorAction::Open), cmd("h", 1, DoorAction::Close));
+        let (o, h) = (
+            cmd("o", 1, DoorAction::Open),
+            cmd("h", 1, DoorAction::Close),
+        );
         t.apply_flags(1, &flags(Some(true), false), now);
         send(&mut t, &o, now);
         send(&mut t, &h, now);

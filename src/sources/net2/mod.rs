@@ -523,14 +523,16 @@ impl Net2Source {
         // Sent exactly once: no retry on timeouts or errors (the door may have moved).
         let res = self.client.post(plan.path, &plan.body).await;
         let refused = match &res {
-            Ok(b) => serde_json::from_str::<types::CommandResponse>(&b.text)
-                .ok()
-                .and_then(|r| r.output)
-                .map(|o| {
-                    o.errors.as_ref().is_none_or(|e| e.is_null())
-                        || o.status.as_deref() == Some("FireAndForget")
-                })
-                == Some(false),
+            Ok(b) => {
+                serde_json::from_str::<types::CommandResponse>(&b.text)
+                    .ok()
+                    .and_then(|r| r.output)
+                    .map(|o| {
+                        o.errors.as_ref().is_none_or(|e| e.is_null())
+                            || o.status.as_deref() == Some("FireAndForget")
+                    })
+                    == Some(false)
+            }
             Err(_) => true,
         };
         if refused {
@@ -554,10 +556,7 @@ impl Net2Source {
         tracing::info!(request_id = %cmd.request_id, detail = %sent.detail, "door command sent");
         self.bus.publish(Message::Command(sent)).await;
         let timeout = self.cfg().command_confirm_timeout.get();
-        let confirmed = self
-            .lock()
-            .tracker
-            .announced(&cmd, Instant::now(), timeout);
+        let confirmed = self.lock().tracker.announced(&cmd, Instant::now(), timeout);
         match confirmed {
             Some(u) => self.bus.publish(Message::Command(u)).await,
             // Confirmation comes from the next status; ask for it soon.

@@ -345,7 +345,10 @@ async fn a_door_that_moves_before_net2_answers_is_confirmed_in_order() {
     // followed, 300 ms later): the status frames come before the answer, and nothing moves
     // after it. Every command must still read accepted → sent → confirmed, in that order.
     let mut h = Harness::new(SimConfig::default(), "    command_confirm_timeout: 3s\n").await;
-    h.sim.faults().command_answer_ms.store(600, Ordering::Relaxed);
+    h.sim
+        .faults()
+        .command_answer_ms
+        .store(600, Ordering::Relaxed);
     h.start().await;
     ready(&h).await;
     for i in 0..4 {
@@ -646,7 +649,10 @@ fn burst(h: &Harness, want: &mut Vec<String>, rest_only: impl Fn(usize) -> bool)
         .map(|i| {
             let (door, user) = (doors[i % 5], users[(i / 5) % 4]);
             let t = t0 + chrono::Duration::milliseconds(i as i64 * 9);
-            want.push(format!("{}|20|{user}|{door}", t.format("%Y-%m-%dT%H:%M:%S")));
+            want.push(format!(
+                "{}|20|{user}|{door}",
+                t.format("%Y-%m-%dT%H:%M:%S")
+            ));
             let e = SimEvent::new(20, door).user(user).at(t);
             if rest_only(i) { e.rest_only() } else { e }
         })
@@ -689,7 +695,10 @@ fn same_events(h: &Harness, want: &[String]) {
             (g != w).then(|| format!("{f}: stored {g}, happened {w}"))
         })
         .collect();
-    assert!(diff.is_empty(), "stored events differ from what happened: {diff:#?}");
+    assert!(
+        diff.is_empty(),
+        "stored events differ from what happened: {diff:#?}"
+    );
 }
 
 /// Every one of `ids` is stored exactly once (by its Net2 id: a live copy records the id of

@@ -232,6 +232,11 @@ pub enum CommandKind {
         channel: u32,
         action: CameraAction,
     },
+    /// Publish the stored events from `from_seq` on again (a consumer saw a gap in `seq`);
+    /// carried out by the MQTT sink.
+    Replay {
+        from_seq: i64,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -334,58 +334,69 @@ impl Store {
         self.committed.clone()
     }
 
-    /// Outbox events after `seq`, oldest first: not yet acknowledged, or acknowledged after
-    /// `replay_since_ms` (replayed on a new connection).
-    pub fn outbox_after(
-        &self,
-        seq: i64,
-        limit: usize,
-        replay_since_ms: i64,
-    ) -> Result<Vec<OutboxEvent>> {
+    /// Outbox events after `seq`, oldest first: not yet acknowledged by the broker.
+    pub fn outbox_after(&self, seq: i64, limit: usize) -> Result<Vec<OutboxEvent>> {
         self.with(|c| {
-            let mut st = c.prepare_cached(
-                "SELECT e.seq, e.id, e.time, e.kind, e.code, e.door_id, e.door_name, e.user_id, e.user_name, e.description, e.detail, e.via, e.source
-                 FROM mqtt_outbox o JOIN events e ON e.seq = o.event_seq
-                 WHERE o.event_seq > ?1 AND (o.acked_at IS NULL OR o.acked_at > ?3) ORDER BY o.event_seq LIMIT ?2",
-            )?;
-            let rows = st.query_map(params![seq, limit as i64, replay_since_ms], |r| {
-                Ok(OutboxEvent {
-                    seq: r.get(0)?,
-                    id: r.get(1)?,
-                    time: r.get(2)?,
-                    kind: r.get(3)?,
-                    code: r.get(4)?,
-                    door_id: r.get(5)?,
-                    door_name: r.get(6)?,
-                    user_id: r.get(7)?,
-                    user_name: r.get(8)?,
-                    description: r.get(9)?,
-                    detail: r.get(10)?,
-                    via: r.get(11)?,
-                    source: r.get(12)?,
-                })
-            })?;
+            let mut st = c.prepare_cached(&format!(
+                "{OUTBOX_SELECT} FROM mqtt_outbox o JOIN events e ON e.seq = o.event_seq
+                 WHERE o.event_seq > ?1 AND o.acked_at IS NULL ORDER BY o.event_seq LIMIT ?2"
+            ))?;
+            let rows = st.query_map(params![seq, limit as i64], outbox_row)?;
             rows.collect()
         })
     }
 
-    /// The broker acknowledged these at `now_ms`; rows acknowledged before `forget_before_ms`
-    /// leave the outbox for good.
-    pub fn outbox_done(&self, seqs: &[i64], now_ms: i64, forget_before_ms: i64) -> Result<()> {
+    /// Stored events from `seq` on, oldest first, as the MQTT sink publishes them (a replay
+    /// a consumer asked for).
+    pub fn events_from(&self, seq: i64, limit: usize) -> Result<Vec<OutboxEvent>> {
+        self.with(|c| {
+            let mut st = c.prepare_cached(&format!(
+                "{OUTBOX_SELECT} FROM events e WHERE e.seq >= ?1 ORDER BY e.seq LIMIT ?2"
+            ))?;
+            let rows = st.query_map(params![seq, limit as i64], outbox_row)?;
+            rows.collect()
+        })
+    }
+
+    /// These stored events (those that still exist), oldest first.
+    pub fn events_by_seq(&self, seqs: &[i64]) -> Result<Vec<OutboxEvent>> {
+        self.with(|c| {
+            let mut st =
+                c.prepare_cached(&format!("{OUTBOX_SELECT} FROM events e WHERE e.seq = ?1"))?;
+            let mut out = Vec::new();
+            for s in seqs {
+                out.extend(
+                    st.query_map([s], outbox_row)?
+                        .collect::<rusqlite::Result<Vec<_>>>()?,
+                );
+            }
+            out.sort_by_key(|e| e.seq);
+            Ok(out)
+        })
+    }
+
+    /// The broker acknowledged these: they leave the outbox.
+    pub fn outbox_done(&self, seqs: &[i64]) -> Result<()> {
         self.with(|c| {
             let tx = c.transaction()?;
             {
-                let mut st =
-                    tx.prepare_cached("UPDATE mqtt_outbox SET acked_at = ?2 WHERE event_seq = ?1")?;
+                let mut st = tx.prepare_cached("DELETE FROM mqtt_outbox WHERE event_seq = ?1")?;
                 for s in seqs {
-                    st.execute(params![s, now_ms])?;
+                    st.execute([s])?;
                 }
             }
-            tx.execute(
-                "DELETE FROM mqtt_outbox WHERE acked_at < ?1",
-                [forget_before_ms],
-            )?;
             tx.commit()
+        })
+    }
+
+    /// The newest event waiting in the outbox (0 when it is empty).
+    pub fn outbox_max(&self) -> Result<i64> {
+        self.with(|c| {
+            c.query_row(
+                "SELECT coalesce(max(event_seq), 0) FROM mqtt_outbox WHERE acked_at IS NULL",
+                [],
+                |r| r.get(0),
+            )
         })
     }
 
@@ -514,6 +525,26 @@ impl Store {
             }
         }
     }
+}
+
+const OUTBOX_SELECT: &str = "SELECT e.seq, e.id, e.time, e.kind, e.code, e.door_id, e.door_name, e.user_id, e.user_name, e.description, e.detail, e.via, e.source";
+
+fn outbox_row(r: &rusqlite::Row) -> rusqlite::Result<OutboxEvent> {
+    Ok(OutboxEvent {
+        seq: r.get(0)?,
+        id: r.get(1)?,
+        time: r.get(2)?,
+        kind: r.get(3)?,
+        code: r.get(4)?,
+        door_id: r.get(5)?,
+        door_name: r.get(6)?,
+        user_id: r.get(7)?,
+        user_name: r.get(8)?,
+        description: r.get(9)?,
+        detail: r.get(10)?,
+        via: r.get(11)?,
+        source: r.get(12)?,
+    })
 }
 
 fn before_rfc3339(ms: i64) -> String {
@@ -680,7 +711,7 @@ mod outbox_tests {
     use super::*;
 
     #[test]
-    fn outbox_rows_are_acked_replayed_then_forgotten() {
+    fn outbox_rows_leave_when_acked_and_events_can_be_read_again() {
         let dir = tempfile::tempdir().unwrap();
         let s = Store::open(&dir.path().join("o.db")).unwrap();
         s.enable_outbox();
@@ -701,17 +732,24 @@ mod outbox_tests {
                 raw: "{}".into(),
             }))
         };
-        let r = s.write_batch(&[ev("a"), ev("b"), ev("a")]).unwrap();
-        assert_eq!(r.queued, 2);
-        let rows = s.outbox_after(0, 10, i64::MAX).unwrap();
-        assert_eq!(rows.len(), 2);
-        s.outbox_done(&[rows[0].seq], 1_000, 0).unwrap();
-        assert_eq!(s.outbox_len().unwrap(), 1);
-        // A new connection replays what was acknowledged after its replay horizon.
-        assert_eq!(s.outbox_after(0, 10, 500).unwrap().len(), 2);
-        assert_eq!(s.outbox_after(0, 10, 1_500).unwrap().len(), 1);
-        // Acknowledged long enough ago: gone.
-        s.outbox_done(&[], 5_000, 2_000).unwrap();
-        assert_eq!(s.outbox_after(0, 10, 0).unwrap().len(), 1);
+        let r = s
+            .write_batch(&[ev("a"), ev("b"), ev("a"), ev("c")])
+            .unwrap();
+        assert_eq!(r.queued, 3);
+        let rows = s.outbox_after(0, 10).unwrap();
+        assert_eq!(rows.len(), 3);
+        assert_eq!(s.outbox_max().unwrap(), rows[2].seq);
+        s.outbox_done(&[rows[0].seq]).unwrap();
+        assert_eq!(s.outbox_len().unwrap(), 2);
+        assert_eq!(s.outbox_after(0, 10).unwrap()[0].id, "b");
+        // Acknowledged events are still there to be sent again.
+        let again = s.events_by_seq(&[rows[2].seq, rows[0].seq]).unwrap();
+        assert_eq!(
+            again.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(),
+            ["a", "c"]
+        );
+        let from = s.events_from(rows[1].seq, 10).unwrap();
+        assert_eq!(from.len(), 2);
+        assert_eq!(from[0].seq, rows[1].seq);
     }
 }

@@ -26,6 +26,13 @@ pub fn free_port_pair() -> u16 {
         .expect("a free pair of loopback ports")
 }
 
+fn is_root() -> bool {
+    std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.trim_ascii() == b"0")
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -50,9 +57,12 @@ impl Broker {
         std::fs::write(
             &conf,
             format!(
-                "listener {} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {}/\nmax_queued_messages 0\nmax_inflight_messages 100\n",
+                "listener {} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {}/\nmax_queued_messages 0\nmax_inflight_messages 100\n{}",
                 self.port,
-                self.dir.path().display()
+                self.dir.path().display(),
+                // Started as root, Mosquitto drops to its own user, which cannot write the
+                // test's directory: persistence would fail (logged only) on every stop.
+                if is_root() { "user root\n" } else { "" }
             ),
         )
         .unwrap();
@@ -109,6 +119,8 @@ pub struct Msg {
     pub topic: String,
     pub payload: Vec<u8>,
     pub retain: bool,
+    /// When it arrived.
+    pub at: std::time::Instant,
 }
 
 impl Msg {
@@ -161,6 +173,7 @@ impl Recorder {
                         topic: String::from_utf8_lossy(&p.topic).into_owned(),
                         payload: p.payload.to_vec(),
                         retain: p.retain,
+                        at: std::time::Instant::now(),
                     }),
                     Ok(_) => {}
                     Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,

@@ -23,7 +23,11 @@ pub struct Options {
     pub host: String,
     pub port: u16,
     pub keep_alive: Duration,
-    pub will_topic: String,
+    /// Last will (`offline`, retained) on this topic; `None` for a helper connection.
+    pub will_topic: Option<String>,
+    /// Keep the session this long after a disconnect (`None`: a clean session, which the
+    /// daemon's own connection always is — a broker must never queue commands for it).
+    pub session: Option<Duration>,
     pub credentials: Option<(String, String)>,
     pub tls: Option<std::sync::Arc<rustls::ClientConfig>>,
 }
@@ -50,6 +54,7 @@ pub enum Ev {
         retain: bool,
     },
     PubAck(u16),
+    SubAck,
     Disconnect(String),
     Written(u16),
     DisconnectSent,
@@ -69,14 +74,19 @@ pub fn connect(p: Protocol, o: &Options) -> (Client, Loop) {
             use rumqttc::v5::mqttbytes::{QoS, v5::LastWill};
             let mut m = rumqttc::v5::MqttOptions::new(o.client_id.clone(), o.host.clone(), o.port);
             m.set_keep_alive(o.keep_alive);
-            m.set_clean_start(true);
-            m.set_last_will(LastWill::new(
-                o.will_topic.clone(),
-                "offline",
-                QoS::AtLeastOnce,
-                true,
-                None,
-            ));
+            m.set_clean_start(o.session.is_none());
+            if let Some(d) = o.session {
+                m.set_session_expiry_interval(Some(d.as_secs() as u32));
+            }
+            if let Some(t) = &o.will_topic {
+                m.set_last_will(LastWill::new(
+                    t.clone(),
+                    "offline",
+                    QoS::AtLeastOnce,
+                    true,
+                    None,
+                ));
+            }
             m.set_max_packet_size(Some(MAX_PACKET as u32));
             if let Some((u, pw)) = &o.credentials {
                 m.set_credentials(u.clone(), pw.clone());
@@ -93,13 +103,10 @@ pub fn connect(p: Protocol, o: &Options) -> (Client, Loop) {
             use rumqttc::{LastWill, QoS};
             let mut m = rumqttc::MqttOptions::new(o.client_id.clone(), o.host.clone(), o.port);
             m.set_keep_alive(o.keep_alive);
-            m.set_clean_session(true);
-            m.set_last_will(LastWill::new(
-                o.will_topic.clone(),
-                "offline",
-                QoS::AtLeastOnce,
-                true,
-            ));
+            m.set_clean_session(o.session.is_none());
+            if let Some(t) = &o.will_topic {
+                m.set_last_will(LastWill::new(t.clone(), "offline", QoS::AtLeastOnce, true));
+            }
             m.set_max_packet_size(MAX_PACKET, MAX_PACKET);
             if let Some((u, pw)) = &o.credentials {
                 m.set_credentials(u.clone(), pw.clone());
@@ -188,6 +195,7 @@ impl Loop {
                         retain: p.retain,
                     }),
                     Ok(Event::Incoming(Packet::PubAck(a))) => Ok(Ev::PubAck(a.pkid)),
+                    Ok(Event::Incoming(Packet::SubAck(_))) => Ok(Ev::SubAck),
                     Ok(Event::Incoming(Packet::Disconnect(d))) => {
                         Ok(Ev::Disconnect(format!("{:?}", d.reason_code)))
                     }
@@ -218,6 +226,7 @@ impl Loop {
                         retain: p.retain,
                     }),
                     Ok(Event::Incoming(Packet::PubAck(a))) => Ok(Ev::PubAck(a.pkid)),
+                    Ok(Event::Incoming(Packet::SubAck(_))) => Ok(Ev::SubAck),
                     Ok(Event::Incoming(Packet::Disconnect)) => {
                         Ok(Ev::Disconnect("broker sent DISCONNECT".into()))
                     }

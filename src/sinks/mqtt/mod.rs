@@ -3,7 +3,12 @@
 //! - Events go through a persistent outbox: the store sink queues each new event in
 //!   `mqtt_outbox` in the same transaction that stores it, and a row is deleted only when the
 //!   broker acknowledged its QoS 1 publish. After any crash or outage, whatever is left is
-//!   published again (consumers dedupe on the event's `id`), in order.
+//!   published again, in order. Each event carries its `seq` (monotonic over all events), and
+//!   `"redelivered": true` when this publish may repeat an earlier one: it was handed to the
+//!   broker on a connection that was lost before the acknowledgement, it was acknowledged in
+//!   the last second before a lost connection and our delivery watcher ([`echo`]) did not see
+//!   it (a killed broker loses what it had queued), it was left unacknowledged by an earlier
+//!   run, or a consumer asked for a replay (`bridge/replay/set`).
 //! - Each connection is a fresh client with a clean session: rumqttc neither restores
 //!   subscriptions nor backs off, so on every ConnAck we subscribe, publish availability
 //!   `online` (the last will fired while we were away), discovery and the full state, and we
@@ -12,6 +17,7 @@
 
 pub mod client;
 pub mod discovery;
+pub mod echo;
 pub mod embedded;
 pub mod payload;
 pub mod router;
@@ -36,10 +42,12 @@ use topics::Topics;
 const WINDOW: usize = 100;
 /// Outbox rows read per query.
 const READ_AHEAD: usize = 1000;
-/// On a new connection, events acknowledged this recently are published again: a broker that
-/// was killed (not stopped) loses what it acknowledged but had not delivered. Consumers dedupe
-/// on `id`.
-const REPLAY: Duration = Duration::from_secs(60);
+/// After a lost connection, events the broker acknowledged this shortly before may be gone
+/// with it (a killed broker loses what it had queued for its subscribers): they are published
+/// again unless the delivery watcher received them.
+const LOSS_WINDOW: Duration = Duration::from_secs(1);
+/// Events one replay request publishes at most (ask again from the next `seq` for more).
+pub const MAX_REPLAY: usize = 10_000;
 const SOURCE: &str = "net2";
 
 struct Sink {
@@ -65,6 +73,25 @@ struct Sink {
     /// The MQTT version for the next connection, and the one that has worked.
     protocol: Protocol,
     protocol_known: Option<Protocol>,
+    /// Events whose next publish is flagged `"redelivered": true` (until acknowledged).
+    redeliver: std::collections::HashSet<i64>,
+    /// Events left unacknowledged by an earlier run (up to this seq) may have been delivered
+    /// before it ended: flagged too.
+    redeliver_upto: i64,
+    /// Acknowledgements of the last seconds, oldest first (what a lost connection may lose).
+    recent_acks: VecDeque<(i64, Instant)>,
+    /// Acknowledged shortly before a lost connection (decided on the next connection, when
+    /// the delivery watcher has taken everything the broker delivered).
+    suspect: Vec<i64>,
+    /// Handed to a lost connection without an acknowledgement: still in the outbox, sent
+    /// again flagged — unless the delivery watcher received them (then they are done).
+    unconfirmed: Vec<i64>,
+    /// What the delivery watcher received, and how many of its connections had ended when
+    /// ours was lost.
+    echo: Arc<echo::EchoLog>,
+    echo_ended: u64,
+    /// Replays consumers asked for, waiting to be published.
+    replay: VecDeque<crate::storage::OutboxEvent>,
 }
 
 /// One connection's bookkeeping.
@@ -79,8 +106,6 @@ struct Conn {
     /// Retained payloads published on this connection (unchanged ones are not resent).
     retained: HashMap<String, String>,
     republish_at: Option<Instant>,
-    /// Replay events acknowledged after this (unix ms).
-    replay_since_ms: i64,
     /// Acknowledged outbox seqs not yet written back.
     acked: Vec<i64>,
     /// Outbox events in `order` not yet written by the client.
@@ -143,6 +168,17 @@ impl Conn {
     }
 }
 
+/// Aborts the task when the sink ends, however it ends.
+struct AbortOnDrop(Option<tokio::task::JoinHandle<()>>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        if let Some(t) = &self.0 {
+            t.abort();
+        }
+    }
+}
+
 pub async fn run(
     store: Store,
     bus: Bus,
@@ -193,7 +229,34 @@ pub async fn run(
         cameras: BTreeMap::new(),
         streams: BTreeMap::new(),
         media,
+        redeliver: Default::default(),
+        redeliver_upto: 0,
+        recent_acks: VecDeque::new(),
+        suspect: Vec::new(),
+        unconfirmed: Vec::new(),
+        echo: Default::default(),
+        echo_ended: 0,
+        replay: VecDeque::new(),
     };
+    sink.redeliver_upto = sink.store.outbox_max().unwrap_or(i64::MAX);
+    // The delivery watcher: a second connection subscribed to our own event topics.
+    let watcher = match sink.options() {
+        Ok(mut o) => {
+            o.client_id = format!("{}-watch", o.client_id);
+            o.will_topic = None;
+            o.session = Some(echo::SESSION);
+            Some(tokio::spawn(echo::run(
+                o,
+                sink.protocol,
+                cfg_protocol == crate::config::MqttProtocol::Auto,
+                sink.topics.event_filters(),
+                sink.echo.clone(),
+                cancel.clone(),
+            )))
+        }
+        Err(_) => None,
+    };
+    let _watcher = AbortOnDrop(watcher);
     let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
     loop {
         let started = Instant::now();
@@ -404,6 +467,7 @@ impl Sink {
     /// (`taken`, for older events: see [`Self::pictures_taken`]).
     fn event_payload(&self, e: &crate::storage::OutboxEvent, taken: bool) -> serde_json::Value {
         let mut v = payload::event(e);
+        v["redelivered"] = (e.seq <= self.redeliver_upto || self.redeliver.contains(&e.seq)).into();
         let Some(signer) = self.media.as_ref().and_then(|m| m.urls()) else {
             return v;
         };
@@ -716,7 +780,8 @@ impl Sink {
             host,
             port,
             keep_alive: self.cfg.keep_alive.get(),
-            will_topic: self.topics.bridge_state(),
+            will_topic: Some(self.topics.bridge_state()),
+            session: None,
             credentials: self.cfg.username.clone().map(|u| {
                 (
                     u,
@@ -739,14 +804,97 @@ impl Sink {
         cancel: &CancellationToken,
     ) -> Result<()> {
         let (client, mut el) = client::connect(self.protocol, &self.options()?);
+        let mut c = Conn::default();
+        let res = self.serve(rx, cancel, &client, &mut el, &mut c).await;
+        if res.is_err() {
+            // Acknowledgements not written back yet are written now: those events must not be
+            // sent again as if the broker never had them.
+            self.flush_acks(&mut c).await;
+            self.lost(&c);
+        }
+        res
+    }
+
+    /// The connection is gone. Events handed to the client without an acknowledgement, and
+    /// events acknowledged in the last second (a killed broker loses what it had queued), may
+    /// or may not have reached consumers: decided on the next connection, when the delivery
+    /// watcher has taken everything the broker delivered.
+    fn lost(&mut self, c: &Conn) {
+        if !c.connected {
+            return;
+        }
+        self.unconfirmed.extend(c.inflight.values().copied());
+        self.unconfirmed.extend(c.order.iter().flatten().copied());
+        self.echo_ended = self.echo.ended();
+        let now = Instant::now();
+        self.suspect.extend(
+            self.recent_acks
+                .iter()
+                .filter(|(_, t)| now.saturating_duration_since(*t) <= LOSS_WINDOW)
+                .map(|(s, _)| *s),
+        );
+        self.recent_acks.clear();
+    }
+
+    /// On a new connection, before any event goes out: what the delivery watcher received was
+    /// delivered (unacknowledged ones leave the outbox); the rest is published again, flagged
+    /// (unacknowledged ones from the outbox, acknowledged ones read back from the events).
+    /// When the broker lost its sessions (killed, or run without persistence), everything it
+    /// acknowledged in the last second is sent again: a consumer slower than the watcher may
+    /// not have had it.
+    async fn settle_lost(&mut self, c: &mut Conn) -> Result<()> {
+        if self.unconfirmed.is_empty() && self.suspect.is_empty() {
+            return Ok(());
+        }
+        // If the broker went away, so did the watcher's connection: once it has noticed, and
+        // is back (with what the broker kept for its session), it has seen all it will see.
+        // (If only our connection broke, this waits the limit and decides then.)
+        let limit = Duration::from_secs(2);
+        self.echo.wait_ended(self.echo_ended, limit).await;
+        self.echo.wait_watching(limit).await;
+        let broker_lost_state = self.echo.ended() > self.echo_ended && !self.echo.session_kept();
+        let (seen, unseen): (Vec<i64>, Vec<i64>) = std::mem::take(&mut self.unconfirmed)
+            .into_iter()
+            .partition(|s| self.echo.seen(*s));
+        self.redeliver.extend(unseen);
+        let again: Vec<i64> = std::mem::take(&mut self.suspect)
+            .into_iter()
+            .filter(|s| broker_lost_state || !self.echo.seen(*s))
+            .collect();
+        if !again.is_empty() {
+            tracing::info!(
+                events = again.len(),
+                broker_lost_state,
+                "publishing again events the broker acknowledged in the last second before the connection was lost"
+            );
+        }
+        self.redeliver.extend(again.iter().copied());
+        let rows = self
+            .store
+            .run(move |s| {
+                s.outbox_done(&seen)?;
+                s.events_by_seq(&again)
+            })
+            .await?;
+        c.ahead.extend(rows);
+        Ok(())
+    }
+
+    async fn serve(
+        &mut self,
+        rx: &mut mpsc::Receiver<Message>,
+        cancel: &CancellationToken,
+        client: &Client,
+        el: &mut Loop,
+        c: &mut Conn,
+    ) -> Result<()> {
         let committed = self.store.committed();
         let mut cfg_rx = self.cfg_rx.clone();
-        let mut c = Conn::default();
         loop {
             let republish = c.republish_at;
             tokio::select! {
                 _ = cancel.cancelled() => {
-                    self.goodbye(&client, &mut el, &mut c).await;
+                    self.goodbye(client, el, c).await;
                     return Ok(());
                 }
                 ev = el.poll() => {
@@ -757,36 +905,36 @@ impl Sink {
                             return Err(Error::new(ErrorKind::Unavailable, format!("MQTT broker {}:{}: {}", self.cfg.host, self.cfg.port, e.message)));
                         }
                     };
-                    self.on_event(ev, &client, &mut c).await?;
+                    self.on_event(ev, client, c).await?;
                 }
                 m = rx.recv(), if c.connected => {
                     let Some(m) = m else { return Ok(()) };
                     // Take everything already queued and publish each retained topic once
                     // (its newest payload): a backlog moves a door's state hundreds of times.
-                    self.publish_picture(&client, &mut c, &m)?;
+                    self.publish_picture(client, c, &m)?;
                     let mut out = self.absorb(&m);
                     while out.len() < 4096 {
                         match rx.try_recv() {
                             Ok(m) => {
-                                self.publish_picture(&client, &mut c, &m)?;
+                                self.publish_picture(client, c, &m)?;
                                 out.extend(self.absorb(&m));
                             }
                             Err(_) => break,
                         }
                     }
-                    self.publish_all(&client, &mut c, coalesce(out), false)?;
+                    self.publish_all(client, c, coalesce(out), false)?;
                 }
-                _ = committed.notified(), if c.connected => self.pump(&client, &mut c).await?,
+                _ = committed.notified(), if c.connected => self.pump(client, c).await?,
                 _ = async { tokio::time::sleep_until(republish.unwrap_or_else(Instant::now)).await }, if republish.is_some() => {
                     c.republish_at = None;
                     tracing::info!("republishing discovery and state for Home Assistant / openHAB");
                     let out = self.full_state(true);
-                    self.publish_all(&client, &mut c, out, true)?;
+                    self.publish_all(client, c, out, true)?;
                 }
                 r = cfg_rx.changed() => {
                     if r.is_ok() && c.connected {
                         let out = self.discovery_changes();
-                        self.publish_all(&client, &mut c, out, false)?;
+                        self.publish_all(client, c, out, false)?;
                     }
                 }
             }
@@ -799,7 +947,7 @@ impl Sink {
                 tracing::info!(session_present, protocol = ?self.protocol, "MQTT connected");
                 self.protocol_known = Some(self.protocol);
                 let t = &self.topics;
-                let mut commands = vec![t.door_set_filter(), t.lockdown_set()];
+                let mut commands = vec![t.door_set_filter(), t.lockdown_set(), t.replay_set()];
                 if self.media.is_some() {
                     commands.extend(t.camera_set_filters());
                 }
@@ -810,20 +958,27 @@ impl Sink {
                     })?;
                 c.connected = true;
                 c.sent_upto = 0;
-                c.replay_since_ms = (chrono::Utc::now()
-                    - chrono::Duration::from_std(REPLAY).unwrap_or_default())
-                .timestamp_millis();
                 let out = self.full_state(!session_present);
                 self.publish_all(client, c, out, true)?;
+                self.settle_lost(c).await?;
+                // Events go out once the delivery watcher listens (it reconnects too): what
+                // it cannot see would count as lost.
+                self.echo.wait_watching(Duration::from_secs(2)).await;
                 self.pump(client, c).await?;
             }
             Ev::Publish {
                 topic,
                 payload,
                 retain,
-            } => self.on_publish(topic, payload, retain, c).await,
+            } => {
+                self.on_publish(topic, payload, retain, c).await;
+                if !self.replay.is_empty() {
+                    self.pump(client, c).await?;
+                }
+            }
             Ev::PubAck(pkid) => {
                 if let Some(seq) = c.inflight.remove(&pkid) {
+                    self.acked(seq);
                     c.acked.push(seq);
                     // Write acks back in groups (and whenever the window runs dry).
                     if c.acked.len() >= WINDOW / 2 || c.inflight.is_empty() {
@@ -839,9 +994,23 @@ impl Sink {
                 ));
             }
             Ev::Written(pkid) => c.written(pkid),
-            Ev::DisconnectSent | Ev::Other => {}
+            Ev::SubAck | Ev::DisconnectSent | Ev::Other => {}
         }
         Ok(())
+    }
+
+    /// The broker acknowledged event `seq`.
+    fn acked(&mut self, seq: i64) {
+        let now = Instant::now();
+        self.redeliver.remove(&seq);
+        self.recent_acks.push_back((seq, now));
+        while self
+            .recent_acks
+            .front()
+            .is_some_and(|(_, t)| now.saturating_duration_since(*t) > LOSS_WINDOW * 2)
+        {
+            self.recent_acks.pop_front();
+        }
     }
 
     /// A connection failed. Before any ConnAck with `protocol: auto`, try the other MQTT
@@ -879,6 +1048,10 @@ impl Sink {
         if let Some((cam, ch, stream)) = self.topics.parse_camera_set(&topic) {
             self.on_camera_command(&topic, &cam, ch, stream, &payload, retain)
                 .await;
+            return;
+        }
+        if topic == self.topics.replay_set() {
+            self.on_replay(&payload, retain).await;
             return;
         }
         let doors = self.cfg_rx.borrow().doors.clone();
@@ -925,6 +1098,62 @@ impl Sink {
         }
     }
 
+    /// `…/bridge/replay/set`: the stored events from a `seq` on are published again (flagged
+    /// `redelivered`), up to [`MAX_REPLAY`]; the result says where the next request starts.
+    async fn on_replay(&mut self, payload: &[u8], retain: bool) {
+        let update = |request_id: String, kind, status, detail: String| CommandUpdate {
+            request_id,
+            requester: "mqtt:bridge/replay/set".into(),
+            kind,
+            status,
+            detail,
+            at: chrono::Utc::now(),
+        };
+        let cmd = match self.router.replay(payload, retain) {
+            Ok(c) => c,
+            Err(r) => {
+                tracing::warn!(request_id = %r.request_id, reason = %r.reason, "MQTT replay request rejected");
+                let kind = r.kind.unwrap_or(CommandKind::Replay { from_seq: 0 });
+                let u = update(r.request_id, kind, CommandStatus::Rejected, r.reason);
+                self.bus.publish(Message::Command(u)).await;
+                return;
+            }
+        };
+        let CommandKind::Replay { from_seq } = cmd.kind else {
+            return;
+        };
+        let rows = self
+            .store
+            .run(move |s| s.events_from(from_seq, MAX_REPLAY + 1))
+            .await;
+        let (status, detail) = match rows {
+            Ok(mut rows) => {
+                let more = rows.len() > MAX_REPLAY;
+                rows.truncate(MAX_REPLAY);
+                let detail = match (rows.first(), rows.last()) {
+                    (Some(a), Some(b)) if more => format!(
+                        "replaying {} events (seq {}–{}); more from seq {}",
+                        rows.len(),
+                        a.seq,
+                        b.seq,
+                        b.seq + 1
+                    ),
+                    (Some(a), Some(b)) => {
+                        format!("replaying {} events (seq {}–{})", rows.len(), a.seq, b.seq)
+                    }
+                    _ => format!("no stored event from seq {from_seq} on"),
+                };
+                self.redeliver.extend(rows.iter().map(|r| r.seq));
+                self.replay.extend(rows);
+                (CommandStatus::Confirmed, detail)
+            }
+            Err(e) => (CommandStatus::Failed, format!("unable to read events: {e}")),
+        };
+        tracing::info!(request_id = %cmd.request_id, from_seq, detail = %detail, "MQTT replay request");
+        let u = update(cmd.request_id, cmd.kind, status, detail);
+        self.bus.publish(Message::Command(u)).await;
+    }
+
     fn publish_all(
         &self,
         client: &Client,
@@ -952,14 +1181,7 @@ impl Sink {
             return;
         }
         let seqs = std::mem::take(&mut c.acked);
-        let now = chrono::Utc::now();
-        let forget =
-            (now - chrono::Duration::from_std(REPLAY).unwrap_or_default()).timestamp_millis();
-        let store = self.store.clone();
-        if let Err(e) = store
-            .run(move |s| s.outbox_done(&seqs, now.timestamp_millis(), forget))
-            .await
-        {
+        if let Err(e) = self.store.run(move |s| s.outbox_done(&seqs)).await {
             tracing::error!(error = %e, "unable to mark acknowledged events in the outbox");
         }
     }
@@ -987,20 +1209,24 @@ impl Sink {
                 let rows = match fresh {
                     Some(rows) => rows,
                     None => {
-                        let since = c.replay_since_ms;
                         let store = self.store.clone();
                         let rows = store
-                            .run(move |s| s.outbox_after(after, READ_AHEAD, since))
+                            .run(move |s| s.outbox_after(after, READ_AHEAD))
                             .await?;
                         c.caught_up = rows.len() < READ_AHEAD;
                         rows
                     }
                 };
-                if rows.is_empty() {
+                if let Some(last) = rows.last() {
+                    c.sent_upto = last.seq;
+                    c.ahead.extend(rows);
+                } else if !self.replay.is_empty() {
+                    // A replay a consumer asked for, when no new event is waiting.
+                    let n = self.replay.len().min(READ_AHEAD);
+                    c.ahead.extend(self.replay.drain(..n));
+                } else {
                     return Ok(());
                 }
-                c.sent_upto = rows.last().map(|r| r.seq).unwrap_or(after);
-                c.ahead.extend(rows);
             }
             let batch: Vec<_> = c.ahead.drain(..free.min(c.ahead.len())).collect();
             let taken = self.pictures_taken(&batch).await;

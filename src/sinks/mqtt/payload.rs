@@ -6,11 +6,13 @@ use crate::storage::OutboxEvent;
 use serde_json::{Value, json};
 
 /// A door or source event as published (`…/event`): `id` is the dedupe key for consumers,
+/// `seq` is monotonic over all events (a consumer of every event topic sees a gap in it),
 /// `event_type` is what Home Assistant's `event` entity reads.
 pub fn event(e: &OutboxEvent) -> Value {
     let detail: Value = serde_json::from_str(&e.detail).unwrap_or(Value::Null);
     let mut v = json!({
         "id": e.id,
+        "seq": e.seq,
         "event_type": e.kind,
         "time": e.time,
         "code": e.code,

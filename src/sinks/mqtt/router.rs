@@ -44,6 +44,14 @@ struct JsonCamera {
     request_id: Option<String>,
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JsonReplay {
+    from_seq: i64,
+    #[serde(default)]
+    request_id: Option<String>,
+}
+
 #[derive(Default)]
 pub struct Router {
     last: HashMap<DoorId, Instant>,
@@ -257,6 +265,45 @@ impl Router {
         })
     }
 
+    /// A publish on `…/bridge/replay/set`: a `seq` (`1234`) or `{"from_seq":1234,"request_id":…}`.
+    pub fn replay(&mut self, payload: &[u8], retained: bool) -> Result<Command, Rejection> {
+        let text = String::from_utf8_lossy(payload);
+        let parsed = if text.trim_start().starts_with('{') {
+            serde_json::from_str::<JsonReplay>(&text)
+                .map(|j| (j.from_seq, j.request_id))
+                .map_err(|e| format!("malformed JSON command: {e}"))
+        } else {
+            text.trim().parse::<i64>().map(|s| (s, None)).map_err(|_| {
+                format!(
+                    "replay takes a seq or {{\"from_seq\":N}}, not {:?}",
+                    text.chars().take(40).collect::<String>()
+                )
+            })
+        };
+        let (from_seq, request_id) = parsed.map_err(|reason| Rejection {
+            request_id: new_request_id(),
+            kind: None,
+            reason,
+        })?;
+        let request_id = request_id
+            .filter(|r| !r.is_empty())
+            .unwrap_or_else(new_request_id);
+        let kind = CommandKind::Replay { from_seq };
+        if retained {
+            return Err(Rejection {
+                request_id,
+                kind: Some(kind),
+                reason: "retained command ignored: commands must not be retained".into(),
+            });
+        }
+        Ok(Command {
+            request_id,
+            requester: "mqtt:bridge/replay/set".into(),
+            kind,
+            received: chrono::Utc::now(),
+        })
+    }
+
     /// A publish on `…/net2/lockdown/set`: `ON`, `OFF` or `{"lockdown":true,"request_id":…}`.
     pub fn lockdown(&mut self, payload: &[u8], retained: bool) -> Result<Command, Rejection> {
         let text = String::from_utf8_lossy(payload);
@@ -384,6 +431,23 @@ mod tests {
                 .contains("topic")
         );
         assert!(reason(r.camera("g", None, false, b"{bad", false, true)).contains("malformed"));
+    }
+
+    #[test]
+    fn replay_requests() {
+        let mut r = Router::default();
+        let c = r.replay(b"1234", false).unwrap();
+        assert_eq!(c.kind, CommandKind::Replay { from_seq: 1234 });
+        let c = r
+            .replay(br#"{"from_seq":7,"request_id":"gap-1"}"#, false)
+            .unwrap();
+        assert_eq!(
+            (c.kind, c.request_id.as_str()),
+            (CommandKind::Replay { from_seq: 7 }, "gap-1")
+        );
+        assert!(reason(r.replay(b"7", true)).contains("retained"));
+        assert!(reason(r.replay(b"last week", false)).contains("replay takes a seq"));
+        assert!(reason(r.replay(br#"{"from":7}"#, false)).contains("malformed"));
     }
 
     #[test]

@@ -29,6 +29,17 @@ impl Topics {
     pub fn source_event(&self, source: &str) -> String {
         format!("{}/{source}/event", self.base)
     }
+    /// Every event topic (`…/net2/event`, `…/door/<id>/event`, `…/camera/<id>/event`).
+    pub fn event_filters(&self) -> Vec<String> {
+        vec![
+            format!("{}/+/event", self.base),
+            format!("{}/+/+/event", self.base),
+        ]
+    }
+    /// Replay command: publish the stored events from a `seq` on again.
+    pub fn replay_set(&self) -> String {
+        format!("{}/bridge/replay/set", self.base)
+    }
     /// Lockdown command (`ON` / `OFF`).
     pub fn lockdown_set(&self) -> String {
         format!("{}/net2/lockdown/set", self.base)

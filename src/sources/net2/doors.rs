@@ -393,7 +393,9 @@ impl DoorTracker {
     ) -> Result<Plan, CommandUpdate> {
         let reject = |why: String| Err(update(cmd, CommandStatus::Rejected, why));
         match &cmd.kind {
-            CommandKind::Camera { .. } => reject("not a door command".into()),
+            CommandKind::Camera { .. } | CommandKind::Replay { .. } => {
+                reject("not a door command".into())
+            }
             CommandKind::Lockdown { active } => Ok(Plan {
                 path: "/api/v1/commands/controlLockdown",
                 body: serde_json::json!({ "lockdown": active }),
@@ -498,7 +500,7 @@ impl DoorTracker {
         match &cmd.kind {
             CommandKind::Door { door, .. } => Some(&mut self.door(*door).pending),
             CommandKind::Lockdown { .. } => Some(&mut self.lockdown_pending),
-            CommandKind::Camera { .. } => None,
+            CommandKind::Camera { .. } | CommandKind::Replay { .. } => None,
         }
     }
 
@@ -512,7 +514,7 @@ impl DoorTracker {
                 DoorAction::Close => Expect::Locked,
             },
             CommandKind::Lockdown { active } => Expect::Lockdown(*active),
-            CommandKind::Camera { .. } => return,
+            CommandKind::Camera { .. } | CommandKind::Replay { .. } => return,
         };
         let update = update(
             cmd,

@@ -649,6 +649,26 @@ doors:
     }
 
     #[test]
+    fn decimal_durations_load_everywhere() {
+        let c = load_str(
+            "version: 1\nsources:\n  hikvision:\n    - { id: g, url: http://cam, password: p, holdoff: 1.5s, holdoff_per_type: { VMD: 0.5m } }\nmqtt: { keep_alive: 2.25h }\n",
+            &env,
+        )
+        .unwrap();
+        let h = &c.sources.hikvision[0];
+        assert_eq!(h.holdoff.get(), std::time::Duration::from_millis(1500));
+        assert_eq!(h.holdoff_per_type["VMD"].get().as_secs(), 30);
+        assert_eq!(c.mqtt.unwrap().keep_alive.get().as_secs(), 8100);
+        let e = load_str(
+            "version: 1\nsources:\n  hikvision:\n    - { id: g, url: http://cam, password: p, holdoff: 1.0005s }\n",
+            &env,
+        )
+        .unwrap_err();
+        assert_eq!(e.paths(), vec!["sources.hikvision[0].holdoff"]);
+        assert!(e.to_string().contains("millisecond"), "{e}");
+    }
+
+    #[test]
     fn version_is_required() {
         let e = load_str("storage: {}", &env).unwrap_err();
         assert_eq!(e.paths(), vec!["version"]);

@@ -32,6 +32,32 @@ fn check_config_prints_every_error_with_its_path() {
 }
 
 #[test]
+fn check_config_lists_every_error_of_one_section() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("bad.yaml");
+    std::fs::write(
+        &f,
+        "version: 1\nmqtt: {port: \"9\", protocol: 3.1, keepalive: 5s}\n",
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .args(["check-config", "-c"])
+        .arg(&f)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    for line in [
+        "3 configuration error(s)",
+        "  - mqtt.port: ",
+        "  - mqtt.protocol: ",
+        "  - mqtt.keepalive: unknown key",
+    ] {
+        assert!(err.contains(line), "missing {line:?} in: {err}");
+    }
+}
+
+#[test]
 fn token_prints_a_jwt_the_server_accepts_for_its_scope_only() {
     let dir = tempfile::tempdir().unwrap();
     let f = dir.path().join("c.yaml");

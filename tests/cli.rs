@@ -364,6 +364,42 @@ async fn journald_format_has_priority_prefixes() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pretty_logs_into_a_pipe_have_no_colour_codes() {
+    let sim = Net2Sim::start(SimConfig::default()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("config.yaml");
+    std::fs::write(
+        &cfg,
+        common::config_text(&sim, &dir.path().join("g.db"), "", ""),
+    )
+    .unwrap();
+    let mut child = Command::new(BIN)
+        .args(["--log-format", "pretty", "run", "-c"])
+        .arg(&cfg)
+        .env("GATEHOUSE_LOG", "info")
+        .env_remove("NO_COLOR")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let rx = log_lines(&mut child);
+    let pid = child.id().to_string();
+    let lines = tokio::task::spawn_blocking(move || {
+        let first = wait_line(&rx, "pretty", "live events connected");
+        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        // Until the daemon closes stderr on exit.
+        std::iter::once(first).chain(rx.iter()).collect::<Vec<_>>()
+    })
+    .await
+    .unwrap();
+    assert!(child.wait().unwrap().success());
+    assert!(lines.iter().any(|l| l.contains("stopped")), "{lines:?}");
+    for l in &lines {
+        assert!(!l.contains("\x1b["), "colour codes in a pipe: {l:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tells_systemd_ready_and_feeds_the_watchdog() {
     let sim = Net2Sim::start(SimConfig::default()).await.unwrap();
     let dir = tempfile::tempdir().unwrap();

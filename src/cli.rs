@@ -310,7 +310,13 @@ async fn demo(
             (t.clone(), Some(t))
         }
     };
-    let sim_cfg = SimConfig::default();
+    // The simulated server keeps this machine's time zone, as one in the same building would:
+    // its live events carry wall-clock times without an offset, which gatehouse reads in its
+    // own zone until a REST event tells it the server's.
+    let sim_cfg = SimConfig {
+        utc_offset_minutes: chrono::Local::now().offset().local_minus_utc() / 60,
+        ..SimConfig::default()
+    };
     let (user, pass, client_id) = (
         sim_cfg.username.clone(),
         sim_cfg.password.clone(),
@@ -430,30 +436,10 @@ async fn demo(
         loop {
             match watch.recv().await {
                 Ok(Message::Event(e)) => {
-                    let _ = writeln!(
-                        out,
-                        "event  {}  {:<16} door={} user={}",
-                        e.time.format("%H:%M:%S"),
-                        e.kind.name(),
-                        e.door
-                            .as_ref()
-                            .and_then(|d| d.name.clone())
-                            .unwrap_or_default(),
-                        e.user
-                            .as_ref()
-                            .and_then(|u| u.name.clone())
-                            .unwrap_or_default()
-                    );
+                    let _ = writeln!(out, "{}", event_line(&e, &chrono::Local));
                 }
                 Ok(Message::DoorState(d)) => {
-                    let _ = writeln!(
-                        out,
-                        "door   {:<32} open={:?} unlocked={:?} held_open={}",
-                        d.name.unwrap_or_default(),
-                        d.open,
-                        d.unlocked,
-                        d.held_open
-                    );
+                    let _ = writeln!(out, "{}", door_line(&d, chrono::Utc::now(), &chrono::Local));
                 }
                 Ok(_) => {}
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
@@ -472,6 +458,120 @@ async fn demo(
     cancel.cancel();
     sim.shutdown().await;
     Ok(())
+}
+
+// `gatehouse demo` prints one line per event and door state: the local time with its offset
+// (devices report theirs, or UTC), what happened, and where.
+
+/// `06:00:01+01:00`: `t` in the zone `tz` (the demo passes `chrono::Local`).
+fn clock<Tz: chrono::TimeZone>(t: &chrono::DateTime<impl chrono::TimeZone>, tz: &Tz) -> String
+where
+    Tz::Offset: std::fmt::Display,
+{
+    t.with_timezone(tz).format("%H:%M:%S%:z").to_string()
+}
+
+/// One line of `gatehouse demo` for an event.
+fn event_line<Tz: chrono::TimeZone>(e: &Event, tz: &Tz) -> String
+where
+    Tz::Offset: std::fmt::Display,
+{
+    let time = clock(&e.time, tz);
+    if let EventKind::CameraAlert {
+        event_type,
+        active,
+        channel,
+        io_port,
+        targets,
+        backlog,
+    } = &e.kind
+    {
+        let camera = e.source.strip_prefix("camera/").unwrap_or(&e.source);
+        let what = format!(
+            "{} {}",
+            camera_event_words(event_type),
+            if *active { "started" } else { "ended" }
+        );
+        let place = match (channel, io_port) {
+            (Some(c), _) => format!(" channel {c}"),
+            (None, Some(p)) => format!(" input {p}"),
+            (None, None) => String::new(),
+        };
+        let targets = if targets.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", targets.join(", "))
+        };
+        let history = if *backlog { " (history)" } else { "" };
+        return format!("{time}  camera  {what:<22} {camera}{place}{targets}{history}");
+    }
+    let name = |n: Option<&String>| n.cloned().unwrap_or_else(|| "-".into());
+    let door = match &e.door {
+        Some(d) => name(d.name.as_ref()),
+        None => name(e.description.as_ref()),
+    };
+    let by = e
+        .user
+        .as_ref()
+        .map(|u| format!(" by {}", name(u.name.as_ref())))
+        .unwrap_or_default();
+    format!("{time}  event   {:<22} {door}{by}", e.kind.name())
+}
+
+/// Hikvision event types (lower case on the bus) in words; unknown ones as they are.
+fn camera_event_words(t: &str) -> &str {
+    match t {
+        "vmd" => "motion",
+        "pir" => "PIR motion",
+        "linedetection" => "line crossing",
+        "fielddetection" => "intrusion",
+        "regionentrance" => "region entrance",
+        "regionexiting" => "region exit",
+        "facedetection" => "face",
+        "unattendedbaggage" => "unattended object",
+        "attendedbaggage" => "object removed",
+        "tamperdetection" | "shelteralarm" => "video tampering",
+        "defocus" => "defocus",
+        "scenechangedetection" => "scene change",
+        "videoloss" => "video loss",
+        "io" => "alarm input",
+        "diskfull" => "disk full",
+        "diskerror" => "disk error",
+        "nicbroken" => "network down",
+        "ipconflict" => "IP conflict",
+        "illaccess" => "illegal login",
+        "badvideo" => "bad video",
+        "recordingfailure" => "recording failure",
+        other => other,
+    }
+}
+
+/// One line of `gatehouse demo` for a door's state, at its last update (else `now`).
+fn door_line<Tz: chrono::TimeZone>(
+    d: &DoorState,
+    now: chrono::DateTime<chrono::Utc>,
+    tz: &Tz,
+) -> String
+where
+    Tz::Offset: std::fmt::Display,
+{
+    let contact = match d.open {
+        Some(true) => "open",
+        Some(false) => "closed",
+        None => "contact unknown",
+    };
+    let lock = match d.unlocked {
+        Some(true) => "unlocked",
+        Some(false) => "locked",
+        None => "lock unknown",
+    };
+    let held = if d.held_open { ", held open" } else { "" };
+    format!(
+        "{}  door    {:<22} {}",
+        clock(&d.updated.unwrap_or(now), tz),
+        format!("{contact}, {lock}{held}"),
+        d.name.as_deref().unwrap_or("-")
+    )
 }
 
 fn tempfile_dir() -> Result<PathBuf> {
@@ -514,4 +614,146 @@ client_id: {id}",
     cancel.cancel();
     sim.shutdown().await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::{DateTime, FixedOffset};
+
+    fn at(t: &str) -> DateTime<FixedOffset> {
+        DateTime::parse_from_rfc3339(t).unwrap()
+    }
+
+    fn event(source: &str, time: &str, kind: EventKind) -> Event {
+        Event {
+            id: "x".into(),
+            source: source.into(),
+            source_id: None,
+            fingerprint: "x".into(),
+            time: at(time),
+            received: at(time).to_utc(),
+            via: Via::Live,
+            door: None,
+            user: None,
+            kind,
+            code: None,
+            description: None,
+            raw: "{}".into(),
+        }
+    }
+
+    fn cet() -> FixedOffset {
+        FixedOffset::east_opt(3600).unwrap()
+    }
+
+    fn alert(event_type: &str, active: bool, channel: Option<u32>, io: Option<u32>) -> EventKind {
+        EventKind::CameraAlert {
+            event_type: event_type.into(),
+            active,
+            channel,
+            io_port: io,
+            targets: Vec::new(),
+            backlog: false,
+        }
+    }
+
+    #[test]
+    fn demo_event_lines_show_local_time_with_offset_and_names() {
+        let mut e = event(
+            "net2",
+            "2026-01-05T06:00:01.017+01:00",
+            EventKind::AccessGranted {
+                token: TokenType::Pin,
+            },
+        );
+        e.door = Some(DoorRef {
+            id: 7242929,
+            name: Some("Garage Port".into()),
+        });
+        e.user = Some(UserRef {
+            id: 8,
+            name: Some("Mette Kragh Holm".into()),
+        });
+        assert_eq!(
+            event_line(&e, &cet()),
+            "06:00:01+01:00  event   access_granted         Garage Port by Mette Kragh Holm"
+        );
+        // The same instant from a device that reports UTC (or from another zone) reads the
+        // same: one zone for every line.
+        let e = event("net2", "2026-01-05T05:00:01Z", EventKind::DoorOpened);
+        assert_eq!(
+            event_line(&e, &cet()),
+            "06:00:01+01:00  event   door_opened            -"
+        );
+    }
+
+    #[test]
+    fn demo_camera_lines_name_camera_channel_and_type() {
+        let line = |k| event_line(&event("camera/nvr", "2026-01-05T05:00:02Z", k), &cet());
+        assert_eq!(
+            line(alert("linedetection", true, Some(2), None)),
+            "06:00:02+01:00  camera  line crossing started  nvr channel 2"
+        );
+        assert_eq!(
+            line(alert("vmd", false, Some(1), None)),
+            "06:00:02+01:00  camera  motion ended           nvr channel 1"
+        );
+        assert_eq!(
+            line(alert("io", true, None, Some(1))),
+            "06:00:02+01:00  camera  alarm input started    nvr input 1"
+        );
+        assert_eq!(
+            line(alert("diskfull", true, None, None)),
+            "06:00:02+01:00  camera  disk full started      nvr"
+        );
+        let mut k = alert("fielddetection", true, Some(3), None);
+        if let EventKind::CameraAlert {
+            targets, backlog, ..
+        } = &mut k
+        {
+            targets.push("human".into());
+            *backlog = true;
+        }
+        assert_eq!(
+            line(k),
+            "06:00:02+01:00  camera  intrusion started      nvr channel 3 (human) (history)"
+        );
+        assert_eq!(
+            line(alert("somethingNew", true, Some(1), None)),
+            "06:00:02+01:00  camera  somethingNew started   nvr channel 1"
+        );
+    }
+
+    #[test]
+    fn demo_door_lines_use_words() {
+        let now = at("2026-01-05T05:00:09Z").to_utc();
+        let mut d = DoorState {
+            id: 7242929,
+            name: Some("Garage Port".into()),
+            open: Some(true),
+            unlocked: Some(false),
+            updated: Some(at("2026-01-05T05:00:03Z").to_utc()),
+            ..Default::default()
+        };
+        assert_eq!(
+            door_line(&d, now, &cet()),
+            "06:00:03+01:00  door    open, locked           Garage Port"
+        );
+        d.open = Some(false);
+        d.unlocked = Some(true);
+        d.held_open = true;
+        assert_eq!(
+            door_line(&d, now, &cet()),
+            "06:00:03+01:00  door    closed, unlocked, held open Garage Port"
+        );
+        d.open = None;
+        d.unlocked = None;
+        d.held_open = false;
+        d.updated = None;
+        assert_eq!(
+            door_line(&d, now, &cet()),
+            "06:00:09+01:00  door    contact unknown, lock unknown Garage Port"
+        );
+    }
 }

@@ -1,5 +1,6 @@
 //! `tracing` setup: level from `GATEHOUSE_LOG` (env-filter syntax) or the config, formats
 //! pretty / json / journald, a reload handle for the level, and panics through the logger.
+//! Colour only when stderr is a terminal and `NO_COLOR` is not set.
 
 use crate::config::LogFormat;
 use tracing_subscriber::{
@@ -80,6 +81,12 @@ fn quiet_embedded_broker(filter: &str) -> String {
     }
 }
 
+/// Colour codes only for a person at a terminal (logs go to stderr): never into files, pipes
+/// or the journal, and never with `NO_COLOR` set to a non-empty value (no-color.org).
+fn colour(stderr_is_terminal: bool, no_color: Option<&std::ffi::OsStr>) -> bool {
+    stderr_is_terminal && no_color.is_none_or(|v| v.is_empty())
+}
+
 /// Install the global subscriber. Safe to call once per process; later calls are ignored.
 pub fn init(format: LogFormat, level: &str) -> LogHandle {
     let env = std::env::var(ENV).ok().map(|e| quiet_embedded_broker(&e));
@@ -92,7 +99,14 @@ pub fn init(format: LogFormat, level: &str) -> LogHandle {
         .or_else(|| EnvFilter::try_new(level).ok())
         .unwrap_or_else(|| EnvFilter::new("info"));
     let (filter, handle) = reload::Layer::new(filter);
-    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    use std::io::IsTerminal;
+    let ansi = colour(
+        std::io::stderr().is_terminal(),
+        std::env::var_os("NO_COLOR").as_deref(),
+    );
+    let fmt = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi);
     let res = match format {
         LogFormat::Pretty => Registry::default().with(filter).with(fmt).try_init(),
         LogFormat::Json => Registry::default()
@@ -114,5 +128,23 @@ pub fn init(format: LogFormat, level: &str) -> LogHandle {
     LogHandle {
         handle: installed.then_some(handle),
         from_env,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::ffi::OsStr;
+
+    #[test]
+    fn colour_only_on_a_terminal_without_no_color() {
+        assert!(colour(true, None));
+        assert!(
+            colour(true, Some(OsStr::new(""))),
+            "empty NO_COLOR is unset"
+        );
+        assert!(!colour(true, Some(OsStr::new("1"))));
+        assert!(!colour(false, None), "file or pipe");
+        assert!(!colour(false, Some(OsStr::new("1"))));
     }
 }

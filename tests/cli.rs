@@ -32,6 +32,32 @@ fn check_config_prints_every_error_with_its_path() {
 }
 
 #[test]
+fn check_config_lists_every_error_of_one_section() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("bad.yaml");
+    std::fs::write(
+        &f,
+        "version: 1\nmqtt: {port: \"9\", protocol: 3.1, keepalive: 5s}\n",
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .args(["check-config", "-c"])
+        .arg(&f)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    for line in [
+        "3 configuration error(s)",
+        "  - mqtt.port: ",
+        "  - mqtt.protocol: ",
+        "  - mqtt.keepalive: unknown key",
+    ] {
+        assert!(err.contains(line), "missing {line:?} in: {err}");
+    }
+}
+
+#[test]
 fn token_prints_a_jwt_the_server_accepts_for_its_scope_only() {
     let dir = tempfile::tempdir().unwrap();
     let f = dir.path().join("c.yaml");
@@ -335,6 +361,42 @@ async fn journald_format_has_priority_prefixes() {
         .status()
         .unwrap();
     assert!(child.wait().unwrap().success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pretty_logs_into_a_pipe_have_no_colour_codes() {
+    let sim = Net2Sim::start(SimConfig::default()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("config.yaml");
+    std::fs::write(
+        &cfg,
+        common::config_text(&sim, &dir.path().join("g.db"), "", ""),
+    )
+    .unwrap();
+    let mut child = Command::new(BIN)
+        .args(["--log-format", "pretty", "run", "-c"])
+        .arg(&cfg)
+        .env("GATEHOUSE_LOG", "info")
+        .env_remove("NO_COLOR")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let rx = log_lines(&mut child);
+    let pid = child.id().to_string();
+    let lines = tokio::task::spawn_blocking(move || {
+        let first = wait_line(&rx, "pretty", "live events connected");
+        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        // Until the daemon closes stderr on exit.
+        std::iter::once(first).chain(rx.iter()).collect::<Vec<_>>()
+    })
+    .await
+    .unwrap();
+    assert!(child.wait().unwrap().success());
+    assert!(lines.iter().any(|l| l.contains("stopped")), "{lines:?}");
+    for l in &lines {
+        assert!(!l.contains("\x1b["), "colour codes in a pipe: {l:?}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

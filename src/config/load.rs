@@ -47,7 +47,7 @@ impl ConfigErrors {
 }
 
 #[derive(Default)]
-struct Collector(Vec<ConfigError>);
+struct Collector(Vec<ConfigError>, Refused);
 
 impl Collector {
     fn push(&mut self, path: impl Into<String>, message: impl Into<String>) {
@@ -55,6 +55,25 @@ impl Collector {
             path: path.into(),
             message: message.into(),
         });
+    }
+}
+
+/// Paths whose value was refused while deserializing (the key took its default).
+#[derive(Default)]
+struct Refused(Vec<String>);
+
+impl Refused {
+    /// A later check of a refused value (or of something inside it) would only repeat the
+    /// error about a default the user never wrote. `password` and `password_file` are one
+    /// setting.
+    fn covers(&self, path: &str) -> bool {
+        let setting = |p: &str| p.strip_suffix("_file").unwrap_or(p).to_string();
+        self.0.iter().any(|r| {
+            setting(path) == setting(r)
+                || path
+                    .strip_prefix(r.as_str())
+                    .is_some_and(|rest| rest.starts_with(['.', '[']))
+        })
     }
 }
 
@@ -122,7 +141,17 @@ pub fn load_str(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Conf
     if !saw_version {
         errs.push("version", "missing; add `version: 1`");
     }
-    validate(&mut cfg, &mut errs);
+    // Sections keep what was valid in them, so their checks run too (every error in one
+    // pass), except on values that were already refused.
+    let mut checks = Collector::default();
+    validate(&mut cfg, &mut checks);
+    let refused = &errs.1;
+    let checks: Vec<_> = checks
+        .0
+        .into_iter()
+        .filter(|e| !refused.covers(&e.path))
+        .collect();
+    errs.0.extend(checks);
     if errs.0.is_empty() {
         Ok(cfg)
     } else {
@@ -130,31 +159,253 @@ pub fn load_str(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Conf
     }
 }
 
-/// Deserialize one value into `T`, recording type errors and every unknown key with its path.
+/// Deserialize one section into `T`, recording every type error and unknown key with its
+/// path. serde stops at the first error, so the value that caused it is taken out (its key
+/// takes its default) and the rest is read again, until what is left deserializes: `T` holds
+/// the valid keys. `None` when the section itself has the wrong shape.
 fn section<T: DeserializeOwned>(v: Value, path: &str, errs: &mut Collector) -> Option<T> {
-    if v.is_null() {
-        return serde_norway::from_value(Value::Mapping(Default::default())).ok();
-    }
-    let mut unknown: Vec<String> = Vec::new();
-    let mut cb = |p: serde_ignored::Path<'_>| unknown.push(p.to_string());
-    let de = serde_ignored::Deserializer::new(v, &mut cb);
-    let res: Result<T, _> = serde_path_to_error::deserialize(de);
-    for u in unknown {
-        errs.push(join(path, &u), "unknown key");
-    }
-    match res {
-        Ok(t) => Some(t),
-        Err(e) => {
-            let inner = e.path().to_string();
-            let p = if inner == "." {
-                path.to_string()
-            } else {
-                join(path, &inner)
-            };
-            errs.push(p, e.into_inner().to_string());
-            None
+    let mut v = if v.is_null() {
+        Value::Mapping(Default::default())
+    } else {
+        v
+    };
+    let fields = struct_fields::<T>();
+    let mut pruned = Pruned::default();
+    let mut seen_unknown = std::collections::HashSet::new();
+    loop {
+        let mut unknown: Vec<Vec<Seg>> = Vec::new();
+        let mut cb = |p: serde_ignored::Path<'_>| unknown.push(ignored_segs(&p));
+        let de = serde_ignored::Deserializer::new(v.clone(), &mut cb);
+        let res: Result<T, _> = serde_path_to_error::deserialize(de);
+        for u in unknown {
+            let u = pruned.original(&u);
+            let p = render(path, &u);
+            if seen_unknown.insert(p.clone()) {
+                let hint = match (u.as_slice(), fields) {
+                    ([Seg::Key(k)], Some(fields)) => closest(k, fields)
+                        .map(|f| format!(" (did you mean {f}?)"))
+                        .unwrap_or_default(),
+                    _ => String::new(),
+                };
+                errs.push(p, format!("unknown key{hint}"));
+            }
+        }
+        let e = match res {
+            Ok(t) => return Some(t),
+            Err(e) => e,
+        };
+        let at: Vec<Seg> = e
+            .path()
+            .iter()
+            .map_while(|s| match s {
+                serde_path_to_error::Segment::Map { key } => Some(Seg::Key(key.clone())),
+                serde_path_to_error::Segment::Seq { index } => Some(Seg::Index(*index)),
+                _ => None,
+            })
+            .collect();
+        let p = render(path, &pruned.original(&at));
+        errs.push(p.clone(), e.into_inner().to_string());
+        errs.1.0.push(p);
+        if !pruned.remove(&mut v, &at) {
+            return None;
         }
     }
+}
+
+/// One step of a YAML path.
+#[derive(Clone, Debug, PartialEq)]
+enum Seg {
+    Key(String),
+    Index(usize),
+}
+
+fn render(base: &str, segs: &[Seg]) -> String {
+    let mut out = base.to_string();
+    for s in segs {
+        match s {
+            Seg::Key(k) => out = join(&out, k),
+            Seg::Index(i) => out.push_str(&format!("[{i}]")),
+        }
+    }
+    out
+}
+
+fn ignored_segs(p: &serde_ignored::Path<'_>) -> Vec<Seg> {
+    use serde_ignored::Path as P;
+    match p {
+        P::Root => Vec::new(),
+        P::Seq { parent, index } => {
+            let mut v = ignored_segs(parent);
+            v.push(Seg::Index(*index));
+            v
+        }
+        P::Map { parent, key } => {
+            let mut v = ignored_segs(parent);
+            v.push(Seg::Key(key.clone()));
+            v
+        }
+        P::Some { parent } | P::NewtypeStruct { parent } | P::NewtypeVariant { parent } => {
+            ignored_segs(parent)
+        }
+    }
+}
+
+/// List items taken out of a section so far, to report later errors at their index in the
+/// file rather than in the shortened list.
+#[derive(Default)]
+struct Pruned(Vec<(Vec<Seg>, usize)>);
+
+impl Pruned {
+    /// A path in the pruned value → the same node's path in the file.
+    fn original(&self, at: &[Seg]) -> Vec<Seg> {
+        let mut out = Vec::new();
+        for s in at {
+            let s = match s {
+                Seg::Index(i) => {
+                    let mut gone: Vec<usize> = self
+                        .0
+                        .iter()
+                        .filter(|(list, _)| *list == out)
+                        .map(|(_, i)| *i)
+                        .collect();
+                    gone.sort_unstable();
+                    Seg::Index(
+                        gone.into_iter()
+                            .fold(*i, |j, g| if g <= j { j + 1 } else { j }),
+                    )
+                }
+                k => k.clone(),
+            };
+            out.push(s);
+        }
+        out
+    }
+
+    /// Take the node at `at` out of `v` (or the deepest one of its path that exists). `false`
+    /// when that would be the whole section.
+    fn remove(&mut self, v: &mut Value, at: &[Seg]) -> bool {
+        let mut depth = 0;
+        let mut node = &*v;
+        for s in at {
+            match child(node, s) {
+                Some(c) => node = c,
+                None => break,
+            }
+            depth += 1;
+        }
+        let Some((last, parent_path)) = at[..depth].split_last() else {
+            return false;
+        };
+        let original = self.original(parent_path);
+        let mut parent = &mut *v;
+        for s in parent_path {
+            parent = child_mut(parent, s).expect("walked above");
+        }
+        match (parent, last) {
+            (Value::Mapping(m), Seg::Key(k)) => {
+                m.retain(|key, _| key_str(key).as_deref() != Some(k));
+            }
+            (Value::Sequence(seq), Seg::Index(i)) => {
+                let gone = self.original(&at[..depth])[parent_path.len()].clone();
+                seq.remove(*i);
+                if let Seg::Index(g) = gone {
+                    self.0.push((original, g));
+                }
+            }
+            _ => return false,
+        }
+        true
+    }
+}
+
+fn key_str(k: &Value) -> Option<String> {
+    match k {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+fn child<'a>(v: &'a Value, s: &Seg) -> Option<&'a Value> {
+    match (v, s) {
+        (Value::Mapping(m), Seg::Key(k)) => m
+            .iter()
+            .find(|(key, _)| key_str(key).as_deref() == Some(k))
+            .map(|(_, v)| v),
+        (Value::Sequence(seq), Seg::Index(i)) => seq.get(*i),
+        _ => None,
+    }
+}
+
+fn child_mut<'a>(v: &'a mut Value, s: &Seg) -> Option<&'a mut Value> {
+    match (v, s) {
+        (Value::Mapping(m), Seg::Key(k)) => m
+            .iter_mut()
+            .find(|(key, _)| key_str(key).as_deref() == Some(k))
+            .map(|(_, v)| v),
+        (Value::Sequence(seq), Seg::Index(i)) => seq.get_mut(*i),
+        _ => None,
+    }
+}
+
+/// The keys of a config struct, as `#[derive(Deserialize)]` hands them to the deserializer.
+fn struct_fields<T: DeserializeOwned>() -> Option<&'static [&'static str]> {
+    use serde::de::value::Error;
+    struct Fields<'a>(&'a mut Option<&'static [&'static str]>);
+    impl<'de> serde::Deserializer<'de> for Fields<'_> {
+        type Error = Error;
+        fn deserialize_any<V: serde::de::Visitor<'de>>(self, _: V) -> Result<V::Value, Error> {
+            Err(serde::de::Error::custom("not a struct"))
+        }
+        fn deserialize_struct<V: serde::de::Visitor<'de>>(
+            self,
+            _: &'static str,
+            fields: &'static [&'static str],
+            _: V,
+        ) -> Result<V::Value, Error> {
+            *self.0 = Some(fields);
+            Err(serde::de::Error::custom("fields taken"))
+        }
+        serde::forward_to_deserialize_any! {
+            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes
+            byte_buf option unit unit_struct newtype_struct seq tuple tuple_struct map enum
+            identifier ignored_any
+        }
+    }
+    let mut out = None;
+    let _ = T::deserialize(Fields(&mut out));
+    out
+}
+
+/// The known key a typo most likely meant: the same letters without `_`, or one or two
+/// edits away.
+fn closest<'a>(key: &str, known: &[&'a str]) -> Option<&'a str> {
+    let bare = |s: &str| s.replace(['_', '-'], "").to_lowercase();
+    if let Some(k) = known.iter().find(|k| bare(k) == bare(key)) {
+        return Some(k);
+    }
+    known
+        .iter()
+        .map(|k| (edit_distance(k, key), *k))
+        .filter(|(d, k)| *d <= 2 && *d < k.len().min(key.len()))
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, k)| k)
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let cur = row[j + 1];
+            row[j + 1] = (prev + usize::from(ca != *cb)).min(row[j] + 1).min(cur + 1);
+            prev = cur;
+        }
+    }
+    row[b.len()]
 }
 
 fn join(a: &str, b: &str) -> String {
@@ -627,6 +878,74 @@ doors:
     }
 
     #[test]
+    fn reports_every_error_within_one_section() {
+        let e = load_str(
+            "version: 1\nmqtt: {port: \"9\", protocol: 3.1, keepalive: 5s}\n",
+            &env,
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.paths(),
+            vec!["mqtt.port", "mqtt.protocol", "mqtt.keepalive"],
+            "{e}"
+        );
+        let text = e.to_string();
+        assert!(
+            text.contains("mqtt.keepalive: unknown key (did you mean keep_alive?)"),
+            "{text}"
+        );
+        assert!(text.contains("unknown MQTT protocol \"3.1\""), "{text}");
+
+        // Nested structs, list items and the section's own checks, all in one pass; a key
+        // whose value was refused is not reported again as missing.
+        let e = load_str(
+            r#"
+version: 1
+sources:
+  net2:
+    url: 5
+    username: A B
+    password: [x]
+    client_id: c
+    poll_interval: soon
+    tls: { insecure: maybe, colour: red, pin_sha256: nothex }
+  hikvision:
+    - { id: g, url: http://cam, password: p, ignore_channels: [1, x, 3, y], holdoff: -1s }
+mqtt:
+  port: 70000
+  base_topic: "a/#"
+  discovery: { enabled: sometimes, mode: everything, prefix: ha }
+doors:
+  1: { relay: 3, mode: sometimes, colour: red }
+"#,
+            &env,
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.paths(),
+            vec![
+                "sources.net2.url",
+                "sources.net2.password",
+                "sources.net2.poll_interval",
+                "sources.net2.tls.insecure",
+                "sources.net2.tls.colour",
+                "sources.hikvision[0].ignore_channels[1]",
+                "sources.hikvision[0].ignore_channels[3]",
+                "sources.hikvision[0].holdoff",
+                "mqtt.port",
+                "mqtt.discovery.enabled",
+                "mqtt.discovery.mode",
+                "doors.1.mode",
+                "doors.1.colour",
+                "sources.net2.tls.pin_sha256",
+                "doors.1.relay",
+                "mqtt.base_topic",
+            ],
+            "{e}"
+        );
+    }
+
+    #[test]
     fn door_camera_must_name_a_configured_camera() {
         let base = "version: 1\nsources:\n  net2: { url: http://h:8080, username: A B, client_id: x, password: p }\n  hikvision:\n    - { id: garage, url: http://cam, password: p }\ndoors:\n";
         let ok = load_str(&format!("{base}  1: {{ camera: garage/1 }}\n"), &env).unwrap();
@@ -646,6 +965,26 @@ doors:
                 "sources.hikvision[1].id"
             ]
         );
+    }
+
+    #[test]
+    fn decimal_durations_load_everywhere() {
+        let c = load_str(
+            "version: 1\nsources:\n  hikvision:\n    - { id: g, url: http://cam, password: p, holdoff: 1.5s, holdoff_per_type: { VMD: 0.5m } }\nmqtt: { keep_alive: 2.25h }\n",
+            &env,
+        )
+        .unwrap();
+        let h = &c.sources.hikvision[0];
+        assert_eq!(h.holdoff.get(), std::time::Duration::from_millis(1500));
+        assert_eq!(h.holdoff_per_type["VMD"].get().as_secs(), 30);
+        assert_eq!(c.mqtt.unwrap().keep_alive.get().as_secs(), 8100);
+        let e = load_str(
+            "version: 1\nsources:\n  hikvision:\n    - { id: g, url: http://cam, password: p, holdoff: 1.0005s }\n",
+            &env,
+        )
+        .unwrap_err();
+        assert_eq!(e.paths(), vec!["sources.hikvision[0].holdoff"]);
+        assert!(e.to_string().contains("millisecond"), "{e}");
     }
 
     #[test]

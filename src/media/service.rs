@@ -87,6 +87,9 @@ struct Camera {
     rtsp_port: Option<u16>,
     /// `/picture` failed recently: skip it until then.
     picture_broken_until: HashMap<u32, Instant>,
+    /// Channels whose fallback from `/picture` to RTSP was said at INFO (once: NVR channels
+    /// without `/picture` fall back on every snapshot).
+    picture_fallback_said: std::collections::HashSet<u32>,
     /// The device refused our credentials (ISAPI or RTSP): nothing is tried until then, or
     /// the camera locks us out (Hikvision: ~30 min after a few bad logins, alarms included).
     auth_failed_until: Option<Instant>,
@@ -141,6 +144,7 @@ impl Media {
                     client,
                     rtsp_port: None,
                     picture_broken_until: HashMap::new(),
+                    picture_fallback_said: Default::default(),
                     auth_failed_until: None,
                 },
             );
@@ -483,7 +487,28 @@ impl Media {
                                 .insert(channel, Instant::now() + Duration::from_secs(600));
                         }
                     } else {
-                        tracing::info!(camera, channel, error = %e, "camera /picture failed; decoding RTSP instead");
+                        // Expected on every snapshot of an NVR channel without /picture: said
+                        // once per channel, without the device's XML answer (DEBUG has it).
+                        let first = lock(&self.0.cameras)
+                            .get_mut(camera)
+                            .is_some_and(|c| c.picture_fallback_said.insert(channel));
+                        if first {
+                            // Each attempt as `<path>: HTTP <status>, not a JPEG`, without
+                            // the body device_picture quotes after it.
+                            let reason = e
+                                .to_string()
+                                .split("; ")
+                                .map(|a| a.splitn(3, ": ").take(2).collect::<Vec<_>>().join(": "))
+                                .collect::<Vec<_>>()
+                                .join("; ");
+                            tracing::info!(
+                                camera,
+                                channel,
+                                reason,
+                                "camera /picture unavailable; decoding RTSP instead (said once per channel)"
+                            );
+                        }
+                        tracing::debug!(camera, channel, error = %e, "camera /picture failed; decoding RTSP instead");
                     }
                     errors.push(format!("/picture: {e}"));
                 }

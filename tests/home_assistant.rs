@@ -997,6 +997,7 @@ mod checks_on_a_made_up_report {
                 topic: format!("homeassistant/{component}/gatehouse/{uid}/config"),
                 payload: cfg.to_string().into_bytes(),
                 retain: true,
+                at: std::time::Instant::now(),
             });
             let id = format!("{component}.{uid}");
             self.entities.push(json!({
@@ -1040,6 +1041,7 @@ mod checks_on_a_made_up_report {
                     .to_string()
                     .into_bytes(),
                 retain: true,
+                at: std::time::Instant::now(),
             }
             };
             f.msgs.push(info("camera", 1));
@@ -1222,6 +1224,7 @@ mod checks_on_a_made_up_report {
             topic: "gatehouse/net2/availability".into(),
             payload: b"offline".to_vec(),
             retain: true,
+            at: std::time::Instant::now(),
         });
         fails_only(&f, "g.");
     }

@@ -6,7 +6,9 @@
 //! boundary lines; blank lines between parts; missing `Content-Length` (scan for the next
 //! boundary); `Content-Length` that counts the body's trailing line ending; CRLF or bare-LF
 //! bodies (NVRs); binary `image/jpeg` parts; a close-delimited HTTP/1.0 body (call
-//! [`Parser::finish`] at end of stream). Parts are bounded: an oversized part is an error and
+//! [`Parser::finish`] at end of stream). A part without `Content-Length` ends as soon as its
+//! XML or JSON document is complete, not when the next boundary arrives: on a quiet camera
+//! that can be minutes later (the check measured a door alarm 1.0 s late). Parts are bounded: an oversized part is an error and
 //! the parser resynchronises at the next boundary. The `multipart-stream` crate requires
 //! `Content-Length` on every part, which these devices do not send.
 
@@ -63,6 +65,116 @@ enum State {
     Skip,
 }
 
+/// How far a length-less body has been read as a document, to end it when it is complete.
+#[derive(Debug, Clone, Copy, Default)]
+struct DocScan {
+    /// Bytes of `buf` already looked at.
+    pos: usize,
+    depth: usize,
+    started: bool,
+    /// JSON: inside a string, and after a backslash in it.
+    in_str: bool,
+    escaped: bool,
+}
+
+impl DocScan {
+    /// The end of the XML document in `b` (after the root's closing tag, or a self-closing
+    /// root), once it is there. Resumes where it stopped; an unfinished construct is looked at
+    /// again with more bytes.
+    fn xml_end(&mut self, b: &[u8]) -> Option<usize> {
+        while let Some(off) = b[self.pos..].iter().position(|c| *c == b'<') {
+            let lt = self.pos + off;
+            let rest = &b[lt..];
+            let (len, delta) = if rest.starts_with(b"<?") {
+                (find(rest, b"?>")? + 2, 0)
+            } else if rest.starts_with(b"<!--") {
+                (find(rest, b"-->")? + 3, 0)
+            } else if rest.starts_with(b"<![CDATA[") {
+                (find(rest, b"]]>")? + 3, 0)
+            } else if rest.len() < 9
+                && (b"<![CDATA[".starts_with(rest) || b"<!--".starts_with(rest))
+            {
+                return None;
+            } else if rest.starts_with(b"<!") {
+                (find(rest, b">")? + 1, 0)
+            } else if rest.starts_with(b"</") {
+                (find(rest, b">")? + 1, -1)
+            } else {
+                let end = tag_end(rest)?;
+                (end + 1, if rest[end - 1] == b'/' { 0 } else { 1 })
+            };
+            self.pos = lt + len;
+            match delta {
+                1 => {
+                    self.depth += 1;
+                    self.started = true;
+                }
+                -1 => self.depth = self.depth.saturating_sub(1),
+                _ if rest[1] != b'?' && rest[1] != b'!' && !self.started => {
+                    // A self-closing root element.
+                    return Some(self.pos);
+                }
+                _ => {}
+            }
+            if self.started && self.depth == 0 {
+                return Some(self.pos);
+            }
+        }
+        self.pos = b.len();
+        None
+    }
+
+    /// The end of the JSON document in `b` (its outermost brace or bracket closed).
+    fn json_end(&mut self, b: &[u8]) -> Option<usize> {
+        while self.pos < b.len() {
+            let c = b[self.pos];
+            self.pos += 1;
+            if self.in_str {
+                match (self.escaped, c) {
+                    (true, _) => self.escaped = false,
+                    (false, b'\\') => self.escaped = true,
+                    (false, b'"') => self.in_str = false,
+                    _ => {}
+                }
+                continue;
+            }
+            match c {
+                b'"' => self.in_str = true,
+                b'{' | b'[' => {
+                    self.depth += 1;
+                    self.started = true;
+                }
+                b'}' | b']' => {
+                    self.depth = self.depth.saturating_sub(1);
+                    if self.started && self.depth == 0 {
+                        return Some(self.pos);
+                    }
+                }
+                _ => {}
+            }
+        }
+        None
+    }
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+/// The `>` that ends a start tag (quoted attribute values may hold one).
+fn tag_end(tag: &[u8]) -> Option<usize> {
+    let mut quote = None;
+    for (i, c) in tag.iter().enumerate().skip(1) {
+        match (quote, *c) {
+            (None, b'"' | b'\'') => quote = Some(*c),
+            (Some(q), c) if c == q => quote = None,
+            (None, b'>') => return Some(i),
+            _ => {}
+        }
+    }
+    None
+}
+
 pub struct Parser {
     buf: BytesMut,
     /// The boundary without leading dashes.
@@ -72,6 +184,7 @@ pub struct Parser {
     content_type: Option<String>,
     pending_len: Option<usize>,
     saw_header: bool,
+    doc: DocScan,
 }
 
 fn strip_eol(line: &[u8]) -> &[u8] {
@@ -96,6 +209,7 @@ impl Parser {
             content_type: None,
             pending_len: None,
             saw_header: false,
+            doc: DocScan::default(),
         }
     }
 
@@ -181,29 +295,38 @@ impl Parser {
                     out.push(Ok(self.part(body)));
                     self.start_between();
                 }
-                State::Scan => match self.find_boundary() {
-                    Some((end, next)) => {
+                State::Scan => match self.document_end(self.find_boundary().map(|(b, _)| b)) {
+                    Some(end) => {
                         let body = self.buf.split_to(end).to_vec();
-                        self.buf.advance(next - end);
-                        if body.len() > self.max_part {
-                            out.push(Err(PartError::TooLarge {
-                                limit: self.max_part,
-                            }));
-                        } else if !body.trim_ascii().is_empty() {
-                            out.push(Ok(self.part(body)));
-                        }
-                        self.start_headers();
+                        out.push(Ok(self.part(body)));
+                        // The line ending and the boundary that follow are skipped as between
+                        // parts.
+                        self.start_between();
                     }
-                    None => {
-                        if self.buf.len() > self.max_part {
-                            out.push(Err(PartError::TooLarge {
-                                limit: self.max_part,
-                            }));
-                            self.buf.clear();
-                            self.state = State::Skip;
+                    None => match self.find_boundary() {
+                        Some((end, next)) => {
+                            let body = self.buf.split_to(end).to_vec();
+                            self.buf.advance(next - end);
+                            if body.len() > self.max_part {
+                                out.push(Err(PartError::TooLarge {
+                                    limit: self.max_part,
+                                }));
+                            } else if !body.trim_ascii().is_empty() {
+                                out.push(Ok(self.part(body)));
+                            }
+                            self.start_headers();
                         }
-                        break;
-                    }
+                        None => {
+                            if self.buf.len() > self.max_part {
+                                out.push(Err(PartError::TooLarge {
+                                    limit: self.max_part,
+                                }));
+                                self.buf.clear();
+                                self.state = State::Skip;
+                            }
+                            break;
+                        }
+                    },
                 },
             }
         }
@@ -222,8 +345,29 @@ impl Parser {
         out
     }
 
+    /// Where the body being scanned ends as a complete XML or JSON document (by its
+    /// Content-Type, else its first character), once it does — before `boundary`, the start
+    /// of the next boundary line when there is one.
+    fn document_end(&mut self, boundary: Option<usize>) -> Option<usize> {
+        let body = &self.buf[..boundary.unwrap_or(self.buf.len())];
+        let ct = self
+            .content_type
+            .as_deref()
+            .unwrap_or("")
+            .to_ascii_lowercase();
+        let first = body.iter().find(|c| !c.is_ascii_whitespace()).copied();
+        if ct.contains("xml") || (ct.is_empty() && first == Some(b'<')) {
+            self.doc.xml_end(body)
+        } else if ct.contains("json") || (ct.is_empty() && matches!(first, Some(b'{' | b'['))) {
+            self.doc.json_end(body)
+        } else {
+            None
+        }
+    }
+
     fn start_headers(&mut self) {
         self.state = State::Headers;
+        self.doc = DocScan::default();
         self.content_type = None;
         self.pending_len = None;
         self.saw_header = false;
@@ -233,6 +377,7 @@ impl Parser {
     /// Content-Length was short, more body — scan for the boundary).
     fn start_between(&mut self) {
         self.state = State::Preamble;
+        self.doc = DocScan::default();
         self.content_type = None;
         self.pending_len = None;
     }
@@ -393,6 +538,49 @@ mod tests {
                         }
                     }
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn a_part_without_length_ends_when_its_document_is_complete() {
+        // Nothing follows the document yet (a quiet camera): it must not wait for the next
+        // boundary. Byte by byte, with what trips a naive scanner.
+        let docs: [(&str, &str); 4] = [
+            (
+                "application/xml",
+                "<?xml version=\"1.0\"?>\n<!-- c > d --><EventNotificationAlert version=\"2.0\" a='x>y'><eventType>VMD</eventType><eventDescription><![CDATA[a </b> c]]></eventDescription><x/><EventNotificationAlert/></EventNotificationAlert>",
+            ),
+            ("application/xml", "<heartBeat/>"),
+            (
+                "application/json",
+                r#"{"eventType":"AccessControllerEvent","note":"a } in a \" string","list":[{"x":1}]}"#,
+            ),
+            (
+                "",
+                "\n<EventNotificationAlert><eventType>IO</eventType></EventNotificationAlert>",
+            ),
+        ];
+        for (ct, doc) in docs {
+            for eol in ["\r\n", "\n"] {
+                let head = if ct.is_empty() {
+                    format!("--boundary{eol}Content-Disposition: x{eol}{eol}")
+                } else {
+                    format!("--boundary{eol}Content-Type: {ct}{eol}{eol}")
+                };
+                let mut p = Parser::new("boundary", 1 << 20);
+                let mut got = Vec::new();
+                for b in head.bytes().chain(doc.bytes()) {
+                    got.extend(p.push(&[b]));
+                }
+                assert_eq!(got.len(), 1, "{ct} {eol:?}: emitted at its last byte");
+                assert_eq!(got[0].as_ref().unwrap().body, doc.as_bytes());
+                // The line ending and the next part follow as usual.
+                let next =
+                    format!("{eol}--boundary{eol}Content-Type: application/xml{eol}{eol}<a>1</a>");
+                let more = p.push(next.as_bytes());
+                assert_eq!(more.len(), 1, "{ct} {eol:?}");
+                assert_eq!(more[0].as_ref().unwrap().body, b"<a>1</a>");
             }
         }
     }

@@ -116,7 +116,7 @@ async fn cpu_run(port: u16, dir: &std::path::Path, mode: &str, secs: u64) -> (f6
         &|_| None,
     )
     .unwrap();
-    let log = subscriber(port, "gatehouse/camera/+/ch1/vmd").await;
+    let log = subscriber(port, "gatehouse/camera/+/ch1/alarm/vmd").await;
     let app = App::start(cfg, None, None).await.unwrap();
     // Settle: streams open, discovery published.
     tokio::time::sleep(Duration::from_secs(5)).await;
@@ -215,7 +215,7 @@ async fn main() {
     )
     .unwrap();
     let app = App::start(cfg, None, None).await.unwrap();
-    let log = subscriber(port, "gatehouse/camera/cam0/ch1/vmd").await;
+    let log = subscriber(port, "gatehouse/camera/cam0/ch1/alarm/vmd").await;
     while cam.stream_count() == 0 {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

@@ -484,6 +484,7 @@ where
         io_port,
         targets,
         backlog,
+        ..
     } = &e.kind
     {
         let camera = e.source.strip_prefix("camera/").unwrap_or(&e.source);
@@ -655,6 +656,7 @@ mod tests {
             io_port: io,
             targets: Vec::new(),
             backlog: false,
+            device_time: None,
         }
     }
 

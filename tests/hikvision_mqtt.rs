@@ -6,7 +6,7 @@ mod common;
 
 use common::broker::{Broker, Recorder};
 use common::wait_for;
-use gatehouse::sim::hikvision::{HikSim, HikSimConfig, Personality};
+use gatehouse::sim::hikvision::{DeviceClock, HikSim, HikSimConfig, Personality};
 use std::time::Duration;
 
 const T: Duration = Duration::from_secs(20);
@@ -60,7 +60,7 @@ async fn repeated_actives_become_one_on_and_one_off() {
         cam.push_alert(1, "VMD", "active");
         tokio::time::sleep(Duration::from_millis(333)).await;
     }
-    let topic = "gatehouse/camera/garage/ch1/vmd";
+    let topic = "gatehouse/camera/garage/ch1/alarm/vmd";
     wait_for("OFF after the hold-off", T, || {
         rec.on(topic).last().is_some_and(|m| m.text() == "OFF")
     })
@@ -162,7 +162,7 @@ async fn an_nvr_closing_its_stream_stays_online_and_reconnects_at_once() {
     wait_for("stream open", T, || nvr.stream_count() == 1).await;
     nvr.push_alert(15, "linedetection", "active");
     wait_for("NVR channel alarm", T, || {
-        rec.on("gatehouse/camera/nvr/ch15/linedetection")
+        rec.on("gatehouse/camera/nvr/ch15/alarm/linedetection")
             .first()
             .is_some_and(|m| m.text() == "ON")
     })
@@ -249,7 +249,7 @@ async fn replayed_ptz_capture_is_one_on_and_one_off() {
         "fixtures/hikvision/hiksink_ptz_sequence_first160.jsonl"
     ));
     ptz.replay(bodies, 8.0).await.unwrap();
-    let topic = "gatehouse/camera/ptz/ch1/vmd";
+    let topic = "gatehouse/camera/ptz/ch1/alarm/vmd";
     wait_for("OFF after the hold-off", T, || {
         rec.on(topic).last().is_some_and(|m| m.text() == "OFF")
     })
@@ -279,7 +279,7 @@ async fn every_framing_quirk_and_no_inactive_still_gives_clean_states() {
     cam.burst(3, "fielddetection", 4, Duration::from_millis(200))
         .await
         .unwrap();
-    let topic = "gatehouse/camera/odd/ch3/fielddetection";
+    let topic = "gatehouse/camera/odd/ch3/alarm/fielddetection";
     wait_for("OFF by the hold-off", T, || {
         rec.on(topic).last().is_some_and(|m| m.text() == "OFF")
     })
@@ -309,7 +309,7 @@ async fn a_shorter_holdoff_applies_live_to_an_alarm_that_is_on() {
         .unwrap();
     wait_for("stream open", T, || cam.stream_count() == 1).await;
     cam.push_alert(1, "VMD", "active");
-    let topic = "gatehouse/camera/yard/ch1/vmd";
+    let topic = "gatehouse/camera/yard/ch1/alarm/vmd";
     wait_for("ON", T, || {
         rec.on(topic).last().is_some_and(|m| m.text() == "ON")
     })
@@ -321,4 +321,82 @@ async fn a_shorter_holdoff_applies_live_to_an_alarm_that_is_on() {
     })
     .await;
     app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_camera_with_a_wrong_clock_is_followed_by_receive_time() {
+    let broker = Broker::start();
+    let rec = Recorder::start(broker.port, "rec", "gatehouse/camera/#", false).await;
+    let cam = HikSim::start(HikSimConfig::default()).await.unwrap();
+    // At UTC+8, writing its offset as `-8:00`: read literally, 16 h in the future.
+    cam.set_clock(DeviceClock {
+        wrong_offset: true,
+        ..Default::default()
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let app = daemon(&[("gate", &cam)], &broker, dir.path()).await;
+    wait_for("stream open", T, || cam.stream_count() == 1).await;
+    let topic = "gatehouse/camera/gate/ch1/alarm/linedetection";
+    let states = |rec: &Recorder| rec.on(topic).iter().map(|m| m.text()).collect::<Vec<_>>();
+    let before = chrono::Utc::now();
+    cam.push_alert(1, "linedetection", "active");
+    wait_for("ON", T, || states(&rec).last().is_some_and(|s| s == "ON")).await;
+    cam.push_alert(1, "linedetection", "inactive");
+    wait_for("OFF", T, || states(&rec).last().is_some_and(|s| s == "OFF")).await;
+    // NTP fixes the clock (16 h back): the next alarm counts as much as the first.
+    cam.set_clock(DeviceClock::default());
+    cam.push_alert(1, "linedetection", "active");
+    wait_for("ON again", T, || states(&rec).len() >= 3).await;
+    cam.push_alert(1, "linedetection", "inactive");
+    wait_for("OFF again", T, || states(&rec).len() >= 4).await;
+    assert_eq!(states(&rec), ["ON", "OFF", "ON", "OFF"]);
+    // Events carry the receive time; the device's time is its own field.
+    let evs: Vec<_> = rec
+        .on("gatehouse/camera/gate/event")
+        .iter()
+        .map(|m| m.json())
+        .collect();
+    assert_eq!(evs.len(), 4, "{evs:?}");
+    for e in &evs {
+        let t = chrono::DateTime::parse_from_rfc3339(e["time"].as_str().unwrap()).unwrap();
+        assert!(
+            t >= before - chrono::Duration::seconds(1)
+                && t <= chrono::Utc::now() + chrono::Duration::seconds(1),
+            "received now: {e}"
+        );
+    }
+    assert!(
+        evs[0]["device_time"].as_str().unwrap().ends_with("-08:00"),
+        "as the device said: {}",
+        evs[0]
+    );
+    // A backlog the device retransmits after a reconnect is history: stored and published
+    // flagged, no state change.
+    cam.push_raw("<EventNotificationAlert><channelID>1</channelID><dateTime>2020-01-01T00:00:00Z</dateTime><eventType>VMD</eventType><eventState>active</eventState><isDataRetransmission>true</isDataRetransmission></EventNotificationAlert>");
+    wait_for("history event", T, || {
+        rec.on("gatehouse/camera/gate/event").len() >= 5
+    })
+    .await;
+    let h = rec.on("gatehouse/camera/gate/event")[4].json();
+    assert_eq!(
+        (h["event_type"].as_str(), h["backlog"].as_bool()),
+        (Some("vmd"), Some(true))
+    );
+    assert_eq!(h["device_time"], "2020-01-01T00:00:00+00:00");
+    assert!(
+        rec.on("gatehouse/camera/gate/ch1/alarm/vmd")
+            .iter()
+            .all(|m| m.text() == "OFF"),
+        "no state from history"
+    );
+    app.shutdown().await;
+    let db = rusqlite::Connection::open(dir.path().join("g.db")).unwrap();
+    let stored: i64 = db
+        .query_row(
+            "SELECT count(*) FROM events WHERE detail LIKE '%\"backlog\":true%'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(stored, 1, "the history is stored");
 }

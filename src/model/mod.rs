@@ -86,8 +86,13 @@ pub enum EventKind {
         channel: Option<u32>,
         io_port: Option<u32>,
         targets: Vec<String>,
-        /// Flushed after a reconnect: history only.
+        /// Retransmitted by the device after a reconnect (or of no known state): history
+        /// only, it changed no alarm state.
         backlog: bool,
+        /// The device's own `dateTime` (metadata: camera clocks are often wrong; the
+        /// event's `time` is when gatehouse received it).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        device_time: Option<String>,
     },
 }
 

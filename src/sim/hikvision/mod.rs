@@ -170,6 +170,7 @@ struct Inner {
     rtsp_port: u16,
     /// The RTSP side of the device, for `requestKeyFrame`.
     key_frames: Option<super::rtsp::KeyFrames>,
+    clock: Mutex<DeviceClock>,
 }
 
 pub struct HikSim {
@@ -179,17 +180,40 @@ pub struct HikSim {
     rtsp: Option<RtspSim>,
 }
 
-/// An alert body in the device's own shape.
+/// A device clock, as wrong as real ones are (NTP off, no battery, a zone written wrong).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DeviceClock {
+    /// Added to the real time.
+    pub skew: chrono::Duration,
+    /// The device is at UTC+8 and writes its offset as `-8:00` (one-digit hour, wrong sign):
+    /// read literally, its times are 16 h ahead.
+    pub wrong_offset: bool,
+}
+
+impl DeviceClock {
+    fn now(&self) -> String {
+        let t = chrono::Utc::now() + self.skew;
+        if self.wrong_offset {
+            let local = t.with_timezone(&chrono::FixedOffset::east_opt(8 * 3600).expect("+8"));
+            format!("{}-8:00", local.format("%Y-%m-%dT%H:%M:%S"))
+        } else {
+            t.with_timezone(&chrono::Local)
+                .fixed_offset()
+                .format("%Y-%m-%dT%H:%M:%S%:z")
+                .to_string()
+        }
+    }
+}
+
+/// An alert body in the device's own shape, stamped `now` (its `dateTime` as written).
 pub fn alert_xml(
     channel: u32,
     event_type: &str,
     state: &str,
     post_count: u32,
     eol: &str,
+    now: &str,
 ) -> String {
-    let now = chrono::Local::now()
-        .fixed_offset()
-        .format("%Y-%m-%dT%H:%M:%S%:z");
     [
         r#"<EventNotificationAlert version="2.0" xmlns="http://www.hikvision.com/ver20/XMLSchema">"#.to_string(),
         "<ipAddress>127.0.0.1</ipAddress>".into(),
@@ -333,6 +357,7 @@ impl HikSim {
         let inner = Arc::new(Inner {
             rtsp_port: rtsp.as_ref().map_or(554, RtspSim::port),
             key_frames: rtsp.as_ref().map(RtspSim::key_frames),
+            clock: Mutex::new(DeviceClock::default()),
             cfg,
             nonce_seq: Mutex::new(0),
             stats: Mutex::new(HikStats::default()),
@@ -384,11 +409,15 @@ impl HikSim {
 
     /// Send an alert on every open stream (a body as the device would write it).
     pub fn push_alert(&self, channel: u32, event_type: &str, state: &str) {
-        let eol = self.inner.cfg.personality.eol;
         let _ = self
             .inner
             .alerts
-            .send(alert_xml(channel, event_type, state, 1, eol));
+            .send(self.inner.alert(channel, event_type, state, 1));
+    }
+
+    /// Set the device's clock (its alerts' `dateTime`).
+    pub fn set_clock(&self, clock: DeviceClock) {
+        *self.inner.clock.lock().unwrap() = clock;
     }
 
     /// Send a raw part body (e.g. a line of a recorded sequence).
@@ -419,15 +448,12 @@ impl HikSim {
     ) -> tokio::task::JoinHandle<()> {
         let (inner, ty) = (self.inner.clone(), event_type.to_string());
         tokio::spawn(async move {
-            let eol = inner.cfg.personality.eol;
             for n in 1..=count {
-                let _ = inner.alerts.send(alert_xml(channel, &ty, "active", n, eol));
+                let _ = inner.alerts.send(inner.alert(channel, &ty, "active", n));
                 tokio::time::sleep(every).await;
             }
             if inner.cfg.personality.sends_inactive {
-                let _ = inner
-                    .alerts
-                    .send(alert_xml(channel, &ty, "inactive", 0, eol));
+                let _ = inner.alerts.send(inner.alert(channel, &ty, "inactive", 0));
             }
         })
     }
@@ -456,6 +482,20 @@ impl HikSim {
 impl Drop for HikSim {
     fn drop(&mut self) {
         self.task.abort();
+    }
+}
+
+impl Inner {
+    fn alert(&self, channel: u32, event_type: &str, state: &str, post_count: u32) -> String {
+        let now = self.clock.lock().unwrap().now();
+        alert_xml(
+            channel,
+            event_type,
+            state,
+            post_count,
+            self.cfg.personality.eol,
+            &now,
+        )
     }
 }
 
@@ -801,7 +841,7 @@ async fn alert_stream(
                 Err(_) => return Ok(()),
             },
             _ = async { match hb.as_mut() { Some(i) => { i.tick().await; } None => std::future::pending().await } } => {
-                write(&mut w, part(&alert_xml(1, "videoloss", "inactive", 0, p.eol)), chunked).await?;
+                write(&mut w, part(&inner.alert(1, "videoloss", "inactive", 0)), chunked).await?;
             }
             _ = async { match end { Some(t) => tokio::time::sleep_until(t).await, None => std::future::pending().await } } => {
                 // Healthy end of stream (NVRs do this every 15–40 s).

@@ -64,7 +64,9 @@ impl Topics {
         format!("{}/user/{user}/presence", self.base)
     }
     /// A camera alarm state, retained `ON` / `OFF`:
-    /// `<base>/camera/<device>/<ch1|io2|device>/<event type>[/<target>]`.
+    /// `<base>/camera/<device>/<ch1|io2|device>/alarm/<event type>[/<target>]`. Alarm states
+    /// have their own level, so `…/ch1/alarm/+` takes every alarm of a channel and nothing
+    /// else (`…/ch1/snapshot` carries JPEGs).
     pub fn camera_alarm(
         &self,
         device: &str,
@@ -79,8 +81,11 @@ impl Topics {
             (None, None) => "device".to_string(),
         };
         match target {
-            Some(t) => format!("{}/camera/{device}/{place}/{event_type}/{t}", self.base),
-            None => format!("{}/camera/{device}/{place}/{event_type}", self.base),
+            Some(t) => format!(
+                "{}/camera/{device}/{place}/alarm/{event_type}/{t}",
+                self.base
+            ),
+            None => format!("{}/camera/{device}/{place}/alarm/{event_type}", self.base),
         }
     }
     /// What the device says about itself, retained JSON.

@@ -37,6 +37,8 @@ pub struct Alert {
     pub io_port: Option<u32>,
     /// The device's time, when it parses (use receive time for state).
     pub date_time: Option<DateTime<FixedOffset>>,
+    /// `dateTime` as sent (it may not parse).
+    pub date_time_raw: Option<String>,
     pub active_post_count: Option<u32>,
     pub description: Option<String>,
     pub channel_name: Option<String>,
@@ -61,6 +63,13 @@ impl Alert {
                     .description
                     .as_deref()
                     .is_some_and(|d| d.to_ascii_lowercase().contains("heartbeat")))
+    }
+
+    /// The device's time for people: ISO-8601 when it parses, else as sent.
+    pub fn device_time(&self) -> Option<String> {
+        self.date_time
+            .map(|t| t.to_rfc3339())
+            .or_else(|| self.date_time_raw.clone())
     }
 
     /// Detection targets named in the regions (deduplicated).
@@ -289,6 +298,7 @@ fn build(f: HashMap<String, String>, regions: Vec<Region>) -> Result<Alert, Aler
         channel,
         io_port,
         date_time: get("dateTime").and_then(|s| parse_time(&s)),
+        date_time_raw: get("dateTime"),
         active_post_count: number(f.get("activePostCount")),
         description: get("eventDescription"),
         channel_name: get("channelName"),

@@ -50,6 +50,8 @@ struct Device {
     pictures: pictures::Pictures,
     /// Channel of the last alert: a picture part belongs to the alert before it.
     last_channel: Mutex<Option<u32>>,
+    /// A history alert was logged at INFO on this stream (the rest go to DEBUG).
+    history_logged: std::sync::atomic::AtomicBool,
     /// Wakes the timer task when its next deadline may have moved earlier (a new alarm, a
     /// new outage).
     timer: tokio::sync::Notify,
@@ -116,66 +118,87 @@ impl Device {
         self.health(true, "").await;
     }
 
-    async fn publish_changes(
+    /// A camera event for the store and the event topic. Its `time` is when gatehouse
+    /// received it (one convention for every event; the device's clock is only metadata).
+    /// `alert`: the alert that caused it, with its part as received (kept raw).
+    fn event(
         &self,
-        changes: Vec<Change>,
-        raw: Option<&str>,
-        time: Option<chrono::DateTime<chrono::FixedOffset>>,
-    ) {
+        key: &state::Key,
+        active: bool,
+        backlog: bool,
+        alert: Option<(&alert::Alert, &str)>,
+    ) -> Event {
+        let (raw, alert) = match alert {
+            Some((a, raw)) => (raw, Some(a)),
+            None => ("{}", None),
+        };
+        let now = Utc::now();
+        let n = self.seq.fetch_add(1, Ordering::Relaxed);
+        let id = format!(
+            "{}:{}:{}:{}:{}@{}.{n}",
+            self.source,
+            key.channel.map(|c| c.to_string()).unwrap_or_default(),
+            key.event_type,
+            key.target.clone().unwrap_or_default(),
+            match (backlog, active) {
+                (true, _) => "history",
+                (false, true) => "on",
+                (false, false) => "off",
+            },
+            now.timestamp_millis()
+        );
+        let targets = match (&key.target, alert) {
+            (Some(t), _) => vec![t.clone()],
+            (None, Some(a)) if backlog => a.targets(),
+            _ => Vec::new(),
+        };
+        Event {
+            id: id.clone(),
+            source: self.source.clone(),
+            source_id: None,
+            fingerprint: id,
+            time: now.with_timezone(&chrono::Local).fixed_offset(),
+            received: now,
+            via: Via::Live,
+            door: None,
+            user: None,
+            kind: EventKind::CameraAlert {
+                event_type: key.event_type.clone(),
+                active,
+                channel: key.channel,
+                io_port: key.io_port,
+                targets,
+                backlog,
+                device_time: alert.and_then(|a| a.device_time()),
+            },
+            code: None,
+            description: Some(format!(
+                "{} {}",
+                key.event_type,
+                match (backlog, active) {
+                    (true, _) => "retransmitted by the device (history)",
+                    (false, true) => "started",
+                    (false, false) => "ended",
+                }
+            )),
+            raw: raw.to_string(),
+        }
+    }
+
+    async fn publish_changes(&self, changes: Vec<Change>, alert: Option<(&alert::Alert, &str)>) {
         for c in changes {
-            let now = Utc::now();
-            let n = self.seq.fetch_add(1, Ordering::Relaxed);
-            let k = &c.key;
-            let id = format!(
-                "{}:{}:{}:{}:{}@{}.{n}",
-                self.source,
-                k.channel.map(|c| c.to_string()).unwrap_or_default(),
-                k.event_type,
-                k.target.clone().unwrap_or_default(),
-                if c.on { "on" } else { "off" },
-                now.timestamp_millis()
-            );
-            let event = Event {
-                id: id.clone(),
-                source: self.source.clone(),
-                source_id: None,
-                fingerprint: id,
-                time: time.filter(|_| c.on).unwrap_or_else(|| now.fixed_offset()),
-                received: now,
-                via: Via::Live,
-                door: None,
-                user: None,
-                kind: EventKind::CameraAlert {
-                    event_type: k.event_type.clone(),
-                    active: c.on,
-                    channel: k.channel,
-                    io_port: k.io_port,
-                    targets: k.target.iter().cloned().collect(),
-                    backlog: false,
-                },
-                code: None,
-                description: Some(format!(
-                    "{} {}",
-                    k.event_type,
-                    if c.on { "started" } else { "ended" }
-                )),
-                raw: raw
-                    .filter(|_| c.on)
-                    .unwrap_or("{}")
-                    .chars()
-                    .take(16 * 1024)
-                    .collect(),
-            };
+            let event = self.event(&c.key, c.on, false, alert);
+            let at = event.received;
             self.bus.publish(Message::Event(Box::new(event))).await;
             self.bus
                 .publish(Message::CameraAlarm(CameraAlarm {
                     device: self.cfg.id.clone(),
-                    channel: k.channel,
-                    io_port: k.io_port,
-                    event_type: k.event_type.clone(),
-                    target: k.target.clone(),
+                    channel: c.key.channel,
+                    io_port: c.key.io_port,
+                    event_type: c.key.event_type.clone(),
+                    target: c.key.target.clone(),
                     on: c.on,
-                    at: now,
+                    at,
                 }))
                 .await;
         }
@@ -198,13 +221,20 @@ impl Device {
                     if !a.is_heartbeat() {
                         *self.last_channel.lock().unwrap_or_else(|p| p.into_inner()) = a.channel;
                     }
+                    let raw: String = String::from_utf8_lossy(&part.body)
+                        .chars()
+                        .take(16 * 1024)
+                        .collect();
+                    if !a.is_heartbeat() && (a.retransmission || a.state == alert::State::Other) {
+                        self.history(&a, &raw).await;
+                        return;
+                    }
                     let changes = self.lock().on_alert(&self.cfg.id, &a, Instant::now());
                     if changes.iter().any(|c| c.on) {
                         // A new hold-off: it may run out before the timer's current deadline.
                         self.timer.notify_one();
                     }
-                    let raw = String::from_utf8_lossy(&part.body).into_owned();
-                    self.publish_changes(changes, Some(&raw), a.date_time).await;
+                    self.publish_changes(changes, Some((&a, &raw))).await;
                 }
                 Err(e) => {
                     let raw = String::from_utf8_lossy(&part.body);
@@ -222,6 +252,32 @@ impl Device {
         }
     }
 
+    /// An alert that changes no state — retransmitted after a reconnect
+    /// (`isDataRetransmission`), or in no known state — is kept as history: stored and
+    /// published as an event with `backlog: true`, and logged (the first of a stream at INFO).
+    async fn history(&self, a: &alert::Alert, raw: &str) {
+        let first = !self.history_logged.swap(true, Ordering::Relaxed);
+        let why = if a.retransmission {
+            "retransmitted by the device"
+        } else {
+            "in no known state"
+        };
+        if first {
+            tracing::info!(device = %self.cfg.id, event_type = %a.event_type, channel = ?a.channel, device_time = ?a.device_time(), why, "alert kept as history, not state (further ones at DEBUG)");
+        } else {
+            tracing::debug!(device = %self.cfg.id, event_type = %a.event_type, channel = ?a.channel, device_time = ?a.device_time(), why, "alert kept as history, not state");
+        }
+        let key = state::Key {
+            device: self.cfg.id.clone(),
+            channel: a.channel,
+            io_port: a.io_port,
+            event_type: a.event_type.clone(),
+            target: None,
+        };
+        let event = self.event(&key, a.state == alert::State::Active, true, Some((a, raw)));
+        self.bus.publish(Message::Event(Box::new(event))).await;
+    }
+
     async fn stream_once(&self, cancel: &CancellationToken) -> Result<RunEnd> {
         let res = match self.client.alert_stream().await {
             Ok(r) => r,
@@ -231,6 +287,7 @@ impl Device {
             }
         };
         self.up().await;
+        self.history_logged.store(false, Ordering::Relaxed);
         let ct = res
             .headers()
             .get(reqwest::header::CONTENT_TYPE)
@@ -367,6 +424,7 @@ pub fn spawn(
         seq: AtomicU64::new(0),
         pictures,
         last_channel: Mutex::new(None),
+        history_logged: Default::default(),
         timer: tokio::sync::Notify::new(),
     });
     let mut tasks = Vec::new();
@@ -442,7 +500,7 @@ pub fn spawn(
                 }
             }
             let changes = d.lock().tick(Instant::now());
-            d.publish_changes(changes, None, None).await;
+            d.publish_changes(changes, None).await;
             let down = d
                 .down_since
                 .lock()

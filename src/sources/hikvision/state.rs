@@ -5,11 +5,17 @@
 //! `VMD active` ~1/s and then `inactive`; a PTZ sends `active` ~3/s and **never** `inactive`;
 //! an NVR sends `active` ~1/s per channel and never `inactive`. So: ON at the first `active`,
 //! OFF at `inactive` or after a hold-off since the last `active` (default 5 s, per event type
-//! and per device). Only changes are reported. A backlog flushed after a reconnect
-//! (`isDataRetransmission`, or much older than the newest alert) is history, not state.
+//! and per device). Only changes are reported. An alert that names detection targets (human,
+//! vehicle) sets the state of each target and the plain state of its type, which is ON while
+//! any target is ON.
+//!
+//! Liveness, order and hold-off go by receive time only. The device's `dateTime` is metadata:
+//! camera clocks are often wrong (NTP off, no battery, a `-8:00` offset read literally is
+//! 16 h ahead, a clock stepped back by NTP), and one future-dated alert must not silence a
+//! device. A backlog the device flushes after a reconnect is recognised by
+//! `isDataRetransmission` and is history (the caller stores it), not state.
 
 use super::alert::{Alert, State};
-use chrono::{DateTime, FixedOffset};
 use std::collections::HashMap;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -54,16 +60,12 @@ impl Holdoff {
     }
 }
 
-/// An alert this much older than the newest one from the same device is a backlog.
-const BACKLOG_AGE: chrono::Duration = chrono::Duration::seconds(60);
-
 #[derive(Debug, Default)]
 pub struct Tracker {
     holdoff: HashMap<String, Holdoff>,
     default_holdoff: Holdoff,
     /// Active keys and when their last `active` arrived.
     active: HashMap<Key, Instant>,
-    newest: HashMap<String, DateTime<FixedOffset>>,
 }
 
 impl Tracker {
@@ -91,53 +93,73 @@ impl Tracker {
             .of(&key.event_type)
     }
 
-    /// Whether `alert` is part of a flushed backlog (keep it as history only).
-    pub fn is_backlog(&mut self, device: &str, alert: &Alert) -> bool {
-        if alert.retransmission {
-            return true;
-        }
-        let Some(t) = alert.date_time else {
-            return false;
-        };
-        let newest = self.newest.entry(device.to_string()).or_insert(t);
-        if t > *newest {
-            *newest = t;
-        }
-        t < *newest - BACKLOG_AGE
-    }
-
+    /// State changes from one alert (received at `now`). Heartbeats and retransmitted
+    /// backlog change nothing.
     pub fn on_alert(&mut self, device: &str, alert: &Alert, now: Instant) -> Vec<Change> {
-        if alert.is_heartbeat() || self.is_backlog(device, alert) {
+        if alert.is_heartbeat() || alert.retransmission {
             return Vec::new();
         }
-        let targets = alert.targets();
-        let targets: Vec<Option<String>> = if targets.is_empty() {
-            vec![None]
-        } else {
-            targets.into_iter().map(Some).collect()
+        let plain = Key {
+            device: device.to_string(),
+            channel: alert.channel,
+            io_port: alert.io_port,
+            event_type: alert.event_type.clone(),
+            target: None,
         };
+        let targets: Vec<Key> = alert
+            .targets()
+            .into_iter()
+            .map(|t| Key {
+                target: Some(t),
+                ..plain.clone()
+            })
+            .collect();
         let mut out = Vec::new();
-        for target in targets {
-            let key = Key {
-                device: device.to_string(),
-                channel: alert.channel,
-                io_port: alert.io_port,
-                event_type: alert.event_type.clone(),
-                target,
-            };
-            match alert.state {
-                State::Active => {
+        match alert.state {
+            State::Active => {
+                // The plain state first, then each target (every `active` refreshes them).
+                for key in std::iter::once(plain).chain(targets) {
                     if self.active.insert(key.clone(), now).is_none() {
                         out.push(Change { key, on: true });
                     }
                 }
-                State::Inactive => {
+            }
+            State::Inactive => {
+                // Without targets the whole type ends; with targets those end, and the plain
+                // state with the last of them.
+                let same_type = |k: &Key| {
+                    Key {
+                        target: None,
+                        ..k.clone()
+                    } == plain
+                };
+                let mut ending: Vec<Key> = if targets.is_empty() {
+                    self.active
+                        .keys()
+                        .filter(|k| k.target.is_some() && same_type(k))
+                        .cloned()
+                        .collect()
+                } else {
+                    targets
+                };
+                ending.sort();
+                for key in ending {
                     if self.active.remove(&key).is_some() {
                         out.push(Change { key, on: false });
                     }
                 }
-                State::Other => {}
+                let any_target_left = self
+                    .active
+                    .keys()
+                    .any(|k| k.target.is_some() && same_type(k));
+                if !any_target_left && self.active.remove(&plain).is_some() {
+                    out.push(Change {
+                        key: plain,
+                        on: false,
+                    });
+                }
             }
+            State::Other => {}
         }
         out
     }
@@ -157,7 +179,23 @@ impl Tracker {
                 Change { key, on: false }
             })
             .collect();
-        out.sort_by(|a, b| a.key.cmp(&b.key));
+        // Targets before their plain state.
+        out.sort_by(|a, b| {
+            (
+                &a.key.device,
+                a.key.channel,
+                a.key.io_port,
+                &a.key.event_type,
+            )
+                .cmp(&(
+                    &b.key.device,
+                    b.key.channel,
+                    b.key.io_port,
+                    &b.key.event_type,
+                ))
+                .then(a.key.target.is_none().cmp(&b.key.target.is_none()))
+                .then(a.key.target.cmp(&b.key.target))
+        });
         out
     }
 
@@ -292,32 +330,72 @@ mod tests {
     }
 
     #[test]
-    fn backlog_after_reconnect_is_history_not_state() {
-        let at = |time: &str, retrans: bool| {
-            alert::parse(format!("<EventNotificationAlert><channelID>1</channelID><dateTime>{time}</dateTime><eventType>VMD</eventType><eventState>active</eventState>{}</EventNotificationAlert>", if retrans { "<isDataRetransmission>true</isDataRetransmission>" } else { "" }).as_bytes()).unwrap()
+    fn a_wrong_device_clock_changes_nothing_and_retransmissions_are_history() {
+        let at = |time: &str, state: &str, retrans: bool| {
+            alert::parse(format!("<EventNotificationAlert><channelID>1</channelID><dateTime>{time}</dateTime><eventType>linedetection</eventType><eventState>{state}</eventState>{}</EventNotificationAlert>", if retrans { "<isDataRetransmission>true</isDataRetransmission>" } else { "" }).as_bytes()).unwrap()
         };
         let now = Instant::now();
         let mut t = Tracker::new(Holdoff::default());
-        assert_eq!(
-            t.on_alert("nvr", &at("2026-01-05T10:00:00+01:00", false), now)
-                .len(),
-            1
+        // A `-8:00` offset read literally: 16 h in the future.
+        let on = t.on_alert("nvr", &at("2026-01-05T10:00:00-8:00", "active", false), now);
+        assert_eq!(on.len(), 1);
+        assert!(t.tick(now + Duration::from_secs(10))[0].key.event_type == "linedetection");
+        // Then the clock is stepped back by NTP: alerts still count, at once.
+        let back = t.on_alert(
+            "nvr",
+            &at("2026-01-05T01:00:00+01:00", "active", false),
+            now + Duration::from_secs(11),
         );
-        t.tick(now + Duration::from_secs(10));
-        assert!(
-            t.on_alert("nvr", &at("2026-01-05T09:30:00+01:00", false), now)
-                .is_empty(),
-            "30 min older than the newest"
+        assert_eq!(back.len(), 1, "not taken for a backlog");
+        let off = t.on_alert(
+            "nvr",
+            &at("2025-01-01T00:00:00Z", "inactive", false),
+            now + Duration::from_secs(12),
         );
+        assert_eq!(off.len(), 1, "its OFF comes too");
+        assert!(!off[0].on);
+        // A flagged retransmission is history only.
         assert!(
-            t.on_alert("nvr", &at("2026-01-05T10:00:10+01:00", true), now)
+            t.on_alert("nvr", &at("2026-01-05T10:00:10+01:00", "active", true), now)
                 .is_empty(),
             "flagged retransmission"
         );
-        // Separate detection targets are separate states.
-        let human = alert::parse(b"<EventNotificationAlert><channelID>2</channelID><eventType>linedetection</eventType><eventState>active</eventState><DetectionRegionList><DetectionRegionEntry><regionID>1</regionID><detectionTarget>human</detectionTarget></DetectionRegionEntry><DetectionRegionEntry><regionID>2</regionID><detectionTarget>vehicle</detectionTarget></DetectionRegionEntry></DetectionRegionList></EventNotificationAlert>").unwrap();
-        let ch = t.on_alert("nvr", &human, now);
-        assert_eq!(ch.len(), 2);
-        assert_eq!(ch[0].key.target.as_deref(), Some("human"));
+    }
+
+    #[test]
+    fn targets_have_their_own_states_and_the_plain_state_is_on_while_any_is() {
+        let now = Instant::now();
+        let mut t = Tracker::new(Holdoff::default());
+        let with = |state: &str, targets: &[&str]| {
+            let regions: String = targets.iter().enumerate().map(|(i, x)| format!("<DetectionRegionEntry><regionID>{i}</regionID><detectionTarget>{x}</detectionTarget></DetectionRegionEntry>")).collect();
+            alert::parse(format!("<EventNotificationAlert><channelID>2</channelID><eventType>linedetection</eventType><eventState>{state}</eventState><DetectionRegionList>{regions}</DetectionRegionList></EventNotificationAlert>").as_bytes()).unwrap()
+        };
+        let names = |c: &[Change]| -> Vec<(Option<String>, bool)> {
+            c.iter().map(|c| (c.key.target.clone(), c.on)).collect()
+        };
+        let ch = t.on_alert("nvr", &with("active", &["human", "vehicle"]), now);
+        assert_eq!(
+            names(&ch),
+            [
+                (None, true),
+                (Some("human".into()), true),
+                (Some("vehicle".into()), true)
+            ]
+        );
+        // One target ends: the plain state stays ON.
+        let ch = t.on_alert("nvr", &with("inactive", &["human"]), now);
+        assert_eq!(names(&ch), [(Some("human".into()), false)]);
+        // The last one ends: the plain state with it.
+        let ch = t.on_alert("nvr", &with("inactive", &["vehicle"]), now);
+        assert_eq!(names(&ch), [(Some("vehicle".into()), false), (None, false)]);
+        // Hold-off: targets first, then the plain state, together.
+        t.on_alert("nvr", &with("active", &["human"]), now);
+        let ch = t.tick(now + Duration::from_secs(5));
+        assert_eq!(names(&ch), [(Some("human".into()), false), (None, false)]);
+        // An `inactive` without targets ends every target of the type.
+        t.on_alert("nvr", &with("active", &["human", "vehicle"]), now);
+        let ch = t.on_alert("nvr", &with("inactive", &[]), now);
+        assert_eq!(ch.len(), 3);
+        assert!(t.next_deadline().is_none());
     }
 }

@@ -178,6 +178,22 @@ fn repair_ampersands(s: &str) -> String {
     out
 }
 
+/// An entity or character reference in element text (`&amp;`, `&#233;`), decoded onto
+/// `text`: quick-xml 0.42 hands them over apart from the text around them.
+pub(super) fn push_ref(text: &mut String, r: &quick_xml::events::BytesRef) {
+    match r.resolve_char_ref() {
+        Ok(Some(ch)) => text.push(ch),
+        _ => text.push_str(match r.as_ref() {
+            "amp" => "&",
+            "lt" => "<",
+            "gt" => ">",
+            "quot" => "\"",
+            "apos" => "'",
+            _ => "",
+        }),
+    }
+}
+
 fn parse_xml(t: &str) -> Result<Alert, AlertError> {
     let mut reader = quick_xml::Reader::from_str(t);
     let mut path: Vec<String> = Vec::new();
@@ -231,17 +247,7 @@ fn parse_xml(t: &str) -> Result<Alert, AlertError> {
                 fields.entry(name).or_default();
             }
             Ok(XmlEvent::Text(t)) => text.push_str(&t.xml10_content()),
-            Ok(XmlEvent::GeneralRef(r)) => match r.resolve_char_ref() {
-                Ok(Some(ch)) => text.push(ch),
-                _ => text.push_str(match r.as_ref() {
-                    "amp" => "&",
-                    "lt" => "<",
-                    "gt" => ">",
-                    "quot" => "\"",
-                    "apos" => "'",
-                    _ => "",
-                }),
-            },
+            Ok(XmlEvent::GeneralRef(r)) => push_ref(&mut text, &r),
             Ok(_) => {}
         }
     }

@@ -33,6 +33,7 @@ pub fn records(xml: &str, record: &str) -> (HashMap<String, String>, Vec<HashMap
                 text.clear();
             }
             Ok(XmlEvent::Text(t)) => text.push_str(&t.xml10_content()),
+            Ok(XmlEvent::GeneralRef(r)) => super::alert::push_ref(&mut text, &r),
             Ok(XmlEvent::End(_)) => {
                 let leaf = path.pop().unwrap_or_default();
                 let v = text.trim().to_string();
@@ -210,5 +211,18 @@ mod tests {
         let aa = r#"<AdminAccessProtocolList><AdminAccessProtocol><id>1</id><enabled>true</enabled><protocol>HTTP</protocol><portNo>80</portNo></AdminAccessProtocol><AdminAccessProtocol><id>4</id><enabled>true</enabled><protocol>RTSP</protocol><portNo>8554</portNo></AdminAccessProtocol></AdminAccessProtocolList>"#;
         assert_eq!(rtsp_port(aa), Some(8554));
         assert!(channels("<html>403</html>").is_empty());
+    }
+
+    #[test]
+    fn escaped_characters_in_names_are_decoded() {
+        let ch = r#"<InputProxyChannelList><InputProxyChannel><id>1</id><name>Gate &amp; Drive</name></InputProxyChannel><InputProxyChannel><id>2</id><name>Caf&#233; &lt;back&gt;</name></InputProxyChannel></InputProxyChannelList>"#;
+        let c = channels(ch);
+        assert_eq!(c[0].name.as_deref(), Some("Gate & Drive"));
+        assert_eq!(c[1].name.as_deref(), Some("Café <back>"));
+        let (top, _) = records(
+            "<DeviceInfo><deviceName>Hall &amp; stairs</deviceName></DeviceInfo>",
+            "-",
+        );
+        assert_eq!(top["deviceName"], "Hall & stairs");
     }
 }

@@ -65,6 +65,8 @@ impl App {
             Some(w) => Some(crate::web::bind(w).await?),
             None => None,
         };
+        // One credential gate per camera, shared by its alert stream, info and pictures.
+        let gates = crate::sources::hikvision::gates(&cfg, &store);
         // Before the sources: it learns RTSP ports from their first device info.
         let media = if cfg.sources.hikvision.is_empty() {
             None
@@ -73,6 +75,7 @@ impl App {
                 cfg_rx.clone(),
                 bus.clone(),
                 store.clone(),
+                &gates,
                 sources_cancel.child_token(),
             )?)
         };
@@ -122,6 +125,7 @@ impl App {
         for cam in &cfg.sources.hikvision {
             sources.extend(crate::sources::hikvision::spawn(
                 cam,
+                gates[&cam.id].clone(),
                 bus.clone(),
                 pictures.clone(),
                 cfg_rx.clone(),

@@ -26,6 +26,9 @@ fn client(sim: &HikSim, password: &str) -> IsapiClient {
         "admin",
         Secret::new(password),
         &Default::default(),
+        std::sync::Arc::new(gatehouse::sources::hikvision::gate::AuthGate::ephemeral(
+            "sim",
+        )),
     )
     .unwrap()
 }

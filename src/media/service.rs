@@ -119,20 +119,26 @@ pub(crate) struct Inner {
 pub struct Media(pub(crate) Arc<Inner>);
 
 impl Media {
+    /// `gates`: each camera's credential gate, shared with its alert-stream source.
     pub fn start(
         cfg_rx: ConfigRx,
         bus: Bus,
         store: Store,
+        gates: &std::collections::BTreeMap<String, Arc<crate::sources::hikvision::gate::AuthGate>>,
         cancel: CancellationToken,
     ) -> Result<Media> {
         let cfg = cfg_rx.borrow().clone();
         let mut cameras = HashMap::new();
         for c in &cfg.sources.hikvision {
+            let gate = gates.get(&c.id).cloned().unwrap_or_else(|| {
+                Arc::new(crate::sources::hikvision::gate::AuthGate::ephemeral(&c.id))
+            });
             let client = IsapiClient::new(
                 &c.url,
                 &c.username,
                 c.password.clone().unwrap_or_default(),
                 &c.tls,
+                gate,
             )
             .map(Arc::new)
             .map_err(|e| tracing::warn!(camera = %c.id, error = %e, "no ISAPI client for pictures"))

@@ -100,6 +100,15 @@ pub const MIGRATIONS: &[&str] = &[
     CREATE INDEX pictures_event ON pictures(event_id) WHERE event_id IS NOT NULL;
     CREATE INDEX pictures_taken ON pictures(taken_ms);
     "#,
+    // 6: small state that must survive a restart (a camera's credential back-off, …), JSON
+    // by key.
+    r#"
+    CREATE TABLE state (
+        key     TEXT PRIMARY KEY,
+        value   TEXT NOT NULL,
+        updated TEXT NOT NULL
+    );
+    "#,
 ];
 
 /// Bring `conn` to the newest schema, or to `upto` migrations (tests).

@@ -448,6 +448,31 @@ impl Store {
         })
     }
 
+    /// A value kept across restarts (`state` table), by key.
+    pub fn state_get(&self, key: &str) -> Result<Option<String>> {
+        self.with(|c| {
+            c.query_row("SELECT value FROM state WHERE key = ?1", [key], |r| {
+                r.get(0)
+            })
+            .optional()
+        })
+    }
+
+    /// Keep `value` under `key` across restarts; `None` forgets it.
+    pub fn state_set(&self, key: &str, value: Option<&str>) -> Result<()> {
+        self.with(|c| {
+            match value {
+                Some(v) => c.execute(
+                    "INSERT INTO state (key, value, updated) VALUES (?1, ?2, ?3)
+                     ON CONFLICT(key) DO UPDATE SET value = excluded.value, updated = excluded.updated",
+                    params![key, v, chrono::Utc::now().to_rfc3339()],
+                )?,
+                None => c.execute("DELETE FROM state WHERE key = ?1", [key])?,
+            };
+            Ok(())
+        })
+    }
+
     pub fn cursor(&self, source: &str) -> Result<Option<String>> {
         self.with(|c| {
             c.query_row(

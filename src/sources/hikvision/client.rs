@@ -3,9 +3,12 @@
 //! Never retry a refused login in a loop: Hikvision devices lock a client out for ~30 min after
 //! repeated bad credentials. One request without credentials gets the challenge; one with them
 //! either works or is an `Auth` error (the caller backs off hard and reports "authentication
-//! failed"). `stale=true` is a new nonce for the same credentials and is retried once.
+//! failed"). `stale=true` is a new nonce for the same credentials and is retried once. Every
+//! client of one device shares its [`AuthGate`]: one refused login closes it for all of them,
+//! across restarts.
 
 use super::digest::{self, Challenge};
+use super::gate::AuthGate;
 use crate::error::{Error, ErrorKind, Result, ResultExt};
 use crate::secret::Secret;
 use reqwest::StatusCode;
@@ -23,6 +26,7 @@ pub struct IsapiClient {
     user: String,
     password: Secret,
     auth: Mutex<Option<Auth>>,
+    gate: std::sync::Arc<AuthGate>,
 }
 
 impl IsapiClient {
@@ -31,6 +35,7 @@ impl IsapiClient {
         user: &str,
         password: Secret,
         tls: &crate::config::TlsConfig,
+        gate: std::sync::Arc<AuthGate>,
     ) -> Result<IsapiClient> {
         let base = url::Url::parse(base)
             .ctx(ErrorKind::Config, || format!("invalid camera URL {base:?}"))?;
@@ -45,6 +50,7 @@ impl IsapiClient {
             user: user.to_string(),
             password,
             auth: Mutex::new(None),
+            gate,
         })
     }
 
@@ -99,6 +105,10 @@ impl IsapiClient {
             Some(q) => format!("{}?{q}", url.path()),
             None => url.path().to_string(),
         };
+        // Before any login has worked, one request with credentials at a time: a wrong
+        // password costs one bad login, not one per task.
+        let _first = self.gate.first_login().await;
+        self.gate.check()?;
         let mut sent_credentials = false;
         for _ in 0..3 {
             let auth = self.header(method.as_str(), &uri);
@@ -117,6 +127,9 @@ impl IsapiClient {
                 format!("unable to reach camera at {}", self.base)
             })?;
             if res.status() != StatusCode::UNAUTHORIZED {
+                if auth.is_some() {
+                    self.gate.accepted();
+                }
                 return Ok(res);
             }
             let challenge = res
@@ -135,6 +148,7 @@ impl IsapiClient {
             if auth.is_some() && !stale {
                 // Refused credentials: never loop (lockout).
                 *self.auth.lock().unwrap_or_else(|p| p.into_inner()) = None;
+                self.gate.refused();
                 return Err(Error::new(
                     ErrorKind::Auth,
                     format!(

@@ -8,6 +8,7 @@
 pub mod alert;
 pub mod client;
 pub mod digest;
+pub mod gate;
 pub mod info;
 pub mod multipart;
 pub mod pictures;
@@ -388,7 +389,23 @@ impl Device {
     }
 }
 
-/// Start one device's tasks.
+/// One credential gate per configured device, shared by every client of it (alert stream,
+/// device info, pictures) and kept across restarts in `store`.
+pub fn gates(
+    cfg: &crate::config::Config,
+    store: &crate::storage::Store,
+) -> std::collections::BTreeMap<String, Arc<gate::AuthGate>> {
+    cfg.sources
+        .hikvision
+        .iter()
+        .map(|c| {
+            let pw = c.password.clone().unwrap_or_default();
+            let g = gate::AuthGate::new(&c.id, &c.username, &pw, Some(store.clone()));
+            (c.id.clone(), Arc::new(g))
+        })
+        .collect()
+}
+
 fn holdoff_of(cfg: &HikvisionConfig) -> Holdoff {
     Holdoff {
         default: cfg.holdoff.get(),
@@ -400,8 +417,10 @@ fn holdoff_of(cfg: &HikvisionConfig) -> Holdoff {
     }
 }
 
+/// Start one device's tasks.
 pub fn spawn(
     cfg: &HikvisionConfig,
+    gate: Arc<gate::AuthGate>,
     bus: Bus,
     pictures: pictures::Pictures,
     mut cfg_rx: crate::config::reload::ConfigRx,
@@ -412,6 +431,7 @@ pub fn spawn(
         &cfg.username,
         cfg.password.clone().unwrap_or_default(),
         &cfg.tls,
+        gate,
     )?;
     let dev = Arc::new(Device {
         source: format!("camera/{}", cfg.id),

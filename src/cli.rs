@@ -521,30 +521,7 @@ where
 
 /// Hikvision event types (lower case on the bus) in words; unknown ones as they are.
 fn camera_event_words(t: &str) -> &str {
-    match t {
-        "vmd" => "motion",
-        "pir" => "PIR motion",
-        "linedetection" => "line crossing",
-        "fielddetection" => "intrusion",
-        "regionentrance" => "region entrance",
-        "regionexiting" => "region exit",
-        "facedetection" => "face",
-        "unattendedbaggage" => "unattended object",
-        "attendedbaggage" => "object removed",
-        "tamperdetection" | "shelteralarm" => "video tampering",
-        "defocus" => "defocus",
-        "scenechangedetection" => "scene change",
-        "videoloss" => "video loss",
-        "io" => "alarm input",
-        "diskfull" => "disk full",
-        "diskerror" => "disk error",
-        "nicbroken" => "network down",
-        "ipconflict" => "IP conflict",
-        "illaccess" => "illegal login",
-        "badvideo" => "bad video",
-        "recordingfailure" => "recording failure",
-        other => other,
-    }
+    crate::sources::hikvision::kinds::kind(t).words.unwrap_or(t)
 }
 
 /// One line of `gatehouse demo` for a door's state, at its last update (else `now`).

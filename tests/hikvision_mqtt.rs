@@ -11,6 +11,20 @@ use std::time::Duration;
 
 const T: Duration = Duration::from_secs(20);
 
+/// An alarm's retained states, without the `OFF` announced before its first alarm (every
+/// alarm the device's triggers name has a state from the start).
+fn alarm_states(rec: &Recorder, topic: &str) -> Vec<String> {
+    let s: Vec<String> = rec.on(topic).iter().map(|m| m.text()).collect();
+    let start = s.iter().position(|x| x != "OFF").unwrap_or(s.len());
+    s[start..].to_vec()
+}
+
+/// The alarm went ON and then OFF again.
+fn on_then_off(rec: &Recorder, topic: &str) -> bool {
+    let s = alarm_states(rec, topic);
+    s.first().is_some_and(|x| x == "ON") && s.last().is_some_and(|x| x == "OFF")
+}
+
 async fn daemon(
     cams: &[(&str, &HikSim)],
     broker: &Broker,
@@ -61,12 +75,12 @@ async fn repeated_actives_become_one_on_and_one_off() {
         tokio::time::sleep(Duration::from_millis(333)).await;
     }
     let topic = "gatehouse/camera/garage/ch1/alarm/vmd";
-    wait_for("OFF after the hold-off", T, || {
-        rec.on(topic).last().is_some_and(|m| m.text() == "OFF")
-    })
-    .await;
-    let states: Vec<String> = rec.on(topic).iter().map(|m| m.text()).collect();
-    assert_eq!(states, ["ON", "OFF"], "only changes are published");
+    wait_for("OFF after the hold-off", T, || on_then_off(&rec, topic)).await;
+    assert_eq!(
+        alarm_states(&rec, topic),
+        ["ON", "OFF"],
+        "only changes are published"
+    );
     assert!(rec.on(topic).iter().all(|m| m.retain));
     // History: one event per change, on the camera's event topic.
     wait_for("events", T, || {
@@ -111,8 +125,14 @@ async fn repeated_actives_become_one_on_and_one_off() {
         types.as_array().unwrap().iter().any(|t| t == "vmd"),
         "{types}"
     );
-    // The heartbeat-only `videoloss inactive` never became an alarm.
-    assert!(rec.all().iter().all(|m| !m.topic.contains("/videoloss")));
+    // The heartbeat-only `videoloss inactive` never became an alarm: its state is OFF (from
+    // the triggers), never ON.
+    assert!(
+        rec.all()
+            .iter()
+            .filter(|m| m.topic.contains("/videoloss"))
+            .all(|m| m.text() == "OFF")
+    );
     app.shutdown().await;
 }
 
@@ -284,14 +304,10 @@ async fn replayed_ptz_capture_is_one_on_and_one_off() {
     ));
     ptz.replay(bodies, 8.0).await.unwrap();
     let topic = "gatehouse/camera/ptz/ch1/alarm/vmd";
-    wait_for("OFF after the hold-off", T, || {
-        rec.on(topic).last().is_some_and(|m| m.text() == "OFF")
-    })
-    .await;
+    wait_for("OFF after the hold-off", T, || on_then_off(&rec, topic)).await;
     // Nothing more comes later.
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let states: Vec<String> = rec.on(topic).iter().map(|m| m.text()).collect();
-    assert_eq!(states, ["ON", "OFF"]);
+    assert_eq!(alarm_states(&rec, topic), ["ON", "OFF"]);
     let events = rec.on("gatehouse/camera/ptz/event");
     assert_eq!(events.len(), 2, "one history event per change");
     app.shutdown().await;
@@ -314,12 +330,8 @@ async fn every_framing_quirk_and_no_inactive_still_gives_clean_states() {
         .await
         .unwrap();
     let topic = "gatehouse/camera/odd/ch3/alarm/fielddetection";
-    wait_for("OFF by the hold-off", T, || {
-        rec.on(topic).last().is_some_and(|m| m.text() == "OFF")
-    })
-    .await;
-    let states: Vec<String> = rec.on(topic).iter().map(|m| m.text()).collect();
-    assert_eq!(states, ["ON", "OFF"]);
+    wait_for("OFF by the hold-off", T, || on_then_off(&rec, topic)).await;
+    assert_eq!(alarm_states(&rec, topic), ["ON", "OFF"]);
     app.shutdown().await;
 }
 
@@ -371,7 +383,7 @@ async fn a_camera_with_a_wrong_clock_is_followed_by_receive_time() {
     let app = daemon(&[("gate", &cam)], &broker, dir.path()).await;
     wait_for("stream open", T, || cam.stream_count() == 1).await;
     let topic = "gatehouse/camera/gate/ch1/alarm/linedetection";
-    let states = |rec: &Recorder| rec.on(topic).iter().map(|m| m.text()).collect::<Vec<_>>();
+    let states = |rec: &Recorder| alarm_states(rec, topic);
     let before = chrono::Utc::now();
     cam.push_alert(1, "linedetection", "active");
     wait_for("ON", T, || states(&rec).last().is_some_and(|s| s == "ON")).await;

@@ -380,15 +380,13 @@ fn published(msgs: &[Msg]) -> Vec<Published> {
 /// A camera alarm from its state topic `gatehouse/camera/<dev>/<chN|ioN|device>/<type>[/…]`:
 /// (device, channel, io port, event type).
 fn alarm_of(topic: &str) -> Option<(String, Option<u32>, Option<u32>, String)> {
+    // `gatehouse/camera/<id>/<ch1|io2|device>/alarm/<type>[/<target>]`
     let rest = topic.strip_prefix("gatehouse/camera/")?;
     let parts: Vec<&str> = rest.split('/').collect();
-    if parts.len() < 3 {
+    if parts.len() < 4 || parts[2] != "alarm" {
         return None;
     }
-    let (dev, place, kind) = (parts[0], parts[1], parts[2]);
-    if matches!(kind, "stream" | "snapshot" | "info" | "state" | "set") {
-        return None;
-    }
+    let (dev, place, kind) = (parts[0], parts[1], parts[3]);
     let num = |p: &str| p.parse::<u32>().ok();
     let (ch, io) = if let Some(n) = place.strip_prefix("ch").and_then(num) {
         (Some(n), None)
@@ -1013,7 +1011,8 @@ mod checks_on_a_made_up_report {
 
         fn alarm(&mut self, dev: &str, place: &str, kind: &str, name: &str, disabled: bool) {
             let uid = format!("{dev}_{place}_{kind}");
-            let topic = json!({"state_topic": format!("gatehouse/camera/{dev}/{place}/{kind}")});
+            let topic =
+                json!({"state_topic": format!("gatehouse/camera/{dev}/{place}/alarm/{kind}")});
             let state = (!disabled).then_some("off");
             self.add(
                 "binary_sensor",

@@ -125,6 +125,13 @@ async fn discovery_is_published_republished_on_birth_and_cleared_when_stale() {
     );
     assert!(rec.on(lock)[0].retain);
     // Home Assistant (or openHAB) comes online: discovery again, once, after a short delay.
+    // (First the door's name from Net2 replaces the placeholder: a real change, published.)
+    wait_for("the door's name from Net2", T, || {
+        rec.on(lock)
+            .last()
+            .is_some_and(|m| m.json()["device"]["name"] != "Door 7242929")
+    })
+    .await;
     let before = rec.on(lock).len();
     publish(b.port, "homeassistant/status", b"online", false).await;
     publish(b.port, "homeassistant/status", b"online", false).await;

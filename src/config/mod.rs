@@ -365,6 +365,9 @@ pub struct SourcesConfig {
 pub struct HikvisionConfig {
     /// Short id used in topics and entity ids (`garage`), unique. (restart)
     pub id: String,
+    /// The device's name in Home Assistant (default: a camera's channel name, else the name
+    /// the device reports, else `id`; an NVR's channels are named as the NVR names them).
+    pub name: Option<String>,
     /// `http://camera` or `https://nvr` (self-signed: see `tls`). (restart)
     pub url: String,
     pub username: String,
@@ -395,6 +398,7 @@ pub struct HikvisionConfig {
 impl Default for HikvisionConfig {
     fn default() -> Self {
         HikvisionConfig {
+            name: None,
             id: String::new(),
             url: String::new(),
             username: "admin".into(),

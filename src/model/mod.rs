@@ -171,6 +171,10 @@ pub struct DoorState {
     pub name: Option<String>,
     /// Door contact open; `None` when the door has no contact (or it is unreliable).
     pub open: Option<bool>,
+    /// Whether the door has a contact at all (`Some(false)`: Net2's status has none for it);
+    /// `None` until Net2 said.
+    #[serde(default)]
+    pub has_contact: Option<bool>,
     /// Relay released (unlocked). Not mechanical proof the door moved.
     pub unlocked: Option<bool>,
     pub held_open: bool,

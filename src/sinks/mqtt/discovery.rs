@@ -86,6 +86,9 @@ pub struct Base {
     pub entity_category: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub icon: Option<&'static str>,
+    /// `Some(false)`: created disabled (rare or noisy; one click in Home Assistant enables it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub enabled_by_default: Option<bool>,
 }
 
 #[derive(Serialize, Clone, Debug, PartialEq)]
@@ -169,15 +172,27 @@ pub struct Entity {
 /// What discovery is built from.
 pub struct Context<'a> {
     pub topics: &'a Topics,
-    /// Configured doors with their display names.
+    /// Configured doors with their display names (none without Net2).
     pub doors: BTreeMap<DoorId, String>,
+    /// Doors Net2 reports without a door contact (no contact entity).
+    pub no_contact: std::collections::BTreeSet<DoorId>,
     /// Doors watched by a camera (`doors.<id>.camera`): door → camera id.
     pub door_cameras: BTreeMap<DoorId, String>,
     pub presence: Vec<&'a Presence>,
-    /// Configured cameras (id → what the device said about itself, once known).
-    pub cameras: Vec<(String, Option<crate::model::CameraInfo>)>,
+    /// Configured cameras, with what each device said about itself once known.
+    pub cameras: Vec<CameraCtx>,
+    /// `sources.net2` is configured (else no Net2 server device, no door).
+    pub net2: bool,
     /// Alarm keys seen so far (entities appear with the first alarm of each kind).
     pub alarms: Vec<&'a crate::model::CameraAlarm>,
+}
+
+/// A configured camera for discovery.
+pub struct CameraCtx {
+    pub id: String,
+    /// `name` from its config.
+    pub name: Option<String>,
+    pub info: Option<crate::model::CameraInfo>,
 }
 
 #[derive(Serialize, Clone, Debug, PartialEq)]
@@ -192,20 +207,6 @@ pub struct AlarmSensor {
     /// Safety net only: gatehouse clears alarms itself (hold-off); HA turns a stuck ON off
     /// after an hour if gatehouse went away without its last will firing.
     pub off_delay: u32,
-}
-
-/// HA device class for a Hikvision event type.
-fn alarm_class(event_type: &str) -> Option<&'static str> {
-    Some(match event_type {
-        "vmd" | "pir" | "linedetection" | "fielddetection" | "regionentrance" | "regionexiting" => {
-            "motion"
-        }
-        "facedetection" | "unattendedbaggage" | "attendedbaggage" => "occupancy",
-        "tamperdetection" | "shelteralarm" | "defocus" | "scenechangedetection" => "tamper",
-        "videoloss" | "diskfull" | "diskerror" | "nicbroken" | "ipconflict" | "illaccess"
-        | "badvideo" | "recordingfailure" => "problem",
-        _ => return None,
-    })
 }
 
 fn entity<T: Serialize>(
@@ -265,55 +266,60 @@ pub fn configs(ctx: &Context) -> Vec<Entity> {
         origin: ORIGIN,
         entity_category: cat,
         icon: None,
+        enabled_by_default: None,
     };
     let with_domain = |mut b: Base, domain: &str| {
         b.default_entity_id = format!("{domain}.{}", b.object_id);
         b
     };
     let mut out = Vec::new();
-    out.push(entity(
-        "binary_sensor",
-        "net2_connectivity".into(),
-        SERVER_ID,
-        &BinarySensor {
-            base: with_domain(
-                base(
-                    "net2_connectivity",
-                    Some("Net2 connection"),
-                    &server,
-                    &bridge_only,
-                    Some("diagnostic"),
-                ),
-                "binary_sensor",
-            ),
-            state_topic: t.source_state("net2"),
-            value_template: "{{ 'ON' if value_json.online else 'OFF' }}".into(),
-            device_class: Some("connectivity"),
-        },
-    ));
-    // Lockdown runs Net2's pre-configured lockdown rules: two buttons on the server device.
-    for (key, label, payload) in [
-        ("lockdown_on", "Lockdown on", "ON"),
-        ("lockdown_off", "Lockdown off", "OFF"),
-    ] {
-        let oid = format!("net2_{key}");
+    // The Net2 server device only when Net2 is configured (no ghost device for a camera-only
+    // setup).
+    if ctx.net2 {
         out.push(entity(
-            "button",
-            oid.clone(),
+            "binary_sensor",
+            "net2_connectivity".into(),
             SERVER_ID,
-            &Button {
-                base: Base {
-                    icon: Some("mdi:shield-lock"),
-                    ..with_domain(
-                        base(&oid, Some(label), &server, &with_source, None),
-                        "button",
-                    )
-                },
-                command_topic: t.lockdown_set(),
-                payload_press: payload,
-                retain: false,
+            &BinarySensor {
+                base: with_domain(
+                    base(
+                        "net2_connectivity",
+                        Some("Connection"),
+                        &server,
+                        &bridge_only,
+                        Some("diagnostic"),
+                    ),
+                    "binary_sensor",
+                ),
+                state_topic: t.source_state("net2"),
+                value_template: "{{ 'ON' if value_json.online else 'OFF' }}".into(),
+                device_class: Some("connectivity"),
             },
         ));
+        // Lockdown runs Net2's pre-configured lockdown rules: two buttons on the server device.
+        for (key, label, payload) in [
+            ("lockdown_on", "Lockdown on", "ON"),
+            ("lockdown_off", "Lockdown off", "OFF"),
+        ] {
+            let oid = format!("net2_{key}");
+            out.push(entity(
+                "button",
+                oid.clone(),
+                SERVER_ID,
+                &Button {
+                    base: Base {
+                        icon: Some("mdi:shield-lock"),
+                        ..with_domain(
+                            base(&oid, Some(label), &server, &with_source, None),
+                            "button",
+                        )
+                    },
+                    command_topic: t.lockdown_set(),
+                    payload_press: payload,
+                    retain: false,
+                },
+            ));
+        }
     }
     for (id, name) in &ctx.doors {
         let dev_id = format!("gatehouse_net2_door_{id}");
@@ -344,9 +350,12 @@ pub fn configs(ctx: &Context) -> Vec<Entity> {
                 },
             )
         };
-        // `name: null` = the entity takes the device's name (the door itself).
-        out.push(bs("contact", None, "open", Some("door"), None));
-        out.push(bs("unlocked", Some("Lock"), "unlocked", Some("lock"), None));
+        // The door model: the door's contact (`name: null`: it takes the door's own name; on =
+        // open; only when the door has one), and one `lock` entity for the relay (state and
+        // commands) — no second "lock" binary sensor beside it.
+        if !ctx.no_contact.contains(id) {
+            out.push(bs("contact", None, "open", Some("door"), None));
+        }
         out.push(bs(
             "held_open",
             Some("Held open"),
@@ -389,7 +398,7 @@ pub fn configs(ctx: &Context) -> Vec<Entity> {
             oid.clone(),
             &dev_id,
             &Lock {
-                base: with_domain(base(&oid, Some("Door"), &dev, &with_source, None), "lock"),
+                base: with_domain(base(&oid, Some("Lock"), &dev, &with_source, None), "lock"),
                 command_topic: t.door_set(*id),
                 state_topic: state.clone(),
                 value_template: "{% if value_json.unlocked %}UNLOCKED{% else %}LOCKED{% endif %}"
@@ -474,24 +483,63 @@ pub fn configs(ctx: &Context) -> Vec<Entity> {
             ));
         }
     }
-    // Cameras: a device each, a connectivity sensor, and one binary sensor per alarm kind seen.
-    for (id, info) in &ctx.cameras {
+    // Cameras and NVRs: a device each (connectivity, disks, device-level alarms and inputs,
+    // the alarm event entity); the channels of a multi-channel device (an NVR) are devices of
+    // their own, named as the device names them, via the NVR. A single camera's channel lives
+    // on the camera, which takes the channel's name.
+    for cam in &ctx.cameras {
+        let (id, info) = (&cam.id, cam.info.as_ref());
         let dev_id = format!("gatehouse_camera_{id}");
         let mut identifiers = vec![dev_id.clone()];
-        identifiers.extend(info.as_ref().and_then(|i| i.serial.clone()));
+        identifiers.extend(info.and_then(|i| i.serial.clone()));
+        let channels: Vec<(u32, Option<String>)> = match info {
+            Some(i) if !i.channels.is_empty() => {
+                i.channels.iter().map(|c| (c.id, c.name.clone())).collect()
+            }
+            _ => vec![(1, None)],
+        };
+        let multi = channels.len() > 1
+            || info
+                .and_then(|i| i.device_type.as_deref())
+                .is_some_and(|t| t.eq_ignore_ascii_case("NVR") || t.eq_ignore_ascii_case("DVR"));
+        let model = info
+            .and_then(|i| i.model.clone())
+            .unwrap_or_else(|| "camera".into());
+        let device_name = cam
+            .name
+            .clone()
+            .or_else(|| (!multi).then(|| channels[0].1.clone()).flatten())
+            .or_else(|| info.and_then(|i| i.name.clone()))
+            .unwrap_or_else(|| id.clone());
         let dev = Device {
             identifiers,
-            name: info
-                .as_ref()
-                .and_then(|i| i.name.clone())
-                .unwrap_or_else(|| id.clone()),
+            name: device_name,
             manufacturer: "Hikvision".into(),
-            model: info
-                .as_ref()
-                .and_then(|i| i.model.clone())
-                .unwrap_or_else(|| "camera".into()),
+            model: model.clone(),
             via_device: None,
-            sw_version: info.as_ref().and_then(|i| i.firmware.clone()),
+            sw_version: info.and_then(|i| i.firmware.clone()),
+        };
+        let channel_dev = |ch: u32| -> (String, Device) {
+            if !multi {
+                return (dev_id.clone(), dev.clone());
+            }
+            let cid = format!("{dev_id}_ch{ch}");
+            let name = channels
+                .iter()
+                .find(|(c, _)| *c == ch)
+                .and_then(|(_, n)| n.clone())
+                .unwrap_or_else(|| format!("Channel {ch}"));
+            (
+                cid.clone(),
+                Device {
+                    identifiers: vec![cid],
+                    name,
+                    manufacturer: "Hikvision".into(),
+                    model: format!("{model} channel {ch}"),
+                    via_device: Some(dev_id.clone()),
+                    sw_version: None,
+                },
+            )
         };
         let source = format!("camera/{id}");
         let avail = vec![Availability {
@@ -565,47 +613,31 @@ pub fn configs(ctx: &Context) -> Vec<Entity> {
                 },
             ));
         }
-        // Per channel: the latest picture, and a button that takes one.
-        let mut channels: Vec<u32> = info
-            .iter()
-            .flat_map(|i| i.channels.iter().map(|c| c.id))
-            .collect();
-        if channels.is_empty() {
-            channels.push(1);
-        }
-        for ch in channels {
-            let label = |what: &str| {
-                if info.as_ref().is_some_and(|i| i.channels.len() > 1) {
-                    format!("ch{ch} {what}")
-                } else {
-                    what.to_string()
-                }
-            };
+        // Per channel: the latest picture (named as its device), and a button that takes one.
+        for (ch, _) in &channels {
+            let (cdev_id, cdev) = channel_dev(*ch);
             let oid = format!("camera_{id}_ch{ch}");
             out.push(entity(
                 "camera",
                 oid.clone(),
-                &dev_id,
+                &cdev_id,
                 &CameraEntity {
-                    base: with_domain(
-                        base(&oid, Some(&label("Snapshot")), &dev, &avail, None),
-                        "camera",
-                    ),
-                    topic: t.camera_snapshot(id, ch),
-                    json_attributes_topic: t.camera_snapshot_meta(id, ch),
+                    base: with_domain(base(&oid, None, &cdev, &avail, None), "camera"),
+                    topic: t.camera_snapshot(id, *ch),
+                    json_attributes_topic: t.camera_snapshot_meta(id, *ch),
                 },
             ));
             let oid = format!("camera_{id}_ch{ch}_take_snapshot");
             out.push(entity(
                 "button",
                 oid.clone(),
-                &dev_id,
+                &cdev_id,
                 &Button {
                     base: with_domain(
-                        base(&oid, Some(&label("Take snapshot")), &dev, &avail, None),
+                        base(&oid, Some("Take snapshot"), &cdev, &avail, None),
                         "button",
                     ),
-                    command_topic: format!("{}/set", t.camera_snapshot(id, ch)),
+                    command_topic: format!("{}/set", t.camera_snapshot(id, *ch)),
                     payload_press: "PRESS",
                     retain: false,
                 },
@@ -646,23 +678,28 @@ pub fn configs(ctx: &Context) -> Vec<Entity> {
                 .map(|t| format!("_{t}"))
                 .unwrap_or_default();
             let oid = format!("camera_{id}_{place}_{}{target}", a.event_type);
-            let label = format!(
-                "{place} {}{}",
-                a.event_type,
-                a.target
-                    .as_deref()
-                    .map(|t| format!(" ({t})"))
-                    .unwrap_or_default()
+            let (adev_id, adev) = match a.channel {
+                Some(c) => channel_dev(c),
+                None => (dev_id.clone(), dev.clone()),
+            };
+            let kind = crate::sources::hikvision::kinds::kind(&a.event_type);
+            let label = crate::sources::hikvision::kinds::alarm_name(
+                &a.event_type,
+                a.io_port,
+                a.target.as_deref(),
             );
             out.push(entity(
                 "binary_sensor",
                 oid.clone(),
-                &dev_id,
+                &adev_id,
                 &AlarmSensor {
-                    base: with_domain(
-                        base(&oid, Some(&label), &dev, &with_cam, None),
-                        "binary_sensor",
-                    ),
+                    base: Base {
+                        enabled_by_default: (!kind.enabled).then_some(false),
+                        ..with_domain(
+                            base(&oid, Some(&label), &adev, &with_cam, None),
+                            "binary_sensor",
+                        )
+                    },
                     state_topic: t.camera_alarm(
                         id,
                         a.channel,
@@ -672,7 +709,7 @@ pub fn configs(ctx: &Context) -> Vec<Entity> {
                     ),
                     payload_on: "ON",
                     payload_off: "OFF",
-                    device_class: alarm_class(&a.event_type),
+                    device_class: kind.class,
                     off_delay: 3600,
                 },
             ));
@@ -748,6 +785,33 @@ pub fn render(topics: &Topics, entities: &[Entity], device_mode: bool) -> Vec<(S
         .collect()
 }
 
+/// The retained topics a discovery payload reads (state, attributes, availability, picture),
+/// for either mode: what becomes garbage on the broker when its entity goes.
+pub fn referenced_topics(payload: &str) -> Vec<String> {
+    let Ok(v) = serde_json::from_str::<Value>(payload) else {
+        return Vec::new();
+    };
+    let configs: Vec<&Value> = match v.get("cmps").and_then(Value::as_object) {
+        Some(c) => c.values().collect(),
+        None => vec![&v],
+    };
+    let mut out = Vec::new();
+    for c in configs {
+        for k in ["state_topic", "json_attributes_topic", "topic"] {
+            out.extend(c.get(k).and_then(Value::as_str).map(str::to_owned));
+        }
+        for a in c
+            .get("availability")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            out.extend(a.get("topic").and_then(Value::as_str).map(str::to_owned));
+        }
+    }
+    out
+}
+
 /// Door display names for discovery: config name, else Net2's, else the id.
 pub fn door_names(
     doors: &BTreeMap<DoorId, crate::config::DoorConfig>,
@@ -778,9 +842,8 @@ mod tests {
         }
     }
 
-    fn sample() -> Vec<Entity> {
-        let t = topics();
-        let p = Presence {
+    fn presence() -> Presence {
+        Presence {
             user: UserRef {
                 id: 8,
                 name: Some("Mette Kragh Holm".into()),
@@ -791,16 +854,169 @@ mod tests {
             },
             site: Some("Kirkegade50".into()),
             time: chrono::DateTime::parse_from_rfc3339("2026-01-05T06:00:01+01:00").unwrap(),
+        }
+    }
+
+    fn nvr() -> crate::model::CameraInfo {
+        crate::model::CameraInfo {
+            device: "nvr".into(),
+            name: Some("NVR".into()),
+            model: Some("DS-7608NI-K2".into()),
+            serial: Some("DS-7608NI-K220190101CCWR000000001".into()),
+            device_type: Some("NVR".into()),
+            channels: vec![
+                crate::model::CameraChannel {
+                    id: 1,
+                    name: Some("Front yard".into()),
+                },
+                crate::model::CameraChannel {
+                    id: 2,
+                    name: Some("Gate & Drive".into()),
+                },
+            ],
+            ..Default::default()
+        }
+    }
+
+    fn alarm(
+        device: &str,
+        channel: Option<u32>,
+        ty: &str,
+        target: Option<&str>,
+    ) -> crate::model::CameraAlarm {
+        crate::model::CameraAlarm {
+            device: device.into(),
+            channel,
+            io_port: None,
+            event_type: ty.into(),
+            target: target.map(str::to_owned),
+            on: false,
+            at: chrono::DateTime::parse_from_rfc3339("2026-01-05T06:00:01Z")
+                .unwrap()
+                .into(),
+        }
+    }
+
+    fn sample_with(net2: bool) -> Vec<Entity> {
+        let t = topics();
+        let p = presence();
+        let alarms = [
+            alarm("garage", Some(1), "vmd", None),
+            alarm("nvr", Some(1), "linedetection", None),
+            alarm("nvr", Some(1), "linedetection", Some("human")),
+            alarm("nvr", Some(2), "attendedbaggage", None),
+            alarm("nvr", None, "diskerror", None),
+        ];
+        let garage = crate::model::CameraInfo {
+            device: "garage".into(),
+            name: Some("PTZ".into()),
+            channels: vec![crate::model::CameraChannel {
+                id: 1,
+                name: Some("Garage".into()),
+            }],
+            ..Default::default()
         };
         let ctx = Context {
             topics: &t,
-            doors: [(7242929, "Garage Port".to_string())].into(),
+            doors: if net2 {
+                [
+                    (7242929, "Garage Port".to_string()),
+                    (6203980, "Fordør Terndrupvej".to_string()),
+                ]
+                .into()
+            } else {
+                BTreeMap::new()
+            },
+            no_contact: [6203980].into(),
             door_cameras: [(7242929, "garage".to_string())].into(),
-            presence: vec![&p],
-            cameras: vec![("garage".to_string(), None)],
-            alarms: Vec::new(),
+            presence: if net2 { vec![&p] } else { Vec::new() },
+            cameras: vec![
+                CameraCtx {
+                    id: "garage".into(),
+                    name: None,
+                    info: Some(garage),
+                },
+                CameraCtx {
+                    id: "nvr".into(),
+                    name: None,
+                    info: Some(nvr()),
+                },
+            ],
+            alarms: alarms.iter().collect(),
+            net2,
         };
         configs(&ctx)
+    }
+
+    fn sample() -> Vec<Entity> {
+        sample_with(true)
+    }
+
+    fn by_id(v: &[Entity], oid: &str) -> Value {
+        v.iter()
+            .find(|e| e.object_id == oid)
+            .unwrap_or_else(|| panic!("no {oid}"))
+            .config
+            .clone()
+    }
+
+    #[test]
+    fn names_a_person_would_keep_and_noisy_kinds_disabled() {
+        let v = sample();
+        // An NVR channel is a device named as the NVR names it, via the NVR.
+        let motion = by_id(&v, "camera_nvr_ch1_linedetection");
+        assert_eq!(motion["name"], "Line crossing");
+        assert_eq!(motion["device"]["name"], "Front yard");
+        assert_eq!(motion["device"]["via_device"], "gatehouse_camera_nvr");
+        assert!(motion.get("enabled_by_default").is_none(), "{motion}");
+        assert_eq!(
+            by_id(&v, "camera_nvr_ch1_linedetection_human")["name"],
+            "Line crossing (human)"
+        );
+        let bag = by_id(&v, "camera_nvr_ch2_attendedbaggage");
+        assert_eq!(bag["name"], "Object removed");
+        assert_eq!(bag["device"]["name"], "Gate & Drive");
+        assert_eq!(bag["enabled_by_default"], false);
+        // Device-level alarms on the NVR itself.
+        let disk = by_id(&v, "camera_nvr_device_diskerror");
+        assert_eq!(
+            (disk["name"].as_str(), disk["device"]["name"].as_str()),
+            (Some("Disk error"), Some("NVR"))
+        );
+        // A single camera takes its channel's name; its picture entity takes the device's.
+        let cam = by_id(&v, "camera_garage_ch1_vmd");
+        assert_eq!(
+            (cam["name"].as_str(), cam["device"]["name"].as_str()),
+            (Some("Motion"), Some("Garage"))
+        );
+        assert!(by_id(&v, "camera_garage_ch1")["name"].is_null());
+        // One door model: the contact and one lock entity; no contact entity without one.
+        assert!(v.iter().all(|e| !e.object_id.ends_with("_unlocked")));
+        assert_eq!(by_id(&v, "door_7242929_lock")["name"], "Lock");
+        assert!(by_id(&v, "door_7242929_contact")["name"].is_null());
+        assert!(v.iter().all(|e| e.object_id != "door_6203980_contact"));
+    }
+
+    #[test]
+    fn nothing_of_net2_without_net2() {
+        let v = sample_with(false);
+        assert!(!v.is_empty());
+        for e in &v {
+            assert!(e.device_id != SERVER_ID, "{}", e.object_id);
+            assert!(!e.config.to_string().contains("net2"), "{}", e.object_id);
+        }
+    }
+
+    #[test]
+    fn topics_a_removed_entity_leaves_behind() {
+        let v = sample();
+        let used = referenced_topics(&by_id(&v, "camera_nvr_ch1_linedetection").to_string());
+        assert!(used.contains(&"gatehouse/camera/nvr/ch1/alarm/linedetection".to_string()));
+        assert!(used.contains(&"gatehouse/camera/nvr/availability".to_string()));
+        let dev = render(&topics(), &v, true);
+        assert!(dev.iter().any(|(_, p)| {
+            referenced_topics(p).contains(&"gatehouse/door/7242929/state".to_string())
+        }));
     }
 
     /// Compare with a committed snapshot; `UPDATE_SNAPSHOTS=1` rewrites it.
@@ -835,8 +1051,8 @@ mod tests {
             .collect();
         assert_eq!(
             got.len(),
-            3,
-            "one config per device: the door, the Net2 server and the camera"
+            7,
+            "one config per device: two doors, the Net2 server, the camera, the NVR and its two channels"
         );
         for v in got.values() {
             assert!(

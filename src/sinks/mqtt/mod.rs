@@ -168,6 +168,31 @@ impl Conn {
     }
 }
 
+/// The alarm states a device's triggers announce (`/ISAPI/Event/triggers`), OFF: for the
+/// channels the device has (an NVR's trigger list names inputs it does not have), its IO
+/// ports and device-level events. Discovered, and published OFF, before their first alarm.
+fn trigger_alarms(i: &CameraInfo, at: chrono::DateTime<chrono::Utc>) -> Vec<CameraAlarm> {
+    let has = |c: u32| i.channels.is_empty() || i.channels.iter().any(|x| x.id == c);
+    let mut out: Vec<CameraAlarm> = i
+        .triggers
+        .iter()
+        .filter(|t| t.channel.is_none_or(has))
+        .map(|t| CameraAlarm {
+            device: i.device.clone(),
+            channel: t.channel,
+            io_port: t.io_port,
+            event_type: t.event_type.clone(),
+            target: None,
+            on: false,
+            at,
+        })
+        .collect();
+    out.dedup_by(|a, b| {
+        (a.channel, a.io_port, &a.event_type) == (b.channel, b.io_port, &b.event_type)
+    });
+    out
+}
+
 /// Aborts the task when the sink ends, however it ends.
 struct AbortOnDrop(Option<tokio::task::JoinHandle<()>>);
 
@@ -291,8 +316,13 @@ impl Sink {
     fn absorb(&mut self, m: &Message) -> Vec<(String, String, bool)> {
         match m {
             Message::DoorState(d) => {
-                self.doors.insert(d.id, d.clone());
-                vec![(self.topics.door_state(d.id), self.door_payload(d), true)]
+                let before = self.doors.insert(d.id, d.clone());
+                let mut out = vec![(self.topics.door_state(d.id), self.door_payload(d), true)];
+                // Learning that a door has no contact (or its name) changes its entities.
+                if before.is_none_or(|b| b.has_contact != d.has_contact || b.name != d.name) {
+                    out.extend(self.discovery_changes());
+                }
+                out
             }
             Message::Presence(p) => {
                 let new_user = !self.presence.contains_key(&p.user.id);
@@ -353,6 +383,22 @@ impl Sink {
                     serde_json::to_string(i).unwrap_or_default(),
                     true,
                 )];
+                // Every alarm the device announces has a state from the first second: OFF
+                // until its first alarm (an entity Home Assistant shows as `unknown` reads as
+                // broken). An alarm already reported keeps its state.
+                for a in trigger_alarms(i, chrono::Utc::now()) {
+                    let topic = self.topics.camera_alarm(
+                        &a.device,
+                        a.channel,
+                        a.io_port,
+                        &a.event_type,
+                        None,
+                    );
+                    if !self.alarms.contains_key(&topic) {
+                        self.alarms.insert(topic.clone(), (a, "OFF".into()));
+                        out.push((topic, "OFF".into(), true));
+                    }
+                }
                 // A retained "ON" left by a run that crashed (or lost power) would show a
                 // stream as running for ever: every channel whose stream this run has not
                 // reported yet is set OFF (a START before this point has reported its ON).
@@ -628,36 +674,54 @@ impl Sink {
         let from_triggers: Vec<CameraAlarm> = self
             .cameras
             .values()
-            .flat_map(|i| {
-                i.triggers.iter().map(|t| CameraAlarm {
-                    device: i.device.clone(),
-                    channel: t.channel,
-                    io_port: t.io_port,
-                    event_type: t.event_type.clone(),
-                    target: None,
-                    on: false,
-                    at: self.started,
-                })
-            })
+            .flat_map(|i| trigger_alarms(i, self.started))
             .collect();
         let mut alarms: Vec<&CameraAlarm> = self.alarms.values().map(|(a, _)| a).collect();
-        alarms.extend(from_triggers.iter());
+        alarms.extend(from_triggers.iter().filter(|a| {
+            !self.alarms.contains_key(&self.topics.camera_alarm(
+                &a.device,
+                a.channel,
+                a.io_port,
+                &a.event_type,
+                None,
+            ))
+        }));
+        let net2 = cfg.sources.net2.is_some();
         let ctx = discovery::Context {
             topics: &self.topics,
-            doors: discovery::door_names(&cfg.doors, &self.doors),
+            doors: if net2 {
+                discovery::door_names(&cfg.doors, &self.doors)
+            } else {
+                BTreeMap::new()
+            },
+            no_contact: self
+                .doors
+                .values()
+                .filter(|d| d.has_contact == Some(false))
+                .map(|d| d.id)
+                .collect(),
             door_cameras: cfg
                 .doors
                 .iter()
                 .filter_map(|(id, d)| Some((*id, d.camera_ref()?.0.to_string())))
                 .collect(),
-            presence: self.presence.values().collect(),
+            presence: if net2 {
+                self.presence.values().collect()
+            } else {
+                Vec::new()
+            },
             cameras: cfg
                 .sources
                 .hikvision
                 .iter()
-                .map(|h| (h.id.clone(), self.cameras.get(&h.id).cloned()))
+                .map(|h| discovery::CameraCtx {
+                    id: h.id.clone(),
+                    name: h.name.clone(),
+                    info: self.cameras.get(&h.id).cloned(),
+                })
                 .collect(),
             alarms,
+            net2,
         };
         let entities = discovery::configs(&ctx);
         discovery::render(
@@ -680,10 +744,27 @@ impl Sink {
                 record.push((t.clone(), Some(p.clone())));
             }
         }
-        for t in self.discovery.keys() {
+        // Stale configs are cleared, and with them the retained topics only they used (the
+        // state, availability and picture topics of a removed door, camera or source).
+        let in_use: std::collections::HashSet<String> = wanted
+            .values()
+            .flat_map(|p| discovery::referenced_topics(p))
+            .chain([self.topics.bridge_state()])
+            .collect();
+        let mut cleared = std::collections::HashSet::new();
+        for (t, p) in &self.discovery {
             if !wanted.contains_key(t) {
                 out.push((t.clone(), String::new(), true));
                 record.push((t.clone(), None));
+            }
+            // A removed entity, or one that moved to other topics (alarm states moved to
+            // `…/alarm/…`).
+            if wanted.get(t) != Some(p) {
+                for topic in discovery::referenced_topics(p) {
+                    if !in_use.contains(&topic) && cleared.insert(topic.clone()) {
+                        out.push((topic, String::new(), true));
+                    }
+                }
             }
         }
         if !record.is_empty() {
@@ -714,7 +795,8 @@ impl Sink {
             self.bridge_info().to_string(),
             true,
         ));
-        if !self.health.contains_key(SOURCE) {
+        let net2 = self.cfg_rx.borrow().sources.net2.is_some();
+        if net2 && !self.health.contains_key(SOURCE) {
             out.push((
                 self.topics.source_availability(SOURCE),
                 "offline".into(),

@@ -10,6 +10,7 @@ pub mod client;
 pub mod digest;
 pub mod gate;
 pub mod info;
+pub mod kinds;
 pub mod multipart;
 pub mod pictures;
 pub mod state;

@@ -154,8 +154,18 @@ impl DoorTracker {
         for (id, f) in entries {
             out.extend(self.apply_flags(*id, f, now));
             let t = self.door(*id);
-            t.has_contact = Some(f.door_contact_closed.is_some());
+            let has_contact = Some(f.door_contact_closed.is_some());
+            t.has_contact = has_contact;
             t.observed_at = Some(Utc::now());
+            // What a poll tells beyond the flags: whether the door has a contact, and that its
+            // ACU is online unless Net2 said otherwise (event 500).
+            let before = t.state.clone();
+            t.state.has_contact = has_contact;
+            t.state.acu_online.get_or_insert(true);
+            if t.state != before {
+                t.state.updated = Some(Utc::now());
+                out.push(Message::DoorState(t.state.clone()));
+            }
         }
         if entries.is_empty() {
             return out;

@@ -176,6 +176,10 @@ async fn an_nvr_closing_its_stream_stays_online_and_reconnects_at_once() {
     assert_eq!(info["device_type"], "NVR");
     assert_eq!(info["channels"].as_array().unwrap().len(), 4);
     assert_eq!(info["channels"][0]["name"], "Camera 01");
+    assert_eq!(
+        info["channels"][2]["name"], "Gate & Drive",
+        "an escaped character decoded"
+    );
     assert_eq!(info["disks"][1]["status"], "error");
     assert_eq!(info["rtsp_port"], 554);
     // An alarm on channel 15 still arrives on a later stream.

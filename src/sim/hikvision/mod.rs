@@ -592,7 +592,11 @@ async fn serve(inner: Arc<Inner>, sock: tokio::net::TcpStream) -> std::io::Resul
             && inner.cfg.personality.nvr
         {
             let chans: String = (1..=4)
-                .map(|i| format!("<InputProxyChannel version=\"2.0\"><id>{i}</id><name>Camera {i:02}</name><sourceInputPortDescriptor><proxyProtocol>HIKVISION</proxyProtocol><ipAddress>192.0.2.{}</ipAddress></sourceInputPortDescriptor></InputProxyChannel>", 10 + i))
+                // Channel 3's name carries an escaped character, as installers' names do.
+                .map(|i| {
+                    let name = if i == 3 { "Gate &amp; Drive".to_string() } else { format!("Camera {i:02}") };
+                    format!("<InputProxyChannel version=\"2.0\"><id>{i}</id><name>{name}</name><sourceInputPortDescriptor><proxyProtocol>HIKVISION</proxyProtocol><ipAddress>192.0.2.{}</ipAddress></sourceInputPortDescriptor></InputProxyChannel>", 10 + i)
+                })
                 .collect();
             (
                 "200 OK",

@@ -65,9 +65,21 @@ enum State {
     Skip,
 }
 
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+enum DocKind {
+    /// Not decided yet (nothing but white space so far).
+    #[default]
+    Unknown,
+    Xml,
+    Json,
+    /// Neither: the part ends at the next boundary.
+    Other,
+}
+
 /// How far a length-less body has been read as a document, to end it when it is complete.
 #[derive(Debug, Clone, Copy, Default)]
 struct DocScan {
+    kind: DocKind,
     /// Bytes of `buf` already looked at.
     pos: usize,
     depth: usize,
@@ -82,7 +94,7 @@ impl DocScan {
     /// root), once it is there. Resumes where it stopped; an unfinished construct is looked at
     /// again with more bytes.
     fn xml_end(&mut self, b: &[u8]) -> Option<usize> {
-        while let Some(off) = b[self.pos..].iter().position(|c| *c == b'<') {
+        while let Some(off) = memchr::memchr(b'<', &b[self.pos..]) {
             let lt = self.pos + off;
             let rest = &b[lt..];
             let (len, delta) = if rest.starts_with(b"<?") {
@@ -157,12 +169,18 @@ impl DocScan {
     }
 }
 
+/// Where `needle` starts in `hay`. Alerts are scanned on every part, so the byte searches are
+/// memchr's (SIMD) rather than byte loops.
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
+    memchr::memmem::find(hay, needle)
 }
 
 /// The `>` that ends a start tag (quoted attribute values may hold one).
 fn tag_end(tag: &[u8]) -> Option<usize> {
+    let gt = memchr::memchr(b'>', tag)?;
+    if memchr::memchr2(b'"', b'\'', &tag[..gt]).is_none() {
+        return Some(gt);
+    }
     let mut quote = None;
     for (i, c) in tag.iter().enumerate().skip(1) {
         match (quote, *c) {
@@ -243,8 +261,10 @@ impl Parser {
         loop {
             match self.state {
                 State::Preamble | State::Skip => {
-                    let Some(line) = self.take_line() else { break };
-                    if self.is_boundary(&line) {
+                    let Some(n) = self.peek_line() else { break };
+                    let boundary = self.is_boundary(&self.buf[..n]);
+                    self.buf.advance(n);
+                    if boundary {
                         self.start_headers();
                     }
                 }
@@ -295,26 +315,27 @@ impl Parser {
                     out.push(Ok(self.part(body)));
                     self.start_between();
                 }
-                State::Scan => match self.document_end(self.find_boundary().map(|(b, _)| b)) {
-                    Some(end) => {
+                State::Scan => match self.find_boundary() {
+                    Some((end, next)) => {
                         let body = self.buf.split_to(end).to_vec();
-                        out.push(Ok(self.part(body)));
-                        // The line ending and the boundary that follow are skipped as between
-                        // parts.
-                        self.start_between();
+                        self.buf.advance(next - end);
+                        if body.len() > self.max_part {
+                            out.push(Err(PartError::TooLarge {
+                                limit: self.max_part,
+                            }));
+                        } else if !body.trim_ascii().is_empty() {
+                            out.push(Ok(self.part(body)));
+                        }
+                        self.start_headers();
                     }
-                    None => match self.find_boundary() {
-                        Some((end, next)) => {
+                    // No boundary yet (a quiet camera sends the next part minutes later): the
+                    // part ends as soon as its document is complete. The line ending and the
+                    // boundary that follow are skipped as between parts.
+                    None => match self.document_end() {
+                        Some(end) => {
                             let body = self.buf.split_to(end).to_vec();
-                            self.buf.advance(next - end);
-                            if body.len() > self.max_part {
-                                out.push(Err(PartError::TooLarge {
-                                    limit: self.max_part,
-                                }));
-                            } else if !body.trim_ascii().is_empty() {
-                                out.push(Ok(self.part(body)));
-                            }
-                            self.start_headers();
+                            out.push(Ok(self.part(body)));
+                            self.start_between();
                         }
                         None => {
                             if self.buf.len() > self.max_part {
@@ -345,23 +366,32 @@ impl Parser {
         out
     }
 
-    /// Where the body being scanned ends as a complete XML or JSON document (by its
-    /// Content-Type, else its first character), once it does — before `boundary`, the start
-    /// of the next boundary line when there is one.
-    fn document_end(&mut self, boundary: Option<usize>) -> Option<usize> {
-        let body = &self.buf[..boundary.unwrap_or(self.buf.len())];
-        let ct = self
-            .content_type
-            .as_deref()
-            .unwrap_or("")
-            .to_ascii_lowercase();
-        let first = body.iter().find(|c| !c.is_ascii_whitespace()).copied();
-        if ct.contains("xml") || (ct.is_empty() && first == Some(b'<')) {
-            self.doc.xml_end(body)
-        } else if ct.contains("json") || (ct.is_empty() && matches!(first, Some(b'{' | b'['))) {
-            self.doc.json_end(body)
-        } else {
-            None
+    /// Where the body being scanned (all of the buffer: no boundary has come) ends as a
+    /// complete XML or JSON document (by its Content-Type, else its first character), once it
+    /// does.
+    fn document_end(&mut self) -> Option<usize> {
+        let body = &self.buf[..];
+        if self.doc.kind == DocKind::Unknown {
+            let ct = self.content_type.as_deref().unwrap_or("");
+            let has = |w: &str| {
+                ct.as_bytes()
+                    .windows(w.len())
+                    .any(|x| x.eq_ignore_ascii_case(w.as_bytes()))
+            };
+            self.doc.kind = match body.iter().find(|c| !c.is_ascii_whitespace()) {
+                _ if has("xml") => DocKind::Xml,
+                _ if has("json") => DocKind::Json,
+                _ if !ct.is_empty() => DocKind::Other,
+                Some(b'<') => DocKind::Xml,
+                Some(b'{' | b'[') => DocKind::Json,
+                Some(_) => DocKind::Other,
+                None => return None,
+            };
+        }
+        match self.doc.kind {
+            DocKind::Xml => self.doc.xml_end(body),
+            DocKind::Json => self.doc.json_end(body),
+            DocKind::Other | DocKind::Unknown => None,
         }
     }
 
@@ -410,11 +440,6 @@ impl Parser {
 
     fn peek_line(&self) -> Option<usize> {
         self.buf.iter().position(|b| *b == b'\n').map(|i| i + 1)
-    }
-
-    fn take_line(&mut self) -> Option<Vec<u8>> {
-        let n = self.peek_line()?;
-        Some(self.buf.split_to(n).to_vec())
     }
 
     /// Start of the line ending before the next boundary line, and the end of that line.

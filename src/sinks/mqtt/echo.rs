@@ -117,13 +117,19 @@ impl EchoLog {
     }
 }
 
-/// `seq` of an event payload, without parsing the rest.
+/// `seq` of an event payload (`{"id":"…","seq":4711,…}`), without parsing the rest: the
+/// watcher takes every event, so this is on the hot path of a backlog drain.
 fn seq_of(payload: &[u8]) -> Option<i64> {
-    #[derive(serde::Deserialize)]
-    struct Seq {
-        seq: i64,
-    }
-    serde_json::from_slice::<Seq>(payload).ok().map(|s| s.seq)
+    const KEY: &[u8] = b"\"seq\":";
+    let at = payload.windows(KEY.len()).position(|w| w == KEY)? + KEY.len();
+    let digits = payload[at..]
+        .iter()
+        .take_while(|b| b.is_ascii_digit())
+        .count();
+    std::str::from_utf8(&payload[at..at + digits])
+        .ok()?
+        .parse()
+        .ok()
 }
 
 /// Run the watcher until `cancel`: connect, subscribe to `filters`, record, reconnect.
@@ -198,6 +204,7 @@ mod tests {
             Some(42)
         );
         assert_eq!(seq_of(b"ON"), None);
+        assert_eq!(seq_of(br#"{"seq":"x"}"#), None);
         let l = EchoLog::default();
         for s in 0..(KEEP as i64 + 10) {
             l.record(s);

@@ -74,6 +74,31 @@ fn new_request_id() -> String {
     )
 }
 
+/// A parsed command of a topic without per-device checks: refused when retained.
+fn command(
+    request_id: Option<String>,
+    kind: CommandKind,
+    retained: bool,
+    requester: &str,
+) -> Result<Command, Rejection> {
+    let request_id = request_id
+        .filter(|r| !r.is_empty())
+        .unwrap_or_else(new_request_id);
+    if retained {
+        return Err(Rejection {
+            request_id,
+            kind: Some(kind),
+            reason: "retained command ignored: commands must not be retained".into(),
+        });
+    }
+    Ok(Command {
+        request_id,
+        requester: requester.into(),
+        kind,
+        received: chrono::Utc::now(),
+    })
+}
+
 fn action(s: &str) -> Option<DoorAction> {
     // LOCK / UNLOCK / OPEN are Home Assistant's lock entity payloads; PRESS its button's.
     Some(match s.trim().to_ascii_uppercase().as_str() {
@@ -285,23 +310,12 @@ impl Router {
             kind: None,
             reason,
         })?;
-        let request_id = request_id
-            .filter(|r| !r.is_empty())
-            .unwrap_or_else(new_request_id);
-        let kind = CommandKind::Replay { from_seq };
-        if retained {
-            return Err(Rejection {
-                request_id,
-                kind: Some(kind),
-                reason: "retained command ignored: commands must not be retained".into(),
-            });
-        }
-        Ok(Command {
+        command(
             request_id,
-            requester: "mqtt:bridge/replay/set".into(),
-            kind,
-            received: chrono::Utc::now(),
-        })
+            CommandKind::Replay { from_seq },
+            retained,
+            "mqtt:bridge/replay/set",
+        )
     }
 
     /// A publish on `…/net2/lockdown/set`: `ON`, `OFF` or `{"lockdown":true,"request_id":…}`.
@@ -323,21 +337,12 @@ impl Router {
             kind: None,
             reason,
         })?;
-        let request_id = rid.filter(|r| !r.is_empty()).unwrap_or_else(new_request_id);
-        let kind = CommandKind::Lockdown { active };
-        if retained {
-            return Err(Rejection {
-                request_id,
-                kind: Some(kind),
-                reason: "retained command ignored: commands must not be retained".into(),
-            });
-        }
-        Ok(Command {
-            request_id,
-            requester: "mqtt:net2/lockdown/set".into(),
-            kind,
-            received: chrono::Utc::now(),
-        })
+        command(
+            rid,
+            CommandKind::Lockdown { active },
+            retained,
+            "mqtt:net2/lockdown/set",
+        )
     }
 }
 

@@ -33,7 +33,10 @@ pub enum Action {
         config: PathBuf,
         name: String,
         ttl: String,
-        scope: Option<String>,
+        /// Path prefixes the token opens; empty: every path.
+        scope: Vec<String>,
+        /// `CAMERA/CH`: print that channel's player link with a token for it alone.
+        player: Option<String>,
     },
     SimNet2 {
         bind: std::net::SocketAddr,
@@ -86,20 +89,14 @@ pub async fn dispatch(a: Action) -> Result<()> {
             name,
             ttl,
             scope,
+            player,
         } => {
             let cfg = load(&config)?;
-            let web = cfg.web.ok_or_else(|| {
-                Error::new(
-                    ErrorKind::Config,
-                    "no web section in the config: no server to open",
-                )
-            })?;
-            let ttl: config::HumanDuration = serde_norway::from_str(&ttl).map_err(|e| {
-                Error::new(ErrorKind::InvalidArgument, format!("--ttl {ttl:?}: {e}"))
-            })?;
-            let signer = crate::web::auth::UrlSigner::new(&web)?;
-            let t = signer.token(&name, ttl.get(), scope.as_deref())?;
-            let _ = writeln!(std::io::stdout(), "{t}");
+            let _ = writeln!(
+                std::io::stdout(),
+                "{}",
+                token(&cfg, &name, &ttl, &scope, player.as_deref())?
+            );
             Ok(())
         }
         Action::SimNet2 { bind, every } => sim_net2(bind, every).await,
@@ -109,6 +106,56 @@ pub async fn dispatch(a: Action) -> Result<()> {
             action,
         } => net2_open(load(&config)?, door, action).await,
     }
+}
+
+/// `gatehouse token`: a token opening `scope` (every path if empty), or with `player`
+/// (`CAMERA/CH`) the link to that channel's player page, carrying a token for it alone.
+fn token(
+    cfg: &Config,
+    name: &str,
+    ttl: &str,
+    scope: &[String],
+    player: Option<&str>,
+) -> Result<String> {
+    let web = cfg.web.as_ref().ok_or_else(|| {
+        Error::new(
+            ErrorKind::Config,
+            "no web section in the config: no server to open",
+        )
+    })?;
+    let ttl: config::HumanDuration = serde_norway::from_str(ttl)
+        .map_err(|e| Error::new(ErrorKind::InvalidArgument, format!("--ttl {ttl:?}: {e}")))?;
+    let signer = crate::web::auth::UrlSigner::new(web)?;
+    let Some(player) = player else {
+        return if scope.is_empty() {
+            signer.token(name, ttl.get(), None)
+        } else {
+            signer.token_for(name, ttl.get(), scope)
+        };
+    };
+    let (camera, ch) = player
+        .split_once('/')
+        .and_then(|(c, ch)| Some((c, ch.parse::<u32>().ok()?)))
+        .filter(|(c, _)| !c.is_empty())
+        .ok_or_else(|| {
+            Error::new(
+                ErrorKind::InvalidArgument,
+                format!("--player {player:?}: expected CAMERA/CH, e.g. garage/1"),
+            )
+        })?;
+    if !cfg.sources.hikvision.iter().any(|h| h.id == camera) {
+        return Err(Error::new(
+            ErrorKind::InvalidArgument,
+            format!("--player {player:?}: no camera {camera:?} in sources.hikvision"),
+        ));
+    }
+    use crate::media::live::{player_path, player_scope};
+    let t = signer.token_for(name, ttl.get(), &player_scope(camera, ch))?;
+    Ok(format!(
+        "{}{}?token={t}",
+        signer.base(),
+        player_path(camera, ch)
+    ))
 }
 
 fn print_event(out: &mut impl Write, e: &crate::storage::StoredEvent, json: bool) {
@@ -412,12 +459,19 @@ async fn demo(
     let mut out = std::io::stdout();
     let web = match (&app.media, app.web_addr) {
         (Some(m), Some(addr)) => {
-            let tok = m
+            let day = Duration::from_secs(86400);
+            let (tok, player) = m
                 .urls()
-                .and_then(|u| u.token("demo", Duration::from_secs(86400), None).ok())
+                .and_then(|u| {
+                    let scope = crate::media::live::player_scope("camera", 1);
+                    Some((
+                        u.token("demo", day, None).ok()?,
+                        u.token_for("demo", day, &scope).ok()?,
+                    ))
+                })
                 .unwrap_or_default();
             format!(
-                "  live video:       http://{addr}/live/camera/1?token={tok}\n  snapshot:         http://{addr}/api/device/camera/channel/1/snapshot?token={tok}\n  snapshot by MQTT: mosquitto_pub -p {mqtt_port} -t gatehouse/camera/camera/snapshot/set -m PRESS\n"
+                "  live video:       http://{addr}/live/camera/1?token={player}\n  snapshot:         http://{addr}/api/device/camera/channel/1/snapshot?token={tok}\n  snapshot by MQTT: mosquitto_pub -p {mqtt_port} -t gatehouse/camera/camera/snapshot/set -m PRESS\n"
             )
         }
         _ => String::new(),

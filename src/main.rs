@@ -67,9 +67,14 @@ enum Cmd {
         /// Lifetime: 30d, 12h, 90m…
         #[arg(long, default_value = "30d")]
         ttl: String,
-        /// Only paths under this prefix (e.g. /hls/garage/1/); default: everything.
-        #[arg(long)]
-        scope: Option<String>,
+        /// Only paths under this prefix (e.g. /api/pictures/); repeat for several; default:
+        /// everything.
+        #[arg(long, value_name = "PREFIX")]
+        scope: Vec<String>,
+        /// Print a viewer's link instead: the player page of this camera channel (e.g.
+        /// garage/1), with a token that opens only it — its stream, playlist and segments.
+        #[arg(long, value_name = "CAMERA/CH", conflicts_with = "scope")]
+        player: Option<String>,
     },
     /// Run a device simulator on its own (for trying gatehouse or measuring it).
     Sim {
@@ -140,11 +145,13 @@ fn main() -> ExitCode {
             name,
             ttl,
             scope,
+            player,
         } => gatehouse::cli::Action::Token {
             config,
             name,
             ttl,
             scope,
+            player,
         },
         Cmd::Demo { dir, seconds } => gatehouse::cli::Action::Demo {
             dir,

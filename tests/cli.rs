@@ -96,6 +96,83 @@ fn token_prints_a_jwt_the_server_accepts_for_its_scope_only() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("no web section"));
 }
 
+/// `gatehouse token --player CAMERA/CH` prints the link a viewer opens: the player page with a
+/// token for that channel's player, its stream, playlist and segments, and nothing else.
+#[test]
+fn token_player_prints_the_link_to_one_channels_player() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("c.yaml");
+    std::fs::write(
+        &f,
+        "version: 1\nweb: { jwt_secret: cli-test-secret-0123, public_url: \"https://gate.lan/\" }\nsources:\n  hikvision:\n    - { id: garage, url: \"http://192.0.2.1\", username: admin, password: x }\n    - { id: porch, url: \"http://192.0.2.2\", username: admin, password: x }\n",
+    )
+    .unwrap();
+    let token = |args: &[&str]| {
+        Command::new(BIN)
+            .arg("token")
+            .args(args)
+            .arg("-c")
+            .arg(&f)
+            .output()
+            .unwrap()
+    };
+    let out = token(&["--player", "garage/1", "--ttl", "1h"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let link = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let tok = link
+        .strip_prefix("https://gate.lan/live/garage/1?token=")
+        .unwrap_or_else(|| panic!("not the player link: {link}"));
+    let cfg = gatehouse::config::load_file(&f).unwrap();
+    let signer = gatehouse::web::auth::UrlSigner::new(cfg.web.as_ref().unwrap()).unwrap();
+    for p in [
+        "/live/garage/1",
+        "/api/device/garage/channel/1/live",
+        "/api/device/garage/channel/1/heartbeat",
+        "/hls/garage/1/index.m3u8",
+        "/hls/garage/1/init0.mp4",
+        "/hls/garage/1/seg7.m4s",
+    ] {
+        assert!(signer.check(Some(tok), p).is_ok(), "{p} refused");
+    }
+    for p in [
+        "/api/device/garage/channel/1/stop",
+        "/api/device/garage/channel/1/snapshot",
+        "/api/device/garage/channel/10/live",
+        "/api/device/garage/channel/2/heartbeat",
+        "/api/device/porch/channel/1/live",
+        "/hls/garage/10/index.m3u8",
+        "/hls/porch/1/index.m3u8",
+        "/live/porch/1",
+        "/api/pictures/x.jpg",
+        "/api/events/x/picture",
+    ] {
+        assert!(signer.check(Some(tok), p).is_err(), "{p} opened");
+    }
+    // Mistakes are named, not signed.
+    for (args, says) in [
+        (&["--player", "garag/1"][..], "garag"),
+        (&["--player", "garage"][..], "CAMERA/CH"),
+        (&["--player", "garage/x"][..], "CAMERA/CH"),
+        (&["--player", "garage/1", "--scope", "/hls/"][..], "--scope"),
+    ] {
+        let out = token(args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} printed a token");
+        assert!(err.contains(says), "{args:?}: {err}");
+    }
+    // --scope, repeated: paths under any of the prefixes.
+    let out = token(&["--scope", "/hls/garage/1/", "--scope", "/api/pictures/"]);
+    assert!(out.status.success());
+    let tok = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert!(signer.check(Some(&tok), "/hls/garage/1/index.m3u8").is_ok());
+    assert!(signer.check(Some(&tok), "/api/pictures/x.jpg").is_ok());
+    assert!(signer.check(Some(&tok), "/hls/porch/1/index.m3u8").is_err());
+}
+
 #[test]
 fn example_config_is_valid_and_documented() {
     let out = Command::new(BIN)

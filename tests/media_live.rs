@@ -46,6 +46,8 @@ struct Daemon {
     media: Media,
     web: SocketAddr,
     http: reqwest::Client,
+    /// The daemon's config, as `gatehouse token -c` reads it.
+    yaml: String,
 }
 
 impl Daemon {
@@ -65,6 +67,8 @@ impl Daemon {
         let app = gatehouse::app::App::start(cfg, None, None).await.unwrap();
         let media = app.media.clone().expect("media service");
         let web = app.web_addr.expect("web server");
+        // What the user's config file says: the port the server really listens on.
+        let yaml = yaml.replace("\"127.0.0.1:0\"", &format!("\"{web}\""));
         Daemon {
             broker,
             rec,
@@ -73,7 +77,27 @@ impl Daemon {
             media,
             web,
             http: reqwest::Client::new(),
+            yaml,
         }
+    }
+
+    /// `gatehouse token -c <this daemon's config> <args>`: its stdout, trimmed.
+    fn gatehouse_token(&self, args: &[&str]) -> String {
+        let f = self._dir.path().join("config.yaml");
+        std::fs::write(&f, &self.yaml).unwrap();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_gatehouse"))
+            .arg("token")
+            .args(args)
+            .arg("-c")
+            .arg(&f)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "gatehouse token {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
     }
 
     /// An unscoped token (as `gatehouse token` makes).
@@ -442,6 +466,7 @@ fn base64_decode(s: &str) -> Vec<u8> {
 const PAGE_STATE: &str = r#"JSON.stringify((() => {
   const v = document.getElementById("video"), s = document.getElementById("status");
   return {
+    href: location.href,
     state: s ? s.dataset.state : null, text: s ? s.textContent : null,
     t: v ? v.currentTime : -1, w: v ? v.videoWidth : 0, h: v ? v.videoHeight : 0,
     mse: !!(window.MediaSource && MediaSource.isTypeSupported('video/mp4; codecs="avc1.42E01E"')),
@@ -449,10 +474,52 @@ const PAGE_STATE: &str = r#"JSON.stringify((() => {
   };
 })())"#;
 
+/// Open `url` in the page and wait for the player's state on it: `Ok` once it plays the
+/// 640×360 test pattern, `Err(state)` when it says "error".
+async fn open_player(cdp: &mut Cdp, url: &str) -> Result<Value, Value> {
+    cdp.call("Page.navigate", json!({ "url": url })).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(45);
+    loop {
+        let s = cdp.eval(PAGE_STATE).await;
+        // Until the navigation commits, the state is the previous page's.
+        if s["href"] == url {
+            if s["state"] == "error" {
+                return Err(s);
+            }
+            if s["hls"] == true && s["mse"] == false {
+                panic!(
+                    "this Chromium cannot decode H.264 in MSE (isTypeSupported avc1 false): {s}"
+                );
+            }
+            if s["state"] == "playing" && s["t"].as_f64().unwrap_or(0.0) > 1.0 && s["w"] == 640 {
+                return Ok(s);
+            }
+        }
+        if tokio::time::Instant::now() > deadline {
+            panic!("{url}: neither playing nor an error within 45 s: {s}");
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// The player links gatehouse hands out, opened the way a user does: the one `gatehouse token
+/// --player` prints (from a stopped stream), the `player_url` of a stream's MQTT payload, and
+/// its `hls_url`'s token on the player page. A token for another camera is refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn headless_chromium_plays_the_live_page() {
+async fn headless_chromium_plays_the_player_links_gatehouse_hands_out() {
     let cam = camera_sim(StreamConfig::main()).await;
-    let d = Daemon::start(|_| cam_line("garage", &cam, ""), "").await;
+    let porch = camera_sim(StreamConfig::main()).await;
+    let d = Daemon::start(
+        |_| {
+            format!(
+                "{}{}",
+                cam_line("garage", &cam, ""),
+                cam_line("porch", &porch, "")
+            )
+        },
+        "",
+    )
+    .await;
     wait_camera_info(&d, "garage").await;
     let chromium = Chromium::start();
     // The page target Chromium opened on about:blank.
@@ -479,25 +546,70 @@ async fn headless_chromium_plays_the_live_page() {
         .unwrap_or_else(|| panic!("no page target: {list}"))
         .to_string();
     let mut cdp = Cdp::connect(&page_ws).await;
-    let page = d.url(&format!("/live/garage/1?token={}", d.token()));
-    cdp.call("Page.navigate", json!({ "url": page })).await;
+    let state_topic = "gatehouse/camera/garage/ch1/stream";
 
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(45);
-    let state = loop {
-        let s = cdp.eval(PAGE_STATE).await;
-        if s["state"] == "error" {
-            panic!("the player page failed: {s}");
-        }
-        if s["hls"] == true && s["mse"] == false {
-            panic!("this Chromium cannot decode H.264 in MSE (isTypeSupported avc1 false): {s}");
-        }
-        if s["state"] == "playing" && s["t"].as_f64().unwrap_or(0.0) > 1.0 && s["w"] == 640 {
-            break s;
-        }
-        if tokio::time::Instant::now() > deadline {
-            panic!("not playing within 45 s: {s}");
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
+    // 1. A stream started over MQTT: the token of its hls_url opens the player page, and so
+    //    does its player_url.
+    publish(
+        d.broker.port,
+        "gatehouse/camera/garage/stream/set",
+        b"START",
+        false,
+    )
+    .await;
+    wait_for("stream ON", T, || {
+        d.rec
+            .on(state_topic)
+            .iter()
+            .any(|m| m.retain && m.json()["state"] == "ON")
+    })
+    .await;
+    let on = d
+        .rec
+        .on(state_topic)
+        .into_iter()
+        .map(|m| m.json())
+        .find(|v| v["state"] == "ON")
+        .unwrap();
+    let hls_url = on["hls_url"].as_str().expect("hls_url");
+    let hls_token = hls_url
+        .split("?token=")
+        .nth(1)
+        .expect("hls_url has a token");
+    let page = d.url(&format!("/live/garage/1?token={hls_token}"));
+    if let Err(s) = open_player(&mut cdp, &page).await {
+        panic!("the hls_url's token does not open the player page: {s}");
+    }
+    let player_url = on["player_url"]
+        .as_str()
+        .expect("player_url in the payload");
+    assert!(
+        player_url.starts_with(&d.url("/live/garage/1?token=")),
+        "{player_url}"
+    );
+    if let Err(s) = open_player(&mut cdp, player_url).await {
+        panic!("the payload's player_url does not play: {s}");
+    }
+
+    // 2. From a stopped stream, the documented link: `gatehouse token --player garage/1`.
+    cdp.call("Page.navigate", json!({ "url": "about:blank" }))
+        .await;
+    publish(
+        d.broker.port,
+        "gatehouse/camera/garage/stream/set",
+        b"STOP",
+        false,
+    )
+    .await;
+    wait_for("stream stopped", T, || d.media.live("garage", 1).is_none()).await;
+    let link = d.gatehouse_token(&["--player", "garage/1"]);
+    assert!(
+        link.starts_with(&d.url("/live/garage/1?token=")),
+        "gatehouse token --player prints the player's link: {link}"
+    );
+    let state = match open_player(&mut cdp, &link).await {
+        Ok(s) => s,
+        Err(s) => panic!("the player link of `gatehouse token --player` failed: {s}"),
     };
     assert_eq!(state["h"], 360, "{state}");
 
@@ -561,6 +673,16 @@ async fn headless_chromium_plays_the_live_page() {
         var.sqrt(),
         path.display()
     );
+
+    // 3. The player link of another camera, with its token moved onto this camera's page:
+    //    refused, and the page says so.
+    let porch_link = d.gatehouse_token(&["--player", "porch/1"]);
+    let porch_token = porch_link.split("?token=").nth(1).expect("a token");
+    let page = d.url(&format!("/live/garage/1?token={porch_token}"));
+    match open_player(&mut cdp, &page).await {
+        Ok(s) => panic!("a token for porch/1 plays garage/1: {s}"),
+        Err(s) => assert!(s["text"].as_str().unwrap().contains("does not open"), "{s}"),
+    }
     drop(cdp);
     drop(chromium);
     d.stop().await;
@@ -1073,5 +1195,141 @@ async fn a_stream_that_cannot_start_says_why_and_stops() {
             .is_some_and(|m| m.json()["state"] == "OFF")
     })
     .await;
+    d.stop().await;
+}
+
+// ---------------------------------------------------------------------------------------
+// 8. One token per player link: its page, its stream's start and heartbeat, its playlist and
+//    segments, and nothing else
+
+/// The URIs a playlist lists: the init segment (`#EXT-X-MAP`) and the media segments.
+fn playlist_uris(m3u8: &str) -> Vec<String> {
+    m3u8.lines()
+        .filter_map(|l| match l.strip_prefix("#EXT-X-MAP:URI=\"") {
+            Some(rest) => rest.split('"').next().map(str::to_owned),
+            None => (!l.starts_with('#') && !l.trim().is_empty()).then(|| l.trim().to_owned()),
+        })
+        .collect()
+}
+
+/// `tok` opens what the player page of `cam`/`ch` needs — the page, `…/live`, `…/heartbeat`,
+/// the playlist and every URI in it (with the token the playlist repeats) — and nothing
+/// else: not `…/stop` or `…/snapshot`, not another channel or camera, not pictures.
+async fn assert_opens_one_player(d: &Daemon, tok: &str, cam: &str, ch: u32, other_cam: &str) {
+    let api = format!("/api/device/{cam}/channel/{ch}");
+    let (st, page) = d
+        .get_text(&d.url(&format!("/live/{cam}/{ch}?token={tok}")))
+        .await;
+    assert_eq!(st, 200, "{page}");
+    let (st, body) = d.call("GET", &format!("{api}/live"), Some(tok)).await;
+    assert_eq!(st, 200, "…/live: {body}");
+    let (st, body) = d.call("POST", &format!("{api}/heartbeat"), Some(tok)).await;
+    assert_eq!(st, 200, "…/heartbeat: {body}");
+    let (st, m3u8) = d
+        .get_text(&d.url(&format!("/hls/{cam}/{ch}/index.m3u8?token={tok}")))
+        .await;
+    assert_eq!(st, 200, "playlist: {m3u8}");
+    let uris = playlist_uris(&m3u8);
+    assert!(uris.len() >= 2, "an init segment and a segment: {m3u8}");
+    for u in &uris {
+        assert!(u.contains("?token="), "{u} carries the token: {m3u8}");
+        let (st, _, _, body) = get_bytes(d, &format!("/hls/{cam}/{ch}/{u}"), None).await;
+        assert_eq!(st, 200, "{u}: {}", String::from_utf8_lossy(&body));
+    }
+    let refused = [
+        ("POST", format!("{api}/stop")),
+        ("GET", format!("{api}/snapshot")),
+        ("GET", format!("/api/device/{cam}/channel/{}/live", ch + 1)),
+        ("GET", format!("/api/device/{cam}/channel/{ch}0/live")),
+        ("GET", format!("/api/device/{other_cam}/channel/{ch}/live")),
+        (
+            "POST",
+            format!("/api/device/{other_cam}/channel/{ch}/heartbeat"),
+        ),
+        ("GET", format!("/hls/{other_cam}/{ch}/index.m3u8")),
+        ("GET", format!("/hls/{cam}/{}/index.m3u8", ch + 1)),
+        ("GET", "/api/pictures/x.jpg".to_string()),
+        ("GET", "/api/events/x/picture".to_string()),
+    ];
+    for (method, path) in refused {
+        let (st, body) = d.call(method, &path, Some(tok)).await;
+        assert_eq!(st, 401, "{method} {path} opened: {body}");
+        assert!(
+            body["detail"].as_str().unwrap().contains("does not open"),
+            "{method} {path}: {body}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_player_token_opens_its_channels_player_playlist_and_segments_only() {
+    let cam = camera_sim(StreamConfig::main()).await;
+    let porch = camera_sim(StreamConfig::main()).await;
+    let d = Daemon::start(
+        |_| {
+            format!(
+                "{}{}",
+                cam_line("garage", &cam, ""),
+                cam_line("porch", &porch, "")
+            )
+        },
+        "",
+    )
+    .await;
+    wait_camera_info(&d, "garage").await;
+
+    // The REST answer: hls_url and player_url carry one token, for the player.
+    let (st, body) = d
+        .call("GET", "/api/device/garage/channel/1/live", Some(&d.token()))
+        .await;
+    assert_eq!(st, 200, "{body}");
+    let hls = body["hls_url"].as_str().expect("hls_url");
+    let (path, tok) = hls.split_once("?token=").expect("a token");
+    assert_eq!(path, "/hls/garage/1/index.m3u8");
+    assert_eq!(
+        body["player_url"].as_str(),
+        Some(format!("/live/garage/1?token={tok}").as_str()),
+        "{body}"
+    );
+    assert_opens_one_player(&d, tok, "garage", 1, "porch").await;
+
+    // The MQTT payload: the same, as full URLs.
+    let on = || {
+        d.rec
+            .on("gatehouse/camera/garage/ch1/stream")
+            .into_iter()
+            .map(|m| m.json())
+            .find(|v| v["state"] == "ON")
+    };
+    wait_for("stream ON", T, || on().is_some()).await;
+    let on = on().unwrap();
+    let player = on["player_url"].as_str().expect("player_url");
+    let tok = player
+        .strip_prefix(&d.url("/live/garage/1?token="))
+        .unwrap_or_else(|| panic!("{player}"));
+    assert_eq!(
+        on["hls_url"].as_str(),
+        Some(
+            d.url(&format!("/hls/garage/1/index.m3u8?token={tok}"))
+                .as_str()
+        ),
+        "{on}"
+    );
+    assert_opens_one_player(&d, tok, "garage", 1, "porch").await;
+
+    // The documented command.
+    let link = d.gatehouse_token(&["--player", "garage/1", "--ttl", "1h"]);
+    let tok = link
+        .strip_prefix(&d.url("/live/garage/1?token="))
+        .unwrap_or_else(|| panic!("{link}"));
+    assert_opens_one_player(&d, tok, "garage", 1, "porch").await;
+    // Another camera's player token opens nothing of this one.
+    let link = d.gatehouse_token(&["--player", "porch/1"]);
+    let tok = link.split("?token=").nth(1).unwrap();
+    let (st, body) = d
+        .call("GET", "/api/device/garage/channel/1/live", Some(tok))
+        .await;
+    assert_eq!(st, 401, "{body}");
+    d.media.live_stop("garage", 1);
     d.stop().await;
 }

@@ -61,9 +61,23 @@ pub fn hls_path(camera: &str, channel: u32) -> String {
     format!("/hls/{camera}/{channel}/index.m3u8")
 }
 
-/// What a path under `/hls/{camera}/{channel}/` opens (the signed-URL scope).
-pub fn hls_scope(camera: &str, channel: u32) -> String {
-    format!("/hls/{camera}/{channel}/")
+/// The player page of a channel on the web server.
+pub fn player_path(camera: &str, channel: u32) -> String {
+    format!("/live/{camera}/{channel}")
+}
+
+/// What a token for a channel's player opens (the scope of every stream URL handed out): the
+/// page, the calls it makes (start and heartbeat; not stop, which would cut off the other
+/// viewers, nor snapshots), the playlist and its segments. One token, so the token of an
+/// `hls_url` also opens the player page, and a leaked link opens this channel's video only.
+pub fn player_scope(camera: &str, channel: u32) -> Vec<String> {
+    let api = format!("/api/device/{camera}/channel/{channel}");
+    vec![
+        player_path(camera, channel),
+        format!("{api}/live"),
+        format!("{api}/heartbeat"),
+        format!("/hls/{camera}/{channel}/"),
+    ]
 }
 
 impl Media {
@@ -137,16 +151,16 @@ impl Media {
     }
 
     async fn publish_state(&self, live: &Live, active: bool, detail: &str) {
-        let hls_url = active
-            .then(|| {
-                self.urls().map(|u| {
-                    u.signed_scope(
-                        &hls_path(&live.camera, live.channel),
-                        &hls_scope(&live.camera, live.channel),
-                    )
-                })
-            })
-            .flatten();
+        let urls = active.then(|| self.urls()).flatten().map(|u| {
+            // One token for both URLs: the player's.
+            let query = u.query_for(&player_scope(&live.camera, live.channel));
+            let base = u.base();
+            (
+                format!("{base}{}{query}", hls_path(&live.camera, live.channel)),
+                format!("{base}{}{query}", player_path(&live.camera, live.channel)),
+            )
+        });
+        let (hls_url, player_url) = urls.unzip();
         self.0
             .bus
             .publish(Message::Stream(StreamState {
@@ -154,6 +168,7 @@ impl Media {
                 channel: live.channel,
                 active,
                 hls_url,
+                player_url,
                 detail: detail.to_string(),
             }))
             .await;

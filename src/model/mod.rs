@@ -369,6 +369,8 @@ pub struct StreamState {
     pub active: bool,
     /// Playlist URL (signed) while active and the web server is on.
     pub hls_url: Option<String>,
+    /// Player page URL, with the same token as `hls_url` (it opens both).
+    pub player_url: Option<String>,
     pub detail: String,
 }
 

@@ -1,8 +1,7 @@
 //! Tokens for the web server: HS256 JWTs signed with `web.jwt_secret`. A token without a
-//! `scope` (from `gatehouse token`) opens everything; the signed URLs gatehouse hands out (a
-//! door event's picture, a live stream's playlist) carry a `scope`, the path prefix they open,
-//! so a URL leaked from a notification opens that picture or stream only, and only until it
-//! expires.
+//! `scope` (from `gatehouse token`) opens everything. A `scope` lists the path prefixes a token
+//! opens: the URLs gatehouse hands out carry one, so a URL leaked from a notification opens
+//! that picture, or that channel's player and stream, only, and only until it expires.
 
 use crate::config::{WebAuth, WebConfig};
 use crate::error::{Error, ErrorKind, Result};
@@ -16,9 +15,36 @@ pub struct Claims {
     pub sub: String,
     /// Expiry, seconds since the epoch.
     pub exp: u64,
-    /// Path prefix this token opens; absent = every path.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub scope: Option<String>,
+    /// Path prefixes this token opens; absent = every path, empty = none. One prefix is
+    /// written as a string (as tokens were before a scope could list several).
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "one_or_many")]
+    pub scope: Option<Vec<String>>,
+}
+
+/// `"scope": "/a/"` or `"scope": ["/a/", "/b/"]`.
+mod one_or_many {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    #[derive(Serialize, Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+
+    pub fn serialize<S: Serializer>(v: &Option<Vec<String>>, s: S) -> Result<S::Ok, S::Error> {
+        match v.as_deref() {
+            Some([one]) => one.serialize(s),
+            v => v.serialize(s),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<String>>, D::Error> {
+        Ok(Option::<OneOrMany>::deserialize(d)?.map(|v| match v {
+            OneOrMany::One(s) => vec![s],
+            OneOrMany::Many(v) => v,
+        }))
+    }
 }
 
 /// Signs and checks tokens; knows the server's public base URL.
@@ -84,23 +110,33 @@ impl UrlSigner {
         *self.base.write().unwrap_or_else(|p| p.into_inner()) = base.trim_end_matches('/').into();
     }
 
-    /// A token for `sub`, valid `ttl`, limited to `scope` when given.
+    /// A token for `sub`, valid `ttl`, limited to paths under `scope` when given.
     pub fn token(&self, sub: &str, ttl: Duration, scope: Option<&str>) -> Result<String> {
+        self.sign(sub, ttl, scope.map(|s| vec![s.to_owned()]))
+    }
+
+    /// A token for `sub`, valid `ttl`, opening paths under any of `scope` (none if empty).
+    pub fn token_for(&self, sub: &str, ttl: Duration, scope: &[String]) -> Result<String> {
+        self.sign(sub, ttl, Some(scope.to_vec()))
+    }
+
+    fn sign(&self, sub: &str, ttl: Duration, scope: Option<Vec<String>>) -> Result<String> {
         let Some((enc, _)) = &self.keys else {
             return Err(Error::new(ErrorKind::Config, "web.auth is none: no tokens"));
         };
         let claims = Claims {
             sub: sub.to_string(),
             exp: now() + ttl.as_secs(),
-            scope: scope.map(str::to_owned),
+            scope,
         };
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, enc)
             .map_err(|e| Error::new(ErrorKind::Internal, format!("unable to sign a token: {e}")))
     }
 
-    /// `?token=…` (or nothing without auth) opening paths under `scope`.
-    pub fn query(&self, scope: &str) -> String {
-        match self.token("gatehouse", self.ttl, Some(scope)) {
+    /// `?token=…` (or nothing without auth) opening paths under any of `scope`, valid
+    /// `web.url_token_ttl`.
+    pub fn query_for(&self, scope: &[String]) -> String {
+        match self.token_for("gatehouse", self.ttl, scope) {
             Ok(t) => format!("?token={t}"),
             Err(_) => String::new(),
         }
@@ -108,12 +144,12 @@ impl UrlSigner {
 
     /// Full URL of `path` with a token scoped to exactly it.
     pub fn signed(&self, path: &str) -> String {
-        format!("{}{path}{}", self.base(), self.query(path))
+        self.signed_for(path, &[path.to_owned()])
     }
 
-    /// Full URL of `path` with a token scoped to `scope` (a prefix of `path`).
-    pub fn signed_scope(&self, path: &str, scope: &str) -> String {
-        format!("{}{path}{}", self.base(), self.query(scope))
+    /// Full URL of `path` with a token opening paths under any of `scope`.
+    pub fn signed_for(&self, path: &str, scope: &[String]) -> String {
+        format!("{}{path}{}", self.base(), self.query_for(scope))
     }
 
     /// Check a token for a request path. Without auth every request passes.
@@ -131,7 +167,7 @@ impl UrlSigner {
         let data = jsonwebtoken::decode::<Claims>(token, dec, &v)
             .map_err(|e| format!("invalid token: {e}"))?;
         if let Some(scope) = &data.claims.scope
-            && !in_scope(path, scope)
+            && !scope.iter().any(|s| in_scope(path, s))
         {
             return Err(format!("this token does not open {path}"));
         }
@@ -164,7 +200,7 @@ mod tests {
     #[test]
     fn scoped_tokens_open_their_prefix_only() {
         let s = signer();
-        let url = s.signed_scope("/hls/garage/1/index.m3u8", "/hls/garage/1/");
+        let url = s.signed_for("/hls/garage/1/index.m3u8", &["/hls/garage/1/".into()]);
         assert!(
             url.starts_with("http://pi:8480/hls/garage/1/index.m3u8?token="),
             "{url}"
@@ -182,6 +218,39 @@ mod tests {
         assert!(s.check(Some(&t), "/hls/garage/1/index.m3u8").is_ok());
         assert!(s.check(Some(&t), "/hls/garage/10/index.m3u8").is_err());
         assert!(s.check(Some("garbage"), "/x").is_err());
+    }
+
+    #[test]
+    fn a_scope_lists_prefixes_and_a_single_string_still_reads() {
+        let s = signer();
+        let scope = ["/live/garage/1".to_string(), "/hls/garage/1/".to_string()];
+        let t = s.token_for("me", Duration::from_secs(60), &scope).unwrap();
+        for ok in ["/live/garage/1", "/hls/garage/1/index.m3u8"] {
+            assert!(s.check(Some(&t), ok).is_ok(), "{ok}");
+        }
+        for no in [
+            "/live/garage/10",
+            "/hls/porch/1/index.m3u8",
+            "/api/pictures/x",
+        ] {
+            assert!(s.check(Some(&t), no).is_err(), "{no}");
+        }
+        // One prefix is a plain string, as in tokens signed before scopes could list more.
+        let t = s
+            .token("me", Duration::from_secs(60), Some("/hls/garage/1/"))
+            .unwrap();
+        let claims = jsonwebtoken::decode::<serde_json::Value>(
+            &t,
+            &DecodingKey::from_secret(b"0123456789abcdef-test"),
+            &Validation::new(Algorithm::HS256),
+        )
+        .unwrap()
+        .claims;
+        assert_eq!(claims["scope"], "/hls/garage/1/");
+        assert!(s.check(Some(&t), "/hls/garage/1/seg1.m4s").is_ok());
+        // An empty list opens nothing (not everything).
+        let t = s.token_for("me", Duration::from_secs(60), &[]).unwrap();
+        assert!(s.check(Some(&t), "/hls/garage/1/index.m3u8").is_err());
     }
 
     #[test]

@@ -6,7 +6,7 @@
 
 pub mod auth;
 
-use crate::media::live::{hls_path, hls_scope};
+use crate::media::live::{hls_path, player_path, player_scope};
 use crate::media::service::{Media, Trigger};
 use axum::Router;
 use axum::extract::{Path, Query, Request, State};
@@ -183,9 +183,14 @@ async fn live_start(State(w): State<Web>, Path((device, ch)): Path<(String, u32)
             format!("the stream did not start within {gop_wait:?}: {why}"),
         );
     }
-    let q = w.signer.query(&hls_scope(&device, ch));
-    axum::Json(json!({"status": "ok", "hls_url": format!("{}{q}", hls_path(&device, ch))}))
-        .into_response()
+    // One token for both: the player's (its page, this call, heartbeats, playlist, segments).
+    let q = w.signer.query_for(&player_scope(&device, ch));
+    axum::Json(json!({
+        "status": "ok",
+        "hls_url": format!("{}{q}", hls_path(&device, ch)),
+        "player_url": format!("{}{q}", player_path(&device, ch)),
+    }))
+    .into_response()
 }
 
 async fn live_stop(State(w): State<Web>, Path((device, ch)): Path<(String, u32)>) -> Response {

@@ -410,6 +410,7 @@ impl Sink {
                             channel: ch.id,
                             active: false,
                             hls_url: None,
+                            player_url: None,
                             detail: "not running".into(),
                         })
                         .to_string();

@@ -50,6 +50,7 @@ pub fn stream(s: &StreamState) -> Value {
     json!({
         "state": if s.active { "ON" } else { "OFF" },
         "hls_url": s.hls_url,
+        "player_url": s.player_url,
         "detail": s.detail,
     })
 }

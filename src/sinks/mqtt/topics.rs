@@ -148,7 +148,7 @@ impl Topics {
         format!("{}/camera/{camera}/ch{channel}/snapshot/meta", self.base)
     }
 
-    /// Live stream state, retained: `{"state":"ON","hls_url":…}`.
+    /// Live stream state, retained: `{"state":"ON","hls_url":…,"player_url":…}`.
     pub fn camera_stream(&self, camera: &str, channel: u32) -> String {
         format!("{}/camera/{camera}/ch{channel}/stream", self.base)
     }

@@ -1333,3 +1333,141 @@ async fn a_player_token_opens_its_channels_player_playlist_and_segments_only() {
     d.media.live_stop("garage", 1);
     d.stop().await;
 }
+
+// ---------------------------------------------------------------------------------------
+// 9. Every error is {"detail": …} JSON, axum's own rejections included
+
+/// `(status, Content-Type, Allow, body)` of any request.
+async fn raw(
+    d: &Daemon,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+) -> (u16, String, String, String) {
+    let m = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+    let mut r = d.http.request(m, d.url(path));
+    if let Some(t) = token {
+        r = r.bearer_auth(t);
+    }
+    let res = r.send().await.unwrap();
+    let header = |h| {
+        res.headers()
+            .get(h)
+            .map(|v| v.to_str().unwrap().to_string())
+            .unwrap_or_default()
+    };
+    let (ct, allow) = (header("content-type"), header("allow"));
+    (res.status().as_u16(), ct, allow, res.text().await.unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_error_is_json_detail_rejections_and_unknown_routes_included() {
+    let cam = camera_sim(StreamConfig::main()).await;
+    let d = Daemon::start(|_| cam_line("garage", &cam, ""), "").await;
+    let tok = d.token();
+    let t = Some(tok.as_str());
+    // (method, path, token, status, a word the detail names, Allow)
+    type Case<'a> = (&'a str, &'a str, Option<&'a str>, u16, &'a str, &'a str);
+    let cases: &[Case] = &[
+        (
+            "GET",
+            "/api/device/garage/channel/abc/live",
+            t,
+            400,
+            "abc",
+            "",
+        ),
+        (
+            "POST",
+            "/api/device/garage/channel/abc/heartbeat",
+            t,
+            400,
+            "abc",
+            "",
+        ),
+        (
+            "POST",
+            "/api/device/garage/channel/abc/stop",
+            t,
+            400,
+            "abc",
+            "",
+        ),
+        (
+            "GET",
+            "/api/device/garage/channel/abc/snapshot",
+            t,
+            400,
+            "abc",
+            "",
+        ),
+        (
+            "GET",
+            "/api/device/garage/channel/-1/live",
+            t,
+            400,
+            "-1",
+            "",
+        ),
+        (
+            "GET",
+            "/api/device/garage/channel/99999999999/live",
+            t,
+            400,
+            "99999999999",
+            "",
+        ),
+        ("GET", "/hls/garage/abc/index.m3u8", t, 400, "abc", ""),
+        ("GET", "/live/garage/abc", None, 400, "abc", ""),
+        (
+            "GET",
+            "/api/device/garage/channel/1/snapshot?save=maybe",
+            t,
+            400,
+            "save",
+            "",
+        ),
+        // The token is checked before anything else is looked at.
+        (
+            "GET",
+            "/api/device/garage/channel/abc/live",
+            None,
+            401,
+            "token",
+            "",
+        ),
+        ("GET", "/nosuch", None, 404, "/nosuch", ""),
+        (
+            "GET",
+            "/api/device/garage",
+            t,
+            404,
+            "/api/device/garage",
+            "",
+        ),
+        (
+            "GET",
+            "/api/device/garage/channel/1/stop",
+            t,
+            405,
+            "GET",
+            "POST",
+        ),
+        ("POST", "/healthz", None, 405, "POST", "GET"),
+        ("DELETE", "/live/garage/1", None, 405, "DELETE", "GET"),
+    ];
+    for &(method, path, token, status, word, allow) in cases {
+        let (st, ct, al, body) = raw(&d, method, path, token).await;
+        let what = format!("{method} {path}: HTTP {st} {ct:?} {body:?}");
+        assert_eq!(st, status, "{what}");
+        assert!(ct.starts_with("application/json"), "{what}");
+        let v: Value = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{what}: {e}"));
+        let detail = v["detail"].as_str().unwrap_or_else(|| panic!("{what}"));
+        assert!(detail.contains(word), "{what}: the detail names {word:?}");
+        assert!(
+            al.contains(allow),
+            "{what}: Allow {al:?}, expected {allow:?}"
+        );
+    }
+    d.stop().await;
+}

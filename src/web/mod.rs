@@ -3,12 +3,14 @@
 //! `{"detail": …}`), snapshots, saved pictures, door events' pictures and a small player page.
 //! Every route but `/healthz` and the page itself needs a token ([`auth`]): no open camera
 //! feeds on the LAN by default.
+//! Every error answers `{"detail": …}` JSON, axum's own included (`json_errors`).
 
 pub mod auth;
 
 use crate::media::live::{hls_path, player_path, player_scope};
 use crate::media::service::{Media, Trigger};
 use axum::Router;
+use axum::body::Body;
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
@@ -32,6 +34,45 @@ struct Web {
 
 fn detail(code: StatusCode, msg: impl Into<String>) -> Response {
     (code, axum::Json(json!({ "detail": msg.into() }))).into_response()
+}
+
+/// Errors made outside the handlers answer `{"detail": …}` too, with their status and headers
+/// (`Allow`) kept: axum's rejections (a channel that is not a number, a bad query string:
+/// text/plain), unknown paths (404) and methods (405), both with empty bodies. One layer
+/// over every route, so no handler has to remember it.
+async fn json_errors(req: Request, next: Next) -> Response {
+    let (method, path) = (req.method().clone(), req.uri().path().to_string());
+    let res = next.run(req).await;
+    let status = res.status();
+    let json = res
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("application/json"));
+    if json || !(status.is_client_error() || status.is_server_error()) {
+        return res;
+    }
+    let (mut parts, body) = res.into_parts();
+    // Only axum's own answers get here (handlers answer JSON): a line of text at most.
+    let text = axum::body::to_bytes(body, 64 << 10)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).trim().to_string())
+        .unwrap_or_default();
+    let msg = if !text.is_empty() {
+        text
+    } else if status == StatusCode::NOT_FOUND {
+        format!("no such path: {method} {path}")
+    } else if status == StatusCode::METHOD_NOT_ALLOWED {
+        format!("{method} is not allowed on {path} (see Allow)")
+    } else {
+        status.canonical_reason().unwrap_or("error").to_string()
+    };
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts.headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    Response::from_parts(parts, Body::from(json!({ "detail": msg }).to_string()))
 }
 
 fn error_response(e: &crate::error::Error) -> Response {
@@ -129,7 +170,8 @@ pub async fn serve(
         .route("/live/{device}/{ch}", get(player))
         .route("/static/hls.min.js", get(hls_js))
         .merge(protected)
-        .with_state(w);
+        .with_state(w)
+        .layer(axum::middleware::from_fn(json_errors));
     let addr = listener.local_addr().map_err(|e| {
         crate::error::Error::with_source(crate::error::ErrorKind::Internal, "no local address", e)
     })?;
@@ -285,17 +327,8 @@ fn yes() -> bool {
 async fn snapshot(
     State(w): State<Web>,
     Path((device, ch)): Path<(String, u32)>,
-    q: Result<Query<SnapshotQuery>, axum::extract::rejection::QueryRejection>,
+    Query(q): Query<SnapshotQuery>,
 ) -> Response {
-    let q = match q {
-        Ok(Query(q)) => q,
-        Err(e) => {
-            return detail(
-                StatusCode::BAD_REQUEST,
-                format!("bad query: {}", e.body_text()),
-            );
-        }
-    };
     if let Some(r) = unknown_camera(&w, &device) {
         return r;
     }

@@ -1471,3 +1471,45 @@ async fn every_error_is_json_detail_rejections_and_unknown_routes_included() {
     }
     d.stop().await;
 }
+
+// ---------------------------------------------------------------------------------------
+// 10. What is open without a token: the player page, its script and /healthz, which hold
+//     no data; everything else needs one
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_player_page_and_its_script_are_open_and_hold_no_data() {
+    let cam = camera_sim(StreamConfig::main()).await;
+    let d = Daemon::start(|_| cam_line("garage", &cam, ""), "").await;
+    let (st, ct, _, page) = raw(&d, "GET", "/live/garage/1", None).await;
+    assert_eq!(
+        (st, ct.as_str()),
+        (200, "text/html; charset=utf-8"),
+        "{page}"
+    );
+    // The page is the same for a camera that does not exist: it does not even tell which
+    // cameras there are.
+    let (st, _, _, nosuch) = raw(&d, "GET", "/live/nosuch/1", None).await;
+    assert_eq!(st, 200);
+    assert_eq!(page.replace("garage", "nosuch"), nosuch);
+    assert!(!page.contains(&cam.base_url()), "{page}");
+    let (st, ct, _, js) = raw(&d, "GET", "/static/hls.min.js", None).await;
+    assert_eq!((st, ct.as_str()), (200, "text/javascript"));
+    assert!(js.contains("Hls"));
+    let (st, _, _, ok) = raw(&d, "GET", "/healthz", None).await;
+    assert_eq!((st, ok.as_str()), (200, "ok"));
+    for (method, path) in [
+        ("GET", "/api/device/garage/channel/1/live"),
+        ("POST", "/api/device/garage/channel/1/heartbeat"),
+        ("POST", "/api/device/garage/channel/1/stop"),
+        ("GET", "/api/device/garage/channel/1/snapshot"),
+        ("GET", "/hls/garage/1/index.m3u8"),
+        ("GET", "/hls/garage/1/seg1.m4s"),
+        ("GET", "/api/pictures/x.jpg"),
+        ("GET", "/api/events/x/picture"),
+    ] {
+        let (st, body) = d.call(method, path, None).await;
+        assert_eq!(st, 401, "{method} {path}: {body}");
+        assert!(body["detail"].is_string(), "{body}");
+    }
+    d.stop().await;
+}

@@ -1,8 +1,9 @@
 //! The local HTTP server: live HLS following the user's NVR API contract (seed 004:
 //! `GET /api/device/{device}/channel/{ch}/live`, `POST …/stop`, `POST …/heartbeat`, errors as
 //! `{"detail": …}`), snapshots, saved pictures, door events' pictures and a small player page.
-//! Every route but `/healthz` and the page itself needs a token ([`auth`]): no open camera
-//! feeds on the LAN by default.
+//! Every route but `/healthz`, the player page and its script needs a token ([`auth`]): no
+//! open camera feeds on the LAN by default. Those three hold no data: the page is the same
+//! for any camera name, and asks for the stream with the token of its own URL.
 //! Every error answers `{"detail": …}` JSON, axum's own included (`json_errors`).
 
 pub mod auth;

@@ -10,7 +10,7 @@ use common::broker::{Broker, Recorder};
 use common::{Harness, config_text, wait_for};
 use gatehouse::sim::hikvision::{HikSim, HikSimConfig, Personality};
 use gatehouse::sim::net2::{SimConfig, SimEvent};
-use gatehouse::sim::rtsp::RtspSimConfig;
+use gatehouse::sim::rtsp::{RtspSimConfig, StreamConfig};
 use std::time::Duration;
 
 const T: Duration = Duration::from_secs(20);
@@ -28,6 +28,15 @@ async fn setup(door_extra: &str, cam_extra: &str, media: &str) -> Setup {
     setup_seeded(door_extra, cam_extra, media, |_| {}).await
 }
 
+/// A camera with RTSP (the simulator's defaults).
+fn camera() -> HikSimConfig {
+    HikSimConfig {
+        personality: Personality::camera(),
+        rtsp: Some(RtspSimConfig::default()),
+        ..Default::default()
+    }
+}
+
 /// `seed` writes to the database before the daemon starts (what an earlier run left).
 async fn setup_seeded(
     door_extra: &str,
@@ -35,18 +44,22 @@ async fn setup_seeded(
     media: &str,
     seed: impl FnOnce(&std::path::Path),
 ) -> Setup {
+    setup_camera(door_extra, cam_extra, media, camera(), seed).await
+}
+
+async fn setup_camera(
+    door_extra: &str,
+    cam_extra: &str,
+    media: &str,
+    cam: HikSimConfig,
+    seed: impl FnOnce(&std::path::Path),
+) -> Setup {
     // reqwest (rustls-no-provider) in the test itself: ring, as the daemon uses.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let broker = Broker::start();
     let rec = Recorder::start(broker.port, "rec", "#", false).await;
     let h = Harness::new(SimConfig::default(), "").await;
-    let cam = HikSim::start(HikSimConfig {
-        personality: Personality::camera(),
-        rtsp: Some(RtspSimConfig::default()),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    let cam = HikSim::start(cam).await.unwrap();
     let base = config_text(&h.sim, &h.db(), "", "");
     let door = format!("  {DOOR}: {{ open_time_ms: 800 }}");
     assert!(base.contains(&door) && base.matches("doors:\n").count() == 1);
@@ -145,6 +158,75 @@ async fn a_door_event_on_a_running_stream_carries_a_picture_taken_within_a_secon
     // The JPEG also went out on the camera topic, not retained (per-event images never are).
     let pics = s.rec.on("gatehouse/camera/front/ch1/snapshot");
     assert!(pics.iter().any(|m| m.payload == jpeg.as_ref() && !m.retain));
+    s.app.shutdown().await;
+}
+
+/// Nobody watches the door's camera: the door event opens a cold RTSP session, which joins
+/// the camera's stream mid-GOP (it has been encoding all along), and the camera cannot be
+/// asked for a key frame (a non-Hikvision camera, an NVR channel). The picture waits for the
+/// camera's next key frame, up to `snapshot_timeout`, and says how long after the event it
+/// shows. Before, the wait ended 1 s after the event: with a 2 s GOP about half of all door
+/// events on an unwatched door got no picture (502).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_door_event_on_an_unwatched_camera_waits_for_its_next_key_frame() {
+    let gop = Duration::from_secs(2);
+    let mut cam = camera();
+    cam.key_frame_requests = false;
+    // 10 fps: a key frame every 2 s, on both streams (pictures use the sub stream).
+    let slow = |s: StreamConfig| StreamConfig {
+        gop: 20,
+        seconds: 4,
+        ..s
+    };
+    cam.rtsp = Some(RtspSimConfig {
+        main: slow(StreamConfig::main()),
+        sub: slow(StreamConfig::sub()),
+        running_since: Some(Duration::from_secs(3600)),
+        ..RtspSimConfig::default()
+    });
+    let s = setup_camera("", ", use_picture: false", "", cam, |_| {}).await;
+    live(&s).await;
+    let rtsp = s.cam.rtsp().unwrap();
+    // Just after one of the camera's key frames (the second frame of its GOP or later: a
+    // client joining then starts mid-GOP): the next is 1.65–1.85 s away.
+    wait_for("just after a key frame", T, || {
+        let phase = rtsp.position().unwrap().as_millis() % gop.as_millis();
+        (150..350).contains(&phase)
+    })
+    .await;
+    s.h.sim.push_event(SimEvent::new(20, DOOR).user(8));
+    wait_for("event", T, || event_payload(&s.rec).is_some()).await;
+    let ev = event_payload(&s.rec).unwrap();
+    let id = ev["id"].as_str().unwrap().to_string();
+    let url = ev["picture"]["url"]
+        .as_str()
+        .expect("a picture URL")
+        .to_string();
+    let res = reqwest::get(&url).await.unwrap();
+    assert_eq!(
+        res.status(),
+        200,
+        "{}",
+        res.text().await.unwrap_or_default()
+    );
+    assert!(res.bytes().await.unwrap().starts_with(&[0xFF, 0xD8]));
+    let row = s.app.store.picture_for_event(&id).unwrap().expect("linked");
+    assert_eq!(row.source, "rtsp");
+    assert_eq!(
+        rtsp.stats().key_frame_requests,
+        0,
+        "the camera cannot be asked"
+    );
+    // The picture's meta says it shows a moment after the event (the next key frame).
+    let meta = s
+        .rec
+        .on("gatehouse/camera/front/ch1/snapshot/meta")
+        .into_iter()
+        .map(|m| m.json())
+        .find(|m| m["event_id"] == id.as_str())
+        .expect("snapshot meta for the event");
+    let after = meta["after_event_ms"].as_i64().expect("after_event_ms");
+    assert!((1000..2100).contains(&after), "{meta}");
     s.app.shutdown().await;
 }
 

@@ -252,6 +252,57 @@ async fn a_cold_session_that_joins_mid_gop_asks_for_a_key_frame() {
     app.shutdown().await;
 }
 
+/// The live stream of a camera as the independent check saw it: encoding all along (every
+/// client joins mid-GOP), a 2 s GOP on a clock 2000 ppm fast with jittery timestamps (each
+/// GOP spans 1.996 s ± a few ms), no `requestKeyFrame`; `hls_segment: 2s`, window 4. A
+/// player reloading the playlist must see one `#EXT-X-TARGETDURATION` for its whole life and
+/// ~2 s segments (before: 1, then 4; and 4 s segments, the GOP a hair under the target).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_playlist_keeps_its_target_duration_and_follows_a_slightly_fast_gop() {
+    let two_s = gatehouse::sim::rtsp::StreamConfig {
+        gop: 20,
+        seconds: 4,
+        ..gatehouse::sim::rtsp::StreamConfig::main()
+    };
+    let cam = HikSim::start(HikSimConfig {
+        personality: Personality::camera(),
+        rtsp: Some(RtspSimConfig {
+            main: two_s,
+            running_since: Some(Duration::from_millis(3_600_700)),
+            clock_ppm: -2000,
+            jitter_ticks: 300,
+            ..Default::default()
+        }),
+        key_frame_requests: false,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let d = daemon(&cam_line("garage", &cam, ", use_picture: false"), "").await;
+    let live = d.media.live_start("garage", 1).await.unwrap();
+    // A player: reload the playlist four times a second until 8 segments have been listed.
+    let mut seen = common::hls::Seen::default();
+    let mut reload = tokio::time::interval(Duration::from_millis(250));
+    let give_up = tokio::time::Instant::now() + Duration::from_secs(40);
+    while seen.segments.len() < 8 {
+        assert!(tokio::time::Instant::now() < give_up, "too slow: {seen:?}");
+        reload.tick().await;
+        live.touch();
+        if let Some(m) = live.playlist("") {
+            seen.read(&m);
+        }
+    }
+    assert_eq!(seen.target(), 2, "{seen:?}");
+    // The first (short, 0.5 s) and the rest of its GOP aside, each segment is one GOP.
+    let steady: Vec<f64> = seen.segments.values().skip(2).copied().collect();
+    assert!(
+        steady.iter().all(|d| (1.98..2.01).contains(d)),
+        "segments should follow the 1.996 s GOP: {steady:?}"
+    );
+    d.media.live_stop("garage", 1);
+    d.app.shutdown().await;
+}
+
 /// A device that answers `requestKeyFrame` with an error (here: its RTSP is another server,
 /// as with an explicit `rtsp_url`) is asked once, never again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

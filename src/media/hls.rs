@@ -2,9 +2,18 @@
 //! playlist that lists them. No transcoding: retina's frames (`FrameFormat::MP4`) are remuxed.
 //!
 //! [`Segmenter`] is pure (frames in, bytes out, no I/O, no clock): the RTSP task pushes
-//! frames, the web layer asks for the playlist and files. Segments are cut only at keyframes
-//! once `target` has accumulated, so their length follows the camera's GOP (a camera with a
-//! 4 s I-frame interval gives 4 s segments whatever the target).
+//! frames, the web layer asks for the playlist and files. Segments are cut at keyframes once
+//! `target` has accumulated (less a tolerance: a camera whose 2 s GOP measures 1.996 s must
+//! not make 4 s segments), so their length follows the camera's GOP (a camera with a 4 s
+//! I-frame interval gives 4 s segments whatever the target).
+//!
+//! RFC 8216 to the letter: `#EXT-X-TARGETDURATION` is fixed when the first segment is cut,
+//! from the target and the GOP as measured (this run's, or a hint from an earlier session),
+//! and never changes (§6.2.1); a segment that would round above it is cut before the frame
+//! that would make it so, mid-GOP if need be, and the segment after a mid-GOP cut ends at
+//! the next keyframe, back in step. Segments leave the playlist only while what stays lasts
+//! three target durations (§6.2.2). Segments may start mid-GOP (the short first one, a cut
+//! at the target), so the playlist never claims `#EXT-X-INDEPENDENT-SEGMENTS`.
 //!
 //! Memory is bounded: at most `window` segments plus a byte cap (oldest dropped first), and a
 //! GOP that grows past the cap without a keyframe is discarded rather than buffered. A slow
@@ -36,6 +45,13 @@ const DEFAULT_FRAME_DURATION: u32 = TIMESCALE / 25;
 
 /// The first segment of a live run ends this long after its keyframe (90 kHz): 0.5 s.
 const SHORT_FIRST: u64 = TIMESCALE as u64 / 2;
+
+/// At a keyframe, a segment this close to the target (90 kHz: 5 % of it, at least half a
+/// frame) is complete: timestamp jitter or a slightly fast camera clock makes a 2 s GOP
+/// measure a few ms short, and waiting for the next keyframe would double the segment.
+fn tolerance(target: u64, frame: u32) -> u64 {
+    (target / 20).max(u64::from(frame) / 2)
+}
 
 /// A GOP longer than this is discarded (no keyframe to cut at; the playlist's target
 /// duration would be meaningless).
@@ -104,6 +120,16 @@ pub struct Segmenter {
     target: u64,
     window: usize,
     max_bytes: usize,
+    /// `#EXT-X-TARGETDURATION` in seconds, fixed when the first segment is cut.
+    target_secs: Option<u64>,
+    /// A GOP (90 kHz) measured before this segmenter started (the hub's earlier sessions).
+    gop_hint: Option<u64>,
+    /// This run's GOP as measured between its last two keyframes (90 kHz).
+    gop: Option<u64>,
+    /// Duration since the last keyframe, `None` before the run's first one.
+    since_key: Option<u64>,
+    /// The segment being built started mid-GOP: it ends at the next keyframe.
+    resync: bool,
 
     params: Option<Params>,
     /// The current parameter sets as AVCC NAL units, prepended to keyframes that lack them.
@@ -112,9 +138,6 @@ pub struct Segmenter {
     /// Init segments still referenced by a held segment, plus the current one (last).
     inits: VecDeque<Init>,
     segments: VecDeque<Segment>,
-    /// The longest segment so far (90 kHz): `#EXT-X-TARGETDURATION` must not change over a
-    /// live playlist's life, so it does not shrink when a long segment leaves the window.
-    max_segment_duration: u64,
     /// Number of `#EXT-X-DISCONTINUITY` tags that have left the window.
     discontinuity_seq: u64,
     next_seq: u64,
@@ -135,16 +158,10 @@ pub struct Segmenter {
     /// With [`Segmenter::with_short_first`]: the first segment of a run (after start, a reset
     /// or new parameters) ends [`SHORT_FIRST`] after its keyframe (or at the next keyframe if
     /// that comes first), so a viewer who just pressed play waits for one keyframe and half a
-    /// second, not a GOP or a whole target. The segment after it starts mid-GOP (it depends
-    /// on the short one); once the next keyframe-started segment is complete, both are taken
-    /// off the playlist (still served to players that already have them), so the playlist
-    /// only ever lists independent segments to a new viewer... except during that first GOP.
+    /// second, not a GOP or a whole target. The segment after it starts mid-GOP and ends at
+    /// the next keyframe.
     short_first_enabled: bool,
     short_first: bool,
-    /// Sequence number of the run's short segment, until the two are hidden.
-    short_seq: Option<u64>,
-    /// Segments below this are held (players may still fetch them) but not listed.
-    hide_before: u64,
 
     stats: Stats,
 }
@@ -159,11 +176,15 @@ impl Segmenter {
             target: target.max(1),
             window: window.max(1),
             max_bytes: DEFAULT_MAX_BYTES,
+            target_secs: None,
+            gop_hint: None,
+            gop: None,
+            since_key: None,
+            resync: false,
             params: None,
             inband: None,
             inits: VecDeque::new(),
             segments: VecDeque::new(),
-            max_segment_duration: 0,
             discontinuity_seq: 0,
             next_seq: 0,
             next_generation: 0,
@@ -177,19 +198,25 @@ impl Segmenter {
             waiting_for_key: true,
             short_first: true,
             short_first_enabled: false,
-            short_seq: None,
-            hide_before: 0,
             stats: Stats::default(),
         }
     }
 
-    /// Sets the hard cap on [`Segmenter::bytes_held`] (oldest segments dropped first).
-    /// End the first segment of each run at its second keyframe (live viewers start sooner).
+    /// End the first segment of each run half a second after its keyframe (live viewers
+    /// start sooner).
     pub fn with_short_first(mut self) -> Self {
         self.short_first_enabled = true;
         self
     }
 
+    /// The camera's GOP as an earlier session measured it: the target duration, fixed at
+    /// the first segment, can then allow for it before this run has seen two keyframes.
+    pub fn with_gop_hint(mut self, gop: Option<Duration>) -> Self {
+        self.gop_hint = gop.map(|g| g.as_micros() as u64 * u64::from(TIMESCALE) / 1_000_000);
+        self
+    }
+
+    /// Sets the hard cap on [`Segmenter::bytes_held`] (oldest segments dropped first).
     pub fn with_max_bytes(mut self, max_bytes: usize) -> Self {
         self.max_bytes = max_bytes;
         self
@@ -300,26 +327,36 @@ impl Segmenter {
             prev.duration = duration;
             self.last_duration = duration;
             self.pending_duration += u64::from(duration);
+            if let Some(k) = &mut self.since_key {
+                *k += u64::from(duration);
+            }
         }
         self.last_pts = Some(pts_90k);
+        if is_key {
+            if let Some(gop) = self.since_key.filter(|g| *g > 0) {
+                self.gop = Some(gop);
+            }
+            self.since_key = Some(0);
+        }
 
         let mut completed = None;
         let short = self.short_first && self.short_first_enabled;
+        // With this frame the segment would last at least this long.
+        let with_frame = self.pending_duration + u64::from(self.last_duration);
+        let over = self
+            .target_secs
+            .is_some_and(|t| with_frame >= t * u64::from(TIMESCALE) + u64::from(TIMESCALE) / 2);
+        let at_key = is_key
+            && (short
+                || self.resync
+                || self.pending_duration + tolerance(self.target, self.last_duration)
+                    >= self.target);
         if !self.pending.is_empty()
-            && ((is_key && (self.pending_duration >= self.target || short))
-                || (short && self.pending_duration >= SHORT_FIRST))
+            && (over || at_key || (short && self.pending_duration >= SHORT_FIRST))
         {
             completed = self.cut();
-            if short {
-                self.short_first = false;
-                // Cut mid-GOP: the next segment depends on this one.
-                self.short_seq = (!is_key).then_some(completed).flatten();
-            } else if let (Some(short_seq), Some(done)) = (self.short_seq, completed)
-                && done >= short_seq + 2
-            {
-                self.hide_before = self.hide_before.max(done);
-                self.short_seq = None;
-            }
+            self.short_first = false;
+            self.resync = !is_key;
         }
 
         let frame_data = match &self.inband {
@@ -359,6 +396,8 @@ impl Segmenter {
     fn new_run(&mut self) {
         self.waiting_for_key = true;
         self.short_first = true;
+        self.resync = false;
+        self.since_key = None;
         self.last_pts = None;
         if self.next_seq > 0 {
             self.discontinuity_pending = true;
@@ -406,7 +445,9 @@ impl Segmenter {
         };
         self.next_seq += 1;
         self.stats.segments += 1;
-        self.max_segment_duration = self.max_segment_duration.max(duration);
+        if self.target_secs.is_none() {
+            self.target_secs = Some(self.target_duration(duration));
+        }
         self.segments.push_back(Segment {
             seq,
             generation,
@@ -423,12 +464,37 @@ impl Segmenter {
         self.pending_duration = 0;
     }
 
-    /// Drops the oldest segments beyond the window or the byte cap.
+    /// `#EXT-X-TARGETDURATION` for the life of the playlist, when its first segment (of
+    /// `first` 90 kHz) is cut: what keyframe cuts will make of the target and the GOP (the
+    /// smallest whole number of GOPs within the tolerance of the target), at least the
+    /// target, rounded to the nearest second (RFC 8216 §4.3.3.1 compares rounded durations).
+    fn target_duration(&self, first: u64) -> u64 {
+        let ts = u64::from(TIMESCALE);
+        let mut longest = self.target.div_ceil(ts) * ts;
+        if let Some(gop) = self.gop.or(self.gop_hint).filter(|g| *g > 0) {
+            let cut_at = self.target - tolerance(self.target, self.last_duration).min(self.target);
+            longest = longest.max(cut_at.div_ceil(gop).max(1) * gop);
+        }
+        // The first segment itself (a flush before a second keyframe can be long).
+        longest = longest.max(first);
+        ((longest + ts / 2) / ts).max(1)
+    }
+
+    /// Drops the oldest segments beyond the window or the byte cap. A segment leaves only
+    /// while the rest last three target durations (RFC 8216 §6.2.2): with long GOPs the
+    /// window holds more than `window` segments.
     fn enforce_bounds(&mut self) {
-        while self.segments.len() > self.window
+        let keep = self.target_secs.unwrap_or(0) * 3 * u64::from(TIMESCALE);
+        let mut total: u64 = self.segments.iter().map(|s| s.duration).sum();
+        while (self.segments.len() > self.window
+            && self
+                .segments
+                .front()
+                .is_some_and(|f| total - f.duration >= keep))
             || (self.bytes_held() > self.max_bytes && !self.segments.is_empty())
         {
             if let Some(s) = self.segments.pop_front() {
+                total -= s.duration;
                 if s.discontinuity {
                     self.discontinuity_seq += 1;
                 }
@@ -460,33 +526,18 @@ impl Segmenter {
     /// `<prefix><name><query>`: `prefix` may be empty (relative URIs) and `query` (e.g.
     /// `?token=abc`) is repeated so that signed URLs keep working in players.
     pub fn playlist(&self, prefix: &str, query: &str) -> Option<String> {
-        let listed = || self.segments.iter().filter(|s| s.seq >= self.hide_before);
-        let first = listed().next()?;
-        // Discontinuities before the first listed segment, held or already evicted.
-        let discontinuity_seq = self.discontinuity_seq
-            + self
-                .segments
-                .iter()
-                .filter(|s| s.seq < self.hide_before && s.discontinuity)
-                .count() as u64;
-        let target = self
-            .max_segment_duration
-            .div_ceil(u64::from(TIMESCALE))
-            .max(1);
+        let first = self.segments.front()?;
+        let target = self.target_secs?;
         let mut m = String::with_capacity(256 + 64 * self.segments.len());
         // Writing to a String cannot fail.
         let _ = write!(
             m,
             "#EXTM3U\n#EXT-X-VERSION:7\n#EXT-X-TARGETDURATION:{target}\n\
              #EXT-X-MEDIA-SEQUENCE:{}\n#EXT-X-DISCONTINUITY-SEQUENCE:{}\n",
-            first.seq, discontinuity_seq
+            first.seq, self.discontinuity_seq
         );
-        // Not while the segment after a short first one (it starts mid-GOP) is listed.
-        if self.short_seq.is_none() {
-            m.push_str("#EXT-X-INDEPENDENT-SEGMENTS\n");
-        }
         let mut generation = None;
-        for s in listed() {
+        for s in &self.segments {
             if s.discontinuity {
                 m.push_str("#EXT-X-DISCONTINUITY\n");
             }
@@ -649,8 +700,7 @@ mod tests {
         assert_eq!(
             m,
             "#EXTM3U\n#EXT-X-VERSION:7\n#EXT-X-TARGETDURATION:3\n#EXT-X-MEDIA-SEQUENCE:0\n\
-             #EXT-X-DISCONTINUITY-SEQUENCE:0\n#EXT-X-INDEPENDENT-SEGMENTS\n\
-             #EXT-X-MAP:URI=\"init0.mp4\"\n#EXTINF:3.000,\nseg0.m4s\n#EXTINF:3.000,\nseg1.m4s\n"
+             #EXT-X-DISCONTINUITY-SEQUENCE:0\n#EXT-X-MAP:URI=\"init0.mp4\"\n#EXTINF:3.000,\nseg0.m4s\n#EXTINF:3.000,\nseg1.m4s\n"
         );
         assert_eq!(s.codecs(), Some("avc1.42C00D"));
     }
@@ -679,6 +729,7 @@ mod tests {
         let mut pts = 0;
         feed(&mut s, &mut pts, 10 * 10 + 1, 10);
         assert_eq!(s.stats().segments, 10);
+        // Window 3 of 1 s segments: three target durations, just.
         assert_eq!(s.stats().segments_evicted, 7);
         assert!(s.segment(6).is_none());
         assert!(s.get("seg7.m4s").is_some());
@@ -687,13 +738,18 @@ mod tests {
                 .unwrap()
                 .contains("#EXT-X-MEDIA-SEQUENCE:7\n")
         );
-        // One long segment (3.1 s: the keyframe left pending above, then 30 frames without
-        // one), then it leaves the window: the target duration stays 4.
+        // 3 s without a keyframe: cut at the target (1.4 s, mid-GOP), the next segment ends
+        // at the next keyframe; the target duration stays 1.
         feed(&mut s, &mut pts, 30, 30);
         feed(&mut s, &mut pts, 41, 10);
         let m = s.playlist("", "").unwrap();
-        assert!(!m.contains("#EXTINF:3.100"), "{m}");
-        assert!(m.contains("#EXT-X-TARGETDURATION:4\n"), "{m}");
+        assert!(m.contains("#EXT-X-TARGETDURATION:1\n"), "{m}");
+        assert!(
+            m.lines()
+                .filter_map(|l| l.strip_prefix("#EXTINF:"))
+                .all(|d| d.trim_end_matches(',').parse::<f64>().unwrap() < 1.5),
+            "{m}"
+        );
 
         // Byte cap: 100 KB frames, 1 MB cap → the GOP being built plus a few segments.
         let mut s = segmenter(1, 100).with_max_bytes(1_000_000);
@@ -798,7 +854,7 @@ mod tests {
     }
 
     #[test]
-    fn short_first_segment_is_half_a_second_then_hidden() {
+    fn short_first_segment_is_half_a_second_and_the_next_ends_at_a_keyframe() {
         let mut s = segmenter(2, 10).with_short_first();
         let mut pts = 0;
         // GOP 1 s, target 2 s: the first segment is ready 0.5 s after the first keyframe.
@@ -807,26 +863,26 @@ mod tests {
         assert_eq!(first.len(), 5);
         assert_eq!(first[0].2, 0x0200_0000, "starts at the keyframe");
         assert!(s.playlist("", "").unwrap().contains("seg0.m4s"));
-        // The rest of the GOP and the next (2 s target) make segment 1, starting mid-GOP.
+        // The rest of the GOP is segment 1 (mid-GOP start, ends at the keyframe); then 2 s.
         let mut done = Vec::new();
         for i in 6..31 {
             done.extend(s.push(frame(i as u8), i % 10 == 0, pts));
             pts += STEP;
         }
-        assert_eq!(done, [1]);
-        assert_ne!(parse_segment(&s.segment(1).unwrap()).1[0].2, 0x0200_0000);
-        assert!(!s.playlist("", "").unwrap().contains("INDEPENDENT"));
-        for i in 31..51 {
-            done.extend(s.push(frame(i as u8), i % 10 == 0, pts));
-            pts += STEP;
-        }
         assert_eq!(done, [1, 2]);
-        // Segment 2 starts at a keyframe: 0 and 1 leave the playlist (still served).
+        let (_, second) = parse_segment(&s.segment(1).unwrap());
+        assert_ne!(second[0].2, 0x0200_0000);
+        assert_eq!(second.len(), 5);
+        assert_eq!(parse_segment(&s.segment(2).unwrap()).1.len(), 20);
         let m = s.playlist("", "").unwrap();
-        assert!(!m.contains("seg0.m4s") && !m.contains("seg1.m4s"), "{m}");
-        assert!(m.contains("#EXT-X-MEDIA-SEQUENCE:2\n"), "{m}");
-        assert!(m.contains("#EXT-X-INDEPENDENT-SEGMENTS"), "{m}");
-        assert!(s.segment(0).is_some() && s.segment(1).is_some());
+        assert!(
+            m.contains("#EXT-X-TARGETDURATION:2\n") && !m.contains("INDEPENDENT"),
+            "{m}"
+        );
+        assert!(
+            m.contains("#EXTINF:0.500,\nseg1.m4s\n#EXTINF:2.000,\nseg2.m4s\n"),
+            "{m}"
+        );
         // After a reset (RTSP session restarted) the first segment is short again.
         s.reset();
         let mut done = Vec::new();
@@ -834,8 +890,9 @@ mod tests {
             done.extend(s.push(frame(i as u8), i % 10 == 0, pts));
             pts += STEP;
         }
-        assert_eq!(done, [4]);
+        assert_eq!(done, [4, 5]);
         assert_eq!(parse_segment(&s.segment(4).unwrap()).1.len(), 5);
+        assert_eq!(parse_segment(&s.segment(5).unwrap()).1.len(), 5);
         // Without the option the first segment waits for the target.
         let mut plain = segmenter(2, 10);
         let mut pts = 0;

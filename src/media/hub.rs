@@ -149,6 +149,9 @@ struct State {
     params: Option<Arc<Params>>,
     stats: HubStats,
     session: u64,
+    /// The last whole GOP measured (90 kHz), kept across sessions: a live stream started
+    /// later fixes its playlist's target duration with it.
+    gop_90k: Option<u64>,
 }
 
 pub struct Hub {
@@ -209,6 +212,7 @@ impl Hub {
                 params: None,
                 stats: HubStats::default(),
                 session: 0,
+                gop_90k: None,
             }),
             wake: Notify::new(),
             params_seq: watch::channel(0).0,
@@ -284,6 +288,13 @@ impl Hub {
         self.lock().stats.clone()
     }
 
+    /// The camera's GOP as last measured (any session of this hub).
+    pub fn gop(&self) -> Option<Duration> {
+        self.lock()
+            .gop_90k
+            .map(|g| Duration::from_micros(g * 1_000_000 / 90_000))
+    }
+
     pub fn params(&self) -> Option<Arc<Params>> {
         self.lock().params.clone()
     }
@@ -357,6 +368,16 @@ impl Hub {
         let frame = Arc::new(frame);
         s.stats.frames += 1;
         if frame.is_key {
+            if let Some(first) = s
+                .gop
+                .first()
+                .filter(|f| f.is_key && f.session == frame.session)
+            {
+                let d = frame.pts - first.pts;
+                if d > 0 && d < 60 * 90_000 {
+                    s.gop_90k = Some(d as u64);
+                }
+            }
             s.gop.clear();
             s.gop_bytes = 0;
         }

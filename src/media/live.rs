@@ -102,7 +102,8 @@ impl Media {
                 seg: Mutex::new(
                     Segmenter::new(m.hls_segment.get(), m.hls_window as usize)
                         .with_max_bytes(MAX_BYTES)
-                        .with_short_first(),
+                        .with_short_first()
+                        .with_gop_hint(hub.gop()),
                 ),
                 touched: Mutex::new(Instant::now()),
                 segments: watch::channel(0).0,

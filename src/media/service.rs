@@ -81,6 +81,22 @@ pub fn event_picture_path(event_id: &str) -> String {
 }
 
 /// What the service knows about a camera device.
+/// A JPEG, where it came from (`picture`, `live`, `rtsp`) and, for a picture of a moment,
+/// how long after it the frame shown arrived.
+struct Picture {
+    jpeg: bytes::Bytes,
+    source: &'static str,
+    after_event_ms: Option<i64>,
+}
+
+/// `a - b` in milliseconds, either way round.
+fn signed_ms(a: Instant, b: Instant) -> i64 {
+    match a.checked_duration_since(b) {
+        Some(d) => d.as_millis() as i64,
+        None => -((b - a).as_millis() as i64),
+    }
+}
+
 struct Camera {
     cfg: HikvisionConfig,
     client: Option<Arc<IsapiClient>>,
@@ -402,24 +418,19 @@ impl Media {
         at: Option<Instant>,
         trigger: Trigger,
     ) -> Result<Arc<Snapshot>> {
-        let (jpeg, source) = self.picture(camera, channel, at).await?;
-        self.save(camera, channel, jpeg, source, trigger).await
+        let p = self.picture(camera, channel, at).await?;
+        self.save(camera, channel, p, trigger).await
     }
 
     /// Take a picture and only return it: nothing saved, published or linked (a dashboard
     /// polling REST `…/snapshot?save=false` every few seconds would otherwise write the SD
     /// card all day).
     pub async fn snapshot_unsaved(&self, camera: &str, channel: u32) -> Result<bytes::Bytes> {
-        Ok(self.picture(camera, channel, None).await?.0)
+        Ok(self.picture(camera, channel, None).await?.jpeg)
     }
 
     /// A JPEG and where it came from, within `snapshot_timeout`.
-    async fn picture(
-        &self,
-        camera: &str,
-        channel: u32,
-        at: Option<Instant>,
-    ) -> Result<(bytes::Bytes, &'static str)> {
+    async fn picture(&self, camera: &str, channel: u32, at: Option<Instant>) -> Result<Picture> {
         let timeout = self.config().media.snapshot_timeout.get();
         match tokio::time::timeout(timeout, self.take(camera, channel, at)).await {
             Ok(r) => r,
@@ -442,12 +453,7 @@ impl Media {
         }
     }
 
-    async fn take(
-        &self,
-        camera: &str,
-        channel: u32,
-        at: Option<Instant>,
-    ) -> Result<(bytes::Bytes, &'static str)> {
+    async fn take(&self, camera: &str, channel: u32, at: Option<Instant>) -> Result<Picture> {
         let (use_picture, client) = {
             let cams = lock(&self.0.cameras);
             let c = cams.get(camera).ok_or_else(|| {
@@ -477,7 +483,13 @@ impl Media {
         let mut errors = Vec::new();
         if let (true, Some(client)) = (use_picture, client) {
             match device_picture(&client, channel).await {
-                Ok(j) => return Ok((j, "picture")),
+                Ok(jpeg) => {
+                    return Ok(Picture {
+                        jpeg,
+                        source: "picture",
+                        after_event_ms: at.map(|at| signed_ms(Instant::now(), at)),
+                    });
+                }
                 Err(e) if e.kind() == ErrorKind::Auth => {
                     // The same credentials would fail over RTSP too: one bad login, not two.
                     self.auth_failed(camera);
@@ -527,20 +539,27 @@ impl Media {
         // events reuses it).
         let mut sub = hub.subscribe();
         if let Some(at) = at {
-            // Wait for a frame from at or after the moment (at most a second on a running
-            // stream); a cold session delivers its first GOP from the keyframe anyway.
+            // Wait for a frame from the moment or after it. A stream with a GOP gets at most a
+            // second (frames may have stopped: then the newest there is). A cold session may
+            // have joined mid-GOP with a camera that cannot be asked for a key frame: it
+            // waits for the camera's next one, however long its GOP (`snapshot_timeout`
+            // bounds it), and the picture says how late it is (`after_event_ms`).
             let deadline = at + Duration::from_secs(1);
-            while hub
-                .gop_until(Some(at))
-                .is_none_or(|(_, f)| f.last().is_none_or(|l| l.received < at))
-            {
-                if hub.stats().running && Instant::now() >= deadline {
+            loop {
+                let gop = hub.gop_until(Some(at));
+                if gop
+                    .as_ref()
+                    .is_some_and(|(_, f)| f.last().is_some_and(|l| l.received >= at))
+                {
+                    break;
+                }
+                if gop.is_some() && Instant::now() >= deadline {
                     break;
                 }
                 match tokio::time::timeout(Duration::from_secs(1), sub.recv()).await {
                     Ok(Some(_)) => {}
                     Ok(None) => break,
-                    Err(_) if hub.stats().running => break,
+                    Err(_) if gop.is_some() => break,
                     Err(_) => {}
                 }
             }
@@ -568,18 +587,27 @@ impl Media {
             ));
         };
         drop(sub);
+        let shown = frames.last().map(|f| f.received);
         let jpeg = decode(params, frames, m.jpeg_quality, m.max_width).await?;
-        Ok((jpeg, source))
+        Ok(Picture {
+            jpeg,
+            source,
+            after_event_ms: at.zip(shown).map(|(at, shown)| signed_ms(shown, at)),
+        })
     }
 
     async fn save(
         &self,
         camera: &str,
         channel: u32,
-        jpeg: bytes::Bytes,
-        source: &str,
+        picture: Picture,
         trigger: Trigger,
     ) -> Result<Arc<Snapshot>> {
+        let Picture {
+            jpeg,
+            source,
+            after_event_ms,
+        } = picture;
         let taken = chrono::Utc::now();
         let id = format!(
             "{}-{:08x}",
@@ -653,6 +681,7 @@ impl Media {
             source: source.to_string(),
             trigger: trigger.name().to_string(),
             event_id,
+            after_event_ms,
             jpeg,
             url,
         });

@@ -356,6 +356,11 @@ pub struct Snapshot {
     /// `mqtt`, `rest`, `door_event`, `alarm`.
     pub trigger: String,
     pub event_id: Option<String>,
+    /// For a picture of a moment (door event, alarm): how long after it the frame shown was
+    /// received (ms; negative when the stream had nothing newer). A cold RTSP session on a
+    /// camera that cannot be asked for a key frame shows the next key frame, up to a GOP
+    /// later; the camera's own `/picture` is as late as its answer.
+    pub after_event_ms: Option<i64>,
     pub jpeg: bytes::Bytes,
     /// Where gatehouse serves it (signed), when the web server is on.
     pub url: Option<String>,

@@ -132,6 +132,13 @@ pub struct RtspSimConfig {
     /// on whether or not anyone watches, as real ones do: a new client joins wherever the
     /// GOP is and waits for the next IDR (unless it asks for one: `requestKeyFrame`).
     pub running_since: Option<Duration>,
+    /// The camera's 90 kHz clock runs this many parts per million fast (negative: slow), as
+    /// cheap camera oscillators do: at -2000, a 2 s GOP (50 frames at 25 fps) spans 1.996 s
+    /// of RTP time.
+    pub clock_ppm: i32,
+    /// Each frame's RTP timestamp is off by up to ± this many 90 kHz ticks (a camera that
+    /// stamps frames when its encoder finishes them, not on a grid). 0: exact.
+    pub jitter_ticks: u32,
 }
 
 impl Default for RtspSimConfig {
@@ -146,6 +153,8 @@ impl Default for RtspSimConfig {
             channels: 1,
             session_timeout: Duration::from_secs(60),
             running_since: None,
+            clock_ppm: 0,
+            jitter_ticks: 0,
         }
     }
 }
@@ -530,6 +539,15 @@ impl RtspSim {
         &self.inner.cfg
     }
 
+    /// With [`RtspSimConfig::running_since`]: how long the camera has been encoding, i.e. where
+    /// a client joining now starts in the loop (its GOP phase: `position % (gop / fps)`).
+    pub fn position(&self) -> Option<Duration> {
+        self.inner
+            .cfg
+            .running_since
+            .map(|d| d + self.inner.started.elapsed())
+    }
+
     pub fn stats(&self) -> RtspStats {
         self.inner
             .stats
@@ -832,12 +850,23 @@ struct Rtp {
     ts0: u32,
     packets: u32,
     octets: u32,
+    /// [`RtspSimConfig::clock_ppm`] and [`RtspSimConfig::jitter_ticks`].
+    ppm: i32,
+    jitter: u32,
 }
 
 impl Rtp {
     fn ts(&self, frame: u64, fps: u32) -> u32 {
-        self.ts0
-            .wrapping_add((frame * 90_000 / u64::from(fps)) as u32)
+        let exact = (frame * 90_000 / u64::from(fps)) as i64;
+        let skewed = exact + exact * i64::from(self.ppm) / 1_000_000;
+        // A fixed pseudo-random offset per frame; none on frame 0 (RTP-Info's rtptime).
+        let j = i64::from(self.jitter);
+        let off = if j == 0 || frame == 0 {
+            0
+        } else {
+            (frame.wrapping_mul(2_654_435_761) >> 8) as i64 % (2 * j + 1) - j
+        };
+        self.ts0.wrapping_add((skewed + off) as u32)
     }
 
     /// The interleaved RTP packets of one frame; `self.seq` etc. advance only when `commit`.
@@ -1314,6 +1343,8 @@ impl Conn {
                     ts0: rand::random(),
                     packets: 0,
                     octets: 0,
+                    ppm: self.inner.cfg.clock_ppm,
+                    jitter: self.inner.cfg.jitter_ticks,
                 };
                 self.session = Some(Session {
                     id,

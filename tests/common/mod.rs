@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod broker;
+pub mod hls;
 pub mod rtsp;
 
 use gatehouse::app::App;

@@ -132,6 +132,10 @@ pub struct HikSimConfig {
     /// rely on: 554 in adminAccesses) means no RTSP; `gatehouse demo` turns it on. Cheap: the
     /// loops are encoded once per process (~0.2 s in a debug build).
     pub rtsp: Option<RtspSimConfig>,
+    /// Answers `requestKeyFrame` (true, the default). False: the firmware answers 404, as
+    /// many NVR channels and every non-Hikvision camera do; a client that joins mid-GOP
+    /// then waits for the camera's next key frame.
+    pub key_frame_requests: bool,
 }
 
 impl Default for HikSimConfig {
@@ -144,6 +148,7 @@ impl Default for HikSimConfig {
             lockout_after: 3,
             lockout_for: Duration::from_secs(1800),
             rtsp: None,
+            key_frame_requests: true,
         }
     }
 }
@@ -650,7 +655,7 @@ async fn serve(inner: Arc<Inner>, sock: tokio::net::TcpStream) -> std::io::Resul
             // `PUT /ISAPI/Streaming/channels/<id>/requestKeyFrame`: the stream's next frame is
             // an IDR (a client that joined mid-GOP need not wait for the next one).
             match &inner.key_frames {
-                Some(k) if k.request(id) => (
+                Some(k) if inner.cfg.key_frame_requests && k.request(id) => (
                     "200 OK",
                     "application/xml",
                     RESPONSE_STATUS_OK.replace("x</requestURL>", &format!("{p}</requestURL>")),

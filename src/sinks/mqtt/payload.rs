@@ -40,6 +40,7 @@ pub fn snapshot_meta(s: &Snapshot) -> Value {
         "source": s.source,
         "trigger": s.trigger,
         "event_id": s.event_id,
+        "after_event_ms": s.after_event_ms,
         "bytes": s.jpeg.len(),
         "url": s.url,
     })

@@ -357,9 +357,9 @@ async fn demo(
             (t.clone(), Some(t))
         }
     };
-    // The simulated server keeps this machine's time zone, as one in the same building would:
-    // its live events carry wall-clock times without an offset, which gatehouse reads in its
-    // own zone until a REST event tells it the server's.
+    // The simulated server keeps this machine's time zone, as one in the same building would
+    // (gatehouse does not rely on that: live wall-clock times wait for a REST event to show the
+    // server's offset; tests run the simulator an hour east of the machine).
     let sim_cfg = SimConfig {
         utc_offset_minutes: chrono::Local::now().offset().local_minus_utc() / 60,
         ..SimConfig::default()

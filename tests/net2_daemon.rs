@@ -780,3 +780,118 @@ async fn a_burst_of_100_events_in_one_second_is_kept_whole_live_rest_and_both() 
     same_events(&h, &fps);
     h.stop().await;
 }
+
+/// A UTC offset (minutes) an hour east of this machine's zone, so the simulated Net2 server
+/// never shares the test machine's zone (here: a server at +01:00 on a UTC machine).
+fn foreign_offset_minutes() -> i32 {
+    let machine = chrono::Local::now().offset().local_minus_utc() / 60;
+    machine + 60
+}
+
+/// Time, stored time and Net2 id of the stored events of `user`, in store order.
+fn stored_times(h: &Harness, user: i64) -> Vec<(String, i64, String)> {
+    let c = rusqlite::Connection::open(h.db()).unwrap();
+    let mut st = c
+        .prepare("SELECT time, time_ms, via FROM events WHERE user_id = ?1 ORDER BY seq")
+        .unwrap();
+    st.query_map([user], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .unwrap()
+        .map(|r| r.unwrap())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_event_at_connect_is_read_in_the_server_zone_not_the_machines() {
+    use chrono::{DateTime, FixedOffset, TimeZone, Timelike};
+    use common::broker::{Broker, Recorder};
+    let server = foreign_offset_minutes();
+    let zone = FixedOffset::east_opt(server * 60).unwrap();
+    let broker = Broker::start();
+    let rec = Recorder::start(broker.port, "recorder", "gatehouse/door/+/event", false).await;
+    let sim = SimConfig {
+        utc_offset_minutes: server,
+        ..SimConfig::default()
+    };
+    let mut h = Harness::new(sim, "").await;
+    h.top = format!(
+        "mqtt:\n  host: 127.0.0.1\n  port: {}\n  client_id: gatehouse-tz-{}\n",
+        broker.port,
+        rand::random::<u32>()
+    );
+    // Hostile: the log is empty until the daemon subscribes, and the event happens that very
+    // moment. Its live copy has a naive local time and nothing has told the daemon the zone;
+    // REST answers are slow, so the live copy comes first.
+    let t = h.sim.local_now().with_nanosecond(0).unwrap();
+    h.sim.faults().events_delay_ms.store(300, Ordering::Relaxed);
+    h.sim
+        .push_on_subscribe(vec![SimEvent::new(20, 6612642).user(12).at(t)]);
+    h.start().await;
+    wait_for("the event on MQTT", T, || {
+        !rec.on("gatehouse/door/6612642/event").is_empty()
+    })
+    .await;
+    let want = zone.from_local_datetime(&t).unwrap();
+    let j = rec.on("gatehouse/door/6612642/event")[0].json();
+    let got = DateTime::parse_from_rfc3339(j["time"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        (got, got.offset()),
+        (want, want.offset()),
+        "published with the server's instant and offset: {j}"
+    );
+    assert_eq!(
+        j["via"], "live",
+        "the live copy was held until the zone was known, not dropped: {j}"
+    );
+    let stored = stored_times(&h, 12);
+    assert_eq!(
+        stored,
+        vec![(want.to_rfc3339(), want.timestamp_millis(), "live".into())],
+        "stored once, with the server's instant and offset"
+    );
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_event_after_the_server_changes_offset_gets_the_new_one() {
+    use chrono::{FixedOffset, TimeZone, Timelike};
+    let server = foreign_offset_minutes();
+    let sim = SimConfig {
+        utc_offset_minutes: server,
+        ..SimConfig::default()
+    };
+    let mut h = Harness::new(sim, "").await;
+    h.start().await;
+    wait_for("live socket", T, || {
+        h.sim.websocket_count() == 1 && !h.sim.stats().subscriptions.is_empty()
+    })
+    .await;
+    // One event with the first offset, seen live and over REST.
+    let t1 = h.sim.local_now().with_nanosecond(0).unwrap();
+    let id = h.sim.push_event(SimEvent::new(20, 6612642).user(19).at(t1));
+    wait_for("first event paired with its REST copy", T, || {
+        h.stored_source_ids().contains(&id)
+    })
+    .await;
+    // Summer time starts: the server's clock jumps an hour ahead; the next live event carries
+    // the new wall time, still without an offset.
+    h.sim.set_utc_offset_minutes(server + 60);
+    let t2 = h.sim.local_now().with_nanosecond(0).unwrap();
+    h.sim
+        .push_event(SimEvent::new(26, 6612642).user(19).token_type(1).at(t2));
+    wait_for("second event stored", T, || stored_times(&h, 19).len() == 2).await;
+    let before = FixedOffset::east_opt(server * 60).unwrap();
+    let after = FixedOffset::east_opt((server + 60) * 60).unwrap();
+    let (w1, w2) = (
+        before.from_local_datetime(&t1).unwrap(),
+        after.from_local_datetime(&t2).unwrap(),
+    );
+    assert_eq!(
+        stored_times(&h, 19),
+        vec![
+            (w1.to_rfc3339(), w1.timestamp_millis(), "live".into()),
+            (w2.to_rfc3339(), w2.timestamp_millis(), "live".into()),
+        ],
+        "each live event in the offset the server had when it happened"
+    );
+    h.stop().await;
+}

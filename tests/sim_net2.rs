@@ -986,3 +986,62 @@ async fn generator_produces_events() {
     cancel.cancel();
     sim.shutdown().await;
 }
+
+#[tokio::test]
+async fn server_zone_is_its_own_changes_with_dst_and_an_event_can_meet_the_subscriber() {
+    let sim = Net2Sim::start(SimConfig {
+        utc_offset_minutes: 60,
+        ..cfg()
+    })
+    .await
+    .unwrap();
+    let c = http();
+    let token = access(&sim, &c).await;
+    let t1 = chrono::NaiveDate::from_ymd_opt(2026, 3, 29)
+        .unwrap()
+        .and_hms_opt(1, 59, 30)
+        .unwrap();
+    sim.push_on_subscribe(vec![SimEvent::new(20, 6612642).user(12).at(t1)]);
+    assert_eq!(sim.event_count(), 0, "it happens at the subscription");
+    let conn = negotiate(&sim, &c, &token).await["ConnectionToken"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut ws = ws_connect(&sim, &conn, &token).await.unwrap();
+    assert_eq!(next_frame(&mut ws).await["S"], 1);
+    invoke(&mut ws, "subscribeToLiveEvents", serde_json::json!([]), 1).await;
+    let frames = [next_frame(&mut ws).await, next_frame(&mut ws).await];
+    let live = frames
+        .iter()
+        .find(|f| f.get("M").is_some())
+        .expect("a liveEvents frame right at the subscription");
+    assert_eq!(live_events(live).1[0]["eventTime"], "2026-03-29T01:59:30");
+    assert!(frames.contains(&serde_json::json!({"I":"1"})));
+    // Summer time: later events are logged at +02:00, earlier ones keep +01:00.
+    sim.set_utc_offset_minutes(120);
+    let t2 = t1 + chrono::Duration::hours(1) + chrono::Duration::seconds(40);
+    sim.push_event(SimEvent::new(20, 6612642).user(12).at(t2).rest_only());
+    let r = get(
+        &c,
+        format!("{}/api/v1/events?orderBy=eventTime%20ASC", sim.base_url()),
+        &token,
+    )
+    .await;
+    let page: Vec<Value> = r.json().await.unwrap();
+    let times: Vec<&str> = page
+        .iter()
+        .map(|e| e["eventTime"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        times,
+        [
+            "2026-03-29T01:59:30.000+01:00",
+            "2026-03-29T03:00:10.000+02:00"
+        ]
+    );
+    let now = sim.local_now() - chrono::Utc::now().naive_utc();
+    assert!(
+        (now - chrono::Duration::hours(2)).abs() < chrono::Duration::seconds(5),
+        "the server's clock follows its zone: {now}"
+    );
+}

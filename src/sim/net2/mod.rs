@@ -4,7 +4,9 @@
 //! fixtures in `tests/fixtures/net2/`, quirks included: form-encoded token requests with a
 //! rate limit, empty bodies for empty event answers, server-local timestamps without a
 //! zone in `where`, fire-and-forget door commands, momentary doors that toggle on both
-//! `holdopen` and `close`, and SignalR frames whose argument shape varies.
+//! `holdopen` and `close`, and SignalR frames whose argument shape varies. Its zone is its own
+//! (REST times carry its offset, live times are its bare wall clock) and may change while it
+//! runs (DST).
 
 mod rest;
 mod signalr;
@@ -49,7 +51,9 @@ pub struct SimConfig {
     pub keepalive_interval: Duration,
     /// The password grant answers `mfa_required`.
     pub mfa_required: bool,
-    /// Server local zone: local time = UTC + this.
+    /// Server zone at start: local time = UTC + this. It need not be the zone of the machine
+    /// running the simulator (a test on a UTC machine runs a server at +01:00);
+    /// [`Net2Sim::set_utc_offset_minutes`] moves it later (a DST change).
     pub utc_offset_minutes: i32,
     /// Doors on a momentary relay: `holdopen` and `close` both toggle them.
     pub momentary_doors: Vec<u64>,
@@ -175,6 +179,9 @@ pub struct Faults {
     /// Answer door commands this many milliseconds after carrying them out (the door's
     /// status frame reaches the client before the answer).
     pub command_answer_ms: AtomicU64,
+    /// Answer `/api/v1/events` this many milliseconds late (a busy Net2 database): live
+    /// events overtake the REST backfill.
+    pub events_delay_ms: AtomicU64,
 }
 
 impl Default for Faults {
@@ -187,6 +194,7 @@ impl Default for Faults {
             malformed_events: AtomicBool::new(false),
             live_enabled: AtomicBool::new(true),
             command_answer_ms: AtomicU64::new(0),
+            events_delay_ms: AtomicU64::new(0),
         }
     }
 }
@@ -269,9 +277,24 @@ impl Net2Sim {
         self.inner.lock().events.len()
     }
 
-    /// Server-local time now (UTC + utc_offset_minutes), millisecond precision.
+    /// Server-local time now (UTC + the current offset), millisecond precision.
     pub fn local_now(&self) -> NaiveDateTime {
         self.inner.local_now()
+    }
+
+    /// The server zone's offset changes now (a DST change): later events are logged with it,
+    /// earlier ones keep theirs.
+    pub fn set_utc_offset_minutes(&self, minutes: i32) {
+        self.inner
+            .offset_minutes
+            .store(minutes, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// These events happen the moment the next client subscribes to live events: logged and
+    /// pushed at once, before the client has had a chance to read any REST event (the
+    /// hostile start: a live event with a naive local time and nothing yet to tell its zone).
+    pub fn push_on_subscribe(&self, evs: Vec<SimEvent>) {
+        self.inner.lock().on_subscribe.extend(evs);
     }
 
     /// Spawn a random event generator; stops when `cancel` is cancelled.

@@ -16,7 +16,7 @@ use serde_json::value::RawValue;
 use super::signalr;
 use super::state::{
     ACCESSLEVELS_JSON, DEPARTMENTS_JSON, DOORS_JSON, Inner, StoredEvent, TOKEN_INVALID_GRANT_JSON,
-    TOKEN_MFA_JSON, USERS_JSON, description_of, peripheral_of, priority_of, site_of,
+    TOKEN_MFA_JSON, USERS_JSON, description_of, offset_str, peripheral_of, priority_of, site_of,
 };
 
 const JSON_CT: &str = "application/json; charset=utf-8";
@@ -359,6 +359,10 @@ async fn api(inner: &Arc<Inner>, req: Request, path: &str, lower: &str, q: &Quer
             r#"{"version":"6.8.21021.1","apiVersion":"1.0"}"#,
         ),
         Route::Events => {
+            let late = faults.events_delay_ms.load(Relaxed);
+            if late > 0 {
+                tokio::time::sleep(Duration::from_millis(late)).await;
+            }
             if empty {
                 return empty_ok();
             }
@@ -567,7 +571,7 @@ struct RestEvent<'a> {
     device_deleted: bool,
 }
 
-fn rest_event<'a>(inner: &'a Inner, e: &'a StoredEvent, offset: &str) -> RestEvent<'a> {
+fn rest_event<'a>(inner: &'a Inner, e: &'a StoredEvent) -> RestEvent<'a> {
     let user = e.user_id.and_then(|u| inner.fixtures.user(u));
     let device_name = if e.door == 0 {
         "Net2 Server".to_string()
@@ -578,7 +582,11 @@ fn rest_event<'a>(inner: &'a Inner, e: &'a StoredEvent, offset: &str) -> RestEve
         }
     };
     RestEvent {
-        event_time: format!("{}{offset}", e.time.format("%Y-%m-%dT%H:%M:%S%.3f")),
+        event_time: format!(
+            "{}{}",
+            e.time.format("%Y-%m-%dT%H:%M:%S%.3f"),
+            offset_str(e.offset_minutes)
+        ),
         id: e.id,
         device_name,
         card_no: e.card_no,
@@ -639,7 +647,6 @@ fn events(inner: &Inner, q: &Query) -> Response {
         },
     };
 
-    let offset = inner.offset_str();
     let st = inner.lock();
     let evs = &st.events;
     let (mut lo, mut hi) = (0usize, evs.len());
@@ -687,7 +694,7 @@ fn events(inner: &Inner, q: &Query) -> Response {
     };
     let mut items: Vec<String> = picked
         .iter()
-        .map(|e| serde_json::to_string(&rest_event(inner, e, &offset)).unwrap_or_default())
+        .map(|e| serde_json::to_string(&rest_event(inner, e)).unwrap_or_default())
         .collect();
     if inner.faults.malformed_events.load(Relaxed) {
         let base = st.next_event_id + 1_000_000;
@@ -698,6 +705,7 @@ fn events(inner: &Inner, q: &Query) -> Response {
         let unknown = StoredEvent {
             id: base + 1,
             time: now,
+            offset_minutes: inner.offset_now(),
             event_type: 9999,
             sub_type: 0,
             door: 6612642,
@@ -707,8 +715,7 @@ fn events(inner: &Inner, q: &Query) -> Response {
             details: Some("Ukendt".into()),
             linked: None,
         };
-        let unknown =
-            serde_json::to_string(&rest_event(inner, &unknown, &offset)).unwrap_or_default();
+        let unknown = serde_json::to_string(&rest_event(inner, &unknown)).unwrap_or_default();
         let mid = items.len().min(1);
         items.insert(mid, wrong);
         items.push(unknown);

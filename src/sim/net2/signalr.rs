@@ -317,7 +317,16 @@ async fn run_socket(inner: Arc<Inner>, socket: WebSocket, expiry: Option<Instant
                 }
                 incoming = stream.next() => match incoming {
                     Some(Ok(Message::Text(t))) => {
-                        if let Some(reply) = invoke(&inner, id, t.as_str())
+                        let (reply, subscribed) = invoke(&inner, id, t.as_str());
+                        if subscribed {
+                            // Whatever was set to happen at this moment happens now: its
+                            // liveEvents frame goes out right behind the invocation's answer.
+                            let evs = std::mem::take(&mut inner.lock().on_subscribe);
+                            if !evs.is_empty() {
+                                inner.push_events(&evs);
+                            }
+                        }
+                        if let Some(reply) = reply
                             && sink.send(Message::Text(reply.into())).await.is_err()
                         {
                             break;
@@ -338,8 +347,15 @@ async fn run_socket(inner: Arc<Inner>, socket: WebSocket, expiry: Option<Instant
     // Dropping sink and stream closes the TCP connection without a close frame.
 }
 
-/// Handle one client → server hub invocation; returns the reply frame.
-fn invoke(inner: &Inner, socket: u64, text: &str) -> Option<String> {
+/// Handle one client → server hub invocation; returns the reply frame, and whether it
+/// subscribed this socket to live events.
+fn invoke(inner: &Inner, socket: u64, text: &str) -> (Option<String>, bool) {
+    let mut live = false;
+    let reply = invoke_inner(inner, socket, text, &mut live);
+    (reply, live)
+}
+
+fn invoke_inner(inner: &Inner, socket: u64, text: &str, live: &mut bool) -> Option<String> {
     let v: Value = serde_json::from_str(text).ok()?;
     let id = match v.get("I") {
         Some(Value::String(s)) => s.clone(),
@@ -371,7 +387,10 @@ fn invoke(inner: &Inner, socket: u64, text: &str) -> Option<String> {
     let mut st = inner.lock();
     let sock = st.sockets.get_mut(&socket)?;
     match method.to_ascii_lowercase().as_str() {
-        "subscribetoliveevents" => sock.live = true,
+        "subscribetoliveevents" => {
+            sock.live = true;
+            *live = true;
+        }
         "subscribetodoorstatusevents" => match door_arg() {
             Some(d) => {
                 sock.door_status.insert(d);

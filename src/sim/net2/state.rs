@@ -1,6 +1,7 @@
 //! Shared simulator state: fixtures, event log, tokens, doors, SignalR sockets.
 
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -183,6 +184,9 @@ pub(crate) struct StoredEvent {
     pub id: i64,
     /// Server-local, millisecond precision.
     pub time: NaiveDateTime,
+    /// The server's UTC offset when the event was logged (REST shows each event with the
+    /// offset of its own time: summer and winter events differ on a DST server).
+    pub offset_minutes: i32,
     pub event_type: i64,
     pub sub_type: i64,
     pub door: u64,
@@ -229,10 +233,15 @@ pub(crate) struct State {
     /// ConnectionToken → ConnectionId of negotiated SignalR connections.
     pub connections: HashMap<String, String>,
     pub close_counter: u64,
+    /// Events that happen the moment the next client subscribes to live events.
+    pub on_subscribe: Vec<SimEvent>,
 }
 
 pub(crate) struct Inner {
     pub cfg: SimConfig,
+    /// The server zone's current UTC offset (starts at `cfg.utc_offset_minutes`; a test
+    /// moves it to play a DST change).
+    pub offset_minutes: AtomicI32,
     pub faults: Faults,
     pub fixtures: Fixtures,
     pub state: Mutex<State>,
@@ -311,6 +320,7 @@ impl Inner {
             );
         }
         Inner {
+            offset_minutes: AtomicI32::new(cfg.utc_offset_minutes),
             cfg,
             faults: Faults::default(),
             fixtures,
@@ -323,20 +333,16 @@ impl Inner {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Server-local "now", truncated to milliseconds.
-    pub fn local_now(&self) -> NaiveDateTime {
-        let t =
-            Utc::now().naive_utc() + chrono::Duration::minutes(self.cfg.utc_offset_minutes.into());
-        let ms = t.nanosecond() / 1_000_000 * 1_000_000;
-        t.with_nanosecond(ms).unwrap_or(t)
+    /// The server zone's UTC offset now, in minutes.
+    pub fn offset_now(&self) -> i32 {
+        self.offset_minutes.load(Ordering::Relaxed)
     }
 
-    /// "+01:00" style offset of the server zone.
-    pub fn offset_str(&self) -> String {
-        let m = self.cfg.utc_offset_minutes;
-        let sign = if m < 0 { '-' } else { '+' };
-        let a = m.unsigned_abs();
-        format!("{sign}{:02}:{:02}", a / 60, a % 60)
+    /// Server-local "now", truncated to milliseconds.
+    pub fn local_now(&self) -> NaiveDateTime {
+        let t = Utc::now().naive_utc() + chrono::Duration::minutes(self.offset_now().into());
+        let ms = t.nanosecond() / 1_000_000 * 1_000_000;
+        t.with_nanosecond(ms).unwrap_or(t)
     }
 
     // ---------------------------------------------------------------- tokens
@@ -391,6 +397,7 @@ impl Inner {
         let stored = StoredEvent {
             id,
             time,
+            offset_minutes: self.offset_now(),
             event_type: ev.event_type,
             sub_type: ev.sub_type,
             door: ev.door,
@@ -499,6 +506,7 @@ impl Inner {
         st.events.reserve(n);
         let was_sorted_until = st.events.len();
         let mut t = start;
+        let offset_minutes = self.offset_now();
         for i in 0..n {
             let (event_type, token_type) = TYPES[i % TYPES.len()];
             let door = doors[(i / TYPES.len()) % doors.len()];
@@ -511,6 +519,7 @@ impl Inner {
             st.events.push(StoredEvent {
                 id,
                 time: t,
+                offset_minutes,
                 event_type,
                 sub_type: 0,
                 door,
@@ -725,6 +734,13 @@ impl Inner {
             at: Utc::now(),
         });
     }
+}
+
+/// "+01:00" style form of a UTC offset in minutes, as REST event times end.
+pub(crate) fn offset_str(minutes: i32) -> String {
+    let sign = if minutes < 0 { '-' } else { '+' };
+    let a = minutes.unsigned_abs();
+    format!("{sign}{:02}:{:02}", a / 60, a % 60)
 }
 
 fn insert_sorted(events: &mut Vec<StoredEvent>, ev: StoredEvent) {

@@ -96,6 +96,9 @@ pub struct DoorTracker {
     pub sites: HashMap<DoorId, String>,
     /// Time of the newest access per user, so a backfilled older access does not move them.
     presence: HashMap<i64, chrono::DateTime<chrono::FixedOffset>>,
+    /// The Net2 server's UTC offset once known: derived events are dated in it, as the
+    /// server's own are (this machine's zone until then).
+    pub server_offset: Option<chrono::FixedOffset>,
 }
 
 /// A queued command older than this is refused rather than sent late (the user has walked
@@ -344,6 +347,7 @@ impl DoorTracker {
                 out.push(Message::Event(Box::new(derived_held_open(
                     &t.state,
                     limit.get(),
+                    self.server_offset,
                 ))));
                 out.push(Message::DoorState(t.state.clone()));
             }
@@ -623,9 +627,12 @@ fn set_open(t: &mut Tracked, open: bool, now: Instant) {
     t.state.open = Some(open);
 }
 
-fn derived_held_open(s: &DoorState, after: Duration) -> Event {
+fn derived_held_open(s: &DoorState, after: Duration, offset: Option<chrono::FixedOffset>) -> Event {
     let now = Utc::now();
-    let local = now.with_timezone(&chrono::Local).fixed_offset();
+    let local = match offset {
+        Some(o) => now.with_timezone(&o),
+        None => now.with_timezone(&chrono::Local).fixed_offset(),
+    };
     let fp = format!(
         "{}|held_open|0|{}",
         local.naive_local().format("%Y-%m-%dT%H:%M:%S"),
@@ -971,7 +978,7 @@ mod tests {
         let ev = Event {
             kind: EventKind::Lockdown { active: true },
             door: None,
-            ..derived_held_open(&DoorState::default(), Duration::ZERO)
+            ..derived_held_open(&DoorState::default(), Duration::ZERO, None)
         };
         assert!(statuses(&t.apply_event(&ev, now), "l").is_empty());
         t.sent(&c);
@@ -984,10 +991,17 @@ mod tests {
     fn held_open_is_derived_once_when_server_is_silent() {
         let now = Instant::now();
         let mut t = DoorTracker::default();
+        let server = chrono::FixedOffset::east_opt(3600).unwrap();
+        t.server_offset = Some(server);
         t.apply_status_poll(&[(1, flags(Some(false), false))], now);
         assert!(t.tick(&doors(), now + Duration::from_secs(29)).is_empty());
         let out = t.tick(&doors(), now + Duration::from_secs(31));
         assert!(out.iter().any(|m| matches!(m, Message::Event(e) if e.kind == EventKind::DoorHeldOpen { derived: true })));
+        // Dated in the server's zone, like the server's own events.
+        assert!(
+            out.iter()
+                .any(|m| matches!(m, Message::Event(e) if *e.time.offset() == server))
+        );
         assert!(t.state(1).unwrap().held_open);
         assert!(
             t.tick(&doors(), now + Duration::from_secs(60)).is_empty(),

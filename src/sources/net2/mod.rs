@@ -14,6 +14,7 @@ pub mod doors;
 mod live;
 pub mod signalr;
 pub mod types;
+pub mod zone;
 
 use crate::bus::Bus;
 use crate::config::{ConfigRx, Net2Config};
@@ -21,7 +22,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::model::*;
 use crate::storage::Store;
 use crate::task::{Backoff, RunEnd, supervise};
-use chrono::{DateTime, FixedOffset, Utc};
+use chrono::{DateTime, FixedOffset, Offset, Utc};
 use classify::{Names, SOURCE};
 use client::Net2Client;
 use dedupe::{Admit, Deduper};
@@ -32,6 +33,7 @@ use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use zone::{Live, ServerZone};
 
 /// Wrong credentials: wait this long before trying again (operators get locked out).
 const AUTH_BACKOFF: Duration = Duration::from_secs(300);
@@ -57,6 +59,29 @@ pub fn since_cursor(
 
 const BACKFILL_OVERLAP: chrono::Duration = chrono::Duration::minutes(2);
 
+/// This machine's UTC offset now: only a last resort for server-local times (a REST query
+/// window before anything better is known).
+fn machine_offset() -> FixedOffset {
+    chrono::Local::now().fixed_offset().offset().to_owned()
+}
+
+/// Use one live item (arrived at `at`): an event once (the deduper decides), then the state
+/// it changed; door flags and lock changes move the door.
+fn apply_live(c: &mut Core, item: Live, at: Instant, out: &mut Vec<Message>) {
+    match item {
+        Live::Event { ev, .. } => {
+            if c.dedupe.admit_live(&ev.fingerprint, &ev.id) == Admit::New {
+                // In arrival order: the event, then the state it changed.
+                let derived = c.tracker.apply_event(&ev, at);
+                out.push(Message::Event(ev));
+                out.extend(derived);
+            }
+        }
+        Live::Flags(door, flags) => out.extend(c.tracker.apply_flags(door, &flags, at)),
+        Live::Locked(door, locked) => out.extend(c.tracker.apply_locked(door, locked, at)),
+    }
+}
+
 /// Pure state shared by the tasks.
 struct Core {
     names: Names,
@@ -64,7 +89,8 @@ struct Core {
     tracker: DoorTracker,
     /// Newest REST event time seen (server-local, with offset).
     cursor: Option<DateTime<FixedOffset>>,
-    offset: FixedOffset,
+    /// The server's UTC offset, and the live items waiting for it.
+    zone: ServerZone,
     online: Option<bool>,
     live: bool,
 }
@@ -217,58 +243,92 @@ impl Net2Source {
             return;
         };
         let now = Utc::now();
+        let mut held = false;
         for m in msgs {
-            let mut out = Vec::new();
-            match m.method.as_str() {
-                "liveevents" => {
-                    let mut c = self.lock();
-                    for item in m.items() {
-                        let ev = classify::live_event(item, &c.names, c.offset, now);
-                        if let EventKind::Unparsed { error } = &ev.kind {
-                            tracing::warn!(error, raw = %ev.raw, "malformed Net2 live event kept raw");
-                        }
-                        if c.dedupe.admit_live(&ev.fingerprint, &ev.id) == Admit::New {
-                            // In arrival order: the event, then the state it changed.
-                            let derived = c.tracker.apply_event(&ev, Instant::now());
-                            out.push(Message::Event(Box::new(ev)));
-                            out.extend(derived);
-                        }
-                    }
-                }
-                "doorstatusevents" => {
-                    let mut c = self.lock();
-                    for item in m.items() {
-                        match serde_json::from_value::<types::LiveDoorStatus>(item.clone()) {
-                            Ok(s) => out.extend(c.tracker.apply_flags(
-                                s.door_id,
-                                &s.status.unwrap_or_default(),
-                                Instant::now(),
-                            )),
-                            Err(e) => {
-                                tracing::warn!(error = %e, raw = %item, "malformed doorStatusEvents item")
-                            }
-                        }
-                    }
-                }
-                "doorevents" => {
-                    let mut c = self.lock();
-                    for item in m.items() {
-                        match serde_json::from_value::<types::LiveDoorEvent>(item.clone()) {
-                            Ok(types::LiveDoorEvent {
-                                door_id,
-                                locked: Some(l),
-                            }) => out.extend(c.tracker.apply_locked(door_id, l, Instant::now())),
-                            Ok(_) => {}
-                            Err(e) => {
-                                tracing::warn!(error = %e, raw = %item, "malformed doorEvents item")
-                            }
-                        }
-                    }
-                }
-                other => tracing::debug!(method = other, "ignoring Net2 hub message"),
-            }
+            let out = self.take_live_message(&m, now, &mut held);
             self.publish_all(out).await;
         }
+        if held {
+            tracing::debug!(
+                "Net2 live items held until a REST answer shows the server's UTC offset"
+            );
+            self.backfill_now.notify_one();
+        }
+    }
+
+    /// One hub message: its items through the zone, in order; what can be used now is.
+    fn take_live_message(
+        &self,
+        m: &signalr::HubMessage,
+        now: DateTime<Utc>,
+        held: &mut bool,
+    ) -> Vec<Message> {
+        let mut items = Vec::new();
+        let mut c = self.lock();
+        match m.method.as_str() {
+            "liveevents" => {
+                // Live times are naive: `c.zone` places them in the server's zone below (or
+                // holds them until it is known), so the offset given here is a placeholder.
+                let provisional = c.zone.offset().unwrap_or(Utc.fix());
+                for item in m.items() {
+                    let ev = classify::live_event(item, &c.names, provisional, now);
+                    if let EventKind::Unparsed { error } = &ev.kind {
+                        tracing::warn!(error, raw = %ev.raw, "malformed Net2 live event kept raw");
+                    }
+                    // Net2 sends live times without an offset; should one ever come with
+                    // one, it is the server's word like a REST time.
+                    let naive = match item
+                        .get("eventTime")
+                        .and_then(|t| t.as_str())
+                        .and_then(classify::parse_time)
+                    {
+                        Some((_, Some(_))) => {
+                            c.zone.learn(ev.time);
+                            false
+                        }
+                        Some((_, None)) => true,
+                        None => false,
+                    };
+                    items.push(Live::Event {
+                        ev: Box::new(ev),
+                        naive,
+                    });
+                }
+            }
+            "doorstatusevents" => {
+                for item in m.items() {
+                    match serde_json::from_value::<types::LiveDoorStatus>(item.clone()) {
+                        Ok(s) => items.push(Live::Flags(s.door_id, s.status.unwrap_or_default())),
+                        Err(e) => {
+                            tracing::warn!(error = %e, raw = %item, "malformed doorStatusEvents item")
+                        }
+                    }
+                }
+            }
+            "doorevents" => {
+                for item in m.items() {
+                    match serde_json::from_value::<types::LiveDoorEvent>(item.clone()) {
+                        Ok(types::LiveDoorEvent {
+                            door_id,
+                            locked: Some(l),
+                        }) => items.push(Live::Locked(door_id, l)),
+                        Ok(_) => {}
+                        Err(e) => {
+                            tracing::warn!(error = %e, raw = %item, "malformed doorEvents item")
+                        }
+                    }
+                }
+            }
+            other => tracing::debug!(method = other, "ignoring Net2 hub message"),
+        }
+        let mut out = Vec::new();
+        for item in items {
+            match c.zone.arrive(item, Instant::now(), now) {
+                Some(item) => apply_live(&mut c, item, Instant::now(), &mut out),
+                None => *held = true,
+            }
+        }
+        out
     }
 
     /// Fetch REST events since the cursor until caught up. Returns how many were new.
@@ -282,17 +342,20 @@ impl Net2Source {
         loop {
             let since = next.unwrap_or_else(|| {
                 let c = self.lock();
+                let server_now = c.zone.now_offset(machine_offset());
                 c.cursor
-                    .map(|t| since_cursor(t, chrono::Local::now().fixed_offset()))
+                    .map(|t| since_cursor(t, Utc::now().with_timezone(&server_now)))
                     .unwrap_or_else(|| {
                         let start = Utc::now()
                             - chrono::Duration::from_std(cfg.initial_backfill.get())
                                 .unwrap_or_default();
-                        start.with_timezone(&c.offset).naive_local()
+                        start.with_timezone(&server_now).naive_local()
                     })
             });
             // Server-local time, no zone suffix (the server rejects or misreads one).
             let q = format!("eventTime>='{}'", since.format("%Y-%m-%dT%H:%M:%S%.3f"));
+            // Live items that arrived before this moment should have their copy in the answer.
+            let asked = Utc::now();
             let body = self
                 .client
                 .get(
@@ -305,10 +368,8 @@ impl Net2Source {
                 )
                 .await?;
             // Net2 answers "no events" with an empty body, not `[]`.
-            if body.text.trim().is_empty() {
-                return Ok(new);
-            }
             let items: Vec<serde_json::Value> = match serde_json::from_str(&body.text) {
+                _ if body.text.trim().is_empty() => Vec::new(),
                 Ok(v) => v,
                 Err(e) => {
                     self.reject("GET /api/v1/events", &e.to_string(), &body.text)
@@ -327,13 +388,18 @@ impl Net2Source {
                 let before = c.cursor;
                 let mut page_newest: Option<chrono::NaiveDateTime> = None;
                 let mut events = Vec::with_capacity(items.len());
+                let mut page = Vec::with_capacity(items.len());
                 for item in &items {
-                    let ev = classify::rest_event(item, &c.names, c.offset, now);
+                    // A REST time without an offset (none seen so far) is read in the
+                    // offset of the others.
+                    let offset = c.zone.offset().unwrap_or_else(machine_offset);
+                    let ev = classify::rest_event(item, &c.names, offset, now);
                     if let EventKind::Unparsed { error } = &ev.kind {
                         tracing::warn!(error, raw = %ev.raw, "malformed Net2 event kept raw");
                     } else {
                         // Learn the server's zone from the events themselves.
-                        c.offset = *ev.time.offset();
+                        c.zone.learn(ev.time);
+                        page.push((ev.fingerprint.clone(), ev.time));
                         let local = ev.time.naive_local();
                         page_newest = page_newest.max(Some(local));
                         if c.cursor.is_none_or(|t| ev.time > t) {
@@ -342,6 +408,13 @@ impl Net2Source {
                     }
                     events.push(ev);
                 }
+                // Held live items first: they arrived before their REST copies, which then
+                // pair with them.
+                let last = n < cfg.page_size as usize || page_newest.is_none_or(|t| t <= since);
+                for (item, at) in c.zone.rest_answer(&page, asked, last) {
+                    apply_live(&mut c, item, at, &mut out);
+                }
+                c.tracker.server_offset = c.zone.offset();
                 let keys: Vec<_> = events
                     .iter()
                     .map(|e| (e.source_id, e.fingerprint.as_str(), e.id.as_str()))
@@ -592,9 +665,9 @@ pub fn spawn(
     }
     let mut tracker = DoorTracker::default();
     tracker.restore(store.door_states()?);
-    let offset = cursor
-        .map(|c| *c.offset())
-        .unwrap_or_else(|| *chrono::Local::now().offset());
+    // Never this machine's zone: the server's is learned from REST (see `zone`).
+    let zone = ServerZone::new(cursor);
+    tracker.server_offset = zone.offset();
     let (live_tx, _) = watch::channel(false);
     let src = Arc::new(Net2Source {
         client,
@@ -603,7 +676,7 @@ pub fn spawn(
             dedupe,
             tracker,
             cursor,
-            offset,
+            zone,
             online: None,
             live: false,
         }),
@@ -761,7 +834,16 @@ pub fn spawn(
                 last_timeout = Some(timeout);
             }
             let doors = s.cfg_rx.borrow().doors.clone();
-            let out = s.lock().tracker.tick(&doors, Instant::now());
+            let out = {
+                let mut c = s.lock();
+                // Live items REST has not settled in time go with the best offset known.
+                let mut out = Vec::new();
+                for (item, at) in c.zone.overdue(Utc::now()) {
+                    apply_live(&mut c, item, at, &mut out);
+                }
+                out.extend(c.tracker.tick(&doors, Instant::now()));
+                out
+            };
             s.publish_all(out).await;
         }
     }));

@@ -122,7 +122,9 @@ impl App {
                 sources_cancel.clone(),
             )?);
         }
-        for cam in &cfg.sources.hikvision {
+        // Cameras without ISAPI have no alert stream or device info: the media service follows
+        // their availability over RTSP.
+        for cam in cfg.sources.hikvision.iter().filter(|c| c.isapi()) {
             sources.extend(crate::sources::hikvision::spawn(
                 cam,
                 gates[&cam.id].clone(),

@@ -303,6 +303,63 @@ async fn a_live_playlist_keeps_its_target_duration_and_follows_a_slightly_fast_g
     d.app.shutdown().await;
 }
 
+/// A camera without ISAPI (any RTSP camera) is a `sources.hikvision` entry with `id` and
+/// `rtsp_url` only. Before, it needed a dummy `url` and `password`, that address was retried
+/// for ever, the camera was published offline although its video worked, and every picture
+/// tried `/picture` first. Now: no HTTP at all, pictures from RTSP, availability from RTSP
+/// (DESCRIBE), and Home Assistant does not call it a Hikvision.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_rtsp_only_camera_needs_no_isapi_and_its_availability_follows_rtsp() {
+    let rtsp = gatehouse::sim::rtsp::RtspSim::start(RtspSimConfig::default())
+        .await
+        .unwrap();
+    let url =
+        rtsp.url("/Streaming/Channels/101")
+            .replacen("rtsp://", "rtsp://admin:sim-hik-pass@", 1);
+    let broker = Broker::start();
+    let rec = Recorder::start(broker.port, "rec", "#", false).await;
+    let dir = tempfile::tempdir().unwrap();
+    let cams = format!("    - {{ id: porch, rtsp_url: \"{url}\", offline_after: 1s }}\n");
+    let app = start(&yaml(&broker, dir.path(), &cams, "")).await;
+    let availability = || {
+        rec.on("gatehouse/camera/porch/availability")
+            .last()
+            .map(|m| String::from_utf8_lossy(&m.payload).into_owned())
+    };
+    wait_for("porch online", T, || {
+        availability().as_deref() == Some("online")
+    })
+    .await;
+    let media = app.media.clone().unwrap();
+    let snap = media
+        .snapshot("porch", 1, None, gatehouse::media::service::Trigger::Rest)
+        .await
+        .unwrap();
+    assert_eq!(snap.source, "rtsp");
+    assert_eq!(jpeg_size(&snap.jpeg), Some((640, 360)));
+    let conn = "homeassistant/binary_sensor/gatehouse/camera_porch_connectivity/config";
+    wait_for("discovery", T, || !rec.on(conn).is_empty()).await;
+    let dev = rec.on(conn)[0].json()["device"].clone();
+    assert_eq!(dev["manufacturer"], "RTSP", "{dev}");
+    assert_eq!(dev["model"], "RTSP camera", "{dev}");
+    // The camera goes away: offline once offline_after has passed.
+    drop(rtsp);
+    wait_for("porch offline", T, || {
+        availability().as_deref() == Some("offline")
+    })
+    .await;
+    let state = rec
+        .on("gatehouse/camera/porch/state")
+        .last()
+        .unwrap()
+        .json();
+    assert!(
+        state["detail"].as_str().unwrap_or("").contains("RTSP"),
+        "says why: {state}"
+    );
+    app.shutdown().await;
+}
+
 /// A device that answers `requestKeyFrame` with an error (here: its RTSP is another server,
 /// as with an explicit `rtsp_url`) is asked once, never again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -699,12 +699,19 @@ fn validate(cfg: &mut Config, errs: &mut Collector) {
         }
         match url::Url::parse(&h.url) {
             Ok(u) if u.scheme() == "http" || u.scheme() == "https" => {}
+            _ if h.url.is_empty() && h.rtsp_url.is_some() => {} // RTSP only
+            _ if h.url.is_empty() => errs.push(
+                format!("{p}.url"),
+                "required: the device's http(s)://host (ISAPI); for a camera without ISAPI, give rtsp_url instead",
+            ),
             _ => errs.push(
                 format!("{p}.url"),
                 format!("expected http(s)://host, not {:?}", h.url),
             ),
         }
-        resolve_password(&mut h.password, &h.password_file, &p, true, errs);
+        // An RTSP-only camera may carry its credentials in rtsp_url, or need none.
+        let required = h.isapi();
+        resolve_password(&mut h.password, &h.password_file, &p, required, errs);
         if let Some(u) = &h.rtsp_url {
             let u = u.expose();
             match url::Url::parse(u) {
@@ -965,6 +972,25 @@ doors:
                 "sources.hikvision[1].id"
             ]
         );
+    }
+
+    #[test]
+    fn a_camera_without_isapi_needs_only_rtsp_url() {
+        let c = load_str(
+            "version: 1\nsources:\n  hikvision:\n    - { id: porch, rtsp_url: \"rtsp://u:p@cam/s\" }\n",
+            &env,
+        )
+        .unwrap();
+        let h = &c.sources.hikvision[0];
+        assert!(!h.isapi() && h.password.is_none());
+        // Neither: the error says both ways.
+        let e = load_str(
+            "version: 1\nsources:\n  hikvision:\n    - { id: porch }\n",
+            &env,
+        )
+        .unwrap_err();
+        assert_eq!(e.paths(), vec!["sources.hikvision[0].url"]);
+        assert!(e.to_string().contains("rtsp_url"), "{e}");
     }
 
     #[test]

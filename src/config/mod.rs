@@ -368,7 +368,10 @@ pub struct HikvisionConfig {
     /// The device's name in Home Assistant (default: a camera's channel name, else the name
     /// the device reports, else `id`; an NVR's channels are named as the NVR names them).
     pub name: Option<String>,
-    /// `http://camera` or `https://nvr` (self-signed: see `tls`). (restart)
+    /// `http://camera` or `https://nvr` (self-signed: see `tls`). (restart) Empty (left out)
+    /// for a camera without ISAPI (any RTSP camera): then `rtsp_url` is required, and
+    /// gatehouse takes pictures and live streams over RTSP only, with the camera's
+    /// availability from RTSP (no alarms, no device info, no `/picture`).
     pub url: String,
     pub username: String,
     /// `${ENV}` substituted; or `password_file`.
@@ -393,6 +396,13 @@ pub struct HikvisionConfig {
     pub rtsp_url: Option<Secret>,
     /// Ask the device for `/picture` before decoding RTSP (cameras and NVRs that have it).
     pub use_picture: bool,
+}
+
+impl HikvisionConfig {
+    /// The device speaks ISAPI (alert stream, device info, `/picture`): a `url` is given.
+    pub fn isapi(&self) -> bool {
+        !self.url.is_empty()
+    }
 }
 
 impl Default for HikvisionConfig {

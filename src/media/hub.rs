@@ -295,6 +295,11 @@ impl Hub {
             .map(|g| Duration::from_micros(g * 1_000_000 / 90_000))
     }
 
+    /// Changes when a session starts, gets new parameters, ends or fails.
+    pub fn changes(&self) -> watch::Receiver<u64> {
+        self.params_seq.subscribe()
+    }
+
     pub fn params(&self) -> Option<Arc<Params>> {
         self.lock().params.clone()
     }
@@ -494,6 +499,7 @@ async fn run(hub: Arc<Hub>) {
             s.gop_bytes = 0;
             s.params = None;
         }
+        hub.params_seq.send_modify(|n| *n += 1);
         if hub.cancel.is_cancelled() {
             return;
         }
@@ -519,18 +525,12 @@ fn set_mark(hub: &Hub, socket: &mut Option<rcvlowat::Socket>, mark: u32) {
     }
 }
 
-/// One RTSP session, until idle, cancelled or failed.
-async fn play(hub: &Arc<Hub>) -> Result<()> {
-    use retina::client::{
-        Credentials, PlayOptions, SessionOptions, SetupOptions, TcpTransportOptions, Transport,
-    };
-    let target = hub
-        .target
-        .lock()
-        .map(|t| t.clone())
-        .map_err(|_| Error::new(ErrorKind::Internal, "hub target lock poisoned"))?;
+fn session_options(
+    target: &Target,
+    group: Arc<retina::client::SessionGroup>,
+) -> retina::client::SessionOptions {
     let creds = match (&target.username, &target.password) {
-        (Some(u), p) => Some(Credentials {
+        (Some(u), p) => Some(retina::client::Credentials {
             username: u.clone(),
             password: p
                 .as_ref()
@@ -539,20 +539,51 @@ async fn play(hub: &Arc<Hub>) -> Result<()> {
         }),
         _ => None,
     };
-    let opts = SessionOptions::default()
+    retina::client::SessionOptions::default()
         .creds(creds)
         .user_agent(format!("gatehouse/{}", env!("CARGO_PKG_VERSION")))
-        .session_group(hub.group.clone());
-    let rtsp = |what: &str, e: retina::Error| {
-        // Refused credentials: retrying soon only locks the camera's account (Hikvision
-        // locks a client out for ~30 min after a few bad logins).
-        let kind = if e.status_code() == Some(401) {
-            ErrorKind::Auth
-        } else {
-            ErrorKind::Unavailable
-        };
-        Error::new(kind, format!("RTSP {what}: {e}"))
+        .session_group(group)
+}
+
+fn rtsp_error(what: &str, e: retina::Error) -> Error {
+    // Refused credentials: retrying soon only locks the camera's account (Hikvision
+    // locks a client out for ~30 min after a few bad logins).
+    let kind = if e.status_code() == Some(401) {
+        ErrorKind::Auth
+    } else {
+        ErrorKind::Unavailable
     };
+    Error::new(kind, format!("RTSP {what}: {e}"))
+}
+
+/// Is the camera there: an RTSP DESCRIBE that offers a video track (no SETUP, no PLAY: no
+/// stream is started). For cameras without ISAPI, whose availability comes from RTSP.
+pub async fn probe(target: &Target, group: Arc<retina::client::SessionGroup>) -> Result<()> {
+    let describe =
+        retina::client::Session::describe(target.url.clone(), session_options(target, group));
+    let session = tokio::time::timeout(Duration::from_secs(15), describe)
+        .await
+        .map_err(|_| Error::new(ErrorKind::Unavailable, "RTSP DESCRIBE timed out after 15s"))?
+        .map_err(|e| rtsp_error("DESCRIBE", e))?;
+    if !session.streams().iter().any(|s| s.media() == "video") {
+        return Err(Error::new(
+            ErrorKind::Protocol,
+            format!("{} offers no video track", target.url),
+        ));
+    }
+    Ok(())
+}
+
+/// One RTSP session, until idle, cancelled or failed.
+async fn play(hub: &Arc<Hub>) -> Result<()> {
+    use retina::client::{PlayOptions, SetupOptions, TcpTransportOptions, Transport};
+    let target = hub
+        .target
+        .lock()
+        .map(|t| t.clone())
+        .map_err(|_| Error::new(ErrorKind::Internal, "hub target lock poisoned"))?;
+    let opts = session_options(&target, hub.group.clone());
+    let rtsp = rtsp_error;
     let connect = async {
         // Find the socket retina opens (see `rcvlowat`): its address, then what sockets
         // exist before, one session to this server at a time.

@@ -111,6 +111,26 @@ struct Camera {
     auth_failed_until: Option<Instant>,
 }
 
+impl Camera {
+    /// The camera refused our credentials recently: the error to give instead of trying.
+    fn refused(&self, camera: &str) -> Option<Error> {
+        let t = self.auth_failed_until.filter(|t| *t > Instant::now())?;
+        Some(Error::new(
+            ErrorKind::Auth,
+            format!(
+                "{camera} refused our credentials; not trying again for {} s (device lockout)",
+                (t - Instant::now()).as_secs()
+            ),
+        ))
+    }
+}
+
+/// A camera without ISAPI is asked whether it is there (RTSP DESCRIBE) this often while it
+/// answers; no question while a session runs (its frames say so).
+const RTSP_CHECK_EVERY: Duration = Duration::from_secs(60);
+/// ... and this often (at most) once it does not, until `offline_after` says offline.
+const RTSP_RECHECK: Duration = Duration::from_secs(5);
+
 type HubKey = (String, u32, StreamKind);
 type Pending = watch::Receiver<Option<std::result::Result<String, String>>>;
 
@@ -149,16 +169,22 @@ impl Media {
             let gate = gates.get(&c.id).cloned().unwrap_or_else(|| {
                 Arc::new(crate::sources::hikvision::gate::AuthGate::ephemeral(&c.id))
             });
-            let client = IsapiClient::new(
-                &c.url,
-                &c.username,
-                c.password.clone().unwrap_or_default(),
-                &c.tls,
-                gate,
-            )
-            .map(Arc::new)
-            .map_err(|e| tracing::warn!(camera = %c.id, error = %e, "no ISAPI client for pictures"))
-            .ok();
+            // No ISAPI (an RTSP-only camera): no `/picture`, no key-frame requests.
+            let client = c
+                .isapi()
+                .then(|| {
+                    IsapiClient::new(
+                        &c.url,
+                        &c.username,
+                        c.password.clone().unwrap_or_default(),
+                        &c.tls,
+                        gate,
+                    )
+                    .map(Arc::new)
+                    .map_err(|e| tracing::warn!(camera = %c.id, error = %e, "no ISAPI client for pictures"))
+                    .ok()
+                })
+                .flatten();
             cameras.insert(
                 c.id.clone(),
                 Camera {
@@ -193,6 +219,10 @@ impl Media {
         let m = media.clone();
         let rx = bus.watch();
         tokio::spawn(async move { m.follow_bus(rx).await });
+        for c in cfg.sources.hikvision.iter().filter(|c| !c.isapi()) {
+            let (m, id) = (media.clone(), c.id.clone());
+            tokio::spawn(async move { m.rtsp_availability(id).await });
+        }
         // `media.idle_close` applies live to the running hubs (the rest is read at each use).
         let m = media.clone();
         let mut cfg_rx = m.0.cfg_rx.clone();
@@ -230,6 +260,91 @@ impl Media {
     /// The signer of URLs handed out (None without a web server).
     pub fn urls(&self) -> Option<&crate::web::auth::UrlSigner> {
         self.0.urls.as_ref()
+    }
+
+    /// The availability of a camera without ISAPI, from RTSP (its `camera/<id>` health, as
+    /// the alert stream gives a Hikvision device's): online while a session runs or a
+    /// DESCRIBE is answered, offline after `offline_after` of failures (at once on refused
+    /// credentials, which are then not tried again for the lockout back-off).
+    async fn rtsp_availability(&self, camera: String) {
+        let mut online = None;
+        let mut down_since: Option<Instant> = None;
+        loop {
+            let cfg = self.config();
+            let kind = cfg.media.snapshot_stream;
+            // A session ending or failing (a picture, a live view) is news: look again then.
+            let Ok(hub) = self.hub(&camera, 1, kind) else {
+                return;
+            };
+            let mut changes = hub.changes();
+            changes.borrow_and_update();
+            let offline_after = cfg
+                .sources
+                .hikvision
+                .iter()
+                .find(|c| c.id == camera)
+                .map_or(Duration::from_secs(30), |c| c.offline_after.get());
+            let running = hub.stats().running;
+            let refused = lock(&self.0.cameras)
+                .get(&camera)
+                .and_then(|c| c.refused(&camera));
+            let result = match (running, refused) {
+                (true, _) => Ok(()),
+                (false, Some(e)) => Err(e),
+                (false, None) => match self.target(&camera, 1, kind) {
+                    Ok(t) => super::hub::probe(&t, self.0.group.clone()).await,
+                    Err(e) => Err(e),
+                },
+            };
+            let (now, detail, next) = match &result {
+                Ok(()) => {
+                    down_since = None;
+                    (Some(true), String::new(), RTSP_CHECK_EVERY)
+                }
+                Err(e) => {
+                    let auth = e.kind() == ErrorKind::Auth;
+                    if auth {
+                        self.auth_failed(&camera);
+                    }
+                    let since = *down_since.get_or_insert_with(Instant::now);
+                    let down = auth || since.elapsed() >= offline_after;
+                    let detail = if auth {
+                        format!("authentication failed: {e}")
+                    } else {
+                        e.to_string()
+                    };
+                    (
+                        down.then_some(false),
+                        detail,
+                        RTSP_RECHECK.min(offline_after),
+                    )
+                }
+            };
+            if let Some(now) = now
+                && online.replace(now) != Some(now)
+            {
+                if now {
+                    tracing::info!(camera, "camera reachable (RTSP)");
+                } else {
+                    tracing::warn!(camera, detail, "camera unreachable (RTSP)");
+                }
+                self.0
+                    .bus
+                    .publish(Message::Health(crate::model::SourceHealth {
+                        source: format!("camera/{camera}"),
+                        online: now,
+                        live: now,
+                        ready: now,
+                        detail,
+                    }))
+                    .await;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(next) => {}
+                _ = changes.changed() => {}
+                _ = self.0.cancel.cancelled() => return,
+            }
+        }
     }
 
     /// Learn RTSP ports from the Hikvision source's device info; take pictures for door
@@ -459,14 +574,8 @@ impl Media {
             let c = cams.get(camera).ok_or_else(|| {
                 Error::new(ErrorKind::InvalidArgument, format!("no camera {camera:?}"))
             })?;
-            if let Some(t) = c.auth_failed_until.filter(|t| *t > Instant::now()) {
-                return Err(Error::new(
-                    ErrorKind::Auth,
-                    format!(
-                        "{camera} refused our credentials; not trying again for {} s (device lockout)",
-                        (t - Instant::now()).as_secs()
-                    ),
-                ));
+            if let Some(e) = c.refused(camera) {
+                return Err(e);
             }
             let broken = c
                 .picture_broken_until

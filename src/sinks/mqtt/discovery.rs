@@ -192,6 +192,8 @@ pub struct CameraCtx {
     pub id: String,
     /// `name` from its config.
     pub name: Option<String>,
+    /// A Hikvision device (ISAPI), not a plain RTSP camera.
+    pub isapi: bool,
     pub info: Option<crate::model::CameraInfo>,
 }
 
@@ -504,7 +506,8 @@ pub fn configs(ctx: &Context) -> Vec<Entity> {
                 .is_some_and(|t| t.eq_ignore_ascii_case("NVR") || t.eq_ignore_ascii_case("DVR"));
         let model = info
             .and_then(|i| i.model.clone())
-            .unwrap_or_else(|| "camera".into());
+            .unwrap_or_else(|| if cam.isapi { "camera" } else { "RTSP camera" }.into());
+        let maker = if cam.isapi { "Hikvision" } else { "RTSP" };
         let device_name = cam
             .name
             .clone()
@@ -514,7 +517,7 @@ pub fn configs(ctx: &Context) -> Vec<Entity> {
         let dev = Device {
             identifiers,
             name: device_name,
-            manufacturer: "Hikvision".into(),
+            manufacturer: maker.into(),
             model: model.clone(),
             via_device: None,
             sw_version: info.and_then(|i| i.firmware.clone()),
@@ -534,7 +537,7 @@ pub fn configs(ctx: &Context) -> Vec<Entity> {
                 Device {
                     identifiers: vec![cid],
                     name,
-                    manufacturer: "Hikvision".into(),
+                    manufacturer: maker.into(),
                     model: format!("{model} channel {ch}"),
                     via_device: Some(dev_id.clone()),
                     sw_version: None,
@@ -934,11 +937,13 @@ mod tests {
                 CameraCtx {
                     id: "garage".into(),
                     name: None,
+                    isapi: true,
                     info: Some(garage),
                 },
                 CameraCtx {
                     id: "nvr".into(),
                     name: None,
+                    isapi: true,
                     info: Some(nvr()),
                 },
             ],

@@ -718,6 +718,7 @@ impl Sink {
                 .map(|h| discovery::CameraCtx {
                     id: h.id.clone(),
                     name: h.name.clone(),
+                    isapi: h.isapi(),
                     info: self.cameras.get(&h.id).cloned(),
                 })
                 .collect(),

@@ -502,11 +502,9 @@ async fn open_player(cdp: &mut Cdp, url: &str) -> Result<Value, Value> {
     }
 }
 
-/// The player links gatehouse hands out, opened the way a user does: the one `gatehouse token
-/// --player` prints (from a stopped stream), the `player_url` of a stream's MQTT payload, and
-/// its `hls_url`'s token on the player page. A token for another camera is refused.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn headless_chromium_plays_the_player_links_gatehouse_hands_out() {
+/// A daemon with two cameras, `garage` (its info known) and `porch`: tokens for one must not
+/// open the other. The simulators live as long as the returned pair.
+async fn garage_and_porch() -> (Daemon, [HikSim; 2]) {
     let cam = camera_sim(StreamConfig::main()).await;
     let porch = camera_sim(StreamConfig::main()).await;
     let d = Daemon::start(
@@ -521,6 +519,15 @@ async fn headless_chromium_plays_the_player_links_gatehouse_hands_out() {
     )
     .await;
     wait_camera_info(&d, "garage").await;
+    (d, [cam, porch])
+}
+
+/// The player links gatehouse hands out, opened the way a user does: the one `gatehouse token
+/// --player` prints (from a stopped stream), the `player_url` of a stream's MQTT payload, and
+/// its `hls_url`'s token on the player page. A token for another camera is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn headless_chromium_plays_the_player_links_gatehouse_hands_out() {
+    let (d, _cameras) = garage_and_porch().await;
     let chromium = Chromium::start();
     // The page target Chromium opened on about:blank.
     let devtools = url::Url::parse(&chromium.ws).unwrap();
@@ -1263,20 +1270,7 @@ async fn assert_opens_one_player(d: &Daemon, tok: &str, cam: &str, ch: u32, othe
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_player_token_opens_its_channels_player_playlist_and_segments_only() {
-    let cam = camera_sim(StreamConfig::main()).await;
-    let porch = camera_sim(StreamConfig::main()).await;
-    let d = Daemon::start(
-        |_| {
-            format!(
-                "{}{}",
-                cam_line("garage", &cam, ""),
-                cam_line("porch", &porch, "")
-            )
-        },
-        "",
-    )
-    .await;
-    wait_camera_info(&d, "garage").await;
+    let (d, _cameras) = garage_and_porch().await;
 
     // The REST answer: hls_url and player_url carry one token, for the player.
     let (st, body) = d

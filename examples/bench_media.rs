@@ -14,7 +14,7 @@
 //!   already running for another client (what a camera is: the join lands mid-GOP); and with a
 //!   running session (a live stream kept open).
 //! - Breakdown of a cold snapshot, in this process with the daemon's own `Hub` and decoder:
-//!   RTSP DESCRIBE→PLAY, first frame, first keyframe, 1080p decode + RGB, JPEG encode.
+//!   RTSP DESCRIBE→PLAY, first frame, first keyframe, 1080p decode, JPEG encode.
 //! - START → playable playlist: the REST `…/live` call's latency (it answers once the playlist
 //!   has a segment), cold (no session) and with the hub already running, beside ffmpeg's
 //!   spawn → first playlist with a segment.
@@ -718,7 +718,7 @@ async fn floor(env: &Env, secs: u64) {
 }
 
 /// A cold snapshot taken apart with the daemon's own pieces: (DESCRIBE→PLAY, first frame,
-/// first keyframe, decode + RGB, JPEG encode), each in ms from the previous step (the first
+/// first keyframe, decode, JPEG encode), each in ms from the previous step (the first
 /// three from subscribe).
 async fn breakdown_once(url: &str) -> [f64; 5] {
     let cancel = tokio_util::sync::CancellationToken::new();
@@ -758,10 +758,10 @@ async fn breakdown_once(url: &str) -> [f64; 5] {
     let (dec, enc) = tokio::task::spawn_blocking(move || {
         let ps = h264::avcc_parameter_sets(&params.extra_data).ok();
         let t = Instant::now();
-        let rgb = h264::decode_last(ps.as_deref(), &[key.data.as_ref()]).unwrap();
+        let yuv = h264::decode_last(ps.as_deref(), &[key.data.as_ref()]).unwrap();
         let dec = ms(t.elapsed());
         let t = Instant::now();
-        let j = h264::encode_jpeg(&rgb, 80).unwrap();
+        let (j, _) = h264::encode_jpeg(&yuv, 80, 0).unwrap();
         assert!(is_jpeg(&j));
         (dec, ms(t.elapsed()))
     })
@@ -784,7 +784,7 @@ async fn breakdown(url: &str, n: usize, label: &str) {
     }
     let p = |v: &Vec<f64>| format!("{:.0}/{:.0}", pct(v.clone(), 0.5), pct(v.clone(), 0.9));
     println!(
-        "breakdown cold, {label} (p50/p90 ms, n={n}): subscribe->PLAY {} | ->first frame {} | ->first keyframe {} | decode+RGB 1080p keyframe {} | JPEG encode q80 {}",
+        "breakdown cold, {label} (p50/p90 ms, n={n}): subscribe->PLAY {} | ->first frame {} | ->first keyframe {} | decode 1080p keyframe {} | JPEG encode q80 {}",
         p(&cols[0]),
         p(&cols[1]),
         p(&cols[2]),

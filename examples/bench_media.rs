@@ -14,7 +14,7 @@
 //!   already running for another client (what a camera is: the join lands mid-GOP); and with a
 //!   running session (a live stream kept open).
 //! - Breakdown of a cold snapshot, in this process with the daemon's own `Hub` and decoder:
-//!   RTSP DESCRIBE→PLAY, first frame, first keyframe, 1080p decode + RGB, JPEG encode.
+//!   RTSP DESCRIBE→PLAY, first frame, first keyframe, 1080p decode, JPEG encode.
 //! - START → playable playlist: the REST `…/live` call's latency (it answers once the playlist
 //!   has a segment), cold (no session) and with the hub already running, beside ffmpeg's
 //!   spawn → first playlist with a segment.
@@ -31,8 +31,15 @@
 //! - Batched reads: one live stream with `media.batch_reads` on (the default) and off, each
 //!   beside ffmpeg (`batch`).
 //!
+//! - Door pictures and peak RSS (issue 15, `pictures`): Net2 door events on eight doors, each
+//!   watched by a channel of a 1080p Hikvision simulator, one door at a time and all eight at
+//!   once, cold and running sessions: event → picture latency, the daemon's peak RSS (VmHWM,
+//!   restarted before each sample) and its RSS between bursts.
+//!
 //! `cargo build --release && cargo run --release --example bench_media -- [snap-samples]
-//! [hls-seconds] [snap|hik|hls|hls1|floor|batch]`
+//! [hls-seconds] [snap|hik|pictures|hls|hls1|floor|batch]`; `GATEHOUSE_BIN=<path>` runs
+//! another build of the daemon (a before/after comparison); `BENCH_LOG=info` raises the
+//! daemons' log level (`warn`).
 
 #[path = "common/mod.rs"]
 mod common;
@@ -103,9 +110,11 @@ fn is_jpeg(b: &[u8]) -> bool {
 }
 
 impl Env {
-    fn yaml(&self, tag: &str, web_port: u16, cams: &str) -> String {
+    /// `idle_close`: of the daemon's RTSP sessions (`1s` unless a phase needs them kept).
+    fn yaml(&self, tag: &str, web_port: u16, idle_close: &str, cams: &str) -> String {
         format!(
-            "version: 1\nlog: {{ level: warn }}\nstorage: {{ path: {}/{tag}.db }}\nmqtt: {{ host: 127.0.0.1, port: {}, client_id: bench-media-{} }}\nweb: {{ bind: \"127.0.0.1:{web_port}\", jwt_secret: \"{SECRET}\" }}\nmedia: {{ idle_close: 1s, batch_reads: {} }}\nsources:\n  hikvision:\n",
+            "version: 1\nlog: {{ level: {} }}\nstorage: {{ path: {}/{tag}.db }}\nmqtt: {{ host: 127.0.0.1, port: {}, client_id: bench-media-{} }}\nweb: {{ bind: \"127.0.0.1:{web_port}\", jwt_secret: \"{SECRET}\" }}\nmedia: {{ idle_close: {idle_close}, batch_reads: {} }}\nsources:\n  hikvision:\n",
+            std::env::var("BENCH_LOG").unwrap_or_else(|_| "warn".into()),
             self.dir.path().display(),
             self.broker,
             rand::random::<u32>(),
@@ -129,9 +138,13 @@ impl Env {
     }
 
     async fn daemon_with(&self, tag: &str, cams: &str) -> Daemon {
+        self.daemon_idle(tag, "1s", cams).await
+    }
+
+    async fn daemon_idle(&self, tag: &str, idle_close: &str, cams: &str) -> Daemon {
         let web_port = free_port();
         let conf = self.dir.path().join(format!("{tag}.yaml"));
-        std::fs::write(&conf, self.yaml(tag, web_port, cams)).unwrap();
+        std::fs::write(&conf, self.yaml(tag, web_port, idle_close, cams)).unwrap();
         let stderr = std::fs::File::create(self.dir.path().join(format!("{tag}.log"))).unwrap();
         let child = std::process::Command::new(&self.bin)
             .arg("run")
@@ -213,6 +226,15 @@ impl Daemon {
 
     fn rss_kb(&self) -> u64 {
         status_kb(&self.pid, "VmRSS")
+    }
+
+    fn hwm_kb(&self) -> u64 {
+        status_kb(&self.pid, "VmHWM")
+    }
+
+    /// Start VmHWM again from the current RSS (proc(5), `clear_refs`).
+    fn reset_hwm(&self) {
+        std::fs::write(format!("/proc/{}/clear_refs", self.pid), "5").expect("clear_refs");
     }
 
     fn stop(mut self) {
@@ -489,6 +511,165 @@ async fn hik_running(env: &Env, n: usize) {
     d.stop();
 }
 
+/// Door events on eight doors, each watched by one channel of a 1080p Hikvision camera (the
+/// simulator: 1080p25, GOP 50, encoding whether or not anyone watches, honouring
+/// `requestKeyFrame`), `use_picture: false` so every picture is decoded from RTSP; the Net2
+/// simulator in this process sends the events live. Latency = the event pushed → its
+/// picture's `…/snapshot/meta` at an MQTT subscriber. `idle_close: 5s`: a picture 7 s after
+/// the last opens a cold session; one 0.3–2.5 s after it finds the session running (it
+/// decodes from the kept GOP's key frame up to the event). Peak RSS = the daemon's VmHWM,
+/// started again (`clear_refs`) before each sample.
+async fn pictures(env: &Env, n: usize) {
+    use gatehouse::sim::net2::{Net2Sim, SimConfig, SimEvent};
+    const CHANNELS: u64 = 8;
+    const DOOR0: u64 = 1001;
+    let net2 = Net2Sim::start(SimConfig::default()).await.unwrap();
+    let stream = gatehouse::sim::rtsp::StreamConfig {
+        width: 1920,
+        height: 1080,
+        fps: 25,
+        gop: 50,
+        seconds: 4,
+        bitrate_bps: 4_000_000,
+        noise: 0,
+    };
+    let cam = HikSim::start(HikSimConfig {
+        rtsp: Some(gatehouse::sim::rtsp::RtspSimConfig {
+            main: stream,
+            channels: CHANNELS as u32,
+            running_since: Some(Duration::ZERO),
+            ..Default::default()
+        }),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let n2 = SimConfig::default();
+    let doors: String = (0..CHANNELS)
+        .map(|i| format!("  {}: {{ camera: cam0/{} }}\n", DOOR0 + i, i + 1))
+        .collect();
+    let meta = subscriber(env.broker, "gatehouse/camera/cam0/+/snapshot/meta").await;
+    let d = env
+        .daemon_idle(
+            "pictures",
+            "5s",
+            &format!(
+                "    - {{ id: cam0, url: \"{}\", username: admin, password: sim-hik-pass, use_picture: false }}\n  net2:\n    url: \"{}\"\n    username: \"{}\"\n    password: \"{}\"\n    client_id: \"{}\"\n    live: true\ndoors:\n{doors}",
+                cam.base_url(),
+                net2.base_url(),
+                n2.username,
+                n2.password,
+                n2.client_id
+            ),
+        )
+        .await;
+    let end = Instant::now() + Duration::from_secs(30);
+    while net2.websocket_count() == 0 {
+        assert!(
+            Instant::now() < end,
+            "the daemon never took Net2 live events"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Settle (camera info, alert stream, MQTT discovery) before the idle figure.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let idle = d.rss_kb();
+    let mb = |kb: u64| kb as f64 / 1024.0;
+
+    let log = env.dir.path().join("pictures.log");
+    // Events pushed at once; waits for each one's picture (on its door's channel: live event
+    // ids are fingerprints, not known here); their latencies in ms.
+    let take = |doors: Vec<u64>| {
+        let (net2, meta, log) = (&net2, meta.clone(), log.clone());
+        async move {
+            let t = Instant::now();
+            net2.push_events(
+                doors
+                    .iter()
+                    .map(|&d| SimEvent::new(20, d).user(8))
+                    .collect(),
+            );
+            let topics: Vec<String> = doors
+                .iter()
+                .map(|d| format!("gatehouse/camera/cam0/ch{}/snapshot/meta", d - DOOR0 + 1))
+                .collect();
+            let end = t + Duration::from_secs(30);
+            let mut lat: Vec<Option<f64>> = vec![None; doors.len()];
+            while lat.iter().any(Option::is_none) {
+                assert!(
+                    Instant::now() < end,
+                    "pictures missing after 30 s: {lat:?}; the daemon said: {}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                );
+                tokio::time::sleep(Duration::from_millis(2)).await;
+                for (at, topic, p) in meta.lock().unwrap().iter().filter(|m| m.0 >= t) {
+                    let door_event = serde_json::from_slice::<serde_json::Value>(p)
+                        .is_ok_and(|v| v["trigger"] == "door_event");
+                    if let Some(k) = topics.iter().position(|x| x == topic)
+                        && door_event
+                        && lat[k].is_none()
+                    {
+                        lat[k] = Some(ms(*at - t));
+                    }
+                }
+            }
+            lat.into_iter().map(Option::unwrap).collect::<Vec<f64>>()
+        }
+    };
+    let rand_ms = |a: u64, b: u64| Duration::from_millis(rand::random_range(a..b));
+
+    // One door at a time: cold, then running.
+    let (mut cold, mut warm, mut hwm1) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..n {
+        tokio::time::sleep(Duration::from_secs(7) + rand_ms(0, 2000)).await;
+        d.reset_hwm();
+        cold.extend(take(vec![DOOR0]).await);
+        tokio::time::sleep(rand_ms(300, 2500)).await;
+        warm.extend(take(vec![DOOR0]).await);
+        hwm1.push(mb(d.hwm_kb()));
+    }
+    let one_rss = mb(d.rss_kb());
+
+    // Eight doors at once, cold then running; RSS once the sessions have closed.
+    let (mut bc, mut bw, mut hwm8, mut after) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let all: Vec<u64> = (0..CHANNELS).map(|i| DOOR0 + i).collect();
+    for _ in 0..n {
+        tokio::time::sleep(Duration::from_secs(7) + rand_ms(0, 2000)).await;
+        after.push(mb(d.rss_kb()));
+        d.reset_hwm();
+        let c = take(all.clone()).await;
+        bc.push(c.iter().cloned().fold(0.0, f64::max));
+        tokio::time::sleep(rand_ms(300, 2500)).await;
+        let w = take(all.clone()).await;
+        bw.push(w.iter().cloned().fold(0.0, f64::max));
+        hwm8.push(mb(d.hwm_kb()));
+    }
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    after.push(mb(d.rss_kb()));
+    let f = |v: &[f64]| {
+        v.iter()
+            .map(|x| format!("{x:.0}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    println!(
+        "door pictures (1080p, 8 channels; {}): idle RSS {:.1} MB\n  one door, cold session: event->picture {}\n  one door, running session: event->picture {}\n  one door at a time: peak RSS (VmHWM) per cold+running pair max {:.1} MB ({}); RSS after {:.1} MB\n  8 doors at once, cold sessions: last picture {}\n  8 doors at once, running sessions: last picture {}\n  8 doors at once: peak RSS per cold+running burst max {:.1} MB ({})\n  RSS before each burst, sessions closed, and at the end: {} MB",
+        env.bin.display(),
+        mb(idle),
+        summary(&cold),
+        summary(&warm),
+        hwm1.iter().cloned().fold(0.0, f64::max),
+        f(&hwm1),
+        one_rss,
+        summary(&bc),
+        summary(&bw),
+        hwm8.iter().cloned().fold(0.0, f64::max),
+        f(&hwm8),
+        f(&after),
+    );
+    d.stop();
+}
+
 /// What receiving the stream costs before any remuxing, each side for `secs`: one RTSP
 /// session with the daemon's own `Hub` (retina) in this process, its frames drained (this
 /// process's CPU while idle is measured first and subtracted), and `ffmpeg -c copy -f null`.
@@ -537,7 +718,7 @@ async fn floor(env: &Env, secs: u64) {
 }
 
 /// A cold snapshot taken apart with the daemon's own pieces: (DESCRIBE→PLAY, first frame,
-/// first keyframe, decode + RGB, JPEG encode), each in ms from the previous step (the first
+/// first keyframe, decode, JPEG encode), each in ms from the previous step (the first
 /// three from subscribe).
 async fn breakdown_once(url: &str) -> [f64; 5] {
     let cancel = tokio_util::sync::CancellationToken::new();
@@ -577,10 +758,10 @@ async fn breakdown_once(url: &str) -> [f64; 5] {
     let (dec, enc) = tokio::task::spawn_blocking(move || {
         let ps = h264::avcc_parameter_sets(&params.extra_data).ok();
         let t = Instant::now();
-        let rgb = h264::decode_last(ps.as_deref(), &[key.data.as_ref()]).unwrap();
+        let yuv = h264::decode_last(ps.as_deref(), &[key.data.as_ref()]).unwrap();
         let dec = ms(t.elapsed());
         let t = Instant::now();
-        let j = h264::encode_jpeg(&rgb, 80).unwrap();
+        let (j, _) = h264::encode_jpeg(&yuv, 80, 0).unwrap();
         assert!(is_jpeg(&j));
         (dec, ms(t.elapsed()))
     })
@@ -603,7 +784,7 @@ async fn breakdown(url: &str, n: usize, label: &str) {
     }
     let p = |v: &Vec<f64>| format!("{:.0}/{:.0}", pct(v.clone(), 0.5), pct(v.clone(), 0.9));
     println!(
-        "breakdown cold, {label} (p50/p90 ms, n={n}): subscribe->PLAY {} | ->first frame {} | ->first keyframe {} | decode+RGB 1080p keyframe {} | JPEG encode q80 {}",
+        "breakdown cold, {label} (p50/p90 ms, n={n}): subscribe->PLAY {} | ->first frame {} | ->first keyframe {} | decode 1080p keyframe {} | JPEG encode q80 {}",
         p(&cols[0]),
         p(&cols[1]),
         p(&cols[2]),
@@ -791,12 +972,18 @@ async fn main() {
     let n: usize = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(10);
     let secs: u64 = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(60);
     let only = args.get(3).cloned().unwrap_or_default();
-    let bin = std::env::current_exe()
-        .unwrap()
-        .parent()
-        .and_then(Path::parent)
-        .unwrap()
-        .join("gatehouse");
+    // `GATEHOUSE_BIN`: another build of the daemon (a before/after comparison).
+    let bin = std::env::var_os("GATEHOUSE_BIN").map_or_else(
+        || {
+            std::env::current_exe()
+                .unwrap()
+                .parent()
+                .and_then(Path::parent)
+                .unwrap()
+                .join("gatehouse")
+        },
+        PathBuf::from,
+    );
     assert!(
         bin.exists(),
         "{} missing: cargo build --release first",
@@ -845,6 +1032,9 @@ async fn main() {
     }
     if only.is_empty() || only == "hik" {
         hik_running(&env, n).await;
+    }
+    if only.is_empty() || only == "pictures" {
+        pictures(&env, n).await;
     }
     if only.is_empty() || only == "hls" || only == "floor" {
         floor(&env, secs).await;

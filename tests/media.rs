@@ -211,6 +211,56 @@ async fn snapshot_from_a_cold_rtsp_session_when_picture_fails() {
     .await;
 }
 
+/// Eight pictures asked at once on eight channels (alarms on every channel, a burst of door
+/// events): each decode holds a whole decoder (~27 MB at 1080p), so they take turns, and
+/// every one of them arrives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pictures_on_eight_channels_at_once_take_turns_to_decode_and_all_arrive() {
+    use gatehouse::media::decode::MAX_DECODES;
+    use gatehouse::media::service::Trigger;
+    let cam = HikSim::start(HikSimConfig {
+        personality: Personality::camera(),
+        rtsp: Some(RtspSimConfig {
+            channels: 8,
+            running_since: Some(Duration::ZERO),
+            ..Default::default()
+        }),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let Daemon {
+        app,
+        media,
+        _broker,
+        _dir,
+    } = daemon(&cam_line("garage", &cam, ", use_picture: false"), "").await;
+    let now = tokio::time::Instant::now();
+    let pictures = futures_util::future::join_all((1..=8).map(|ch| {
+        let media = media.clone();
+        async move {
+            media
+                .snapshot(
+                    "garage",
+                    ch,
+                    Some(now),
+                    Trigger::Alarm("linedetection".into()),
+                )
+                .await
+        }
+    }))
+    .await;
+    for (ch, p) in (1..=8).zip(pictures) {
+        let p = p.unwrap_or_else(|e| panic!("channel {ch}: {e}"));
+        assert_eq!((p.channel, p.source.as_str()), (ch, "rtsp"));
+        assert_eq!(jpeg_size(&p.jpeg), Some((640, 360)));
+    }
+    let s = media.decode_stats();
+    assert_eq!((s.done, s.waiting, s.running), (8, 0, 0), "{s:?}");
+    assert!(s.peak <= MAX_DECODES, "{} decodes at once: {s:?}", s.peak);
+    app.shutdown().await;
+}
+
 /// A camera encodes whether or not anyone watches, so a cold session joins mid-GOP. Asked
 /// with ISAPI `requestKeyFrame`, it starts a GOP at once: with a 30 s GOP the picture arrives
 /// within the 10 s snapshot timeout only because of the request.

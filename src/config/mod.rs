@@ -86,7 +86,9 @@ pub struct MediaConfig {
     pub hls_window: u32,
     /// A live stream stops this long after the last heartbeat or playlist fetch (live).
     pub hls_stop_after: HumanDuration,
-    /// Time allowed to get a picture (each source in turn), live.
+    /// Time allowed to find a picture (the camera's `/picture`, then RTSP frames, each in
+    /// turn), live. Decoding the frames is not counted: a picture waiting for its turn to
+    /// decode is late, not lost.
     pub snapshot_timeout: HumanDuration,
     /// Read busy RTSP streams a frame at a time (`SO_RCVLOWAT`, Linux; see
     /// `media::rcvlowat`). From the next RTSP session.

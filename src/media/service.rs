@@ -9,8 +9,9 @@
 //!    the first frame at or after the event for a door event, so the picture shows the moment);
 //! 3. a session opened for it, until its first keyframe.
 
+use super::decode::{DecodeStats, Decoders, MAX_DECODES};
 use super::h264;
-use super::hub::{Hub, KeyFrameRequest, Params, Recv, Target};
+use super::hub::{Frame, Hub, KeyFrameRequest, Params, Recv, Target};
 use crate::bus::Bus;
 use crate::config::{Config, ConfigRx, HikvisionConfig, StreamKind};
 use crate::error::{Error, ErrorKind, Result};
@@ -89,6 +90,19 @@ struct Picture {
     after_event_ms: Option<i64>,
 }
 
+/// What [`Media::take`] found within `snapshot_timeout`: the camera's own JPEG, or frames to
+/// decode. The decode is not timed: a picture waiting for its turn to decode (a burst of door
+/// events) is late, not lost.
+enum Found {
+    Jpeg(Picture),
+    Frames {
+        params: Arc<Params>,
+        frames: Vec<Arc<Frame>>,
+        source: &'static str,
+        after_event_ms: Option<i64>,
+    },
+}
+
 /// `a - b` in milliseconds, either way round.
 fn signed_ms(a: Instant, b: Instant) -> i64 {
     match a.checked_duration_since(b) {
@@ -148,6 +162,8 @@ pub(crate) struct Inner {
     pub(crate) live: super::live::Lives,
     /// Base URL and signer of the web server, for URLs in payloads.
     pub(crate) urls: Option<crate::web::auth::UrlSigner>,
+    /// Pictures decoded from RTSP take turns (memory: see `media::decode`).
+    decoders: Decoders,
 }
 
 /// Cheap to clone; one per daemon.
@@ -215,6 +231,7 @@ impl Media {
             dir,
             live: Default::default(),
             urls,
+            decoders: Decoders::new(MAX_DECODES),
         }));
         let m = media.clone();
         let rx = bus.watch();
@@ -544,11 +561,17 @@ impl Media {
         Ok(self.picture(camera, channel, None).await?.jpeg)
     }
 
-    /// A JPEG and where it came from, within `snapshot_timeout`.
+    /// What the picture decoders are doing (how many run and wait; the most that ran at once).
+    pub fn decode_stats(&self) -> DecodeStats {
+        self.0.decoders.stats()
+    }
+
+    /// A JPEG and where it came from: the camera's, or frames found within `snapshot_timeout`
+    /// and decoded when their turn comes.
     async fn picture(&self, camera: &str, channel: u32, at: Option<Instant>) -> Result<Picture> {
         let timeout = self.config().media.snapshot_timeout.get();
-        match tokio::time::timeout(timeout, self.take(camera, channel, at)).await {
-            Ok(r) => r,
+        let found = match tokio::time::timeout(timeout, self.take(camera, channel, at)).await {
+            Ok(r) => r?,
             Err(_) => {
                 let stats = self
                     .hub_if_any(camera, channel, self.config().media.snapshot_stream)
@@ -560,15 +583,39 @@ impl Media {
                     .and_then(|s| s.last_error)
                     .map(|e| format!(": {e}"))
                     .unwrap_or_default();
-                Err(Error::new(
+                return Err(Error::new(
                     ErrorKind::Unavailable,
                     format!("no picture from {camera}/{channel} within {timeout:?}{why}"),
-                ))
+                ));
+            }
+        };
+        match found {
+            Found::Jpeg(p) => Ok(p),
+            Found::Frames {
+                params,
+                frames,
+                source,
+                after_event_ms,
+            } => {
+                let m = self.config().media.clone();
+                let jpeg = decode(
+                    &self.0.decoders,
+                    params,
+                    frames,
+                    m.jpeg_quality,
+                    m.max_width,
+                )
+                .await?;
+                Ok(Picture {
+                    jpeg,
+                    source,
+                    after_event_ms,
+                })
             }
         }
     }
 
-    async fn take(&self, camera: &str, channel: u32, at: Option<Instant>) -> Result<Picture> {
+    async fn take(&self, camera: &str, channel: u32, at: Option<Instant>) -> Result<Found> {
         let (use_picture, client) = {
             let cams = lock(&self.0.cameras);
             let c = cams.get(camera).ok_or_else(|| {
@@ -593,11 +640,11 @@ impl Media {
         if let (true, Some(client)) = (use_picture, client) {
             match device_picture(&client, channel).await {
                 Ok(jpeg) => {
-                    return Ok(Picture {
+                    return Ok(Found::Jpeg(Picture {
                         jpeg,
                         source: "picture",
                         after_event_ms: at.map(|at| signed_ms(Instant::now(), at)),
-                    });
+                    }));
                 }
                 Err(e) if e.kind() == ErrorKind::Auth => {
                     // The same credentials would fail over RTSP too: one bad login, not two.
@@ -697,9 +744,9 @@ impl Media {
         };
         drop(sub);
         let shown = frames.last().map(|f| f.received);
-        let jpeg = decode(params, frames, m.jpeg_quality, m.max_width).await?;
-        Ok(Picture {
-            jpeg,
+        Ok(Found::Frames {
+            params,
+            frames,
             source,
             after_event_ms: at.zip(shown).map(|(at, shown)| signed_ms(shown, at)),
         })
@@ -910,9 +957,11 @@ async fn device_picture(client: &IsapiClient, channel: u32) -> Result<bytes::Byt
     Err(Error::new(ErrorKind::Unavailable, errs.join("; ")))
 }
 
+/// The last of `frames` (a run from a key frame) as a JPEG, when the decoders' turn comes.
 async fn decode(
+    decoders: &Decoders,
     params: Arc<Params>,
-    frames: Vec<Arc<super::hub::Frame>>,
+    frames: Vec<Arc<Frame>>,
     quality: u8,
     max_width: u32,
 ) -> Result<bytes::Bytes> {
@@ -926,14 +975,14 @@ async fn decode(
             ),
         ));
     }
-    tokio::task::spawn_blocking(move || {
-        let ps = h264::avcc_parameter_sets(&params.extra_data).ok();
-        let units: Vec<&[u8]> = frames.iter().map(|f| f.data.as_ref()).collect();
-        h264::units_to_jpeg(ps.as_deref(), &units, quality, max_width)
-            .map(|(j, _)| bytes::Bytes::from(j))
-    })
-    .await
-    .map_err(|e| Error::with_source(ErrorKind::Internal, "decoder task failed", e))?
+    decoders
+        .run(move || {
+            let ps = h264::avcc_parameter_sets(&params.extra_data).ok();
+            let units: Vec<&[u8]> = frames.iter().map(|f| f.data.as_ref()).collect();
+            h264::units_to_jpeg(ps.as_deref(), &units, quality, max_width)
+                .map(|(j, _)| bytes::Bytes::from(j))
+        })
+        .await?
 }
 
 #[cfg(test)]
@@ -976,7 +1025,9 @@ mod tests {
             height: 1080,
             extra_data: Vec::new(),
         });
-        let e = decode(params, Vec::new(), 80, 0).await.unwrap_err();
+        let e = decode(&Decoders::new(1), params, Vec::new(), 80, 0)
+            .await
+            .unwrap_err();
         let msg = e.to_string();
         assert!(msg.contains("H265") && msg.contains("use_picture"), "{msg}");
     }

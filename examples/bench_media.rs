@@ -34,7 +34,9 @@
 //! - Door pictures and peak RSS (issue 15, `pictures`): Net2 door events on eight doors, each
 //!   watched by a channel of a 1080p Hikvision simulator, one door at a time and all eight at
 //!   once, cold and running sessions: event → picture latency, the daemon's peak RSS (VmHWM,
-//!   restarted before each sample) and its RSS between bursts.
+//!   restarted before each sample) and its RSS between bursts. First, in this process, where
+//!   a decode's memory goes (eight at once through the service's decode queue, one at a time
+//!   on several threads without handing memory back, eight at once unbounded).
 //!
 //! `cargo build --release && cargo run --release --example bench_media -- [snap-samples]
 //! [hls-seconds] [snap|hik|pictures|hls|hls1|floor|batch]`; `GATEHOUSE_BIN=<path>` runs
@@ -544,6 +546,7 @@ async fn pictures(env: &Env, n: usize) {
     })
     .await
     .unwrap();
+    decode_memory(&cam).await;
     let n2 = SimConfig::default();
     let doors: String = (0..CHANNELS)
         .map(|i| format!("  {}: {{ camera: cam0/{} }}\n", DOOR0 + i, i + 1))
@@ -668,6 +671,142 @@ async fn pictures(env: &Env, n: usize) {
         f(&after),
     );
     d.stop();
+}
+
+/// Where a picture's memory goes, in this process with the daemon's own decoder: a 1080p GOP
+/// of the camera (50 frames from a key frame, what a door picture on a running session may
+/// decode) turned into JPEGs, measured as VmHWM over the RSS before (`clear_refs`) and the
+/// RSS kept after:
+/// - eight at once through `media::decode::Decoders` (the service: one at a time, the freed
+///   memory handed back);
+/// - one at a time, each on another thread kept alive (as a blocking pool's), nothing handed
+///   back: what glibc's per-thread arenas keep;
+/// - eight at once on `spawn_blocking` (the service before issue 15).
+async fn decode_memory(cam: &HikSim) {
+    use gatehouse::media::decode::Decoders;
+    let me = || status_kb("self", "VmRSS");
+    let hwm = || status_kb("self", "VmHWM");
+    let reset = || std::fs::write("/proc/self/clear_refs", "5").expect("clear_refs");
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: no preconditions; it only walks the allocator's free lists.
+    let trim = || unsafe {
+        libc::malloc_trim(0);
+    };
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    let trim = || {};
+
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let group = Arc::new(retina::client::SessionGroup::default());
+    let hub = Hub::new(
+        "decode-memory",
+        1,
+        StreamKind::Main,
+        Target::new(
+            url::Url::parse(&cam.rtsp_url(101).unwrap()).unwrap(),
+            Some("admin".into()),
+            Some(gatehouse::secret::Secret::new("sim-hik-pass")),
+        ),
+        Duration::from_millis(100),
+        group.clone(),
+        cancel.clone(),
+    );
+    let mut sub = hub.subscribe();
+    let mut gop: Vec<bytes::Bytes> = Vec::new();
+    while gop.len() < 50 {
+        match tokio::time::timeout(Duration::from_secs(10), sub.recv()).await {
+            Ok(Some(Recv::Frame(f))) if f.is_key || !gop.is_empty() => gop.push(f.data.clone()),
+            Ok(Some(_)) => {}
+            _ => panic!("no 1080p GOP from the camera simulator"),
+        }
+    }
+    let params = hub.params().unwrap();
+    drop(sub);
+    cancel.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(3), group.await_teardown()).await;
+    let ps = Arc::new(h264::avcc_parameter_sets(&params.extra_data).ok());
+    let gop = Arc::new(gop);
+    let job = || {
+        let (ps, gop) = (ps.clone(), gop.clone());
+        move || {
+            let (j, size) = h264::units_to_jpeg((*ps).as_deref(), &gop[..], 80, 1920).unwrap();
+            assert!(is_jpeg(&j) && size == (1920, 1080));
+        }
+    };
+    let mb = |kb: u64| kb as f64 / 1024.0;
+    // (VmHWM over the RSS before, RSS kept after over the RSS before), in MB.
+    let mut rows = Vec::new();
+    let mut measure = |label: &str, before: u64| {
+        rows.push(format!(
+            "{label}: peak +{:.1} MB, kept +{:.1} MB",
+            mb(hwm().saturating_sub(before)),
+            mb(me()) - mb(before)
+        ));
+    };
+
+    trim();
+    let before = me();
+    reset();
+    let t = Instant::now();
+    let d = Decoders::new(gatehouse::media::decode::MAX_DECODES);
+    let runs: Vec<_> = (0..8).map(|_| d.run(job())).collect();
+    for r in futures_util::future::join_all(runs).await {
+        r.unwrap();
+    }
+    measure(
+        &format!("8 at once through Decoders ({:.0} ms)", ms(t.elapsed())),
+        before,
+    );
+
+    trim();
+    let before = me();
+    reset();
+    let threads: Vec<_> = (0..4)
+        .map(|_| {
+            let (tx, rx) = std::sync::mpsc::channel::<std::sync::mpsc::Sender<()>>();
+            let j = job();
+            let h = std::thread::spawn(move || {
+                while let Ok(done) = rx.recv() {
+                    j.clone()();
+                    let _ = done.send(());
+                }
+            });
+            (tx, h)
+        })
+        .collect();
+    for (tx, _) in &threads {
+        let (done, wait) = std::sync::mpsc::channel();
+        tx.send(done).unwrap();
+        wait.recv().unwrap();
+    }
+    measure(
+        "one at a time on 4 live threads, nothing handed back",
+        before,
+    );
+    for (tx, h) in threads {
+        drop(tx);
+        h.join().unwrap();
+    }
+
+    trim();
+    let before = me();
+    reset();
+    let t = Instant::now();
+    let runs: Vec<_> = (0..8).map(|_| tokio::task::spawn_blocking(job())).collect();
+    for r in futures_util::future::join_all(runs).await {
+        r.unwrap();
+    }
+    measure(
+        &format!(
+            "8 at once on spawn_blocking, as before ({:.0} ms)",
+            ms(t.elapsed())
+        ),
+        before,
+    );
+    trim();
+    println!(
+        "decode memory, in this process (1080p GOP of 50 frames -> JPEG q80): {}",
+        rows.join(" | ")
+    );
 }
 
 /// What receiving the stream costs before any remuxing, each side for `secs`: one RTSP

@@ -3,19 +3,19 @@
 //! An openh264 decoder holds ~27 MB while it decodes a 1080p stream (picture buffers and
 //! per-macroblock state; measured in BENCHMARKS.md "Door pictures and peak RSS"), and each
 //! picture runs its own. Eight door events at once on eight channels ran eight on blocking
-//! threads: the daemon peaked at ~375 MB and kept ~170 MB afterwards, freed but held by glibc
-//! in the threads' malloc arenas. So pictures take turns ([`MAX_DECODES`]): the others wait
-//! in order, they do not fail, and a caller that gives up (a timeout) still holds its turn
-//! until its decode ends (the work cannot be cancelled). What the decode freed is handed back
-//! to the system before the next one starts.
+//! threads: the daemon peaked at ~375 MB and kept ~110 MB more afterwards, freed but held
+//! by glibc in the threads' malloc arenas. So pictures take turns ([`MAX_DECODES`]): the
+//! others wait in order, they do not fail, and a caller that gives up (a timeout) still
+//! holds its turn until its decode ends (the work cannot be cancelled). What the decode
+//! freed is handed back to the system before the next one starts.
 
 use crate::error::{Error, ErrorKind, Result};
 use std::sync::Arc;
 use tokio::sync::{Semaphore, watch};
 
 /// Decodes at a time. One: a burst of pictures then costs one decoder's memory (and the Pi's
-/// cores stay free for the RTSP sessions feeding them); each waits for those before it, a few
-/// tens of milliseconds per picture at 1080p on a 2-core x86 (BENCHMARKS.md).
+/// cores stay free for the RTSP sessions feeding them); each waits for those before it: ~40 ms
+/// per 1080p key frame, more for a door picture that decodes part of a GOP (BENCHMARKS.md).
 pub const MAX_DECODES: usize = 1;
 
 /// What the decoders are doing.
@@ -124,9 +124,9 @@ impl Drop for Running {
 
 /// Give the memory a decode freed back to the system. glibc keeps freed memory in the malloc
 /// arena of the thread that used it (one per blocking thread, up to 8 per core), where a
-/// later small allocation pins it: after a burst of 1080p pictures the daemon held ~170 MB it
-/// no longer used. `malloc_trim(0)` returns the free pages of every arena (~3 ms after a 1080p
-/// decode, measured); other allocators (musl) return large blocks by themselves.
+/// later small allocation pins it: one 1080p decode at a time on four threads kept 70 MB,
+/// the daemon ~110 MB after a burst of pictures. `malloc_trim(0)` returns the free pages of
+/// every arena (~3 ms after a 1080p decode, measured). Other C libraries: nothing is done.
 fn release_freed_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim only walks the allocator's own free lists; it has no preconditions.

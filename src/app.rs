@@ -57,11 +57,7 @@ impl App {
         let commands = builder.take_commands().expect("command queue taken once");
         let bus = builder.build();
         // The web server's socket first: a bind error fails the start before anything runs.
-        let listener = match cfg
-            .web
-            .as_ref()
-            .filter(|_| !cfg.sources.hikvision.is_empty())
-        {
+        let listener = match &cfg.web {
             Some(w) => Some(crate::web::bind(w).await?),
             None => None,
         };
@@ -79,17 +75,18 @@ impl App {
                 sources_cancel.child_token(),
             )?)
         };
-        let web_addr = match (&media, &cfg.web, listener) {
-            (Some(m), Some(_), Some(l)) => {
-                Some(crate::web::serve(m.clone(), l, sinks_cancel.clone()).await?)
+        // The web server runs whenever `web:` is configured, with or without cameras.
+        let web_addr = match listener {
+            Some(l) => {
+                let ctx = crate::web::Context {
+                    media: media.clone(),
+                    store: store.clone(),
+                    bus: bus.clone(),
+                    config: cfg_rx.clone(),
+                };
+                Some(crate::web::serve(ctx, l, sinks_cancel.clone()).await?)
             }
-            (None, Some(_), _) => {
-                tracing::warn!(
-                    "web is configured but no camera is: the web server serves cameras only (for now) and stays off"
-                );
-                None
-            }
-            _ => None,
+            None => None,
         };
 
         let mut sinks = vec![tokio::spawn(crate::sinks::store::run(

@@ -37,7 +37,10 @@ pub enum Action {
         scope: Vec<String>,
         /// `CAMERA/CH`: print that channel's player link with a token for it alone.
         player: Option<String>,
+        /// `viewer`, `operator` or `admin` (default: admin, as before roles).
+        role: Option<String>,
     },
+    Passwd,
     SimNet2 {
         bind: std::net::SocketAddr,
         every: u64,
@@ -90,15 +93,26 @@ pub async fn dispatch(a: Action) -> Result<()> {
             ttl,
             scope,
             player,
+            role,
         } => {
             let cfg = load(&config)?;
+            let role = match role.as_deref() {
+                None => None,
+                Some(r) => Some(serde_norway::from_str::<config::Role>(r).map_err(|_| {
+                    Error::new(
+                        ErrorKind::InvalidArgument,
+                        format!("--role {r:?}: expected viewer, operator or admin"),
+                    )
+                })?),
+            };
             let _ = writeln!(
                 std::io::stdout(),
                 "{}",
-                token(&cfg, &name, &ttl, &scope, player.as_deref())?
+                token(&cfg, &name, &ttl, &scope, player.as_deref(), role)?
             );
             Ok(())
         }
+        Action::Passwd => passwd(),
         Action::SimNet2 { bind, every } => sim_net2(bind, every).await,
         Action::Net2Open {
             config,
@@ -106,6 +120,40 @@ pub async fn dispatch(a: Action) -> Result<()> {
             action,
         } => net2_open(load(&config)?, door, action).await,
     }
+}
+
+/// `gatehouse passwd`: an argon2id hash for `web.users[].password_hash`.
+fn passwd() -> Result<()> {
+    use std::io::IsTerminal;
+    let bad = |e: std::io::Error| Error::new(ErrorKind::InvalidArgument, format!("{e}"));
+    let password = if std::io::stdin().is_terminal() {
+        let a = rpassword::prompt_password("Password: ").map_err(bad)?;
+        let b = rpassword::prompt_password("Again: ").map_err(bad)?;
+        if a != b {
+            return Err(Error::new(
+                ErrorKind::InvalidArgument,
+                "the two passwords differ",
+            ));
+        }
+        a
+    } else {
+        let mut line = String::new();
+        std::io::stdin().read_line(&mut line).map_err(bad)?;
+        line.trim_end_matches(['\r', '\n']).to_string()
+    };
+    if password.chars().count() < crate::web::accounts::MIN_PASSWORD {
+        return Err(Error::new(
+            ErrorKind::InvalidArgument,
+            format!(
+                "a password needs at least {} characters",
+                crate::web::accounts::MIN_PASSWORD
+            ),
+        ));
+    }
+    let hash = crate::web::accounts::hash_password(&password)
+        .map_err(|e| Error::new(ErrorKind::Internal, e))?;
+    let _ = writeln!(std::io::stdout(), "{hash}");
+    Ok(())
 }
 
 /// `gatehouse token`: a token opening `scope` (every path if empty), or with `player`
@@ -116,6 +164,7 @@ fn token(
     ttl: &str,
     scope: &[String],
     player: Option<&str>,
+    role: Option<config::Role>,
 ) -> Result<String> {
     let web = cfg.web.as_ref().ok_or_else(|| {
         Error::new(
@@ -127,10 +176,11 @@ fn token(
         .map_err(|e| Error::new(ErrorKind::InvalidArgument, format!("--ttl {ttl:?}: {e}")))?;
     let signer = crate::web::auth::UrlSigner::new(web)?;
     let Some(player) = player else {
-        return if scope.is_empty() {
-            signer.token(name, ttl.get(), None)
-        } else {
-            signer.token_for(name, ttl.get(), scope)
+        let scope = (!scope.is_empty()).then(|| scope.to_vec());
+        return match (role, scope) {
+            (Some(r), scope) => signer.token_with_role(name, ttl.get(), r, scope),
+            (None, None) => signer.token(name, ttl.get(), None),
+            (None, Some(s)) => signer.token_for(name, ttl.get(), &s),
         };
     };
     let (camera, ch) = player

@@ -75,7 +75,15 @@ enum Cmd {
         /// garage/1), with a token that opens only it — its stream, playlist and segments.
         #[arg(long, value_name = "CAMERA/CH", conflicts_with = "scope")]
         player: Option<String>,
+        /// What the token may do: viewer (reads), operator (also doors, snapshots, streams),
+        /// admin (also emergency operations and access points). Default: admin, as tokens
+        /// were before roles.
+        #[arg(long, value_parser = ["viewer", "operator", "admin"])]
+        role: Option<String>,
     },
+    /// Hash a password for `web.users[].password_hash` (argon2id). Reads the password from
+    /// the terminal (twice, not echoed) or the first line of stdin; prints the hash.
+    Passwd,
     /// Run a device simulator on its own (for trying gatehouse or measuring it).
     Sim {
         #[command(subcommand)]
@@ -146,13 +154,16 @@ fn main() -> ExitCode {
             ttl,
             scope,
             player,
+            role,
         } => gatehouse::cli::Action::Token {
             config,
             name,
             ttl,
             scope,
             player,
+            role,
         },
+        Cmd::Passwd => gatehouse::cli::Action::Passwd,
         Cmd::Demo { dir, seconds } => gatehouse::cli::Action::Demo {
             dir,
             seconds,

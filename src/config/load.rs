@@ -610,6 +610,46 @@ fn validate_media(cfg: &mut Config, errs: &mut Collector) {
         if w.url_token_ttl.get() < std::time::Duration::from_secs(60) {
             errs.push("web.url_token_ttl", "must be at least 60s");
         }
+        if w.session_ttl.get() < std::time::Duration::from_secs(60) {
+            errs.push("web.session_ttl", "must be at least 60s");
+        }
+        resolve_secret(
+            &mut w.hardware_key,
+            &w.hardware_key_file,
+            "web",
+            "hardware_key",
+            false,
+            errs,
+        );
+        if w.hardware_key.is_none()
+            && let Ok(k) = std::env::var("HARDWARE_INGEST_KEY")
+            && !k.is_empty()
+        {
+            w.hardware_key = Some(crate::secret::Secret::new(k));
+        }
+        if let Some(k) = &w.hardware_key
+            && k.expose().chars().count() < 16
+        {
+            errs.push("web.hardware_key", "must be at least 16 characters");
+        }
+        let mut names = std::collections::BTreeSet::new();
+        for (i, u) in w.users.iter().enumerate() {
+            let p = format!("web.users[{i}]");
+            if u.name.trim().is_empty() || u.name.len() > 64 {
+                errs.push(format!("{p}.name"), "must be 1 to 64 characters");
+            } else if !names.insert(u.name.as_str()) {
+                errs.push(format!("{p}.name"), format!("{:?} is listed twice", u.name));
+            }
+            if let Err(e) = crate::web::accounts::check_hash(&u.password_hash) {
+                errs.push(format!("{p}.password_hash"), e);
+            }
+        }
+        if !w.users.is_empty() && w.auth == crate::config::WebAuth::None {
+            errs.push(
+                "web.users",
+                "accounts need auth: token (with auth: none nobody logs in)",
+            );
+        }
     }
 }
 

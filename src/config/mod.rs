@@ -156,6 +156,56 @@ pub struct WebConfig {
     pub auth: WebAuth,
     /// Lifetime of the signed URLs gatehouse hands out (pictures in event payloads, HLS).
     pub url_token_ttl: HumanDuration,
+    /// REST API accounts (`POST /api/auth/login`): name, role and an argon2id hash made by
+    /// `gatehouse passwd`. Reloaded live.
+    pub users: Vec<WebUser>,
+    /// Lifetime of a token from `POST /api/auth/login`.
+    pub session_ttl: HumanDuration,
+    /// `X-API-Key` of hardware devices (seed 001 register / heartbeat); `${ENV}` substituted;
+    /// or `hardware_key_file`; else the `HARDWARE_INGEST_KEY` environment variable. Without
+    /// one the hardware routes answer 401.
+    pub hardware_key: Option<Secret>,
+    pub hardware_key_file: Option<PathBuf>,
+}
+
+/// What an API account may do. Each role includes the ones before it.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, serde::Serialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Reads: doors, events, cameras, pictures, alarms, audit.
+    Viewer,
+    /// Also opens doors, takes snapshots, starts live streams.
+    Operator,
+    /// Also runs emergency operations and edits access points.
+    Admin,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Viewer => "viewer",
+            Role::Operator => "operator",
+            Role::Admin => "admin",
+        }
+    }
+}
+
+/// One REST API account.
+#[derive(Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebUser {
+    pub name: String,
+    pub role: Role,
+    /// PHC string `$argon2id$v=19$…` from `gatehouse passwd` (never the password).
+    pub password_hash: String,
+}
+
+impl std::fmt::Debug for WebUser {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "WebUser({}, {})", self.name, self.role.as_str())
+    }
 }
 
 impl Default for WebConfig {
@@ -167,6 +217,10 @@ impl Default for WebConfig {
             jwt_secret_file: None,
             auth: WebAuth::Token,
             url_token_ttl: HumanDuration::secs(24 * 3600),
+            users: Vec::new(),
+            session_ttl: HumanDuration::secs(12 * 3600),
+            hardware_key: None,
+            hardware_key_file: None,
         }
     }
 }

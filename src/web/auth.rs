@@ -3,7 +3,7 @@
 //! opens: the URLs gatehouse hands out carry one, so a URL leaked from a notification opens
 //! that picture, or that channel's player and stream, only, and only until it expires.
 
-use crate::config::{WebAuth, WebConfig};
+use crate::config::{Role, WebAuth, WebConfig};
 use crate::error::{Error, ErrorKind, Result};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
@@ -19,6 +19,22 @@ pub struct Claims {
     /// written as a string (as tokens were before a scope could list several).
     #[serde(default, skip_serializing_if = "Option::is_none", with = "one_or_many")]
     pub scope: Option<Vec<String>>,
+    /// What the bearer may do. Absent in tokens from before roles, and in signed URLs (their
+    /// scope limits them): an unscoped token without a role is an admin's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<Role>,
+    /// Issued at (seconds since the epoch); login tokens carry it so that a password change
+    /// ends the sessions opened before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iat: Option<u64>,
+    /// Set on tokens from `POST /api/auth/login`: the account is checked on every request
+    /// (removed, role changed, password changed).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub login: bool,
+    /// Login tokens: a fingerprint of the password hash they were issued under; a changed
+    /// password ends them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pwv: Option<String>,
 }
 
 /// `"scope": "/a/"` or `"scope": ["/a/", "/b/"]`.
@@ -67,7 +83,7 @@ impl std::fmt::Debug for UrlSigner {
     }
 }
 
-fn now() -> u64 {
+pub(crate) fn now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -121,13 +137,58 @@ impl UrlSigner {
     }
 
     fn sign(&self, sub: &str, ttl: Duration, scope: Option<Vec<String>>) -> Result<String> {
-        let Some((enc, _)) = &self.keys else {
-            return Err(Error::new(ErrorKind::Config, "web.auth is none: no tokens"));
-        };
-        let claims = Claims {
+        self.sign_claims(Claims {
             sub: sub.to_string(),
             exp: now() + ttl.as_secs(),
             scope,
+            role: None,
+            iat: Some(now()),
+            login: false,
+            pwv: None,
+        })
+    }
+
+    /// A token with `role` (`gatehouse token --role`), optionally limited to `scope`.
+    pub fn token_with_role(
+        &self,
+        sub: &str,
+        ttl: Duration,
+        role: Role,
+        scope: Option<Vec<String>>,
+    ) -> Result<String> {
+        self.sign_claims(Claims {
+            sub: sub.to_string(),
+            exp: now() + ttl.as_secs(),
+            scope,
+            role: Some(role),
+            iat: Some(now()),
+            login: false,
+            pwv: None,
+        })
+    }
+
+    /// The token `POST /api/auth/login` answers for an account.
+    pub fn login_token(
+        &self,
+        name: &str,
+        role: Role,
+        pwv: String,
+        ttl: Duration,
+    ) -> Result<String> {
+        self.sign_claims(Claims {
+            sub: name.to_string(),
+            exp: now() + ttl.as_secs(),
+            scope: None,
+            role: Some(role),
+            iat: Some(now()),
+            login: true,
+            pwv: Some(pwv),
+        })
+    }
+
+    fn sign_claims(&self, claims: Claims) -> Result<String> {
+        let Some((enc, _)) = &self.keys else {
+            return Err(Error::new(ErrorKind::Config, "web.auth is none: no tokens"));
         };
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, enc)
             .map_err(|e| Error::new(ErrorKind::Internal, format!("unable to sign a token: {e}")))
@@ -262,6 +323,10 @@ mod tests {
                 sub: "x".into(),
                 exp: now() - 60,
                 scope: None,
+                role: None,
+                iat: None,
+                login: false,
+                pwv: None,
             },
             &EncodingKey::from_secret(b"0123456789abcdef-test"),
         )

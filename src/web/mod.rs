@@ -1,40 +1,117 @@
-//! The local HTTP server: live HLS following the user's NVR API contract (seed 004:
-//! `GET /api/device/{device}/channel/{ch}/live`, `POST …/stop`, `POST …/heartbeat`, errors as
-//! `{"detail": …}`), snapshots, saved pictures, door events' pictures and a small player page.
-//! Every route but `/healthz`, the player page and its script needs a token ([`auth`]): no
-//! open camera feeds on the LAN by default. Those three hold no data: the page is the same
-//! for any camera name, and asks for the stream with the token of its own URL.
+//! The local HTTP server. It runs whenever `web:` is configured, with or without cameras:
+//! - the camera routes ([`media`]): live HLS following the user's NVR API contract (seed 004),
+//!   snapshots, saved pictures, door events' pictures and a small player page;
+//! - accounts ([`session`]): `POST /api/auth/login`, `POST /api/auth/change-password`;
+//! - the OpenAPI description of all of it at `/api/openapi.json`, generated from the handlers.
+//!
+//! Every route but `/healthz`, the player page, its script, the login and the OpenAPI
+//! document needs a token ([`auth`]): no open camera feeds on the LAN by default. A token
+//! carries a role (`viewer` reads, `operator` also opens doors, takes snapshots and starts
+//! streams, `admin` also runs emergency operations and edits points): 401 without or with a
+//! bad token, 403 for a role that may not.
 //! Every error answers `{"detail": …}` JSON, axum's own included (`json_errors`).
 
+pub mod accounts;
 pub mod auth;
+mod media;
+mod session;
 
-use crate::media::live::{hls_path, player_path, player_scope};
-use crate::media::service::{Media, Trigger};
-use axum::Router;
+use crate::bus::Bus;
+use crate::config::{Config, Role};
+use crate::media::service::Media;
+use crate::storage::Store;
 use axum::body::Body;
-use axum::extract::{Path, Query, Request, State};
+use axum::extract::{Query, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use serde::Deserialize;
+use axum::routing::get;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::sync::Arc;
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-/// hls.js (Apache-2.0, see `assets/hls.js.LICENSE`), served locally: the page works offline.
-const HLS_JS: &str = include_str!("../../assets/hls.min.js");
-const PLAYER: &str = include_str!("../../assets/player.html");
-
+/// What the handlers share.
 #[derive(Clone)]
-struct Web {
-    media: Media,
-    signer: auth::UrlSigner,
+pub(crate) struct Web {
+    pub(crate) media: Option<Media>,
+    pub(crate) store: Store,
+    // Door commands and live events (the access-control routes, next).
+    #[allow(dead_code)]
+    pub(crate) bus: Bus,
+    pub(crate) config: watch::Receiver<Arc<Config>>,
+    pub(crate) signer: auth::UrlSigner,
+    pub(crate) accounts: accounts::Accounts,
 }
 
-fn detail(code: StatusCode, msg: impl Into<String>) -> Response {
+impl Web {
+    /// The running config (hot reloads included).
+    pub(crate) fn config(&self) -> Arc<Config> {
+        self.config.borrow().clone()
+    }
+}
+
+/// What the server needs from the running daemon.
+pub struct Context {
+    pub media: Option<Media>,
+    pub store: Store,
+    pub bus: Bus,
+    pub config: watch::Receiver<Arc<Config>>,
+}
+
+/// Every error: `{"detail": "…"}` (seed 001 and seed 004).
+#[derive(Serialize, Deserialize, utoipa::ToSchema)]
+pub(crate) struct Detail {
+    pub detail: String,
+}
+
+/// `{"status": "ok"}`.
+#[derive(Serialize, Deserialize, utoipa::ToSchema)]
+pub(crate) struct Status {
+    pub status: String,
+}
+
+pub(crate) fn detail(code: StatusCode, msg: impl Into<String>) -> Response {
     (code, axum::Json(json!({ "detail": msg.into() }))).into_response()
+}
+
+/// Who is asking, from the request's token (set by [`authenticate`] on every protected route).
+#[derive(Debug, Clone)]
+pub(crate) struct Caller {
+    /// The account or token name (`sub`).
+    pub name: String,
+    pub role: Role,
+}
+
+impl Caller {
+    /// `Err(403 answer)` unless the caller's role includes `role`.
+    #[allow(clippy::result_large_err)]
+    pub(crate) fn need(&self, role: Role) -> Result<(), Response> {
+        if self.role >= role {
+            Ok(())
+        } else {
+            Err(detail(
+                StatusCode::FORBIDDEN,
+                format!(
+                    "Insufficient permissions: this needs the {} role ({} is {})",
+                    role.as_str(),
+                    self.name,
+                    self.role.as_str()
+                ),
+            ))
+        }
+    }
+
+    /// How commands and audit entries name the caller.
+    #[allow(dead_code)]
+    pub(crate) fn requester(&self) -> String {
+        format!("rest:{}", self.name)
+    }
 }
 
 /// Errors made outside the handlers answer `{"detail": …}` too, with their status and headers
@@ -76,7 +153,7 @@ async fn json_errors(req: Request, next: Next) -> Response {
     Response::from_parts(parts, Body::from(json!({ "detail": msg }).to_string()))
 }
 
-fn error_response(e: &crate::error::Error) -> Response {
+pub(crate) fn error_response(e: &crate::error::Error) -> Response {
     use crate::error::ErrorKind::*;
     let code = match e.kind() {
         InvalidArgument | Config => StatusCode::NOT_FOUND,
@@ -103,19 +180,76 @@ fn token_of(req: &Request) -> Option<String> {
     q.0.token
 }
 
-async fn require_token(State(w): State<Web>, req: Request, next: Next) -> Response {
+/// Check the token and put the [`Caller`] in the request. Tokens from `gatehouse token`
+/// without a role are an admin's (as before roles existed); signed URLs are limited by their
+/// scope and act as an operator inside it (a player's token starts its stream). A login
+/// token stands while its account does, with the account's current role.
+async fn authenticate(State(w): State<Web>, mut req: Request, next: Next) -> Response {
     let path = req.uri().path().to_string();
     let token = token_of(&req);
-    match w.signer.check(token.as_deref(), &path) {
-        Ok(_) => next.run(req).await,
+    let caller = match w.signer.check(token.as_deref(), &path) {
+        Ok(None) => Caller {
+            name: "anonymous".into(),
+            role: Role::Admin,
+        },
+        Ok(Some(c)) if c.login => match w.accounts.token_stands(&c.sub, c.pwv.as_deref()) {
+            Some(role) => Caller { name: c.sub, role },
+            None => {
+                tracing::info!(path, user = %c.sub, "web request refused: the account changed");
+                return detail(
+                    StatusCode::UNAUTHORIZED,
+                    "this session ended (account removed or password changed): log in again",
+                );
+            }
+        },
+        Ok(Some(c)) => {
+            let role = c.role.unwrap_or(if c.scope.is_some() {
+                Role::Operator
+            } else {
+                Role::Admin
+            });
+            Caller { name: c.sub, role }
+        }
         Err(why) => {
             tracing::info!(path, reason = %why, "web request refused");
-            detail(StatusCode::UNAUTHORIZED, why)
+            return detail(StatusCode::UNAUTHORIZED, why);
         }
+    };
+    req.extensions_mut().insert(caller);
+    next.run(req).await
+}
+
+/// The OpenAPI document's frame; the paths come from the handlers' annotations.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "gatehouse",
+        description = "Net2 doors, Hikvision cameras and their history, served locally. Errors are `{\"detail\": …}`."
+    ),
+    modifiers(&BearerAuth),
+    security(("bearer" = [])),
+    components(schemas(Detail, Status))
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, api: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let c = api.components.get_or_insert_with(Default::default);
+        c.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .build(),
+            ),
+        );
     }
 }
 
-/// Bind and serve until `cancel`. Returns the bound address (port 0 in tests).
 /// Bind `web.bind` (before the media service starts, so URLs it hands out can name the real
 /// port when the config says port 0).
 pub async fn bind(cfg: &crate::config::WebConfig) -> crate::error::Result<tokio::net::TcpListener> {
@@ -128,18 +262,60 @@ pub async fn bind(cfg: &crate::config::WebConfig) -> crate::error::Result<tokio:
     })
 }
 
+/// The router and its OpenAPI document.
+fn router(w: Web) -> axum::Router {
+    let protected = OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(media::live_start))
+        .routes(routes!(media::live_stop))
+        .routes(routes!(media::live_heartbeat))
+        .routes(routes!(media::snapshot))
+        .routes(routes!(media::picture))
+        .routes(routes!(media::event_picture))
+        .routes(routes!(session::change_password))
+        .route("/hls/{device}/{ch}/{file}", get(media::hls_file))
+        .route_layer(axum::middleware::from_fn_with_state(
+            w.clone(),
+            authenticate,
+        ));
+    let (protected, mut api) = OpenApiRouter::new()
+        .routes(routes!(session::login))
+        .merge(protected)
+        .split_for_parts();
+    api.info.version = env!("CARGO_PKG_VERSION").to_string();
+    let api = Arc::new(api);
+    axum::Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/live/{device}/{ch}", get(media::player))
+        .route("/static/hls.min.js", get(media::hls_js))
+        .route(
+            "/api/openapi.json",
+            get(move || {
+                let api = api.clone();
+                async move { axum::Json(api.as_ref().clone()) }
+            }),
+        )
+        .merge(protected)
+        .with_state(w)
+        .layer(axum::middleware::from_fn(json_errors))
+}
+
 /// Serve on `listener` until `cancel`. Returns the bound address.
 pub async fn serve(
-    media: Media,
+    ctx: Context,
     listener: tokio::net::TcpListener,
     cancel: CancellationToken,
 ) -> crate::error::Result<SocketAddr> {
-    let cfg = media.config().web.clone().ok_or_else(|| {
+    let config = ctx.config.borrow().clone();
+    let cfg = config.web.clone().ok_or_else(|| {
         crate::error::Error::new(crate::error::ErrorKind::Config, "web is not configured")
     })?;
-    let signer = auth::UrlSigner::new(&cfg)?;
+    // The media service's signer when there is one: its base URL is fixed below for both.
+    let signer = match ctx.media.as_ref().and_then(|m| m.urls()) {
+        Some(s) => s.clone(),
+        None => auth::UrlSigner::new(&cfg)?,
+    };
     if !signer.auth_required() {
-        tracing::warn!(bind = %cfg.bind, "web.auth is none: anyone who reaches the server sees the cameras");
+        tracing::warn!(bind = %cfg.bind, "web.auth is none: anyone who reaches the server sees the cameras and the doors");
     }
     if cfg.public_url.is_none()
         && (cfg.bind.ip().is_loopback() || cfg.bind.ip().is_unspecified())
@@ -147,41 +323,22 @@ pub async fn serve(
     {
         tracing::info!(bind = %cfg.bind, "web.public_url is not set: picture and stream URLs in MQTT payloads name {}, which other machines (Home Assistant, phones) cannot open", cfg.base_url());
     }
+    let accounts = accounts::Accounts::load(ctx.config.clone(), ctx.store.clone()).await;
     let w = Web {
-        media: media.clone(),
-        signer,
+        media: ctx.media,
+        store: ctx.store,
+        bus: ctx.bus,
+        config: ctx.config,
+        signer: signer.clone(),
+        accounts,
     };
-    let protected = Router::new()
-        .route("/api/device/{device}/channel/{ch}/live", get(live_start))
-        .route("/api/device/{device}/channel/{ch}/stop", post(live_stop))
-        .route(
-            "/api/device/{device}/channel/{ch}/heartbeat",
-            post(live_heartbeat),
-        )
-        .route("/api/device/{device}/channel/{ch}/snapshot", get(snapshot))
-        .route("/api/pictures/{file}", get(picture))
-        .route("/api/events/{id}/picture", get(event_picture))
-        .route("/hls/{device}/{ch}/{file}", get(hls_file))
-        .route_layer(axum::middleware::from_fn_with_state(
-            w.clone(),
-            require_token,
-        ));
-    let app = Router::new()
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/live/{device}/{ch}", get(player))
-        .route("/static/hls.min.js", get(hls_js))
-        .merge(protected)
-        .with_state(w)
-        .layer(axum::middleware::from_fn(json_errors));
+    let app = router(w);
     let addr = listener.local_addr().map_err(|e| {
         crate::error::Error::with_source(crate::error::ErrorKind::Internal, "no local address", e)
     })?;
     // Port 0 (tests): the URLs handed out must name the port actually bound.
-    if cfg.public_url.is_none()
-        && cfg.bind.port() == 0
-        && let Some(u) = media.urls()
-    {
-        u.set_base(&format!("http://{addr}"));
+    if cfg.public_url.is_none() && cfg.bind.port() == 0 {
+        signer.set_base(&format!("http://{addr}"));
     }
     tracing::info!(%addr, "web server listening");
     tokio::spawn(async move {
@@ -193,239 +350,4 @@ pub async fn serve(
         }
     });
     Ok(addr)
-}
-
-/// `Some(404 answer)` when the camera is not configured.
-fn unknown_camera(w: &Web, device: &str) -> Option<Response> {
-    (!w.media.has_camera(device))
-        .then(|| detail(StatusCode::NOT_FOUND, format!("no camera {device:?}")))
-}
-
-async fn live_start(State(w): State<Web>, Path((device, ch)): Path<(String, u32)>) -> Response {
-    if let Some(r) = unknown_camera(&w, &device) {
-        return r;
-    }
-    let live = match w.media.live_start(&device, ch).await {
-        Ok(l) => l,
-        Err(e) => return error_response(&e),
-    };
-    // Answer once the playlist can be played (or say why not), as a player fetches it next:
-    // connecting, the first keyframe and one GOP (long on "smart codec" cameras).
-    let m = w.media.config().media.clone();
-    let gop_wait = m.snapshot_timeout.get() + m.hls_segment.get() * 2;
-    if !live.ready(gop_wait).await {
-        let why = live
-            .hub
-            .stats()
-            .last_error
-            .unwrap_or_else(|| "no segment yet".into());
-        // Nobody will play it: do not keep reconnecting to the camera for hls_stop_after.
-        w.media.live_stop(&device, ch);
-        return detail(
-            StatusCode::BAD_GATEWAY,
-            format!("the stream did not start within {gop_wait:?}: {why}"),
-        );
-    }
-    // One token for both: the player's (its page, this call, heartbeats, playlist, segments).
-    let q = w.signer.query_for(&player_scope(&device, ch));
-    axum::Json(json!({
-        "status": "ok",
-        "hls_url": format!("{}{q}", hls_path(&device, ch)),
-        "player_url": format!("{}{q}", player_path(&device, ch)),
-    }))
-    .into_response()
-}
-
-async fn live_stop(State(w): State<Web>, Path((device, ch)): Path<(String, u32)>) -> Response {
-    if let Some(r) = unknown_camera(&w, &device) {
-        return r;
-    }
-    w.media.live_stop(&device, ch);
-    axum::Json(json!({"status": "ok"})).into_response()
-}
-
-async fn live_heartbeat(State(w): State<Web>, Path((device, ch)): Path<(String, u32)>) -> Response {
-    if let Some(r) = unknown_camera(&w, &device) {
-        return r;
-    }
-    if w.media.live_heartbeat(&device, ch) {
-        axum::Json(json!({"status": "ok"})).into_response()
-    } else {
-        detail(
-            StatusCode::NOT_FOUND,
-            "the stream is not running: start it with …/live",
-        )
-    }
-}
-
-async fn hls_file(
-    State(w): State<Web>,
-    Path((device, ch, file)): Path<(String, u32, String)>,
-    Query(q): Query<TokenQuery>,
-) -> Response {
-    let Some(live) = w.media.live(&device, ch) else {
-        return detail(StatusCode::NOT_FOUND, "the stream is not running");
-    };
-    if file == "index.m3u8" {
-        live.touch();
-        // Segment URIs carry the playlist's own token, so players that cannot send headers
-        // (native HLS, VLC) fetch them too.
-        let query = q.token.map(|t| format!("?token={t}")).unwrap_or_default();
-        return match live.playlist(&query) {
-            Some(p) => (
-                [
-                    (header::CONTENT_TYPE, "application/vnd.apple.mpegurl"),
-                    (header::CACHE_CONTROL, "no-cache"),
-                ],
-                p,
-            )
-                .into_response(),
-            None => detail(StatusCode::NOT_FOUND, "no segment yet"),
-        };
-    }
-    match live.file(&file) {
-        Some(b) => {
-            let ct = if file.ends_with(".mp4") {
-                "video/mp4"
-            } else {
-                "video/iso.segment"
-            };
-            ([(header::CONTENT_TYPE, ct)], b).into_response()
-        }
-        None => detail(
-            StatusCode::NOT_FOUND,
-            format!("{file} is not in the window"),
-        ),
-    }
-}
-
-fn jpeg(b: bytes::Bytes) -> Response {
-    (
-        [
-            (header::CONTENT_TYPE, HeaderValue::from_static("image/jpeg")),
-            (
-                header::CACHE_CONTROL,
-                HeaderValue::from_static("private, max-age=86400"),
-            ),
-        ],
-        b,
-    )
-        .into_response()
-}
-
-#[derive(Deserialize)]
-struct SnapshotQuery {
-    /// `false`: only answer with the JPEG (a dashboard polling it); not saved, published or
-    /// counted against retention.
-    #[serde(default = "yes")]
-    save: bool,
-}
-
-fn yes() -> bool {
-    true
-}
-
-async fn snapshot(
-    State(w): State<Web>,
-    Path((device, ch)): Path<(String, u32)>,
-    Query(q): Query<SnapshotQuery>,
-) -> Response {
-    if let Some(r) = unknown_camera(&w, &device) {
-        return r;
-    }
-    let taken = if q.save {
-        w.media
-            .snapshot(&device, ch, None, Trigger::Rest)
-            .await
-            .map(|s| s.jpeg.clone())
-    } else {
-        w.media.snapshot_unsaved(&device, ch).await
-    };
-    match taken {
-        // A fresh picture at the same URL each time: never cached.
-        Ok(b) => {
-            let mut r = jpeg(b);
-            r.headers_mut()
-                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-            r
-        }
-        Err(e) => error_response(&e),
-    }
-}
-
-async fn read_picture(w: &Web, id: &str) -> Response {
-    let store = w.media.store().clone();
-    let id2 = id.to_string();
-    let row = store.run(move |s| s.picture(&id2)).await;
-    match row {
-        Ok(Some(r)) => match tokio::fs::read(&r.path).await {
-            Ok(b) => jpeg(b.into()),
-            Err(e) => detail(
-                StatusCode::NOT_FOUND,
-                format!("picture {id} is gone from disk: {e}"),
-            ),
-        },
-        Ok(None) => detail(StatusCode::NOT_FOUND, format!("no picture {id}")),
-        Err(e) => error_response(&e),
-    }
-}
-
-async fn picture(State(w): State<Web>, Path(file): Path<String>) -> Response {
-    let id = file.strip_suffix(".jpg").unwrap_or(&file);
-    read_picture(&w, id).await
-}
-
-async fn event_picture(State(w): State<Web>, Path(id): Path<String>) -> Response {
-    let store = w.media.store().clone();
-    let eid = id.clone();
-    if let Ok(Some(r)) = store.run(move |s| s.picture_for_event(&eid)).await {
-        return read_picture(&w, &r.id).await;
-    }
-    let timeout = w.media.config().media.snapshot_timeout.get() + Duration::from_secs(1);
-    match w.media.wait_event_picture(&id, timeout).await {
-        Some(Ok(pic)) => read_picture(&w, &pic).await,
-        Some(Err(e)) => detail(
-            StatusCode::BAD_GATEWAY,
-            format!("no picture for this event: {e}"),
-        ),
-        None => detail(StatusCode::NOT_FOUND, "no picture for this event"),
-    }
-}
-
-async fn player(Path((device, ch)): Path<(String, u32)>) -> Response {
-    let page = PLAYER
-        .replace("{{device}}", &html_escape(&device))
-        .replace("{{channel}}", &ch.to_string());
-    (
-        [
-            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
-            (header::CACHE_CONTROL, "no-cache"),
-        ],
-        page,
-    )
-        .into_response()
-}
-
-async fn hls_js() -> Response {
-    (
-        [
-            (header::CONTENT_TYPE, "text/javascript"),
-            (header::CACHE_CONTROL, "public, max-age=86400"),
-        ],
-        HLS_JS,
-    )
-        .into_response()
-}
-
-fn html_escape(s: &str) -> String {
-    s.chars()
-        .map(|c| match c {
-            '<' => "&lt;".to_string(),
-            '>' => "&gt;".to_string(),
-            '&' => "&amp;".to_string(),
-            '"' => "&quot;".to_string(),
-            '\'' => "&#39;".to_string(),
-            c => c.to_string(),
-        })
-        .collect()
 }

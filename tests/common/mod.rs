@@ -5,6 +5,7 @@
 pub mod broker;
 pub mod hls;
 pub mod rtsp;
+pub mod web;
 
 use gatehouse::app::App;
 use gatehouse::config::{self, Config};

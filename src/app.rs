@@ -23,6 +23,8 @@ pub struct App {
     pub media: Option<crate::media::service::Media>,
     /// Where the web server listens (when configured).
     pub web_addr: Option<std::net::SocketAddr>,
+    /// The doors and users the sources know (names only), for the REST API.
+    pub directory: crate::directory::Directory,
     config: watch::Sender<Arc<Config>>,
     sources_cancel: CancellationToken,
     sinks_cancel: CancellationToken,
@@ -56,6 +58,8 @@ impl App {
         });
         let commands = builder.take_commands().expect("command queue taken once");
         let bus = builder.build();
+        // Filled by the Net2 source; doors and users for the REST API.
+        let directory = crate::directory::Directory::new();
         // The web server's socket first: a bind error fails the start before anything runs.
         let listener = match &cfg.web {
             Some(w) => Some(crate::web::bind(w).await?),
@@ -117,6 +121,7 @@ impl App {
                 cfg_rx.clone(),
                 commands.take().expect("one owner of door commands"),
                 sources_cancel.clone(),
+                directory.clone(),
             )?);
         }
         // Cameras without ISAPI have no alert stream or device info: the media service follows
@@ -174,6 +179,7 @@ impl App {
             pictures,
             media,
             web_addr,
+            directory,
             config: cfg_tx,
             sources_cancel,
             sinks_cancel,

@@ -1,11 +1,11 @@
 //! The daemon against the Net2 simulator: backfill, live + REST dedupe, token trouble,
-//! dropped sockets, server outages and door commands.
+//! dropped sockets, server outages, door commands and the directory of doors and users.
 
 mod common;
 
 use common::{Harness, wait_for};
 use gatehouse::model::*;
-use gatehouse::sim::net2::{SimConfig, SimEvent};
+use gatehouse::sim::net2::{SimConfig, SimEvent, SimUser};
 use std::collections::HashSet;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -893,5 +893,103 @@ async fn a_live_event_after_the_server_changes_offset_gets_the_new_one() {
         ],
         "each live event in the offset the server had when it happened"
     );
+    h.stop().await;
+}
+
+/// PINs and phone numbers of the simulator's users (served in clear text, as Net2 does).
+fn user_secrets(h: &Harness) -> Vec<String> {
+    h.sim
+        .users()
+        .into_iter()
+        .flat_map(|u| [u.pin, u.telephone])
+        .flatten()
+        .collect()
+}
+
+fn assert_no_secrets(dir: &gatehouse::directory::Directory, secrets: &[String]) {
+    let dump = format!("{dir:?} {}", serde_json::to_string(dir).unwrap());
+    for s in secrets {
+        assert!(!dump.contains(s.as_str()), "{s:?} leaked into {dump}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_directory_lists_doors_and_users_by_name_and_follows_them() {
+    let mut h = Harness::new(SimConfig::default(), "    users_refresh_interval: 300ms\n").await;
+    h.start().await;
+    let dir = h.app().directory.clone();
+    wait_for("directory ready", T, || dir.ready()).await;
+
+    // Every door of the simulator, named as Net2 names it (the test config names none).
+    let sim_doors: Vec<serde_json::Value> =
+        serde_json::from_str(include_str!("fixtures/net2/doors.json")).unwrap();
+    assert_eq!(dir.doors().len(), sim_doors.len());
+    for d in &sim_doors {
+        let door = dir.door(d["id"].as_u64().unwrap()).expect("listed");
+        assert_eq!(door.name.as_deref(), d["name"].as_str());
+    }
+    wait_for("every door polled and online", T, || {
+        dir.doors()
+            .iter()
+            .all(|d| d.in_last_poll && d.online == Some(true) && d.last_change.is_some())
+    })
+    .await;
+
+    // Users by name, nothing else.
+    let names: Vec<_> = dir.users().into_iter().map(|u| u.name).collect();
+    assert_eq!(
+        names,
+        [
+            Some("Mette Kragh Holm".to_string()),
+            Some("Jonas Bak".into()),
+            Some("Signe Vestergaard".into())
+        ]
+    );
+    assert!(dir.users().iter().all(|u| u.active == Some(true)));
+    assert_no_secrets(&dir, &user_secrets(&h));
+
+    // The ACU goes offline and comes back (events 500 / 501): the door follows.
+    let door = 6612642;
+    let before = dir.door(door).unwrap().last_change;
+    h.sim.push_event(SimEvent::new(500, door));
+    wait_for("ACU offline", T, || {
+        dir.door(door).unwrap().online == Some(false)
+    })
+    .await;
+    let offline_at = dir.door(door).unwrap().last_change;
+    assert!(offline_at > before, "{offline_at:?} after {before:?}");
+    h.sim.push_event(SimEvent::new(501, door));
+    wait_for("ACU online", T, || {
+        dir.door(door).unwrap().online == Some(true)
+    })
+    .await;
+    assert!(dir.door(door).unwrap().last_change >= offline_at);
+
+    // A user added in Net2 is listed at the next refresh, by name only.
+    h.sim.add_user(SimUser {
+        pin: Some("6060".into()),
+        telephone: Some("29393939".into()),
+        ..SimUser::new(40, "Ida", "Testesen")
+    });
+    wait_for("new user listed", T, || {
+        dir.user(40)
+            .is_some_and(|u| u.name.as_deref() == Some("Ida Testesen"))
+    })
+    .await;
+    assert_no_secrets(&dir, &user_secrets(&h));
+
+    // A failing user list keeps the users; the source goes on.
+    h.sim.faults().users_500.store(true, Ordering::SeqCst);
+    h.sim.remove_user(40);
+    let asked = h.sim.stats().users_requests;
+    wait_for("failed users fetches", T, || {
+        h.sim.stats().users_requests >= asked + 3
+    })
+    .await;
+    assert!(dir.user(40).is_some(), "kept through the failures");
+    assert_eq!(dir.users().len(), 4);
+    h.sim.faults().users_500.store(false, Ordering::SeqCst);
+    wait_for("removed user gone", T, || dir.user(40).is_none()).await;
+    assert_eq!(dir.users().len(), 3);
     h.stop().await;
 }

@@ -455,6 +455,56 @@ async fn faults_change_answers() {
         .await
         .unwrap();
     assert_eq!(one["lastName"], "Bak");
+
+    // Users come and go, in the full shape (PIN and phone included); events name them.
+    let users_url = format!("{}/api/v1/users", sim.base_url());
+    sim.add_user(SimUser::new(40, "Ida", "Testesen"));
+    let users: Vec<Value> = get(&c, users_url.clone(), &token)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(users.len(), 4);
+    let ida = users.iter().find(|u| u["id"] == 40).unwrap();
+    assert_eq!(ida["firstName"], "Ida");
+    assert!(
+        ida["pin"].is_string() && ida["telephone"].is_string(),
+        "{ida}"
+    );
+    assert_eq!(
+        ida.as_object().unwrap().keys().collect::<Vec<_>>(),
+        users[0].as_object().unwrap().keys().collect::<Vec<_>>(),
+        "the same fields as the fixture users"
+    );
+    let id = sim.push_event(SimEvent::new(20, 6612642).user(40));
+    let page: Vec<Value> = get(&c, url.clone(), &token).await.json().await.unwrap();
+    let ev = page.iter().find(|e| e["id"] == id).unwrap();
+    assert_eq!(ev["surname"], "Testesen");
+    assert!(sim.remove_user(40));
+    assert_eq!(
+        get(&c, format!("{users_url}/40"), &token).await.status(),
+        404
+    );
+    // The user list alone fails, or answers an empty body; the rest works.
+    let faults = sim.faults();
+    faults
+        .users_500
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(get(&c, users_url.clone(), &token).await.status(), 500);
+    assert_eq!(get(&c, url.clone(), &token).await.status(), 200);
+    faults
+        .users_500
+        .store(false, std::sync::atomic::Ordering::Relaxed);
+    faults
+        .users_empty
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+    let r = get(&c, users_url.clone(), &token).await;
+    assert_eq!(r.status(), 200);
+    assert!(r.bytes().await.unwrap().is_empty());
+    faults
+        .users_empty
+        .store(false, std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(sim.users().len(), 3);
     sim.shutdown().await;
 }
 

@@ -507,7 +507,8 @@ pub struct Net2Config {
     /// `/doors/status` poll interval while live events are up (door-closed events are
     /// unreliable, so the status is polled as a backstop anyway).
     pub door_status_safety_interval: HumanDuration,
-    /// How often the user list (names only are kept) is refreshed.
+    /// How often the user list (names only are kept) is refreshed: names for events and the
+    /// directory's users. A failed fetch keeps the previous list and is retried sooner.
     pub users_refresh_interval: HumanDuration,
     /// On the very first start (no cursor yet), fetch this much history.
     pub initial_backfill: HumanDuration,
@@ -535,7 +536,7 @@ impl Default for Net2Config {
             safety_poll_interval: HumanDuration::secs(300),
             door_status_interval: HumanDuration::secs(30),
             door_status_safety_interval: HumanDuration::secs(600),
-            users_refresh_interval: HumanDuration::secs(3600),
+            users_refresh_interval: HumanDuration::secs(600),
             initial_backfill: HumanDuration::secs(24 * 3600),
             request_timeout: HumanDuration::secs(15),
             page_size: 1000,

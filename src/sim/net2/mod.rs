@@ -29,8 +29,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
-pub use state::DoorStatus;
 use state::Inner;
+pub use state::{DoorStatus, SimUser};
 
 /// Simulator configuration.
 #[derive(Debug, Clone)]
@@ -182,6 +182,10 @@ pub struct Faults {
     /// Answer `/api/v1/events` this many milliseconds late (a busy Net2 database): live
     /// events overtake the REST backfill.
     pub events_delay_ms: AtomicU64,
+    /// `/api/v1/users` (and `/users/{id}`) answer 500 with the IIS error page; the rest works.
+    pub users_500: AtomicBool,
+    /// `/api/v1/users` answers 200 with an empty body.
+    pub users_empty: AtomicBool,
 }
 
 impl Default for Faults {
@@ -195,6 +199,8 @@ impl Default for Faults {
             live_enabled: AtomicBool::new(true),
             command_answer_ms: AtomicU64::new(0),
             events_delay_ms: AtomicU64::new(0),
+            users_500: AtomicBool::new(false),
+            users_empty: AtomicBool::new(false),
         }
     }
 }
@@ -210,6 +216,8 @@ pub struct Stats {
     pub ws_connects: u64,
     pub negotiates: u64,
     pub events_requests: u64,
+    /// `GET /api/v1/users` requests that reached the API (whatever they were answered).
+    pub users_requests: u64,
     /// Successful hub invocations: method name as sent, arguments as sent.
     pub subscriptions: Vec<(String, Vec<serde_json::Value>)>,
 }
@@ -336,6 +344,28 @@ impl Net2Sim {
         self.inner.lock().commands.clone()
     }
 
+    /// Add a user to `/api/v1/users` (or replace the one with its id).
+    pub fn add_user(&self, user: SimUser) {
+        let mut users = self.inner.users();
+        match users.iter_mut().find(|u| u.id == user.id) {
+            Some(u) => *u = user,
+            None => users.push(user),
+        }
+    }
+
+    /// Delete a user; `false` when there was none with that id.
+    pub fn remove_user(&self, id: i64) -> bool {
+        let mut users = self.inner.users();
+        let before = users.len();
+        users.retain(|u| u.id != id);
+        users.len() != before
+    }
+
+    /// The users `/api/v1/users` lists now.
+    pub fn users(&self) -> Vec<SimUser> {
+        self.inner.users().clone()
+    }
+
     pub fn door_status(&self, door: u64) -> Option<DoorStatus> {
         self.inner.lock().doors.get(&door).map(|d| d.status.clone())
     }
@@ -452,7 +482,7 @@ fn serve(inner: Arc<Inner>, listener: TcpListener) -> Server {
 fn random_scenario(inner: &Inner) -> Vec<SimEvent> {
     let mut rng = rand::rng();
     let doors: Vec<u64> = inner.fixtures.doors.iter().map(|d| d.id).collect();
-    let users: Vec<i64> = inner.fixtures.users.iter().map(|u| u.id).collect();
+    let users = inner.user_ids();
     let door = *doors.choose(&mut rng).unwrap_or(&6612642);
     let user = *users.choose(&mut rng).unwrap_or(&8);
     match rng.random_range(0..100) {

@@ -16,7 +16,7 @@ use serde_json::value::RawValue;
 use super::signalr;
 use super::state::{
     ACCESSLEVELS_JSON, DEPARTMENTS_JSON, DOORS_JSON, Inner, StoredEvent, TOKEN_INVALID_GRANT_JSON,
-    TOKEN_MFA_JSON, USERS_JSON, description_of, offset_str, peripheral_of, priority_of, site_of,
+    TOKEN_MFA_JSON, description_of, offset_str, peripheral_of, priority_of, site_of,
 };
 
 const JSON_CT: &str = "application/json; charset=utf-8";
@@ -327,8 +327,10 @@ async fn api(inner: &Arc<Inner>, req: Request, path: &str, lower: &str, q: &Quer
             ),
         );
     }
-    if matches!(route, Route::Events) {
-        inner.lock().stats.events_requests += 1;
+    match route {
+        Route::Events => inner.lock().stats.events_requests += 1,
+        Route::Users => inner.lock().stats.users_requests += 1,
+        _ => {}
     }
     let authorised = bearer(req.headers()).is_some_and(|t| inner.token_valid(t));
     if !authorised {
@@ -345,8 +347,10 @@ async fn api(inner: &Arc<Inner>, req: Request, path: &str, lower: &str, q: &Quer
     match route {
         Route::Doors => list(DOORS_JSON.to_string()),
         Route::DoorsStatus => list(doors_status(inner)),
-        Route::Users => list(USERS_JSON.to_string()),
-        Route::User(id) => user(&id),
+        Route::Users | Route::User(_) if faults.users_500.load(Relaxed) => iis_500(),
+        Route::Users if faults.users_empty.load(Relaxed) => empty_ok(),
+        Route::Users => list(serde_json::to_string(&*inner.users()).unwrap_or_default()),
+        Route::User(id) => user(inner, &id),
         Route::AccessLevels => list(ACCESSLEVELS_JSON.trim().to_string()),
         Route::Departments => list(DEPARTMENTS_JSON.trim().to_string()),
         Route::Operators => list(operators(inner)),
@@ -413,18 +417,14 @@ fn doors_status(inner: &Inner) -> String {
     serde_json::to_string(&entries).unwrap_or_default()
 }
 
-fn user(id: &str) -> Response {
-    let all: Vec<Box<RawValue>> = serde_json::from_str(USERS_JSON).unwrap_or_default();
+fn user(inner: &Inner, id: &str) -> Response {
     let Ok(id) = id.parse::<i64>() else {
         return message(StatusCode::BAD_REQUEST, "The request is invalid.");
     };
-    for u in all {
-        let v: Value = serde_json::from_str(u.get()).unwrap_or_default();
-        if v.get("id").and_then(Value::as_i64) == Some(id) {
-            return json(StatusCode::OK, u.get().to_string());
-        }
+    match inner.users().iter().find(|u| u.id == id) {
+        Some(u) => json(StatusCode::OK, serde_json::to_string(u).unwrap_or_default()),
+        None => message(StatusCode::NOT_FOUND, "User not found."),
     }
-    message(StatusCode::NOT_FOUND, "User not found.")
 }
 
 fn operators(inner: &Inner) -> String {
@@ -555,9 +555,9 @@ struct RestEvent<'a> {
     event_sub_type: i64,
     event_details: Option<&'a str>,
     linked_event: Option<i64>,
-    first_name: Option<&'a str>,
-    middle_name: Option<&'a str>,
-    surname: Option<&'a str>,
+    first_name: Option<String>,
+    middle_name: Option<String>,
+    surname: Option<String>,
     #[serde(rename = "userID")]
     user_id: i64,
     priority: i64,
@@ -572,7 +572,10 @@ struct RestEvent<'a> {
 }
 
 fn rest_event<'a>(inner: &'a Inner, e: &'a StoredEvent) -> RestEvent<'a> {
-    let user = e.user_id.and_then(|u| inner.fixtures.user(u));
+    let [first_name, middle_name, surname] = e
+        .user_id
+        .and_then(|u| inner.user_names(u))
+        .unwrap_or_default();
     let device_name = if e.door == 0 {
         "Net2 Server".to_string()
     } else {
@@ -595,9 +598,9 @@ fn rest_event<'a>(inner: &'a Inner, e: &'a StoredEvent) -> RestEvent<'a> {
         event_sub_type: e.sub_type,
         event_details: e.details.as_deref(),
         linked_event: e.linked,
-        first_name: user.and_then(|u| u.first_name.as_deref()),
-        middle_name: user.and_then(|u| u.middle_name.as_deref()),
-        surname: user.and_then(|u| u.last_name.as_deref()),
+        first_name,
+        middle_name,
+        surname,
         user_id: e.user_id.unwrap_or(0),
         priority: priority_of(e.event_type),
         address: e.door,

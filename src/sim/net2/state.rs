@@ -69,26 +69,69 @@ struct FixtureDoorStatus {
     status: DoorStatus,
 }
 
-#[derive(Deserialize)]
+/// One element of `GET /api/v1/users`, every field the real server sends, in its order —
+/// PIN and phone numbers in clear text included (protocols.md §1, seed 000), so the daemon is
+/// tested against them. Invented people only.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub(crate) struct FixtureUser {
+pub struct SimUser {
     pub id: i64,
     pub first_name: Option<String>,
     pub middle_name: Option<String>,
     pub last_name: Option<String>,
+    /// `"2027-06-30T00:00:00+02:00"` or `null`.
+    pub expiry_date: Option<String>,
+    pub activate_date: Option<String>,
+    pub pin: Option<String>,
+    pub telephone: Option<String>,
+    pub extension: Option<String>,
+    pub fax: Option<String>,
+    pub is_anti_passback_user: bool,
+    pub is_alarm_user: bool,
+    pub is_lockdown_exempt: bool,
+    pub has_image: bool,
+    /// `[{"id":1,"name":"Bil","value":"AB 12 345"}]`.
+    pub custom_fields: Vec<serde_json::Value>,
+    /// `{"accessLevels":[1],"individualPermissions":[]}`.
+    pub door_access_permission_set: serde_json::Value,
+}
+
+impl SimUser {
+    /// A user as Net2 creates one: active since 2024, no expiry, with a PIN and a phone
+    /// number (change them with struct update syntax).
+    pub fn new(id: i64, first_name: &str, last_name: &str) -> SimUser {
+        SimUser {
+            id,
+            first_name: Some(first_name.into()),
+            middle_name: None,
+            last_name: Some(last_name.into()),
+            expiry_date: None,
+            activate_date: Some("2024-01-01T00:00:00+01:00".into()),
+            pin: Some(format!("{:04}", (id * 7919) % 10_000)),
+            telephone: Some(format!("{}", 20_000_000 + id * 1_234)),
+            extension: None,
+            fax: None,
+            is_anti_passback_user: false,
+            is_alarm_user: false,
+            is_lockdown_exempt: false,
+            has_image: false,
+            custom_fields: Vec::new(),
+            door_access_permission_set: serde_json::json!({"accessLevels": [1], "individualPermissions": []}),
+        }
+    }
 }
 
 /// Parsed fixture data plus the per-door wiring the fixtures imply.
 pub(crate) struct Fixtures {
     pub doors: Vec<FixtureDoor>,
-    pub users: Vec<FixtureUser>,
+    pub users: Vec<SimUser>,
     pub initial_status: HashMap<u64, DoorStatus>,
 }
 
 impl Fixtures {
     fn load() -> Fixtures {
         let doors: Vec<FixtureDoor> = serde_json::from_str(DOORS_JSON).expect("doors.json");
-        let users: Vec<FixtureUser> = serde_json::from_str(USERS_JSON).expect("users.json");
+        let users: Vec<SimUser> = serde_json::from_str(USERS_JSON).expect("users.json");
         let st: Vec<FixtureDoorStatus> =
             serde_json::from_str(DOORS_STATUS_JSON).expect("doors_status.json");
         Fixtures {
@@ -103,10 +146,6 @@ impl Fixtures {
             .iter()
             .find(|d| d.id == door)
             .map(|d| d.name.as_str())
-    }
-
-    pub fn user(&self, id: i64) -> Option<&FixtureUser> {
-        self.users.iter().find(|u| u.id == id)
     }
 }
 
@@ -245,6 +284,9 @@ pub(crate) struct Inner {
     pub faults: Faults,
     pub fixtures: Fixtures,
     pub state: Mutex<State>,
+    /// What `GET /api/v1/users` lists (the fixture users at start; tests add and remove).
+    /// A leaf lock: taken with or without `state`, never the other way round.
+    pub users: Mutex<Vec<SimUser>>,
     /// Cancelled when the whole simulator shuts down (door timers, generators).
     pub shutdown: CancellationToken,
 }
@@ -323,6 +365,7 @@ impl Inner {
             offset_minutes: AtomicI32::new(cfg.utc_offset_minutes),
             cfg,
             faults: Faults::default(),
+            users: Mutex::new(fixtures.users.clone()),
             fixtures,
             state: Mutex::new(st),
             shutdown: CancellationToken::new(),
@@ -331,6 +374,25 @@ impl Inner {
 
     pub fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn users(&self) -> MutexGuard<'_, Vec<SimUser>> {
+        self.users.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// First, middle and last name of a listed user (events carry them).
+    pub fn user_names(&self, id: i64) -> Option<[Option<String>; 3]> {
+        self.users().iter().find(|u| u.id == id).map(|u| {
+            [
+                u.first_name.clone(),
+                u.middle_name.clone(),
+                u.last_name.clone(),
+            ]
+        })
+    }
+
+    pub fn user_ids(&self) -> Vec<i64> {
+        self.users().iter().map(|u| u.id).collect()
     }
 
     /// The server zone's UTC offset now, in minutes.
@@ -428,12 +490,12 @@ impl Inner {
             details: Option<&'a str>,
             notification_type: i64,
         }
-        let user = ev.user_id.and_then(|u| self.fixtures.user(u));
-        let user_name = user.map(|u| {
+        let user = ev.user_id.and_then(|u| self.user_names(u));
+        let user_name = user.map(|[first, _, last]| {
             format!(
                 "{} {}",
-                u.last_name.as_deref().unwrap_or(""),
-                u.first_name.as_deref().unwrap_or("")
+                last.as_deref().unwrap_or(""),
+                first.as_deref().unwrap_or("")
             )
             .trim()
             .to_string()
@@ -501,7 +563,7 @@ impl Inner {
         ];
         let step = chrono::Duration::from_std(step).unwrap_or(chrono::Duration::seconds(1));
         let doors: Vec<u64> = self.fixtures.doors.iter().map(|d| d.id).collect();
-        let users: Vec<i64> = self.fixtures.users.iter().map(|u| u.id).collect();
+        let users = self.user_ids();
         let mut st = self.lock();
         st.events.reserve(n);
         let was_sorted_until = st.events.len();

@@ -6,6 +6,10 @@
 //! fast poll while not), `net2.doors` (`/doors` + `/doors/status` backstop), `net2.users`,
 //! `net2.commands` and `net2.tick` (held-open derivation, command timeouts). They share one
 //! [`Core`] of pure state behind a mutex that is never held across I/O.
+//!
+//! What they learn about doors and users also goes to the [`Directory`] (for the REST API):
+//! the door list, every door state published, which doors the status poll listed, and the
+//! user list (names only).
 
 pub mod classify;
 pub mod client;
@@ -18,6 +22,7 @@ pub mod zone;
 
 use crate::bus::Bus;
 use crate::config::{ConfigRx, Net2Config};
+use crate::directory::Directory;
 use crate::error::{Error, ErrorKind, Result};
 use crate::model::*;
 use crate::storage::Store;
@@ -106,6 +111,7 @@ pub struct Net2Source {
     status_now: Notify,
     /// The first user list has been fetched (or given up on).
     users_loaded: watch::Sender<bool>,
+    directory: Directory,
 }
 
 impl Net2Source {
@@ -122,8 +128,12 @@ impl Net2Source {
         self.core.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Publish in order; door states also update the directory (before the bus has them).
     async fn publish_all(&self, msgs: Vec<Message>) {
         for m in msgs {
+            if let Message::DoorState(st) = &m {
+                self.directory.door_state(st, Utc::now());
+            }
             self.bus.publish(m).await;
         }
     }
@@ -468,17 +478,36 @@ impl Net2Source {
 
     async fn poll_doors(&self) -> Result<()> {
         let list = self.client.get("/api/v1/doors", &[]).await?;
-        if !list.text.trim().is_empty() {
+        if list.text.trim().is_empty() {
+            // Net2 answers an empty list with an empty body. After doors were listed that is
+            // more likely a hiccup than every door deleted: the directory keeps them.
+            if self.directory.doors_fetched().is_none() {
+                self.directory.set_doors(Vec::new(), Utc::now());
+            }
+        } else {
             match serde_json::from_str::<Vec<types::DoorEntry>>(&list.text) {
                 Ok(doors) => {
-                    let mut c = self.lock();
-                    for d in doors {
-                        if let Some(n) = d.name {
-                            c.names.doors.entry(d.id).or_insert_with(|| n.clone());
-                            c.tracker.set_name(d.id, &n);
+                    let listed = {
+                        let mut c = self.lock();
+                        for d in &doors {
+                            if let Some(n) = &d.name {
+                                c.names.doors.entry(d.id).or_insert_with(|| n.clone());
+                                c.tracker.set_name(d.id, n);
+                            }
                         }
-                    }
-                    self.door_names(&mut c);
+                        self.door_names(&mut c);
+                        // Named as everywhere else: the config's name, else Net2's (which may
+                        // have changed since the last answer).
+                        let cfg = self.cfg_rx.borrow();
+                        doors
+                            .into_iter()
+                            .map(|d| {
+                                let own = cfg.doors.get(&d.id).and_then(|c| c.name.clone());
+                                (d.id, own.or(d.name))
+                            })
+                            .collect()
+                    };
+                    self.directory.set_doors(listed, Utc::now());
                 }
                 Err(e) => {
                     self.reject("GET /api/v1/doors", &e.to_string(), &list.text)
@@ -506,6 +535,8 @@ impl Net2Source {
             .into_iter()
             .map(|e| (e.id, e.status.unwrap_or_default()))
             .collect();
+        self.directory
+            .status_poll(flat.iter().map(|(id, _)| *id), Utc::now());
         let (out, first) = {
             let mut c = self.lock();
             let first = !c.tracker.is_synced();
@@ -518,24 +549,35 @@ impl Net2Source {
         Ok(())
     }
 
+    /// Fetch the user list: names for events, and the directory's users. Returns how many.
     async fn refresh_users(&self) -> Result<usize> {
         let body = self.client.get("/api/v1/users", &[]).await?;
+        let now = Utc::now();
         if body.text.trim().is_empty() {
+            // Net2 answers an empty list with an empty body. After users were listed that is
+            // more likely a hiccup than every user deleted: keep them (a failed fetch).
+            if self.directory.user_count() > 0 {
+                return Err(Error::new(
+                    ErrorKind::Protocol,
+                    "Net2 answered the user list with an empty body",
+                ));
+            }
+            self.directory.set_users(Vec::new(), now);
             return Ok(0);
         }
         // Never log or keep this payload: it carries PINs and phone numbers.
-        let users: Vec<types::UserEntry> = serde_json::from_str(&body.text).map_err(|e| {
-            Error::new(
-                ErrorKind::Protocol,
-                format!("Net2 users answer is not the expected JSON ({} bytes; not logged: it holds PINs): line {} column {}", body.text.len(), e.line(), e.column()),
-            )
-        })?;
+        let users = types::parse_users(&body.text)?;
         let n = users.len();
-        let mut c = self.lock();
-        c.names.users = users
+        let server = self.lock().zone.offset().unwrap_or_else(machine_offset);
+        let entries = users
+            .iter()
+            .map(|u| u.directory_user(now, server))
+            .collect();
+        self.lock().names.users = users
             .into_iter()
             .filter_map(|u| u.display_name().map(|n| (u.id, n)))
             .collect();
+        self.directory.set_users(entries, now);
         Ok(n)
     }
 
@@ -645,6 +687,7 @@ pub fn spawn(
     cfg_rx: ConfigRx,
     commands: mpsc::Receiver<Command>,
     cancel: CancellationToken,
+    directory: Directory,
 ) -> Result<Vec<JoinHandle<()>>> {
     let cfg = cfg_rx
         .borrow()
@@ -665,6 +708,11 @@ pub fn spawn(
     }
     let mut tracker = DoorTracker::default();
     tracker.restore(store.door_states()?);
+    // What was known at the last stop, until Net2 says otherwise (the directory lists a door
+    // once Net2's door list has it).
+    for st in tracker.states() {
+        directory.door_state(st, Utc::now());
+    }
     // Never this machine's zone: the server's is learned from REST (see `zone`).
     let zone = ServerZone::new(cursor);
     tracker.server_offset = zone.offset();
@@ -687,6 +735,7 @@ pub fn spawn(
         backfill_now: Notify::new(),
         status_now: Notify::new(),
         users_loaded: watch::channel(false).0,
+        directory,
     });
     src.door_names(&mut src.lock());
     let backoff = || Backoff::new(Duration::from_secs(1), Duration::from_secs(60));
@@ -782,13 +831,39 @@ pub fn spawn(
         move || {
             let s = s.clone();
             async move {
+                // A failed fetch keeps the previous list and never stops the source: one
+                // warning per failure streak, retried with a backoff (never slower than the
+                // refresh itself).
+                let mut retry = Backoff::new(Duration::from_secs(2), Duration::from_secs(120));
+                let mut failures = 0u32;
                 loop {
-                    let res = s.track(s.refresh_users().await).await;
+                    let every = s.cfg().users_refresh_interval.get();
+                    let wait = match s.refresh_users().await {
+                        Ok(n) => {
+                            s.set_online(true, "").await;
+                            if failures > 0 {
+                                tracing::info!(users = n, failures, "Net2 user list fetched again");
+                            } else {
+                                tracing::debug!(users = n, "Net2 user names refreshed");
+                            }
+                            failures = 0;
+                            retry.reset();
+                            every
+                        }
+                        Err(e) => {
+                            let kept = s.directory.user_count();
+                            if failures == 0 {
+                                tracing::warn!(error = %e, kept, "unable to fetch the Net2 user list; keeping the previous one");
+                            } else {
+                                tracing::debug!(error = %e, failures, "Net2 user list still failing");
+                            }
+                            failures += 1;
+                            retry.next_delay().min(every)
+                        }
+                    };
                     s.users_loaded.send_replace(true);
-                    let n = res?;
-                    tracing::debug!(users = n, "Net2 user names refreshed");
                     tokio::select! {
-                        _ = tokio::time::sleep(s.cfg().users_refresh_interval.get()) => {}
+                        _ = tokio::time::sleep(wait) => {}
                         _ = s.cancel.cancelled() => return Ok(RunEnd::Cancelled),
                     }
                 }

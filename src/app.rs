@@ -87,6 +87,7 @@ impl App {
                     store: store.clone(),
                     bus: bus.clone(),
                     config: cfg_rx.clone(),
+                    directory: directory.clone(),
                 };
                 Some(crate::web::serve(ctx, l, sinks_cancel.clone()).await?)
             }

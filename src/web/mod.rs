@@ -47,6 +47,9 @@ pub(crate) struct Web {
     pub(crate) config: watch::Receiver<Arc<Config>>,
     pub(crate) signer: auth::UrlSigner,
     pub(crate) accounts: accounts::Accounts,
+    /// Net2 doors and users (names only).
+    #[allow(dead_code)]
+    pub(crate) directory: crate::directory::Directory,
 }
 
 impl Web {
@@ -62,6 +65,7 @@ pub struct Context {
     pub store: Store,
     pub bus: Bus,
     pub config: watch::Receiver<Arc<Config>>,
+    pub directory: crate::directory::Directory,
 }
 
 /// Every error: `{"detail": "…"}` (seed 001 and seed 004).
@@ -331,6 +335,7 @@ pub async fn serve(
         config: ctx.config,
         signer: signer.clone(),
         accounts,
+        directory: ctx.directory,
     };
     let app = router(w);
     let addr = listener.local_addr().map_err(|e| {

@@ -13,8 +13,11 @@
 
 pub mod accounts;
 pub mod auth;
+pub mod limits;
 mod media;
+mod prom;
 mod session;
+mod stream;
 
 use crate::bus::Bus;
 use crate::config::{Config, Role};
@@ -41,12 +44,14 @@ use utoipa_axum::routes;
 pub(crate) struct Web {
     pub(crate) media: Option<Media>,
     pub(crate) store: Store,
-    // Door commands and live events (the access-control routes, next).
-    #[allow(dead_code)]
     pub(crate) bus: Bus,
     pub(crate) config: watch::Receiver<Arc<Config>>,
     pub(crate) signer: auth::UrlSigner,
     pub(crate) accounts: accounts::Accounts,
+    pub(crate) limits: limits::Limiter,
+    pub(crate) http_stats: prom::HttpStats,
+    /// Cancelled at shutdown: long answers (event streams) end so the server can stop.
+    pub(crate) cancel: CancellationToken,
     /// Net2 doors and users (names only).
     #[allow(dead_code)]
     pub(crate) directory: crate::directory::Directory,
@@ -212,6 +217,15 @@ async fn authenticate(State(w): State<Web>, mut req: Request, next: Next) -> Res
             } else {
                 Role::Admin
             });
+            // Signed URLs all name `gatehouse`: each scope has its own budget (one picture
+            // link, one player), not one for every notification together.
+            let key = match c.scope.as_deref() {
+                Some([first, ..]) => Some(format!("scope:{first}")),
+                _ => None,
+            };
+            if let Some(k) = key {
+                req.extensions_mut().insert(LimitKey(k));
+            }
             Caller { name: c.sub, role }
         }
         Err(why) => {
@@ -219,8 +233,47 @@ async fn authenticate(State(w): State<Web>, mut req: Request, next: Next) -> Res
             return detail(StatusCode::UNAUTHORIZED, why);
         }
     };
+    // HLS playlists and segments are a player's steady stream, not API calls.
+    if path.starts_with("/hls/") {
+        req.extensions_mut().insert(caller);
+        return next.run(req).await;
+    }
+    let key = req
+        .extensions()
+        .get::<LimitKey>()
+        .map(|k| k.0.clone())
+        .unwrap_or_else(|| format!("user:{}", caller.name));
+    let decision = w.limits.check(limits::Class::of_path(&path), &key);
+    if !decision.allowed {
+        tracing::info!(path, user = %caller.name, "rate limit reached");
+        return decision.refusal();
+    }
     req.extensions_mut().insert(caller);
-    next.run(req).await
+    let mut res = next.run(req).await;
+    decision.headers(res.headers_mut());
+    res
+}
+
+/// The rate-limit budget of a request when it is not its caller's name.
+#[derive(Clone)]
+struct LimitKey(String);
+
+/// Public API routes (the login): limited per client address.
+async fn limit_by_address(
+    State(w): State<Web>,
+    axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<SocketAddr>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let decision = w
+        .limits
+        .check(limits::Class::Standard, &format!("addr:{}", peer.ip()));
+    if !decision.allowed {
+        return decision.refusal();
+    }
+    let mut res = next.run(req).await;
+    decision.headers(res.headers_mut());
+    res
 }
 
 /// The OpenAPI document's frame; the paths come from the handlers' annotations.
@@ -276,13 +329,21 @@ fn router(w: Web) -> axum::Router {
         .routes(routes!(media::picture))
         .routes(routes!(media::event_picture))
         .routes(routes!(session::change_password))
+        .routes(routes!(stream::events_stream))
+        .routes(routes!(prom::metrics))
         .route("/hls/{device}/{ch}/{file}", get(media::hls_file))
         .route_layer(axum::middleware::from_fn_with_state(
             w.clone(),
             authenticate,
         ));
-    let (protected, mut api) = OpenApiRouter::new()
+    let public = OpenApiRouter::new()
         .routes(routes!(session::login))
+        .route_layer(axum::middleware::from_fn_with_state(
+            w.clone(),
+            limit_by_address,
+        ));
+    let (protected, mut api) = OpenApiRouter::new()
+        .merge(public)
         .merge(protected)
         .split_for_parts();
     api.info.version = env!("CARGO_PKG_VERSION").to_string();
@@ -299,6 +360,10 @@ fn router(w: Web) -> axum::Router {
             }),
         )
         .merge(protected)
+        .layer(axum::middleware::from_fn_with_state(
+            w.clone(),
+            prom::observe,
+        ))
         .with_state(w)
         .layer(axum::middleware::from_fn(json_errors))
 }
@@ -335,6 +400,9 @@ pub async fn serve(
         config: ctx.config,
         signer: signer.clone(),
         accounts,
+        limits: limits::Limiter::default(),
+        http_stats: Default::default(),
+        cancel: cancel.clone(),
         directory: ctx.directory,
     };
     let app = router(w);
@@ -347,9 +415,12 @@ pub async fn serve(
     }
     tracing::info!(%addr, "web server listening");
     tokio::spawn(async move {
-        let r = axum::serve(listener, app)
-            .with_graceful_shutdown(async move { cancel.cancelled().await })
-            .await;
+        let r = axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move { cancel.cancelled().await })
+        .await;
         if let Err(e) = r {
             tracing::error!(error = %e, "web server failed");
         }

@@ -31,11 +31,12 @@ pub enum Class {
 }
 
 impl Class {
-    pub fn limit(self) -> u32 {
+    /// This class's requests a minute under `limits` (`web.rate_limits`).
+    pub fn limit(self, limits: &crate::config::RateLimits) -> u32 {
         match self {
-            Class::Standard => 100,
-            Class::Hardware => 1000,
-            Class::Emergency => 10,
+            Class::Standard => limits.per_user,
+            Class::Hardware => limits.per_device,
+            Class::Emergency => limits.emergency,
         }
     }
 
@@ -107,9 +108,8 @@ pub struct Limiter {
 }
 
 impl Limiter {
-    /// Count a request of `key` against `class` at `now`.
-    pub fn check_at(&self, class: Class, key: &str, now: Instant) -> Decision {
-        let limit = class.limit();
+    /// Count a request of `key` against `class`, allowed `limit` a minute, at `now`.
+    pub fn check_at(&self, class: Class, key: &str, limit: u32, now: Instant) -> Decision {
         let mut w = self.windows.lock().unwrap_or_else(|p| p.into_inner());
         let mut key = (class, key.to_string());
         if w.len() >= PRUNE_AT && !w.contains_key(&key) {
@@ -131,13 +131,13 @@ impl Limiter {
         Decision {
             allowed,
             limit,
-            remaining: limit - e.1,
+            remaining: limit.saturating_sub(e.1),
             reset_in: WINDOW.saturating_sub(now.duration_since(e.0)),
         }
     }
 
-    pub fn check(&self, class: Class, key: &str) -> Decision {
-        self.check_at(class, key, Instant::now())
+    pub fn check(&self, class: Class, key: &str, limit: u32) -> Decision {
+        self.check_at(class, key, limit, Instant::now())
     }
 }
 
@@ -150,18 +150,18 @@ mod tests {
         let l = Limiter::default();
         let t0 = Instant::now();
         for i in 0..100 {
-            let d = l.check_at(Class::Standard, "ada", t0 + Duration::from_millis(i));
+            let d = l.check_at(Class::Standard, "ada", 100, t0 + Duration::from_millis(i));
             assert!(d.allowed, "{i}");
             assert_eq!(d.remaining, 99 - i as u32);
         }
-        let d = l.check_at(Class::Standard, "ada", t0 + Duration::from_secs(30));
+        let d = l.check_at(Class::Standard, "ada", 100, t0 + Duration::from_secs(30));
         assert!(!d.allowed);
         assert_eq!((d.remaining, d.reset_in), (0, Duration::from_secs(30)));
         // Another user, and another class of the same user, have their own budgets.
-        assert!(l.check_at(Class::Standard, "otto", t0).allowed);
-        assert!(l.check_at(Class::Emergency, "ada", t0).allowed);
+        assert!(l.check_at(Class::Standard, "otto", 100, t0).allowed);
+        assert!(l.check_at(Class::Emergency, "ada", 10, t0).allowed);
         // A new window.
-        let d = l.check_at(Class::Standard, "ada", t0 + Duration::from_secs(60));
+        let d = l.check_at(Class::Standard, "ada", 100, t0 + Duration::from_secs(60));
         assert!(d.allowed);
         assert_eq!(d.remaining, 99);
     }
@@ -171,18 +171,18 @@ mod tests {
         let l = Limiter::default();
         let t0 = Instant::now();
         for _ in 0..10 {
-            l.check_at(Class::Emergency, "ada", t0);
+            l.check_at(Class::Emergency, "ada", 10, t0);
         }
-        let d = l.check_at(Class::Emergency, "ada", t0 + Duration::from_millis(500));
+        let d = l.check_at(Class::Emergency, "ada", 10, t0 + Duration::from_millis(500));
         let r = d.refusal();
         assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
         assert_eq!(r.headers()["retry-after"], "60");
         assert_eq!(r.headers()["x-ratelimit-remaining"], "0");
         assert_eq!(r.headers()["x-ratelimit-limit"], "10");
         for i in 0..(PRUNE_AT * 2) {
-            l.check_at(Class::Standard, &format!("k{i}"), t0);
+            l.check_at(Class::Standard, &format!("k{i}"), 100, t0);
         }
-        l.check_at(Class::Standard, "late", t0 + WINDOW);
+        l.check_at(Class::Standard, "late", 100, t0 + WINDOW);
         assert!(l.windows.lock().unwrap().len() <= PRUNE_AT + 1);
     }
 }

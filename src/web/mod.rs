@@ -58,6 +58,16 @@ pub(crate) struct Web {
 }
 
 impl Web {
+    /// `web.rate_limits` now (reloaded live).
+    pub(crate) fn rate_limits(&self) -> crate::config::RateLimits {
+        self.config
+            .borrow()
+            .web
+            .as_ref()
+            .map(|w| w.rate_limits)
+            .unwrap_or_default()
+    }
+
     /// The running config (hot reloads included).
     pub(crate) fn config(&self) -> Arc<Config> {
         self.config.borrow().clone()
@@ -243,7 +253,9 @@ async fn authenticate(State(w): State<Web>, mut req: Request, next: Next) -> Res
         .get::<LimitKey>()
         .map(|k| k.0.clone())
         .unwrap_or_else(|| format!("user:{}", caller.name));
-    let decision = w.limits.check(limits::Class::of_path(&path), &key);
+    let class = limits::Class::of_path(&path);
+    let limit = class.limit(&w.rate_limits());
+    let decision = w.limits.check(class, &key, limit);
     if !decision.allowed {
         tracing::info!(path, user = %caller.name, "rate limit reached");
         return decision.refusal();
@@ -265,9 +277,12 @@ async fn limit_by_address(
     req: Request,
     next: Next,
 ) -> Response {
-    let decision = w
-        .limits
-        .check(limits::Class::Standard, &format!("addr:{}", peer.ip()));
+    let limit = limits::Class::Standard.limit(&w.rate_limits());
+    let decision = w.limits.check(
+        limits::Class::Standard,
+        &format!("addr:{}", peer.ip()),
+        limit,
+    );
     if !decision.allowed {
         return decision.refusal();
     }
@@ -290,6 +305,68 @@ async fn limit_by_address(
 struct ApiDoc;
 
 struct BearerAuth;
+
+/// Answers every API route can give, documented once: 400 for parameters that do not parse,
+/// 413 / 415 / 422 for bodies, 401 / 403 where a token is needed, 429 (rate limits) and 500
+/// anywhere.
+struct CommonAnswers;
+
+impl utoipa::Modify for CommonAnswers {
+    fn modify(&self, api: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+        let answer = |what: &str| {
+            ResponseBuilder::new()
+                .description(what)
+                .content(
+                    "application/json",
+                    ContentBuilder::new()
+                        .schema(Some(Ref::from_schema_name("Detail")))
+                        .build(),
+                )
+                .build()
+        };
+        for item in api.paths.paths.values_mut() {
+            let ops = [
+                &mut item.get,
+                &mut item.post,
+                &mut item.put,
+                &mut item.delete,
+                &mut item.patch,
+            ];
+            for op in ops.into_iter().flatten() {
+                // `security(())` on an operation: public (the login).
+                let public = op
+                    .security
+                    .as_ref()
+                    .is_some_and(|s| s.iter().all(|r| r == &Default::default()));
+                let r = &mut op.responses.responses;
+                let mut add = |code: &str, what: &str| {
+                    r.entry(code.to_string())
+                        .or_insert_with(|| answer(what).into());
+                };
+                // Path and query parameters that do not parse (axum's rejections).
+                add("400", "Invalid request parameters");
+                if op.request_body.is_some() {
+                    add("413", "the body is too large");
+                    add("415", "the body is not JSON (Content-Type)");
+                    add(
+                        "422",
+                        "the JSON does not fit: wrong types, unknown or missing fields",
+                    );
+                }
+                if !public {
+                    add(
+                        "401",
+                        "no token, a bad or expired one, or one that does not open this path",
+                    );
+                    add("403", "the token's role may not do this");
+                }
+                add("429", "rate limit reached (see Retry-After)");
+                add("500", "Internal server error");
+            }
+        }
+    }
+}
 
 impl utoipa::Modify for BearerAuth {
     fn modify(&self, api: &mut utoipa::openapi::OpenApi) {
@@ -347,6 +424,8 @@ fn router(w: Web) -> axum::Router {
         .merge(protected)
         .split_for_parts();
     api.info.version = env!("CARGO_PKG_VERSION").to_string();
+    // After the split: the paths come from the routers, not from `ApiDoc`.
+    utoipa::Modify::modify(&CommonAnswers, &mut api);
     let api = Arc::new(api);
     axum::Router::new()
         .route("/healthz", get(|| async { "ok" }))

@@ -3,6 +3,7 @@
 
 pub mod migrations;
 mod pictures;
+pub mod query;
 pub use pictures::PictureRow;
 
 use crate::error::{Error, ErrorKind, Result, ResultExt};
@@ -193,6 +194,17 @@ impl Store {
         Ok(f(&mut c)?)
     }
 
+    /// Run `f` on the connection: the functions of [`query`]. From async code, inside
+    /// [`Store::run`]; it holds the writer's lock, so nothing long (an export has a read-only
+    /// connection of its own, [`Store::open_readonly`]).
+    pub fn with_conn<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+        let c = self
+            .conn
+            .lock()
+            .map_err(|_| Error::new(ErrorKind::Storage, "database lock poisoned"))?;
+        f(&c)
+    }
+
     /// Run blocking database work off the async threads.
     pub async fn run<T: Send + 'static>(
         &self,
@@ -239,8 +251,16 @@ impl Store {
                             ])?;
                             if n == 1 {
                                 res.inserted += 1;
+                                let seq = tx.last_insert_rowid();
+                                // A camera alarm that started: listed by the alarms API until
+                                // a user dismisses it.
+                                if let crate::model::EventKind::CameraAlert { active: true, event_type, channel, .. } = &e.kind {
+                                    tx.prepare_cached(
+                                        "INSERT INTO alarms (seq, source, time_ms, event_type, channel) VALUES (?1, ?2, ?3, ?4, ?5)",
+                                    )?
+                                    .execute(params![seq, e.source, e.time.timestamp_millis(), event_type, channel])?;
+                                }
                                 if self.outbox.load(std::sync::atomic::Ordering::Relaxed) {
-                                    let seq = tx.last_insert_rowid();
                                     tx.execute("INSERT INTO mqtt_outbox (event_seq) VALUES (?1)", [seq])?;
                                     res.queued += 1;
                                     fresh.push(OutboxEvent::of(seq, e));
@@ -541,6 +561,7 @@ impl Store {
             total += n;
             if n < 5000 {
                 self.with(|c| {
+                    c.execute("DELETE FROM alarms WHERE time_ms < ?1", [before_ms])?;
                     c.execute(
                         "DELETE FROM rejects WHERE at < ?1",
                         [before_rfc3339(before_ms)],

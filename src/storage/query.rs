@@ -22,9 +22,6 @@ use serde::Serialize;
 const ACCESS: &str =
     "(kind IN ('access_granted', 'access_denied') OR (kind = 'other' AND code = 61))";
 
-/// Net2 event type 61: access granted, but the door was not opened in time.
-pub const CODE_DOOR_NOT_OPENED: i64 = 61;
-
 /// The largest page or batch a query returns; a larger `limit` is taken as this.
 pub const MAX_LIMIT: u32 = 1000;
 
@@ -54,6 +51,15 @@ impl Action {
             Action::Granted => " AND kind = 'access_granted'",
             Action::Denied => " AND kind = 'access_denied'",
             Action::Timeout => " AND kind = 'other'",
+        }
+    }
+
+    /// The stored kind of its events.
+    fn kind(self) -> &'static str {
+        match self {
+            Action::Granted => "access_granted",
+            Action::Denied => "access_denied",
+            Action::Timeout => "other",
         }
     }
 
@@ -121,6 +127,30 @@ impl AccessFilter {
         }
         (sql, values)
     }
+
+    /// How many events match, counted: from the kept totals when only the action is set, else
+    /// over the range of the filter's index.
+    fn total(&self, conn: &Connection) -> Result<u64> {
+        let n: i64 = match self {
+            AccessFilter {
+                action,
+                user_id: None,
+                door_id: None,
+                start_ms: None,
+                end_ms: None,
+            } => conn
+                .prepare_cached(
+                    "SELECT coalesce(sum(n), 0) FROM access_totals WHERE ?1 IS NULL OR kind = ?1",
+                )?
+                .query_row([action.map(Action::kind)], |r| r.get(0))?,
+            _ => {
+                let (clause, values) = self.clause();
+                conn.prepare_cached(&format!("SELECT count(*) FROM events WHERE {clause}"))?
+                    .query_row(params_from_iter(&values), |r| r.get(0))?
+            }
+        };
+        Ok(n.max(0) as u64)
+    }
 }
 
 /// A position in a newest-first listing: the last row shown. The next page starts after it.
@@ -146,15 +176,16 @@ impl Cursor {
             )
         };
         let (t, q) = s.split_once('.').ok_or_else(bad)?;
-        // Digits only (`i64::from_str` would also take `+7`): one cursor, one spelling.
-        let digits = |x: &str| !x.is_empty() && x.bytes().all(|b| b.is_ascii_digit());
-        let t_ok = digits(t.strip_prefix('-').unwrap_or(t));
-        if !t_ok || !digits(q) {
+        let c = Cursor {
+            time_ms: t.parse().map_err(|_| bad())?,
+            seq: q.parse().map_err(|_| bad())?,
+        };
+        // One cursor, one spelling: `+7`, `007` or `-0` parse, but were not handed out (nor
+        // was a negative seq).
+        if c.encode() != s || c.seq < 0 {
             return Err(bad());
         }
-        let time_ms = t.parse().map_err(|_| bad())?;
-        let seq = q.parse().map_err(|_| bad())?;
-        Ok(Cursor { time_ms, seq })
+        Ok(c)
     }
 
     /// The keyset condition "older than the cursor" in (time_ms, seq) order; the first term
@@ -242,13 +273,11 @@ pub fn access_page(
 ) -> Result<(Vec<AccessRow>, u64)> {
     let limit = limit.min(MAX_LIMIT);
     let offset = i64::from(page.max(1) - 1) * i64::from(limit);
-    let (clause, mut values) = filter.clause();
-    let total: i64 = conn
-        .prepare_cached(&format!("SELECT count(*) FROM events WHERE {clause}"))?
-        .query_row(params_from_iter(&values), |r| r.get(0))?;
-    if limit == 0 || offset >= total {
-        return Ok((Vec::new(), total as u64));
+    let total = filter.total(conn)?;
+    if limit == 0 || offset as u64 >= total {
+        return Ok((Vec::new(), total));
     }
+    let (clause, mut values) = filter.clause();
     values.extend([Value::Integer(limit.into()), Value::Integer(offset)]);
     let mut st = conn.prepare_cached(&format!(
         "SELECT {ACCESS_COLS} FROM events WHERE {clause} ORDER BY time_ms DESC, seq DESC LIMIT ? OFFSET ?"
@@ -256,7 +285,7 @@ pub fn access_page(
     let rows = st
         .query_map(params_from_iter(&values), access_row)?
         .collect::<rusqlite::Result<_>>()?;
-    Ok((rows, total as u64))
+    Ok((rows, total))
 }
 
 /// Up to `limit` access events older than `cursor` (the newest without one), newest first.
@@ -1044,6 +1073,9 @@ mod tests {
             "1,2",
             "null",
             "1.2\0",
+            "007.2",
+            "-0.2",
+            "1.02",
         ] {
             let e = Cursor::decode(bad).expect_err(bad);
             assert_eq!(e.kind(), ErrorKind::InvalidArgument, "{bad:?}");
@@ -1108,6 +1140,82 @@ mod tests {
             lines[5],
             "12,net2:1545681,2026-01-05T06:00:01.017+01:00,granted,access_granted,26,7242929,a-b,8,'\tx,pin,,rest,net2,\r\n"
         );
+    }
+
+    /// Kept totals (what an unfiltered or action-only page reports) against a count.
+    fn assert_totals_are_counts(s: &Store) {
+        for action in [
+            None,
+            Some(Action::Granted),
+            Some(Action::Denied),
+            Some(Action::Timeout),
+        ] {
+            let f = AccessFilter {
+                action,
+                ..Default::default()
+            };
+            let (clause, values) = f.clause();
+            let counted: i64 = s
+                .with_conn(|c| {
+                    Ok(c.query_row(
+                        &format!("SELECT count(*) FROM events WHERE {clause}"),
+                        params_from_iter(&values),
+                        |r| r.get(0),
+                    )?)
+                })
+                .unwrap();
+            let (_, total) = s.with_conn(|c| access_page(c, &f, 1, 1)).unwrap();
+            assert_eq!(total, counted as u64, "{action:?}");
+        }
+    }
+
+    #[test]
+    fn kept_totals_follow_writes_duplicates_prunes_and_reclassification() {
+        let (_d, s) = store();
+        history(&s);
+        assert_totals_are_counts(&s);
+        let r = s
+            .write_batch(&[
+                net2(
+                    "g0",
+                    T0,
+                    EventKind::AccessGranted {
+                        token: TokenType::Card,
+                    },
+                    20,
+                    Some(1),
+                    Some(1),
+                ),
+                net2(
+                    "t3",
+                    T0,
+                    EventKind::Other { code: 61 },
+                    61,
+                    Some(1),
+                    Some(1),
+                ),
+                net2(
+                    "new",
+                    T0,
+                    EventKind::Other { code: 61 },
+                    61,
+                    Some(1),
+                    Some(1),
+                ),
+            ])
+            .unwrap();
+        assert_eq!((r.inserted, r.duplicates), (1, 2));
+        assert_totals_are_counts(&s);
+        assert!(s.prune(T0 + 30_000).unwrap() > 50);
+        assert_totals_are_counts(&s);
+        s.with_conn(|c| {
+            c.execute("UPDATE events SET kind = 'access_denied' WHERE kind = 'door_opened'", [])?;
+            c.execute("UPDATE events SET code = 62 WHERE seq IN (SELECT seq FROM events WHERE code = 61 LIMIT 5)", [])?;
+            c.execute("UPDATE events SET code = 61 WHERE seq IN (SELECT seq FROM events WHERE code = 62 LIMIT 3)", [])?;
+            Ok(())
+        })
+        .unwrap();
+        assert_totals_are_counts(&s);
     }
 
     #[test]
@@ -1481,7 +1589,7 @@ mod tests {
     }
 
     #[test]
-    fn an_upgrade_lists_the_alarms_already_stored() {
+    fn an_upgrade_lists_the_alarms_and_counts_the_access_events_already_stored() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("old.db");
         let mut c = Connection::open(&p).unwrap();
@@ -1508,8 +1616,27 @@ mod tests {
         );
         insert("bad", "camera/garage", "camera_alert", "not json");
         insert("door", "net2", "door_opened", r#"{"type":"door_opened"}"#);
+        for (id, kind, code) in [
+            ("g1", "access_granted", 20),
+            ("g2", "access_granted", 26),
+            ("d", "access_denied", 23),
+            ("t", "other", 61),
+            ("o", "other", 62),
+        ] {
+            c.execute(
+                "INSERT INTO events (id, source, fingerprint, time, time_ms, received, via, kind, code, detail, raw)
+                 VALUES (?1, 'net2', ?1, '2026-01-01T01:00:00+01:00', ?2, '', 'rest', ?3, ?4, '{}', '')",
+                params![id, T0, kind, code],
+            )
+            .unwrap();
+        }
         drop(c);
         let s = Store::open(&p).unwrap();
+        assert_totals_are_counts(&s);
+        let (_, total) = s
+            .with_conn(|c| access_page(c, &AccessFilter::default(), 1, 1))
+            .unwrap();
+        assert_eq!(total, 4);
         let (rows, more) = s
             .with_conn(|c| alarms_page(c, &AlarmFilter::default(), None, 10))
             .unwrap();

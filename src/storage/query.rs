@@ -415,10 +415,22 @@ pub struct AccessCounts {
     pub timeout: u64,
 }
 
-/// How many access events there were from `since_ms` (unix ms, inclusive) on. Three range
-/// counts on the kind index, none of which reads a row.
+/// How many access events there were from `since_ms` (unix ms, inclusive) on: the kept
+/// totals when that is all of them, else three range counts on the kind index, none of which
+/// reads a row.
 pub fn access_counts(conn: &Connection, since_ms: i64) -> Result<AccessCounts> {
+    let oldest: Option<i64> = conn
+        .prepare_cached(&format!("SELECT min(time_ms) FROM events WHERE {ACCESS}"))?
+        .query_row([], |r| r.get(0))?;
+    let all = oldest.is_none_or(|t| since_ms <= t);
     let count = |a: Action| -> Result<u64> {
+        if all {
+            return AccessFilter {
+                action: Some(a),
+                ..Default::default()
+            }
+            .total(conn);
+        }
         let n: i64 = conn
             .prepare_cached(&format!(
                 "SELECT count(*) FROM events WHERE {ACCESS}{} AND time_ms >= ?",
@@ -1252,24 +1264,44 @@ mod tests {
     fn counts_by_action_since_a_time() {
         let (_d, s) = store();
         let model = history(&s);
-        let since = T0 + 30_000;
-        let n = |a: Action| {
-            model
-                .iter()
-                .filter(|m| m.action == Some(a) && m.ms >= since)
-                .count() as u64
-        };
-        let c = s.with_conn(|c| access_counts(c, since)).unwrap();
-        assert_eq!(
-            c,
-            AccessCounts {
-                total: n(Action::Granted) + n(Action::Denied) + n(Action::Timeout),
-                granted: n(Action::Granted),
-                denied: n(Action::Denied),
-                timeout: n(Action::Timeout),
-            }
-        );
+        let oldest = model
+            .iter()
+            .filter(|m| m.action.is_some())
+            .map(|m| m.ms)
+            .min()
+            .unwrap();
+        // Counted; from the kept totals (all of them, from the oldest on or before); none.
+        for since in [
+            T0 + 30_000,
+            oldest + 1,
+            oldest,
+            0,
+            i64::MIN,
+            T0 + 10_000_000,
+        ] {
+            let n = |a: Action| {
+                model
+                    .iter()
+                    .filter(|m| m.action == Some(a) && m.ms >= since)
+                    .count() as u64
+            };
+            let c = s.with_conn(|c| access_counts(c, since)).unwrap();
+            assert_eq!(
+                c,
+                AccessCounts {
+                    total: n(Action::Granted) + n(Action::Denied) + n(Action::Timeout),
+                    granted: n(Action::Granted),
+                    denied: n(Action::Denied),
+                    timeout: n(Action::Timeout),
+                },
+                "since {since}"
+            );
+        }
+        let c = s.with_conn(|c| access_counts(c, T0 + 30_000)).unwrap();
         assert!(c.granted > 0 && c.denied > 0 && c.timeout > 0);
+        let (_d, empty) = store();
+        let c = empty.with_conn(|c| access_counts(c, 0)).unwrap();
+        assert_eq!(c, AccessCounts::default());
     }
 
     /// The plan of every query shape: driven by one of migration 7's indexes (never a scan of

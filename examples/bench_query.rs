@@ -157,6 +157,47 @@ fn main() {
         println!("{name}: {}", fmt(&t));
     }
 
+    // Camera alarms (the NVR API's listing): ~100,000 started alerts on four cameras.
+    println!("\nalarms_page (limit 50, a cursor at a random point of the year or none):");
+    println!("| query | p50 | p99 | max |");
+    println!("|---|---|---|---|");
+    let alarms = |rng: &mut StdRng, device: Option<&str>| {
+        let f = query::AlarmFilter {
+            device: device.map(Into::into),
+            ..Default::default()
+        };
+        let cursor = rng.random_bool(0.5).then(|| Cursor {
+            time_ms: START_MS + rng.random_range(0..YEAR_MS),
+            seq: i64::MAX,
+        });
+        store
+            .with_conn(|c| query::alarms_page(c, &f, cursor, 50))
+            .unwrap()
+    };
+    for (name, device) in [("all cameras", None), ("one camera", Some("cam1"))] {
+        let t = measure(SAMPLES, |_| {
+            alarms(&mut rng, device);
+        });
+        println!("| {name} | {} |", fmt_row(&t));
+    }
+    store.with_conn(|c| Ok(c.execute_batch("BEGIN")?)).unwrap();
+    let t = Instant::now();
+    let n = store
+        .with_conn(|c| query::alarm_delete_all(c, None))
+        .unwrap();
+    let dismissed = t.elapsed().as_secs_f64() * 1000.0;
+    let t = measure(SAMPLES, |_| {
+        let (rows, _) = alarms(&mut rng, None);
+        assert!(rows.is_empty());
+    });
+    println!(
+        "| all cameras, after dismissing all {n} ({dismissed:.0} ms) | {} |",
+        fmt_row(&t)
+    );
+    store
+        .with_conn(|c| Ok(c.execute_batch("ROLLBACK")?))
+        .unwrap();
+
     // Reference: the plain page (a count for the total, then LIMIT/OFFSET), with migration
     // 7's indexes, then without them (only `events_time` and the others of migration 1), in a
     // transaction rolled back afterwards.

@@ -182,7 +182,7 @@ fn main() {
     }
     store.with_conn(|c| Ok(c.execute_batch("BEGIN")?)).unwrap();
     let t = Instant::now();
-    let n = store
+    let cleared = store
         .with_conn(|c| query::alarm_delete_all(c, None))
         .unwrap();
     let dismissed = t.elapsed().as_secs_f64() * 1000.0;
@@ -191,7 +191,7 @@ fn main() {
         assert!(rows.is_empty());
     });
     println!(
-        "| all cameras, after dismissing all {n} ({dismissed:.0} ms) | {} |",
+        "| all cameras, after dismissing all {cleared} ({dismissed:.0} ms) | {} |",
         fmt_row(&t)
     );
     store
@@ -241,6 +241,54 @@ fn main() {
         .status()
         .unwrap();
     assert!(status.success());
+
+    write_cost(n / 5);
+}
+
+/// What migration 7 costs the writer: `n` events of the same mix into a fresh database,
+/// alternately as is and with its indexes and triggers dropped (its tables kept, since
+/// `write_batch` fills `alarms`), three times each.
+fn write_cost(n: usize) {
+    println!("\nwrite_batch, {n} events into a fresh database (batches of 2,000):");
+    println!("| schema | run 1 | run 2 | run 3 |");
+    println!("|---|---|---|---|");
+    let mut rates = [Vec::new(), Vec::new()];
+    for _ in 0..3 {
+        for (k, without) in [false, true].into_iter().enumerate() {
+            let dir = tempfile::tempdir().unwrap();
+            let store = Store::open(&dir.path().join("w.db")).unwrap();
+            if without {
+                store
+                    .with_conn(|c| {
+                        c.execute_batch(
+                            "DROP INDEX events_access_time; DROP INDEX events_access_kind;
+                             DROP INDEX events_access_user; DROP INDEX events_access_door;
+                             DROP INDEX alarms_time; DROP INDEX alarms_source;
+                             DROP TRIGGER events_access_added; DROP TRIGGER events_access_removed;
+                             DROP TRIGGER events_access_changed;",
+                        )?;
+                        Ok(())
+                    })
+                    .unwrap();
+            }
+            let t = Instant::now();
+            build(&store, n);
+            rates[k].push(n as f64 / t.elapsed().as_secs_f64());
+        }
+    }
+    for (k, name) in [
+        "migration 7 (as shipped)",
+        "reference: without migration 7's indexes and triggers",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let r: Vec<String> = rates[k]
+            .iter()
+            .map(|r| format!("{r:.0} events/s"))
+            .collect();
+        println!("| {name} | {} |", r.join(" | "));
+    }
 }
 
 /// The page done plainly, for reference: the same WHERE (the access condition as migration 7's

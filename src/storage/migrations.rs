@@ -175,6 +175,19 @@ pub const MIGRATIONS: &[&str] = &[
         WHERE kind = 'camera_alert'
           AND CASE WHEN json_valid(detail) THEN json_extract(detail, '$.active') END = 1;
     "#,
+    // Reviews of events that need one (mobile agents' events, seed 001): pending until an
+    // operator approves or rejects them, once.
+    r#"
+    CREATE TABLE event_reviews (
+        event_id     TEXT PRIMARY KEY,
+        status       TEXT NOT NULL,
+        submitted_by TEXT NOT NULL,
+        submitted_at TEXT NOT NULL,
+        reviewed_by  TEXT,
+        reviewed_at  TEXT,
+        reason       TEXT
+    );
+    "#,
 ];
 
 /// Bring `conn` to the newest schema, or to `upto` migrations (tests).

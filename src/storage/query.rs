@@ -104,6 +104,8 @@ pub struct AccessFilter {
     pub start_ms: Option<i64>,
     /// Up to this time (unix ms, inclusive).
     pub end_ms: Option<i64>,
+    /// Only these doors (a property's); empty selects nothing.
+    pub door_ids: Option<Vec<i64>>,
 }
 
 impl AccessFilter {
@@ -127,6 +129,19 @@ impl AccessFilter {
             });
             values.push(Value::Integer(d));
         }
+        if let Some(ds) = &self.door_ids {
+            // A property's doors: checked along the way (the driving index stays the same).
+            if ds.is_empty() {
+                sql.push_str(" AND 0");
+            } else {
+                sql.push_str(" AND +door_id IN (");
+                for (i, d) in ds.iter().enumerate() {
+                    sql.push_str(if i == 0 { "?" } else { ",?" });
+                    values.push(Value::Integer(*d));
+                }
+                sql.push(')');
+            }
+        }
         if let Some(t) = self.start_ms {
             sql.push_str(" AND time_ms >= ?");
             values.push(Value::Integer(t));
@@ -148,6 +163,7 @@ impl AccessFilter {
                 door_id: None,
                 start_ms: None,
                 end_ms: None,
+                door_ids: None,
             } => conn
                 .prepare_cached(
                     "SELECT coalesce(sum(n), 0) FROM access_totals WHERE ?1 IS NULL OR kind = ?1",

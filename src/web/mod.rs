@@ -13,6 +13,7 @@
 
 pub mod accounts;
 pub mod auth;
+mod events;
 pub mod limits;
 mod media;
 mod prom;
@@ -407,6 +408,11 @@ fn router(w: Web) -> axum::Router {
         .routes(routes!(media::event_picture))
         .routes(routes!(session::change_password))
         .routes(routes!(stream::events_stream))
+        .routes(routes!(events::list))
+        .routes(routes!(events::export))
+        .routes(routes!(events::sync))
+        .routes(routes!(events::agent))
+        .routes(routes!(events::review))
         .routes(routes!(prom::metrics))
         .route("/hls/{device}/{ch}/{file}", get(media::hls_file))
         .route_layer(axum::middleware::from_fn_with_state(

@@ -858,6 +858,7 @@ mod tests {
             door_id: Some(1),
             start_ms: Some(T0 + 5_000),
             end_ms: None,
+            door_ids: None,
         });
         v.push(AccessFilter {
             door_id: Some(0),

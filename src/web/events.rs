@@ -8,6 +8,9 @@
 //! <action>:<n>` (n = the how-many-th identical entry of the batch) and
 //! `agent:<idempotency_key>`.
 
+// Helpers answer `Err(response)`: the 4xx a handler returns as is.
+#![allow(clippy::result_large_err)]
+
 use super::{Caller, Detail, Web, detail, error_response};
 use crate::config::Role;
 use crate::model::{DoorRef, Event, EventKind, TokenType, UserRef, Via};

@@ -239,11 +239,11 @@ pub async fn run(
         cfg,
         topics,
         store,
+        router: router::Router::new(bus.door_gate().clone()),
         bus,
         cfg_rx,
         started: chrono::Utc::now(),
         health: BTreeMap::new(),
-        router: router::Router::default(),
         protocol: if cfg_protocol == crate::config::MqttProtocol::V311 {
             Protocol::V311
         } else {

@@ -2,6 +2,8 @@
 //! - the camera routes ([`media`]): live HLS following the user's NVR API contract (seed 004),
 //!   snapshots, saved pictures, door events' pictures and a small player page;
 //! - accounts ([`session`]): `POST /api/auth/login`, `POST /api/auth/change-password`;
+//! - the access-control API of seed 001 ([`access`]): points, their health, hardware devices
+//!   (`X-API-Key`), users, door commands;
 //! - the OpenAPI description of all of it at `/api/openapi.json`, generated from the handlers.
 //!
 //! Every route but `/healthz`, the player page, its script, the login and the OpenAPI
@@ -11,6 +13,7 @@
 //! bad token, 403 for a role that may not.
 //! Every error answers `{"detail": …}` JSON, axum's own included (`json_errors`).
 
+mod access;
 pub mod accounts;
 pub mod auth;
 mod media;
@@ -41,15 +44,15 @@ use utoipa_axum::routes;
 pub(crate) struct Web {
     pub(crate) media: Option<Media>,
     pub(crate) store: Store,
-    // Door commands and live events (the access-control routes, next).
-    #[allow(dead_code)]
+    /// Door commands, hardware points, health.
     pub(crate) bus: Bus,
     pub(crate) config: watch::Receiver<Arc<Config>>,
     pub(crate) signer: auth::UrlSigner,
     pub(crate) accounts: accounts::Accounts,
     /// Net2 doors and users (names only).
-    #[allow(dead_code)]
     pub(crate) directory: crate::directory::Directory,
+    /// Told when a hardware point changed (register, heartbeat, edit, delete).
+    pub(crate) hardware: Arc<tokio::sync::Notify>,
 }
 
 impl Web {
@@ -112,7 +115,6 @@ impl Caller {
     }
 
     /// How commands and audit entries name the caller.
-    #[allow(dead_code)]
     pub(crate) fn requester(&self) -> String {
         format!("rest:{}", self.name)
     }
@@ -243,6 +245,12 @@ impl utoipa::Modify for BearerAuth {
         use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
         let c = api.components.get_or_insert_with(Default::default);
         c.add_security_scheme(
+            "api_key",
+            SecurityScheme::ApiKey(utoipa::openapi::security::ApiKey::Header(
+                utoipa::openapi::security::ApiKeyValue::new("X-API-Key"),
+            )),
+        );
+        c.add_security_scheme(
             "bearer",
             SecurityScheme::Http(
                 HttpBuilder::new()
@@ -276,6 +284,16 @@ fn router(w: Web) -> axum::Router {
         .routes(routes!(media::picture))
         .routes(routes!(media::event_picture))
         .routes(routes!(session::change_password))
+        .routes(routes!(access::points::list, access::points::create))
+        .routes(routes!(access::points::edit, access::points::delete))
+        .routes(routes!(access::points::health))
+        .routes(routes!(access::doors::open))
+        .routes(routes!(access::users::list, access::users::create))
+        .routes(routes!(
+            access::users::one,
+            access::users::update,
+            access::users::remove
+        ))
         .route("/hls/{device}/{ch}/{file}", get(media::hls_file))
         .route_layer(axum::middleware::from_fn_with_state(
             w.clone(),
@@ -283,6 +301,9 @@ fn router(w: Web) -> axum::Router {
         ));
     let (protected, mut api) = OpenApiRouter::new()
         .routes(routes!(session::login))
+        // Hardware devices authenticate with X-API-Key (checked by the handlers), not tokens.
+        .routes(routes!(access::hardware::register))
+        .routes(routes!(access::hardware::heartbeat))
         .merge(protected)
         .split_for_parts();
     api.info.version = env!("CARGO_PKG_VERSION").to_string();
@@ -336,7 +357,9 @@ pub async fn serve(
         signer: signer.clone(),
         accounts,
         directory: ctx.directory,
+        hardware: Default::default(),
     };
+    tokio::spawn(access::hardware::monitor(w.clone(), cancel.clone()));
     let app = router(w);
     let addr = listener.local_addr().map_err(|e| {
         crate::error::Error::with_source(crate::error::ErrorKind::Internal, "no local address", e)

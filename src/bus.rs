@@ -21,6 +21,8 @@ pub struct Bus {
     commands: mpsc::Sender<Command>,
     /// The latest health of each source, for late joiners (availability, `bridge/info`).
     health: Arc<Mutex<BTreeMap<String, SourceHealth>>>,
+    /// Door checks and per-door command intervals, shared by every requester (MQTT, REST).
+    door_gate: crate::commands::DoorGate,
 }
 
 /// Built at start-up: sinks register, then `build` freezes the list.
@@ -58,6 +60,7 @@ impl BusBuilder {
             watch: broadcast::channel(WATCH_QUEUE).0,
             commands: self.commands.0,
             health: Default::default(),
+            door_gate: Default::default(),
         }
     }
 }
@@ -97,5 +100,10 @@ impl Bus {
 
     pub fn commands(&self) -> mpsc::Sender<Command> {
         self.commands.clone()
+    }
+
+    /// The door checks every requester passes before sending a door command.
+    pub fn door_gate(&self) -> &crate::commands::DoorGate {
+        &self.door_gate
     }
 }

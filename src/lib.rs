@@ -13,7 +13,7 @@
 //!   sinks is there, in one place.
 //! - [`config`]: typed, strict config; loading with every error and its path; hot reload.
 //! - [`model`]: `Event`, `Command`, door state — what the rest of the program sees.
-//! - [`bus`]: the typed hub.
+//! - [`bus`]: the typed hub; [`commands`]: the door checks MQTT and REST share.
 //! - [`directory`]: the doors and users the sources know (names only), for the REST API.
 //! - [`sources`]: devices. [`sources::net2`] is the Paxton Net2 Local API (REST + SignalR).
 //! - [`sinks`]: where messages go ([`sinks::store`]: SQLite).
@@ -24,6 +24,7 @@
 pub mod app;
 pub mod bus;
 pub mod cli;
+pub mod commands;
 pub mod config;
 pub mod directory;
 pub mod error;

@@ -135,6 +135,7 @@ pub fn load_str(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Conf
                 .map(|s| cfg.media = s)
                 .unwrap_or(()),
             "web" => cfg.web = section(v, "web", &mut errs),
+            "sites" => sites(v, &mut cfg.sites, &mut errs),
             other => errs.push(other, "unknown key"),
         }
     }
@@ -449,6 +450,20 @@ fn sources(v: Value, out: &mut SourcesConfig, errs: &mut Collector) {
     }
 }
 
+fn sites(v: Value, out: &mut Vec<crate::config::SiteConfig>, errs: &mut Collector) {
+    let Value::Sequence(items) = v else {
+        if !v.is_null() {
+            errs.push("sites", "expected a list of {id, name}");
+        }
+        return;
+    };
+    for (i, item) in items.into_iter().enumerate() {
+        if let Some(s) = section::<crate::config::SiteConfig>(item, &format!("sites[{i}]"), errs) {
+            out.push(s);
+        }
+    }
+}
+
 fn doors(v: Value, out: &mut BTreeMap<u64, DoorConfig>, errs: &mut Collector) {
     let Value::Mapping(map) = v else {
         if !v.is_null() {
@@ -642,6 +657,12 @@ fn validate_media(cfg: &mut Config, errs: &mut Collector) {
         {
             errs.push("web.hardware_key", "must be at least 16 characters");
         }
+        let off = w.hardware_offline_after.get();
+        if off < std::time::Duration::from_secs(1)
+            || off > std::time::Duration::from_secs(7 * 86400)
+        {
+            errs.push("web.hardware_offline_after", "must be between 1s and 7d");
+        }
         let mut names = std::collections::BTreeSet::new();
         for (i, u) in w.users.iter().enumerate() {
             let p = format!("web.users[{i}]");
@@ -821,6 +842,32 @@ fn validate(cfg: &mut Config, errs: &mut Collector) {
             && h.get() < std::time::Duration::from_secs(1)
         {
             errs.push(format!("{p}.held_open_after"), "must be at least 1s");
+        }
+        if let Some(s) = &d.site
+            && !cfg.sites().iter().any(|x| &x.id == s)
+        {
+            let known: Vec<String> = cfg.sites().into_iter().map(|x| x.id).collect();
+            errs.push(
+                format!("{p}.site"),
+                format!("unknown site {s:?} (sites: {})", known.join(", ")),
+            );
+        }
+    }
+    let mut site_ids = std::collections::BTreeSet::new();
+    for (i, s) in cfg.sites.iter().enumerate() {
+        if s.id.is_empty()
+            || s.id.len() > 64
+            || !s
+                .id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        {
+            errs.push(
+                format!("sites[{i}].id"),
+                "required: 1 to 64 letters, digits, - and _",
+            );
+        } else if !site_ids.insert(s.id.as_str()) {
+            errs.push(format!("sites[{i}].id"), format!("duplicate id {:?}", s.id));
         }
     }
     if let Some(m) = cfg.mqtt.as_mut() {
@@ -1138,5 +1185,37 @@ doors:
         assert_eq!(ok.web.unwrap().base_url(), "http://127.0.0.1:8480");
         let door = DoorConfig::default();
         assert!(!door.snapshot_on("door_forced"), "no camera, no picture");
+    }
+
+    #[test]
+    fn sites_and_door_sites_are_checked() {
+        let env = |_: &str| None;
+        let net2 = "sources:\n  net2: { url: http://n, username: u, password: p, client_id: c }\n";
+        let ok = load_str(
+            &format!("version: 1\n{net2}sites:\n  - {{ id: home, name: Home }}\n  - {{ id: cabin }}\ndoors:\n  1: {{ site: cabin }}\n  2: {{}}\n"),
+            &env,
+        )
+        .unwrap();
+        assert_eq!(
+            (ok.door_site(1), ok.door_site(2)),
+            ("cabin".into(), "home".into())
+        );
+        assert!(ok.has_site("home") && !ok.has_site("default"));
+        let plain = load_str(&format!("version: 1\n{net2}doors:\n  1: {{}}\n"), &env).unwrap();
+        assert_eq!(plain.door_site(1), "default");
+        let e = load_str(
+            &format!("version: 1\n{net2}sites:\n  - {{ id: home }}\n  - {{ id: home }}\n  - {{ id: \"a b\" }}\ndoors:\n  1: {{ site: nowhere }}\nweb: {{ auth: none, hardware_offline_after: 0s }}\n"),
+            &env,
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.paths(),
+            vec![
+                "web.hardware_offline_after",
+                "doors.1.site",
+                "sites[1].id",
+                "sites[2].id"
+            ]
+        );
     }
 }

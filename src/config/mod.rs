@@ -31,7 +31,58 @@ pub struct Config {
     pub media: MediaConfig,
     /// The local HTTP server (HLS, pictures, REST). Absent = no server.
     pub web: Option<WebConfig>,
+    /// Sites (seed 001's `property_id`): doors name theirs with `doors.<id>.site`. Absent =
+    /// one site, `default`. Applies live.
+    pub sites: Vec<SiteConfig>,
 }
+
+/// One site (a property): the access points of the REST API are grouped by it.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SiteConfig {
+    /// `property_id` in the REST API: letters, digits, `-` and `_`.
+    pub id: String,
+    /// Display name; default the id.
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
+impl Config {
+    /// The configured sites, or the one default site.
+    pub fn sites(&self) -> Vec<SiteConfig> {
+        if self.sites.is_empty() {
+            vec![SiteConfig {
+                id: DEFAULT_SITE.into(),
+                name: None,
+            }]
+        } else {
+            self.sites.clone()
+        }
+    }
+
+    /// The site of a gatehouse point that names none, and of doors without `site`.
+    pub fn first_site(&self) -> String {
+        self.sites
+            .first()
+            .map(|s| s.id.clone())
+            .unwrap_or_else(|| DEFAULT_SITE.into())
+    }
+
+    /// A Net2 door's site: `doors.<id>.site`, else the first site.
+    pub fn door_site(&self, door: u64) -> String {
+        self.doors
+            .get(&door)
+            .and_then(|d| d.site.clone())
+            .unwrap_or_else(|| self.first_site())
+    }
+
+    pub fn has_site(&self, id: &str) -> bool {
+        self.sites().iter().any(|s| s.id == id)
+    }
+}
+
+/// The site when `sites` is absent.
+pub const DEFAULT_SITE: &str = "default";
 
 /// Which RTSP stream of a camera channel: `main` (`/Streaming/Channels/N01`) or `sub` (`N02`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize, Default)]
@@ -166,6 +217,9 @@ pub struct WebConfig {
     /// one the hardware routes answer 401.
     pub hardware_key: Option<Secret>,
     pub hardware_key_file: Option<PathBuf>,
+    /// A registered hardware device with no heartbeat for this long is offline (REST, and
+    /// its MQTT availability). At least 1s.
+    pub hardware_offline_after: HumanDuration,
     /// Requests a minute (seed 001's limits by default); reloaded live.
     pub rate_limits: RateLimits,
 }
@@ -243,6 +297,7 @@ impl Default for WebConfig {
             hardware_key: None,
             hardware_key_file: None,
             rate_limits: RateLimits::default(),
+            hardware_offline_after: HumanDuration::secs(15 * 60),
         }
     }
 }
@@ -615,7 +670,7 @@ pub struct DoorConfig {
     /// Derive a "held open" event when the contact stays open this long and the server sends
     /// no type 93 itself. `None` = only trust the server.
     pub held_open_after: Option<HumanDuration>,
-    /// MQTT commands closer together than this (per door) are refused.
+    /// Commands (MQTT and REST) closer together than this (per door) are refused.
     pub min_command_interval: HumanDuration,
     /// A shared code that must be in a JSON command (`"code"`) for this door; never logged
     /// or echoed.
@@ -627,6 +682,8 @@ pub struct DoorConfig {
     /// `door_opened`, `door_held_open`, `door_forced`, `door_bell` (default), and
     /// `open_requested`.
     pub snapshot_on: Vec<String>,
+    /// The site (`sites[].id`) the door belongs to; default the first site.
+    pub site: Option<String>,
 }
 
 /// Door events that can carry a picture.
@@ -672,6 +729,7 @@ impl Default for DoorConfig {
                 .iter()
                 .map(|s| s.to_string())
                 .collect(),
+            site: None,
         }
     }
 }

@@ -379,6 +379,28 @@ pub struct StreamState {
     pub detail: String,
 }
 
+/// A hardware access point (seed 001 `points/register`) as MQTT shows it: its availability
+/// follows its heartbeats (offline after `web.hardware_offline_after` without one).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HardwarePoint {
+    /// The access point id (`hw-<n>`): topic-safe.
+    pub id: String,
+    pub name: String,
+    /// The device's own id (`AC-DEV-001`).
+    pub device_id: String,
+    pub online: bool,
+    pub last_heartbeat: Option<DateTime<Utc>>,
+    pub firmware_version: Option<String>,
+    pub vendor: Option<String>,
+    /// 0–100, from the last heartbeat that had one.
+    pub battery_level: Option<u8>,
+    /// What the device said about its sensor ("closed").
+    pub sensor_status: Option<String>,
+    /// Deleted: its entities and retained topics are cleared.
+    #[serde(skip)]
+    pub removed: bool,
+}
+
 /// Everything that travels on the bus from sources to sinks.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Message {
@@ -391,6 +413,8 @@ pub enum Message {
     CameraInfo(CameraInfo),
     Snapshot(std::sync::Arc<Snapshot>),
     Stream(StreamState),
+    /// A hardware access point registered, sent a heartbeat, went offline or was deleted.
+    Hardware(HardwarePoint),
     /// A source's persisted position (Net2: the newest REST event time). Travels with the
     /// events so the store writes it after the events that precede it.
     Cursor {

@@ -116,6 +116,7 @@ fn to_write(m: Message) -> Option<Write> {
         | Message::CameraAlarm(_)
         | Message::CameraInfo(_)
         | Message::Snapshot(_)
-        | Message::Stream(_) => return None,
+        | Message::Stream(_)
+        | Message::Hardware(_) => return None,
     })
 }

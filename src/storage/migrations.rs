@@ -186,6 +186,33 @@ pub const MIGRATIONS: &[&str] = &[
         reviewed_by  TEXT,
         reviewed_at  TEXT,
         reason       TEXT
+    // Access points of the REST API (seed 001): gatehouse's own metadata over the Net2 doors
+    // (`net2-<door>`: overrides, NULL = as Net2 / the config says), points that exist only in
+    // gatehouse (`point-<n>`) and registered hardware devices (`hw-<n>`, with what they
+    // reported). `n` numbers the ids; a hardware device is found by its `device_id`.
+    r#"
+    CREATE TABLE access_points (
+        n               INTEGER PRIMARY KEY AUTOINCREMENT,
+        id              TEXT NOT NULL UNIQUE,
+        kind            TEXT NOT NULL,
+        name            TEXT,
+        location        TEXT,
+        type            TEXT,
+        status          TEXT,
+        site            TEXT,
+        status_changed  TEXT,
+        created         TEXT NOT NULL,
+        device_id       TEXT UNIQUE,
+        device_type     TEXT,
+        firmware        TEXT,
+        vendor          TEXT,
+        mac_address     TEXT,
+        ip_address      TEXT,
+        capabilities    TEXT,
+        last_heartbeat  TEXT,
+        online_since    TEXT,
+        battery_level   INTEGER,
+        sensor_status   TEXT
     );
     "#,
 ];

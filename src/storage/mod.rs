@@ -3,8 +3,10 @@
 
 pub mod migrations;
 mod pictures;
+mod points;
 pub mod query;
 pub use pictures::PictureRow;
+pub use points::{HardwareRow, Heartbeat, PointEdit, PointKind, PointRow, Registration};
 
 use crate::error::{Error, ErrorKind, Result, ResultExt};
 use crate::model::{CommandUpdate, DoorState, Event, Presence};

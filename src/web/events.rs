@@ -184,7 +184,7 @@ fn local_ms(t: chrono::NaiveDateTime) -> Option<i64> {
 }
 
 /// What the filter parameters select; `Err` answers 400 / 404.
-fn filter(
+async fn filter(
     w: &Web,
     action: Option<&str>,
     user: Option<&str>,
@@ -222,28 +222,50 @@ fn filter(
         return Err(bad("startDate is after endDate"));
     }
     if let Some(p) = property {
-        f.door_ids = Some(site_doors(w, p)?);
+        f.door_ids = Some(site_doors(w, p).await?);
     }
     Ok(f)
 }
 
-/// The Net2 doors of a property (a site); 404 for an unknown one.
-fn site_doors(w: &Web, property: &str) -> Result<Vec<i64>, Response> {
+/// The Net2 doors of a property (a site): a door's site is the one an admin gave its point
+/// (`PUT …/points/{id}`), else `doors.<id>.site`, else the first site. 404 for an unknown one.
+async fn site_doors(w: &Web, property: &str) -> Result<Vec<i64>, Response> {
     let cfg = w.config();
-    // One site until `sites` is configured: `default`, holding every door.
-    if property == "default" {
-        return Ok(w
-            .directory
-            .doors()
-            .iter()
-            .map(|d| d.id as i64)
-            .chain(cfg.doors.keys().map(|d| *d as i64))
-            .collect());
+    if !cfg.has_site(property) {
+        return Err(detail(
+            StatusCode::NOT_FOUND,
+            format!("no property {property:?} (see `sites` in the config)"),
+        ));
     }
-    Err(detail(
-        StatusCode::NOT_FOUND,
-        format!("no property {property:?}"),
-    ))
+    let overrides = w
+        .store
+        .read(|c| {
+            let mut st = c.prepare_cached(
+                "SELECT id, site FROM access_points WHERE kind = 'net2' AND site IS NOT NULL",
+            )?;
+            let rows =
+                st.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+            Ok(rows
+                .filter_map(|r| r.ok())
+                .filter_map(|(id, site)| Some((door_of_point(&id)?, site)))
+                .collect::<std::collections::HashMap<i64, String>>())
+        })
+        .await
+        .map_err(|e| error_response(&e))?;
+    let mut doors: Vec<i64> = w
+        .directory
+        .doors()
+        .iter()
+        .map(|d| d.id as i64)
+        .chain(cfg.doors.keys().map(|d| *d as i64))
+        .collect();
+    doors.sort_unstable();
+    doors.dedup();
+    doors.retain(|d| match overrides.get(d) {
+        Some(site) => site == property,
+        None => cfg.door_site(*d as u64) == property,
+    });
+    Ok(doors)
 }
 
 impl AccessEvent {
@@ -320,7 +342,9 @@ pub(super) async fn list(
         q.start_date.as_deref(),
         q.end_date.as_deref(),
         q.property_id.as_deref(),
-    ) {
+    )
+    .await
+    {
         Ok(f) => f,
         Err(r) => return r,
     };
@@ -429,7 +453,9 @@ pub(super) async fn export(
         q.start_date.as_deref(),
         q.end_date.as_deref(),
         q.property_id.as_deref(),
-    ) {
+    )
+    .await
+    {
         Ok(f) => f,
         Err(r) => return r,
     };

@@ -2,6 +2,8 @@
 //! - the camera routes ([`media`]): live HLS following the user's NVR API contract (seed 004),
 //!   snapshots, saved pictures, door events' pictures and a small player page;
 //! - accounts ([`session`]): `POST /api/auth/login`, `POST /api/auth/change-password`;
+//! - the access-control API of seed 001 ([`access`]): points, their health, hardware devices
+//!   (`X-API-Key`), users, door commands;
 //! - the OpenAPI description of all of it at `/api/openapi.json`, generated from the handlers.
 //!
 //! Every route but `/healthz`, the player page, its script, the login and the OpenAPI
@@ -11,6 +13,7 @@
 //! bad token, 403 for a role that may not.
 //! Every error answers `{"detail": …}` JSON, axum's own included (`json_errors`).
 
+mod access;
 pub mod accounts;
 pub mod auth;
 mod events;
@@ -45,6 +48,7 @@ use utoipa_axum::routes;
 pub(crate) struct Web {
     pub(crate) media: Option<Media>,
     pub(crate) store: Store,
+    /// Door commands, hardware points, health.
     pub(crate) bus: Bus,
     pub(crate) config: watch::Receiver<Arc<Config>>,
     pub(crate) signer: auth::UrlSigner,
@@ -54,8 +58,9 @@ pub(crate) struct Web {
     /// Cancelled at shutdown: long answers (event streams) end so the server can stop.
     pub(crate) cancel: CancellationToken,
     /// Net2 doors and users (names only).
-    #[allow(dead_code)]
     pub(crate) directory: crate::directory::Directory,
+    /// Told when a hardware point changed (register, heartbeat, edit, delete).
+    pub(crate) hardware: Arc<tokio::sync::Notify>,
 }
 
 impl Web {
@@ -128,7 +133,6 @@ impl Caller {
     }
 
     /// How commands and audit entries name the caller.
-    #[allow(dead_code)]
     pub(crate) fn requester(&self) -> String {
         format!("rest:{}", self.name)
     }
@@ -271,6 +275,32 @@ async fn authenticate(State(w): State<Web>, mut req: Request, next: Next) -> Res
 #[derive(Clone)]
 struct LimitKey(String);
 
+/// Hardware routes: limited per device (the point of a heartbeat's path; a registration by
+/// its client address).
+async fn limit_hardware(
+    State(w): State<Web>,
+    axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<SocketAddr>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let path = req.uri().path();
+    let key = match path
+        .strip_prefix("/api/access-control/points/")
+        .and_then(|p| p.strip_suffix("/heartbeat"))
+    {
+        Some(point) => format!("point:{point}"),
+        None => format!("addr:{}", peer.ip()),
+    };
+    let limit = limits::Class::Hardware.limit(&w.rate_limits());
+    let decision = w.limits.check(limits::Class::Hardware, &key, limit);
+    if !decision.allowed {
+        return decision.refusal();
+    }
+    let mut res = next.run(req).await;
+    decision.headers(res.headers_mut());
+    res
+}
+
 /// Public API routes (the login): limited per client address.
 async fn limit_by_address(
     State(w): State<Web>,
@@ -374,6 +404,12 @@ impl utoipa::Modify for BearerAuth {
         use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
         let c = api.components.get_or_insert_with(Default::default);
         c.add_security_scheme(
+            "api_key",
+            SecurityScheme::ApiKey(utoipa::openapi::security::ApiKey::Header(
+                utoipa::openapi::security::ApiKeyValue::new("X-API-Key"),
+            )),
+        );
+        c.add_security_scheme(
             "bearer",
             SecurityScheme::Http(
                 HttpBuilder::new()
@@ -414,6 +450,16 @@ fn router(w: Web) -> axum::Router {
         .routes(routes!(events::agent))
         .routes(routes!(events::review))
         .routes(routes!(prom::metrics))
+        .routes(routes!(access::points::list, access::points::create))
+        .routes(routes!(access::points::edit, access::points::delete))
+        .routes(routes!(access::points::health))
+        .routes(routes!(access::doors::open))
+        .routes(routes!(access::users::list, access::users::create))
+        .routes(routes!(
+            access::users::one,
+            access::users::update,
+            access::users::remove
+        ))
         .route("/hls/{device}/{ch}/{file}", get(media::hls_file))
         .route_layer(axum::middleware::from_fn_with_state(
             w.clone(),
@@ -425,8 +471,18 @@ fn router(w: Web) -> axum::Router {
             w.clone(),
             limit_by_address,
         ));
+    // Hardware devices authenticate with X-API-Key (checked by the handlers), not tokens;
+    // 1000 requests a minute per device.
+    let hardware = OpenApiRouter::new()
+        .routes(routes!(access::hardware::register))
+        .routes(routes!(access::hardware::heartbeat))
+        .route_layer(axum::middleware::from_fn_with_state(
+            w.clone(),
+            limit_hardware,
+        ));
     let (protected, mut api) = OpenApiRouter::new()
         .merge(public)
+        .merge(hardware)
         .merge(protected)
         .split_for_parts();
     api.info.version = env!("CARGO_PKG_VERSION").to_string();
@@ -489,7 +545,9 @@ pub async fn serve(
         http_stats: Default::default(),
         cancel: cancel.clone(),
         directory: ctx.directory,
+        hardware: Default::default(),
     };
+    tokio::spawn(access::hardware::monitor(w.clone(), cancel.clone()));
     let app = router(w);
     let addr = listener.local_addr().map_err(|e| {
         crate::error::Error::with_source(crate::error::ErrorKind::Internal, "no local address", e)

@@ -185,6 +185,8 @@ pub struct Context<'a> {
     pub net2: bool,
     /// Alarm keys seen so far (entities appear with the first alarm of each kind).
     pub alarms: Vec<&'a crate::model::CameraAlarm>,
+    /// Registered hardware access points (REST `points/register`).
+    pub hardware: Vec<&'a crate::model::HardwarePoint>,
 }
 
 /// A configured camera for discovery.
@@ -747,6 +749,90 @@ pub fn configs(ctx: &Context) -> Vec<Entity> {
             },
         ));
     }
+    // Hardware access points: a device each with its connectivity (shown while the device is
+    // silent: only the bridge's availability), battery and sensor state (unavailable while
+    // the device is offline).
+    for hw in &ctx.hardware {
+        let key = hw.id.replace(|c: char| !c.is_ascii_alphanumeric(), "_");
+        let dev_id = format!("gatehouse_hardware_{key}");
+        let dev = Device {
+            identifiers: vec![dev_id.clone()],
+            name: hw.name.clone(),
+            manufacturer: hw
+                .vendor
+                .clone()
+                .unwrap_or_else(|| "Hardware device".into()),
+            model: format!("Access point {} (via gatehouse)", hw.device_id),
+            via_device: None,
+            sw_version: hw.firmware_version.clone(),
+        };
+        let state = t.hardware_state(&hw.id);
+        let with_hw = vec![
+            Availability {
+                topic: t.bridge_state(),
+            },
+            Availability {
+                topic: t.hardware_availability(&hw.id),
+            },
+        ];
+        let oid = format!("hardware_{key}_connectivity");
+        out.push(entity(
+            "binary_sensor",
+            oid.clone(),
+            &dev_id,
+            &BinarySensor {
+                base: with_domain(
+                    base(
+                        &oid,
+                        Some("Connection"),
+                        &dev,
+                        &bridge_only,
+                        Some("diagnostic"),
+                    ),
+                    "binary_sensor",
+                ),
+                state_topic: state.clone(),
+                value_template: "{{ 'ON' if value_json.online else 'OFF' }}".into(),
+                device_class: Some("connectivity"),
+            },
+        ));
+        let oid = format!("hardware_{key}_battery");
+        out.push(entity(
+            "sensor",
+            oid.clone(),
+            &dev_id,
+            &Sensor {
+                base: with_domain(
+                    base(&oid, Some("Battery"), &dev, &with_hw, Some("diagnostic")),
+                    "sensor",
+                ),
+                state_topic: state.clone(),
+                value_template: "{{ value_json.battery_level if value_json.battery_level is not none else 'None' }}".into(),
+                json_attributes_topic: None,
+                json_attributes_template: None,
+                unit_of_measurement: Some("%"),
+                device_class: Some("battery"),
+            },
+        ));
+        let oid = format!("hardware_{key}_sensor_status");
+        out.push(entity(
+            "sensor",
+            oid.clone(),
+            &dev_id,
+            &Sensor {
+                base: Base {
+                    icon: Some("mdi:door"),
+                    ..with_domain(base(&oid, Some("Sensor"), &dev, &with_hw, None), "sensor")
+                },
+                state_topic: state,
+                value_template: "{{ value_json.sensor_status if value_json.sensor_status is not none else 'None' }}".into(),
+                json_attributes_topic: None,
+                json_attributes_template: None,
+                unit_of_measurement: None,
+                device_class: None,
+            },
+        ));
+    }
     out
 }
 
@@ -949,6 +1035,7 @@ mod tests {
             ],
             alarms: alarms.iter().collect(),
             net2,
+            hardware: Vec::new(),
         };
         configs(&ctx)
     }

@@ -68,6 +68,8 @@ struct Sink {
     cameras: BTreeMap<String, CameraInfo>,
     /// Live stream states by topic (republished on connect).
     streams: BTreeMap<String, String>,
+    /// Registered hardware access points by id (REST), as last published.
+    hardware: BTreeMap<String, HardwarePoint>,
     /// Snapshots and live streams (camera commands go here); `None` without cameras.
     media: Option<crate::media::service::Media>,
     /// The MQTT version for the next connection, and the one that has worked.
@@ -239,11 +241,11 @@ pub async fn run(
         cfg,
         topics,
         store,
+        router: router::Router::new(bus.door_gate().clone()),
         bus,
         cfg_rx,
         started: chrono::Utc::now(),
         health: BTreeMap::new(),
-        router: router::Router::default(),
         protocol: if cfg_protocol == crate::config::MqttProtocol::V311 {
             Protocol::V311
         } else {
@@ -253,6 +255,7 @@ pub async fn run(
         alarms: BTreeMap::new(),
         cameras: BTreeMap::new(),
         streams: BTreeMap::new(),
+        hardware: BTreeMap::new(),
         media,
         redeliver: Default::default(),
         redeliver_upto: 0,
@@ -439,8 +442,47 @@ impl Sink {
                 self.streams.insert(topic.clone(), p.clone());
                 vec![(topic, p, true)]
             }
+            Message::Hardware(hw) => {
+                if hw.removed {
+                    // Its entities go, and the retained topics only they used.
+                    self.hardware.remove(&hw.id);
+                    let mut out = self.discovery_changes();
+                    out.push((self.topics.hardware_state(&hw.id), String::new(), true));
+                    out.push((
+                        self.topics.hardware_availability(&hw.id),
+                        String::new(),
+                        true,
+                    ));
+                    return out;
+                }
+                let before = self.hardware.insert(hw.id.clone(), hw.clone());
+                let mut out = self.hardware_payloads(hw);
+                if before.is_none_or(|b| {
+                    (&b.name, &b.vendor, &b.firmware_version)
+                        != (&hw.name, &hw.vendor, &hw.firmware_version)
+                }) {
+                    out.extend(self.discovery_changes());
+                }
+                out
+            }
             _ => Vec::new(),
         }
+    }
+
+    /// A hardware point's retained state and availability.
+    fn hardware_payloads(&self, hw: &HardwarePoint) -> Vec<(String, String, bool)> {
+        vec![
+            (
+                self.topics.hardware_state(&hw.id),
+                serde_json::to_string(hw).unwrap_or_default(),
+                true,
+            ),
+            (
+                self.topics.hardware_availability(&hw.id),
+                if hw.online { "online" } else { "offline" }.into(),
+                true,
+            ),
+        ]
     }
 
     /// A picture's JPEG bytes on the camera's snapshot topic. Retained only when small and
@@ -724,6 +766,7 @@ impl Sink {
                 .collect(),
             alarms,
             net2,
+            hardware: self.hardware.values().collect(),
         };
         let entities = discovery::configs(&ctx);
         discovery::render(
@@ -841,6 +884,9 @@ impl Sink {
                 payload::presence(p).to_string(),
                 true,
             ));
+        }
+        for hw in self.hardware.values() {
+            out.extend(self.hardware_payloads(hw));
         }
         out
     }

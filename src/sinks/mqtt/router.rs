@@ -5,10 +5,11 @@
 //! well documented): retained publishes are refused here, and the subscription also asks the
 //! broker (MQTT 5 Retain Handling = 2) not to send retained messages at all.
 
-use crate::config::{DoorConfig, DoorMode};
+use crate::commands::DoorGate;
+use crate::config::DoorConfig;
 use crate::model::*;
 use serde::Deserialize;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::time::Instant;
 
@@ -52,9 +53,10 @@ struct JsonReplay {
     request_id: Option<String>,
 }
 
+/// MQTT payloads to commands; the door checks are the [`DoorGate`] REST shares.
 #[derive(Default)]
 pub struct Router {
-    last: HashMap<DoorId, Instant>,
+    gate: DoorGate,
 }
 
 /// A rejection before the command reaches the door's source.
@@ -109,17 +111,12 @@ fn action(s: &str) -> Option<DoorAction> {
     })
 }
 
-fn same_secret(a: &str, b: &str) -> bool {
-    // Constant time in the length of the expected code.
-    let (a, b) = (a.as_bytes(), b.as_bytes());
-    let mut diff = a.len() ^ b.len();
-    for (i, x) in b.iter().enumerate() {
-        diff |= (*x ^ a.get(i).copied().unwrap_or(0)) as usize;
-    }
-    diff == 0
-}
-
 impl Router {
+    /// A router whose door checks share `gate` (the bus's) with the other requesters.
+    pub fn new(gate: DoorGate) -> Router {
+        Router { gate }
+    }
+
     /// A publish on `…/door/<id>/set`.
     pub fn door(
         &mut self,
@@ -174,34 +171,12 @@ impl Router {
         if retained {
             return reject("retained command ignored: commands must not be retained".into());
         }
-        let Some(cfg) = doors.get(&door) else {
-            return reject(format!("unknown door {door} (not in the config's doors)"));
-        };
-        if cfg.mode == DoorMode::Disabled {
-            return reject(format!("door {door} is disabled"));
-        }
-        if let Some(want) = &cfg.require_code {
-            match code {
-                None => return reject(format!("door {door} requires a code in a JSON command")),
-                Some(c) if !same_secret(&c, want.expose()) => return reject("wrong code".into()),
-                Some(_) => {}
-            }
-        }
-        if let Some(ms) = duration_ms
-            && !(100..=3_600_000).contains(&ms)
+        if let Err((_, reason)) = self
+            .gate
+            .check(door, duration_ms, code.as_deref(), doors, now)
         {
-            return reject("duration_ms must be between 100 and 3600000".into());
+            return reject(reason);
         }
-        if let Some(last) = self.last.get(&door)
-            && now.saturating_duration_since(*last) < cfg.min_command_interval.get()
-        {
-            return reject(format!(
-                "door {door} had a command {} ms ago (min_command_interval {})",
-                now.saturating_duration_since(*last).as_millis(),
-                cfg.min_command_interval
-            ));
-        }
-        self.last.insert(door, now);
         Ok(Command {
             request_id,
             requester: format!("mqtt:door/{door}/set"),
@@ -349,7 +324,7 @@ impl Router {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::HumanDuration;
+    use crate::config::{DoorMode, HumanDuration};
     use crate::secret::Secret;
     use std::time::Duration;
 

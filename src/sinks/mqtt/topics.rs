@@ -44,6 +44,14 @@ impl Topics {
     pub fn lockdown_set(&self) -> String {
         format!("{}/net2/lockdown/set", self.base)
     }
+    /// A hardware access point's state JSON, retained.
+    pub fn hardware_state(&self, point: &str) -> String {
+        format!("{}/hardware/{point}/state", self.base)
+    }
+    /// `online` / `offline`, retained: the hardware point's heartbeats are recent.
+    pub fn hardware_availability(&self, point: &str) -> String {
+        format!("{}/hardware/{point}/availability", self.base)
+    }
     /// Door state JSON, retained.
     pub fn door_state(&self, door: DoorId) -> String {
         format!("{}/door/{door}/state", self.base)

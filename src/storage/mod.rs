@@ -1,8 +1,11 @@
 //! SQLite history: events (raw payload kept), per-source cursors, last door state, presence and
 //! the command audit. One connection in WAL mode; writes arrive in batches from the store sink.
 
+mod audit;
 pub mod migrations;
 mod pictures;
+pub mod report;
+pub use audit::{AuditNote, AuditRow};
 pub use pictures::PictureRow;
 
 use crate::error::{Error, ErrorKind, Result, ResultExt};

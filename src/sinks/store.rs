@@ -116,6 +116,8 @@ fn to_write(m: Message) -> Option<Write> {
         | Message::CameraAlarm(_)
         | Message::CameraInfo(_)
         | Message::Snapshot(_)
-        | Message::Stream(_) => return None,
+        | Message::Stream(_)
+        // Kept by the emergency service itself (`state` table), audited there.
+        | Message::Emergency(_) => return None,
     })
 }

@@ -68,6 +68,8 @@ struct Sink {
     cameras: BTreeMap<String, CameraInfo>,
     /// Live stream states by topic (republished on connect).
     streams: BTreeMap<String, String>,
+    /// The emergency mode's payload (republished on connect).
+    emergency: Option<String>,
     /// Snapshots and live streams (camera commands go here); `None` without cameras.
     media: Option<crate::media::service::Media>,
     /// The MQTT version for the next connection, and the one that has worked.
@@ -253,6 +255,7 @@ pub async fn run(
         alarms: BTreeMap::new(),
         cameras: BTreeMap::new(),
         streams: BTreeMap::new(),
+        emergency: None,
         media,
         redeliver: Default::default(),
         redeliver_upto: 0,
@@ -433,6 +436,11 @@ impl Sink {
                 payload::snapshot_meta(s).to_string(),
                 true,
             )],
+            Message::Emergency(e) => {
+                let p = payload::emergency(e).to_string();
+                self.emergency = Some(p.clone());
+                vec![(self.topics.emergency(), p, true)]
+            }
             Message::Stream(st) => {
                 let topic = self.topics.camera_stream(&st.camera, st.channel);
                 let p = payload::stream(st).to_string();
@@ -810,6 +818,9 @@ impl Sink {
                 .iter()
                 .map(|(t, p)| (t.clone(), p.clone(), true)),
         );
+        if let Some(p) = &self.emergency {
+            out.push((self.topics.emergency(), p.clone(), true));
+        }
         for h in self.health.values() {
             out.push((
                 self.topics.source_state(&h.source),

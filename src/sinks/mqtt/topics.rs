@@ -44,6 +44,11 @@ impl Topics {
     pub fn lockdown_set(&self) -> String {
         format!("{}/net2/lockdown/set", self.base)
     }
+    /// The emergency mode (seed 001 emergency operations), retained JSON:
+    /// `{"mode":"lockdown","expires_at":…,…}`.
+    pub fn emergency(&self) -> String {
+        format!("{}/emergency", self.base)
+    }
     /// Door state JSON, retained.
     pub fn door_state(&self, door: DoorId) -> String {
         format!("{}/door/{door}/state", self.base)

@@ -2,6 +2,8 @@
 //! - the camera routes ([`media`]): live HLS following the user's NVR API contract (seed 004),
 //!   snapshots, saved pictures, door events' pictures and a small player page;
 //! - accounts ([`session`]): `POST /api/auth/login`, `POST /api/auth/change-password`;
+//! - seed 001's emergency operations and audit ([`ops`]), metrics and reports ([`report`])
+//!   under `/api/access-control`;
 //! - the OpenAPI description of all of it at `/api/openapi.json`, generated from the handlers.
 //!
 //! Every route but `/healthz`, the player page, its script, the login and the OpenAPI
@@ -14,6 +16,8 @@
 pub mod accounts;
 pub mod auth;
 mod media;
+mod ops;
+mod report;
 mod session;
 
 use crate::bus::Bus;
@@ -48,8 +52,8 @@ pub(crate) struct Web {
     pub(crate) signer: auth::UrlSigner,
     pub(crate) accounts: accounts::Accounts,
     /// Net2 doors and users (names only).
-    #[allow(dead_code)]
     pub(crate) directory: crate::directory::Directory,
+    pub(crate) emergency: crate::emergency::Emergency,
 }
 
 impl Web {
@@ -66,6 +70,7 @@ pub struct Context {
     pub bus: Bus,
     pub config: watch::Receiver<Arc<Config>>,
     pub directory: crate::directory::Directory,
+    pub emergency: crate::emergency::Emergency,
 }
 
 /// Every error: `{"detail": "…"}` (seed 001 and seed 004).
@@ -112,7 +117,6 @@ impl Caller {
     }
 
     /// How commands and audit entries name the caller.
-    #[allow(dead_code)]
     pub(crate) fn requester(&self) -> String {
         format!("rest:{}", self.name)
     }
@@ -276,6 +280,13 @@ fn router(w: Web) -> axum::Router {
         .routes(routes!(media::picture))
         .routes(routes!(media::event_picture))
         .routes(routes!(session::change_password))
+        .routes(routes!(ops::emergency_get))
+        .routes(routes!(ops::emergency_lockdown))
+        .routes(routes!(ops::emergency_unlock))
+        .routes(routes!(ops::emergency_restore))
+        .routes(routes!(ops::audit_list, ops::audit_create))
+        .routes(routes!(report::metrics))
+        .routes(routes!(report::export))
         .route("/hls/{device}/{ch}/{file}", get(media::hls_file))
         .route_layer(axum::middleware::from_fn_with_state(
             w.clone(),
@@ -336,6 +347,7 @@ pub async fn serve(
         signer: signer.clone(),
         accounts,
         directory: ctx.directory,
+        emergency: ctx.emergency,
     };
     let app = router(w);
     let addr = listener.local_addr().map_err(|e| {

@@ -50,4 +50,14 @@ if [ ! -f "$ha_marker" ] || [ "$(cat "$ha_marker")" != "$ha_want" ]; then
   echo "$ha_want" >"$ha_marker"
 fi
 export GATEHOUSE_HA_PYTHON="$ha_venv/bin/python"
+# Schemathesis (tests/schemathesis.rs) checks the REST API against its own OpenAPI document.
+st_venv="${GATEHOUSE_ST_VENV:-$HOME/.cache/gatehouse/schemathesis}"
+st_want="schemathesis==4.32.5"
+if [ ! -f "$st_venv/.gatehouse-complete" ] || [ "$(cat "$st_venv/.gatehouse-complete")" != "$st_want" ]; then
+  echo "Creating the Schemathesis venv in $st_venv (once)" >&2
+  [ -f "$st_venv/pyvenv.cfg" ] || { mkdir -p "$st_venv" && /usr/bin/python3 -m venv "$st_venv"; }
+  "$st_venv/bin/pip" install -q --disable-pip-version-check "$st_want"
+  echo "$st_want" >"$st_venv/.gatehouse-complete"
+fi
+export GATEHOUSE_SCHEMATHESIS="$st_venv/bin/st"
 cargo test --locked "$@"

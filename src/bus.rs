@@ -87,6 +87,14 @@ impl Bus {
         self.health.lock().ok()?.get(source).cloned()
     }
 
+    /// The latest health of every source that reported one.
+    pub fn healths(&self) -> Vec<SourceHealth> {
+        self.health
+            .lock()
+            .map(|m| m.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
     pub fn commands(&self) -> mpsc::Sender<Command> {
         self.commands.clone()
     }

@@ -63,7 +63,13 @@ fn body(reason: &str, timeout: Option<u32>) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_an_admin_runs_a_lockdown_and_it_reaches_net2_once() {
-    let w = WebHarness::start(SimConfig::default(), "", "").await;
+    // More emergency calls than the seed's 10 a minute per user.
+    let w = WebHarness::start(
+        SimConfig::default(),
+        "  rate_limits:\n    emergency: 100\n",
+        "",
+    )
+    .await;
     let (viewer, operator, admin) = (
         w.login("vera").await,
         w.login("otto").await,

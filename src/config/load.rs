@@ -610,6 +610,16 @@ fn validate_media(cfg: &mut Config, errs: &mut Collector) {
         if w.url_token_ttl.get() < std::time::Duration::from_secs(60) {
             errs.push("web.url_token_ttl", "must be at least 60s");
         }
+        let r = &w.rate_limits;
+        for (key, v) in [
+            ("per_user", r.per_user),
+            ("per_device", r.per_device),
+            ("emergency", r.emergency),
+        ] {
+            if v == 0 {
+                errs.push(format!("web.rate_limits.{key}"), "must be at least 1");
+            }
+        }
         if w.session_ttl.get() < std::time::Duration::from_secs(60) {
             errs.push("web.session_ttl", "must be at least 60s");
         }

@@ -166,6 +166,27 @@ pub struct WebConfig {
     /// one the hardware routes answer 401.
     pub hardware_key: Option<Secret>,
     pub hardware_key_file: Option<PathBuf>,
+    /// Requests a minute (seed 001's limits by default); reloaded live.
+    pub rate_limits: RateLimits,
+}
+
+/// Requests a minute per user, per hardware device, and per user on emergency routes.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RateLimits {
+    pub per_user: u32,
+    pub per_device: u32,
+    pub emergency: u32,
+}
+
+impl Default for RateLimits {
+    fn default() -> Self {
+        RateLimits {
+            per_user: 100,
+            per_device: 1000,
+            emergency: 10,
+        }
+    }
 }
 
 /// What an API account may do. Each role includes the ones before it.
@@ -221,6 +242,7 @@ impl Default for WebConfig {
             session_ttl: HumanDuration::secs(12 * 3600),
             hardware_key: None,
             hardware_key_file: None,
+            rate_limits: RateLimits::default(),
         }
     }
 }

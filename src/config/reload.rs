@@ -6,7 +6,8 @@ use std::sync::Arc;
 use tokio::sync::watch;
 
 /// Keys whose change needs a restart, comparing `old` and `new`. Live keys: `log.level`,
-/// `doors.*`, Net2 poll intervals, timeouts and page size, camera hold-offs.
+/// `doors.*`, Net2 poll intervals, timeouts and page size, camera hold-offs, `web.users`,
+/// `web.session_ttl`, `web.hardware_key`, `web.rate_limits`.
 pub fn restart_required(old: &Config, new: &Config) -> Vec<String> {
     let mut keys = Vec::new();
     if old.log.format != new.log.format {
@@ -30,7 +31,18 @@ pub fn restart_required(old: &Config, new: &Config) -> Vec<String> {
             }
         }
     }
-    if old.web != new.web {
+    // Accounts, session length, hardware key and rate limits apply live (read per request).
+    let fixed_web = |w: &Option<WebConfig>| {
+        w.clone().map(|w| WebConfig {
+            users: Vec::new(),
+            session_ttl: HumanDuration::secs(0),
+            hardware_key: None,
+            hardware_key_file: None,
+            rate_limits: RateLimits::default(),
+            ..w
+        })
+    };
+    if fixed_web(&old.web) != fixed_web(&new.web) {
         keys.push("web".into());
     }
     if old.media.snapshot_dir != new.media.snapshot_dir {
@@ -182,6 +194,23 @@ mod tests {
             restart_required(&a, &c),
             vec!["sources.net2.url", "sources.net2.live"]
         );
+    }
+
+    #[test]
+    fn web_accounts_and_limits_are_live_the_listener_is_not() {
+        let hash = crate::web::accounts::hash_password("password-1").unwrap();
+        let web = |extra: &str| {
+            cfg(&format!(
+                "web:\n  jwt_secret: 0123456789abcdef\n  bind: 127.0.0.1:8480\n{extra}"
+            ))
+        };
+        let a = web("");
+        let b = web(&format!(
+            "  users: [{{ name: ada, role: admin, password_hash: \"{hash}\" }}]\n  session_ttl: 1h\n  rate_limits: {{ per_user: 5 }}\n"
+        ));
+        assert!(restart_required(&a, &b).is_empty());
+        let c = cfg("web:\n  jwt_secret: 0123456789abcdef\n  bind: 127.0.0.1:9000\n");
+        assert_eq!(restart_required(&a, &c), vec!["web"]);
     }
 
     #[test]

@@ -25,7 +25,18 @@ pub struct Store {
     committed: Arc<tokio::sync::Notify>,
     /// Those rows, handed to the MQTT sink without a database read (the live path).
     fresh: Arc<Mutex<Fresh>>,
+    /// The newest stored event's `seq` (live readers: the SSE stream).
+    newest: Arc<tokio::sync::watch::Sender<i64>>,
+    /// Stored events by (source, kind) since start (Prometheus).
+    counts: Arc<Mutex<std::collections::BTreeMap<(String, String), u64>>>,
+    /// Read-only connections for readers (the REST API), so they neither wait for the writer
+    /// nor hold it up (WAL). At most [`READERS`] at once.
+    readers: Arc<Mutex<Vec<Connection>>>,
+    readers_free: Arc<tokio::sync::Semaphore>,
 }
+
+/// Concurrent read-only connections of the REST API (each with its own page cache).
+const READERS: usize = 2;
 
 /// Committed outbox rows not yet taken; bounded (then the reader falls back to the database).
 #[derive(Default)]
@@ -165,12 +176,17 @@ impl Store {
         migrations::migrate(&mut conn, None).ctx(ErrorKind::Storage, || {
             format!("unable to migrate database {}", path.display())
         })?;
+        let newest = last_seq(&conn)?;
         Ok(Store {
             conn: Arc::new(Mutex::new(conn)),
             path: path.to_owned(),
             outbox: Default::default(),
             committed: Default::default(),
             fresh: Default::default(),
+            newest: Arc::new(tokio::sync::watch::channel(newest).0),
+            counts: Default::default(),
+            readers: Default::default(),
+            readers_free: Arc::new(tokio::sync::Semaphore::new(READERS)),
         })
     }
 
@@ -196,6 +212,51 @@ impl Store {
         Ok(f(&mut c)?)
     }
 
+    /// The newest stored event's `seq`, and changes of it.
+    pub fn newest_seq(&self) -> tokio::sync::watch::Receiver<i64> {
+        self.newest.subscribe()
+    }
+
+    /// Events stored since start, by (source, kind).
+    pub fn stored_counts(&self) -> Vec<((String, String), u64)> {
+        self.counts
+            .lock()
+            .map(|m| m.iter().map(|(k, v)| (k.clone(), *v)).collect())
+            .unwrap_or_default()
+    }
+
+    /// Run a read on a read-only connection off the async threads (the REST API): it sees
+    /// every committed batch and waits for no writer.
+    pub async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let _permit = self
+            .readers_free
+            .acquire()
+            .await
+            .map_err(|_| Error::new(ErrorKind::Internal, "database closed"))?;
+        let s = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let conn = s.readers.lock().ok().and_then(|mut v| v.pop());
+            let conn = match conn {
+                Some(c) => c,
+                None => {
+                    let c = Store::open_readonly(&s.path)?;
+                    c.pragma_update(None, "query_only", true)?;
+                    c
+                }
+            };
+            let r = f(&conn);
+            if let Ok(mut v) = s.readers.lock() {
+                v.push(conn);
+            }
+            r
+        })
+        .await
+        .map_err(|e| Error::with_source(ErrorKind::Internal, "database task failed", e))?
+    }
+
     /// Run blocking database work off the async threads.
     pub async fn run<T: Send + 'static>(
         &self,
@@ -210,6 +271,8 @@ impl Store {
     /// Apply a batch in one transaction.
     pub fn write_batch(&self, batch: &[Write]) -> Result<BatchResult> {
         let mut fresh = Vec::new();
+        let mut newest = None;
+        let mut counted: Vec<(&str, &'static str)> = Vec::new();
         self.with(|c| {
             let tx = c.transaction()?;
             let mut res = BatchResult::default();
@@ -242,6 +305,8 @@ impl Store {
                             ])?;
                             if n == 1 {
                                 res.inserted += 1;
+                                newest = Some(tx.last_insert_rowid());
+                                counted.push((&e.source, e.kind.name()));
                                 if self.outbox.load(std::sync::atomic::Ordering::Relaxed) {
                                     let seq = tx.last_insert_rowid();
                                     tx.execute("INSERT INTO mqtt_outbox (event_seq) VALUES (?1)", [seq])?;
@@ -305,6 +370,18 @@ impl Store {
             Ok(res)
         })
         .inspect(|r| {
+            if let Some(seq) = newest {
+                self.newest.send_if_modified(|v| {
+                    let newer = seq > *v;
+                    *v = (*v).max(seq);
+                    newer
+                });
+                if let Ok(mut m) = self.counts.lock() {
+                    for (source, kind) in &counted {
+                        *m.entry((source.to_string(), kind.to_string())).or_default() += 1;
+                    }
+                }
+            }
             if r.queued > 0 {
                 if let Ok(mut q) = self.fresh.lock() {
                     q.push(fresh);
@@ -599,6 +676,15 @@ pub fn events_after(conn: &Connection, seq: i64, limit: i64) -> Result<Vec<Store
             via: r.get(8)?,
         })
     })?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// Stored events after `seq`, oldest first, as MQTT publishes them (the SSE stream).
+pub fn events_since(conn: &Connection, seq: i64, limit: usize) -> Result<Vec<OutboxEvent>> {
+    let mut st = conn.prepare_cached(&format!(
+        "{OUTBOX_SELECT} FROM events e WHERE e.seq > ?1 ORDER BY e.seq LIMIT ?2"
+    ))?;
+    let rows = st.query_map(params![seq, limit as i64], outbox_row)?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 

@@ -15,10 +15,13 @@
 
 pub mod accounts;
 pub mod auth;
+pub mod limits;
 mod media;
 mod ops;
+mod prom;
 mod report;
 mod session;
+mod stream;
 
 use crate::bus::Bus;
 use crate::config::{Config, Role};
@@ -45,18 +48,30 @@ use utoipa_axum::routes;
 pub(crate) struct Web {
     pub(crate) media: Option<Media>,
     pub(crate) store: Store,
-    // Door commands and live events (the access-control routes, next).
-    #[allow(dead_code)]
     pub(crate) bus: Bus,
     pub(crate) config: watch::Receiver<Arc<Config>>,
     pub(crate) signer: auth::UrlSigner,
     pub(crate) accounts: accounts::Accounts,
+    pub(crate) limits: limits::Limiter,
+    pub(crate) http_stats: prom::HttpStats,
+    /// Cancelled at shutdown: long answers (event streams) end so the server can stop.
+    pub(crate) cancel: CancellationToken,
     /// Net2 doors and users (names only).
     pub(crate) directory: crate::directory::Directory,
     pub(crate) emergency: crate::emergency::Emergency,
 }
 
 impl Web {
+    /// `web.rate_limits` now (reloaded live).
+    pub(crate) fn rate_limits(&self) -> crate::config::RateLimits {
+        self.config
+            .borrow()
+            .web
+            .as_ref()
+            .map(|w| w.rate_limits)
+            .unwrap_or_default()
+    }
+
     /// The running config (hot reloads included).
     pub(crate) fn config(&self) -> Arc<Config> {
         self.config.borrow().clone()
@@ -216,6 +231,15 @@ async fn authenticate(State(w): State<Web>, mut req: Request, next: Next) -> Res
             } else {
                 Role::Admin
             });
+            // Signed URLs all name `gatehouse`: each scope has its own budget (one picture
+            // link, one player), not one for every notification together.
+            let key = match c.scope.as_deref() {
+                Some([first, ..]) => Some(format!("scope:{first}")),
+                _ => None,
+            };
+            if let Some(k) = key {
+                req.extensions_mut().insert(LimitKey(k));
+            }
             Caller { name: c.sub, role }
         }
         Err(why) => {
@@ -223,8 +247,52 @@ async fn authenticate(State(w): State<Web>, mut req: Request, next: Next) -> Res
             return detail(StatusCode::UNAUTHORIZED, why);
         }
     };
+    // HLS playlists and segments are a player's steady stream, not API calls.
+    if path.starts_with("/hls/") {
+        req.extensions_mut().insert(caller);
+        return next.run(req).await;
+    }
+    let key = req
+        .extensions()
+        .get::<LimitKey>()
+        .map(|k| k.0.clone())
+        .unwrap_or_else(|| format!("user:{}", caller.name));
+    let class = limits::Class::of_path(&path);
+    let limit = class.limit(&w.rate_limits());
+    let decision = w.limits.check(class, &key, limit);
+    if !decision.allowed {
+        tracing::info!(path, user = %caller.name, "rate limit reached");
+        return decision.refusal();
+    }
     req.extensions_mut().insert(caller);
-    next.run(req).await
+    let mut res = next.run(req).await;
+    decision.headers(res.headers_mut());
+    res
+}
+
+/// The rate-limit budget of a request when it is not its caller's name.
+#[derive(Clone)]
+struct LimitKey(String);
+
+/// Public API routes (the login): limited per client address.
+async fn limit_by_address(
+    State(w): State<Web>,
+    axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<SocketAddr>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let limit = limits::Class::Standard.limit(&w.rate_limits());
+    let decision = w.limits.check(
+        limits::Class::Standard,
+        &format!("addr:{}", peer.ip()),
+        limit,
+    );
+    if !decision.allowed {
+        return decision.refusal();
+    }
+    let mut res = next.run(req).await;
+    decision.headers(res.headers_mut());
+    res
 }
 
 /// The OpenAPI document's frame; the paths come from the handlers' annotations.
@@ -241,6 +309,68 @@ async fn authenticate(State(w): State<Web>, mut req: Request, next: Next) -> Res
 struct ApiDoc;
 
 struct BearerAuth;
+
+/// Answers every API route can give, documented once: 400 for parameters that do not parse,
+/// 413 / 415 / 422 for bodies, 401 / 403 where a token is needed, 429 (rate limits) and 500
+/// anywhere.
+struct CommonAnswers;
+
+impl utoipa::Modify for CommonAnswers {
+    fn modify(&self, api: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+        let answer = |what: &str| {
+            ResponseBuilder::new()
+                .description(what)
+                .content(
+                    "application/json",
+                    ContentBuilder::new()
+                        .schema(Some(Ref::from_schema_name("Detail")))
+                        .build(),
+                )
+                .build()
+        };
+        for item in api.paths.paths.values_mut() {
+            let ops = [
+                &mut item.get,
+                &mut item.post,
+                &mut item.put,
+                &mut item.delete,
+                &mut item.patch,
+            ];
+            for op in ops.into_iter().flatten() {
+                // `security(())` on an operation: public (the login).
+                let public = op
+                    .security
+                    .as_ref()
+                    .is_some_and(|s| s.iter().all(|r| r == &Default::default()));
+                let r = &mut op.responses.responses;
+                let mut add = |code: &str, what: &str| {
+                    r.entry(code.to_string())
+                        .or_insert_with(|| answer(what).into());
+                };
+                // Path and query parameters that do not parse (axum's rejections).
+                add("400", "Invalid request parameters");
+                if op.request_body.is_some() {
+                    add("413", "the body is too large");
+                    add("415", "the body is not JSON (Content-Type)");
+                    add(
+                        "422",
+                        "the JSON does not fit: wrong types, unknown or missing fields",
+                    );
+                }
+                if !public {
+                    add(
+                        "401",
+                        "no token, a bad or expired one, or one that does not open this path",
+                    );
+                    add("403", "the token's role may not do this");
+                }
+                add("429", "rate limit reached (see Retry-After)");
+                add("500", "Internal server error");
+            }
+        }
+    }
+}
 
 impl utoipa::Modify for BearerAuth {
     fn modify(&self, api: &mut utoipa::openapi::OpenApi) {
@@ -280,6 +410,8 @@ fn router(w: Web) -> axum::Router {
         .routes(routes!(media::picture))
         .routes(routes!(media::event_picture))
         .routes(routes!(session::change_password))
+        .routes(routes!(stream::events_stream))
+        .routes(routes!(prom::metrics))
         .routes(routes!(ops::emergency_get))
         .routes(routes!(ops::emergency_lockdown))
         .routes(routes!(ops::emergency_unlock))
@@ -292,11 +424,19 @@ fn router(w: Web) -> axum::Router {
             w.clone(),
             authenticate,
         ));
-    let (protected, mut api) = OpenApiRouter::new()
+    let public = OpenApiRouter::new()
         .routes(routes!(session::login))
+        .route_layer(axum::middleware::from_fn_with_state(
+            w.clone(),
+            limit_by_address,
+        ));
+    let (protected, mut api) = OpenApiRouter::new()
+        .merge(public)
         .merge(protected)
         .split_for_parts();
     api.info.version = env!("CARGO_PKG_VERSION").to_string();
+    // After the split: the paths come from the routers, not from `ApiDoc`.
+    utoipa::Modify::modify(&CommonAnswers, &mut api);
     let api = Arc::new(api);
     axum::Router::new()
         .route("/healthz", get(|| async { "ok" }))
@@ -310,6 +450,10 @@ fn router(w: Web) -> axum::Router {
             }),
         )
         .merge(protected)
+        .layer(axum::middleware::from_fn_with_state(
+            w.clone(),
+            prom::observe,
+        ))
         .with_state(w)
         .layer(axum::middleware::from_fn(json_errors))
 }
@@ -346,6 +490,9 @@ pub async fn serve(
         config: ctx.config,
         signer: signer.clone(),
         accounts,
+        limits: limits::Limiter::default(),
+        http_stats: Default::default(),
+        cancel: cancel.clone(),
         directory: ctx.directory,
         emergency: ctx.emergency,
     };
@@ -359,9 +506,12 @@ pub async fn serve(
     }
     tracing::info!(%addr, "web server listening");
     tokio::spawn(async move {
-        let r = axum::serve(listener, app)
-            .with_graceful_shutdown(async move { cancel.cancelled().await })
-            .await;
+        let r = axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move { cancel.cancelled().await })
+        .await;
         if let Err(e) = r {
             tracing::error!(error = %e, "web server failed");
         }

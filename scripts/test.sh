@@ -8,6 +8,8 @@ command -v cc >/dev/null || need+=(build-essential)
 command -v pkg-config >/dev/null || need+=(pkg-config)
 command -v mosquitto >/dev/null || need+=(mosquitto)
 command -v mosquitto_sub >/dev/null || need+=(mosquitto-clients)
+# Report PDFs are read back as text (tests/access_ops.rs).
+command -v pdftotext >/dev/null || need+=(poppler-utils)
 # RTSP tests: GStreamer's RTSP server driven by tests/support/rtsp_server.py under Debian's
 # /usr/bin/python3 (needs its gi), ffprobe/ffmpeg as the reference client.
 command -v ffprobe >/dev/null || need+=(ffmpeg)

@@ -25,6 +25,8 @@ pub struct App {
     pub web_addr: Option<std::net::SocketAddr>,
     /// The doors and users the sources know (names only), for the REST API.
     pub directory: crate::directory::Directory,
+    /// Emergency lockdown / unlock / restore (the REST API's), with their expiry.
+    pub emergency: crate::emergency::Emergency,
     config: watch::Sender<Arc<Config>>,
     sources_cancel: CancellationToken,
     sinks_cancel: CancellationToken,
@@ -38,6 +40,16 @@ impl App {
         cfg: Config,
         config_path: Option<PathBuf>,
         log: Option<LogHandle>,
+    ) -> Result<App> {
+        Self::start_with_clock(cfg, config_path, log, Arc::new(crate::clock::SystemClock)).await
+    }
+
+    /// [`App::start`] with the wall clock the emergency expiry reads (tests move it).
+    pub async fn start_with_clock(
+        cfg: Config,
+        config_path: Option<PathBuf>,
+        log: Option<LogHandle>,
+        clock: Arc<dyn crate::clock::Clock>,
     ) -> Result<App> {
         tracing::info!(version = env!("CARGO_PKG_VERSION"), summary = %cfg.summary(), "starting gatehouse");
         let store = Store::open(&cfg.storage.path)?;
@@ -60,6 +72,15 @@ impl App {
         let bus = builder.build();
         // Filled by the Net2 source; doors and users for the REST API.
         let directory = crate::directory::Directory::new();
+        // The emergency mode kept from before a restart (never sent again; restored at its
+        // expiry by the task started with the sources).
+        let emergency = crate::emergency::Emergency::load(
+            store.clone(),
+            bus.clone(),
+            cfg_rx.clone(),
+            directory.clone(),
+            clock,
+        );
         // The web server's socket first: a bind error fails the start before anything runs.
         let listener = match &cfg.web {
             Some(w) => Some(crate::web::bind(w).await?),
@@ -88,6 +109,7 @@ impl App {
                     bus: bus.clone(),
                     config: cfg_rx.clone(),
                     directory: directory.clone(),
+                    emergency: emergency.clone(),
                 };
                 Some(crate::web::serve(ctx, l, sinks_cancel.clone()).await?)
             }
@@ -137,6 +159,8 @@ impl App {
                 sources_cancel.clone(),
             )?);
         }
+        // After the Net2 source: a restore due at start-up waits for its first door status.
+        sources.push(emergency.spawn(sources_cancel.clone()));
         if let Some(mut c) = commands {
             // No source owns doors: answer nothing, but do not let senders block. Ends at
             // shutdown too: the senders (MQTT, web) may outlive the sinks' wait, which then
@@ -181,6 +205,7 @@ impl App {
             media,
             web_addr,
             directory,
+            emergency,
             config: cfg_tx,
             sources_cancel,
             sinks_cancel,

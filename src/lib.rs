@@ -15,6 +15,8 @@
 //! - [`model`]: `Event`, `Command`, door state — what the rest of the program sees.
 //! - [`bus`]: the typed hub; [`commands`]: the door checks MQTT and REST share.
 //! - [`directory`]: the doors and users the sources know (names only), for the REST API.
+//! - [`emergency`]: emergency lockdown / unlock / restore, their expiry kept across restarts.
+//! - [`clock`]: wall time behind a trait (tests move it).
 //! - [`sources`]: devices. [`sources::net2`] is the Paxton Net2 Local API (REST + SignalR).
 //! - [`sinks`]: where messages go ([`sinks::store`]: SQLite).
 //! - [`storage`]: SQLite schema, migrations and queries.
@@ -24,9 +26,11 @@
 pub mod app;
 pub mod bus;
 pub mod cli;
+pub mod clock;
 pub mod commands;
 pub mod config;
 pub mod directory;
+pub mod emergency;
 pub mod error;
 pub mod logging;
 pub mod media;

@@ -401,6 +401,50 @@ pub struct HardwarePoint {
     pub removed: bool,
 }
 
+/// An emergency mode (seed 001 emergency operations; [`crate::emergency`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum EmergencyMode {
+    #[default]
+    Normal,
+    Lockdown,
+    Unlock,
+}
+
+impl EmergencyMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EmergencyMode::Normal => "normal",
+            EmergencyMode::Lockdown => "lockdown",
+            EmergencyMode::Unlock => "unlock",
+        }
+    }
+}
+
+/// The emergency mode, as persisted and published. In `normal` the other fields tell the
+/// last restore (who, when, why); all `None` when there never was an emergency.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct EmergencyState {
+    pub mode: EmergencyMode,
+    pub property_id: Option<String>,
+    /// The API account that asked (or `gatehouse` for a restore at expiry).
+    pub initiated_by: Option<String>,
+    pub initiated_at: Option<DateTime<Utc>>,
+    pub reason: Option<String>,
+    pub timeout_minutes: Option<u32>,
+    pub expires_at: Option<DateTime<Utc>>,
+    /// The doors unlock held open: restore closes exactly these.
+    #[serde(default)]
+    pub held_open: Vec<DoorId>,
+}
+
+impl EmergencyState {
+    /// A timed emergency whose time is up.
+    pub fn due(&self, now: DateTime<Utc>) -> bool {
+        self.mode != EmergencyMode::Normal && self.expires_at.is_some_and(|e| now >= e)
+    }
+}
+
 /// Everything that travels on the bus from sources to sinks.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Message {
@@ -427,6 +471,8 @@ pub enum Message {
         event_id: String,
         source_id: i64,
     },
+    /// The emergency mode changed (or is announced at start-up).
+    Emergency(EmergencyState),
     /// A device payload that could not be used; kept raw for diagnosis.
     Reject {
         source: String,

@@ -118,5 +118,7 @@ fn to_write(m: Message) -> Option<Write> {
         | Message::Snapshot(_)
         | Message::Stream(_)
         | Message::Hardware(_) => return None,
+        // Kept by the emergency service itself (`state` table), audited there.
+        Message::Emergency(_) => return None,
     })
 }

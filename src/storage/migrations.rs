@@ -214,6 +214,15 @@ pub const MIGRATIONS: &[&str] = &[
         battery_level   INTEGER,
         sensor_status   TEXT
     );
+    // Audit entries that are not a command's progress (emergency steps, entries posted to
+    // `POST /api/access-control/audit`): what was done, to what, why, from where, for which
+    // property. Command rows leave them NULL (read from `command` / `detail` instead).
+    r#"
+    ALTER TABLE audit ADD COLUMN action TEXT;
+    ALTER TABLE audit ADD COLUMN target TEXT;
+    ALTER TABLE audit ADD COLUMN reason TEXT;
+    ALTER TABLE audit ADD COLUMN source TEXT;
+    ALTER TABLE audit ADD COLUMN property_id TEXT;
     "#,
 ];
 

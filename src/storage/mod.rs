@@ -1,10 +1,13 @@
 //! SQLite history: events (raw payload kept), per-source cursors, last door state, presence and
 //! the command audit. One connection in WAL mode; writes arrive in batches from the store sink.
 
+mod audit;
 pub mod migrations;
 mod pictures;
 mod points;
 pub mod query;
+pub mod report;
+pub use audit::{AuditNote, AuditRow};
 pub use pictures::PictureRow;
 pub use points::{HardwareRow, Heartbeat, PointEdit, PointKind, PointRow, Registration};
 

@@ -4,6 +4,8 @@
 //! - accounts ([`session`]): `POST /api/auth/login`, `POST /api/auth/change-password`;
 //! - the access-control API of seed 001 ([`access`]): points, their health, hardware devices
 //!   (`X-API-Key`), users, door commands;
+//! - seed 001's emergency operations and audit ([`ops`]), metrics and reports ([`report`])
+//!   under `/api/access-control`;
 //! - the OpenAPI description of all of it at `/api/openapi.json`, generated from the handlers.
 //!
 //! Every route but `/healthz`, the player page, its script, the login and the OpenAPI
@@ -19,7 +21,9 @@ pub mod auth;
 mod events;
 pub mod limits;
 mod media;
+mod ops;
 mod prom;
+mod report;
 mod session;
 mod stream;
 
@@ -61,6 +65,7 @@ pub(crate) struct Web {
     pub(crate) directory: crate::directory::Directory,
     /// Told when a hardware point changed (register, heartbeat, edit, delete).
     pub(crate) hardware: Arc<tokio::sync::Notify>,
+    pub(crate) emergency: crate::emergency::Emergency,
 }
 
 impl Web {
@@ -87,6 +92,7 @@ pub struct Context {
     pub bus: Bus,
     pub config: watch::Receiver<Arc<Config>>,
     pub directory: crate::directory::Directory,
+    pub emergency: crate::emergency::Emergency,
 }
 
 /// Every error: `{"detail": "…"}` (seed 001 and seed 004).
@@ -460,6 +466,13 @@ fn router(w: Web) -> axum::Router {
             access::users::update,
             access::users::remove
         ))
+        .routes(routes!(ops::emergency_get))
+        .routes(routes!(ops::emergency_lockdown))
+        .routes(routes!(ops::emergency_unlock))
+        .routes(routes!(ops::emergency_restore))
+        .routes(routes!(ops::audit_list, ops::audit_create))
+        .routes(routes!(report::metrics))
+        .routes(routes!(report::export))
         .route("/hls/{device}/{ch}/{file}", get(media::hls_file))
         .route_layer(axum::middleware::from_fn_with_state(
             w.clone(),
@@ -546,6 +559,7 @@ pub async fn serve(
         cancel: cancel.clone(),
         directory: ctx.directory,
         hardware: Default::default(),
+        emergency: ctx.emergency,
     };
     tokio::spawn(access::hardware::monitor(w.clone(), cancel.clone()));
     let app = router(w);

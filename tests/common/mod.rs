@@ -20,6 +20,8 @@ pub struct Harness {
     pub extra: String,
     /// Extra top-level YAML (e.g. an `mqtt:` section).
     pub top: String,
+    /// The daemon's wall clock (emergency expiry): `advance` it instead of waiting.
+    pub clock: std::sync::Arc<gatehouse::clock::OffsetClock>,
 }
 
 pub fn config_text(sim: &Net2Sim, db: &std::path::Path, extra_net2: &str, doors: &str) -> String {
@@ -50,6 +52,7 @@ impl Harness {
             app: None,
             extra: extra_net2.to_string(),
             top: String::new(),
+            clock: Default::default(),
         }
     }
 
@@ -67,7 +70,7 @@ impl Harness {
     }
 
     pub async fn start(&mut self) -> &App {
-        let app = App::start(self.config(), None, None)
+        let app = App::start_with_clock(self.config(), None, None, self.clock.clone())
             .await
             .expect("daemon starts");
         self.app = Some(app);

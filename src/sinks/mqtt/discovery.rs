@@ -325,6 +325,31 @@ pub fn configs(ctx: &Context) -> Vec<Entity> {
             ));
         }
     }
+    // The emergency mode (REST emergency operations): `normal`, `lockdown` or `unlock`, with
+    // who, why and until when as attributes.
+    if ctx.net2 {
+        let oid = "net2_emergency".to_string();
+        out.push(entity(
+            "sensor",
+            oid.clone(),
+            SERVER_ID,
+            &Sensor {
+                base: Base {
+                    icon: Some("mdi:alarm-light"),
+                    ..with_domain(
+                        base(&oid, Some("Emergency mode"), &server, &bridge_only, None),
+                        "sensor",
+                    )
+                },
+                state_topic: t.emergency(),
+                value_template: "{{ value_json.mode }}".into(),
+                json_attributes_topic: Some(t.emergency()),
+                json_attributes_template: None,
+                unit_of_measurement: None,
+                device_class: None,
+            },
+        ));
+    }
     for (id, name) in &ctx.doors {
         let dev_id = format!("gatehouse_net2_door_{id}");
         let dev = Device {

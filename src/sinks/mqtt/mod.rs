@@ -70,6 +70,8 @@ struct Sink {
     streams: BTreeMap<String, String>,
     /// Registered hardware access points by id (REST), as last published.
     hardware: BTreeMap<String, HardwarePoint>,
+    /// The emergency mode's payload (republished on connect).
+    emergency: Option<String>,
     /// Snapshots and live streams (camera commands go here); `None` without cameras.
     media: Option<crate::media::service::Media>,
     /// The MQTT version for the next connection, and the one that has worked.
@@ -256,6 +258,7 @@ pub async fn run(
         cameras: BTreeMap::new(),
         streams: BTreeMap::new(),
         hardware: BTreeMap::new(),
+        emergency: None,
         media,
         redeliver: Default::default(),
         redeliver_upto: 0,
@@ -436,6 +439,11 @@ impl Sink {
                 payload::snapshot_meta(s).to_string(),
                 true,
             )],
+            Message::Emergency(e) => {
+                let p = payload::emergency(e).to_string();
+                self.emergency = Some(p.clone());
+                vec![(self.topics.emergency(), p, true)]
+            }
             Message::Stream(st) => {
                 let topic = self.topics.camera_stream(&st.camera, st.channel);
                 let p = payload::stream(st).to_string();
@@ -853,6 +861,9 @@ impl Sink {
                 .iter()
                 .map(|(t, p)| (t.clone(), p.clone(), true)),
         );
+        if let Some(p) = &self.emergency {
+            out.push((self.topics.emergency(), p.clone(), true));
+        }
         for h in self.health.values() {
             out.push((
                 self.topics.source_state(&h.source),

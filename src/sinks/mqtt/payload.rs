@@ -109,3 +109,18 @@ pub fn command_result(u: &CommandUpdate) -> Value {
     }
     v
 }
+
+/// The emergency mode: the seed's fields (`mode`, `initiated_by`, `initiated_at`, `reason`,
+/// `timeout_minutes`, `expires_at`), the property and the doors unlock holds open.
+pub fn emergency(e: &EmergencyState) -> Value {
+    json!({
+        "mode": e.mode.as_str(),
+        "property_id": e.property_id,
+        "initiated_by": e.initiated_by,
+        "initiated_at": e.initiated_at.map(|t| t.to_rfc3339()),
+        "reason": e.reason,
+        "timeout_minutes": e.timeout_minutes,
+        "expires_at": e.expires_at.map(|t| t.to_rfc3339()),
+        "doors_held_open": e.held_open,
+    })
+}

@@ -52,6 +52,11 @@ impl Topics {
     pub fn hardware_availability(&self, point: &str) -> String {
         format!("{}/hardware/{point}/availability", self.base)
     }
+    /// The emergency mode (seed 001 emergency operations), retained JSON:
+    /// `{"mode":"lockdown","expires_at":…,…}`.
+    pub fn emergency(&self) -> String {
+        format!("{}/emergency", self.base)
+    }
     /// Door state JSON, retained.
     pub fn door_state(&self, door: DoorId) -> String {
         format!("{}/door/{door}/state", self.base)

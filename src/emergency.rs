@@ -360,16 +360,45 @@ impl Emergency {
             }
             Mode::Unlock => {
                 let cfg = self.inner.cfg.borrow().clone();
+                // Points an admin set to maintenance or disabled, and doors moved to another
+                // site, through the access-point API (`access_points`).
+                let points = self
+                    .inner
+                    .store
+                    .read(|c| {
+                        let mut st = c.prepare_cached(
+                            "SELECT id, status, site FROM access_points WHERE kind = 'net2'",
+                        )?;
+                        let rows = st.query_map([], |r| {
+                            Ok((
+                                r.get::<_, String>(0)?,
+                                r.get::<_, Option<String>>(1)?,
+                                r.get::<_, Option<String>>(2)?,
+                            ))
+                        })?;
+                        Ok(rows.filter_map(|r| r.ok()).collect::<Vec<_>>())
+                    })
+                    .await
+                    .unwrap_or_default();
+                let meta = |id: DoorId| points.iter().find(|(p, _, _)| *p == format!("net2-{id}"));
                 let normal: Vec<DoorId> = cfg
                     .doors
                     .iter()
                     .filter(|(_, d)| d.mode == DoorMode::Normal)
                     .map(|(id, _)| *id)
+                    .filter(|id| {
+                        let (status, site) = meta(*id)
+                            .map(|(_, s, site)| (s.clone(), site.clone()))
+                            .unwrap_or_default();
+                        let site = site.unwrap_or_else(|| cfg.door_site(*id));
+                        status.as_deref().is_none_or(|s| s == "active") && site == req.property_id
+                    })
                     .collect();
                 if normal.is_empty() {
-                    return Err(Refusal::Conflict(
-                        "no door has mode normal in the config: nothing to hold open".into(),
-                    ));
+                    return Err(Refusal::Conflict(format!(
+                        "no door of property {:?} has mode normal in the config and status active: nothing to hold open",
+                        req.property_id
+                    )));
                 }
                 for id in normal {
                     let u = self

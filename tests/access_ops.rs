@@ -54,7 +54,7 @@ async fn audit(w: &WebHarness, token: &str) -> Vec<Value> {
 }
 
 fn body(reason: &str, timeout: Option<u32>) -> Value {
-    let mut b = json!({"property_id": "main", "reason": reason});
+    let mut b = json!({"property_id": "default", "reason": reason});
     if let Some(t) = timeout {
         b["timeout_minutes"] = json!(t);
     }
@@ -79,7 +79,7 @@ async fn only_an_admin_runs_a_lockdown_and_it_reaches_net2_once() {
     for t in [&viewer, &operator] {
         for path in [LOCKDOWN, UNLOCK, RESTORE] {
             let b = if path == RESTORE {
-                json!({"property_id": "main", "reason": "x"})
+                json!({"property_id": "default", "reason": "x"})
             } else {
                 body("x", None)
             };
@@ -90,13 +90,13 @@ async fn only_an_admin_runs_a_lockdown_and_it_reaches_net2_once() {
     }
     // Bad bodies: 422 with a reason, nothing sent.
     for (b, why) in [
-        (json!({"property_id": "main"}), "reason"),
-        (json!({"property_id": "main", "reason": "  "}), "reason"),
+        (json!({"property_id": "default"}), "reason"),
+        (json!({"property_id": "default", "reason": "  "}), "reason"),
         (json!({"reason": "x"}), "property_id"),
         (body("x", Some(0)), "timeout_minutes"),
         (body("x", Some(1441)), "timeout_minutes"),
         (
-            json!({"property_id": "main", "reason": "x", "initiated_by": "eve"}),
+            json!({"property_id": "default", "reason": "x", "initiated_by": "eve"}),
             "initiated_by",
         ),
     ] {
@@ -157,7 +157,7 @@ async fn only_an_admin_runs_a_lockdown_and_it_reaches_net2_once() {
             Method::POST,
             RESTORE,
             Some(&admin),
-            Some(json!({"property_id": "main", "reason": "Threat cleared"})),
+            Some(json!({"property_id": "default", "reason": "Threat cleared"})),
         )
         .await;
     assert_eq!(st, StatusCode::OK, "{res}");
@@ -169,7 +169,7 @@ async fn only_an_admin_runs_a_lockdown_and_it_reaches_net2_once() {
             Method::POST,
             RESTORE,
             Some(&admin),
-            Some(json!({"property_id": "main", "reason": "again"})),
+            Some(json!({"property_id": "default", "reason": "again"})),
         )
         .await;
     assert_eq!(st, StatusCode::CONFLICT, "nothing to restore");
@@ -187,7 +187,7 @@ async fn only_an_admin_runs_a_lockdown_and_it_reaches_net2_once() {
     let e = step("emergency_lockdown", "success");
     assert_eq!(e["actor"], "user:ada");
     assert_eq!(e["reason"], "Security threat detected");
-    assert_eq!(e["target"], "property:main");
+    assert_eq!(e["target"], "property:default");
     assert_eq!(e["source"], "rest");
     assert!(e["audit_id"].as_str().unwrap().starts_with("audit-"));
     assert_eq!(
@@ -218,7 +218,7 @@ async fn only_an_admin_runs_a_lockdown_and_it_reaches_net2_once() {
     assert_eq!(st, StatusCode::BAD_REQUEST);
 
     // External entries: admin only, the caller is the actor.
-    let ext = json!({"property_id": "main", "action": "access_point_updated", "status": "success",
+    let ext = json!({"property_id": "default", "action": "access_point_updated", "status": "success",
         "target": "point-123", "reason": "Maintenance scheduled", "source": "web_admin"});
     let (st, _) = w
         .call(Method::POST, AUDIT, Some(&operator), Some(ext.clone()))
@@ -301,7 +301,7 @@ async fn unlock_holds_open_only_normal_doors_and_restore_closes_exactly_them() {
             Method::POST,
             RESTORE,
             Some(&admin),
-            Some(json!({"property_id": "main", "reason": "Fire out"})),
+            Some(json!({"property_id": "default", "reason": "Fire out"})),
         )
         .await;
     assert_eq!(st, StatusCode::OK, "{res}");
@@ -314,6 +314,65 @@ async fn unlock_holds_open_only_normal_doors_and_restore_closes_exactly_them() {
         .collect();
     assert_eq!(closed, [6203980, 6612642], "exactly the doors held open");
     assert_eq!(sent(&w).len(), 4, "and nothing else");
+    w.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unlock_leaves_doors_in_maintenance_and_other_sites_closed() {
+    // A second site holding 6203980; 6612642 set to maintenance through the points API.
+    let w = WebHarness::start(
+        SimConfig::default(),
+        "",
+        "sites:\n  - { id: default, name: Home }\n  - { id: shop, name: Shop }\n",
+    )
+    .await;
+    let admin = w.login("ada").await;
+    net2_ready(&w).await;
+    let (st, v) = w
+        .call(
+            Method::PUT,
+            "/api/access-control/points/net2-6203980",
+            Some(&admin),
+            Some(json!({"property_id": "shop"})),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    // Nothing left to hold open at home once the other normal door is in maintenance.
+    let (st, v) = w
+        .call(
+            Method::PUT,
+            "/api/access-control/points/net2-6612642",
+            Some(&admin),
+            Some(json!({"status": "maintenance"})),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    let (st, res) = w
+        .call(
+            Method::POST,
+            UNLOCK,
+            Some(&admin),
+            Some(body("Fire", Some(15))),
+        )
+        .await;
+    assert_eq!(st, StatusCode::CONFLICT, "{res}");
+    // At the shop: only its door.
+    let mut b = body("Fire", Some(15));
+    b["property_id"] = json!("shop");
+    let (st, res) = w.call(Method::POST, UNLOCK, Some(&admin), Some(b)).await;
+    assert_eq!(st, StatusCode::OK, "{res}");
+    assert_eq!(res["doors_held_open"], json!([6203980]));
+    let held: Vec<u64> = sent(&w)
+        .into_iter()
+        .map(|(_, b)| b["doorId"].as_u64().unwrap())
+        .collect();
+    assert_eq!(held, [6203980], "nothing else was sent");
+    // An unknown property: 404, nothing sent.
+    let mut b = body("Fire", Some(15));
+    b["property_id"] = json!("moon");
+    let (st, _) = w.call(Method::POST, LOCKDOWN, Some(&admin), Some(b)).await;
+    assert_eq!(st, StatusCode::NOT_FOUND);
+    assert_eq!(sent(&w).len(), 1);
     w.stop().await;
 }
 
@@ -445,7 +504,7 @@ async fn metrics_and_reports_count_the_simulator_s_events() {
     })
     .await;
     let (st, m) = w
-        .get("/api/access-control/metrics?property_id=main", &viewer)
+        .get("/api/access-control/metrics?property_id=default", &viewer)
         .await;
     assert_eq!(st, StatusCode::OK, "{m}");
     let d = &m["data"];

@@ -621,6 +621,7 @@ fn kind_of(action: Action, reason: &str) -> (EventKind, Option<i64>) {
 /// Store events a hardware device cached while offline. Idempotent: an entry synced again is
 /// counted as a duplicate, not stored twice.
 #[utoipa::path(post, path = "/api/access-control/events/sync", tag = "access-control",
+    security(("bearer" = []), ("api_key" = [])),
     request_body = SyncBody,
     responses((status = 200, body = SyncResult), (status = 404, body = Detail)))]
 pub(super) async fn sync(

@@ -127,6 +127,15 @@ async fn begin(w: Web, caller: Caller, mode: Mode, b: EmergencyBody) -> Response
     if let Err(why) = crate::emergency::validate(&req, true) {
         return detail(StatusCode::UNPROCESSABLE_ENTITY, why);
     }
+    if !w.config().has_site(&req.property_id) {
+        return detail(
+            StatusCode::NOT_FOUND,
+            format!(
+                "no property {:?} (see `sites` in the config)",
+                req.property_id
+            ),
+        );
+    }
     outcome(w.emergency.begin(mode, req, &caller.name).await)
 }
 
@@ -142,6 +151,7 @@ pub(super) async fn emergency_get(State(w): State<Web>) -> Response {
     request_body = EmergencyBody,
     responses((status = 200, body = EmergencyAnswer), (status = 400, body = Detail),
         (status = 401, body = Detail), (status = 403, body = Detail),
+        (status = 404, description = "unknown property_id", body = Detail),
         (status = 409, description = "another emergency mode is active", body = Detail),
         (status = 415, body = Detail), (status = 422, body = Detail),
         (status = 502, description = "Net2 did not take the command", body = EmergencyFailed),
@@ -159,6 +169,7 @@ pub(super) async fn emergency_lockdown(
     request_body = EmergencyBody,
     responses((status = 200, body = EmergencyAnswer), (status = 400, body = Detail),
         (status = 401, body = Detail), (status = 403, body = Detail),
+        (status = 404, description = "unknown property_id", body = Detail),
         (status = 409, description = "another emergency mode is active, or no normal door", body = Detail),
         (status = 415, body = Detail), (status = 422, body = Detail),
         (status = 502, description = "Net2 held no door open", body = EmergencyFailed),
@@ -176,6 +187,7 @@ pub(super) async fn emergency_unlock(
     request_body = RestoreBody,
     responses((status = 200, body = EmergencyAnswer), (status = 400, body = Detail),
         (status = 401, body = Detail), (status = 403, body = Detail),
+        (status = 404, description = "unknown property_id", body = Detail),
         (status = 409, description = "no emergency mode is active (or another property's)", body = Detail),
         (status = 415, body = Detail), (status = 422, body = Detail),
         (status = 502, description = "Net2 did not take every command", body = EmergencyFailed)))]
@@ -194,6 +206,15 @@ pub(super) async fn emergency_restore(
     };
     if let Err(why) = crate::emergency::validate(&req, false) {
         return detail(StatusCode::UNPROCESSABLE_ENTITY, why);
+    }
+    if !w.config().has_site(&req.property_id) {
+        return detail(
+            StatusCode::NOT_FOUND,
+            format!(
+                "no property {:?} (see `sites` in the config)",
+                req.property_id
+            ),
+        );
     }
     outcome(w.emergency.restore(req, &caller.name).await)
 }

@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 
 /// `Err(401)` unless the request carries the configured `X-API-Key`.
 #[allow(clippy::result_large_err)]
-fn check_key(w: &Web, headers: &HeaderMap) -> Result<(), Response> {
+pub(crate) fn check_key(w: &Web, headers: &HeaderMap) -> Result<(), Response> {
     let cfg = w.config();
     let Some(want) = cfg.web.as_ref().and_then(|c| c.hardware_key.as_ref()) else {
         return Err(detail(

@@ -3,6 +3,7 @@
 
 pub mod migrations;
 mod pictures;
+pub mod query;
 pub use pictures::PictureRow;
 
 use crate::error::{Error, ErrorKind, Result, ResultExt};
@@ -254,6 +255,17 @@ impl Store {
         .map_err(|e| Error::with_source(ErrorKind::Internal, "database task failed", e))?
     }
 
+    /// Run `f` on the connection: the functions of [`query`]. From async code, inside
+    /// [`Store::run`]; it holds the writer's lock, so nothing long (an export has a read-only
+    /// connection of its own, [`Store::open_readonly`]).
+    pub fn with_conn<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+        let c = self
+            .conn
+            .lock()
+            .map_err(|_| Error::new(ErrorKind::Storage, "database lock poisoned"))?;
+        f(&c)
+    }
+
     /// Run blocking database work off the async threads.
     pub async fn run<T: Send + 'static>(
         &self,
@@ -304,8 +316,16 @@ impl Store {
                                 res.inserted += 1;
                                 newest = Some(tx.last_insert_rowid());
                                 counted.push((&e.source, e.kind.name()));
+                                let seq = tx.last_insert_rowid();
+                                // A camera alarm that started: listed by the alarms API until
+                                // a user dismisses it.
+                                if let crate::model::EventKind::CameraAlert { active: true, event_type, channel, .. } = &e.kind {
+                                    tx.prepare_cached(
+                                        "INSERT INTO alarms (seq, source, time_ms, event_type, channel) VALUES (?1, ?2, ?3, ?4, ?5)",
+                                    )?
+                                    .execute(params![seq, e.source, e.time.timestamp_millis(), event_type, channel])?;
+                                }
                                 if self.outbox.load(std::sync::atomic::Ordering::Relaxed) {
-                                    let seq = tx.last_insert_rowid();
                                     tx.execute("INSERT INTO mqtt_outbox (event_seq) VALUES (?1)", [seq])?;
                                     res.queued += 1;
                                     fresh.push(OutboxEvent::of(seq, e));
@@ -618,6 +638,7 @@ impl Store {
             total += n;
             if n < 5000 {
                 self.with(|c| {
+                    c.execute("DELETE FROM alarms WHERE time_ms < ?1", [before_ms])?;
                     c.execute(
                         "DELETE FROM rejects WHERE at < ?1",
                         [before_rfc3339(before_ms)],

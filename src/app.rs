@@ -76,6 +76,7 @@ impl App {
                 bus.clone(),
                 store.clone(),
                 &gates,
+                directory.cameras().clone(),
                 sources_cancel.child_token(),
             )?)
         };
@@ -133,6 +134,7 @@ impl App {
                 gates[&cam.id].clone(),
                 bus.clone(),
                 pictures.clone(),
+                directory.cameras().clone(),
                 cfg_rx.clone(),
                 sources_cancel.clone(),
             )?);

@@ -2,6 +2,7 @@
 //! - the camera routes ([`media`]): live HLS following the user's NVR API contract (seed 004),
 //!   snapshots, saved pictures, door events' pictures and a small player page;
 //! - accounts ([`session`]): `POST /api/auth/login`, `POST /api/auth/change-password`;
+//! - seed 004's devices, channels, device info, recording days and camera alarms ([`nvr`]);
 //! - the OpenAPI description of all of it at `/api/openapi.json`, generated from the handlers.
 //!
 //! Every route but `/healthz`, the player page, its script, the login and the OpenAPI
@@ -15,6 +16,7 @@ pub mod accounts;
 pub mod auth;
 pub mod limits;
 mod media;
+mod nvr;
 mod prom;
 mod session;
 mod stream;
@@ -52,8 +54,7 @@ pub(crate) struct Web {
     pub(crate) http_stats: prom::HttpStats,
     /// Cancelled at shutdown: long answers (event streams) end so the server can stop.
     pub(crate) cancel: CancellationToken,
-    /// Net2 doors and users (names only).
-    #[allow(dead_code)]
+    /// Net2 doors and users (names only), and the cameras' device info and reachability.
     pub(crate) directory: crate::directory::Directory,
 }
 
@@ -408,6 +409,17 @@ fn router(w: Web) -> axum::Router {
         .routes(routes!(session::change_password))
         .routes(routes!(stream::events_stream))
         .routes(routes!(prom::metrics))
+        .routes(routes!(nvr::devices))
+        .routes(routes!(nvr::devices_active))
+        .routes(routes!(nvr::channels))
+        .routes(routes!(nvr::system_info))
+        .routes(routes!(nvr::storage))
+        .routes(routes!(nvr::channel_info))
+        .routes(routes!(nvr::test_connection))
+        .routes(routes!(nvr::record_days_full))
+        .routes(routes!(nvr::month_data))
+        .routes(routes!(nvr::alarms, nvr::alarms_delete))
+        .routes(routes!(nvr::alarm_delete))
         .route("/hls/{device}/{ch}/{file}", get(media::hls_file))
         .route_layer(axum::middleware::from_fn_with_state(
             w.clone(),

@@ -407,7 +407,7 @@ pub(super) async fn devices_active(State(w): State<Web>) -> Response {
 }
 
 #[utoipa::path(get, path = "/api/devices/{device}/channels", tag = "devices",
-    params(("device" = String, Path, description = "configured id, or position in sources.hikvision (from 1)")),
+    params(("device" = String, Path, description = "configured id, or position in sources.hikvision (from 1)", example = "1")),
     responses((status = 200, body = Vec<Channel>), (status = 404, description = "no such device, or its channels are not known yet", body = Detail)))]
 pub(super) async fn channels(State(w): State<Web>, Path(device): Path<String>) -> Response {
     let d = match find(&w, &device) {
@@ -450,7 +450,7 @@ fn disks(d: &Dev) -> Vec<Disk> {
 }
 
 #[utoipa::path(get, path = "/api/device/{device}/infor", tag = "devices",
-    params(("device" = String, Path, description = "configured id, or position in sources.hikvision (from 1)")),
+    params(("device" = String, Path, description = "configured id, or position in sources.hikvision (from 1)", example = "1")),
     responses((status = 200, body = SystemInfo), (status = 404, description = "no such device, or no device info yet", body = Detail)))]
 pub(super) async fn system_info(State(w): State<Web>, Path(device): Path<String>) -> Response {
     let d = match find(&w, &device) {
@@ -476,7 +476,7 @@ pub(super) async fn system_info(State(w): State<Web>, Path(device): Path<String>
 }
 
 #[utoipa::path(get, path = "/api/device/{device}/infor/storage", tag = "devices",
-    params(("device" = String, Path, description = "configured id, or position in sources.hikvision (from 1)")),
+    params(("device" = String, Path, description = "configured id, or position in sources.hikvision (from 1)", example = "1")),
     responses((status = 200, body = Vec<Disk>), (status = 404, description = "no such device, or no device info yet", body = Detail)))]
 pub(super) async fn storage(State(w): State<Web>, Path(device): Path<String>) -> Response {
     let d = match find(&w, &device) {
@@ -490,7 +490,7 @@ pub(super) async fn storage(State(w): State<Web>, Path(device): Path<String>) ->
 }
 
 #[utoipa::path(get, path = "/api/device/{device}/channel/{ch}/infor", tag = "devices",
-    params(("device" = String, Path, description = "configured id, or position in sources.hikvision (from 1)"), ("ch" = u32, Path, description = "channel number on the device")),
+    params(("device" = String, Path, description = "configured id, or position in sources.hikvision (from 1)", example = "1"), ("ch" = u32, Path, description = "channel number on the device", example = 1)),
     responses((status = 200, body = ChannelInfo), (status = 404, description = "no such device or channel, or no device info yet", body = Detail)))]
 pub(super) async fn channel_info(
     State(w): State<Web>,
@@ -674,7 +674,7 @@ pub(super) struct MonthQuery {
 }
 
 #[utoipa::path(get, path = "/api/devices/channels/{channel_id}/record_days_full", tag = "recordings",
-    params(("channel_id" = i64, Path, description = "device id × 1000 + channel number"), MonthQuery),
+    params(("channel_id" = i64, Path, description = "device id × 1000 + channel number", example = 1001), MonthQuery),
     responses((status = 200, description = "the days of the month the device lists, with whether each has recordings", body = Vec<RecordDay>),
         (status = 404, description = "no such channel", body = Detail),
         (status = 501, description = "the device has no recording search", body = Detail),
@@ -735,7 +735,7 @@ pub(super) async fn record_days_full(
 }
 
 #[utoipa::path(get, path = "/api/devices/{device}/channels/month_data/{date_str}", tag = "recordings",
-    params(("device" = String, Path, description = "configured id, or position in sources.hikvision (from 1)"), ("date_str" = String, Path, description = "YYYY-MM")),
+    params(("device" = String, Path, description = "configured id, or position in sources.hikvision (from 1)", example = "1"), ("date_str" = String, Path, description = "YYYY-MM", example = "2025-01")),
     responses((status = 200, description = "every channel's recording days of the month", body = MonthData),
         (status = 404, description = "no such device, or its channels are not known yet", body = Detail),
         (status = 501, description = "the device has no recording search", body = Detail),

@@ -14,7 +14,8 @@
 //! - [`config`]: typed, strict config; loading with every error and its path; hot reload.
 //! - [`model`]: `Event`, `Command`, door state — what the rest of the program sees.
 //! - [`bus`]: the typed hub.
-//! - [`directory`]: the doors and users the sources know (names only), for the REST API.
+//! - [`directory`]: the doors and users the sources know (names only), and the cameras' device
+//!   info and reachability, for the REST API.
 //! - [`sources`]: devices. [`sources::net2`] is the Paxton Net2 Local API (REST + SignalR).
 //! - [`sinks`]: where messages go ([`sinks::store`]: SQLite).
 //! - [`storage`]: SQLite schema, migrations and queries.

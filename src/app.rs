@@ -97,6 +97,7 @@ impl App {
                 bus.clone(),
                 store.clone(),
                 &gates,
+                directory.cameras().clone(),
                 sources_cancel.child_token(),
             )?)
         };
@@ -155,6 +156,7 @@ impl App {
                 gates[&cam.id].clone(),
                 bus.clone(),
                 pictures.clone(),
+                directory.cameras().clone(),
                 cfg_rx.clone(),
                 sources_cancel.clone(),
             )?);

@@ -11,6 +11,11 @@
 //!
 //! [`Directory`] is cheap to clone (one `Arc`); reads take a short read lock and return owned
 //! copies. [`Directory::subscribe`] tells a reader (an SSE stream, say) that something changed.
+//!
+//! The cameras ([`Cameras`], [`Directory::cameras`]) are kept the same way, by their sources
+//! directly (not through the lossy bus watch): the Hikvision source writes each device's
+//! latest device info, its reachability (as it publishes it as health) and the channels that
+//! report video loss; the media service writes an RTSP-only camera's reachability.
 
 use crate::model::{DoorId, DoorState};
 use chrono::{DateTime, Utc};
@@ -167,6 +172,7 @@ pub struct Directory {
     inner: Arc<RwLock<Inner>>,
     /// Bumped at every change.
     version: Arc<watch::Sender<u64>>,
+    cameras: Cameras,
 }
 
 impl Default for Directory {
@@ -192,7 +198,13 @@ impl Directory {
         Directory {
             inner: Arc::default(),
             version: Arc::new(watch::Sender::new(0)),
+            cameras: Cameras::default(),
         }
+    }
+
+    /// The cameras' device info and reachability (shared: clones write the same registry).
+    pub fn cameras(&self) -> &Cameras {
+        &self.cameras
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, Inner> {
@@ -334,9 +346,141 @@ impl Directory {
     }
 }
 
+/// What gatehouse knows about one camera or NVR (`sources.hikvision[].id`), now.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct CameraEntry {
+    /// The latest device info the source fetched (`None` until the device first answered).
+    pub info: Option<crate::model::CameraInfo>,
+    /// When that info was fetched.
+    pub info_fetched: Option<DateTime<Utc>>,
+    /// Where the channel list came from: `ip` (an NVR's proxied IP cameras, from
+    /// `InputProxy/channels`) or `local` (a camera's or DVR's own video inputs).
+    pub channel_source: Option<&'static str>,
+    /// Reachable, as published on the bus as the camera's health (its alert stream; an
+    /// RTSP-only camera's RTSP): `None` until first known.
+    pub online: Option<bool>,
+    /// When `online` last changed.
+    pub online_since: Option<DateTime<Utc>>,
+    /// Why it is unreachable (empty while reachable).
+    pub detail: String,
+    /// Channels whose `videoloss` alarm is on now.
+    pub video_loss: BTreeSet<u32>,
+}
+
+/// The cameras' registry (see the module docs). Clones share one registry.
+#[derive(Clone, Default)]
+pub struct Cameras {
+    inner: Arc<RwLock<BTreeMap<String, CameraEntry>>>,
+}
+
+impl std::fmt::Debug for Cameras {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Cameras").field(&self.all()).finish()
+    }
+}
+
+impl Cameras {
+    fn write(&self, device: &str, f: impl FnOnce(&mut CameraEntry)) {
+        let mut g = self.inner.write().unwrap_or_else(|p| p.into_inner());
+        f(g.entry(device.to_string()).or_default());
+    }
+
+    /// One camera's entry (`None` when nothing was ever heard of it).
+    pub fn get(&self, device: &str) -> Option<CameraEntry> {
+        self.inner
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(device)
+            .cloned()
+    }
+
+    /// Every camera heard of, by id.
+    pub fn all(&self) -> BTreeMap<String, CameraEntry> {
+        self.inner.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The device info the source fetched, and where its channels came from.
+    pub(crate) fn set_info(
+        &self,
+        info: crate::model::CameraInfo,
+        channel_source: Option<&'static str>,
+        now: DateTime<Utc>,
+    ) {
+        let device = info.device.clone();
+        self.write(&device, |e| {
+            e.info = Some(info);
+            e.channel_source = channel_source;
+            e.info_fetched = Some(now);
+        });
+    }
+
+    /// Reachability as the source publishes it (health).
+    pub(crate) fn set_online(&self, device: &str, online: bool, detail: &str, now: DateTime<Utc>) {
+        self.write(device, |e| {
+            if e.online != Some(online) {
+                e.online_since = Some(now);
+            }
+            e.online = Some(online);
+            e.detail = detail.to_string();
+        });
+    }
+
+    /// A channel's `videoloss` alarm went on or off.
+    pub(crate) fn set_video_loss(&self, device: &str, channel: u32, on: bool) {
+        self.write(device, |e| {
+            if on {
+                e.video_loss.insert(channel);
+            } else {
+                e.video_loss.remove(&channel);
+            }
+        });
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cameras_keep_the_latest_info_and_reachability() {
+        let d = Directory::new();
+        let c = d.cameras().clone();
+        let t0 = t("2026-01-05T06:00:00Z");
+        let t1 = t("2026-01-05T06:01:00Z");
+        assert!(d.cameras().get("nvr").is_none());
+        c.set_online("nvr", true, "", t0);
+        c.set_online("nvr", true, "", t1);
+        let e = d.cameras().get("nvr").unwrap();
+        assert_eq!((e.online, e.online_since), (Some(true), Some(t0)));
+        c.set_online("nvr", false, "refused", t1);
+        let e = d.cameras().get("nvr").unwrap();
+        assert_eq!((e.online, e.online_since), (Some(false), Some(t1)));
+        assert_eq!(e.detail, "refused");
+        c.set_info(
+            crate::model::CameraInfo {
+                device: "nvr".into(),
+                name: None,
+                model: Some("DS-7608NI-K2".into()),
+                serial: None,
+                mac: None,
+                firmware: None,
+                device_type: Some("NVR".into()),
+                channels: Vec::new(),
+                disks: Vec::new(),
+                rtsp_port: None,
+                triggers: Vec::new(),
+            },
+            Some("ip"),
+            t1,
+        );
+        c.set_video_loss("nvr", 3, true);
+        let e = d.cameras().get("nvr").unwrap();
+        assert_eq!(e.info.unwrap().model.as_deref(), Some("DS-7608NI-K2"));
+        assert_eq!(e.online, Some(false), "info does not touch reachability");
+        assert!(e.video_loss.contains(&3));
+        c.set_video_loss("nvr", 3, false);
+        assert!(d.cameras().get("nvr").unwrap().video_loss.is_empty());
+    }
 
     fn t(s: &str) -> DateTime<Utc> {
         DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)

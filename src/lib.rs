@@ -14,7 +14,8 @@
 //! - [`config`]: typed, strict config; loading with every error and its path; hot reload.
 //! - [`model`]: `Event`, `Command`, door state — what the rest of the program sees.
 //! - [`bus`]: the typed hub; [`commands`]: the door checks MQTT and REST share.
-//! - [`directory`]: the doors and users the sources know (names only), for the REST API.
+//! - [`directory`]: the doors and users the sources know (names only), and the cameras' device
+//!   info and reachability, for the REST API.
 //! - [`emergency`]: emergency lockdown / unlock / restore, their expiry kept across restarts.
 //! - [`clock`]: wall time behind a trait (tests move it).
 //! - [`sources`]: devices. [`sources::net2`] is the Paxton Net2 Local API (REST + SignalR).

@@ -164,6 +164,8 @@ pub(crate) struct Inner {
     pub(crate) urls: Option<crate::web::auth::UrlSigner>,
     /// Pictures decoded from RTSP take turns (memory: see `media::decode`).
     decoders: Decoders,
+    /// The REST API's view of the cameras: an RTSP-only camera's reachability is written here.
+    registry: crate::directory::Cameras,
 }
 
 /// Cheap to clone; one per daemon.
@@ -177,6 +179,7 @@ impl Media {
         bus: Bus,
         store: Store,
         gates: &std::collections::BTreeMap<String, Arc<crate::sources::hikvision::gate::AuthGate>>,
+        registry: crate::directory::Cameras,
         cancel: CancellationToken,
     ) -> Result<Media> {
         let cfg = cfg_rx.borrow().clone();
@@ -232,6 +235,7 @@ impl Media {
             live: Default::default(),
             urls,
             decoders: Decoders::new(MAX_DECODES),
+            registry,
         }));
         let m = media.clone();
         let rx = bus.watch();
@@ -268,6 +272,12 @@ impl Media {
 
     pub fn has_camera(&self, camera: &str) -> bool {
         lock(&self.0.cameras).contains_key(camera)
+    }
+
+    /// The camera's ISAPI client (its credential gate shared with its alert stream), when it
+    /// speaks ISAPI.
+    pub fn isapi(&self, camera: &str) -> Option<Arc<IsapiClient>> {
+        lock(&self.0.cameras).get(camera)?.client.clone()
     }
 
     pub fn store(&self) -> &Store {
@@ -340,6 +350,9 @@ impl Media {
             if let Some(now) = now
                 && online.replace(now) != Some(now)
             {
+                self.0
+                    .registry
+                    .set_online(&camera, now, &detail, chrono::Utc::now());
                 if now {
                     tracing::info!(camera, "camera reachable (RTSP)");
                 } else {

@@ -337,6 +337,15 @@ pub struct CameraChannel {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CameraDisk {
     pub id: u32,
+    /// `hddName` (`hdd1`, `sd`), when the device gives one.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// `hddType` (`SATA`, `SD`, `NAS`), as the device says.
+    #[serde(default)]
+    pub kind: Option<String>,
+    /// `property`: `RW`, `RO`, `Redund`.
+    #[serde(default)]
+    pub property: Option<String>,
     /// `ok`, `error`, `unformatted`, `idle`… as the device says (lower case).
     pub status: String,
     pub capacity_mb: Option<u64>,

@@ -28,7 +28,13 @@ pub enum Class {
     Hardware,
     /// `/api/access-control/emergency/…`, per user.
     Emergency,
+    /// `POST /api/devices/test-connection`, per user: each is a login attempt on a device,
+    /// and devices lock an account out after a few bad ones.
+    DeviceTest,
 }
+
+/// Login tests a user may run a minute ([`Class::DeviceTest`]).
+pub const DEVICE_TESTS_PER_MINUTE: u32 = 5;
 
 impl Class {
     /// This class's requests a minute under `limits` (`web.rate_limits`).
@@ -37,6 +43,7 @@ impl Class {
             Class::Standard => limits.per_user,
             Class::Hardware => limits.per_device,
             Class::Emergency => limits.emergency,
+            Class::DeviceTest => DEVICE_TESTS_PER_MINUTE,
         }
     }
 
@@ -44,6 +51,8 @@ impl Class {
     pub fn of_path(path: &str) -> Class {
         if path.starts_with("/api/access-control/emergency/") {
             Class::Emergency
+        } else if path == "/api/devices/test-connection" {
+            Class::DeviceTest
         } else {
             Class::Standard
         }

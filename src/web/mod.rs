@@ -6,6 +6,7 @@
 //!   (`X-API-Key`), users, door commands;
 //! - seed 001's emergency operations and audit ([`ops`]), metrics and reports ([`report`])
 //!   under `/api/access-control`;
+//! - seed 004's devices, channels, device info, recording days and camera alarms ([`nvr`]);
 //! - the OpenAPI description of all of it at `/api/openapi.json`, generated from the handlers.
 //!
 //! Every route but `/healthz`, the player page, its script, the login and the OpenAPI
@@ -21,6 +22,7 @@ pub mod auth;
 mod events;
 pub mod limits;
 mod media;
+mod nvr;
 mod ops;
 mod prom;
 mod report;
@@ -64,7 +66,7 @@ pub(crate) struct Web {
     pub(crate) http_stats: prom::HttpStats,
     /// Cancelled at shutdown: long answers (event streams) end so the server can stop.
     pub(crate) cancel: CancellationToken,
-    /// Net2 doors and users (names only).
+    /// Net2 doors and users (names only), and the cameras' device info and reachability.
     pub(crate) directory: crate::directory::Directory,
     /// Told when a hardware point changed (register, heartbeat, edit, delete).
     pub(crate) hardware: Arc<tokio::sync::Notify>,
@@ -497,6 +499,17 @@ fn router(w: Web) -> axum::Router {
         .routes(routes!(ops::audit_list, ops::audit_create))
         .routes(routes!(report::metrics))
         .routes(routes!(report::export))
+        .routes(routes!(nvr::devices))
+        .routes(routes!(nvr::devices_active))
+        .routes(routes!(nvr::channels))
+        .routes(routes!(nvr::system_info))
+        .routes(routes!(nvr::storage))
+        .routes(routes!(nvr::channel_info))
+        .routes(routes!(nvr::test_connection))
+        .routes(routes!(nvr::record_days_full))
+        .routes(routes!(nvr::month_data))
+        .routes(routes!(nvr::alarms, nvr::alarms_delete))
+        .routes(routes!(nvr::alarm_delete))
         .route("/hls/{device}/{ch}/{file}", get(media::hls_file))
         .route_layer(axum::middleware::from_fn_with_state(
             w.clone(),

@@ -34,8 +34,27 @@ impl WebHarness {
     /// Net2 simulator + daemon with `web:` (port 0) and the three accounts; `web_extra` is
     /// more YAML under `web:` (two-space indent), `top` more top-level YAML.
     pub async fn start(sim: SimConfig, web_extra: &str, top: &str) -> WebHarness {
+        WebHarness::start_with_cameras(sim, &[], web_extra, top).await
+    }
+
+    /// As [`WebHarness::start`], with these `sources.hikvision` list items (flow YAML, one a
+    /// camera: `{ id: nvr, url: "http://…", … }`).
+    pub async fn start_with_cameras(
+        sim: SimConfig,
+        cameras: &[String],
+        web_extra: &str,
+        top: &str,
+    ) -> WebHarness {
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let mut h = Harness::new(sim, "").await;
+        let mut sources = String::new();
+        if !cameras.is_empty() {
+            sources.push_str("  hikvision:\n");
+        }
+        for c in cameras {
+            sources.push_str(&format!("    - {c}\n"));
+        }
+        // After `net2:`'s keys: a sibling of `net2` under `sources`.
+        let mut h = Harness::new(sim, &sources).await;
         h.top = format!(
             "web:\n  bind: 127.0.0.1:0\n  jwt_secret: {SECRET}\n{}{web_extra}{top}",
             users_yaml()

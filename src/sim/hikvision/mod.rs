@@ -11,6 +11,7 @@
 //! replayed from the real captures at their own pace ([`HikSim::replay`]). `/picture` answers
 //! a colour-bar JPEG, or on request the XML `ResponseStatus` with HTTP 200 that devices send.
 
+use chrono::Datelike;
 use md5::{Digest, Md5};
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -136,6 +137,11 @@ pub struct HikSimConfig {
     /// many NVR channels and every non-Hikvision camera do; a client that joins mid-GOP
     /// then waits for the camera's next key frame.
     pub key_frame_requests: bool,
+    /// The days with recordings, every channel alike, for
+    /// `POST /ISAPI/ContentMgmt/record/tracks/<ch>01/dailyDistribution`. `None` (the
+    /// default): the device has no recording search and answers it 404 `notSupport`, as
+    /// cameras without storage do.
+    pub record_days: Option<Vec<chrono::NaiveDate>>,
 }
 
 impl Default for HikSimConfig {
@@ -149,6 +155,7 @@ impl Default for HikSimConfig {
             lockout_for: Duration::from_secs(1800),
             rtsp: None,
             key_frame_requests: true,
+            record_days: None,
         }
     }
 }
@@ -156,6 +163,8 @@ impl Default for HikSimConfig {
 #[derive(Debug, Default, Clone)]
 pub struct HikStats {
     pub requests: u64,
+    /// Requests that carried an `Authorization` header (login attempts, good or bad).
+    pub with_credentials: u64,
     pub unauthenticated: u64,
     pub bad_logins: u64,
     pub locked_out: u64,
@@ -181,8 +190,33 @@ struct Inner {
 pub struct HikSim {
     addr: SocketAddr,
     inner: Arc<Inner>,
-    task: tokio::task::JoinHandle<()>,
+    /// The accept loop and what ends its connections (`None` while down).
+    server: Mutex<Option<Server>>,
     rtsp: Option<RtspSim>,
+}
+
+struct Server {
+    task: tokio::task::JoinHandle<()>,
+    kill: tokio_util::sync::CancellationToken,
+}
+
+/// Accept connections until killed; killing ends every connection too (alert streams
+/// included), as a device that loses power does.
+fn listen(inner: Arc<Inner>, listener: TcpListener) -> Server {
+    let kill = tokio_util::sync::CancellationToken::new();
+    let k = kill.clone();
+    let task = tokio::spawn(async move {
+        while let Ok((sock, _)) = listener.accept().await {
+            let (i, k) = (inner.clone(), k.clone());
+            tokio::spawn(async move {
+                tokio::select! {
+                    _ = k.cancelled() => {}
+                    _ = serve(i, sock) => {}
+                }
+            });
+        }
+    });
+    Server { task, kill }
 }
 
 /// A device clock, as wrong as real ones are (NTP off, no battery, a zone written wrong).
@@ -371,21 +405,44 @@ impl HikSim {
             picture_error: Default::default(),
             jpeg: Default::default(),
         });
-        let i = inner.clone();
-        let task = tokio::spawn(async move {
-            while let Ok((sock, _)) = listener.accept().await {
-                let i = i.clone();
-                tokio::spawn(async move {
-                    let _ = serve(i, sock).await;
-                });
-            }
-        });
+        let server = listen(inner.clone(), listener);
         Ok(HikSim {
             addr,
             inner,
-            task,
+            server: Mutex::new(Some(server)),
             rtsp,
         })
+    }
+
+    /// Stop listening and close every connection (the device is gone; its RTSP side, if any,
+    /// stays). State and counters are kept.
+    pub async fn go_down(&self) {
+        let server = self.server.lock().unwrap().take();
+        if let Some(s) = server {
+            s.kill.cancel();
+            s.task.abort();
+            let _ = s.task.await;
+        }
+    }
+
+    /// Listen again on the same port.
+    pub async fn come_up(&self) -> std::io::Result<()> {
+        if self.server.lock().unwrap().is_some() {
+            return Ok(());
+        }
+        let mut tries = 0;
+        let listener = loop {
+            match TcpListener::bind(self.addr).await {
+                Ok(l) => break l,
+                Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && tries < 50 => {
+                    tries += 1;
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err(e) => return Err(e),
+            }
+        };
+        *self.server.lock().unwrap() = Some(listen(self.inner.clone(), listener));
+        Ok(())
     }
 
     pub fn base_url(&self) -> String {
@@ -486,7 +543,9 @@ impl HikSim {
 
 impl Drop for HikSim {
     fn drop(&mut self) {
-        self.task.abort();
+        if let Some(s) = self.server.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            s.task.abort();
+        }
     }
 }
 
@@ -531,16 +590,21 @@ async fn serve(inner: Arc<Inner>, sock: tokio::net::TcpStream) -> std::io::Resul
                 headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_string());
             }
         }
-        inner.stats.lock().unwrap().requests += 1;
-        // A body (PUT) is read and dropped: the connection stays in step.
+        {
+            let mut st = inner.stats.lock().unwrap();
+            st.requests += 1;
+            st.with_credentials += u64::from(headers.contains_key("authorization"));
+        }
+        // A body (PUT, POST) is read whole: the connection stays in step.
         let body_len: usize = headers
             .get("content-length")
             .and_then(|v| v.parse().ok())
             .unwrap_or(0);
+        let mut req_body = vec![0u8; body_len.min(1 << 20)];
         if body_len > 0 {
-            let mut sink = vec![0u8; body_len.min(1 << 20)];
-            r.read_exact(&mut sink).await?;
+            r.read_exact(&mut req_body).await?;
         }
+        let req_body = String::from_utf8_lossy(&req_body).into_owned();
         if let Err(resp) = check_auth(&inner, &method, &path, headers.get("authorization")) {
             w.write_all(resp.as_bytes()).await?;
             continue;
@@ -651,6 +715,8 @@ async fn serve(inner: Arc<Inner>, sock: tokio::net::TcpStream) -> std::io::Resul
                     inner.rtsp_port
                 ),
             )
+        } else if let Some(track) = daily_path(p).filter(|_| method == "POST") {
+            daily_distribution(&inner, track, &req_body)
         } else if let Some(id) = key_frame_path(p).filter(|_| method == "PUT") {
             // `PUT /ISAPI/Streaming/channels/<id>/requestKeyFrame`: the stream's next frame is
             // an IDR (a client that joined mid-GOP need not wait for the next one).
@@ -684,6 +750,80 @@ async fn serve(inner: Arc<Inner>, sock: tokio::net::TcpStream) -> std::io::Resul
 const RESPONSE_STATUS_NOT_SUPPORTED: &str = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<ResponseStatus version=\"1.0\" xmlns=\"http://www.hikvision.com/ver10/XMLSchema\">\n<requestURL>x</requestURL>\n<statusCode>4</statusCode>\n<statusString>Invalid Operation</statusString>\n<subStatusCode>notSupport</subStatusCode>\n</ResponseStatus>\n";
 
 const RESPONSE_STATUS_OK: &str = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<ResponseStatus version=\"1.0\" xmlns=\"http://www.hikvision.com/ver10/XMLSchema\">\n<requestURL>x</requestURL>\n<statusCode>1</statusCode>\n<statusString>OK</statusString>\n<subStatusCode>ok</subStatusCode>\n</ResponseStatus>\n";
+
+/// The track id of `/ISAPI/ContentMgmt/record/tracks/<id>/dailyDistribution`.
+fn daily_path(p: &str) -> Option<u32> {
+    let lower = p.to_ascii_lowercase();
+    let rest = lower.strip_prefix("/isapi/contentmgmt/record/tracks/")?;
+    rest.strip_suffix("/dailydistribution")?.parse().ok()
+}
+
+/// The answer to a `dailyDistribution` search: every day of the asked month, `record` true on
+/// the configured days (track `<ch>01` of an existing channel only).
+fn daily_distribution(
+    inner: &Inner,
+    track: u32,
+    body: &str,
+) -> (&'static str, &'static str, String) {
+    let not_supported = || {
+        (
+            "404 Not Found",
+            "application/xml",
+            RESPONSE_STATUS_NOT_SUPPORTED.to_string(),
+        )
+    };
+    let Some(days) = &inner.cfg.record_days else {
+        return not_supported();
+    };
+    let channels = if inner.cfg.personality.nvr { 4 } else { 1 };
+    if track % 100 != 1 || !(1..=channels).contains(&(track / 100)) {
+        return not_supported();
+    }
+    let field = |name: &str| -> Option<i64> {
+        body.split(&format!("<{name}>"))
+            .nth(1)?
+            .split('<')
+            .next()?
+            .trim()
+            .parse()
+            .ok()
+    };
+    let bad = || {
+        (
+            "400 Bad Request",
+            "application/xml",
+            RESPONSE_STATUS_NOT_SUPPORTED.replace("Invalid Operation", "Invalid XML Content"),
+        )
+    };
+    let (Some(year), Some(month)) = (field("year"), field("monthOfYear")) else {
+        return bad();
+    };
+    let Some(first) = chrono::NaiveDate::from_ymd_opt(year as i32, month as u32, 1) else {
+        return bad();
+    };
+    let mut list = String::new();
+    let mut d = first;
+    while d.month() == first.month() {
+        let rec = days.contains(&d);
+        list.push_str(&format!(
+            "<day><id>{n}</id><dayOfMonth>{n}</dayOfMonth><record>{rec}</record>{t}</day>",
+            n = d.day(),
+            t = if rec {
+                "<recordType>time</recordType>"
+            } else {
+                ""
+            }
+        ));
+        d = d.succ_opt().unwrap_or(first);
+    }
+    (
+        "200 OK",
+        "application/xml",
+        format!(
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<trackDailyDistribution version=\"1.0\" xmlns=\"http://www.isapi.org/ver20/XMLSchema\"><dayList>{list}</dayList></trackDailyDistribution>\n"
+        ),
+    )
+}
 
 /// The stream id of `/ISAPI/Streaming/channels/<id>/requestKeyFrame`.
 fn key_frame_path(p: &str) -> Option<u32> {

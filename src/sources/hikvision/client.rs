@@ -83,18 +83,40 @@ impl IsapiClient {
     /// GET `path` (with query), authenticating as needed. Returns the response for reading
     /// or streaming.
     pub async fn get(&self, path: &str, timeout: Option<Duration>) -> Result<reqwest::Response> {
-        self.request(reqwest::Method::GET, path, timeout).await
+        self.request(reqwest::Method::GET, path, None, timeout)
+            .await
     }
 
     /// PUT `path` with an empty body (commands such as `requestKeyFrame`).
     pub async fn put(&self, path: &str, timeout: Option<Duration>) -> Result<reqwest::Response> {
-        self.request(reqwest::Method::PUT, path, timeout).await
+        self.request(reqwest::Method::PUT, path, Some(""), timeout)
+            .await
+    }
+
+    /// POST an XML document to `path` (searches such as `dailyDistribution`); the answer's
+    /// status and text, whatever the status (devices without the feature answer 403 / 404
+    /// with a `ResponseStatus`, which the caller tells apart).
+    pub async fn post_xml(
+        &self,
+        path: &str,
+        xml: &str,
+        timeout: Duration,
+    ) -> Result<(StatusCode, String)> {
+        let res = self
+            .request(reqwest::Method::POST, path, Some(xml), Some(timeout))
+            .await?;
+        let status = res.status();
+        let text = res.text().await.ctx(ErrorKind::Unavailable, || {
+            format!("camera answer to {path} was cut off")
+        })?;
+        Ok((status, text))
     }
 
     async fn request(
         &self,
         method: reqwest::Method,
         path: &str,
+        body: Option<&str>,
         timeout: Option<Duration>,
     ) -> Result<reqwest::Response> {
         let url = self
@@ -114,8 +136,11 @@ impl IsapiClient {
             let auth = self.header(method.as_str(), &uri);
             sent_credentials |= auth.is_some();
             let mut req = self.http.request(method.clone(), url.clone());
-            if method == reqwest::Method::PUT {
-                req = req.body("");
+            if let Some(b) = body {
+                if !b.is_empty() {
+                    req = req.header(reqwest::header::CONTENT_TYPE, "application/xml");
+                }
+                req = req.body(b.to_string());
             }
             if let Some(t) = timeout {
                 req = req.timeout(t);
@@ -215,6 +240,156 @@ impl IsapiClient {
         }
         Ok(res)
     }
+}
+
+/// What one login attempt to a device found ([`test_login`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoginTest {
+    /// Something answered HTTP at the address.
+    pub reachable: bool,
+    /// The credentials were accepted.
+    pub auth_ok: bool,
+    /// What happened, for a person (never the password).
+    pub message: String,
+}
+
+/// The longest a login test takes, both requests together.
+pub const LOGIN_TEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Try credentials on a device that is not (necessarily) configured: `GET
+/// http://<host>/ISAPI/System/deviceInfo` once without credentials (for the challenge) and
+/// once with them, on one connection, within [`LOGIN_TEST_TIMEOUT`]. Never retried, not even
+/// on `stale=true`: a wrong password costs the device's lockout counter exactly one bad login.
+/// `host` is `host` or `host:port` (checked by the caller). The password is used for the one
+/// `Authorization` header and nothing else.
+pub async fn test_login(host: &str, user: &str, password: &Secret) -> LoginTest {
+    let fail = |reachable: bool, message: String| LoginTest {
+        reachable,
+        auth_ok: false,
+        message,
+    };
+    let url = match url::Url::parse(&format!("http://{host}/ISAPI/System/deviceInfo")) {
+        Ok(u) => u,
+        Err(e) => return fail(false, format!("invalid address {host:?}: {e}")),
+    };
+    let http = match crate::sources::tls::client_config(&Default::default()).and_then(|tls| {
+        reqwest::Client::builder()
+            .use_preconfigured_tls(tls)
+            .no_proxy()
+            .redirect(reqwest::redirect::Policy::none())
+            .pool_max_idle_per_host(1)
+            .build()
+            .ctx(ErrorKind::Internal, || "unable to build HTTP client")
+    }) {
+        Ok(c) => c,
+        Err(e) => return fail(false, e.to_string()),
+    };
+    let answered = std::sync::atomic::AtomicBool::new(false);
+    let attempt = async {
+        let first = match http.get(url.clone()).send().await {
+            Ok(r) => r,
+            Err(e) => {
+                let why = if e.is_timeout() {
+                    "no answer".to_string()
+                } else {
+                    chain(&e)
+                };
+                return fail(false, format!("Cannot reach device at {host}: {why}"));
+            }
+        };
+        answered.store(true, std::sync::atomic::Ordering::Relaxed);
+        let status = first.status();
+        if status.is_success() {
+            return LoginTest {
+                reachable: true,
+                auth_ok: true,
+                message: "OK (the device asked for no credentials)".into(),
+            };
+        }
+        if status != StatusCode::UNAUTHORIZED {
+            return fail(
+                true,
+                format!(
+                    "the device answered HTTP {status} to /ISAPI/System/deviceInfo: not a Hikvision ISAPI device?"
+                ),
+            );
+        }
+        let values: Vec<String> = first
+            .headers()
+            .get_all(reqwest::header::WWW_AUTHENTICATE)
+            .iter()
+            .filter_map(|v| v.to_str().ok().map(str::to_string))
+            .collect();
+        // Read the body so the connection can carry the next request.
+        let _ = first.bytes().await;
+        let uri = url.path();
+        let header = if let Some(c) = values.iter().find_map(|v| digest::parse_challenge(v)) {
+            let cnonce = format!("{:016x}", rand::random::<u64>());
+            digest::authorization(&c, user, password.expose(), "GET", uri, 1, &cnonce)
+        } else if values
+            .iter()
+            .any(|v| v.trim_start().to_ascii_lowercase().starts_with("basic"))
+        {
+            format!(
+                "Basic {}",
+                base64_lite::encode(format!("{user}:{}", password.expose()).as_bytes())
+            )
+        } else {
+            return fail(
+                true,
+                "the device answered 401 without a usable challenge".into(),
+            );
+        };
+        match http
+            .get(url.clone())
+            .header(reqwest::header::AUTHORIZATION, header)
+            .send()
+            .await
+        {
+            Ok(r) if r.status().is_success() => LoginTest {
+                reachable: true,
+                auth_ok: true,
+                message: "OK".into(),
+            },
+            Ok(r) if r.status() == StatusCode::UNAUTHORIZED => fail(
+                true,
+                format!(
+                    "Authentication failed for user {user:?} (not retried: the device locks an account out after a few bad logins)"
+                ),
+            ),
+            Ok(r) => fail(
+                true,
+                format!("the device answered HTTP {} to the login", r.status()),
+            ),
+            Err(e) => fail(
+                true,
+                format!("the device did not answer the login: {}", chain(&e)),
+            ),
+        }
+    };
+    match tokio::time::timeout(LOGIN_TEST_TIMEOUT, attempt).await {
+        Ok(r) => r,
+        Err(_) if answered.load(std::sync::atomic::Ordering::Relaxed) => fail(
+            true,
+            format!("the device did not answer the login within {LOGIN_TEST_TIMEOUT:?}"),
+        ),
+        Err(_) => fail(
+            false,
+            format!("Cannot reach device at {host}: no answer within {LOGIN_TEST_TIMEOUT:?}"),
+        ),
+    }
+}
+
+/// An error and its causes, `: `-separated (reqwest's own message alone says little).
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
 }
 
 /// Minimal base64 for Basic auth (no extra dependency for 20 lines).

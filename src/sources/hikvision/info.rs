@@ -88,6 +88,9 @@ pub fn disks(xml: &str) -> Vec<CameraDisk> {
         .filter_map(|r| {
             Some(CameraDisk {
                 id: get(r, "id")?.parse().ok()?,
+                name: get(r, "hddName"),
+                kind: get(r, "hddType"),
+                property: get(r, "property"),
                 status: get(r, "status")
                     .unwrap_or_else(|| "unknown".into())
                     .to_ascii_lowercase(),
@@ -130,6 +133,62 @@ pub fn rtsp_port(xml: &str) -> Option<u16> {
         .iter()
         .find(|r| get(r, "protocol").is_some_and(|p| p.eq_ignore_ascii_case("rtsp")))
         .and_then(|r| get(r, "portNo")?.parse().ok())
+}
+
+/// A day of `POST /ISAPI/ContentMgmt/record/tracks/<ch>01/dailyDistribution`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordDay {
+    pub day_of_month: u32,
+    /// The device has recordings of this day.
+    pub record: bool,
+    /// `time` (continuous) or `event`, as the device says.
+    pub record_type: Option<String>,
+}
+
+/// The `<trackDailyParam>` request for a month.
+pub fn daily_param(year: i32, month: u32) -> String {
+    format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?><trackDailyParam><year>{year}</year><monthOfYear>{month}</monthOfYear></trackDailyParam>"
+    )
+}
+
+/// The local name of the document's root element.
+fn root_name(xml: &str) -> Option<String> {
+    let mut reader = quick_xml::Reader::from_str(xml.trim_start());
+    loop {
+        match reader.read_event() {
+            Ok(XmlEvent::Start(e)) | Ok(XmlEvent::Empty(e)) => {
+                return Some(e.local_name().into_inner().to_string());
+            }
+            Err(_) | Ok(XmlEvent::Eof) => return None,
+            Ok(_) => {}
+        }
+    }
+}
+
+/// A `<trackDailyDistribution>` answer: the days it lists, in order (days it does not list
+/// are not known, not "no recording"). `None` when the document is something else (a
+/// `ResponseStatus`).
+pub fn daily_distribution(xml: &str) -> Option<Vec<RecordDay>> {
+    if !root_name(xml)?.eq_ignore_ascii_case("trackDailyDistribution") {
+        return None;
+    }
+    Some(
+        records(xml, "day")
+            .1
+            .iter()
+            .filter_map(|r| {
+                Some(RecordDay {
+                    day_of_month: get(r, "dayOfMonth")?
+                        .parse()
+                        .ok()
+                        .filter(|d| (1..=31).contains(d))?,
+                    record: get(r, "record").is_some_and(|v| v.eq_ignore_ascii_case("true")),
+                    record_type: get(r, "recordType"),
+                })
+            })
+            .collect(),
+    )
 }
 
 #[cfg(test)]
@@ -208,9 +267,44 @@ mod tests {
         let d = disks(st);
         assert_eq!((d[0].status.as_str(), d[0].free_mb), ("ok", Some(1024)));
         assert_eq!(d[1].status, "error");
+        assert_eq!(
+            (
+                d[0].name.as_deref(),
+                d[0].kind.as_deref(),
+                d[1].name.as_deref()
+            ),
+            (Some("hdd1"), None, None)
+        );
         let aa = r#"<AdminAccessProtocolList><AdminAccessProtocol><id>1</id><enabled>true</enabled><protocol>HTTP</protocol><portNo>80</portNo></AdminAccessProtocol><AdminAccessProtocol><id>4</id><enabled>true</enabled><protocol>RTSP</protocol><portNo>8554</portNo></AdminAccessProtocol></AdminAccessProtocolList>"#;
         assert_eq!(rtsp_port(aa), Some(8554));
         assert!(channels("<html>403</html>").is_empty());
+    }
+
+    #[test]
+    fn daily_distribution_in_any_namespace() {
+        let xml = r#"<?xml version="1.0" encoding="UTF-8"?>
+<trackDailyDistribution version="1.0" xmlns="http://www.isapi.com/ver20/XMLSchema"><dayList>
+<day><id>1</id><dayOfMonth>1</dayOfMonth><record>false</record></day>
+<day><id>2</id><dayOfMonth>2</dayOfMonth><record>true</record><recordType>time</recordType></day>
+<day><id>3</id><dayOfMonth>40</dayOfMonth><record>true</record></day>
+</dayList></trackDailyDistribution>"#;
+        let d = daily_distribution(xml).unwrap();
+        assert_eq!(d.len(), 2, "day 40 is no day");
+        assert!(!d[0].record);
+        assert_eq!(
+            d[1],
+            RecordDay {
+                day_of_month: 2,
+                record: true,
+                record_type: Some("time".into())
+            }
+        );
+        assert_eq!(
+            daily_distribution("<ResponseStatus><statusCode>4</statusCode></ResponseStatus>"),
+            None
+        );
+        assert_eq!(daily_distribution("not xml"), None);
+        assert!(daily_param(2025, 1).contains("<year>2025</year><monthOfYear>1</monthOfYear>"));
     }
 
     #[test]

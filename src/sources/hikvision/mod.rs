@@ -57,6 +57,9 @@ struct Device {
     /// Wakes the timer task when its next deadline may have moved earlier (a new alarm, a
     /// new outage).
     timer: tokio::sync::Notify,
+    /// The REST API's view of this device: written here directly (device info, reachability,
+    /// video loss), not through the lossy bus watch.
+    cameras: crate::directory::Cameras,
 }
 
 impl Device {
@@ -70,6 +73,8 @@ impl Device {
             o.replace(online) != Some(online)
         };
         if changed {
+            self.cameras
+                .set_online(&self.cfg.id, online, detail, Utc::now());
             if online {
                 tracing::info!(device = %self.cfg.id, "camera reachable");
             } else {
@@ -189,6 +194,11 @@ impl Device {
 
     async fn publish_changes(&self, changes: Vec<Change>, alert: Option<(&alert::Alert, &str)>) {
         for c in changes {
+            if let Some(ch) = c.key.channel
+                && c.key.event_type == "videoloss"
+            {
+                self.cameras.set_video_loss(&self.cfg.id, ch, c.on);
+            }
             let event = self.event(&c.key, c.on, false, alert);
             let at = event.received;
             self.bus.publish(Message::Event(Box::new(event))).await;
@@ -352,13 +362,16 @@ impl Device {
         // NVR channels are proxies of IP cameras; `/System/Video/inputs` answers 403 on pure
         // NVRs and lists analog inputs on DVRs and the camera's own input.
         let mut channels = Vec::new();
+        let mut channel_source = None;
         if recorder && let Some(x) = optional("/ISAPI/ContentMgmt/InputProxy/channels").await {
             channels = info::channels(&x);
+            channel_source = (!channels.is_empty()).then_some("ip");
         }
         if channels.is_empty()
             && let Some(x) = optional("/ISAPI/System/Video/inputs/channels").await
         {
             channels = info::channels(&x);
+            channel_source = (!channels.is_empty()).then_some("local");
         }
         let disks = optional("/ISAPI/ContentMgmt/Storage")
             .await
@@ -371,21 +384,22 @@ impl Device {
             .await
             .map(|x| info::triggers(&x))
             .unwrap_or_default();
-        self.bus
-            .publish(Message::CameraInfo(CameraInfo {
-                device: self.cfg.id.clone(),
-                name: field("deviceName"),
-                model: field("model"),
-                serial: field("serialNumber"),
-                mac: field("macAddress"),
-                firmware: field("firmwareVersion"),
-                device_type,
-                channels,
-                disks,
-                rtsp_port,
-                triggers,
-            }))
-            .await;
+        let info = CameraInfo {
+            device: self.cfg.id.clone(),
+            name: field("deviceName"),
+            model: field("model"),
+            serial: field("serialNumber"),
+            mac: field("macAddress"),
+            firmware: field("firmwareVersion"),
+            device_type,
+            channels,
+            disks,
+            rtsp_port,
+            triggers,
+        };
+        self.cameras
+            .set_info(info.clone(), channel_source, Utc::now());
+        self.bus.publish(Message::CameraInfo(info)).await;
         Ok(())
     }
 }
@@ -424,6 +438,7 @@ pub fn spawn(
     gate: Arc<gate::AuthGate>,
     bus: Bus,
     pictures: pictures::Pictures,
+    cameras: crate::directory::Cameras,
     mut cfg_rx: crate::config::reload::ConfigRx,
     cancel: CancellationToken,
 ) -> Result<Vec<JoinHandle<()>>> {
@@ -447,6 +462,7 @@ pub fn spawn(
         last_channel: Mutex::new(None),
         history_logged: Default::default(),
         timer: tokio::sync::Notify::new(),
+        cameras,
     });
     let mut tasks = Vec::new();
     let d = dev.clone();

@@ -521,7 +521,7 @@ async fn demo(
                 })
                 .unwrap_or_default();
             format!(
-                "  live video:       http://{addr}/live/camera/1?token={player}\n  snapshot:         http://{addr}/api/device/camera/channel/1/snapshot?token={tok}\n  snapshot by MQTT: mosquitto_pub -p {mqtt_port} -t gatehouse/camera/camera/snapshot/set -m PRESS\n"
+                "  live video:       http://{addr}/live/camera/1?token={player}\n  snapshot:         http://{addr}/api/device/camera/channel/1/snapshot?token={tok}\n  snapshot by MQTT: mosquitto_pub -p {mqtt_port} -t gatehouse/camera/camera/snapshot/set -m PRESS\n  REST API:         curl -H 'Authorization: Bearer {tok}' http://{addr}/api/access-control/events\n  its description:  http://{addr}/api/openapi.json\n  live events:      curl -N -H 'Authorization: Bearer {tok}' http://{addr}/api/events/stream\n"
             )
         }
         _ => String::new(),

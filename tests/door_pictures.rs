@@ -217,7 +217,16 @@ async fn a_door_event_on_an_unwatched_camera_waits_for_its_next_key_frame() {
         0,
         "the camera cannot be asked"
     );
-    // The picture's meta says it shows a moment after the event (the next key frame).
+    // The picture's meta says it shows a moment after the event (the next key frame). It is
+    // an MQTT message of its own: it may land after the HTTP answer.
+    let meta_topic = "gatehouse/camera/front/ch1/snapshot/meta";
+    wait_for("the picture's meta", T, || {
+        s.rec
+            .on(meta_topic)
+            .iter()
+            .any(|m| m.json()["event_id"] == id.as_str())
+    })
+    .await;
     let meta = s
         .rec
         .on("gatehouse/camera/front/ch1/snapshot/meta")

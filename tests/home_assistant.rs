@@ -5,7 +5,10 @@
 //! entity's state and its MQTT warnings. What a person sees in HA is checked: every config
 //! became an entity, states are known from the start, names are friendly, no entity for a
 //! channel the NVR lacks, noisy alarms disabled by default, one lock per door, nothing for a
-//! source that is not configured.
+//! source that is not configured. With Net2 the REST API runs too: a hardware access point
+//! registers and sends a heartbeat over HTTP before HA starts, and its entities (connection,
+//! battery, sensor status on one device named after it) and the emergency mode sensor are
+//! checked like the rest.
 //!
 //! Needs `GATEHOUSE_HA_PYTHON` (the venv scripts/test.sh creates). Every check runs and the
 //! failures are reported together.
@@ -119,10 +122,18 @@ fn friendly_type(event_type: &str) -> Option<&'static str> {
     })
 }
 
+/// The hardware access point registered over REST in the scenario with Net2, as its installer
+/// names it (`location`), and its own id (neither may reach a name raw but the first).
+const HW_NAME: &str = "Main Entrance - Building A";
+const HW_DEVICE_ID: &str = "AC-DEV-001";
+const HW_KEY: &str = "ha-test-hardware-key-0123456789";
+
 struct Scenario {
     broker: Broker,
     rec: Recorder,
     net2: Option<Net2Sim>,
+    /// The registered hardware point's id (`hw-<n>`), with Net2.
+    hardware: Option<String>,
     _nvr: HikSim,
     _cam: HikSim,
     dir: tempfile::TempDir,
@@ -172,6 +183,10 @@ async fn start(with_net2: bool) -> Scenario {
         for (id, cfg) in DOORS {
             yaml.push_str(&format!("  {id}: {cfg}\n"));
         }
+        // The REST API, for a hardware access point to register and beat.
+        yaml.push_str(&format!(
+            "web:\n  bind: 127.0.0.1:0\n  jwt_secret: ha-test-jwt-secret-0123456789\n  hardware_key: {HW_KEY}\n"
+        ));
     }
     let cfg = gatehouse::config::load_str(&yaml, &|_| None).expect("test config is valid");
     let app = gatehouse::app::App::start(cfg, None, None)
@@ -203,15 +218,91 @@ async fn start(with_net2: bool) -> Scenario {
             wait_for(&format!("door {id}'s state"), T, || !rec.on(&t).is_empty()).await;
         }
     }
+    let hardware = if with_net2 {
+        let web = app.web_addr.expect("web: is configured");
+        Some(register_hardware(&rec, web).await)
+    } else {
+        None
+    };
+    if with_net2 {
+        wait_for("the emergency mode", T, || {
+            rec.on("gatehouse/emergency")
+                .last()
+                .is_some_and(|m| m.retain && !m.payload.is_empty())
+        })
+        .await;
+    }
     Scenario {
         broker,
         rec,
         net2,
+        hardware,
         _nvr: nvr,
         _cam: cam,
         dir,
         app: Some(app),
     }
+}
+
+/// A hardware access point registers and sends one heartbeat through the REST API, as a real
+/// device would (`X-API-Key`); returns its point id once its state and its three discovery
+/// configs are retained on the broker.
+async fn register_hardware(rec: &Recorder, web: std::net::SocketAddr) -> String {
+    // reqwest is built without a default TLS provider (plain HTTP here, but it wants one).
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let http = reqwest::Client::new();
+    let post = |path: String, body: Value| {
+        let r = http
+            .post(format!("http://{web}{path}"))
+            .header("X-API-Key", HW_KEY)
+            .json(&body);
+        async move {
+            let res = r.send().await.unwrap();
+            let st = res.status();
+            let body = res.json::<Value>().await.unwrap_or(Value::Null);
+            assert!(st.is_success(), "POST {path}: {st} {body}");
+            body
+        }
+    };
+    let reg = post(
+        "/api/access-control/points/register".into(),
+        serde_json::json!({
+            "device_id": HW_DEVICE_ID, "device_type": "door", "firmware_version": "2.1.0",
+            "hardware_vendor": "SecureAccess Inc", "mac_address": "00:11:22:33:44:55",
+            "ip_address": "192.168.1.100", "location": HW_NAME,
+            "capabilities": ["card", "biometric", "pin"]
+        }),
+    )
+    .await;
+    let id = reg["data"]["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no point id in {reg}"))
+        .to_string();
+    post(
+        format!("/api/access-control/points/{id}/heartbeat"),
+        serde_json::json!({
+            "device_id": HW_DEVICE_ID, "battery_level": 85, "sensor_status": "closed"
+        }),
+    )
+    .await;
+    let state = format!("gatehouse/hardware/{id}/state");
+    wait_for("the hardware point's state", T, || {
+        rec.on(&state).last().is_some_and(|m| {
+            let v = m.json();
+            m.retain && v["battery_level"] == 85 && v["sensor_status"] == "closed"
+        })
+    })
+    .await;
+    let prefix = format!("gatehouse/hardware/{id}/");
+    wait_for("the hardware point's discovery", T, || {
+        published(&rec.all())
+            .iter()
+            .filter(|p| p.topics().iter().any(|t| t.starts_with(&prefix)))
+            .count()
+            >= 3
+    })
+    .await;
+    id
 }
 
 /// The Python of the venv scripts/test.sh makes; never a silent pass without it.
@@ -873,6 +964,202 @@ fn check_g(c: &mut Checks, ha: &Ha, msgs: &[Msg]) {
     );
 }
 
+/// (what, domain, device class (None: any but battery), state, state attributes wanted).
+type Role = (
+    &'static str,
+    &'static str,
+    Option<&'static str>,
+    &'static str,
+    &'static [(&'static str, &'static str)],
+);
+
+/// (h) the hardware access point registered over REST and the emergency mode, as a person
+/// sees them: one device named after the point, short friendly names (no raw id, nothing
+/// "unknown"), enabled (so (b) covers them too) and their states from the heartbeat.
+fn check_h(c: &mut Checks, pubs: &[Published], ha: &Ha, point: &str) {
+    let prefix = format!("gatehouse/hardware/{point}/");
+    let mine: Vec<&Published> = pubs
+        .iter()
+        .filter(|p| p.topics().iter().any(|t| t.starts_with(&prefix)))
+        .collect();
+    let mut bad = Vec::new();
+    let mut ents = Vec::new();
+    for p in &mine {
+        match p.unique_id().and_then(|u| ha.by_uid.get(&u).copied()) {
+            Some(e) => ents.push(e),
+            None => bad.push(format!("{} has no entity in HA", p.topic)),
+        }
+    }
+    let domain = |e: &Value| {
+        e["entity_id"]
+            .as_str()
+            .unwrap_or("")
+            .split('.')
+            .next()
+            .unwrap_or("")
+            .to_string()
+    };
+    let class = |e: &Value| {
+        e["original_device_class"]
+            .as_str()
+            .or(e["device_class"].as_str())
+            .map(str::to_string)
+    };
+    let roles: [Role; 3] = [
+        (
+            "connectivity",
+            "binary_sensor",
+            Some("connectivity"),
+            "on",
+            &[],
+        ),
+        (
+            "battery",
+            "sensor",
+            Some("battery"),
+            "85",
+            &[("unit_of_measurement", "%"), ("device_class", "battery")],
+        ),
+        ("sensor status", "sensor", None, "closed", &[]),
+    ];
+    for (what, dom, cls, want, attrs) in roles {
+        let found: Vec<&&Value> = ents
+            .iter()
+            .filter(|e| {
+                domain(e) == dom
+                    && match cls {
+                        Some(k) => class(e).as_deref() == Some(k),
+                        None => class(e).as_deref() != Some("battery"),
+                    }
+            })
+            .collect();
+        let [e] = found.as_slice() else {
+            bad.push(format!(
+                "{} {what} entities (want 1): {:?}",
+                found.len(),
+                found.iter().map(|e| Ha::describe(e)).collect::<Vec<_>>()
+            ));
+            continue;
+        };
+        let id = e["entity_id"].as_str().unwrap_or("");
+        let st = ha.state(id);
+        if st != Some(want) {
+            bad.push(format!(
+                "{what}: {} is {st:?}, want {want:?}",
+                Ha::describe(e)
+            ));
+        }
+        for (k, v) in attrs {
+            let got = &ha.doc["states"][id]["attributes"][k];
+            if got != v {
+                bad.push(format!(
+                    "{what}: {} has {k} {got}, want {v:?}",
+                    Ha::describe(e)
+                ));
+            }
+        }
+    }
+    if ents.len() != roles.len() {
+        bad.push(format!(
+            "{} entities for the point, want {}: {:?}",
+            ents.len(),
+            roles.len(),
+            ents.iter().map(|e| Ha::describe(e)).collect::<Vec<_>>()
+        ));
+    }
+    let devices: BTreeSet<&str> = ents
+        .iter()
+        .filter_map(|e| e["device_id"].as_str())
+        .collect();
+    if devices.len() != 1 || ents.iter().any(|e| e["device_id"].is_null()) {
+        bad.push(format!(
+            "the point's entities are on {} devices, want one",
+            devices.len()
+        ));
+    }
+    for d in &devices {
+        let name = ha.devices.get(*d).and_then(|d| d["name"].as_str());
+        if name != Some(HW_NAME) {
+            bad.push(format!(
+                "the point's device is named {name:?}, want {HW_NAME:?}"
+            ));
+        }
+    }
+    let raw = [
+        point.to_lowercase(),
+        point
+            .replace(|c: char| !c.is_ascii_alphanumeric(), "_")
+            .to_lowercase(),
+        HW_DEVICE_ID.to_lowercase(),
+        "unknown".into(),
+        "none".into(),
+        "null".into(),
+        "gatehouse".into(),
+        "hardware_".into(),
+        "sensor_status".into(),
+    ];
+    for e in &ents {
+        let name = Ha::name(e);
+        let lower = name.to_lowercase();
+        let own = name.strip_prefix(HW_NAME).unwrap_or("").trim();
+        if own.is_empty() {
+            bad.push(format!(
+                "{} should read \"{HW_NAME} <what it is>\"",
+                Ha::describe(e)
+            ));
+        }
+        if let Some(w) = raw.iter().find(|w| lower.contains(w.as_str())) {
+            bad.push(format!("{} has \"{w}\" in its name", Ha::describe(e)));
+        }
+        if !e["disabled_by"].is_null() {
+            bad.push(format!(
+                "{} is disabled_by {}",
+                Ha::describe(e),
+                e["disabled_by"]
+            ));
+        }
+    }
+    c.check(
+        "h. the hardware point: its device, names and heartbeat's states",
+        mine.len(),
+        bad,
+        "problems with the registered hardware point's entities",
+    );
+
+    let mut bad = Vec::new();
+    let em: Vec<&Value> = pubs
+        .iter()
+        .filter(|p| {
+            p.component == "sensor" && p.state_topic().as_deref() == Some("gatehouse/emergency")
+        })
+        .filter_map(|p| ha.by_uid.get(&p.unique_id()?).copied())
+        .collect();
+    match em.as_slice() {
+        [e] => {
+            let st = ha.state(e["entity_id"].as_str().unwrap_or(""));
+            if st != Some("normal") {
+                bad.push(format!("{} is {st:?}, want \"normal\"", Ha::describe(e)));
+            }
+            if !has_words(&Ha::name(e), "emergency") {
+                bad.push(format!("{} should say \"Emergency\"", Ha::describe(e)));
+            }
+            if !e["disabled_by"].is_null() {
+                bad.push(format!("{} is disabled", Ha::describe(e)));
+            }
+        }
+        _ => bad.push(format!(
+            "{} sensors on gatehouse/emergency in HA, want 1",
+            em.len()
+        )),
+    }
+    c.check(
+        "h. the emergency mode sensor shows normal",
+        1,
+        bad,
+        "problems with the emergency mode sensor",
+    );
+}
+
 fn summary(doc: &Value, pubs: &[Published], timings: &[(&str, Duration)]) {
     let ents = doc["entities"].as_array().map(Vec::len).unwrap_or(0);
     let mut by_domain: BTreeMap<&str, usize> = BTreeMap::new();
@@ -908,8 +1195,8 @@ fn summary(doc: &Value, pubs: &[Published], timings: &[(&str, Duration)]) {
 }
 
 /// The scenario, HA's run against it, the daemon stopped: every message recorded and HA's
-/// report (with the timings printed).
-async fn run(with_net2: bool) -> (Vec<Msg>, Value) {
+/// report (with the timings printed), and the hardware point's id (with Net2).
+async fn run(with_net2: bool) -> (Vec<Msg>, Value, Option<String>) {
     ha_python();
     let t0 = Instant::now();
     let mut s = start(with_net2).await;
@@ -934,12 +1221,12 @@ async fn run(with_net2: bool) -> (Vec<Msg>, Value) {
         "harness: {} configs published, {entities} MQTT entities in HA",
         pubs.len(),
     );
-    (msgs, doc)
+    (msgs, doc, s.hardware.clone())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn home_assistant_reads_the_discovery_as_a_person_would_keep_it() {
-    let (msgs, doc) = run(true).await;
+    let (msgs, doc, point) = run(true).await;
     let (pubs, ha) = (published(&msgs), Ha::new(&doc));
     let mut c = Checks::default();
     check_a(&mut c, &pubs, &ha);
@@ -948,12 +1235,18 @@ async fn home_assistant_reads_the_discovery_as_a_person_would_keep_it() {
     check_d(&mut c, &pubs, &ha, &msgs);
     check_e(&mut c, &pubs, &ha, &msgs);
     check_f(&mut c, &pubs, &ha);
-    c.finish("Net2 + NVR + camera");
+    check_h(
+        &mut c,
+        &pubs,
+        &ha,
+        point.as_deref().expect("a point registered"),
+    );
+    c.finish("Net2 + NVR + camera + a hardware point");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_net2_home_assistant_shows_nothing_of_it() {
-    let (msgs, doc) = run(false).await;
+    let (msgs, doc, _) = run(false).await;
     let (pubs, ha) = (published(&msgs), Ha::new(&doc));
     let mut c = Checks::default();
     check_a(&mut c, &pubs, &ha);
@@ -973,6 +1266,7 @@ mod checks_on_a_made_up_report {
         entities: Vec<Value>,
         states: serde_json::Map<String, Value>,
         log: Vec<Value>,
+        devices: Vec<Value>,
     }
 
     impl Fake {
@@ -1032,6 +1326,7 @@ mod checks_on_a_made_up_report {
                 entities: Vec::new(),
                 states: Default::default(),
                 log: Vec::new(),
+                devices: vec![json!({"id": "hwdev", "name": HW_NAME, "name_by_user": null})],
             };
             let info = |dev: &str, n: u32| {
                 Msg {
@@ -1107,12 +1402,47 @@ mod checks_on_a_made_up_report {
                 "nvr",
                 None,
             );
+            let hw = json!({"state_topic": "gatehouse/hardware/hw-1/state"});
+            for (component, uid, name, state, class) in [
+                (
+                    "binary_sensor",
+                    "hw_conn",
+                    "Connection",
+                    "on",
+                    Some("connectivity"),
+                ),
+                ("sensor", "hw_batt", "Battery", "85", Some("battery")),
+                ("sensor", "hw_sensor", "Sensor", "closed", None),
+            ] {
+                f.add(
+                    component,
+                    uid,
+                    hw.clone(),
+                    &format!("{HW_NAME} {name}"),
+                    false,
+                    Some(state),
+                    "hwdev",
+                    class,
+                );
+            }
+            f.states["sensor.hw_batt"]["attributes"] =
+                json!({"unit_of_measurement": "%", "device_class": "battery"});
+            f.add(
+                "sensor",
+                "server_emergency",
+                json!({"state_topic": "gatehouse/emergency"}),
+                "Door server Emergency mode",
+                false,
+                Some("normal"),
+                "server",
+                None,
+            );
             f
         }
 
         fn failures(&self) -> Vec<String> {
             let doc = json!({
-                "entities": self.entities, "devices": [], "states": self.states,
+                "entities": self.entities, "devices": self.devices, "states": self.states,
                 "log": self.log, "other_log": [],
             });
             let ha = Ha::new(&doc);
@@ -1125,6 +1455,7 @@ mod checks_on_a_made_up_report {
             check_e(&mut c, &pubs, &ha, &self.msgs);
             check_f(&mut c, &pubs, &ha);
             check_g(&mut c, &ha, &self.msgs);
+            check_h(&mut c, &pubs, &ha, "hw-1");
             c.failed
         }
     }
@@ -1226,5 +1557,34 @@ mod checks_on_a_made_up_report {
             at: std::time::Instant::now(),
         });
         fails_only(&f, "g.");
+        // h: the battery unknown (b too), a raw id as a name, a device named by its id, the
+        // emergency sensor unknown.
+        let mut f = Fake::good();
+        f.states["sensor.hw_batt"]["state"] = json!("unknown");
+        let failed = f.failures();
+        assert!(
+            failed.len() == 2 && failed[0].starts_with("b.") && failed[1].starts_with("h."),
+            "{failed:#?}"
+        );
+        let mut f = Fake::good();
+        let e = f
+            .entities
+            .iter_mut()
+            .find(|e| e["unique_id"] == "hw_sensor")
+            .unwrap();
+        e["friendly_name"] = json!(format!("{HW_NAME} hardware_hw_1_sensor_status"));
+        fails_only(&f, "h. the hardware point");
+        let mut f = Fake::good();
+        f.devices[0]["name"] = json!(HW_DEVICE_ID);
+        fails_only(&f, "h. the hardware point");
+        let mut f = Fake::good();
+        f.states["sensor.server_emergency"]["state"] = json!("unknown");
+        let failed = f.failures();
+        assert!(
+            failed.len() == 2
+                && failed[0].starts_with("b.")
+                && failed[1].starts_with("h. the emergency"),
+            "{failed:#?}"
+        );
     }
 }

@@ -621,10 +621,32 @@ async fn hardware_registers_beats_goes_offline_by_itself_and_shows_on_mqtt() {
     })
     .await;
 
-    // Kept across a restart.
+    // Kept across a restart — and its Home Assistant entities are never cleared meanwhile
+    // (an empty config deletes the entity in HA, with the user's names and areas).
+    let seen = |t: &str| rec.on(t).len();
+    let before: Vec<usize> = [&conn_cfg, &batt_cfg, &sens_cfg]
+        .iter()
+        .map(|t| seen(t))
+        .collect();
+    let bridge = "gatehouse/bridge/state";
+    let bridge_before = seen(bridge);
+    let state_before = seen(&state);
     w.h.stop().await;
     w.h.start().await;
     w.base = format!("http://{}", w.h.app().web_addr.unwrap());
+    wait_for("bridge back online", T, || {
+        rec.on(bridge)[bridge_before..]
+            .iter()
+            .any(|m| m.text() == "online")
+    })
+    .await;
+    wait_for("the point's state again", T, || seen(&state) > state_before).await;
+    for (t, n) in [&conn_cfg, &batt_cfg, &sens_cfg].iter().zip(before) {
+        assert!(
+            rec.on(t)[n..].iter().all(|m| !m.payload.is_empty()),
+            "{t} was cleared across the restart"
+        );
+    }
     let viewer = w.login("vera").await;
     let (_, health) = w.get("/api/access-control/points/health", &viewer).await;
     assert_eq!(

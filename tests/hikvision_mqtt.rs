@@ -455,3 +455,56 @@ async fn a_camera_with_a_wrong_clock_is_followed_by_receive_time() {
         .unwrap();
     assert_eq!(stored, 1, "the history is stored");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_with_the_camera_away_keeps_its_alarm_entities() {
+    // Home Assistant deletes an entity whose discovery config is cleared, and with it the
+    // user's name, area and settings: a restart must not clear what a camera that has not
+    // answered yet will announce again.
+    let broker = Broker::start();
+    let rec = Recorder::start(broker.port, "rec", "#", false).await;
+    let cam = HikSim::start(HikSimConfig::default()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let app = daemon(&[("gate", &cam)], &broker, dir.path()).await;
+    cam.push_alert(1, "linedetection", "active");
+    let is_alarm_cfg = |t: &str| {
+        t.starts_with("homeassistant/binary_sensor/")
+            && t.contains("gate")
+            && t.ends_with("/config")
+    };
+    wait_for("alarm entities discovered", T, || {
+        rec.all()
+            .iter()
+            .any(|m| is_alarm_cfg(&m.topic) && !m.payload.is_empty())
+    })
+    .await;
+    app.shutdown().await;
+    cam.go_down().await;
+    let mark = rec.all().len();
+    let bridge_before = rec.on("gatehouse/bridge/state").len();
+    let app = daemon(&[("gate", &cam)], &broker, dir.path()).await;
+    wait_for("bridge online again", T, || {
+        rec.on("gatehouse/bridge/state")[bridge_before..]
+            .iter()
+            .any(|m| m.text() == "online")
+    })
+    .await;
+    // The camera comes back: its info is fetched again, and nothing was cleared meanwhile.
+    cam.come_up().await.unwrap();
+    wait_for("camera info again", T, || {
+        rec.all()[mark..]
+            .iter()
+            .any(|m| m.topic == "gatehouse/camera/gate/info")
+    })
+    .await;
+    let cleared: Vec<String> = rec.all()[mark..]
+        .iter()
+        .filter(|m| is_alarm_cfg(&m.topic) && m.payload.is_empty())
+        .map(|m| m.topic.clone())
+        .collect();
+    assert!(
+        cleared.is_empty(),
+        "cleared across the restart: {cleared:?}"
+    );
+    app.shutdown().await;
+}

@@ -11,7 +11,7 @@
 // Helpers answer `Err(response)`: the 4xx a handler returns as is.
 #![allow(clippy::result_large_err)]
 
-use super::{Caller, Detail, Web, detail, error_response};
+use super::{Caller, Detail, Pagination, Web, detail, error_response};
 use crate::config::Role;
 use crate::model::{DoorRef, Event, EventKind, TokenType, UserRef, Via};
 use crate::storage::query::{self, AccessFilter, AccessRow, Action, Cursor};
@@ -120,15 +120,6 @@ pub(super) struct AccessEvent {
     review_status: Option<String>,
     /// Monotonic over all events (the MQTT and SSE `seq`).
     seq: i64,
-}
-
-#[derive(Serialize, Deserialize, ToSchema)]
-pub(super) struct Pagination {
-    page: u32,
-    limit: u32,
-    total: u64,
-    #[serde(rename = "totalPages")]
-    total_pages: u64,
 }
 
 #[derive(Serialize, Deserialize, ToSchema)]
@@ -392,12 +383,7 @@ pub(super) async fn list(
                 .iter()
                 .map(|r| AccessEvent::of(r, rv.remove(&r.id)))
                 .collect(),
-            pagination: Some(Pagination {
-                page,
-                limit,
-                total,
-                total_pages: total.div_ceil(limit.into()),
-            }),
+            pagination: Some(Pagination::new(page.into(), limit.into(), total)),
             cursor: None,
         },
         None => {

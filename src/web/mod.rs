@@ -49,6 +49,23 @@ use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+/// The hardware points as MQTT shows them, from the database: the MQTT sink starts with them,
+/// so a restart does not clear their Home Assistant entities (and a user's names, areas and
+/// settings with them) before the web server reports them again. None without `web:`:
+/// nothing receives their heartbeats then, and their entities go.
+pub(crate) fn hardware_points(cfg: &Config, store: &Store) -> Vec<crate::model::HardwarePoint> {
+    if cfg.web.is_none() {
+        return Vec::new();
+    }
+    let now = chrono::Utc::now();
+    store
+        .points()
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|r| access::points::hardware_state(cfg, r, now))
+        .collect()
+}
+
 /// The largest request body accepted.
 const MAX_BODY: usize = 1 << 20;
 
@@ -104,6 +121,33 @@ pub struct Context {
 #[derive(Serialize, Deserialize, utoipa::ToSchema)]
 pub(crate) struct Detail {
     pub detail: String,
+}
+
+/// The seed's pagination object (seed 001 lists).
+#[derive(Serialize, Deserialize, utoipa::ToSchema, Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Pagination {
+    pub page: u64,
+    pub limit: u64,
+    pub total: u64,
+    #[serde(rename = "totalPages")]
+    pub total_pages: u64,
+}
+
+impl Pagination {
+    /// Page `page` (from 1) of `limit` items, `total` in all.
+    pub fn new(page: u64, limit: u64, total: u64) -> Pagination {
+        Pagination {
+            page,
+            limit,
+            total,
+            total_pages: total.div_ceil(limit.max(1)),
+        }
+    }
+
+    /// The page that starts at item `offset` (from 0).
+    pub fn at_offset(offset: u64, limit: u64, total: u64) -> Pagination {
+        Pagination::new(offset / limit.max(1) + 1, limit, total)
+    }
 }
 
 /// `{"status": "ok"}`.

@@ -19,26 +19,7 @@ use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-/// The seed's pagination object.
-#[derive(Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub(super) struct Pagination {
-    pub page: i64,
-    pub limit: i64,
-    pub total: i64,
-    pub total_pages: i64,
-}
-
-impl Pagination {
-    pub fn of(offset: i64, limit: i64, total: i64) -> Pagination {
-        Pagination {
-            page: offset / limit + 1,
-            limit,
-            total,
-            total_pages: (total + limit - 1) / limit,
-        }
-    }
-}
+use super::Pagination;
 
 // ------------------------------------------------------------------------------ emergency
 
@@ -359,7 +340,7 @@ pub(super) async fn audit_list(State(w): State<Web>, Query(q): Query<AuditQuery>
     {
         Ok((rows, total)) => axum::Json(AuditPage {
             data: rows.into_iter().map(entry).collect(),
-            pagination: Pagination::of(offset, limit, total),
+            pagination: Pagination::at_offset(offset as u64, limit as u64, total as u64),
         })
         .into_response(),
         Err(e) => {
@@ -521,9 +502,9 @@ mod tests {
 
     #[test]
     fn pagination_counts_pages() {
-        let p = Pagination::of(50, 50, 101);
+        let p = Pagination::at_offset(50, 50, 101);
         assert_eq!((p.page, p.total_pages), (2, 3));
-        let p = Pagination::of(0, 50, 0);
+        let p = Pagination::at_offset(0, 50, 0);
         assert_eq!((p.page, p.total_pages), (1, 0));
     }
 }

@@ -222,6 +222,10 @@ pub async fn run(
         base: cfg.base_topic.clone(),
         prefix: cfg.discovery.prefix.clone(),
     };
+    let hardware = crate::web::hardware_points(&cfg_rx.borrow(), &store)
+        .into_iter()
+        .map(|p| (p.id.clone(), p))
+        .collect();
     let mut sink = Sink {
         doors: store
             .door_states()
@@ -257,7 +261,7 @@ pub async fn run(
         alarms: BTreeMap::new(),
         cameras: BTreeMap::new(),
         streams: BTreeMap::new(),
-        hardware: BTreeMap::new(),
+        hardware,
         emergency: None,
         media,
         redeliver: Default::default(),
@@ -805,7 +809,29 @@ impl Sink {
             .chain([self.topics.bridge_state()])
             .collect();
         let mut cleared = std::collections::HashSet::new();
+        // A configured camera that has not reported since start: its alarm entities (from its
+        // triggers and past alarms) are not known yet, not gone. Clearing them would delete
+        // them in Home Assistant, with a user's names and areas, on every restart.
+        let waiting: Vec<String> = self
+            .cfg_rx
+            .borrow()
+            .sources
+            .hikvision
+            .iter()
+            .filter(|h| !self.cameras.contains_key(&h.id))
+            .map(|h| self.topics.camera_prefix(&h.id))
+            .collect();
+        let not_reported = |p: &str| {
+            discovery::referenced_topics(p)
+                .iter()
+                .any(|t| waiting.iter().any(|w| t.starts_with(w.as_str())))
+        };
+        let mut kept = Vec::new();
         for (t, p) in &self.discovery {
+            if !wanted.contains_key(t) && not_reported(p) {
+                kept.push((t.clone(), p.clone()));
+                continue;
+            }
             if !wanted.contains_key(t) {
                 out.push((t.clone(), String::new(), true));
                 record.push((t.clone(), None));
@@ -825,6 +851,8 @@ impl Sink {
                 tracing::error!(error = %e, "unable to record published discovery configs");
             }
             self.discovery = wanted;
+            // Still published: compared again once their camera has reported.
+            self.discovery.extend(kept);
         }
         out
     }

@@ -102,6 +102,10 @@ impl Topics {
         }
     }
     /// What the device says about itself, retained JSON.
+    /// Every topic of a camera starts with this.
+    pub fn camera_prefix(&self, device: &str) -> String {
+        format!("{}/camera/{device}/", self.base)
+    }
     pub fn camera_info(&self, device: &str) -> String {
         format!("{}/camera/{device}/info", self.base)
     }

@@ -19,6 +19,7 @@ pub(super) mod hardware;
 pub(super) mod points;
 pub(super) mod users;
 
+pub(super) use super::Pagination;
 use super::{Web, detail};
 use crate::directory::DirectoryDoor;
 use crate::model::DoorId;
@@ -26,7 +27,7 @@ use crate::storage::{PointKind, PointRow};
 use axum::http::StatusCode;
 use axum::response::Response;
 use chrono::{DateTime, SecondsFormat, Utc};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 /// The seed's time format: `2026-01-26T10:30:00Z`.
 pub(super) fn iso(t: DateTime<Utc>) -> String {
@@ -45,16 +46,6 @@ pub(super) struct ListQuery {
     /// Items per page, 1–1000 (default 100).
     #[param(minimum = 1, maximum = 1000)]
     limit: Option<u32>,
-}
-
-/// The seed's pagination object.
-#[derive(Serialize, Deserialize, utoipa::ToSchema, Debug, Clone, Copy, PartialEq)]
-pub(super) struct Pagination {
-    page: u32,
-    limit: u32,
-    total: u64,
-    #[serde(rename = "totalPages")]
-    total_pages: u64,
 }
 
 /// A validated page request.
@@ -95,12 +86,7 @@ impl Page {
             .collect();
         (
             data,
-            Pagination {
-                page: self.page,
-                limit: self.limit,
-                total,
-                total_pages: total.div_ceil(limit),
-            },
+            Pagination::new(self.page.into(), self.limit.into(), total),
         )
     }
 }

@@ -186,6 +186,8 @@ pub const MIGRATIONS: &[&str] = &[
         reviewed_by  TEXT,
         reviewed_at  TEXT,
         reason       TEXT
+    );
+    "#,
     // Access points of the REST API (seed 001): gatehouse's own metadata over the Net2 doors
     // (`net2-<door>`: overrides, NULL = as Net2 / the config says), points that exist only in
     // gatehouse (`point-<n>`) and registered hardware devices (`hw-<n>`, with what they
@@ -214,6 +216,7 @@ pub const MIGRATIONS: &[&str] = &[
         battery_level   INTEGER,
         sensor_status   TEXT
     );
+    "#,
     // Audit entries that are not a command's progress (emergency steps, entries posted to
     // `POST /api/access-control/audit`): what was done, to what, why, from where, for which
     // property. Command rows leave them NULL (read from `command` / `detail` instead).

@@ -245,6 +245,8 @@ t1=$(date +%s.%N)
 printf '| reference: sqlite3 -csv, the same rows and columns, to a file | %d | %.1f MB | %.2f s | | | | |\n' \
   "$(wc -l <"$dir/ref.csv")" "$(echo "$(stat -c %s "$dir/ref.csv") / 1000000" | bc -l)" "$(echo "$t1 - $t0" | bc -l)"
 echo
+echo "the daemon's own answer times over the whole run (GET /metrics, cumulative buckets):"
+curl -s -H "$auth" "$base/metrics" | grep -E 'duration_seconds_(bucket|count).*(access-control/events"|access-control/points"|healthz)' || true
 echo "events stored at the end: $(sqlite3 "file:$db?mode=ro" 'SELECT count(*) FROM events')"
 echo "daemon at the end: VmRSS $(kb VmRSS) kB, VmHWM $(kb VmHWM) kB; load $(cat /proc/loadavg)"
 grep -iE 'error|panic' "$dir/daemon.log" | head -5 || true

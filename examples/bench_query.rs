@@ -15,6 +15,9 @@
 //! and for the export, the same rows collected into a `Vec` instead of streamed.
 //!
 //! `cargo run --release --example bench_query -- 1000000 [/path/to/keep.db]`
+//!
+//! `… -- --build 1000000 /path/to.db` only builds the database (if it holds no events yet)
+//! and exits: `scripts/bench_web.sh` serves it from a running daemon.
 
 #[path = "common/mod.rs"]
 mod common;
@@ -37,6 +40,28 @@ fn main() {
     let mut args = std::env::args().skip(1);
     if let Some("--export") = std::env::args().nth(1).as_deref() {
         export(std::path::Path::new(&std::env::args().nth(2).unwrap()));
+        return;
+    }
+    if let Some("--build") = std::env::args().nth(1).as_deref() {
+        let n: usize = std::env::args()
+            .nth(2)
+            .and_then(|a| a.parse().ok())
+            .expect("--build N PATH");
+        let path = std::path::PathBuf::from(std::env::args().nth(3).expect("--build N PATH"));
+        let store = Store::open(&path).unwrap();
+        let have = store.count_events().unwrap() as usize;
+        if have == 0 {
+            let t = Instant::now();
+            build(&store, n);
+            let s = t.elapsed().as_secs_f64();
+            println!(
+                "built {n} events in {s:.1} s ({:.0} events/s), {:.0} MB",
+                n as f64 / s,
+                std::fs::metadata(&path).unwrap().len() as f64 / 1e6
+            );
+        } else {
+            println!("reusing {} ({have} events)", path.display());
+        }
         return;
     }
     let n: usize = args

@@ -211,6 +211,13 @@ impl Store {
         })
     }
 
+    /// [`Store::points`] on a reader's connection ([`Store::read`]): the REST API's lists
+    /// wait for no writer (a prune, a burst of events).
+    pub fn points_on(c: &rusqlite::Connection) -> Result<Vec<PointRow>> {
+        let mut st = c.prepare_cached(&format!("SELECT {COLS} FROM access_points ORDER BY n"))?;
+        Ok(st.query_map([], row)?.collect::<rusqlite::Result<_>>()?)
+    }
+
     pub fn point(&self, id: &str) -> Result<Option<PointRow>> {
         self.with(|c| get(c, id))
     }

@@ -10,7 +10,7 @@ use super::{ListQuery, Page, Pagination, Target, check_site, find, internal, iso
 use crate::config::{Config, DoorMode, Role};
 use crate::directory::DirectoryDoor;
 use crate::model::HardwarePoint;
-use crate::storage::{PointEdit, PointKind, PointRow};
+use crate::storage::{PointEdit, PointKind, PointRow, Store};
 use crate::web::{Caller, Detail, Web, detail};
 use axum::Extension;
 use axum::extract::{Path, Query, State};
@@ -281,7 +281,7 @@ pub(crate) fn hardware_state(
 
 /// Every point: the Net2 doors (by door id), then the others (by creation).
 pub(crate) async fn all(w: &Web) -> Result<Vec<Info>, Response> {
-    let rows = match w.store.run(|s| s.points()).await {
+    let rows = match w.store.read(Store::points_on).await {
         Ok(r) => r,
         Err(e) => return Err(internal(&e)),
     };

@@ -96,6 +96,79 @@ fn token_prints_a_jwt_the_server_accepts_for_its_scope_only() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("no web section"));
 }
 
+/// `gatehouse passwd` hashes what it reads (argon2id, for `web.users`), and `gatehouse token
+/// --role` signs that role into the token.
+#[test]
+fn passwd_hashes_for_web_users_and_token_carries_a_role() {
+    use std::io::Write;
+    let mut child = Command::new(BIN)
+        .arg("passwd")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"a long enough password\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let hash = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert!(hash.starts_with("$argon2id$"), "{hash}");
+    assert!(!hash.contains("a long enough password"));
+    // The hash is accepted in a config, and logs that account in (see tests/web_api.rs); a
+    // short password is refused.
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("c.yaml");
+    std::fs::write(
+        &f,
+        format!("version: 1\nweb:\n  jwt_secret: cli-test-secret-0123\n  users: [{{ name: ada, role: admin, password_hash: \"{hash}\" }}]\n"),
+    )
+    .unwrap();
+    gatehouse::config::load_file(&f).expect("the hash is accepted");
+    let mut child = Command::new(BIN)
+        .arg("passwd")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"short\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("at least 8"));
+
+    let out = Command::new(BIN)
+        .args(["token", "--role", "viewer", "--name", "grafana", "-c"])
+        .arg(&f)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let tok = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let cfg = gatehouse::config::load_file(&f).unwrap();
+    let signer = gatehouse::web::auth::UrlSigner::new(cfg.web.as_ref().unwrap()).unwrap();
+    let claims = signer.check(Some(&tok), "/metrics").unwrap().unwrap();
+    assert_eq!(claims.sub, "grafana");
+    assert_eq!(claims.role, Some(gatehouse::config::Role::Viewer));
+    let out = Command::new(BIN)
+        .args(["token", "--role", "root", "-c"])
+        .arg(&f)
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "an unknown role is refused");
+}
+
 /// `gatehouse token --player CAMERA/CH` prints the link a viewer opens: the player page with a
 /// token for that channel's player, its stream, playlist and segments, and nothing else.
 #[test]

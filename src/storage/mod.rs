@@ -31,12 +31,17 @@ pub struct Store {
     /// The newest stored event's `seq` (live readers: the SSE stream).
     newest: Arc<tokio::sync::watch::Sender<i64>>,
     /// Stored events by (source, kind) since start (Prometheus).
-    counts: Arc<Mutex<std::collections::BTreeMap<(String, String), u64>>>,
+    counts: Arc<Mutex<StoredCounts>>,
     /// Read-only connections for readers (the REST API), so they neither wait for the writer
     /// nor hold it up (WAL). At most [`READERS`] at once.
     readers: Arc<Mutex<Vec<Connection>>>,
     readers_free: Arc<tokio::sync::Semaphore>,
 }
+
+/// Events stored since start, by source then kind (kinds are static names: a stored event
+/// allocates nothing here once its source has been seen).
+type StoredCounts =
+    std::collections::BTreeMap<String, std::collections::BTreeMap<&'static str, u64>>;
 
 /// Concurrent read-only connections of the REST API (each with its own page cache).
 const READERS: usize = 2;
@@ -224,7 +229,15 @@ impl Store {
     pub fn stored_counts(&self) -> Vec<((String, String), u64)> {
         self.counts
             .lock()
-            .map(|m| m.iter().map(|(k, v)| (k.clone(), *v)).collect())
+            .map(|m| {
+                m.iter()
+                    .flat_map(|(source, kinds)| {
+                        kinds
+                            .iter()
+                            .map(|(kind, n)| ((source.clone(), kind.to_string()), *n))
+                    })
+                    .collect()
+            })
             .unwrap_or_default()
     }
 
@@ -400,7 +413,11 @@ impl Store {
                 });
                 if let Ok(mut m) = self.counts.lock() {
                     for (source, kind) in &counted {
-                        *m.entry((source.to_string(), kind.to_string())).or_default() += 1;
+                        let by_kind = match m.get_mut(*source) {
+                            Some(k) => k,
+                            None => m.entry(source.to_string()).or_default(),
+                        };
+                        *by_kind.entry(kind).or_default() += 1;
                     }
                 }
             }

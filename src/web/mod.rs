@@ -274,19 +274,15 @@ async fn authenticate(State(w): State<Web>, mut req: Request, next: Next) -> Res
         if let Err(r) = access::hardware::check_key(&w, req.headers()) {
             return r;
         }
-        let limit = limits::Class::Hardware.limit(&w.rate_limits());
-        let decision = w.limits.check(limits::Class::Hardware, "sync", limit);
-        if !decision.allowed {
-            return decision.refusal();
-        }
         req.extensions_mut().insert(Caller {
             name: "hardware".into(),
             role: Role::Operator,
         });
-        let mut res = next.run(req).await;
-        decision.headers(res.headers_mut());
-        return res;
+        return within_limit(&w, limits::Class::Hardware, "sync", req, next).await;
     }
+    // Signed URLs all name `gatehouse`: each scope has its own budget (one picture link, one
+    // player), not one for every notification together.
+    let mut scope_key = None;
     let caller = match w.signer.check(token.as_deref(), &path) {
         Ok(None) => Caller {
             name: "anonymous".into(),
@@ -308,14 +304,8 @@ async fn authenticate(State(w): State<Web>, mut req: Request, next: Next) -> Res
             } else {
                 Role::Admin
             });
-            // Signed URLs all name `gatehouse`: each scope has its own budget (one picture
-            // link, one player), not one for every notification together.
-            let key = match c.scope.as_deref() {
-                Some([first, ..]) => Some(format!("scope:{first}")),
-                _ => None,
-            };
-            if let Some(k) = key {
-                req.extensions_mut().insert(LimitKey(k));
+            if let Some([first, ..]) = c.scope.as_deref() {
+                scope_key = Some(format!("scope:{first}"));
             }
             Caller { name: c.sub, role }
         }
@@ -329,27 +319,29 @@ async fn authenticate(State(w): State<Web>, mut req: Request, next: Next) -> Res
         req.extensions_mut().insert(caller);
         return next.run(req).await;
     }
-    let key = req
-        .extensions()
-        .get::<LimitKey>()
-        .map(|k| k.0.clone())
-        .unwrap_or_else(|| format!("user:{}", caller.name));
-    let class = limits::Class::of_path(&path);
-    let limit = class.limit(&w.rate_limits());
-    let decision = w.limits.check(class, &key, limit);
+    let key = scope_key.unwrap_or_else(|| format!("user:{}", caller.name));
+    req.extensions_mut().insert(caller);
+    within_limit(&w, limits::Class::of_path(&path), &key, req, next).await
+}
+
+/// Count the request against `key`'s budget of `class` (`web.rate_limits`): past it 429,
+/// else the answer with the `X-RateLimit-*` headers.
+async fn within_limit(
+    w: &Web,
+    class: limits::Class,
+    key: &str,
+    req: Request,
+    next: Next,
+) -> Response {
+    let decision = w.limits.check(class, key, class.limit(&w.rate_limits()));
     if !decision.allowed {
-        tracing::info!(path, user = %caller.name, "rate limit reached");
+        tracing::info!(path = req.uri().path(), key, "rate limit reached");
         return decision.refusal();
     }
-    req.extensions_mut().insert(caller);
     let mut res = next.run(req).await;
     decision.headers(res.headers_mut());
     res
 }
-
-/// The rate-limit budget of a request when it is not its caller's name.
-#[derive(Clone)]
-struct LimitKey(String);
 
 /// Hardware routes: limited per device (the point of a heartbeat's path; a registration by
 /// its client address).
@@ -367,14 +359,7 @@ async fn limit_hardware(
         Some(point) => format!("point:{point}"),
         None => format!("addr:{}", peer.ip()),
     };
-    let limit = limits::Class::Hardware.limit(&w.rate_limits());
-    let decision = w.limits.check(limits::Class::Hardware, &key, limit);
-    if !decision.allowed {
-        return decision.refusal();
-    }
-    let mut res = next.run(req).await;
-    decision.headers(res.headers_mut());
-    res
+    within_limit(&w, limits::Class::Hardware, &key, req, next).await
 }
 
 /// Public API routes (the login): limited per client address.
@@ -384,18 +369,8 @@ async fn limit_by_address(
     req: Request,
     next: Next,
 ) -> Response {
-    let limit = limits::Class::Standard.limit(&w.rate_limits());
-    let decision = w.limits.check(
-        limits::Class::Standard,
-        &format!("addr:{}", peer.ip()),
-        limit,
-    );
-    if !decision.allowed {
-        return decision.refusal();
-    }
-    let mut res = next.run(req).await;
-    decision.headers(res.headers_mut());
-    res
+    let key = format!("addr:{}", peer.ip());
+    within_limit(&w, limits::Class::Standard, &key, req, next).await
 }
 
 /// The OpenAPI document's frame; the paths come from the handlers' annotations.

@@ -136,6 +136,11 @@ pub fn load_str(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Conf
                 .unwrap_or(()),
             "web" => cfg.web = section(v, "web", &mut errs),
             "sites" => sites(v, &mut cfg.sites, &mut errs),
+            "apptive" => cfg.apptive = section(v, "apptive", &mut errs),
+            "people" => people(v, &mut cfg.people, &mut errs),
+            "presence" => section(v, "presence", &mut errs)
+                .map(|s| cfg.presence = s)
+                .unwrap_or(()),
             other => errs.push(other, "unknown key"),
         }
     }
@@ -441,9 +446,10 @@ fn sources(v: Value, out: &mut SourcesConfig, errs: &mut Collector) {
                 }
                 _ => errs.push("sources.hikvision", "expected a list of devices"),
             },
+            Some("gate") => out.gate = section(v, "sources.gate", errs),
             Some(other) => errs.push(
                 format!("sources.{other}"),
-                "unknown source (known: net2, hikvision)",
+                "unknown source (known: net2, hikvision, gate)",
             ),
             None => errs.push("sources", format!("non-string key {k:?}")),
         }
@@ -451,14 +457,35 @@ fn sources(v: Value, out: &mut SourcesConfig, errs: &mut Collector) {
 }
 
 fn sites(v: Value, out: &mut Vec<crate::config::SiteConfig>, errs: &mut Collector) {
+    list(v, "sites", "a list of {id, name}", out, errs)
+}
+
+fn people(v: Value, out: &mut Vec<crate::config::PersonConfig>, errs: &mut Collector) {
+    list(
+        v,
+        "people",
+        "a list of persons ({id, name, net2_users, …})",
+        out,
+        errs,
+    )
+}
+
+/// A list section: each item parsed on its own so one bad item does not hide the others.
+fn list<T: DeserializeOwned>(
+    v: Value,
+    path: &str,
+    expected: &str,
+    out: &mut Vec<T>,
+    errs: &mut Collector,
+) {
     let Value::Sequence(items) = v else {
         if !v.is_null() {
-            errs.push("sites", "expected a list of {id, name}");
+            errs.push(path, format!("expected {expected}"));
         }
         return;
     };
     for (i, item) in items.into_iter().enumerate() {
-        if let Some(s) = section::<crate::config::SiteConfig>(item, &format!("sites[{i}]"), errs) {
+        if let Some(s) = section::<T>(item, &format!("{path}[{i}]"), errs) {
             out.push(s);
         }
     }
@@ -575,6 +602,201 @@ fn resolve_secret(
             ),
         },
         _ => {}
+    }
+}
+
+/// Letters, digits, `-` and `_`: safe in MQTT topics and entity ids.
+fn topic_safe(id: &str) -> bool {
+    !id.is_empty()
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
+/// An `http(s)` base URL; `http` only to a loopback address (a simulator) when `https_only`.
+fn check_base_url(url: &str, path: &str, https_only: bool, errs: &mut Collector) {
+    match url::Url::parse(url) {
+        Ok(u) if u.scheme() == "https" => {}
+        Ok(u) if u.scheme() == "http" => {
+            let loopback = match u.host() {
+                Some(url::Host::Ipv4(a)) => a.is_loopback(),
+                Some(url::Host::Ipv6(a)) => a.is_loopback(),
+                Some(url::Host::Domain(d)) => d == "localhost",
+                None => false,
+            };
+            if https_only && !loopback {
+                errs.push(
+                    path,
+                    "must be https:// (http:// only to a loopback simulator): the token is a secret",
+                );
+            }
+        }
+        Ok(u) => errs.push(path, format!("scheme must be https, not {}", u.scheme())),
+        Err(_) if url.is_empty() => errs.push(path, "required"),
+        Err(e) => errs.push(path, format!("invalid URL {url:?}: {e}")),
+    }
+}
+
+fn validate_apptive(cfg: &mut Config, errs: &mut Collector) {
+    let doors = cfg.doors.clone();
+    let Some(a) = cfg.apptive.as_mut() else {
+        return;
+    };
+    let p = "apptive";
+    check_base_url(&a.url, "apptive.url", true, errs);
+    resolve_secret(&mut a.token, &a.token_file, p, "token", true, errs);
+    if a.timeout.get() < std::time::Duration::from_millis(100) {
+        errs.push("apptive.timeout", "must be at least 100ms");
+    }
+    if a.readers.is_empty() {
+        errs.push("apptive.readers", "at least one reader is needed");
+    }
+    let mut ids = std::collections::HashSet::new();
+    for (i, r) in a.readers.iter().enumerate() {
+        let rp = format!("{p}.readers[{i}]");
+        if !topic_safe(&r.id) {
+            errs.push(
+                format!("{rp}.id"),
+                format!("{:?}: use letters, digits, - and _", r.id),
+            );
+        } else if !ids.insert(r.id.clone()) {
+            errs.push(format!("{rp}.id"), format!("duplicate id {:?}", r.id));
+        }
+        if !doors.contains_key(&r.door) {
+            errs.push(
+                format!("{rp}.door"),
+                format!(
+                    "door {} is not in `doors` (a reader opens a configured Net2 door)",
+                    r.door
+                ),
+            );
+        }
+        if r.door_id.trim().is_empty() {
+            errs.push(format!("{rp}.door_id"), "required (Apptive's door id)");
+        }
+        if r.max_scans_per_minute == 0 {
+            errs.push(format!("{rp}.max_scans_per_minute"), "must be at least 1");
+        }
+    }
+}
+
+fn validate_gate(cfg: &mut Config, errs: &mut Collector) {
+    let Some(g) = cfg.sources.gate.as_mut() else {
+        return;
+    };
+    let p = "sources.gate";
+    check_base_url(&g.url, "sources.gate.url", true, errs);
+    resolve_secret(&mut g.token, &g.token_file, p, "token", true, errs);
+    if !(1..=100).contains(&g.page_size) {
+        errs.push(format!("{p}.page_size"), "must be between 1 and 100");
+    }
+    for (name, d) in [
+        ("poll_interval", g.poll_interval),
+        ("request_timeout", g.request_timeout),
+        ("max_backoff", g.max_backoff),
+    ] {
+        if d.get() < std::time::Duration::from_millis(100) {
+            errs.push(format!("{p}.{name}"), "must be at least 100ms");
+        }
+    }
+}
+
+/// A MAC in any common notation (`AA:BB:…`, `aa-bb-…`, `aabb.ccdd.eeff`, 12 hex digits) as
+/// `aa:bb:cc:dd:ee:ff`.
+pub fn normalize_mac(s: &str) -> Option<String> {
+    let hex: String = s
+        .chars()
+        .filter(|c| !matches!(c, ':' | '-' | '.'))
+        .collect::<String>()
+        .to_ascii_lowercase();
+    if hex.len() != 12 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
+        return None;
+    }
+    Some(
+        hex.as_bytes()
+            .chunks(2)
+            .map(|c| std::str::from_utf8(c).unwrap_or("00"))
+            .collect::<Vec<_>>()
+            .join(":"),
+    )
+}
+
+fn validate_people(cfg: &mut Config, errs: &mut Collector) {
+    let sites: Vec<String> = cfg.sites().into_iter().map(|s| s.id).collect();
+    let mut ids = std::collections::HashSet::new();
+    // Each identity (Net2 user, GATE user / name, MAC, Apptive member) belongs to one person.
+    let mut owners: std::collections::HashMap<String, String> = Default::default();
+    for (i, person) in cfg.people.iter_mut().enumerate() {
+        let p = format!("people[{i}]");
+        if !topic_safe(&person.id) {
+            errs.push(
+                format!("{p}.id"),
+                format!("{:?}: use letters, digits, - and _", person.id),
+            );
+        } else if !ids.insert(person.id.clone()) {
+            errs.push(format!("{p}.id"), format!("duplicate id {:?}", person.id));
+        }
+        if let Some(s) = &person.site
+            && !sites.contains(s)
+        {
+            errs.push(
+                format!("{p}.site"),
+                format!("unknown site {s:?} (sites: {})", sites.join(", ")),
+            );
+        }
+        for (j, m) in person.macs.iter_mut().enumerate() {
+            match normalize_mac(m) {
+                Some(n) => *m = n,
+                None => errs.push(
+                    format!("{p}.macs[{j}]"),
+                    format!("{m:?} is not a MAC address"),
+                ),
+            }
+        }
+        for u in &mut person.gate_usernames {
+            *u = u.trim().to_lowercase();
+        }
+        let keys = person
+            .net2_users
+            .iter()
+            .map(|u| ("net2_users".to_string(), format!("net2 user {u}")))
+            .chain(
+                person
+                    .gate_users
+                    .iter()
+                    .map(|u| ("gate_users".to_string(), format!("GATE user {u}"))),
+            )
+            .chain(person.gate_usernames.iter().map(|u| {
+                (
+                    "gate_usernames".to_string(),
+                    format!("GATE user name {u:?}"),
+                )
+            }))
+            .chain(
+                person
+                    .macs
+                    .iter()
+                    .map(|u| ("macs".to_string(), format!("MAC {u}"))),
+            )
+            .chain(person.apptive_members.iter().map(|u| {
+                (
+                    "apptive_members".to_string(),
+                    format!("Apptive member {u:?}"),
+                )
+            }))
+            .collect::<Vec<_>>();
+        for (field, key) in keys {
+            if let Some(other) = owners.get(&key)
+                && other != &person.id
+            {
+                errs.push(
+                    format!("{p}.{field}"),
+                    format!("{key} is already {other:?}'s"),
+                );
+            } else {
+                owners.insert(key, person.id.clone());
+            }
+        }
     }
 }
 
@@ -798,6 +1020,9 @@ fn validate(cfg: &mut Config, errs: &mut Collector) {
         }
     }
     validate_media(cfg, errs);
+    validate_apptive(cfg, errs);
+    validate_gate(cfg, errs);
+    validate_people(cfg, errs);
     for (id, d) in &cfg.doors {
         let p = format!("doors.{id}");
         if !(d.relay == 1 || d.relay == 2) {

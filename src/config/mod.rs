@@ -11,7 +11,7 @@ pub use load::{ConfigError, ConfigErrors, load_file, load_str};
 pub use reload::ConfigRx;
 
 use crate::secret::Secret;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
@@ -34,6 +34,12 @@ pub struct Config {
     /// Sites (seed 001's `property_id`): doors name theirs with `doors.<id>.site`. Absent =
     /// one site, `default`. Applies live.
     pub sites: Vec<SiteConfig>,
+    /// Apptive QR-code access. Absent = no QR readers.
+    pub apptive: Option<ApptiveConfig>,
+    /// People: one home / away state each, from Net2 badges, GATE Wi-Fi and QR entries.
+    pub people: Vec<PersonConfig>,
+    /// How presence is decided.
+    pub presence: PresenceConfig,
 }
 
 /// One site (a property): the access points of the REST API are grouped by it.
@@ -491,6 +497,8 @@ pub struct SourcesConfig {
     pub net2: Option<Net2Config>,
     /// Hikvision cameras and NVRs.
     pub hikvision: Vec<HikvisionConfig>,
+    /// Zequenze GATE (Wi-Fi portal and RADIUS sessions). Absent = none.
+    pub gate: Option<GateConfig>,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -684,6 +692,8 @@ pub struct DoorConfig {
     pub snapshot_on: Vec<String>,
     /// The site (`sites[].id`) the door belongs to; default the first site.
     pub site: Option<String>,
+    /// For presence: an `in` door means arriving, an `out` door leaving (`both`, default).
+    pub direction: DoorDirection,
 }
 
 /// Door events that can carry a picture.
@@ -730,6 +740,7 @@ impl Default for DoorConfig {
                 .map(|s| s.to_string())
                 .collect(),
             site: None,
+            direction: DoorDirection::Both,
         }
     }
 }
@@ -767,5 +778,190 @@ impl Config {
             },
             self.storage.path.display()
         )
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Issue 17: Apptive QR access, Zequenze GATE Wi-Fi presence, people.
+
+/// Apptive QR-code access (seed 002): scans → `POST <url>/access` → open the reader's door.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ApptiveConfig {
+    /// Base URL; gatehouse posts to `<url>/access`. HTTPS only (http is accepted for a
+    /// loopback simulator).
+    pub url: String,
+    /// The token Apptive issued to this access-control provider. A secret: never logged.
+    pub token: Option<Secret>,
+    pub token_file: Option<PathBuf>,
+    pub tls: TlsConfig,
+    /// Whole request, connect to answer; past it the scan is denied (fail closed).
+    pub timeout: HumanDuration,
+    /// A security key opens at most once (a photographed code cannot be replayed).
+    pub single_use: bool,
+    /// How long a used key is remembered (Apptive's keys are valid 15 minutes).
+    pub key_validity: HumanDuration,
+    /// Keep the member's picture from Apptive's answer (base64) with the event.
+    pub keep_picture: bool,
+    /// The QR readers.
+    pub readers: Vec<QrReaderConfig>,
+}
+
+impl Default for ApptiveConfig {
+    fn default() -> Self {
+        ApptiveConfig {
+            url: String::new(),
+            token: None,
+            token_file: None,
+            tls: TlsConfig::default(),
+            timeout: HumanDuration::secs(3),
+            single_use: true,
+            key_validity: HumanDuration::secs(15 * 60),
+            keep_picture: false,
+            readers: Vec::new(),
+        }
+    }
+}
+
+/// One QR reader at a door.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct QrReaderConfig {
+    /// Topic-safe id: `gatehouse/qr/<id>/scan`. Letters, digits, `-`, `_`.
+    pub id: String,
+    /// Display name; default the id.
+    pub name: Option<String>,
+    /// The Net2 door (a key of `doors`) a granted scan opens.
+    pub door: u64,
+    /// Apptive's door / turnstile id for this reader.
+    pub door_id: String,
+    /// Scans accepted per minute from this reader; more are denied without asking Apptive.
+    pub max_scans_per_minute: u32,
+    /// A reader attached to this machine (USB HID keyboard wedge or USB serial).
+    pub usb: Option<QrUsbConfig>,
+}
+
+impl Default for QrReaderConfig {
+    fn default() -> Self {
+        QrReaderConfig {
+            id: String::new(),
+            name: None,
+            door: 0,
+            door_id: String::new(),
+            max_scans_per_minute: 12,
+            usb: None,
+        }
+    }
+}
+
+/// A USB QR reader on the Pi.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QrUsbConfig {
+    /// `hid` (keyboard wedge, read through evdev) or `serial` (CDC-ACM / USB-serial).
+    pub kind: QrUsbKind,
+    /// `/dev/input/by-id/…-event-kbd` or `/dev/serial/by-id/…`.
+    pub device: PathBuf,
+    /// Serial speed (serial only).
+    #[serde(default = "default_baud")]
+    pub baud: u32,
+}
+
+fn default_baud() -> u32 {
+    9600
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum QrUsbKind {
+    Hid,
+    Serial,
+}
+
+/// Zequenze GATE (seed 003): Wi-Fi portal logins and RADIUS sessions as presence.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GateConfig {
+    /// API base, e.g. `https://gate.zequenze.com/api/v1`.
+    pub url: String,
+    /// Bearer token. A secret: never logged.
+    pub token: Option<Secret>,
+    pub token_file: Option<PathBuf>,
+    pub tls: TlsConfig,
+    /// How often `/txlog_portal/` and `/aaa_accounting/?session_status=active` are read.
+    pub poll_interval: HumanDuration,
+    /// Records per page (`limit`, 1–100).
+    pub page_size: u32,
+    /// On first start (no stored cursor), how far back the transaction log is read.
+    pub initial_backfill: HumanDuration,
+    pub request_timeout: HumanDuration,
+    /// Longest wait between tries after 429 / 5xx / network errors (doubling from
+    /// `poll_interval`; `Retry-After` is honoured).
+    pub max_backoff: HumanDuration,
+}
+
+impl Default for GateConfig {
+    fn default() -> Self {
+        GateConfig {
+            url: String::new(),
+            token: None,
+            token_file: None,
+            tls: TlsConfig::default(),
+            poll_interval: HumanDuration::secs(30),
+            page_size: 100,
+            initial_backfill: HumanDuration::secs(3600),
+            request_timeout: HumanDuration::secs(10),
+            max_backoff: HumanDuration::secs(600),
+        }
+    }
+}
+
+/// A door's direction for presence: passing an `in` door means arriving, an `out` door
+/// leaving; `both` (default) says nothing about direction beyond "was here".
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DoorDirection {
+    In,
+    Out,
+    #[default]
+    Both,
+}
+
+/// One person, and how each system knows them.
+#[derive(Debug, Clone, PartialEq, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct PersonConfig {
+    /// Topic-safe id (`anna`): `gatehouse/person/<id>/state`, `device_tracker.<id>`.
+    pub id: String,
+    /// Display name; default the id.
+    pub name: Option<String>,
+    /// Net2 user ids (a person can have several cards / users).
+    pub net2_users: Vec<i64>,
+    /// GATE user ids (`user` in `/txlog_portal/`).
+    pub gate_users: Vec<i64>,
+    /// GATE user names or e-mail addresses (`username` / `email`; RADIUS `username`).
+    pub gate_usernames: Vec<String>,
+    /// Phone / laptop MAC addresses (RADIUS `callingstationid`), any common notation.
+    pub macs: Vec<String>,
+    /// Apptive member ids (the QR code's NOTE).
+    pub apptive_members: Vec<String>,
+    /// The site the person belongs to (`sites[].id`); default the first site.
+    pub site: Option<String>,
+}
+
+/// How the evidence of each person is turned into home / away.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PresenceConfig {
+    /// After the person's last Wi-Fi session ends, away unless an entry (badge at an `in` or
+    /// `both` door, QR entry, a new Wi-Fi session) follows within this time.
+    pub wifi_away_after: HumanDuration,
+}
+
+impl Default for PresenceConfig {
+    fn default() -> Self {
+        PresenceConfig {
+            wifi_away_after: HumanDuration::secs(600),
+        }
     }
 }

@@ -94,6 +94,55 @@ pub enum EventKind {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         device_time: Option<String>,
     },
+    /// An Apptive QR code was accepted at a reader (and its door opened through the command
+    /// path). Never carries the security key.
+    QrGranted {
+        reader: String,
+        /// Apptive member id (the code's NOTE).
+        member: String,
+        /// "Firstname Lastname" from Apptive's answer.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        name: Option<String>,
+        /// Apptive's message for the reader's display.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        message: Option<String>,
+    },
+    /// A QR scan that did not open the door: a bad vCard, a used or unknown key, Apptive's
+    /// "false", Apptive unreachable or answering nonsense (fail closed), the reader's rate.
+    QrDenied {
+        reader: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        member: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        name: Option<String>,
+        /// Why, in gatehouse's words (`invalid vCard: no ORG`, `apptive timeout`…).
+        reason: String,
+        /// Apptive's message (or gatehouse's, for the display) when there is one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        message: Option<String>,
+    },
+    /// A Zequenze GATE portal transaction (`/txlog_portal/`): a Wi-Fi login, logout or
+    /// timeout. `action` is GATE's type code (`ui`, `uo`, `st`, `si`, `di`, `ai`, `aa`…).
+    Wifi {
+        action: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        user: Option<i64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        username: Option<String>,
+        /// `aa:bb:cc:dd:ee:ff` (GATE sends the portal's MAC as an integer).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        mac: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        access_point: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        location: Option<String>,
+    },
+    /// A person's presence changed (home / away), with what showed it.
+    Presence {
+        person: String,
+        home: bool,
+        evidence: String,
+    },
 }
 
 impl EventKind {
@@ -124,6 +173,17 @@ impl EventKind {
             EventKind::Other { .. } => "other",
             EventKind::Unparsed { .. } => "unparsed",
             EventKind::CameraAlert { .. } => "camera_alert",
+            EventKind::QrGranted { .. } => "qr_granted",
+            EventKind::QrDenied { .. } => "qr_denied",
+            EventKind::Wifi { action, .. } => match action.as_str() {
+                "ui" | "ai" => "wifi_login",
+                "uo" => "wifi_logout",
+                "st" | "si" => "wifi_timeout",
+                "di" => "wifi_disconnect",
+                _ => "wifi_other",
+            },
+            EventKind::Presence { home: true, .. } => "person_arrived",
+            EventKind::Presence { home: false, .. } => "person_left",
         }
     }
 }
@@ -454,6 +514,43 @@ impl EmergencyState {
     }
 }
 
+/// A Wi-Fi session GATE's RADIUS accounting reports as active
+/// (`/aaa_accounting/?session_status=active`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WifiSession {
+    /// `acctsessionid` (or `acctuniqueid`).
+    pub session_id: String,
+    /// `username` (often an e-mail address), lower case.
+    pub username: Option<String>,
+    /// `user_id` as GATE gives it (a string in accounting, an integer in the portal log).
+    pub user_id: Option<String>,
+    /// The client's MAC (`callingstationid`), `aa:bb:cc:dd:ee:ff`.
+    pub mac: Option<String>,
+    pub access_point: Option<String>,
+    pub location: Option<String>,
+    pub started: Option<DateTime<Utc>>,
+}
+
+/// A person's presence: home / away with the evidence and since when.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PersonState {
+    pub id: String,
+    pub name: String,
+    pub site: String,
+    /// `None` until any evidence was seen.
+    pub home: Option<bool>,
+    pub since: Option<DateTime<Utc>>,
+    /// What decided the state (`door 3 (in)`, `wifi session ended`, `qr front-qr`).
+    pub evidence: Option<String>,
+    /// The last door passed, its direction and when.
+    pub last_door: Option<DoorRef>,
+    pub last_door_direction: Option<String>,
+    pub last_door_at: Option<DateTime<Utc>>,
+    /// Active Wi-Fi sessions of the person's devices.
+    pub wifi_sessions: u32,
+    pub last_qr_at: Option<DateTime<Utc>>,
+}
+
 /// Everything that travels on the bus from sources to sinks.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Message {
@@ -482,6 +579,15 @@ pub enum Message {
     },
     /// The emergency mode changed (or is announced at start-up).
     Emergency(EmergencyState),
+    /// Every active Wi-Fi session of a GATE source, after each successful poll (the complete
+    /// list: a session missing from it has ended).
+    WifiSessions {
+        source: String,
+        sessions: Vec<WifiSession>,
+        at: DateTime<Utc>,
+    },
+    /// A person's presence (published at start-up and on each change).
+    Person(PersonState),
     /// A device payload that could not be used; kept raw for diagnosis.
     Reject {
         source: String,

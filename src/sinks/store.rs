@@ -117,7 +117,9 @@ fn to_write(m: Message) -> Option<Write> {
         | Message::CameraInfo(_)
         | Message::Snapshot(_)
         | Message::Stream(_)
-        | Message::Hardware(_) => return None,
+        | Message::Hardware(_)
+        | Message::WifiSessions { .. }
+        | Message::Person(_) => return None,
         // Kept by the emergency service itself (`state` table), audited there.
         Message::Emergency(_) => return None,
     })

@@ -443,6 +443,8 @@ impl Sink {
                 payload::snapshot_meta(s).to_string(),
                 true,
             )],
+            // Issue 17: Wi-Fi presence / occupancy and people (next commits).
+            Message::WifiSessions { .. } | Message::Person(_) => Vec::new(),
             Message::Emergency(e) => {
                 let p = payload::emergency(e).to_string();
                 self.emergency = Some(p.clone());

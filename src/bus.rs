@@ -14,9 +14,12 @@ use tokio::sync::{broadcast, mpsc};
 const SINK_QUEUE: usize = 4096;
 const WATCH_QUEUE: usize = 1024;
 
+/// Which messages a filtered sink takes.
+pub type Filter = fn(&Message) -> bool;
+
 #[derive(Clone)]
 pub struct Bus {
-    sinks: Vec<mpsc::Sender<Message>>,
+    sinks: Vec<(mpsc::Sender<Message>, Option<Filter>)>,
     watch: broadcast::Sender<Message>,
     commands: mpsc::Sender<Command>,
     /// The latest health of each source, for late joiners (availability, `bridge/info`).
@@ -27,7 +30,7 @@ pub struct Bus {
 
 /// Built at start-up: sinks register, then `build` freezes the list.
 pub struct BusBuilder {
-    sinks: Vec<mpsc::Sender<Message>>,
+    sinks: Vec<(mpsc::Sender<Message>, Option<Filter>)>,
     commands: (mpsc::Sender<Command>, Option<mpsc::Receiver<Command>>),
 }
 
@@ -45,7 +48,16 @@ impl BusBuilder {
     /// A lossless subscription (back-pressure on sources).
     pub fn sink(&mut self) -> mpsc::Receiver<Message> {
         let (tx, rx) = mpsc::channel(SINK_QUEUE);
-        self.sinks.push(tx);
+        self.sinks.push((tx, None));
+        rx
+    }
+
+    /// A lossless subscription to the messages `filter` accepts only. A sink that publishes
+    /// on the bus itself must not receive what it publishes: with its own queue full, its
+    /// publish would wait for room it alone can make (see [`crate::presence`]).
+    pub fn sink_filtered(&mut self, filter: Filter) -> mpsc::Receiver<Message> {
+        let (tx, rx) = mpsc::channel(SINK_QUEUE);
+        self.sinks.push((tx, Some(filter)));
         rx
     }
 
@@ -74,7 +86,10 @@ impl Bus {
             m.insert(h.source.clone(), h.clone());
         }
         let _ = self.watch.send(msg.clone());
-        for s in &self.sinks {
+        for (s, filter) in &self.sinks {
+            if filter.is_some_and(|f| !f(&msg)) {
+                continue;
+            }
             // A closed sink has stopped (shutdown or crash, logged by its task).
             let _ = s.send(msg.clone()).await;
         }

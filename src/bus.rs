@@ -122,3 +122,58 @@ impl Bus {
         &self.door_gate
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::PersonState;
+
+    fn person(i: usize) -> Message {
+        Message::Person(PersonState {
+            id: format!("p{i}"),
+            name: String::new(),
+            site: "default".into(),
+            home: Some(true),
+            since: None,
+            evidence: None,
+            last_door: None,
+            last_door_direction: None,
+            last_door_at: None,
+            wifi_sessions: 0,
+            last_qr_at: None,
+        })
+    }
+
+    /// The presence engine publishes far more than its queue holds (a backfill of a busy day)
+    /// while it is busy and not reading its own queue: with the filter, none of it lands there,
+    /// so it never waits on itself. (With `sink()` instead this stops at SINK_QUEUE.)
+    #[tokio::test]
+    async fn a_filtered_sink_never_waits_on_its_own_output() {
+        let mut b = BusBuilder::default();
+        let mut other = b.sink();
+        let own = b.sink_filtered(crate::presence::wanted);
+        let bus = b.build();
+        let drain = tokio::spawn(async move {
+            let mut n = 0;
+            while other.recv().await.is_some() {
+                n += 1;
+            }
+            n
+        });
+        let publish = async {
+            for i in 0..SINK_QUEUE * 2 {
+                bus.publish(person(i)).await;
+            }
+        };
+        tokio::time::timeout(std::time::Duration::from_secs(10), publish)
+            .await
+            .expect("publishing never blocks on the publisher's own queue");
+        assert_eq!(own.len(), 0, "its own output never reaches it");
+        drop(bus);
+        assert_eq!(
+            drain.await.unwrap(),
+            SINK_QUEUE * 2,
+            "the other sink got all"
+        );
+    }
+}

@@ -228,6 +228,19 @@ pub async fn run(
         .into_iter()
         .map(|p| (p.id.clone(), p))
         .collect();
+    // The states the presence engine kept from the last run: published on connect before
+    // the engine's own (queued) messages are taken, so a person who is home never shows
+    // `not_home` for a moment after a restart.
+    let persons = if cfg_rx.borrow().people.is_empty() {
+        BTreeMap::new()
+    } else {
+        crate::presence::Engine::new(&cfg_rx.borrow(), crate::presence::load(&store))
+            .states()
+            .into_iter()
+            .map(|p| (p.id.clone(), p))
+            .collect()
+    };
+
     let mut sink = Sink {
         doors: store
             .door_states()
@@ -265,7 +278,7 @@ pub async fn run(
         streams: BTreeMap::new(),
         hardware,
         emergency: None,
-        persons: BTreeMap::new(),
+        persons,
         media,
         redeliver: Default::default(),
         redeliver_upto: 0,

@@ -5,6 +5,7 @@ mod common;
 
 use common::broker::{Broker, Recorder};
 use common::{Harness, wait_for};
+use gatehouse::clock::Clock;
 use gatehouse::sim::net2::{SimConfig, SimEvent};
 use std::time::Duration;
 
@@ -218,5 +219,124 @@ async fn badges_move_a_person_home_and_away_and_restarts_keep_it() {
         })
         .await;
     }
+    h.stop().await;
+}
+
+fn qr_granted(at: chrono::DateTime<chrono::Utc>) -> gatehouse::model::Message {
+    use gatehouse::model::*;
+    Message::Event(Box::new(Event {
+        id: format!("apptive:front-qr:{}", at.timestamp_millis()),
+        source: "apptive".into(),
+        source_id: None,
+        fingerprint: format!("apptive:front-qr:{}", at.timestamp_millis()),
+        time: at.fixed_offset(),
+        received: at,
+        via: Via::Live,
+        door: Some(DoorRef {
+            id: IN_DOOR,
+            name: None,
+        }),
+        user: None,
+        kind: EventKind::QrGranted {
+            reader: "front-qr".into(),
+            member: "M-77".into(),
+            name: Some("Anna Berg".into()),
+            message: Some("Viel Spass und herzlich willkommen!".into()),
+        },
+        code: None,
+        description: None,
+        raw: "{}".into(),
+    }))
+}
+
+/// Wi-Fi session lists and a QR entry as the GATE and Apptive sources put them on the bus; the
+/// Wi-Fi away timer runs on the daemon's clock (moved forward, not waited for).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wifi_sessions_and_qr_entries_through_the_daemon() {
+    use gatehouse::model::{Message, WifiSession};
+    let broker = Broker::start();
+    let rec = Recorder::start(broker.port, "recorder", "gatehouse/#", false).await;
+    let mut h = Harness::new(SimConfig::default(), "").await;
+    h.top = format!(
+        "mqtt:\n  host: 127.0.0.1\n  port: {}\n  client_id: gatehouse-people-{}\npeople:\n  - id: anna\n    name: Anna Berg\n    macs: [\"AA-BB-CC-00-00-01\"]\n    gate_users: [501]\n    apptive_members: [M-77]\npresence:\n  wifi_away_after: 10m\n",
+        broker.port,
+        rand::random::<u32>()
+    );
+    h.start().await;
+    let state = "gatehouse/person/anna/state";
+    let attrs = "gatehouse/person/anna/attributes";
+    wait_for("first state", T, || last_text(&rec, state).is_some()).await;
+    let bus = h.app().bus.clone();
+    let now = h.clock.now();
+    let session = |id: &str, mac: &str, user: Option<&str>| WifiSession {
+        session_id: id.into(),
+        username: None,
+        user_id: user.map(str::to_owned),
+        mac: Some(mac.into()),
+        access_point: Some("ap-lobby".into()),
+        location: Some("Office".into()),
+        started: Some(now - chrono::Duration::seconds(30)),
+    };
+    // GATE lists her phone among strangers and a MAC it garbled: she is home.
+    bus.publish(Message::WifiSessions {
+        source: "gate".into(),
+        sessions: vec![
+            session("s9", "not-a-mac", None),
+            session("s1", "aa:bb:cc:00:00:01", Some("501")),
+            session("s2", "aa:bb:cc:00:00:99", Some("777")),
+        ],
+        at: now,
+    })
+    .await;
+    wait_for("home by Wi-Fi", T, || {
+        last_text(&rec, state).as_deref() == Some("home")
+    })
+    .await;
+    let a = rec.on(attrs).last().unwrap().json();
+    assert_eq!(a["wifi_sessions"], 1, "{a}");
+    assert!(a["evidence"].as_str().unwrap().starts_with("Wi-Fi session"));
+    // Her phone leaves the Wi-Fi: still home for wifi_away_after.
+    bus.publish(Message::WifiSessions {
+        source: "gate".into(),
+        sessions: vec![session("s2", "aa:bb:cc:00:00:99", Some("777"))],
+        at: now + chrono::Duration::seconds(5),
+    })
+    .await;
+    wait_for("session gone", T, || {
+        rec.on(attrs).last().unwrap().json()["wifi_sessions"] == 0
+    })
+    .await;
+    h.clock.advance(Duration::from_secs(9 * 60));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(last_text(&rec, state).as_deref(), Some("home"), "not yet");
+    h.clock.advance(Duration::from_secs(60));
+    wait_for("away after the Wi-Fi window", T, || {
+        last_text(&rec, state).as_deref() == Some("not_home")
+    })
+    .await;
+    let a = rec.on(attrs).last().unwrap().json();
+    assert!(
+        a["evidence"]
+            .as_str()
+            .unwrap()
+            .contains("no entry within 600s"),
+        "{a}"
+    );
+    // A QR entry brings her home.
+    bus.publish(qr_granted(h.clock.now())).await;
+    wait_for("home by QR", T, || {
+        last_text(&rec, state).as_deref() == Some("home")
+    })
+    .await;
+    let a = rec.on(attrs).last().unwrap().json();
+    assert_eq!(a["evidence"], "QR entry at front-qr");
+    assert!(a["last_qr_at"].is_string());
+    wait_for("three presence events", T, || rec.on(EVENTS).len() == 3).await;
+    let kinds: Vec<_> = rec
+        .on(EVENTS)
+        .iter()
+        .map(|m| m.json()["event_type"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(kinds, ["person_arrived", "person_left", "person_arrived"]);
     h.stop().await;
 }

@@ -26,6 +26,8 @@ use std::collections::{BTreeMap, HashMap};
 /// Ids of the evidence used at exactly `evidence_at` kept per person (a burst of the same
 /// second is longer than any real one).
 const SAME_SECOND_IDS: usize = 64;
+/// Ended devices remembered per person.
+const ENDED_MACS: usize = 32;
 
 /// One piece of evidence, as the engine sees it.
 #[derive(Debug, Clone, PartialEq)]
@@ -183,6 +185,12 @@ pub struct Record {
     /// The last session ended then: away at `wifi_ended_at + wifi_away_after` unless an entry
     /// follows.
     pub wifi_ended_at: Option<DateTime<Utc>>,
+    /// Devices a logout / timeout / disconnect ended, and when. GATE's accounting list can
+    /// still show such a session afterwards (it lags the portal log, and a RADIUS session
+    /// whose access point never sent its Stop stays "active" for hours): a session of that
+    /// device that started before its end is not taken again. Forgotten once the list no
+    /// longer shows the device.
+    pub ended_macs: BTreeMap<String, DateTime<Utc>>,
 }
 
 impl Record {
@@ -493,6 +501,19 @@ impl Engine {
                     }
                     r.used(*at, id);
                     // The device's sessions end (by MAC; without one, the user's).
+                    if let Some(m) = &device.mac {
+                        r.ended_macs.insert(m.clone(), *at);
+                        if r.ended_macs.len() > ENDED_MACS {
+                            let oldest = r
+                                .ended_macs
+                                .iter()
+                                .min_by_key(|(_, t)| **t)
+                                .map(|(k, _)| k.clone());
+                            if let Some(k) = oldest {
+                                r.ended_macs.remove(&k);
+                            }
+                        }
+                    }
                     let before = r.sessions.len();
                     r.sessions.retain(|_, s| match &device.mac {
                         Some(m) => s.mac.as_ref() != Some(m),
@@ -548,9 +569,23 @@ impl Engine {
                             .filter(|k| k.starts_with(&prefix) && !listed.contains_key(*k))
                             .cloned()
                             .collect();
+                        // Devices the list no longer shows are not ended any more.
+                        r.ended_macs.retain(|m, _| {
+                            listed.values().any(|s| s.mac.as_ref() == Some(m))
+                        });
                         let new: Vec<(String, Session)> = listed
                             .into_iter()
                             .filter(|(k, _)| !r.sessions.contains_key(k))
+                            .filter(|(_, s)| {
+                                // Listed after a logout / timeout of its device: stale.
+                                let stale = s.mac.as_ref().and_then(|m| r.ended_macs.get(m)).is_some_and(
+                                    |end| s.started.is_none_or(|st| st <= *end),
+                                );
+                                if stale {
+                                    tracing::debug!(mac = ?s.mac, "GATE still lists a session its device ended: not taken");
+                                }
+                                !stale
+                            })
                             .collect();
                         for k in &ended {
                             r.sessions.remove(k);
@@ -563,8 +598,7 @@ impl Engine {
                             r.sessions.insert(k, s);
                         }
                         if !r.sessions.is_empty() {
-                            // A session is active (a new one, or one listed again after a
-                            // logout GATE's accounting had not caught up with): no away timer.
+                            // A session is active: no away timer.
                             r.wifi_ended_at = None;
                         } else if !ended.is_empty() {
                             r.session_ended(*at);
@@ -876,6 +910,43 @@ presence: { wifi_away_after: 10m }
         assert_eq!(s.since, Some(t("09:00:00")), "still home since the morning");
         assert_eq!(s.evidence.as_deref(), Some("door 3 Side (both)"));
         assert_eq!(d.e.next_deadline(), None);
+    }
+
+    #[test]
+    fn a_session_gate_still_lists_after_its_timeout_does_not_keep_her_home() {
+        let mut d = Day::new();
+        let phone = session("s1", ANNA_PHONE, "09:00:00");
+        d.feed(sessions(std::slice::from_ref(&phone), "09:00:10"))
+            .feed(wifi_end("st", ANNA_PHONE, "17:00:00"))
+            // The accounting list lags the portal log (or the AP never sent its Stop).
+            .feed(sessions(std::slice::from_ref(&phone), "17:00:30"))
+            .feed(sessions(std::slice::from_ref(&phone), "17:05:00"))
+            .tick("17:10:00");
+        assert_eq!(
+            d.timeline.last().unwrap(),
+            &line(
+                "17:10:00",
+                "away",
+                "Wi-Fi ended at 17:00:00 and no entry within 600s"
+            )
+        );
+        assert_eq!(d.anna().wifi_sessions, 0);
+        // A real new session of the same phone brings her back.
+        d.feed(sessions(
+            &[phone.clone(), session("s3", ANNA_PHONE, "18:00:00")],
+            "18:00:20",
+        ));
+        assert_eq!(d.timeline.last().unwrap().0, "18:00:00");
+        assert_eq!(d.anna().home, Some(true));
+        // The stale one stays ignored while the phone is listed; once the list no longer
+        // shows the phone, it is forgotten.
+        d.feed(sessions(
+            &[session("s3", ANNA_PHONE, "18:00:00")],
+            "18:01:00",
+        ));
+        assert_eq!(d.e.records()["anna"].ended_macs.len(), 1);
+        d.feed(sessions(&[], "19:00:00"));
+        assert!(d.e.records()["anna"].ended_macs.is_empty());
     }
 
     #[test]

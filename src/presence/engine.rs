@@ -11,7 +11,9 @@
 //!   that started before the person left by an `out` door does not bring them back; a *new*
 //!   one does.
 //! - When the person's last Wi-Fi session ends (gone from the accounting list, or a logout /
-//!   timeout / disconnect), they go away `wifi_away_after` later unless an entry follows.
+//!   timeout / disconnect), they go away `wifi_away_after` later unless an entry follows. A
+//!   session the accounting list still shows after its device's logout / timeout is stale
+//!   (the list lags the portal log; RADIUS sessions without a Stop linger) and not taken again.
 //! - Evidence older than the newest evidence already used is ignored (a REST backfill replaying
 //!   the morning must not undo the afternoon); evidence of the same second is used in arrival
 //!   order, each piece once (a live event and its REST copy share a fingerprint).

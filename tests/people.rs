@@ -340,3 +340,54 @@ async fn wifi_sessions_and_qr_entries_through_the_daemon() {
     assert_eq!(kinds, ["person_arrived", "person_left", "person_arrived"]);
     h.stop().await;
 }
+
+/// A burst of badges in one live frame (a controller flushing its buffer; Net2 live times
+/// have no fraction, so most share a second): every flip in order, once, and the REST copies
+/// the safety poll brings change nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_badges_in_one_frame() {
+    let broker = Broker::start();
+    let rec = Recorder::start(broker.port, "recorder", "gatehouse/#", false).await;
+    let mut h = Harness::new(SimConfig::default(), "").await;
+    start(&mut h, broker.port).await;
+    wait_for("live", T, || {
+        h.sim.websocket_count() == 1 && !h.sim.stats().subscriptions.is_empty()
+    })
+    .await;
+    let burst: Vec<SimEvent> = (0..41)
+        .map(|i| {
+            let door = if i % 2 == 0 { IN_DOOR } else { OUT_DOOR };
+            SimEvent::new(26, door).user(USER).token_type(1)
+        })
+        .collect();
+    h.sim.push_events(burst);
+    wait_for("41 presence events", T, || rec.on(EVENTS).len() == 41).await;
+    assert_eq!(
+        last_text(&rec, STATE).as_deref(),
+        Some("home"),
+        "the last badge was in"
+    );
+    let kinds: Vec<String> = rec
+        .on(EVENTS)
+        .iter()
+        .map(|m| m.json()["event_type"].as_str().unwrap().to_string())
+        .collect();
+    for (i, k) in kinds.iter().enumerate() {
+        let want = if i % 2 == 0 {
+            "person_arrived"
+        } else {
+            "person_left"
+        };
+        assert_eq!(k, want, "flip {i} out of order: {kinds:?}");
+    }
+    // The safety poll (every 2 s here) brings the REST copies: paired by the Net2 source,
+    // nothing for presence.
+    let polls = h.sim.stats().events_requests;
+    wait_for("two REST polls", T, || {
+        h.sim.stats().events_requests >= polls + 2
+    })
+    .await;
+    assert_eq!(rec.on(EVENTS).len(), 41);
+    h.stop().await;
+    assert_eq!(presence_events(&h).len(), 41);
+}

@@ -16,7 +16,8 @@
 //!   (the list lags the portal log; RADIUS sessions without a Stop linger) and not taken again.
 //! - Evidence older than the newest evidence already used is ignored (a REST backfill replaying
 //!   the morning must not undo the afternoon); evidence of the same second is used in arrival
-//!   order, each piece once (a live event and its REST copy share a fingerprint).
+//!   order, each piece once (by its event id, the key every source keeps stable for a
+//!   repeated delivery: the Net2 source publishes a live event and its REST copy once).
 //! - Access denied never counts. A person with no evidence yet is unknown (`home: None`).
 
 use crate::config::{Config, DoorDirection};
@@ -36,7 +37,7 @@ const ENDED_MACS: usize = 32;
 pub enum Evidence {
     /// Net2 access granted for a user at a door.
     Badge {
-        /// The event's fingerprint (the same for a live event and its REST copy).
+        /// The event's id (stable over repeated deliveries; two badges in one second differ).
         id: String,
         user: i64,
         door: DoorRef,
@@ -87,7 +88,7 @@ impl Evidence {
         match m {
             Message::Event(e) => {
                 let at = e.time.with_timezone(&Utc);
-                let id = e.fingerprint.clone();
+                let id = e.id.clone();
                 match &e.kind {
                     EventKind::AccessGranted { .. } => Some(Evidence::Badge {
                         id,
@@ -256,6 +257,8 @@ pub struct Change {
     pub state: PersonState,
     /// `Some(home)` when home / away flipped (an arrival or a departure to announce).
     pub flipped: Option<bool>,
+    /// The id of the evidence that made the change (the same when it is replayed).
+    pub cause: String,
 }
 
 pub struct Engine {
@@ -646,9 +649,15 @@ impl Engine {
         if let Some(state) = after
             && Some(&state) != before.as_ref()
         {
+            let cause = self
+                .records
+                .get(id)
+                .and_then(|r| r.evidence_ids.last().cloned())
+                .unwrap_or_default();
             out.push(Change {
                 state,
                 flipped: (home_before != home_after).then_some(home_after).flatten(),
+                cause,
             });
         }
     }
@@ -1125,14 +1134,25 @@ presence: { wifi_away_after: 10m }
         // In and out within the same second: used in arrival order.
         d.feed(badge(11, 1, "10:00:00"))
             .feed(badge(11, 2, "10:00:00"));
-        // The live event's REST copy (same fingerprint) of both: nothing.
+        // The same events delivered again (same ids: a replay): nothing.
         d.feed(badge(11, 2, "10:00:00"))
             .feed(badge(11, 1, "10:00:00"));
+        // In again in the same second: a different event (its own id), used.
+        d.feed(Evidence::Badge {
+            id: "net2:4711".into(),
+            user: 11,
+            door: DoorRef {
+                id: 1,
+                name: Some("Front".into()),
+            },
+            at: t("10:00:00"),
+        });
         assert_eq!(
             d.timeline,
             vec![
                 line("10:00:00", "home", "door 1 Front (in)"),
                 line("10:00:00", "away", "door 2 Back (out)"),
+                line("10:00:00", "home", "door 1 Front (in)"),
             ]
         );
         // A burst of 500 badges (a controller flushing its buffer), two people interleaved.

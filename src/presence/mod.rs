@@ -65,16 +65,25 @@ pub fn load(store: &Store) -> BTreeMap<String, Record> {
     }
 }
 
-/// The event announcing a flip. Its id is derived from the person, the time and the
-/// direction: published again after a crash (state not yet persisted), the store keeps it once.
-pub fn presence_event(s: &PersonState, now: DateTime<Utc>) -> Event {
+/// FNV-1a, 64 bits: a short stable digest of an evidence id for an event id.
+fn digest(s: &str) -> u64 {
+    s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+/// The event announcing a flip. Its id is derived from the person, the time, the direction
+/// and the evidence that caused it: published again after a crash (state not yet
+/// persisted), the store keeps it once; two flips in one second are two events.
+pub fn presence_event(s: &PersonState, cause: &str, now: DateTime<Utc>) -> Event {
     let home = s.home == Some(true);
     let at = s.since.unwrap_or(now);
     let id = format!(
-        "{SOURCE}:{}:{}:{}",
+        "{SOURCE}:{}:{}:{}:{:016x}",
         s.id,
         at.timestamp_millis(),
-        if home { "arrived" } else { "left" }
+        if home { "arrived" } else { "left" },
+        digest(cause)
     );
     Event {
         id: id.clone(),
@@ -116,7 +125,9 @@ impl Task {
             if c.flipped.is_some() {
                 tracing::info!(person = %c.state.id, home = ?c.state.home, evidence = ?c.state.evidence, "presence changed");
                 self.bus
-                    .publish(Message::Event(Box::new(presence_event(&c.state, now))))
+                    .publish(Message::Event(Box::new(presence_event(
+                        &c.state, &c.cause, now,
+                    ))))
                     .await;
             }
             self.bus.publish(Message::Person(c.state)).await;

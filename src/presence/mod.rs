@@ -35,6 +35,8 @@ pub const SOURCE: &str = "presence";
 /// A Wi-Fi away timer already due when gatehouse starts waits this long: the sources' backfill
 /// may bring an entry that happened within the window while gatehouse was down.
 const STARTUP_GRACE: Duration = Duration::from_secs(30);
+/// Evidence taken from the queue before the records are written.
+const BATCH: usize = 1000;
 /// Timers are checked at least this often.
 const MAX_SLEEP: Duration = Duration::from_secs(1);
 
@@ -218,8 +220,9 @@ pub async fn run(
                     return;
                 };
                 t.take(&m).await;
-                // A burst (a backfill) is persisted once.
-                while let Ok(m) = rx.try_recv() {
+                // A burst (a backfill) is persisted once per batch.
+                for _ in 0..BATCH {
+                    let Ok(m) = rx.try_recv() else { break };
                     t.take(&m).await;
                 }
                 t.persist().await;

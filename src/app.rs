@@ -29,6 +29,9 @@ pub struct App {
     pub emergency: crate::emergency::Emergency,
     config: watch::Sender<Arc<Config>>,
     sources_cancel: CancellationToken,
+    /// The presence engine: stopped after the sources (it takes their last evidence), before
+    /// the sinks (its last states and events reach them).
+    presence: Option<(CancellationToken, JoinHandle<()>)>,
     sinks_cancel: CancellationToken,
     sources: Vec<JoinHandle<()>>,
     sinks: Vec<JoinHandle<()>>,
@@ -68,6 +71,10 @@ impl App {
             store.enable_outbox();
             builder.sink()
         });
+        // People: the presence engine takes evidence only (a filtered queue: it never
+        // receives what it publishes itself, see `presence`).
+        let presence_rx =
+            (!cfg.people.is_empty()).then(|| builder.sink_filtered(crate::presence::wanted));
         let commands = builder.take_commands().expect("command queue taken once");
         let bus = builder.build();
         // Filled by the Net2 source; doors and users for the REST API.
@@ -79,7 +86,7 @@ impl App {
             bus.clone(),
             cfg_rx.clone(),
             directory.clone(),
-            clock,
+            clock.clone(),
         );
         // The web server's socket first: a bind error fails the start before anything runs.
         let listener = match &cfg.web {
@@ -133,6 +140,22 @@ impl App {
                 sinks_cancel.clone(),
             )));
         }
+
+        // Presence, before the sources: every person's state is out before new evidence.
+        // Started only with `people:` at start-up (adding the first person needs a restart;
+        // later changes to `people:` apply live).
+        let presence = presence_rx.map(|rx| {
+            let cancel = CancellationToken::new();
+            let task = tokio::spawn(crate::presence::run(
+                store.clone(),
+                bus.clone(),
+                rx,
+                cfg_rx.clone(),
+                clock.clone(),
+                cancel.clone(),
+            ));
+            (cancel, task)
+        });
 
         // Sources.
         let mut sources = Vec::new();
@@ -210,6 +233,7 @@ impl App {
             emergency,
             config: cfg_tx,
             sources_cancel,
+            presence,
             sinks_cancel,
             sources,
             sinks,
@@ -238,6 +262,10 @@ impl App {
         // audited before the store closes.
         for t in self.sources {
             let _ = tokio::time::timeout(Duration::from_secs(20), t).await;
+        }
+        if let Some((cancel, task)) = self.presence {
+            cancel.cancel();
+            let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
         }
         // RTSP sessions are torn down (TEARDOWN sent) before the process goes.
         if let Some(m) = &self.media {

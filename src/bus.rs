@@ -14,9 +14,12 @@ use tokio::sync::{broadcast, mpsc};
 const SINK_QUEUE: usize = 4096;
 const WATCH_QUEUE: usize = 1024;
 
+/// Which messages a filtered sink takes.
+pub type Filter = fn(&Message) -> bool;
+
 #[derive(Clone)]
 pub struct Bus {
-    sinks: Vec<mpsc::Sender<Message>>,
+    sinks: Vec<(mpsc::Sender<Message>, Option<Filter>)>,
     watch: broadcast::Sender<Message>,
     commands: mpsc::Sender<Command>,
     /// The latest health of each source, for late joiners (availability, `bridge/info`).
@@ -27,7 +30,7 @@ pub struct Bus {
 
 /// Built at start-up: sinks register, then `build` freezes the list.
 pub struct BusBuilder {
-    sinks: Vec<mpsc::Sender<Message>>,
+    sinks: Vec<(mpsc::Sender<Message>, Option<Filter>)>,
     commands: (mpsc::Sender<Command>, Option<mpsc::Receiver<Command>>),
 }
 
@@ -45,7 +48,16 @@ impl BusBuilder {
     /// A lossless subscription (back-pressure on sources).
     pub fn sink(&mut self) -> mpsc::Receiver<Message> {
         let (tx, rx) = mpsc::channel(SINK_QUEUE);
-        self.sinks.push(tx);
+        self.sinks.push((tx, None));
+        rx
+    }
+
+    /// A lossless subscription to the messages `filter` accepts only. A sink that publishes
+    /// on the bus itself must not receive what it publishes: with its own queue full, its
+    /// publish would wait for room it alone can make (see [`crate::presence`]).
+    pub fn sink_filtered(&mut self, filter: Filter) -> mpsc::Receiver<Message> {
+        let (tx, rx) = mpsc::channel(SINK_QUEUE);
+        self.sinks.push((tx, Some(filter)));
         rx
     }
 
@@ -74,7 +86,10 @@ impl Bus {
             m.insert(h.source.clone(), h.clone());
         }
         let _ = self.watch.send(msg.clone());
-        for s in &self.sinks {
+        for (s, filter) in &self.sinks {
+            if filter.is_some_and(|f| !f(&msg)) {
+                continue;
+            }
             // A closed sink has stopped (shutdown or crash, logged by its task).
             let _ = s.send(msg.clone()).await;
         }
@@ -105,5 +120,60 @@ impl Bus {
     /// The door checks every requester passes before sending a door command.
     pub fn door_gate(&self) -> &crate::commands::DoorGate {
         &self.door_gate
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::PersonState;
+
+    fn person(i: usize) -> Message {
+        Message::Person(PersonState {
+            id: format!("p{i}"),
+            name: String::new(),
+            site: "default".into(),
+            home: Some(true),
+            since: None,
+            evidence: None,
+            last_door: None,
+            last_door_direction: None,
+            last_door_at: None,
+            wifi_sessions: 0,
+            last_qr_at: None,
+        })
+    }
+
+    /// The presence engine publishes far more than its queue holds (a backfill of a busy day)
+    /// while it is busy and not reading its own queue: with the filter, none of it lands there,
+    /// so it never waits on itself. (With `sink()` instead this stops at SINK_QUEUE.)
+    #[tokio::test]
+    async fn a_filtered_sink_never_waits_on_its_own_output() {
+        let mut b = BusBuilder::default();
+        let mut other = b.sink();
+        let own = b.sink_filtered(crate::presence::wanted);
+        let bus = b.build();
+        let drain = tokio::spawn(async move {
+            let mut n = 0;
+            while other.recv().await.is_some() {
+                n += 1;
+            }
+            n
+        });
+        let publish = async {
+            for i in 0..SINK_QUEUE * 2 {
+                bus.publish(person(i)).await;
+            }
+        };
+        tokio::time::timeout(std::time::Duration::from_secs(10), publish)
+            .await
+            .expect("publishing never blocks on the publisher's own queue");
+        assert_eq!(own.len(), 0, "its own output never reaches it");
+        drop(bus);
+        assert_eq!(
+            drain.await.unwrap(),
+            SINK_QUEUE * 2,
+            "the other sink got all"
+        );
     }
 }

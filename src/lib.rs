@@ -18,6 +18,7 @@
 //!   info and reachability, for the REST API.
 //! - [`emergency`]: emergency lockdown / unlock / restore, their expiry kept across restarts.
 //! - [`clock`]: wall time behind a trait (tests move it).
+//! - [`presence`]: one home / away state per person (badges, Wi-Fi sessions, QR entries).
 //! - [`sources`]: devices. [`sources::net2`] is the Paxton Net2 Local API (REST + SignalR).
 //! - [`sinks`]: where messages go ([`sinks::store`]: SQLite).
 //! - [`storage`]: SQLite schema, migrations and queries.
@@ -36,6 +37,7 @@ pub mod error;
 pub mod logging;
 pub mod media;
 pub mod model;
+pub mod presence;
 pub mod secret;
 pub mod sim;
 pub mod sinks;

@@ -32,11 +32,13 @@ const DOORS: [(u64, &str); 3] = [
     ),
     (
         6612642,
-        "{ name: Fordør, open_time_ms: 5000, camera: nvr/2 }",
+        "{ name: Fordør, open_time_ms: 5000, camera: nvr/2, direction: in }",
     ),
     (6203980, "{ name: Fordør Terndrupvej }"),
 ];
 const CAMERAS: [&str; 2] = ["camera", "nvr"];
+/// The Net2 simulator's user 8, configured as the person `mette`.
+const PERSON_USER: i64 = 8;
 /// ISAPI event words that must not reach a name a person reads.
 const RAW_WORDS: &[&str] = &[
     "vmd",
@@ -183,6 +185,10 @@ async fn start(with_net2: bool) -> Scenario {
         for (id, cfg) in DOORS {
             yaml.push_str(&format!("  {id}: {cfg}\n"));
         }
+        // Two people: Mette badges in before HA starts (home), Bo has no evidence yet.
+        yaml.push_str(&format!(
+            "people:\n  - {{ id: mette, name: Mette, net2_users: [{PERSON_USER}] }}\n  - {{ id: bo, name: Bo, net2_users: [9] }}\n"
+        ));
         // The REST API, for a hardware access point to register and beat.
         yaml.push_str(&format!(
             "web:\n  bind: 127.0.0.1:0\n  jwt_secret: ha-test-jwt-secret-0123456789\n  hardware_key: {HW_KEY}\n"
@@ -217,6 +223,23 @@ async fn start(with_net2: bool) -> Scenario {
             let t = format!("gatehouse/door/{id}/state");
             wait_for(&format!("door {id}'s state"), T, || !rec.on(&t).is_empty()).await;
         }
+    }
+    if let Some(sim) = &net2 {
+        wait_for("Net2 live", T, || {
+            sim.websocket_count() >= 1 && !sim.stats().subscriptions.is_empty()
+        })
+        .await;
+        sim.push_event(
+            gatehouse::sim::net2::SimEvent::new(26, 6612642)
+                .user(PERSON_USER)
+                .token_type(1),
+        );
+        wait_for("Mette home", T, || {
+            rec.on("gatehouse/person/mette/state")
+                .last()
+                .is_some_and(|m| m.text() == "home")
+        })
+        .await;
     }
     let hardware = if with_net2 {
         let web = app.web_addr.expect("web: is configured");
@@ -1160,6 +1183,48 @@ fn check_h(c: &mut Checks, pubs: &[Published], ha: &Ha, point: &str) {
     );
 }
 
+/// (i) people: a device_tracker per person that a HA `person` can use (home after a badge at
+/// an `in` door, not_home without evidence, never unknown), and the people-on-site count.
+fn check_i(c: &mut Checks, ha: &Ha) {
+    let mut bad = Vec::new();
+    for (id, want, name) in [
+        ("device_tracker.gatehouse_person_mette", "home", "Mette"),
+        ("device_tracker.gatehouse_person_bo", "not_home", "Bo"),
+    ] {
+        let st = &ha.doc["states"][id];
+        if st["state"].as_str() != Some(want) {
+            bad.push(format!("{id} is {}, want {want}", st["state"]));
+        }
+        let attrs = &st["attributes"];
+        if attrs["source_type"] != "router" {
+            bad.push(format!("{id} source_type {}", attrs["source_type"]));
+        }
+        if attrs["friendly_name"] != name {
+            bad.push(format!(
+                "{id} friendly_name {}, want {name}",
+                attrs["friendly_name"]
+            ));
+        }
+        if attrs["evidence"].as_str().is_none_or(str::is_empty) {
+            bad.push(format!("{id} has no evidence attribute: {attrs}"));
+        }
+    }
+    let id = "sensor.gatehouse_site_default_people";
+    let st = &ha.doc["states"][id];
+    if st["state"].as_str() != Some("1") {
+        bad.push(format!("{id} is {}, want 1", st["state"]));
+    }
+    if st["attributes"]["people"] != serde_json::json!(["Mette"]) {
+        bad.push(format!("{id} attributes {}", st["attributes"]));
+    }
+    c.check(
+        "i. people: device trackers and the people on site",
+        3,
+        bad,
+        "problems with the people entities",
+    );
+}
+
 fn summary(doc: &Value, pubs: &[Published], timings: &[(&str, Duration)]) {
     let ents = doc["entities"].as_array().map(Vec::len).unwrap_or(0);
     let mut by_domain: BTreeMap<&str, usize> = BTreeMap::new();
@@ -1241,7 +1306,8 @@ async fn home_assistant_reads_the_discovery_as_a_person_would_keep_it() {
         &ha,
         point.as_deref().expect("a point registered"),
     );
-    c.finish("Net2 + NVR + camera + a hardware point");
+    check_i(&mut c, &ha);
+    c.finish("Net2 + NVR + camera + a hardware point + two people");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -722,6 +722,9 @@ pub fn normalize_mac(s: &str) -> Option<String> {
 }
 
 fn validate_people(cfg: &mut Config, errs: &mut Collector) {
+    if cfg.presence.wifi_away_after.get() < std::time::Duration::from_secs(1) {
+        errs.push("presence.wifi_away_after", "must be at least 1s");
+    }
     let sites: Vec<String> = cfg.sites().into_iter().map(|s| s.id).collect();
     let mut ids = std::collections::HashSet::new();
     // Each identity (Net2 user, GATE user / name, MAC, Apptive member) belongs to one person.
@@ -735,6 +738,17 @@ fn validate_people(cfg: &mut Config, errs: &mut Collector) {
             );
         } else if !ids.insert(person.id.clone()) {
             errs.push(format!("{p}.id"), format!("duplicate id {:?}", person.id));
+        }
+        if person.net2_users.is_empty()
+            && person.gate_users.is_empty()
+            && person.gate_usernames.is_empty()
+            && person.macs.is_empty()
+            && person.apptive_members.is_empty()
+        {
+            errs.push(
+                p.clone(),
+                "no identity: nothing could ever show this person's presence (add net2_users, gate_users, gate_usernames, macs or apptive_members)",
+            );
         }
         if let Some(s) = &person.site
             && !sites.contains(s)
@@ -1442,5 +1456,68 @@ doors:
                 "sites[2].id"
             ]
         );
+    }
+
+    #[test]
+    fn people_errors_name_their_paths() {
+        let text = format!(
+            "{GOOD}{}",
+            r#"sites:
+  - { id: hq, name: HQ }
+presence: { wifi_away_after: 0s }
+people:
+  - id: anna
+    net2_users: [11]
+    macs: ["AA-BB-CC-00-00-01"]
+    gate_usernames: [" Anna@Example.ORG "]
+  - id: anna
+    net2_users: [12]
+  - id: bo
+    net2_users: [11]
+    macs: ["aa:bb:cc:00:00:01", "not-a-mac"]
+    gate_usernames: [anna@example.org]
+    site: annex
+  - id: "c y"
+    apptive_members: ["M-1"]
+  - id: dee
+"#
+        );
+        let e = load_str(&text, &env).unwrap_err();
+        let want = [
+            ("presence.wifi_away_after", "at least 1s"),
+            ("people[1].id", "duplicate id \"anna\""),
+            ("people[2].net2_users", "net2 user 11 is already \"anna\"'s"),
+            (
+                "people[2].macs",
+                "MAC aa:bb:cc:00:00:01 is already \"anna\"'s",
+            ),
+            ("people[2].macs[1]", "\"not-a-mac\" is not a MAC address"),
+            ("people[2].gate_usernames", "already \"anna\"'s"),
+            ("people[2].site", "unknown site \"annex\" (sites: hq)"),
+            ("people[3].id", "use letters, digits"),
+            ("people[4]", "no identity"),
+        ];
+        let text = e.to_string();
+        for (path, msg) in want {
+            assert!(e.paths().contains(&path), "no error at {path}: {text}");
+            assert!(
+                text.lines().any(|l| l.contains(path) && l.contains(msg)),
+                "{path}: {msg} not in {text}"
+            );
+        }
+        // A good one: normalized MACs and lower-case names, the first site by default.
+        let c = load_str(
+            &format!(
+                "{}people:\n  - {{ id: anna, macs: [AABB.CC00.0001], gate_usernames: [Anna@X.org] }}\n",
+                GOOD.replace("6612642: { open_time_ms: 8000 }", "6612642: { open_time_ms: 8000, direction: out }")
+            ),
+            &env,
+        )
+        .unwrap();
+        assert_eq!(c.people[0].macs, vec!["aa:bb:cc:00:00:01"]);
+        assert_eq!(c.people[0].gate_usernames, vec!["anna@x.org"]);
+        assert_eq!(c.doors[&6612642].direction, DoorDirection::Out);
+        assert_eq!(c.doors[&7242929].direction, DoorDirection::Both);
+        assert_eq!(c.presence.wifi_away_after.get().as_secs(), 600);
     }
 }

@@ -7,7 +7,8 @@ use tokio::sync::watch;
 
 /// Keys whose change needs a restart, comparing `old` and `new`. Live keys: `log.level`,
 /// `doors.*`, Net2 poll intervals, timeouts and page size, camera hold-offs, `web.users`,
-/// `web.session_ttl`, `web.hardware_key`, `web.rate_limits`.
+/// `web.session_ttl`, `web.hardware_key`, `web.rate_limits`, `people` (once there are some),
+/// `presence`.
 pub fn restart_required(old: &Config, new: &Config) -> Vec<String> {
     let mut keys = Vec::new();
     if old.log.format != new.log.format {
@@ -47,6 +48,11 @@ pub fn restart_required(old: &Config, new: &Config) -> Vec<String> {
     }
     if old.media.snapshot_dir != new.media.snapshot_dir {
         keys.push("media.snapshot_dir".into());
+    }
+    // People apply live (the presence engine reconfigures), but the engine is started only
+    // when there are people at start-up.
+    if old.people.is_empty() && !new.people.is_empty() {
+        keys.push("people".into());
     }
     if old.mqtt != new.mqtt {
         // Discovery follows door changes live; the connection itself needs a restart.
@@ -178,6 +184,26 @@ mod tests {
             "version: 1\nsources:\n  net2:\n    url: http://h:8080\n    username: A B\n    client_id: x\n    password: p\n{extra}"
         );
         load_str(&text, &|_| None).unwrap()
+    }
+
+    #[test]
+    fn the_first_person_needs_a_restart_later_changes_do_not() {
+        let none = crate::config::Config::default();
+        let mut one = none.clone();
+        one.people.push(crate::config::PersonConfig {
+            id: "anna".into(),
+            net2_users: vec![8],
+            ..Default::default()
+        });
+        assert_eq!(restart_required(&none, &one), vec!["people"]);
+        let mut two = one.clone();
+        two.people.push(crate::config::PersonConfig {
+            id: "bo".into(),
+            ..Default::default()
+        });
+        two.presence.wifi_away_after = HumanDuration::secs(60);
+        assert!(restart_required(&one, &two).is_empty());
+        assert!(restart_required(&two, &none).is_empty());
     }
 
     #[test]

@@ -159,6 +159,19 @@ pub struct EventEntity {
     pub event_types: Vec<String>,
 }
 
+/// HA `device_tracker` (MQTT, `source_type: router`): what a `person` in Home Assistant
+/// attaches. HA 2024.1 knows every key here.
+#[derive(Serialize, Clone, Debug, PartialEq)]
+pub struct DeviceTracker {
+    #[serde(flatten)]
+    pub base: Base,
+    pub state_topic: String,
+    pub payload_home: &'static str,
+    pub payload_not_home: &'static str,
+    pub source_type: &'static str,
+    pub json_attributes_topic: String,
+}
+
 /// One entity: its HA component and its config.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Entity {
@@ -187,6 +200,10 @@ pub struct Context<'a> {
     pub alarms: Vec<&'a crate::model::CameraAlarm>,
     /// Registered hardware access points (REST `points/register`).
     pub hardware: Vec<&'a crate::model::HardwarePoint>,
+    /// Configured people (`people:`): (id, display name).
+    pub people: Vec<(String, String)>,
+    /// Sites with at least one configured person: (id, display name).
+    pub people_sites: Vec<(String, String)>,
 }
 
 /// A configured camera for discovery.
@@ -858,6 +875,78 @@ pub fn configs(ctx: &Context) -> Vec<Entity> {
             },
         ));
     }
+    // People: a device per person with its device_tracker (HA shows the device's name, and a
+    // `person` attaches the tracker); a "People" device with a count per site.
+    for (id, name) in &ctx.people {
+        let dev_id = format!("gatehouse_person_{id}");
+        let dev = Device {
+            identifiers: vec![dev_id.clone()],
+            name: name.clone(),
+            manufacturer: "gatehouse".into(),
+            model: "Presence: badges, Wi-Fi, QR".into(),
+            via_device: None,
+            sw_version: None,
+        };
+        let oid = format!("person_{id}");
+        out.push(entity(
+            "device_tracker",
+            oid.clone(),
+            &dev_id,
+            &DeviceTracker {
+                base: Base {
+                    icon: Some("mdi:account"),
+                    ..with_domain(base(&oid, None, &dev, &bridge_only, None), "device_tracker")
+                },
+                state_topic: t.person_state(id),
+                payload_home: "home",
+                payload_not_home: "not_home",
+                source_type: "router",
+                json_attributes_topic: t.person_attributes(id),
+            },
+        ));
+    }
+    if !ctx.people_sites.is_empty() {
+        let dev = Device {
+            identifiers: vec!["gatehouse_people".into()],
+            name: "People".into(),
+            manufacturer: "gatehouse".into(),
+            model: "Presence (via gatehouse)".into(),
+            via_device: None,
+            sw_version: Some(env!("CARGO_PKG_VERSION").into()),
+        };
+        for (id, name) in &ctx.people_sites {
+            let oid = format!("site_{id}_people");
+            out.push(entity(
+                "sensor",
+                oid.clone(),
+                "gatehouse_people",
+                &Sensor {
+                    base: Base {
+                        icon: Some("mdi:account-group"),
+                        ..with_domain(
+                            base(
+                                &oid,
+                                Some(&format!("{name} on site")),
+                                &dev,
+                                &bridge_only,
+                                None,
+                            ),
+                            "sensor",
+                        )
+                    },
+                    state_topic: t.site_people(id),
+                    value_template: "{{ value_json.count }}".into(),
+                    json_attributes_topic: Some(t.site_people(id)),
+                    json_attributes_template: Some(
+                        "{{ {'people': value_json.people, 'ids': value_json.ids} | tojson }}"
+                            .into(),
+                    ),
+                    unit_of_measurement: Some("people"),
+                    device_class: None,
+                },
+            ));
+        }
+    }
     out
 }
 
@@ -1061,6 +1150,8 @@ mod tests {
             alarms: alarms.iter().collect(),
             net2,
             hardware: Vec::new(),
+            people: vec![("anna".into(), "Anna Berg".into())],
+            people_sites: vec![("default".into(), "Default".into())],
         };
         configs(&ctx)
     }
@@ -1168,8 +1259,8 @@ mod tests {
             .collect();
         assert_eq!(
             got.len(),
-            7,
-            "one config per device: two doors, the Net2 server, the camera, the NVR and its two channels"
+            9,
+            "one config per device: two doors, the Net2 server, the camera, the NVR and its two channels, a person, People"
         );
         for v in got.values() {
             assert!(
@@ -1235,6 +1326,7 @@ mod tests {
                 "binary_sensor",
                 "button",
                 "camera",
+                "device_tracker",
                 "event",
                 "lock",
                 "sensor"

@@ -72,6 +72,8 @@ struct Sink {
     hardware: BTreeMap<String, HardwarePoint>,
     /// The emergency mode's payload (republished on connect).
     emergency: Option<String>,
+    /// People's presence as the presence engine last published it.
+    persons: BTreeMap<String, PersonState>,
     /// Snapshots and live streams (camera commands go here); `None` without cameras.
     media: Option<crate::media::service::Media>,
     /// The MQTT version for the next connection, and the one that has worked.
@@ -226,6 +228,19 @@ pub async fn run(
         .into_iter()
         .map(|p| (p.id.clone(), p))
         .collect();
+    // The states the presence engine kept from the last run: published on connect before
+    // the engine's own (queued) messages are taken, so a person who is home never shows
+    // `not_home` for a moment after a restart.
+    let persons = if cfg_rx.borrow().people.is_empty() {
+        BTreeMap::new()
+    } else {
+        crate::presence::Engine::new(&cfg_rx.borrow(), crate::presence::load(&store))
+            .states()
+            .into_iter()
+            .map(|p| (p.id.clone(), p))
+            .collect()
+    };
+
     let mut sink = Sink {
         doors: store
             .door_states()
@@ -263,6 +278,7 @@ pub async fn run(
         streams: BTreeMap::new(),
         hardware,
         emergency: None,
+        persons,
         media,
         redeliver: Default::default(),
         redeliver_upto: 0,
@@ -443,8 +459,12 @@ impl Sink {
                 payload::snapshot_meta(s).to_string(),
                 true,
             )],
-            // Issue 17: Wi-Fi presence / occupancy and people (next commits).
-            Message::WifiSessions { .. } | Message::Person(_) => Vec::new(),
+            Message::Person(p) => {
+                self.persons.insert(p.id.clone(), p.clone());
+                self.people_payloads()
+            }
+            // Issue 17: Wi-Fi occupancy (the GATE source's part).
+            Message::WifiSessions { .. } => Vec::new(),
             Message::Emergency(e) => {
                 let p = payload::emergency(e).to_string();
                 self.emergency = Some(p.clone());
@@ -481,6 +501,72 @@ impl Sink {
             }
             _ => Vec::new(),
         }
+    }
+
+    /// Every configured person as last known (`not_home`, "no evidence yet", before the
+    /// presence engine said), in config order.
+    fn people_now(&self) -> Vec<PersonState> {
+        let cfg = self.cfg_rx.borrow();
+        let first = cfg.first_site();
+        cfg.people
+            .iter()
+            .map(|p| {
+                let name = p.name.clone().unwrap_or_else(|| p.id.clone());
+                let site = p.site.clone().unwrap_or_else(|| first.clone());
+                match self.persons.get(&p.id) {
+                    Some(s) => PersonState {
+                        name,
+                        site,
+                        ..s.clone()
+                    },
+                    None => PersonState {
+                        id: p.id.clone(),
+                        name,
+                        site,
+                        home: None,
+                        since: None,
+                        evidence: None,
+                        last_door: None,
+                        last_door_direction: None,
+                        last_door_at: None,
+                        wifi_sessions: 0,
+                        last_qr_at: None,
+                    },
+                }
+            })
+            .collect()
+    }
+
+    /// People's retained states and attributes, and the count of each site that has people
+    /// (unchanged ones are not resent: `publish_all` compares).
+    fn people_payloads(&self) -> Vec<(String, String, bool)> {
+        let people = self.people_now();
+        let mut out = Vec::new();
+        let mut sites: Vec<&str> = Vec::new();
+        for p in &people {
+            out.push((
+                self.topics.person_state(&p.id),
+                payload::person_state(p).to_string(),
+                true,
+            ));
+            out.push((
+                self.topics.person_attributes(&p.id),
+                payload::person_attributes(p).to_string(),
+                true,
+            ));
+            if !sites.contains(&p.site.as_str()) {
+                sites.push(&p.site);
+            }
+        }
+        let refs: Vec<&PersonState> = people.iter().collect();
+        for site in sites {
+            out.push((
+                self.topics.site_people(site),
+                payload::site_people(site, &refs).to_string(),
+                true,
+            ));
+        }
+        out
     }
 
     /// A hardware point's retained state and availability.
@@ -781,6 +867,27 @@ impl Sink {
             alarms,
             net2,
             hardware: self.hardware.values().collect(),
+            people: cfg
+                .people
+                .iter()
+                .map(|p| (p.id.clone(), p.name.clone().unwrap_or_else(|| p.id.clone())))
+                .collect(),
+            people_sites: {
+                let first = cfg.first_site();
+                let used: Vec<String> = cfg
+                    .people
+                    .iter()
+                    .map(|p| p.site.clone().unwrap_or_else(|| first.clone()))
+                    .collect();
+                cfg.sites()
+                    .into_iter()
+                    .filter(|s| used.contains(&s.id))
+                    .map(|s| {
+                        let name = s.name.clone().unwrap_or_else(|| s.id.clone());
+                        (s.id, name)
+                    })
+                    .collect()
+            },
         };
         let entities = discovery::configs(&ctx);
         discovery::render(
@@ -929,6 +1036,7 @@ impl Sink {
         for hw in self.hardware.values() {
             out.extend(self.hardware_payloads(hw));
         }
+        out.extend(self.people_payloads());
         out
     }
 
@@ -1104,7 +1212,10 @@ impl Sink {
                 }
                 r = cfg_rx.changed() => {
                     if r.is_ok() && c.connected {
-                        let out = self.discovery_changes();
+                        // People added or removed: their entities, and a state for a new
+                        // person from the first second (the presence engine follows).
+                        let mut out = self.discovery_changes();
+                        out.extend(self.people_payloads());
                         self.publish_all(client, c, out, false)?;
                     }
                 }

@@ -124,3 +124,47 @@ pub fn emergency(e: &EmergencyState) -> Value {
         "doors_held_open": e.held_open,
     })
 }
+
+/// A person's state for the `device_tracker`: `home`, else `not_home` (also while there is no
+/// evidence yet: an entity stuck at `unknown` reads as broken; the attributes say
+/// `"known": false`).
+pub fn person_state(p: &PersonState) -> &'static str {
+    if p.home == Some(true) {
+        "home"
+    } else {
+        "not_home"
+    }
+}
+
+/// A person's attributes (`…/person/<id>/attributes`).
+pub fn person_attributes(p: &PersonState) -> Value {
+    let t = |t: Option<chrono::DateTime<chrono::Utc>>| t.map(|t| t.to_rfc3339());
+    json!({
+        "id": p.id,
+        "name": p.name,
+        "site": p.site,
+        "known": p.home.is_some(),
+        "home": p.home,
+        "since": t(p.since),
+        "evidence": p.evidence.as_deref().unwrap_or("no evidence yet"),
+        "last_door": p.last_door,
+        "direction": p.last_door_direction,
+        "last_door_at": t(p.last_door_at),
+        "wifi_sessions": p.wifi_sessions,
+        "last_qr_at": t(p.last_qr_at),
+    })
+}
+
+/// Who is on a site (`…/site/<id>/people`): the persons whose state is `home`.
+pub fn site_people(site: &str, people: &[&PersonState]) -> Value {
+    let here: Vec<&&PersonState> = people
+        .iter()
+        .filter(|p| p.site == site && p.home == Some(true))
+        .collect();
+    json!({
+        "site": site,
+        "count": here.len(),
+        "people": here.iter().map(|p| p.name.clone()).collect::<Vec<_>>(),
+        "ids": here.iter().map(|p| p.id.clone()).collect::<Vec<_>>(),
+    })
+}

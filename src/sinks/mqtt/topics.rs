@@ -76,6 +76,19 @@ impl Topics {
     pub fn presence(&self, user: i64) -> String {
         format!("{}/user/{user}/presence", self.base)
     }
+    /// A person's presence, retained `home` / `not_home` (the payloads Home Assistant's
+    /// `device_tracker` expects; `not_home` too while there is no evidence yet).
+    pub fn person_state(&self, person: &str) -> String {
+        format!("{}/person/{person}/state", self.base)
+    }
+    /// A person's evidence (since, last door and direction, Wi-Fi sessions, QR), retained JSON.
+    pub fn person_attributes(&self, person: &str) -> String {
+        format!("{}/person/{person}/attributes", self.base)
+    }
+    /// Who is on a site: `{"count":…,"people":[names],"ids":[…]}`, retained.
+    pub fn site_people(&self, site: &str) -> String {
+        format!("{}/site/{site}/people", self.base)
+    }
     /// A camera alarm state, retained `ON` / `OFF`:
     /// `<base>/camera/<device>/<ch1|io2|device>/alarm/<event type>[/<target>]`. Alarm states
     /// have their own level, so `…/ch1/alarm/+` takes every alarm of a channel and nothing

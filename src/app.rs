@@ -69,6 +69,7 @@ impl App {
             builder.sink()
         });
         let commands = builder.take_commands().expect("command queue taken once");
+        let qr_scans = builder.take_qr_scans().expect("QR scan queue taken once");
         let bus = builder.build();
         // Filled by the Net2 source; doors and users for the REST API.
         let directory = crate::directory::Directory::new();
@@ -79,7 +80,7 @@ impl App {
             bus.clone(),
             cfg_rx.clone(),
             directory.clone(),
-            clock,
+            clock.clone(),
         );
         // The web server's socket first: a bind error fails the start before anything runs.
         let listener = match &cfg.web {
@@ -160,6 +161,20 @@ impl App {
                 cfg_rx.clone(),
                 sources_cancel.clone(),
             )?);
+        }
+        // QR access: scans from MQTT, REST and USB readers → Apptive → the door command queue.
+        // Without `apptive:` the queue is dropped (adding it later needs a restart).
+        if cfg.apptive.is_some() {
+            sources.extend(crate::apptive::spawn(
+                store.clone(),
+                bus.clone(),
+                cfg_rx.clone(),
+                qr_scans,
+                clock.clone(),
+                sources_cancel.clone(),
+            ));
+        } else {
+            drop(qr_scans);
         }
         // After the Net2 source: a restore due at start-up waits for its first door status.
         sources.push(emergency.spawn(sources_cancel.clone()));

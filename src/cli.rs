@@ -45,6 +45,9 @@ pub enum Action {
         bind: std::net::SocketAddr,
         every: u64,
     },
+    SimApptive {
+        bind: std::net::SocketAddr,
+    },
     Net2Open {
         config: PathBuf,
         door: DoorId,
@@ -114,6 +117,7 @@ pub async fn dispatch(a: Action) -> Result<()> {
         }
         Action::Passwd => passwd(),
         Action::SimNet2 { bind, every } => sim_net2(bind, every).await,
+        Action::SimApptive { bind } => sim_apptive(bind).await,
         Action::Net2Open {
             config,
             door,
@@ -662,6 +666,46 @@ fn tempfile_dir() -> Result<PathBuf> {
         format!("unable to create {}", d.display())
     })?;
     Ok(d)
+}
+
+async fn sim_apptive(bind: std::net::SocketAddr) -> Result<()> {
+    use crate::sim::apptive::{ApptiveSim, ApptiveSimConfig};
+    crate::logging::init(LogFormat::Pretty, "info");
+    let cfg = ApptiveSimConfig {
+        bind,
+        ..ApptiveSimConfig::default()
+    };
+    let (doors, members) = (cfg.doors.clone(), cfg.members.clone());
+    let sim = ApptiveSim::start(cfg)
+        .await
+        .ctx(ErrorKind::Internal, || "unable to start the Apptive simulator")?;
+    let mut out = format!(
+        "url: {url}\ntoken: {token}\ndoor_ids: {doors}\n",
+        url = sim.base_url(),
+        token = sim.token(),
+        doors = doors.join(", ")
+    );
+    for m in &members {
+        out.push_str(&format!(
+            "member {}: {} {} ({}); a QR code: {}/qr/?token={}&member={}\n",
+            m.id,
+            m.firstname,
+            m.lastname,
+            if m.subscription {
+                "subscription"
+            } else {
+                "no subscription"
+            },
+            sim.base_url(),
+            sim.token(),
+            m.id
+        ));
+    }
+    let _ = write!(std::io::stdout(), "{out}");
+    let _ = std::io::stdout().flush();
+    let _ = tokio::signal::ctrl_c().await;
+    sim.shutdown().await;
+    Ok(())
 }
 
 async fn sim_net2(bind: std::net::SocketAddr, every: u64) -> Result<()> {

@@ -146,6 +146,11 @@ pub fn redact(raw: &[u8]) -> String {
     for line in text.split_inclusive(['\n', '\r']) {
         let body = line.trim_end_matches(['\n', '\r']);
         let end = &line[body.len()..];
+        if body.is_empty() {
+            // The LF of a CRLF (or a blank line): no line of its own.
+            out.push_str(line);
+            continue;
+        }
         if in_org && (body.starts_with(' ') || body.starts_with('\t')) {
             out.push_str(" ***");
             out.push_str(end);

@@ -787,6 +787,16 @@ impl Sink {
             alarms,
             net2,
             hardware: self.hardware.values().collect(),
+            qr_readers: cfg
+                .apptive
+                .iter()
+                .flat_map(|a| &a.readers)
+                .map(|r| discovery::QrReaderCtx {
+                    id: r.id.clone(),
+                    name: r.name.clone(),
+                    door: r.door,
+                })
+                .collect(),
         };
         let entities = discovery::configs(&ctx);
         discovery::render(

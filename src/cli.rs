@@ -676,9 +676,10 @@ async fn sim_apptive(bind: std::net::SocketAddr) -> Result<()> {
         ..ApptiveSimConfig::default()
     };
     let (doors, members) = (cfg.doors.clone(), cfg.members.clone());
-    let sim = ApptiveSim::start(cfg)
-        .await
-        .ctx(ErrorKind::Internal, || "unable to start the Apptive simulator")?;
+    let sim = ApptiveSim::start(cfg).await.ctx(
+        ErrorKind::Internal,
+        || "unable to start the Apptive simulator",
+    )?;
     let mut out = format!(
         "url: {url}\ntoken: {token}\ndoor_ids: {doors}\n",
         url = sim.base_url(),

@@ -243,7 +243,12 @@ impl Service {
         let now = self.clock.now();
         let result = QrResult {
             reader: reader.id.clone(),
-            event_type: if out.granted { "qr_granted" } else { "qr_denied" }.into(),
+            event_type: if out.granted {
+                "qr_granted"
+            } else {
+                "qr_denied"
+            }
+            .into(),
             granted: out.granted,
             message: out.message.clone(),
             reason: out.reason.clone(),
@@ -375,10 +380,7 @@ impl Service {
         if a.single_use {
             let now = self.clock.now();
             let h = hash.clone();
-            let used = self
-                .store
-                .run(move |s| s.qr_key_used(&h, now))
-                .await;
+            let used = self.store.run(move |s| s.qr_key_used(&h, now)).await;
             match used {
                 Ok(false) => {}
                 Ok(true) => {

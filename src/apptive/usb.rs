@@ -53,7 +53,9 @@ impl Splitter {
                     .iter()
                     .rposition(|c| matches!(c, b'\r' | b'\n'))
                     .map_or(0, |i| i + 1);
-                body[start..].trim_ascii().eq_ignore_ascii_case(b"END:VCARD")
+                body[start..]
+                    .trim_ascii()
+                    .eq_ignore_ascii_case(b"END:VCARD")
             };
             if ended || self.buf.len() >= MAX_SCAN {
                 out.push(std::mem::take(&mut self.buf));
@@ -379,11 +381,29 @@ mod tests {
             recs.extend(event(EV_KEY, c, v));
             recs.extend(event(0, 0, 0));
         }
-        for (c, v) in [(54, 1), (39, 1), (39, 0), (54, 0), (2, 1), (2, 0), (28, 1), (28, 0)] {
+        for (c, v) in [
+            (54, 1),
+            (39, 1),
+            (39, 0),
+            (54, 0),
+            (2, 1),
+            (2, 0),
+            (28, 1),
+            (28, 0),
+        ] {
             recs.extend(event(EV_KEY, c, v));
         }
         // Caps Lock on: letters upper, digits unchanged; with shift, letters lower.
-        for (c, v) in [(58, 1), (58, 0), (16, 1), (16, 0), (42, 1), (16, 1), (16, 0), (42, 0)] {
+        for (c, v) in [
+            (58, 1),
+            (58, 0),
+            (16, 1),
+            (16, 0),
+            (42, 1),
+            (16, 1),
+            (16, 0),
+            (42, 0),
+        ] {
             recs.extend(event(EV_KEY, c, v));
         }
         assert_eq!(decode_events(&mut kb, &recs), b"Ab:1\nQq");
@@ -393,7 +413,10 @@ mod tests {
     fn scans_end_at_end_vcard_or_idle() {
         let mut s = Splitter::default();
         let got = s.push(b"\r\nBEGIN:VCARD\r\nVERSION:3.0\r\nEND:VCARD\r\nBEGIN:VCARD\nend:vcard");
-        assert_eq!(got, vec![b"BEGIN:VCARD\r\nVERSION:3.0\r\nEND:VCARD\r".to_vec()]);
+        assert_eq!(
+            got,
+            vec![b"BEGIN:VCARD\r\nVERSION:3.0\r\nEND:VCARD\r".to_vec()]
+        );
         // The second has no line end yet: it ends when the reader goes quiet.
         assert!(s.push(b"").is_empty());
         assert_eq!(s.idle().unwrap(), b"BEGIN:VCARD\nend:vcard".to_vec());

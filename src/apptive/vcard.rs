@@ -104,7 +104,11 @@ pub fn parse(raw: &[u8]) -> Result<QrCode, Invalid> {
             return Err(bad("not a vCard (it must start with BEGIN:VCARD)"));
         }
         match name.as_str() {
-            "BEGIN" => return Err(bad("BEGIN inside a vCard (nested vCards are not a QR code)")),
+            "BEGIN" => {
+                return Err(bad(
+                    "BEGIN inside a vCard (nested vCards are not a QR code)",
+                ));
+            }
             "END" if value.trim().eq_ignore_ascii_case("VCARD") => ended = true,
             "END" => return Err(bad(format!("END:{} inside a vCard", value.trim()))),
             "VERSION" => {
@@ -177,11 +181,7 @@ fn split_line(line: &str) -> Result<(String, Vec<String>, &str), Invalid> {
     let mut parts = head.split(';');
     let name = parts.next().unwrap_or_default();
     let name = name.rsplit('.').next().unwrap_or(name).trim();
-    if name.is_empty()
-        || !name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-')
-    {
+    if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
         let shown: String = name.chars().take(20).collect();
         return Err(bad(format!("bad property name {shown:?}")));
     }
@@ -429,7 +429,10 @@ mod tests {
         for (what, raw, want) in cases {
             let e = parse(&raw).expect_err(what);
             assert!(e.to_string().contains(want), "{what}: {e}");
-            assert!(!e.to_string().contains(KEY), "{what}: the key is quoted: {e}");
+            assert!(
+                !e.to_string().contains(KEY),
+                "{what}: the key is quoted: {e}"
+            );
         }
     }
 

@@ -593,7 +593,11 @@ impl Store {
     }
 
     /// Whether an Apptive security key (its SHA-256) is remembered as used at `now`.
-    pub fn qr_key_used(&self, key_sha256: &str, now: chrono::DateTime<chrono::Utc>) -> Result<bool> {
+    pub fn qr_key_used(
+        &self,
+        key_sha256: &str,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<bool> {
         self.with(|c| {
             c.query_row(
                 "SELECT 1 FROM qr_used_keys WHERE key_sha256 = ?1 AND expires_ms > ?2",

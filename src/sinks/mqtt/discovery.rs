@@ -810,7 +810,10 @@ pub fn configs(ctx: &Context) -> Vec<Entity> {
                 let dev_id = format!("gatehouse_qr_{key}");
                 let dev = Device {
                     identifiers: vec![dev_id.clone()],
-                    name: r.name.clone().unwrap_or_else(|| format!("QR reader {}", r.id)),
+                    name: r
+                        .name
+                        .clone()
+                        .unwrap_or_else(|| format!("QR reader {}", r.id)),
                     manufacturer: "apptive".into(),
                     model: "QR reader (via gatehouse)".into(),
                     via_device: None,
@@ -834,7 +837,10 @@ pub fn configs(ctx: &Context) -> Vec<Entity> {
             &EventEntity {
                 base: Base {
                     icon: Some("mdi:qrcode-scan"),
-                    ..with_domain(base(&oid, label.as_deref(), &dev, &bridge_only, None), "event")
+                    ..with_domain(
+                        base(&oid, label.as_deref(), &dev, &bridge_only, None),
+                        "event",
+                    )
                 },
                 state_topic: t.qr_result(&r.id),
                 event_types: QR_EVENT_TYPES.iter().map(|s| s.to_string()).collect(),

@@ -1244,7 +1244,10 @@ impl Sink {
             // Never act on a retained scan: a code left on the broker would open the door
             // again on every reconnect.
             if retain {
-                tracing::warn!(topic, "retained QR scan ignored: scans must not be retained");
+                tracing::warn!(
+                    topic,
+                    "retained QR scan ignored: scans must not be retained"
+                );
                 return;
             }
             let scan = crate::apptive::Scan {

@@ -409,6 +409,163 @@ mod tests {
         assert_eq!(decode_events(&mut kb, &recs), b"Ab:1\nQq");
     }
 
+    /// The key presses (code, shift) that type `c` on a US keyboard.
+    fn keys_for(c: u8) -> (u16, bool) {
+        for shift in [false, true] {
+            for code in 1..100u16 {
+                let mut kb = Keyboard {
+                    shift_l: shift,
+                    ..Default::default()
+                };
+                if kb.key(code, 1) == Some(c) {
+                    return (code, shift);
+                }
+            }
+        }
+        panic!("no key types {c:?}")
+    }
+
+    /// What a wedge reader writes for `text`: press / release (with Shift) and SYN reports.
+    fn typed(text: &str) -> Vec<u8> {
+        let mut r = Vec::new();
+        for &c in text.as_bytes() {
+            let (code, shift) = keys_for(c);
+            if shift {
+                r.extend(event(EV_KEY, 42, 1));
+            }
+            r.extend(event(EV_KEY, code, 1));
+            r.extend(event(0, 0, 0));
+            r.extend(event(EV_KEY, code, 0));
+            if shift {
+                r.extend(event(EV_KEY, 42, 0));
+            }
+            r.extend(event(0, 0, 0));
+        }
+        r
+    }
+
+    async fn next(rx: &mut mpsc::Receiver<Scan>) -> String {
+        let s = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+            .await
+            .expect("a scan in time")
+            .expect("the reader runs");
+        assert_eq!(s.via, "usb");
+        String::from_utf8(s.data).unwrap()
+    }
+
+    const CARD: &str = "BEGIN:VCARD\nVERSION:3.0\nN:Muster;Erika\nORG:6f1c2f5e-8d1a-4b7e-9a43-2c1d0e5f7a99\nNOTE:303\nEND:VCARD\n";
+
+    /// A keyboard-wedge reader through a FIFO standing in for `/dev/input/eventN` (it cannot be
+    /// grabbed: a warning), split records across writes, a scan without END:VCARD ended by the
+    /// idle gap, and an unplug (the writer goes) followed by a replug.
+    #[cfg(target_os = "linux")]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn hid_reader_through_a_fifo() {
+        use std::io::Write;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("event-kbd");
+        let c = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
+        // SAFETY: a valid path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        // Read + write: opening never blocks, and the FIFO has a writer from the start.
+        let open = || {
+            std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(&path)
+                .unwrap()
+        };
+        let mut dev = open();
+        let (tx, mut rx) = mpsc::channel(8);
+        let cancel = CancellationToken::new();
+        let cfg = QrUsbConfig {
+            kind: QrUsbKind::Hid,
+            device: path.clone(),
+            baud: 9600,
+        };
+        let task = tokio::spawn(run("usb-qr".into(), cfg, tx, cancel.clone()));
+        let recs = typed(CARD);
+        // Cut inside a record: the reader must carry the partial one over.
+        let (a, b) = recs.split_at(EVENT_SIZE * 7 + 5);
+        dev.write_all(a).unwrap();
+        dev.write_all(b).unwrap();
+        assert_eq!(next(&mut rx).await, CARD);
+        // Not a vCard: ended by the reader going quiet.
+        dev.write_all(&typed("Hello, World!")).unwrap();
+        assert_eq!(next(&mut rx).await, "Hello, World!");
+        // Unplugged (the device node goes), then plugged in again (a new node): the scan can
+        // only arrive through a reopen.
+        drop(dev);
+        std::fs::remove_file(&path).unwrap();
+        // SAFETY: a valid path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let mut dev = open();
+        dev.write_all(&typed(CARD)).unwrap();
+        assert_eq!(next(&mut rx).await, CARD);
+        cancel.cancel();
+        task.await.unwrap();
+    }
+
+    /// A USB-serial reader on a real pty: raw mode (no CR→NL translation, no echo), CRLF lines,
+    /// scans split at END:VCARD even when two arrive in one write.
+    #[cfg(target_os = "linux")]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn serial_reader_on_a_pty() {
+        use std::io::Write;
+        use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+        let (mut master, mut slave) = (0, 0);
+        // SAFETY: out-pointers to two ints; no name, termios or winsize.
+        let r = unsafe {
+            libc::openpty(
+                &mut master,
+                &mut slave,
+                std::ptr::null_mut(),
+                std::ptr::null(),
+                std::ptr::null(),
+            )
+        };
+        assert_eq!(r, 0);
+        // SAFETY: just opened, owned here.
+        let (master, slave) = unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) };
+        let mut name = [0 as libc::c_char; 128];
+        // SAFETY: a buffer of its length.
+        assert_eq!(unsafe { libc::ttyname_r(slave.as_raw_fd(), name.as_mut_ptr(), name.len()) }, 0);
+        // SAFETY: NUL-terminated by ttyname_r.
+        let path = unsafe { std::ffi::CStr::from_ptr(name.as_ptr()) }
+            .to_str()
+            .unwrap()
+            .to_string();
+        let (tx, mut rx) = mpsc::channel(8);
+        let cancel = CancellationToken::new();
+        let cfg = QrUsbConfig {
+            kind: QrUsbKind::Serial,
+            device: path.into(),
+            baud: 115200,
+        };
+        let task = tokio::spawn(run("serial-qr".into(), cfg, tx, cancel.clone()));
+        // Wait until the reader has put the line in raw mode (canonical mode off).
+        let end = Instant::now() + Duration::from_secs(10);
+        loop {
+            // SAFETY: termios is plain data filled by tcgetattr.
+            let mut t: libc::termios = unsafe { std::mem::zeroed() };
+            assert_eq!(unsafe { libc::tcgetattr(slave.as_raw_fd(), &mut t) }, 0);
+            if t.c_lflag & libc::ICANON == 0 {
+                break;
+            }
+            assert!(Instant::now() < end, "the reader never set raw mode");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let crlf = CARD.replace('\n', "\r\n");
+        let mut m = std::fs::File::from(master);
+        m.write_all(format!("{crlf}{crlf}").as_bytes()).unwrap();
+        let want = crlf.trim_end_matches('\n');
+        assert_eq!(next(&mut rx).await, want, "raw: CR kept, nothing translated");
+        assert_eq!(next(&mut rx).await, want);
+        cancel.cancel();
+        task.await.unwrap();
+        drop(slave);
+    }
+
     #[test]
     fn scans_end_at_end_vcard_or_idle() {
         let mut s = Splitter::default();

@@ -405,7 +405,7 @@ mod tests {
             ),
             (
                 "NUL in the text",
-                format!("BEGIN:VCARD\nVERSION:3.0\nORG:ab\u{0}cd\nNOTE:303\nEND:VCARD\n").into_bytes(),
+                b"BEGIN:VCARD\nVERSION:3.0\nORG:ab\x00cd\nNOTE:303\nEND:VCARD\n".to_vec(),
                 "control character U+0000",
             ),
             (

@@ -501,7 +501,10 @@ async fn demo(
     // Apptive QR access at the front door (Fordør), against its simulator.
     let apptive = crate::sim::apptive::ApptiveSim::start(Default::default())
         .await
-        .ctx(ErrorKind::Internal, || "unable to start the Apptive simulator")?;
+        .ctx(
+            ErrorKind::Internal,
+            || "unable to start the Apptive simulator",
+        )?;
     let jwt_secret = format!("demo-{:032x}", rand::random::<u128>());
     let yaml = format!(
         "# written by `gatehouse demo`\nversion: 1\nstorage:\n  path: {db}\nsources:\n  net2:\n    url: {url}\n    username: {user}\n    password: {pass}\n    client_id: {client_id}\n    safety_poll_interval: 30s\n  hikvision:\n    - {{ id: camera, url: \"{cam_url}\", username: admin, password: sim-hik-pass }}\n    - {{ id: nvr, url: \"{nvr_url}\", username: admin, password: sim-hik-pass }}\nmqtt:\n  embedded: true\n  embedded_bind: 127.0.0.1:{mqtt_port}\nmedia:\n  snapshot_on_alarm: [linedetection]\nweb:\n  bind: 127.0.0.1:{web_port}\n  jwt_secret: {jwt}\ndoors:\n  7242929: {{ name: Garage Port, mode: momentary, held_open_after: 2m, camera: camera/1 }}\n  6612642: {{ name: Fordør, open_time_ms: 5000, held_open_after: 1m, camera: nvr/2 }}\n  6203980: {{ name: Fordør Terndrupvej }}\napptive:\n  url: {apptive_url}\n  token: {apptive_token}\n  readers:\n    - {{ id: front-qr, door: 6612642, door_id: door_123 }}\n",

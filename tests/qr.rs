@@ -459,7 +459,7 @@ async fn retained_scans_rate_limit_and_the_fifteen_minutes() {
     drop(broker);
     let mut q = setup(
         &format!("{FRONT}    - {{ id: garage-qr, door: 7242929, door_id: door_456, max_scans_per_minute: 2 }}\n"),
-        "",
+        "  keep_picture: true\n",
     )
     .await;
     let vcard = q.qr("303");
@@ -498,6 +498,56 @@ async fn retained_scans_rate_limit_and_the_fifteen_minutes() {
     let r = q.scan("front-qr", q.qr("303").as_bytes()).await;
     assert_eq!(r["granted"], true, "{r}");
     wait_for("opened", T, || q.h.sim.commands().len() == 1).await;
+    // keep_picture: the member's picture is in the stored event, not on MQTT.
+    wait_for("stored with the picture", T, || {
+        q.h.query_i64("SELECT count(*) FROM events WHERE kind = 'qr_granted' AND raw LIKE '%\"member_picture\":\"iVBORw0KGgo%'") == 1
+    })
+    .await;
+    assert!(
+        !q.rec.all().iter().any(|m| m.text().contains("iVBORw0KGgo")),
+        "the picture went to MQTT"
+    );
+
+    // The same code shown at two readers at once (Apptive slow): one check, one denial.
+    q.sim.set_mode(Mode::Slow(Duration::from_millis(400)));
+    let code = q.qr("303");
+    let before = q.rec.on("gatehouse/qr/front-qr/result").len();
+    let asked = q.sim.access_requests();
+    publish(
+        q.broker.port,
+        "gatehouse/qr/front-qr/scan",
+        code.as_bytes(),
+        false,
+    )
+    .await;
+    publish(
+        q.broker.port,
+        "gatehouse/qr/front-qr/scan",
+        code.as_bytes(),
+        false,
+    )
+    .await;
+    wait_for("two results", T, || {
+        q.rec.on("gatehouse/qr/front-qr/result").len() >= before + 2
+    })
+    .await;
+    let rs: Vec<Value> = q.rec.on("gatehouse/qr/front-qr/result")[before..]
+        .iter()
+        .map(|m| m.json())
+        .collect();
+    assert_eq!(
+        rs.iter().filter(|r| r["granted"] == true).count(),
+        1,
+        "{rs:?}"
+    );
+    assert!(
+        rs.iter().any(|r| r["reason"]
+            .as_str()
+            .is_some_and(|x| x.contains("being checked"))),
+        "{rs:?}"
+    );
+    assert_eq!(q.sim.access_requests(), asked + 1, "Apptive asked once");
+    wait_for("opened twice in all", T, || q.h.sim.commands().len() == 2).await;
     q.h.stop().await;
     sim0.shutdown().await;
     let _ = q.clock.now();

@@ -185,6 +185,8 @@ struct Outcome {
     reason: Option<String>,
     member: Option<String>,
     name: Option<String>,
+    /// The member's picture (base64) from Apptive's answer, only with `keep_picture`.
+    picture: Option<String>,
 }
 
 impl Outcome {
@@ -195,6 +197,7 @@ impl Outcome {
             reason: Some(reason.into()),
             member,
             name: None,
+            picture: None,
         }
     }
 }
@@ -296,13 +299,18 @@ impl Service {
                 message: Some(out.message.clone()),
             }
         };
-        let raw = serde_json::json!({
+        // What is kept of the scan: never its text (the key). The member's picture only with
+        // `keep_picture` (in the stored row; not published: MQTT payloads leave `raw` out).
+        let mut raw = serde_json::json!({
             "reader": reader.id,
             "via": scan.via,
             "bytes": scan.data.len(),
             "member": out.member,
-        })
-        .to_string();
+        });
+        if let Some(p) = &out.picture {
+            raw["member_picture"] = p.clone().into();
+        }
+        let raw = raw.to_string();
         let event = Event {
             id: id.clone(),
             source: SOURCE.into(),
@@ -427,6 +435,7 @@ impl Service {
                 reason: v.reason,
                 member,
                 name: v.name,
+                picture: v.picture,
             };
         }
         // Remembered before the door opens: a crash after the open cannot reopen it.
@@ -475,6 +484,7 @@ impl Service {
                 reason: None,
                 member,
                 name: v.name,
+                picture: v.picture,
             },
             Err(why) => Outcome {
                 name: v.name,

@@ -526,10 +526,14 @@ mod tests {
         };
         assert_eq!(r, 0);
         // SAFETY: just opened, owned here.
-        let (master, slave) = unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) };
+        let (master, slave) =
+            unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) };
         let mut name = [0 as libc::c_char; 128];
         // SAFETY: a buffer of its length.
-        assert_eq!(unsafe { libc::ttyname_r(slave.as_raw_fd(), name.as_mut_ptr(), name.len()) }, 0);
+        assert_eq!(
+            unsafe { libc::ttyname_r(slave.as_raw_fd(), name.as_mut_ptr(), name.len()) },
+            0
+        );
         // SAFETY: NUL-terminated by ttyname_r.
         let path = unsafe { std::ffi::CStr::from_ptr(name.as_ptr()) }
             .to_str()
@@ -559,7 +563,11 @@ mod tests {
         let mut m = std::fs::File::from(master);
         m.write_all(format!("{crlf}{crlf}").as_bytes()).unwrap();
         let want = crlf.trim_end_matches('\n');
-        assert_eq!(next(&mut rx).await, want, "raw: CR kept, nothing translated");
+        assert_eq!(
+            next(&mut rx).await,
+            want,
+            "raw: CR kept, nothing translated"
+        );
         assert_eq!(next(&mut rx).await, want);
         cancel.cancel();
         task.await.unwrap();

@@ -803,7 +803,8 @@ pub struct ApptiveConfig {
     pub single_use: bool,
     /// How long a used key is remembered (Apptive's keys are valid 15 minutes).
     pub key_validity: HumanDuration,
-    /// Keep the member's picture from Apptive's answer (base64) with the event.
+    /// Keep the member's picture from Apptive's answer (base64) with the stored event (its
+    /// `raw`, as `member_picture`; never published on MQTT). Off: dropped on arrival.
     pub keep_picture: bool,
     /// The QR readers.
     pub readers: Vec<QrReaderConfig>,

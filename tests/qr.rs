@@ -412,7 +412,8 @@ async fn bad_codes_and_bad_answers_never_open_the_door() {
     q.sim.set_mode(Mode::Normal);
 
     // A wrong token (applied live): Apptive answers 401.
-    let mut cfg = (*q.h.app().config()).clone();
+    let good_cfg = (*q.h.app().config()).clone();
+    let mut cfg = good_cfg.clone();
     cfg.apptive.as_mut().unwrap().token = Some(gatehouse::secret::Secret::new("wrong-token"));
     q.h.app()
         .config_sender()
@@ -426,6 +427,21 @@ async fn bad_codes_and_bad_answers_never_open_the_door() {
     assert!(r["reason"].as_str().unwrap().contains("unreachable"), "{r}");
     assert_eq!(r["message"], gatehouse::apptive::MSG_UNAVAILABLE);
 
+    // Apptive grants, but Net2 is down: the display must not say welcome.
+    q.h.app().config_sender().send_replace(Arc::new(good_cfg));
+    q.h.sim.go_down().await;
+    let r = q.scan("front-qr", q.qr("303").as_bytes()).await;
+    assert_eq!(r["granted"], false, "{r}");
+    assert!(
+        r["reason"]
+            .as_str()
+            .unwrap()
+            .contains("apptive granted, the door refused"),
+        "{r}"
+    );
+    assert_eq!(r["message"], gatehouse::apptive::MSG_DOOR, "{r}");
+    assert_eq!(r["name"], "Erika Muster", "{r}");
+
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(q.h.sim.commands().is_empty(), "the door was never opened");
     assert_eq!(
@@ -433,7 +449,7 @@ async fn bad_codes_and_bad_answers_never_open_the_door() {
         0
     );
     wait_for("every denial stored", T, || {
-        q.h.query_i64("SELECT count(*) FROM events WHERE kind = 'qr_denied'") >= 21
+        q.h.query_i64("SELECT count(*) FROM events WHERE kind = 'qr_denied'") >= 22
     })
     .await;
     q.h.stop().await;

@@ -534,8 +534,10 @@ impl Service {
             return Err(why);
         }
         tracing::info!(request_id = %request_id, requester = %requester, door = reader.door, "QR door command");
+        // Listen before sending, so the source's word on it cannot be missed.
+        let mut watch = self.bus.watch();
         let cmd = Command {
-            request_id,
+            request_id: request_id.clone(),
             requester,
             kind,
             received: chrono::Utc::now(),
@@ -544,9 +546,35 @@ impl Service {
             .commands()
             .send(cmd)
             .await
-            .map_err(|_| "no source takes door commands".to_string())
+            .map_err(|_| "no source takes door commands".to_string())?;
+        // The display should not say "welcome" to a door Net2 refused (not synced yet, no
+        // token, Net2 down): wait for the source to send it or refuse it. Still only accepted
+        // after DOOR_WAIT: granted (it is on its way, and audited either way).
+        let word = tokio::time::timeout(DOOR_WAIT, async {
+            loop {
+                match watch.recv().await {
+                    Ok(Message::Command(u))
+                        if u.request_id == request_id && u.status != CommandStatus::Accepted =>
+                    {
+                        return Some(u);
+                    }
+                    Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(_) => return None,
+                }
+            }
+        })
+        .await;
+        match word {
+            Ok(Some(u)) if matches!(u.status, CommandStatus::Rejected | CommandStatus::Failed) => {
+                Err(u.detail)
+            }
+            _ => Ok(()),
+        }
     }
 }
+
+/// How long a granted scan waits for the door's source to send (or refuse) the open.
+const DOOR_WAIT: Duration = Duration::from_secs(3);
 
 static EVENT_N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 

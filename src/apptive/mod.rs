@@ -16,7 +16,9 @@
 //!    [`crate::commands::DoorGate`] (minimum interval, disabled doors), then a momentary
 //!    `Open` on the bus's command queue with requester `qr:<reader>`, audited by its source.
 //!    A door with `require_code` is opened too: the code guards MQTT / REST commands, a QR
-//!    reader's authority is Apptive's answer.
+//!    reader's authority is Apptive's answer. The scan waits (up to 3 s) for the door's source
+//!    to send or refuse the open: a refused door is a denial on the display. The code counts
+//!    as used all the same (Apptive accepted it; a new one is a tap in the app).
 //!
 //! Every scan ends in a [`QrResult`] on `<base>/qr/<reader>/result` (not retained; the
 //! reader's display and HA's event entity) and a `qr_granted` / `qr_denied` event at the

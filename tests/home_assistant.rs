@@ -8,7 +8,8 @@
 //! source that is not configured. With Net2 the REST API runs too: a hardware access point
 //! registers and sends a heartbeat over HTTP before HA starts, and its entities (connection,
 //! battery, sensor status on one device named after it) and the emergency mode sensor are
-//! checked like the rest, and an Apptive QR reader's event entity ("Fordør QR", on its door's device).
+//! checked like the rest, and an Apptive QR reader's event entity ("Fordør QR", on its
+//! door's device).
 //!
 //! Needs `GATEHOUSE_HA_PYTHON` (the venv scripts/test.sh creates). Every check runs and the
 //! failures are reported together.

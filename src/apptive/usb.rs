@@ -199,7 +199,7 @@ async fn read_device(
     match cfg.kind {
         QrUsbKind::Hid => {
             // SAFETY: EVIOCGRAB takes an int by value; the fd is open.
-            let r = unsafe { libc::ioctl(fd.as_raw_fd(), sys::EVIOCGRAB, 1 as libc::c_int) };
+            let r = unsafe { libc::ioctl(fd.as_raw_fd(), sys::EVIOCGRAB as _, 1 as libc::c_int) };
             if r != 0 {
                 tracing::warn!(reader, device = %cfg.device.display(), error = %std::io::Error::last_os_error(), "unable to grab the QR reader (EVIOCGRAB): its keystrokes also reach the console");
             }
@@ -288,8 +288,9 @@ mod sys {
     use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
     use std::path::Path;
 
-    /// `_IOW('E', 0x90, int)`.
-    pub const EVIOCGRAB: libc::c_ulong = 0x4004_4590;
+    /// `_IOW('E', 0x90, int)` (the request's C type differs between glibc and musl: cast
+    /// where it is used).
+    pub const EVIOCGRAB: u32 = 0x4004_4590;
 
     pub fn open(path: &Path, serial: bool) -> std::io::Result<OwnedFd> {
         use std::os::unix::ffi::OsStrExt;

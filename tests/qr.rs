@@ -5,7 +5,7 @@ mod common;
 
 use common::broker::{Broker, Recorder, publish};
 use common::{Harness, wait_for};
-use gatehouse::clock::{Clock, OffsetClock};
+use gatehouse::clock::OffsetClock;
 use gatehouse::sim::apptive::{self, ApptiveSim, ApptiveSimConfig, Mode};
 use gatehouse::sim::net2::SimConfig;
 use serde_json::Value;
@@ -40,11 +40,12 @@ async fn setup(readers: &str, apptive_extra: &str) -> Qr {
     .await
     .unwrap();
     let top = format!(
-        "mqtt:\n  host: 127.0.0.1\n  port: {port}\n  client_id: gatehouse-qr-{r}\nweb:\n  bind: 127.0.0.1:0\n  jwt_secret: qr-test-secret-0123456789abcdef\n  hardware_key: {HW_KEY}\napptive:\n  url: {url}\n  token: {token}\n  timeout: 1s\n{apptive_extra}  readers:\n{readers}",
+        "mqtt:\n  host: 127.0.0.1\n  port: {port}\n  client_id: gatehouse-qr-{r}\nweb:\n  bind: 127.0.0.1:0\n  jwt_secret: qr-test-secret-0123456789abcdef\n  hardware_key: {HW_KEY}\n{users}apptive:\n  url: {url}\n  token: {token}\n  timeout: 1s\n{apptive_extra}  readers:\n{readers}",
         port = broker.port,
         r = rand::random::<u32>(),
         url = sim.base_url(),
         token = sim.token(),
+        users = common::web::users_yaml(),
     );
     let text = format!(
         "{}{}",
@@ -566,7 +567,6 @@ async fn retained_scans_rate_limit_and_the_fifteen_minutes() {
     wait_for("opened twice in all", T, || q.h.sim.commands().len() == 2).await;
     q.h.stop().await;
     sim0.shutdown().await;
-    let _ = q.clock.now();
 }
 
 /// The reader's Home Assistant `event` entity: on its door's device, cleared when the reader
@@ -626,4 +626,64 @@ async fn the_readers_event_entity_is_announced_and_cleared() {
     })
     .await;
     q.h.stop().await;
+}
+
+/// `POST /api/qr/scan` with a login: an operator may, a viewer may not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rest_scans_need_an_operator() {
+    let q = setup(FRONT, "").await;
+    let http = reqwest::Client::new();
+    let login = |name: &'static str| {
+        let (http, web) = (http.clone(), q.web());
+        async move {
+            let r: Value = http
+                .post(format!("{web}/api/auth/login"))
+                .json(
+                    &serde_json::json!({"username": name, "password": format!("{name}-password")}),
+                )
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            r["token"].as_str().unwrap().to_string()
+        }
+    };
+    let (viewer, operator) = (login("vera").await, login("otto").await);
+    let scan = |token: String, data: String| {
+        let (http, web) = (http.clone(), q.web());
+        async move {
+            let r = http
+                .post(format!("{web}/api/qr/scan"))
+                .bearer_auth(token)
+                .json(&serde_json::json!({"reader": "front-qr", "data": data}))
+                .send()
+                .await
+                .unwrap();
+            (
+                r.status().as_u16(),
+                r.json::<Value>().await.unwrap_or(Value::Null),
+            )
+        }
+    };
+    let (st, body) = scan(viewer, q.qr("303")).await;
+    assert_eq!(st, 403, "{body}");
+    assert_eq!(q.sim.access_requests(), 0, "a viewer's scan is not checked");
+    let (st, body) = scan(operator.clone(), q.qr("303")).await;
+    assert_eq!(st, 200, "{body}");
+    assert_eq!(body["granted"], true, "{body}");
+    assert_eq!(body["name"], "Erika Muster", "{body}");
+    assert_eq!(body["message"], apptive::MSG_WELCOME, "{body}");
+    wait_for("opened", T, || q.h.sim.commands().len() == 1).await;
+    // A denial is an answer, not an error.
+    let (st, body) = scan(operator, "not a QR code".into()).await;
+    assert_eq!(st, 200, "{body}");
+    assert_eq!(body["granted"], false, "{body}");
+    assert!(
+        body["reason"].as_str().unwrap().contains("no ':'"),
+        "{body}"
+    );
+    let mut h = q.h;
+    h.stop().await;
 }

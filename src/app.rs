@@ -76,6 +76,7 @@ impl App {
         let presence_rx =
             (!cfg.people.is_empty()).then(|| builder.sink_filtered(crate::presence::wanted));
         let commands = builder.take_commands().expect("command queue taken once");
+        let qr_scans = builder.take_qr_scans().expect("QR scan queue taken once");
         let bus = builder.build();
         // Filled by the Net2 source; doors and users for the REST API.
         let directory = crate::directory::Directory::new();
@@ -183,6 +184,20 @@ impl App {
                 cfg_rx.clone(),
                 sources_cancel.clone(),
             )?);
+        }
+        // QR access: scans from MQTT, REST and USB readers → Apptive → the door command queue.
+        // Without `apptive:` the queue is dropped (adding it later needs a restart).
+        if cfg.apptive.is_some() {
+            sources.extend(crate::apptive::spawn(
+                store.clone(),
+                bus.clone(),
+                cfg_rx.clone(),
+                qr_scans,
+                clock.clone(),
+                sources_cancel.clone(),
+            ));
+        } else {
+            drop(qr_scans);
         }
         // After the Net2 source: a restore due at start-up waits for its first door status.
         sources.push(emergency.spawn(sources_cancel.clone()));

@@ -26,20 +26,28 @@ pub struct Bus {
     health: Arc<Mutex<BTreeMap<String, SourceHealth>>>,
     /// Door checks and per-door command intervals, shared by every requester (MQTT, REST).
     door_gate: crate::commands::DoorGate,
+    /// QR scans (MQTT, REST, USB readers) for the Apptive service, when it runs.
+    qr_scans: mpsc::Sender<crate::apptive::Scan>,
 }
 
 /// Built at start-up: sinks register, then `build` freezes the list.
 pub struct BusBuilder {
     sinks: Vec<(mpsc::Sender<Message>, Option<Filter>)>,
     commands: (mpsc::Sender<Command>, Option<mpsc::Receiver<Command>>),
+    qr_scans: (
+        mpsc::Sender<crate::apptive::Scan>,
+        Option<mpsc::Receiver<crate::apptive::Scan>>,
+    ),
 }
 
 impl Default for BusBuilder {
     fn default() -> Self {
         let (tx, rx) = mpsc::channel(64);
+        let (qtx, qrx) = mpsc::channel(64);
         BusBuilder {
             sinks: Vec::new(),
             commands: (tx, Some(rx)),
+            qr_scans: (qtx, Some(qrx)),
         }
     }
 }
@@ -66,6 +74,12 @@ impl BusBuilder {
         self.commands.1.take()
     }
 
+    /// The QR scan queue, taken once by the Apptive service (dropped without one: sending
+    /// then fails, and the sender says QR access is not configured).
+    pub fn take_qr_scans(&mut self) -> Option<mpsc::Receiver<crate::apptive::Scan>> {
+        self.qr_scans.1.take()
+    }
+
     pub fn build(self) -> Bus {
         Bus {
             sinks: self.sinks,
@@ -73,6 +87,7 @@ impl BusBuilder {
             commands: self.commands.0,
             health: Default::default(),
             door_gate: Default::default(),
+            qr_scans: self.qr_scans.0,
         }
     }
 }
@@ -115,6 +130,11 @@ impl Bus {
 
     pub fn commands(&self) -> mpsc::Sender<Command> {
         self.commands.clone()
+    }
+
+    /// Where QR scans go (the Apptive service).
+    pub fn qr_scans(&self) -> mpsc::Sender<crate::apptive::Scan> {
+        self.qr_scans.clone()
     }
 
     /// The door checks every requester passes before sending a door command.

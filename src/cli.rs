@@ -45,6 +45,9 @@ pub enum Action {
         bind: std::net::SocketAddr,
         every: u64,
     },
+    SimApptive {
+        bind: std::net::SocketAddr,
+    },
     Net2Open {
         config: PathBuf,
         door: DoorId,
@@ -114,6 +117,7 @@ pub async fn dispatch(a: Action) -> Result<()> {
         }
         Action::Passwd => passwd(),
         Action::SimNet2 { bind, every } => sim_net2(bind, every).await,
+        Action::SimApptive { bind } => sim_apptive(bind).await,
         Action::Net2Open {
             config,
             door,
@@ -494,10 +498,19 @@ async fn demo(
                 )
             })?
     };
+    // Apptive QR access at the front door (Fordør), against its simulator.
+    let apptive = crate::sim::apptive::ApptiveSim::start(Default::default())
+        .await
+        .ctx(
+            ErrorKind::Internal,
+            || "unable to start the Apptive simulator",
+        )?;
     let jwt_secret = format!("demo-{:032x}", rand::random::<u128>());
     let yaml = format!(
-        "# written by `gatehouse demo`\nversion: 1\nstorage:\n  path: {db}\nsources:\n  net2:\n    url: {url}\n    username: {user}\n    password: {pass}\n    client_id: {client_id}\n    safety_poll_interval: 30s\n  hikvision:\n    - {{ id: camera, url: \"{cam_url}\", username: admin, password: sim-hik-pass }}\n    - {{ id: nvr, url: \"{nvr_url}\", username: admin, password: sim-hik-pass }}\nmqtt:\n  embedded: true\n  embedded_bind: 127.0.0.1:{mqtt_port}\nmedia:\n  snapshot_on_alarm: [linedetection]\nweb:\n  bind: 127.0.0.1:{web_port}\n  jwt_secret: {jwt}\ndoors:\n  7242929: {{ name: Garage Port, mode: momentary, held_open_after: 2m, camera: camera/1 }}\n  6612642: {{ name: Fordør, open_time_ms: 5000, held_open_after: 1m, camera: nvr/2 }}\n  6203980: {{ name: Fordør Terndrupvej }}\n",
+        "# written by `gatehouse demo`\nversion: 1\nstorage:\n  path: {db}\nsources:\n  net2:\n    url: {url}\n    username: {user}\n    password: {pass}\n    client_id: {client_id}\n    safety_poll_interval: 30s\n  hikvision:\n    - {{ id: camera, url: \"{cam_url}\", username: admin, password: sim-hik-pass }}\n    - {{ id: nvr, url: \"{nvr_url}\", username: admin, password: sim-hik-pass }}\nmqtt:\n  embedded: true\n  embedded_bind: 127.0.0.1:{mqtt_port}\nmedia:\n  snapshot_on_alarm: [linedetection]\nweb:\n  bind: 127.0.0.1:{web_port}\n  jwt_secret: {jwt}\ndoors:\n  7242929: {{ name: Garage Port, mode: momentary, held_open_after: 2m, camera: camera/1 }}\n  6612642: {{ name: Fordør, open_time_ms: 5000, held_open_after: 1m, camera: nvr/2 }}\n  6203980: {{ name: Fordør Terndrupvej }}\napptive:\n  url: {apptive_url}\n  token: {apptive_token}\n  readers:\n    - {{ id: front-qr, door: 6612642, door_id: door_123 }}\n",
         db = db.display(),
+        apptive_url = apptive.base_url(),
+        apptive_token = apptive.token(),
         url = sim.base_url(),
         web_port = if free(8480) { 8480 } else { 0 },
         jwt = jwt_secret,
@@ -528,11 +541,13 @@ async fn demo(
     };
     let _ = writeln!(
         out,
-        "\ngatehouse demo is running.\n  Net2 simulator:   {}\n  camera RTSP:      {cam_rtsp} (admin / sim-hik-pass)\n  NVR RTSP:         {nvr_rtsp} (channels 1-4)\n{web}  MQTT broker:      127.0.0.1:{mqtt_port} (embedded)  try: mosquitto_sub -p {mqtt_port} -t 'gatehouse/#' -v\n  config (hot-reloaded): {}\n  database:         {}\n  follow events:    gatehouse events --follow --db {}\nPress Ctrl-C to stop.\n",
+        "\ngatehouse demo is running.\n  Net2 simulator:   {}\n  camera RTSP:      {cam_rtsp} (admin / sim-hik-pass)\n  NVR RTSP:         {nvr_rtsp} (channels 1-4)\n{web}  MQTT broker:      127.0.0.1:{mqtt_port} (embedded)  try: mosquitto_sub -p {mqtt_port} -t 'gatehouse/#' -v\n  Apptive simulator: {apptive_url}  a QR scan at the front door:\n                    curl -s '{apptive_url}/qr/?token={apptive_token}&member=303' | mosquitto_pub -p {mqtt_port} -t gatehouse/qr/front-qr/scan -s\n  config (hot-reloaded): {}\n  database:         {}\n  follow events:    gatehouse events --follow --db {}\nPress Ctrl-C to stop.\n",
         sim.base_url(),
         cfg_path.display(),
         db.display(),
-        db.display()
+        db.display(),
+        apptive_url = apptive.base_url(),
+        apptive_token = apptive.token(),
     );
     let mut watch = app.bus.watch();
     let printer = tokio::spawn(async move {
@@ -561,6 +576,7 @@ async fn demo(
     printer.abort();
     cancel.cancel();
     sim.shutdown().await;
+    apptive.shutdown().await;
     Ok(())
 }
 
@@ -662,6 +678,47 @@ fn tempfile_dir() -> Result<PathBuf> {
         format!("unable to create {}", d.display())
     })?;
     Ok(d)
+}
+
+async fn sim_apptive(bind: std::net::SocketAddr) -> Result<()> {
+    use crate::sim::apptive::{ApptiveSim, ApptiveSimConfig};
+    crate::logging::init(LogFormat::Pretty, "info");
+    let cfg = ApptiveSimConfig {
+        bind,
+        ..ApptiveSimConfig::default()
+    };
+    let (doors, members) = (cfg.doors.clone(), cfg.members.clone());
+    let sim = ApptiveSim::start(cfg).await.ctx(
+        ErrorKind::Internal,
+        || "unable to start the Apptive simulator",
+    )?;
+    let mut out = format!(
+        "url: {url}\ntoken: {token}\ndoor_ids: {doors}\n",
+        url = sim.base_url(),
+        token = sim.token(),
+        doors = doors.join(", ")
+    );
+    for m in &members {
+        out.push_str(&format!(
+            "member {}: {} {} ({}); a QR code: {}/qr/?token={}&member={}\n",
+            m.id,
+            m.firstname,
+            m.lastname,
+            if m.subscription {
+                "subscription"
+            } else {
+                "no subscription"
+            },
+            sim.base_url(),
+            sim.token(),
+            m.id
+        ));
+    }
+    let _ = write!(std::io::stdout(), "{out}");
+    let _ = std::io::stdout().flush();
+    let _ = tokio::signal::ctrl_c().await;
+    sim.shutdown().await;
+    Ok(())
 }
 
 async fn sim_net2(bind: std::net::SocketAddr, every: u64) -> Result<()> {

@@ -20,12 +20,14 @@
 //! - [`clock`]: wall time behind a trait (tests move it).
 //! - [`presence`]: one home / away state per person (badges, Wi-Fi sessions, QR entries).
 //! - [`sources`]: devices. [`sources::net2`] is the Paxton Net2 Local API (REST + SignalR).
+//! - [`apptive`]: Apptive QR-code access (scans → Apptive → the door), the USB readers.
 //! - [`sinks`]: where messages go ([`sinks::store`]: SQLite).
 //! - [`storage`]: SQLite schema, migrations and queries.
 //! - [`sim`]: device simulators for `gatehouse demo` and the tests.
 //! - [`task`]: named tasks with retry-and-backoff loops. [`logging`]: tracing setup.
 
 pub mod app;
+pub mod apptive;
 pub mod bus;
 pub mod cli;
 pub mod clock;

@@ -108,6 +108,12 @@ enum SimCmd {
         #[arg(long, default_value_t = 5)]
         every: u64,
     },
+    /// The Apptive QR access simulator (`GET /qr/`, `POST /access`). Prints its URL, token,
+    /// door ids and members.
+    Apptive {
+        #[arg(long, default_value = "127.0.0.1:0")]
+        bind: std::net::SocketAddr,
+    },
 }
 
 #[derive(Subcommand)]
@@ -185,6 +191,9 @@ fn main() -> ExitCode {
         Cmd::Sim {
             what: SimCmd::Net2 { bind, every },
         } => gatehouse::cli::Action::SimNet2 { bind, every },
+        Cmd::Sim {
+            what: SimCmd::Apptive { bind },
+        } => gatehouse::cli::Action::SimApptive { bind },
         Cmd::Net2 { config, what } => match what {
             Net2Cmd::Doors => gatehouse::cli::Action::Net2Doors { config },
             Net2Cmd::Open { door, hold, close } => gatehouse::cli::Action::Net2Open {

@@ -8,7 +8,8 @@
 //! source that is not configured. With Net2 the REST API runs too: a hardware access point
 //! registers and sends a heartbeat over HTTP before HA starts, and its entities (connection,
 //! battery, sensor status on one device named after it) and the emergency mode sensor are
-//! checked like the rest.
+//! checked like the rest, and an Apptive QR reader's event entity ("Fordør QR", on its
+//! door's device).
 //!
 //! Needs `GATEHOUSE_HA_PYTHON` (the venv scripts/test.sh creates). Every check runs and the
 //! failures are reported together.
@@ -193,6 +194,10 @@ async fn start(with_net2: bool) -> Scenario {
         yaml.push_str(&format!(
             "web:\n  bind: 127.0.0.1:0\n  jwt_secret: ha-test-jwt-secret-0123456789\n  hardware_key: {HW_KEY}\n"
         ));
+        // An Apptive QR reader at the front door (no scan: only its event entity is read).
+        yaml.push_str(
+            "apptive:\n  url: http://127.0.0.1:9\n  token: ha-test-apptive-token\n  readers:\n    - { id: front-qr, door: 6612642, door_id: door_123 }\n",
+        );
     }
     let cfg = gatehouse::config::load_str(&yaml, &|_| None).expect("test config is valid");
     let app = gatehouse::app::App::start(cfg, None, None)
@@ -1180,6 +1185,38 @@ fn check_h(c: &mut Checks, pubs: &[Published], ha: &Ha, point: &str) {
         1,
         bad,
         "problems with the emergency mode sensor",
+    );
+
+    // The QR reader: an event entity "Fordør QR" on the front door's device.
+    let mut bad = Vec::new();
+    let qr = ha.by_uid.get("gatehouse_qr_front_qr");
+    let door = ha.by_uid.get("gatehouse_door_6612642_events");
+    match (qr, door) {
+        (Some(q), Some(d)) => {
+            if q["entity_id"] != "event.gatehouse_qr_front_qr" {
+                bad.push(format!("{} has another entity id", Ha::describe(q)));
+            }
+            if Ha::name(q) != "Fordør QR" {
+                bad.push(format!("{} should read \"Fordør QR\"", Ha::describe(q)));
+            }
+            if q["device_id"].is_null() || q["device_id"] != d["device_id"] {
+                bad.push(format!("{} is not on the door's device", Ha::describe(q)));
+            }
+            if !q["disabled_by"].is_null() {
+                bad.push(format!("{} is disabled", Ha::describe(q)));
+            }
+        }
+        _ => bad.push(format!(
+            "no QR event entity ({}) or no door events entity ({})",
+            qr.is_some(),
+            door.is_some()
+        )),
+    }
+    c.check(
+        "h. the QR reader's event entity, on its door",
+        1,
+        bad,
+        "problems with the QR reader's entity",
     );
 }
 

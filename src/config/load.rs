@@ -677,6 +677,28 @@ fn validate_apptive(cfg: &mut Config, errs: &mut Collector) {
         if r.max_scans_per_minute == 0 {
             errs.push(format!("{rp}.max_scans_per_minute"), "must be at least 1");
         }
+        if let Some(u) = &r.usb {
+            if u.device.as_os_str().is_empty() {
+                errs.push(
+                    format!("{rp}.usb.device"),
+                    "required (/dev/input/… or /dev/serial/…)",
+                );
+            }
+            const BAUDS: [u32; 9] = [1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200, 230400];
+            if u.kind == crate::config::QrUsbKind::Serial && !BAUDS.contains(&u.baud) {
+                errs.push(
+                    format!("{rp}.usb.baud"),
+                    format!("{} is not one of {BAUDS:?}", u.baud),
+                );
+            }
+        }
+    }
+    // A used code forgotten before Apptive stops accepting it could be replayed.
+    if a.single_use && a.key_validity.get() < std::time::Duration::from_secs(15 * 60) {
+        errs.push(
+            "apptive.key_validity",
+            "must be at least 15m (Apptive accepts a code for 15 minutes: a shorter memory reopens the replay window)",
+        );
     }
 }
 
@@ -1424,6 +1446,46 @@ doors:
         assert_eq!(ok.web.unwrap().base_url(), "http://127.0.0.1:8480");
         let door = DoorConfig::default();
         assert!(!door.snapshot_on("door_forced"), "no camera, no picture");
+    }
+
+    #[test]
+    fn apptive_readers_are_checked() {
+        let env = |v: &str| (v == "APPTIVE_TOKEN").then(|| "t0k".to_string());
+        let base = "version: 1\nsources:\n  net2: { url: http://n, username: u, password: p, client_id: c }\ndoors:\n  1: {}\napptive:\n  url: https://api.apptive.ch\n  token: ${APPTIVE_TOKEN}\n";
+        let ok = load_str(
+            &format!("{base}  readers:\n    - {{ id: front-qr, door: 1, door_id: d1, usb: {{ kind: serial, device: /dev/ttyACM0 }} }}\n"),
+            &env,
+        )
+        .unwrap();
+        let a = ok.apptive.unwrap();
+        assert_eq!(a.token.unwrap().expose(), "t0k");
+        assert_eq!(a.timeout.get(), std::time::Duration::from_secs(3));
+        assert!(a.single_use && !a.keep_picture);
+        assert_eq!(a.readers[0].max_scans_per_minute, 12);
+        assert_eq!(a.readers[0].usb.as_ref().unwrap().baud, 9600);
+        let e = load_str(
+            &format!("{base}  key_validity: 5m\n  readers:\n    - {{ id: \"a b\", door: 2, door_id: \" \", max_scans_per_minute: 0, usb: {{ kind: serial, device: /dev/ttyACM0, baud: 12345 }} }}\n    - {{ id: x, door: 1, door_id: d, usb: {{ kind: hid, device: \"\" }} }}\n"),
+            &env,
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.paths(),
+            vec![
+                "apptive.readers[0].id",
+                "apptive.readers[0].door",
+                "apptive.readers[0].door_id",
+                "apptive.readers[0].max_scans_per_minute",
+                "apptive.readers[0].usb.baud",
+                "apptive.readers[1].usb.device",
+                "apptive.key_validity",
+            ]
+        );
+        let e = load_str(
+            "version: 1\napptive:\n  url: http://apptive.example\n  token: t\n  readers: []\n",
+            &env,
+        )
+        .unwrap_err();
+        assert_eq!(e.paths(), vec!["apptive.url", "apptive.readers"]);
     }
 
     #[test]

@@ -697,19 +697,21 @@ pub struct DoorConfig {
 }
 
 /// Door events that can carry a picture.
-pub const SNAPSHOT_DOOR_KINDS: [&str; 7] = [
+pub const SNAPSHOT_DOOR_KINDS: [&str; 9] = [
     "access_granted",
     "access_denied",
     "door_opened",
     "door_held_open",
     "door_forced",
     "door_bell",
+    "qr_granted",
+    "qr_denied",
     "open_requested",
 ];
 
 /// Those that do unless `snapshot_on` says otherwise: all but `open_requested` (an API open
-/// request has no one at the door to see).
-pub const SNAPSHOT_DOOR_DEFAULT: &[&str] = SNAPSHOT_DOOR_KINDS.split_at(6).0;
+/// request has no one at the door to see). A QR scan has someone at the reader.
+pub const SNAPSHOT_DOOR_DEFAULT: &[&str] = SNAPSHOT_DOOR_KINDS.split_at(8).0;
 
 impl DoorConfig {
     /// `camera` split into device id and channel.
@@ -801,7 +803,8 @@ pub struct ApptiveConfig {
     pub single_use: bool,
     /// How long a used key is remembered (Apptive's keys are valid 15 minutes).
     pub key_validity: HumanDuration,
-    /// Keep the member's picture from Apptive's answer (base64) with the event.
+    /// Keep the member's picture from Apptive's answer (base64) with the stored event (its
+    /// `raw`, as `member_picture`; never published on MQTT). Off: dropped on arrival.
     pub keep_picture: bool,
     /// The QR readers.
     pub readers: Vec<QrReaderConfig>,

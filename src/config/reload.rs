@@ -8,7 +8,7 @@ use tokio::sync::watch;
 /// Keys whose change needs a restart, comparing `old` and `new`. Live keys: `log.level`,
 /// `doors.*`, Net2 poll intervals, timeouts and page size, camera hold-offs, `web.users`,
 /// `web.session_ttl`, `web.hardware_key`, `web.rate_limits`, `people` (once there are some),
-/// `presence`.
+/// `presence`, `apptive.*` but `readers[].usb`.
 pub fn restart_required(old: &Config, new: &Config) -> Vec<String> {
     let mut keys = Vec::new();
     if old.log.format != new.log.format {
@@ -57,6 +57,24 @@ pub fn restart_required(old: &Config, new: &Config) -> Vec<String> {
     if old.mqtt != new.mqtt {
         // Discovery follows door changes live; the connection itself needs a restart.
         keys.push("mqtt".into());
+    }
+    // QR access: everything applies live (read per scan) but adding or removing the section
+    // (the service starts with the daemon) and the USB readers (opened at start).
+    match (&old.apptive, &new.apptive) {
+        (Some(a), Some(b)) => {
+            let usb = |c: &crate::config::ApptiveConfig| {
+                c.readers
+                    .iter()
+                    .map(|r| (r.id.clone(), r.usb.clone()))
+                    .filter(|(_, u)| u.is_some())
+                    .collect::<Vec<_>>()
+            };
+            if usb(a) != usb(b) {
+                keys.push("apptive.readers.usb".into());
+            }
+        }
+        (None, None) => {}
+        _ => keys.push("apptive".into()),
     }
     match (&old.sources.net2, &new.sources.net2) {
         (Some(a), Some(b)) => {

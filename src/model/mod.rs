@@ -551,6 +551,24 @@ pub struct PersonState {
     pub last_qr_at: Option<DateTime<Utc>>,
 }
 
+/// The outcome of a QR scan at a reader, as its display and Home Assistant's `event` entity
+/// read it. Never carries the security key.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct QrResult {
+    pub reader: String,
+    /// `qr_granted` / `qr_denied` (what HA's `event` entity reads).
+    pub event_type: String,
+    pub granted: bool,
+    /// Apptive's message, or gatehouse's (German / English) for a local denial.
+    pub message: String,
+    /// Why it was denied, in gatehouse's words; `None` when granted.
+    pub reason: Option<String>,
+    pub member: Option<String>,
+    pub name: Option<String>,
+    pub door: DoorId,
+    pub time: DateTime<Utc>,
+}
+
 /// Everything that travels on the bus from sources to sinks.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Message {
@@ -588,6 +606,8 @@ pub enum Message {
     },
     /// A person's presence (published at start-up and on each change).
     Person(PersonState),
+    /// A QR scan's outcome for the reader's display (`…/qr/<reader>/result`, not retained).
+    QrResult(QrResult),
     /// A device payload that could not be used; kept raw for diagnosis.
     Reject {
         source: String,

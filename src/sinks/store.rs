@@ -119,7 +119,8 @@ fn to_write(m: Message) -> Option<Write> {
         | Message::Stream(_)
         | Message::Hardware(_)
         | Message::WifiSessions { .. }
-        | Message::Person(_) => return None,
+        | Message::Person(_)
+        | Message::QrResult(_) => return None,
         // Kept by the emergency service itself (`state` table), audited there.
         Message::Emergency(_) => return None,
     })

@@ -227,6 +227,18 @@ pub const MIGRATIONS: &[&str] = &[
     ALTER TABLE audit ADD COLUMN source TEXT;
     ALTER TABLE audit ADD COLUMN property_id TEXT;
     "#,
+    // Apptive security keys that opened a door (`apptive.single_use`): only their SHA-256,
+    // until they expire (`apptive.key_validity` after the scan). Kept across restarts so a
+    // restart does not reopen a replay window.
+    r#"
+    CREATE TABLE qr_used_keys (
+        key_sha256 TEXT PRIMARY KEY,
+        reader     TEXT NOT NULL,
+        used_at    TEXT NOT NULL,
+        expires_ms INTEGER NOT NULL
+    );
+    CREATE INDEX qr_used_keys_expiry ON qr_used_keys(expires_ms);
+    "#,
 ];
 
 /// Bring `conn` to the newest schema, or to `upto` migrations (tests).

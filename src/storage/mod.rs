@@ -567,6 +567,48 @@ impl Store {
         })
     }
 
+    /// Remember an Apptive security key (its SHA-256) as used until `expires`, unless it is
+    /// already (and still) remembered: `false` then (a replay). Expired rows are pruned here.
+    pub fn qr_key_use(
+        &self,
+        key_sha256: &str,
+        reader: &str,
+        now: chrono::DateTime<chrono::Utc>,
+        expires: chrono::DateTime<chrono::Utc>,
+    ) -> Result<bool> {
+        self.with(|c| {
+            let tx = c.transaction()?;
+            tx.execute(
+                "DELETE FROM qr_used_keys WHERE expires_ms <= ?1",
+                [now.timestamp_millis()],
+            )?;
+            let n = tx.execute(
+                "INSERT INTO qr_used_keys (key_sha256, reader, used_at, expires_ms) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT(key_sha256) DO NOTHING",
+                params![key_sha256, reader, now.to_rfc3339(), expires.timestamp_millis()],
+            )?;
+            tx.commit()?;
+            Ok(n == 1)
+        })
+    }
+
+    /// Whether an Apptive security key (its SHA-256) is remembered as used at `now`.
+    pub fn qr_key_used(
+        &self,
+        key_sha256: &str,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<bool> {
+        self.with(|c| {
+            c.query_row(
+                "SELECT 1 FROM qr_used_keys WHERE key_sha256 = ?1 AND expires_ms > ?2",
+                params![key_sha256, now.timestamp_millis()],
+                |_| Ok(()),
+            )
+            .optional()
+            .map(|r| r.is_some())
+        })
+    }
+
     /// A value kept across restarts (`state` table), by key.
     pub fn state_get(&self, key: &str) -> Result<Option<String>> {
         self.with(|c| {

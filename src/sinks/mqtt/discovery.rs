@@ -37,7 +37,12 @@ pub const DOOR_EVENT_TYPES: &[&str] = &[
     "mains_restored",
     "other",
     "unparsed",
+    "qr_granted",
+    "qr_denied",
 ];
+
+/// Event types of a QR reader's `event` entity.
+pub const QR_EVENT_TYPES: &[&str] = &["qr_granted", "qr_denied"];
 
 #[derive(Serialize, Clone, Debug, PartialEq)]
 pub struct Device {
@@ -204,6 +209,15 @@ pub struct Context<'a> {
     pub people: Vec<(String, String)>,
     /// Sites with at least one configured person: (id, display name).
     pub people_sites: Vec<(String, String)>,
+    /// Configured Apptive QR readers (`apptive.readers`).
+    pub qr_readers: Vec<QrReaderCtx>,
+}
+
+/// A configured QR reader for discovery.
+pub struct QrReaderCtx {
+    pub id: String,
+    pub name: Option<String>,
+    pub door: DoorId,
 }
 
 /// A configured camera for discovery.
@@ -791,6 +805,65 @@ pub fn configs(ctx: &Context) -> Vec<Entity> {
             },
         ));
     }
+    // QR readers: an `event` entity each (qr_granted / qr_denied, with member, name and
+    // Apptive's message as attributes) on its door's device ("Front door QR"), or on a device
+    // of its own when the door is not announced (no Net2).
+    for r in &ctx.qr_readers {
+        let key = r.id.replace(|c: char| !c.is_ascii_alphanumeric(), "_");
+        let (dev_id, dev) = match ctx.doors.get(&r.door) {
+            Some(door_name) => {
+                let dev_id = format!("gatehouse_net2_door_{}", r.door);
+                let dev = Device {
+                    identifiers: vec![dev_id.clone()],
+                    name: door_name.clone(),
+                    manufacturer: "Paxton".into(),
+                    model: "Net2 door".into(),
+                    via_device: Some(SERVER_ID.into()),
+                    sw_version: None,
+                };
+                (dev_id, dev)
+            }
+            None => {
+                let dev_id = format!("gatehouse_qr_{key}");
+                let dev = Device {
+                    identifiers: vec![dev_id.clone()],
+                    name: r
+                        .name
+                        .clone()
+                        .unwrap_or_else(|| format!("QR reader {}", r.id)),
+                    manufacturer: "apptive".into(),
+                    model: "QR reader (via gatehouse)".into(),
+                    via_device: None,
+                    sw_version: None,
+                };
+                (dev_id, dev)
+            }
+        };
+        // On the door's device: "QR" (or the reader's name) beside the door's name; on its
+        // own device the entity takes the device's name.
+        let label = if ctx.doors.contains_key(&r.door) {
+            Some(r.name.clone().unwrap_or_else(|| "QR".to_string()))
+        } else {
+            None
+        };
+        let oid = format!("qr_{key}");
+        out.push(entity(
+            "event",
+            oid.clone(),
+            &dev_id,
+            &EventEntity {
+                base: Base {
+                    icon: Some("mdi:qrcode-scan"),
+                    ..with_domain(
+                        base(&oid, label.as_deref(), &dev, &bridge_only, None),
+                        "event",
+                    )
+                },
+                state_topic: t.qr_result(&r.id),
+                event_types: QR_EVENT_TYPES.iter().map(|s| s.to_string()).collect(),
+            },
+        ));
+    }
     // Hardware access points: a device each with its connectivity (shown while the device is
     // silent: only the bridge's availability), battery and sensor state (unavailable while
     // the device is offline).
@@ -1152,6 +1225,18 @@ mod tests {
             hardware: Vec::new(),
             people: vec![("anna".into(), "Anna Berg".into())],
             people_sites: vec![("default".into(), "Default".into())],
+            qr_readers: vec![
+                QrReaderCtx {
+                    id: "garage-qr".into(),
+                    name: None,
+                    door: 7242929,
+                },
+                QrReaderCtx {
+                    id: "lobby".into(),
+                    name: Some("Lobby QR".into()),
+                    door: 1,
+                },
+            ],
         };
         configs(&ctx)
     }
@@ -1259,8 +1344,8 @@ mod tests {
             .collect();
         assert_eq!(
             got.len(),
-            9,
-            "one config per device: two doors, the Net2 server, the camera, the NVR and its two channels, a person, People"
+            10,
+            "one config per device: two doors, the Net2 server, the camera, the NVR and its two channels, a person, People, a QR reader at a door Net2 does not announce"
         );
         for v in got.values() {
             assert!(

@@ -465,6 +465,12 @@ impl Sink {
             }
             // Issue 17: Wi-Fi occupancy (the GATE source's part).
             Message::WifiSessions { .. } => Vec::new(),
+            // For the reader's display and HA's event entity: an event, never retained.
+            Message::QrResult(r) => vec![(
+                self.topics.qr_result(&r.reader),
+                serde_json::to_string(r).unwrap_or_default(),
+                false,
+            )],
             Message::Emergency(e) => {
                 let p = payload::emergency(e).to_string();
                 self.emergency = Some(p.clone());
@@ -888,6 +894,16 @@ impl Sink {
                     })
                     .collect()
             },
+            qr_readers: cfg
+                .apptive
+                .iter()
+                .flat_map(|a| &a.readers)
+                .map(|r| discovery::QrReaderCtx {
+                    id: r.id.clone(),
+                    name: r.name.clone(),
+                    door: r.door,
+                })
+                .collect(),
         };
         let entities = discovery::configs(&ctx);
         discovery::render(
@@ -1233,6 +1249,9 @@ impl Sink {
                 if self.media.is_some() {
                     commands.extend(t.camera_set_filters());
                 }
+                if self.cfg_rx.borrow().apptive.is_some() {
+                    commands.push(t.qr_scan_filter());
+                }
                 client
                     .subscribe(commands, vec![t.ha_status()])
                     .map_err(|e| {
@@ -1330,6 +1349,35 @@ impl Sink {
         if let Some((cam, ch, stream)) = self.topics.parse_camera_set(&topic) {
             self.on_camera_command(&topic, &cam, ch, stream, &payload, retain)
                 .await;
+            return;
+        }
+        if let Some(reader) = self.topics.parse_qr_scan(&topic) {
+            // Never act on a retained scan: a code left on the broker would open the door
+            // again on every reconnect.
+            if retain {
+                tracing::warn!(
+                    topic,
+                    "retained QR scan ignored: scans must not be retained"
+                );
+                return;
+            }
+            let scan = crate::apptive::Scan {
+                reader,
+                data: payload.to_vec(),
+                via: "mqtt",
+                reply: None,
+            };
+            // Never wait here (the sink also publishes): a full queue means scans are
+            // arriving far faster than any reader produces them.
+            match self.bus.qr_scans().try_send(scan) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    tracing::warn!(topic, "QR scan dropped: too many scans waiting")
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => {
+                    tracing::warn!(topic, "QR scan ignored: QR access (apptive) is not running")
+                }
+            }
             return;
         }
         if topic == self.topics.replay_set() {

@@ -57,6 +57,20 @@ impl Topics {
     pub fn emergency(&self) -> String {
         format!("{}/emergency", self.base)
     }
+    /// A QR reader's scans (raw text of the code), a command topic: retained ones are refused.
+    pub fn qr_scan_filter(&self) -> String {
+        format!("{}/qr/+/scan", self.base)
+    }
+    /// The reader id of a `…/qr/<reader>/scan` topic.
+    pub fn parse_qr_scan(&self, topic: &str) -> Option<String> {
+        let rest = topic.strip_prefix(&format!("{}/qr/", self.base))?;
+        let reader = rest.strip_suffix("/scan")?;
+        (!reader.is_empty() && !reader.contains('/')).then(|| reader.to_string())
+    }
+    /// A QR scan's outcome for the reader's display (and HA's event entity), not retained.
+    pub fn qr_result(&self, reader: &str) -> String {
+        format!("{}/qr/{reader}/result", self.base)
+    }
     /// Door state JSON, retained.
     pub fn door_state(&self, door: DoorId) -> String {
         format!("{}/door/{door}/state", self.base)

@@ -140,8 +140,10 @@ pub struct GateStats {
     pub unauthorized: u64,
     pub failures_served: u64,
     pub bad_requests: u64,
-    /// `Authorization` headers seen (to prove the client sends the token only here).
+    /// Requests with the right token.
     pub auth_ok: u64,
+    /// Every request: when it came, its endpoint and the status it got.
+    pub log: Vec<(std::time::Instant, &'static str, u16)>,
 }
 
 struct Inner {
@@ -531,10 +533,20 @@ async fn txlog(State(s): State<Shared>, headers: HeaderMap, RawQuery(raw): RawQu
     let q = query(raw);
     let mut inner = s.lock().unwrap_or_else(|e| e.into_inner());
     inner.stats.txlog_requests += 1;
-    if let Err(r) = gate_in(&mut inner, &headers) {
+    let r = txlog_answer(&mut inner, &headers, &q);
+    inner.stats.log.push((
+        std::time::Instant::now(),
+        "txlog_portal",
+        r.status().as_u16(),
+    ));
+    r
+}
+
+fn txlog_answer(inner: &mut Inner, headers: &HeaderMap, q: &[(String, String)]) -> Response {
+    if let Err(r) = gate_in(inner, headers) {
         return r;
     }
-    if qget(&q, "cursor").is_some() && inner.insert_while_paging > 0 {
+    if qget(q, "cursor").is_some() && inner.insert_while_paging > 0 {
         // New logins arrive between two page requests of one client.
         let n = inner.insert_while_paging;
         let user = inner
@@ -546,7 +558,7 @@ async fn txlog(State(s): State<Shared>, headers: HeaderMap, RawQuery(raw): RawQu
             inner.txlog_entry("ui", &user, &ap);
         }
     }
-    let start = match qget(&q, "start_date").map(parse_date) {
+    let start = match qget(q, "start_date").map(parse_date) {
         Some(None) => {
             inner.stats.bad_requests += 1;
             return (
@@ -559,7 +571,7 @@ async fn txlog(State(s): State<Shared>, headers: HeaderMap, RawQuery(raw): RawQu
         Some(t) => t,
         None => None,
     };
-    let kind = qget(&q, "type").map(str::to_owned);
+    let kind = qget(q, "type").map(str::to_owned);
     let items: Vec<(i64, Value)> = inner
         .txlog
         .iter()
@@ -577,7 +589,7 @@ async fn txlog(State(s): State<Shared>, headers: HeaderMap, RawQuery(raw): RawQu
         })
         .map(|v| (v.get("id").and_then(Value::as_i64).unwrap_or(0), v.clone()))
         .collect();
-    page(&mut inner, "txlog_portal", &q, items)
+    page(inner, "txlog_portal", q, items)
 }
 
 async fn accounting(
@@ -588,10 +600,20 @@ async fn accounting(
     let q = query(raw);
     let mut inner = s.lock().unwrap_or_else(|e| e.into_inner());
     inner.stats.accounting_requests += 1;
-    if let Err(r) = gate_in(&mut inner, &headers) {
+    let r = accounting_answer(&mut inner, &headers, &q);
+    inner.stats.log.push((
+        std::time::Instant::now(),
+        "aaa_accounting",
+        r.status().as_u16(),
+    ));
+    r
+}
+
+fn accounting_answer(inner: &mut Inner, headers: &HeaderMap, q: &[(String, String)]) -> Response {
+    if let Err(r) = gate_in(inner, headers) {
         return r;
     }
-    let status = qget(&q, "session_status").unwrap_or("all").to_string();
+    let status = qget(q, "session_status").unwrap_or("all").to_string();
     if !["all", "active", "inactive"].contains(&status.as_str()) {
         inner.stats.bad_requests += 1;
         return detail(StatusCode::BAD_REQUEST, "Invalid session_status");
@@ -606,7 +628,7 @@ async fn accounting(
         })
         .map(|s| (s.radacctid, inner.session_json(s)))
         .collect();
-    page(&mut inner, "aaa_accounting", &q, items)
+    page(inner, "aaa_accounting", q, items)
 }
 
 impl GateSim {
@@ -729,6 +751,24 @@ impl GateSim {
             .iter()
             .filter(|s| s.stop.is_none())
             .map(|s| s.radacctid)
+            .collect()
+    }
+
+    /// Ids of the well-formed transaction-log entries of these types (what a client must
+    /// deliver exactly once).
+    pub fn txlog_ids(&self, kinds: &[&str]) -> Vec<i64> {
+        self.lock()
+            .txlog
+            .iter()
+            .filter(|v| {
+                v.get("type")
+                    .and_then(Value::as_str)
+                    .is_some_and(|t| kinds.contains(&t))
+                    && v.get("datetime")
+                        .and_then(Value::as_str)
+                        .is_some_and(|d| DateTime::parse_from_rfc3339(d).is_ok())
+            })
+            .filter_map(|v| v.get("id").and_then(Value::as_i64))
             .collect()
     }
 

@@ -759,6 +759,9 @@ impl Config {
         for h in &self.sources.hikvision {
             sources.push(format!("hikvision {} ({})", h.id, h.url));
         }
+        if let Some(g) = &self.sources.gate {
+            sources.push(format!("gate ({})", crate::secret::redact_url(&g.url)));
+        }
         let mqtt = match &self.mqtt {
             None => "none".to_string(),
             Some(m) if m.embedded => format!("embedded broker on {}", m.embedded_bind),

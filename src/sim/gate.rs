@@ -383,21 +383,21 @@ fn qget<'a>(q: &'a [(String, String)], k: &str) -> Option<&'a str> {
 }
 
 /// Auth, then the hostile switches. `Err` is the answer to give instead.
-fn gate_in(inner: &mut Inner, headers: &HeaderMap) -> Result<(), Response> {
+fn gate_in(inner: &mut Inner, headers: &HeaderMap) -> Option<Response> {
     let auth = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
     match auth {
         None => {
             inner.stats.unauthorized += 1;
-            return Err(detail(
+            return Some(detail(
                 StatusCode::UNAUTHORIZED,
                 "Authentication credentials were not provided.",
             ));
         }
         Some(a) if a != format!("Bearer {}", inner.token) => {
             inner.stats.unauthorized += 1;
-            return Err(detail(StatusCode::UNAUTHORIZED, "Invalid token."));
+            return Some(detail(StatusCode::UNAUTHORIZED, "Invalid token."));
         }
         Some(_) => inner.stats.auth_ok += 1,
     }
@@ -416,17 +416,19 @@ fn gate_in(inner: &mut Inner, headers: &HeaderMap) -> Result<(), Response> {
                 header::RETRY_AFTER,
                 HeaderValue::from(inner.failures.retry_after),
             );
-            return Err(r);
+            return Some(r);
         }
         // A gateway in front of the API answers 5xx with its own HTML.
-        return Err((
-            status,
-            [(header::CONTENT_TYPE, "text/html")],
-            format!("<html><body><h1>{code} Bad Gateway</h1></body></html>"),
-        )
-            .into_response());
+        return Some(
+            (
+                status,
+                [(header::CONTENT_TYPE, "text/html")],
+                format!("<html><body><h1>{code} Bad Gateway</h1></body></html>"),
+            )
+                .into_response(),
+        );
     }
-    Ok(())
+    None
 }
 
 /// One page of `items` (ascending by `key`), newest first.
@@ -543,7 +545,7 @@ async fn txlog(State(s): State<Shared>, headers: HeaderMap, RawQuery(raw): RawQu
 }
 
 fn txlog_answer(inner: &mut Inner, headers: &HeaderMap, q: &[(String, String)]) -> Response {
-    if let Err(r) = gate_in(inner, headers) {
+    if let Some(r) = gate_in(inner, headers) {
         return r;
     }
     if qget(q, "cursor").is_some() && inner.insert_while_paging > 0 {
@@ -610,7 +612,7 @@ async fn accounting(
 }
 
 fn accounting_answer(inner: &mut Inner, headers: &HeaderMap, q: &[(String, String)]) -> Response {
-    if let Err(r) = gate_in(inner, headers) {
+    if let Some(r) = gate_in(inner, headers) {
         return r;
     }
     let status = qget(q, "session_status").unwrap_or("all").to_string();

@@ -311,7 +311,7 @@ async fn presence_and_occupancy_follow_sessions() {
     .await;
     let c = rec.on(anna_cfg).last().unwrap().json();
     assert_eq!(c["device_class"], "presence");
-    assert_eq!(c["name"], "Anna Wi-Fi");
+    assert_eq!(c["name"], "Anna");
     assert_eq!(
         c["default_entity_id"],
         "binary_sensor.gatehouse_gate_user_anna_koch_example_org"

@@ -428,7 +428,7 @@ impl Wifi {
                     base: base(
                         &oid,
                         "binary_sensor",
-                        format!("{name} Wi-Fi"),
+                        name,
                         with_source.clone(),
                         None,
                         None,

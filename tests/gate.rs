@@ -278,6 +278,21 @@ async fn rate_limits_server_errors_and_a_reset_server_lose_nothing() {
         "the health says why"
     );
 
+    // A 200 whose body is cut off: kept raw in `rejects`, retried, nothing lost.
+    sim.fail_next(1, 200, 0);
+    traffic(&sim, 3);
+    wait_for("stored after the cut-off body", T, || {
+        stored_ids(&db) == sim.txlog_ids(PRESENCE)
+    })
+    .await;
+    assert_eq!(
+        q(
+            &db,
+            "SELECT count(*) FROM rejects WHERE context = 'txlog_portal page' AND raw LIKE '%\"datet'"
+        ),
+        1
+    );
+
     // The server restarts with an empty database: ids start at 1 again, below our cursor.
     // Its new entries are read under a new numbering, never mistaken for old ones.
     let old = stored_ids(&db).len();
@@ -503,4 +518,31 @@ fn the_token_never_leaves_the_process() {
             "the token is in {f}"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guest_who_left_while_gatehouse_was_stopped_leaves_no_retained_state() {
+    let broker = Broker::start();
+    let rec = Recorder::start(broker.port, "rec-gate6", "gatehouse/wifi/#", false).await;
+    let sim = GateSim::start(GateSimConfig::default()).await.unwrap();
+    let (_, ben) = users();
+    let s = sim.login(&ben, &default_aps()[1]);
+    let dir = tempfile::tempdir().unwrap();
+    let text = yaml(&sim, &broker, dir.path(), "");
+    let app = daemon(&text).await;
+    let topic = "gatehouse/wifi/user/ben_lind/state";
+    wait_for("Ben connected", T, || {
+        rec.on(topic)
+            .last()
+            .is_some_and(|m| m.json()["connected"] == true)
+    })
+    .await;
+    app.shutdown().await;
+    sim.end_session(s, "si");
+    let app = daemon(&text).await;
+    wait_for("Ben's retained state cleared after the restart", T, || {
+        rec.on(topic).last().is_some_and(|m| m.payload.is_empty())
+    })
+    .await;
+    app.shutdown().await;
 }

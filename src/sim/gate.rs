@@ -418,6 +418,17 @@ fn gate_in(inner: &mut Inner, headers: &HeaderMap) -> Option<Response> {
             );
             return Some(r);
         }
+        if code == 200 {
+            // A body cut off mid-way (a proxy's buffer, a worker killed while writing).
+            return Some(
+                (
+                    StatusCode::OK,
+                    [(header::CONTENT_TYPE, "application/json")],
+                    r#"{"next": null, "previous": null, "results": [{"id": 1, "datet"#,
+                )
+                    .into_response(),
+            );
+        }
         // A gateway in front of the API answers 5xx with its own HTML.
         return Some(
             (
@@ -788,7 +799,7 @@ impl GateSim {
     }
 
     /// The next `n` requests get `status` (429 with `Retry-After: retry_after`, 5xx as a
-    /// gateway's HTML page).
+    /// gateway's HTML page, 200 as a JSON body cut off mid-way).
     pub fn fail_next(&self, n: usize, status: u16, retry_after: u64) {
         let mut i = self.lock();
         i.failures.retry_after = retry_after;

@@ -54,6 +54,10 @@ struct Known {
     locations: BTreeMap<String, Seen>,
     #[serde(default)]
     access_points: BTreeMap<String, Seen>,
+    /// User state topics left retained on the broker: a guest who left while gatehouse was
+    /// stopped still gets theirs cleared after the restart.
+    #[serde(default)]
+    retained_users: BTreeSet<String>,
 }
 
 #[derive(Default)]
@@ -79,8 +83,8 @@ pub struct Wifi {
     users: BTreeMap<String, User>,
     locations: BTreeMap<String, Place>,
     access_points: BTreeMap<String, Place>,
-    /// User state topics published retained by this run.
-    published: BTreeSet<String>,
+    /// `known` changed since it was last written.
+    dirty: bool,
     saved_at: Option<DateTime<Utc>>,
 }
 
@@ -226,24 +230,27 @@ impl Wifi {
             m.retain(|_, s| s.last_seen >= horizon);
             changed |= m.len() != before;
         }
-        if changed || self.saved_at.is_none_or(|t| at - t > SAVE_EVERY) {
-            save = true;
-        }
-        if save {
-            self.save(store, at);
-        }
         let mut out = self.states(cfg, topics);
         // Users who left and have no entity: their retained state goes.
         let entity = self.entity_users(cfg);
         let gone: Vec<String> = self
-            .published
+            .known
+            .retained_users
             .iter()
             .filter(|k| !self.users.contains_key(*k) && !entity.contains_key(*k))
             .cloned()
             .collect();
         for k in gone {
             out.push((topics.wifi_user(&k), String::new(), true));
-            self.published.remove(&k);
+            self.known.retained_users.remove(&k);
+            self.dirty = true;
+        }
+        if changed || self.dirty || self.saved_at.is_none_or(|t| at - t > SAVE_EVERY) {
+            save = true;
+        }
+        if save {
+            self.save(store, at);
+            self.dirty = false;
         }
         (out, changed)
     }
@@ -308,7 +315,7 @@ impl Wifi {
         for k in keys {
             let payload = self.user_payload(&k, entity.get(&k).map(String::as_str));
             out.push((topics.wifi_user(&k), payload, true));
-            self.published.insert(k);
+            self.dirty |= self.known.retained_users.insert(k);
         }
         out
     }
@@ -425,14 +432,7 @@ impl Wifi {
                 object_id: oid.clone(),
                 device_id: DEVICE_ID.into(),
                 config: serde_json::to_value(Presence {
-                    base: base(
-                        &oid,
-                        "binary_sensor",
-                        name,
-                        with_source.clone(),
-                        None,
-                        None,
-                    ),
+                    base: base(&oid, "binary_sensor", name, with_source.clone(), None, None),
                     state_topic: state.clone(),
                     value_template: "{{ 'ON' if value_json.connected else 'OFF' }}".into(),
                     json_attributes_topic: state,

@@ -51,6 +51,8 @@ pub struct Failure {
     /// The server is reachable (429): availability stays online.
     pub reachable: bool,
     pub auth: bool,
+    /// A body that could not be used (kept in `rejects`).
+    pub raw: Option<String>,
 }
 
 impl Failure {
@@ -60,6 +62,7 @@ impl Failure {
             retry_after: None,
             reachable: false,
             auth: false,
+            raw: None,
         }
     }
 }
@@ -180,10 +183,13 @@ impl GateClient {
         match status {
             s if s.is_success() => match serde_json::from_str::<Value>(&text) {
                 Ok(v) => Ok((v, text)),
-                Err(e) => Err(Failure::new(format!(
-                    "GATE {path}: answer is not JSON ({e}): {}",
-                    snippet(&text)
-                ))),
+                Err(e) => Err(Failure {
+                    raw: Some(text.clone()),
+                    ..Failure::new(format!(
+                        "GATE {path}: answer is not JSON ({e}): {}",
+                        snippet(&text)
+                    ))
+                }),
             },
             StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => Err(Failure {
                 detail: format!(
@@ -194,6 +200,7 @@ impl GateClient {
                 retry_after: None,
                 reachable: true,
                 auth: true,
+                raw: None,
             }),
             StatusCode::TOO_MANY_REQUESTS => Err(Failure {
                 detail: format!(
@@ -203,12 +210,14 @@ impl GateClient {
                 retry_after,
                 reachable: true,
                 auth: false,
+                raw: None,
             }),
             s => Err(Failure {
                 detail: format!("GATE {path}: HTTP {}: {}", s.as_u16(), snippet(&text)),
                 retry_after,
                 reachable: false,
                 auth: false,
+                raw: None,
             }),
         }
     }
@@ -437,7 +446,16 @@ impl Poller {
     ) -> std::result::Result<(), Failure> {
         let mut url = first;
         for _ in 0..MAX_PAGES {
-            let (page, raw) = self.client.get(&url).await?;
+            let (page, raw) = match self.client.get(&url).await {
+                Ok(p) => p,
+                Err(mut f) => {
+                    if let Some(raw) = f.raw.take() {
+                        self.reject(&format!("{endpoint} page"), f.detail.clone(), raw)
+                            .await;
+                    }
+                    return Err(f);
+                }
+            };
             let Some(results) = page.get("results").and_then(Value::as_array) else {
                 let f = Failure::new(format!("GATE {endpoint}: a page without results"));
                 self.reject(&format!("{endpoint} page"), f.detail.clone(), raw)
@@ -761,6 +779,29 @@ mod tests {
                 .contains("datetime")
         );
         assert_eq!(TxCursor { id: 7, epoch: 2 }.event_id(7), "gate:e2:7");
+    }
+
+    #[test]
+    fn next_links_never_leave_the_configured_host() {
+        let cfg = GateConfig {
+            url: "https://gate.example.org/api/v1".into(),
+            token: Some(Secret::new("t")),
+            ..GateConfig::default()
+        };
+        let c = GateClient::new(&cfg).unwrap();
+        // A proxy's internal name, plain http, or another host entirely: only the query is
+        // taken.
+        let u = c
+            .follow(
+                "txlog_portal",
+                "http://10.0.0.7:8000/api/v1/txlog_portal/?cursor=eyJpZCI6MTAwfQ%3D%3D&limit=25",
+            )
+            .unwrap();
+        assert_eq!(
+            u.as_str(),
+            "https://gate.example.org/api/v1/txlog_portal/?cursor=eyJpZCI6MTAwfQ%3D%3D&limit=25"
+        );
+        assert!(c.follow("txlog_portal", "not a url").is_err());
     }
 
     #[test]

@@ -18,7 +18,8 @@
 //!   info and reachability, for the REST API.
 //! - [`emergency`]: emergency lockdown / unlock / restore, their expiry kept across restarts.
 //! - [`clock`]: wall time behind a trait (tests move it).
-//! - [`sources`]: devices. [`sources::net2`] is the Paxton Net2 Local API (REST + SignalR).
+//! - [`sources`]: devices. [`sources::net2`] is the Paxton Net2 Local API (REST + SignalR);
+//!   [`sources::gate`] polls Zequenze GATE (Wi-Fi portal log and RADIUS sessions).
 //! - [`sinks`]: where messages go ([`sinks::store`]: SQLite).
 //! - [`storage`]: SQLite schema, migrations and queries.
 //! - [`sim`]: device simulators for `gatehouse demo` and the tests.

@@ -546,3 +546,64 @@ async fn a_guest_who_left_while_gatehouse_was_stopped_leaves_no_retained_state()
     .await;
     app.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn occupancy_uses_complete_session_lists_only() {
+    let broker = Broker::start();
+    let rec = Recorder::start(broker.port, "rec-gate7", "gatehouse/wifi/#", false).await;
+    let sim = GateSim::start(GateSimConfig::default()).await.unwrap();
+    let aps = default_aps();
+    // Twelve phones at HQ: three pages of five, the last of each page repeated on the next.
+    for i in 0..12 {
+        sim.login(
+            &SimUser::new(
+                6000 + i,
+                &format!("guest-{i}"),
+                0x02_00_00_00_60_00 + i as u64,
+            ),
+            &aps[0],
+        );
+    }
+    sim.duplicate_across_pages(true);
+    // A record that is not a session (no id of any kind), and one with a garbled start time.
+    sim.push_raw_session(json!({"username": "nobody", "acctstoptime": null}));
+    sim.push_raw_session(json!({"radacctid": 99999, "acctsessionid": "x", "acctstarttime": "soon", "acctstoptime": null}));
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("g.db");
+    let app = daemon(&yaml(&sim, &broker, dir.path(), "")).await;
+    let hq = "gatehouse/wifi/location/headquarters_building_a/state";
+    wait_for("twelve devices at HQ", T, || {
+        rec.on(hq).last().is_some_and(|m| m.json()["devices"] == 12)
+    })
+    .await;
+    // Later pages fail for a while: the cut-short list (first page only) is never used.
+    sim.fail_later_accounting_pages(4, 502);
+    wait_for("the failures served", T, || {
+        sim.stats().failures_served >= 4
+    })
+    .await;
+    let polls = sim.stats().accounting_requests;
+    wait_for("a good poll after them", T, || {
+        sim.stats().accounting_requests >= polls + 6
+    })
+    .await;
+    let counts: Vec<serde_json::Value> = rec
+        .on(hq)
+        .iter()
+        .map(|m| m.json()["devices"].clone())
+        .collect();
+    assert!(
+        counts.iter().skip_while(|c| **c != 12).all(|c| *c == 12),
+        "a partial list moved the count: {counts:?}"
+    );
+    assert_eq!(rec.on(hq).last().unwrap().json()["users"], 12);
+    assert_eq!(
+        q(
+            &db,
+            "SELECT count(*) FROM rejects WHERE context = 'aaa_accounting record'"
+        ),
+        2,
+        "each malformed record once"
+    );
+    app.shutdown().await;
+}

@@ -161,6 +161,10 @@ struct Inner {
     insert_user: Option<SimUser>,
     offset_cursors: bool,
     duplicate_across_pages: bool,
+    /// Accounting requests with a cursor (page 2 on) get this status, this many times.
+    fail_later_pages: (usize, u16),
+    /// Malformed accounting records listed with the active sessions.
+    raw_sessions: Vec<Value>,
     /// Bumped by a restart: older cursors are refused.
     epoch: u64,
     stats: GateStats,
@@ -453,6 +457,8 @@ fn page(
         .and_then(|l| l.parse::<usize>().ok())
         .unwrap_or(20)
         .clamp(1, 100);
+    let mut items = items;
+    items.sort_by_key(|(k, _)| *k);
     let mut newest_first: Vec<(i64, Value)> = items.into_iter().rev().collect();
     let cursor = match qget(q, "cursor") {
         None => None,
@@ -626,6 +632,17 @@ fn accounting_answer(inner: &mut Inner, headers: &HeaderMap, q: &[(String, Strin
     if let Some(r) = gate_in(inner, headers) {
         return r;
     }
+    if qget(q, "cursor").is_some() && inner.fail_later_pages.0 > 0 {
+        inner.fail_later_pages.0 -= 1;
+        inner.stats.failures_served += 1;
+        let code = inner.fail_later_pages.1;
+        return (
+            StatusCode::from_u16(code).unwrap_or(StatusCode::BAD_GATEWAY),
+            [(header::CONTENT_TYPE, "text/html")],
+            format!("<html><body><h1>{code}</h1></body></html>"),
+        )
+            .into_response();
+    }
     let status = qget(q, "session_status").unwrap_or("all").to_string();
     if !["all", "active", "inactive"].contains(&status.as_str()) {
         inner.stats.bad_requests += 1;
@@ -640,6 +657,18 @@ fn accounting_answer(inner: &mut Inner, headers: &HeaderMap, q: &[(String, Strin
             _ => true,
         })
         .map(|s| (s.radacctid, inner.session_json(s)))
+        .chain(
+            inner
+                .raw_sessions
+                .iter()
+                .filter(|_| status != "inactive")
+                .map(|v| {
+                    (
+                        v.get("radacctid").and_then(Value::as_i64).unwrap_or(0),
+                        v.clone(),
+                    )
+                }),
+        )
         .collect();
     page(inner, "aaa_accounting", q, items)
 }
@@ -661,6 +690,8 @@ impl GateSim {
             insert_user: None,
             offset_cursors: false,
             duplicate_across_pages: false,
+            fail_later_pages: (0, 0),
+            raw_sessions: Vec::new(),
             epoch: 1,
             stats: GateStats::default(),
         }));
@@ -804,6 +835,16 @@ impl GateSim {
         let mut i = self.lock();
         i.failures.retry_after = retry_after;
         i.failures.queue.extend(std::iter::repeat_n(status, n));
+    }
+
+    /// Accounting pages after the first fail with `status`, `n` times (a list cut short).
+    pub fn fail_later_accounting_pages(&self, n: usize, status: u16) {
+        self.lock().fail_later_pages = (n, status);
+    }
+
+    /// A malformed record in the active-session list (with any `radacctid` it carries).
+    pub fn push_raw_session(&self, v: Value) {
+        self.lock().raw_sessions.push(v);
     }
 
     /// Before answering each page request with a cursor, `n` new logins arrive.

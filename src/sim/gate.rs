@@ -963,4 +963,59 @@ mod tests {
             "AA-BB-CC-DD-EE-FF"
         );
     }
+
+    /// Seed 003's example responses (tests/fixtures/gate/) name every field: the simulator
+    /// answers with all of them, with the same JSON types where the example has a value.
+    #[tokio::test]
+    async fn every_field_of_the_seeds_examples() {
+        let sim = GateSim::start(GateSimConfig::default()).await.unwrap();
+        sim.login(&demo_users()[0], &default_aps()[0]);
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let http = reqwest::Client::new();
+        for (endpoint, fixture) in [
+            (
+                "txlog_portal/",
+                include_str!("../../tests/fixtures/gate/txlog_portal_example.json"),
+            ),
+            (
+                "aaa_accounting/?session_status=active",
+                include_str!("../../tests/fixtures/gate/aaa_accounting_example.json"),
+            ),
+        ] {
+            let want: Value = serde_json::from_str(fixture).unwrap();
+            let url = format!("{}/{endpoint}", sim.base_url());
+            let res = http.get(&url).send().await.unwrap();
+            assert_eq!(res.status(), 401, "no token, no data");
+            let got: Value = http
+                .get(&url)
+                .bearer_auth(SIM_TOKEN)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            for k in ["next", "previous", "results"] {
+                assert!(got.get(k).is_some(), "{endpoint}: {k}");
+            }
+            let (w, g) = (&want["results"][0], &got["results"][0]);
+            for (k, v) in w.as_object().unwrap() {
+                let gv = g.get(k).unwrap_or_else(|| panic!("{endpoint}: no {k}"));
+                let kind = |v: &Value| match v {
+                    Value::Null => "null",
+                    Value::Bool(_) => "bool",
+                    Value::Number(_) => "number",
+                    Value::String(_) => "string",
+                    _ => "other",
+                };
+                if !v.is_null() && !gv.is_null() {
+                    assert_eq!(
+                        kind(v),
+                        kind(gv),
+                        "{endpoint}: {k} is {gv}, the seed has {v}"
+                    );
+                }
+            }
+        }
+    }
 }

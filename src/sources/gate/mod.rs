@@ -781,6 +781,31 @@ mod tests {
         assert_eq!(TxCursor { id: 7, epoch: 2 }.event_id(7), "gate:e2:7");
     }
 
+    /// The seed's own example pages (tests/fixtures/gate/): the login is an event, the
+    /// registration is skipped, the session is active.
+    #[test]
+    fn the_seeds_example_pages() {
+        let c = TxCursor { id: 0, epoch: 0 };
+        let page: Value = serde_json::from_str(include_str!(
+            "../../../tests/fixtures/gate/txlog_portal_example.json"
+        ))
+        .unwrap();
+        let r = page["results"].as_array().unwrap();
+        let ev = parse_entry(&r[0], &c, Utc::now()).unwrap().unwrap();
+        assert_eq!(ev.id, "gate:12345");
+        assert_eq!(ev.time.to_rfc3339(), "2024-01-15T14:30:25.123456+00:00");
+        assert_eq!(parse_entry(&r[1], &c, Utc::now()), Ok(None));
+        let page: Value = serde_json::from_str(include_str!(
+            "../../../tests/fixtures/gate/aaa_accounting_example.json"
+        ))
+        .unwrap();
+        let s = parse_session(&page["results"][0]).unwrap().unwrap();
+        assert_eq!(s.session_id, "sess_abc123");
+        assert_eq!(s.username.as_deref(), Some("john.doe@company.com"));
+        assert_eq!(s.access_point.as_deref(), Some("AP-Floor2-East"));
+        assert_eq!(s.location.as_deref(), Some("Headquarters Building"));
+    }
+
     #[test]
     fn next_links_never_leave_the_configured_host() {
         let cfg = GateConfig {

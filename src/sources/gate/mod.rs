@@ -40,6 +40,8 @@ const MAX_REJECT_BYTES: usize = 64 * 1024;
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
 /// Pages read in one poll at most (a runaway `next` chain must not loop for ever).
 const MAX_PAGES: usize = 10_000;
+/// Rejected records without an id remembered (not rejected again on every poll).
+const MAX_REMEMBERED_REJECTS: usize = 10_000;
 /// Transaction types that say something about a device being on the Wi-Fi.
 pub const PRESENCE_TYPES: &[&str] = &["ui", "uo", "st", "si", "di", "ai", "aa"];
 
@@ -479,8 +481,10 @@ impl Poller {
         let mut query = vec![("limit", cfg.page_size.to_string())];
         let mut cursor = self.cursor;
         if cursor.is_none_or(|c| c.id == 0) {
-            // First start (or a new epoch): read back `initial_backfill` (by GATE's clock, which may be off;
-            // the cursor, not the time, decides what is new afterwards).
+            // First start (or a new epoch): read back `initial_backfill` by GATE's clock, which
+            // may be hours off (the simulator's wrong clock: entries dated before the window
+            // are not read on this first pass); afterwards the cursor, an id, decides what is
+            // new, whatever the clocks say.
             let since = Utc::now()
                 - chrono::Duration::from_std(cfg.initial_backfill.get()).unwrap_or_default();
             query.push(("start_date", since.format("%Y-%m-%dT%H:%M:%SZ").to_string()));
@@ -533,6 +537,10 @@ impl Poller {
         let now = Utc::now();
         let mut events = 0;
         let mut skipped = 0;
+        if self.rejected.len() > MAX_REMEMBERED_REJECTS {
+            // Bounded memory on a months-long run: at worst one more reject row each.
+            self.rejected.clear();
+        }
         for r in no_id {
             let raw = r.to_string();
             if self.rejected.insert(hash(&raw)) {
@@ -677,7 +685,9 @@ impl Poller {
                 Err(f) => {
                     // Doubling from the poll interval up to `max_backoff`; a server's
                     // Retry-After is honoured when it asks for longer.
-                    let b = backoff.map_or(interval, |b| (b * 2).min(cfg.max_backoff.get()));
+                    let b = backoff.map_or(interval, |b| {
+                        (b * 2).min(cfg.max_backoff.get()).max(interval)
+                    });
                     backoff = Some(b);
                     let delay = f.retry_after.map_or(b, |r| r.max(b));
                     if f.auth {

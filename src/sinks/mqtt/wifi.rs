@@ -472,6 +472,70 @@ struct Presence {
 mod tests {
     use super::*;
 
+    fn session(user: &str, ap: &str) -> WifiSession {
+        WifiSession {
+            session_id: format!("s-{user}"),
+            username: Some(user.into()),
+            user_id: None,
+            mac: None,
+            access_point: Some(ap.into()),
+            location: Some("HQ".into()),
+            started: None,
+        }
+    }
+
+    fn user_entities(mode: &str) -> Vec<String> {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("g.db")).unwrap();
+        let cfg = crate::config::load_str(
+            &format!(
+                "version: 1\nsources:\n  gate:\n    url: http://127.0.0.1:9\n    token: t\n    user_entities: {mode}\npeople:\n  - {{ id: anna, gate_usernames: [anna@example.org] }}\n"
+            ),
+            &|_| None,
+        )
+        .unwrap();
+        let topics = Topics {
+            base: "gatehouse".into(),
+            prefix: "homeassistant".into(),
+        };
+        let mut w = Wifi::load(&store);
+        let (_, changed) = w.on_sessions(
+            &[session("guest-1", "AP-1"), session("guest-2", "AP-2")],
+            Utc::now(),
+            &cfg,
+            &topics,
+            &store,
+        );
+        assert!(changed, "new places");
+        // Kept across a restart.
+        let w = Wifi::load(&store);
+        let e = w.entities(&cfg, &topics);
+        assert_eq!(
+            e.iter()
+                .filter(|e| e.object_id.starts_with("gate_ap_"))
+                .count(),
+            2
+        );
+        e.into_iter()
+            .filter(|e| e.object_id.starts_with("gate_user_"))
+            .map(|e| e.object_id)
+            .collect()
+    }
+
+    #[test]
+    fn which_users_get_an_entity() {
+        assert_eq!(user_entities("people"), ["gate_user_anna_example_org"]);
+        assert_eq!(
+            user_entities("all"),
+            [
+                "gate_user_anna_example_org",
+                "gate_user_guest_1",
+                "gate_user_guest_2"
+            ]
+        );
+        assert!(user_entities("none").is_empty());
+    }
+
     #[test]
     fn keys_are_topic_and_entity_safe() {
         assert_eq!(key("John.Doe@Company.com"), "john_doe_company_com");

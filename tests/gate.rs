@@ -239,7 +239,8 @@ async fn rate_limits_server_errors_and_a_reset_server_lose_nothing() {
     assert_eq!(fails.len(), 4);
     let gaps: Vec<Duration> = fails.windows(2).map(|w| w[1].0 - w[0].0).collect();
     assert!(
-        gaps[2] >= gaps[0] * 3,
+        // 200, 400, 800 ms plus request latency (a loaded machine adds to each).
+        gaps[2] > gaps[0] * 2,
         "waits double from poll_interval: {gaps:?}"
     );
     assert!(

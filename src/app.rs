@@ -199,6 +199,14 @@ impl App {
         } else {
             drop(qr_scans);
         }
+        if cfg.sources.gate.is_some() {
+            sources.extend(crate::sources::gate::spawn(
+                &store,
+                bus.clone(),
+                cfg_rx.clone(),
+                sources_cancel.clone(),
+            )?);
+        }
         // After the Net2 source: a restore due at start-up waits for its first door status.
         sources.push(emergency.spawn(sources_cancel.clone()));
         if let Some(mut c) = commands {

@@ -48,6 +48,10 @@ pub enum Action {
     SimApptive {
         bind: std::net::SocketAddr,
     },
+    SimGate {
+        bind: std::net::SocketAddr,
+        every: u64,
+    },
     Net2Open {
         config: PathBuf,
         door: DoorId,
@@ -118,6 +122,7 @@ pub async fn dispatch(a: Action) -> Result<()> {
         Action::Passwd => passwd(),
         Action::SimNet2 { bind, every } => sim_net2(bind, every).await,
         Action::SimApptive { bind } => sim_apptive(bind).await,
+        Action::SimGate { bind, every } => sim_gate(bind, every).await,
         Action::Net2Open {
             config,
             door,
@@ -454,6 +459,14 @@ async fn demo(
         cam.rtsp_url(101).unwrap_or_default(),
         nvr.rtsp_url(101).unwrap_or_default(),
     );
+    // Zequenze GATE: a few invented Wi-Fi users logging in and out.
+    let gate = std::sync::Arc::new(
+        crate::sim::gate::GateSim::start(crate::sim::gate::GateSimConfig::default())
+            .await
+            .ctx(ErrorKind::Internal, || "unable to start the GATE simulator")?,
+    );
+    gate.spawn_generator(Duration::from_secs(6), cancel.clone());
+    let gate_url = gate.base_url();
     let c2 = cancel.clone();
     tokio::spawn(async move {
         let mut n = 0u32;
@@ -507,13 +520,14 @@ async fn demo(
         )?;
     let jwt_secret = format!("demo-{:032x}", rand::random::<u128>());
     let yaml = format!(
-        "# written by `gatehouse demo`\nversion: 1\nstorage:\n  path: {db}\nsources:\n  net2:\n    url: {url}\n    username: {user}\n    password: {pass}\n    client_id: {client_id}\n    safety_poll_interval: 30s\n  hikvision:\n    - {{ id: camera, url: \"{cam_url}\", username: admin, password: sim-hik-pass }}\n    - {{ id: nvr, url: \"{nvr_url}\", username: admin, password: sim-hik-pass }}\nmqtt:\n  embedded: true\n  embedded_bind: 127.0.0.1:{mqtt_port}\nmedia:\n  snapshot_on_alarm: [linedetection]\nweb:\n  bind: 127.0.0.1:{web_port}\n  jwt_secret: {jwt}\ndoors:\n  7242929: {{ name: Garage Port, mode: momentary, held_open_after: 2m, camera: camera/1 }}\n  6612642: {{ name: Fordør, open_time_ms: 5000, held_open_after: 1m, camera: nvr/2 }}\n  6203980: {{ name: Fordør Terndrupvej }}\napptive:\n  url: {apptive_url}\n  token: {apptive_token}\n  readers:\n    - {{ id: front-qr, door: 6612642, door_id: door_123 }}\n",
+        "# written by `gatehouse demo`\nversion: 1\nstorage:\n  path: {db}\nsources:\n  net2:\n    url: {url}\n    username: {user}\n    password: {pass}\n    client_id: {client_id}\n    safety_poll_interval: 30s\n  hikvision:\n    - {{ id: camera, url: \"{cam_url}\", username: admin, password: sim-hik-pass }}\n    - {{ id: nvr, url: \"{nvr_url}\", username: admin, password: sim-hik-pass }}\n  gate:\n    url: {gate_url}\n    token: {gate_token}\n    poll_interval: 5s\n    user_entities: all\nmqtt:\n  embedded: true\n  embedded_bind: 127.0.0.1:{mqtt_port}\nmedia:\n  snapshot_on_alarm: [linedetection]\nweb:\n  bind: 127.0.0.1:{web_port}\n  jwt_secret: {jwt}\ndoors:\n  7242929: {{ name: Garage Port, mode: momentary, held_open_after: 2m, camera: camera/1 }}\n  6612642: {{ name: Fordør, open_time_ms: 5000, held_open_after: 1m, camera: nvr/2 }}\n  6203980: {{ name: Fordør Terndrupvej }}\napptive:\n  url: {apptive_url}\n  token: {apptive_token}\n  readers:\n    - {{ id: front-qr, door: 6612642, door_id: door_123 }}\n",
         db = db.display(),
         apptive_url = apptive.base_url(),
         apptive_token = apptive.token(),
         url = sim.base_url(),
         web_port = if free(8480) { 8480 } else { 0 },
         jwt = jwt_secret,
+        gate_token = crate::sim::gate::SIM_TOKEN,
     );
     std::fs::write(&cfg_path, yaml)
         .ctx(ErrorKind::Storage, || "unable to write the demo config")?;
@@ -541,7 +555,7 @@ async fn demo(
     };
     let _ = writeln!(
         out,
-        "\ngatehouse demo is running.\n  Net2 simulator:   {}\n  camera RTSP:      {cam_rtsp} (admin / sim-hik-pass)\n  NVR RTSP:         {nvr_rtsp} (channels 1-4)\n{web}  MQTT broker:      127.0.0.1:{mqtt_port} (embedded)  try: mosquitto_sub -p {mqtt_port} -t 'gatehouse/#' -v\n  Apptive simulator: {apptive_url}  a QR scan at the front door:\n                    curl -s '{apptive_url}/qr/?token={apptive_token}&member=303' | mosquitto_pub -p {mqtt_port} -t gatehouse/qr/front-qr/scan -s\n  config (hot-reloaded): {}\n  database:         {}\n  follow events:    gatehouse events --follow --db {}\nPress Ctrl-C to stop.\n",
+        "\ngatehouse demo is running.\n  Net2 simulator:   {}\n  camera RTSP:      {cam_rtsp} (admin / sim-hik-pass)\n  NVR RTSP:         {nvr_rtsp} (channels 1-4)\n  GATE simulator:   {gate_url} (Wi-Fi users come and go)\n{web}  MQTT broker:      127.0.0.1:{mqtt_port} (embedded)  try: mosquitto_sub -p {mqtt_port} -t 'gatehouse/#' -v\n  Apptive simulator: {apptive_url}  a QR scan at the front door:\n                    curl -s '{apptive_url}/qr/?token={apptive_token}&member=303' | mosquitto_pub -p {mqtt_port} -t gatehouse/qr/front-qr/scan -s\n  config (hot-reloaded): {}\n  database:         {}\n  follow events:    gatehouse events --follow --db {}\nPress Ctrl-C to stop.\n",
         sim.base_url(),
         cfg_path.display(),
         db.display(),
@@ -627,6 +641,21 @@ where
         return format!("{time}  camera  {what:<22} {camera}{place}{targets}{history}");
     }
     let name = |n: Option<&String>| n.cloned().unwrap_or_else(|| "-".into());
+    if let EventKind::Wifi {
+        username,
+        mac,
+        access_point,
+        ..
+    } = &e.kind
+    {
+        let who = username.as_ref().or(mac.as_ref());
+        return format!(
+            "{time}  wifi    {:<22} {} at {}",
+            e.kind.name(),
+            name(who),
+            name(access_point.as_ref())
+        );
+    }
     let door = match &e.door {
         Some(d) => name(d.name.as_ref()),
         None => name(e.description.as_ref()),
@@ -718,6 +747,33 @@ async fn sim_apptive(bind: std::net::SocketAddr) -> Result<()> {
     let _ = std::io::stdout().flush();
     let _ = tokio::signal::ctrl_c().await;
     sim.shutdown().await;
+    Ok(())
+}
+
+async fn sim_gate(bind: std::net::SocketAddr, every: u64) -> Result<()> {
+    use crate::sim::gate::{GateSim, GateSimConfig, SIM_TOKEN};
+    crate::logging::init(LogFormat::Pretty, "info");
+    let sim = std::sync::Arc::new(
+        GateSim::start(GateSimConfig {
+            bind,
+            ..GateSimConfig::default()
+        })
+        .await
+        .ctx(ErrorKind::Internal, || "unable to start the GATE simulator")?,
+    );
+    let cancel = tokio_util::sync::CancellationToken::new();
+    if every > 0 {
+        sim.spawn_generator(Duration::from_secs(every), cancel.clone());
+    }
+    let _ = writeln!(
+        std::io::stdout(),
+        "url: {}\ntoken: {SIM_TOKEN}",
+        sim.base_url()
+    );
+    let _ = std::io::stdout().flush();
+    let _ = tokio::signal::ctrl_c().await;
+    cancel.cancel();
+    sim.shutdown();
     Ok(())
 }
 

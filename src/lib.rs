@@ -19,7 +19,8 @@
 //! - [`emergency`]: emergency lockdown / unlock / restore, their expiry kept across restarts.
 //! - [`clock`]: wall time behind a trait (tests move it).
 //! - [`presence`]: one home / away state per person (badges, Wi-Fi sessions, QR entries).
-//! - [`sources`]: devices. [`sources::net2`] is the Paxton Net2 Local API (REST + SignalR).
+//! - [`sources`]: devices. [`sources::net2`] is the Paxton Net2 Local API (REST + SignalR);
+//!   [`sources::gate`] polls Zequenze GATE (Wi-Fi portal log and RADIUS sessions).
 //! - [`apptive`]: Apptive QR-code access (scans → Apptive → the door), the USB readers.
 //! - [`sinks`]: where messages go ([`sinks::store`]: SQLite).
 //! - [`storage`]: SQLite schema, migrations and queries.

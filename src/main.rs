@@ -114,6 +114,15 @@ enum SimCmd {
         #[arg(long, default_value = "127.0.0.1:0")]
         bind: std::net::SocketAddr,
     },
+    /// The Zequenze GATE simulator (portal log + RADIUS sessions, cursor paging). Prints its
+    /// URL and token.
+    Gate {
+        #[arg(long, default_value = "127.0.0.1:0")]
+        bind: std::net::SocketAddr,
+        /// A login, logout or timeout this often, in seconds (0 = never).
+        #[arg(long, default_value_t = 5)]
+        every: u64,
+    },
 }
 
 #[derive(Subcommand)]
@@ -194,6 +203,9 @@ fn main() -> ExitCode {
         Cmd::Sim {
             what: SimCmd::Apptive { bind },
         } => gatehouse::cli::Action::SimApptive { bind },
+        Cmd::Sim {
+            what: SimCmd::Gate { bind, every },
+        } => gatehouse::cli::Action::SimGate { bind, every },
         Cmd::Net2 { config, what } => match what {
             Net2Cmd::Doors => gatehouse::cli::Action::Net2Doors { config },
             Net2Cmd::Open { door, hold, close } => gatehouse::cli::Action::Net2Open {

@@ -716,6 +716,7 @@ fn validate_gate(cfg: &mut Config, errs: &mut Collector) {
         ("poll_interval", g.poll_interval),
         ("request_timeout", g.request_timeout),
         ("max_backoff", g.max_backoff),
+        ("forget_after", g.forget_after),
     ] {
         if d.get() < std::time::Duration::from_millis(100) {
             errs.push(format!("{p}.{name}"), "must be at least 100ms");

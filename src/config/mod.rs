@@ -761,6 +761,9 @@ impl Config {
         for h in &self.sources.hikvision {
             sources.push(format!("hikvision {} ({})", h.id, h.url));
         }
+        if let Some(g) = &self.sources.gate {
+            sources.push(format!("gate ({})", crate::secret::redact_url(&g.url)));
+        }
         let mqtt = match &self.mqtt {
             None => "none".to_string(),
             Some(m) if m.embedded => format!("embedded broker on {}", m.embedded_bind),
@@ -901,6 +904,24 @@ pub struct GateConfig {
     /// Longest wait between tries after 429 / 5xx / network errors (doubling from
     /// `poll_interval`; `Retry-After` is honoured).
     pub max_backoff: HumanDuration,
+    /// Which GATE users get a Home Assistant presence entity (`binary_sensor`, device class
+    /// presence): `people` (default) the RADIUS user names listed in `people[].gate_usernames`,
+    /// `all` every user seen in an active session (a busy guest hotspot makes hundreds), or
+    /// `none`. Every user in an active session has a state topic either way. (live)
+    pub user_entities: GateUserEntities,
+    /// Locations and access points (and with `user_entities: all`, users) not seen in any
+    /// active session for this long lose their entities. (live)
+    pub forget_after: HumanDuration,
+}
+
+/// See [`GateConfig::user_entities`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GateUserEntities {
+    #[default]
+    People,
+    All,
+    None,
 }
 
 impl Default for GateConfig {
@@ -915,6 +936,8 @@ impl Default for GateConfig {
             initial_backfill: HumanDuration::secs(3600),
             request_timeout: HumanDuration::secs(10),
             max_backoff: HumanDuration::secs(600),
+            user_entities: GateUserEntities::People,
+            forget_after: HumanDuration::secs(7 * 24 * 3600),
         }
     }
 }

@@ -97,6 +97,27 @@ pub fn restart_required(old: &Config, new: &Config) -> Vec<String> {
         (None, None) => {}
         _ => keys.push("sources.net2".into()),
     }
+    // GATE: the client (URL, token, TLS, timeout) is built once; intervals, page size,
+    // backfill, back-off and the entity choices are read on each use.
+    match (&old.sources.gate, &new.sources.gate) {
+        (Some(a), Some(b)) => {
+            let fields: [(&str, bool); 5] = [
+                ("url", a.url != b.url),
+                ("token", a.token != b.token),
+                ("token_file", a.token_file != b.token_file),
+                ("tls", a.tls != b.tls),
+                ("request_timeout", a.request_timeout != b.request_timeout),
+            ];
+            keys.extend(
+                fields
+                    .iter()
+                    .filter(|(_, changed)| *changed)
+                    .map(|(k, _)| format!("sources.gate.{k}")),
+            );
+        }
+        (None, None) => {}
+        _ => keys.push("sources.gate".into()),
+    }
     keys
 }
 
@@ -238,6 +259,32 @@ mod tests {
             restart_required(&a, &c),
             vec!["sources.net2.url", "sources.net2.live"]
         );
+    }
+
+    #[test]
+    fn gate_polling_is_live_its_client_is_not() {
+        let gate = |extra: &str| {
+            let text = format!(
+                "version: 1\nsources:\n  gate:\n    url: http://127.0.0.1:9\n    token: t\n{extra}"
+            );
+            load_str(&text, &|_| None).unwrap()
+        };
+        let a = gate("");
+        let b = gate(
+            "    poll_interval: 5s\n    page_size: 20\n    user_entities: all\n    forget_after: 1d\n",
+        );
+        assert!(restart_required(&a, &b).is_empty());
+        let c = load_str(
+            "version: 1\nsources:\n  gate:\n    url: http://127.0.0.1:9\n    token: other\n    request_timeout: 3s\n",
+            &|_| None,
+        )
+        .unwrap();
+        assert_eq!(
+            restart_required(&a, &c),
+            vec!["sources.gate.token", "sources.gate.request_timeout"]
+        );
+        let none = load_str("version: 1\n", &|_| None).unwrap();
+        assert_eq!(restart_required(&none, &a), vec!["sources.gate"]);
     }
 
     #[test]

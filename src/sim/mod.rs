@@ -2,6 +2,7 @@
 //! (protocols.md), quirks included.
 
 pub mod apptive;
+pub mod gate;
 pub mod hikvision;
 pub mod net2;
 pub mod rtsp;

@@ -64,7 +64,7 @@ pub struct Origin {
 
 /// `support_url` is left out until the project has a public home (an unknown key in `o`
 /// drops the message in HA 2024.1, so only the keys every release knows).
-const ORIGIN: Origin = Origin {
+pub(crate) const ORIGIN: Origin = Origin {
     name: "gatehouse",
     sw_version: env!("CARGO_PKG_VERSION"),
 };

@@ -22,6 +22,7 @@ pub mod embedded;
 pub mod payload;
 pub mod router;
 pub mod topics;
+pub mod wifi;
 
 use crate::bus::Bus;
 use crate::config::{Config, ConfigRx, DiscoveryMode, MqttConfig};
@@ -98,6 +99,8 @@ struct Sink {
     echo_ended: u64,
     /// Replays consumers asked for, waiting to be published.
     replay: VecDeque<crate::storage::OutboxEvent>,
+    /// Wi-Fi presence and occupancy (Zequenze GATE sessions).
+    wifi: wifi::Wifi,
 }
 
 /// One connection's bookkeeping.
@@ -288,7 +291,9 @@ pub async fn run(
         echo: Default::default(),
         echo_ended: 0,
         replay: VecDeque::new(),
+        wifi: wifi::Wifi::default(),
     };
+    sink.wifi = wifi::Wifi::load(&sink.store);
     sink.redeliver_upto = sink.store.outbox_max().unwrap_or(i64::MAX);
     // The delivery watcher: a second connection subscribed to our own event topics.
     let watcher = match sink.options() {
@@ -463,14 +468,22 @@ impl Sink {
                 self.persons.insert(p.id.clone(), p.clone());
                 self.people_payloads()
             }
-            // Issue 17: Wi-Fi occupancy (the GATE source's part).
-            Message::WifiSessions { .. } => Vec::new(),
             // For the reader's display and HA's event entity: an event, never retained.
             Message::QrResult(r) => vec![(
                 self.topics.qr_result(&r.reader),
                 serde_json::to_string(r).unwrap_or_default(),
                 false,
             )],
+            Message::WifiSessions { sessions, at, .. } => {
+                let cfg = self.cfg_rx.borrow().clone();
+                let (mut out, changed) =
+                    self.wifi
+                        .on_sessions(sessions, *at, &cfg, &self.topics, &self.store);
+                if changed {
+                    out.extend(self.discovery_changes());
+                }
+                out
+            }
             Message::Emergency(e) => {
                 let p = payload::emergency(e).to_string();
                 self.emergency = Some(p.clone());
@@ -905,7 +918,8 @@ impl Sink {
                 })
                 .collect(),
         };
-        let entities = discovery::configs(&ctx);
+        let mut entities = discovery::configs(&ctx);
+        entities.extend(self.wifi.entities(&cfg, &self.topics));
         discovery::render(
             &self.topics,
             &entities,
@@ -1009,6 +1023,18 @@ impl Sink {
                 true,
             ));
         }
+        // GATE: offline until its first poll (a retained `online` of an earlier run must not
+        // make its entities look current), and every Wi-Fi state from the first second.
+        let gate = crate::sources::gate::SOURCE;
+        let cfg = self.cfg_rx.borrow().clone();
+        if cfg.sources.gate.is_some() && !self.health.contains_key(gate) {
+            out.push((
+                self.topics.source_availability(gate),
+                "offline".into(),
+                true,
+            ));
+        }
+        out.extend(self.wifi.states(&cfg, &self.topics));
         out.extend(
             self.streams
                 .iter()
@@ -1232,6 +1258,9 @@ impl Sink {
                         // person from the first second (the presence engine follows).
                         let mut out = self.discovery_changes();
                         out.extend(self.people_payloads());
+                        // Users who got an entity (`people:`, `user_entities`) have a state.
+                        let cfg = self.cfg_rx.borrow().clone();
+                        out.extend(self.wifi.states(&cfg, &self.topics));
                         self.publish_all(client, c, out, false)?;
                     }
                 }
@@ -1563,6 +1592,7 @@ impl Sink {
             for e in batch {
                 let topic = match e.door_id {
                     Some(d) => self.topics.door_event(d as DoorId),
+                    None if e.source == crate::sources::gate::SOURCE => self.topics.wifi_event(),
                     None => self.topics.source_event(&e.source),
                 };
                 client

@@ -71,6 +71,24 @@ impl Topics {
     pub fn qr_result(&self, reader: &str) -> String {
         format!("{}/qr/{reader}/result", self.base)
     }
+    /// Wi-Fi presence of one GATE user (`<key>`: the RADIUS user name, lower case, with
+    /// everything but letters and digits as `_`), retained JSON
+    /// `{"connected":true,"sessions":1,"access_points":[…],"locations":[…],"since":…}`.
+    pub fn wifi_user(&self, key: &str) -> String {
+        format!("{}/wifi/user/{key}/state", self.base)
+    }
+    /// Devices on the Wi-Fi at one GATE location, retained JSON `{"devices":n,"users":n,…}`.
+    pub fn wifi_location(&self, key: &str) -> String {
+        format!("{}/wifi/location/{key}/state", self.base)
+    }
+    /// Devices on one GATE access point, retained JSON `{"devices":n,"users":n,…}`.
+    pub fn wifi_access_point(&self, key: &str) -> String {
+        format!("{}/wifi/ap/{key}/state", self.base)
+    }
+    /// Wi-Fi portal events (logins, logouts, timeouts), not retained.
+    pub fn wifi_event(&self) -> String {
+        format!("{}/wifi/event", self.base)
+    }
     /// Door state JSON, retained.
     pub fn door_state(&self, door: DoorId) -> String {
         format!("{}/door/{door}/state", self.base)

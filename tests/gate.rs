@@ -1,0 +1,610 @@
+//! Zequenze GATE through the running daemon: the simulator (seed 003's shapes, with its
+//! hostility switched on), a real Mosquitto and the SQLite file.
+
+mod common;
+
+use common::broker::{Broker, Recorder};
+use common::wait_for;
+use gatehouse::sim::gate::{GateSim, GateSimConfig, SIM_TOKEN, SimUser, default_aps};
+use serde_json::json;
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+const T: Duration = Duration::from_secs(30);
+const PRESENCE: &[&str] = &["ui", "uo", "st", "si", "di", "ai", "aa"];
+
+fn yaml(sim: &GateSim, broker: &Broker, dir: &Path, extra: &str) -> String {
+    format!(
+        "version: 1\nstorage: {{ path: {}/g.db }}\nmqtt:\n  host: 127.0.0.1\n  port: {}\n  client_id: gh-gate-{}\nsources:\n  gate:\n    url: {}\n    token: {SIM_TOKEN}\n    poll_interval: 200ms\n    page_size: 5\n    max_backoff: 3s\n{extra}",
+        dir.display(),
+        broker.port,
+        rand::random::<u32>(),
+        sim.base_url(),
+    )
+}
+
+async fn daemon(text: &str) -> gatehouse::app::App {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            std::env::var("GATEHOUSE_LOG").unwrap_or_else(|_| "gatehouse=debug".into()),
+        )
+        .with_test_writer()
+        .try_init();
+    let cfg = gatehouse::config::load_str(text, &|_| None).expect("valid config");
+    gatehouse::app::App::start(cfg, None, None)
+        .await
+        .expect("daemon starts")
+}
+
+fn q(db: &Path, sql: &str) -> i64 {
+    let c = rusqlite::Connection::open(db).unwrap();
+    c.query_row(sql, [], |r| r.get(0)).unwrap()
+}
+
+fn stored_ids(db: &Path) -> Vec<i64> {
+    let c = rusqlite::Connection::open(db).unwrap();
+    let mut st = c
+        .prepare("SELECT source_id FROM events WHERE source = 'gate' ORDER BY source_id")
+        .unwrap();
+    st.query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+}
+
+/// How many times each GATE transaction id was published on `gatehouse/wifi/event`.
+fn published(rec: &Recorder) -> BTreeMap<i64, usize> {
+    let mut m = BTreeMap::new();
+    for msg in rec.on("gatehouse/wifi/event") {
+        let v = msg.json();
+        let id: i64 = v["id"]
+            .as_str()
+            .unwrap()
+            .rsplit(':')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        *m.entry(id).or_default() += 1;
+    }
+    m
+}
+
+fn users() -> (SimUser, SimUser) {
+    (
+        SimUser::new(5501, "anna.koch", 0x02_aa_bb_cc_dd_01),
+        SimUser::new(5502, "ben.lind", 0x02_aa_bb_cc_dd_02),
+    )
+}
+
+/// Mixed portal traffic: every presence type, registrations (skipped), a malformed entry
+/// with an id and one without.
+fn traffic(sim: &GateSim, n: usize) {
+    let (a, b) = users();
+    let aps = default_aps();
+    for i in 0..n {
+        let kind = ["ui", "uo", "st", "si", "di", "ai", "aa", "ur"][i % 8];
+        sim.portal(kind, if i % 2 == 0 { &a } else { &b }, &aps[i % aps.len()]);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_entry_once_across_shifting_pages_and_a_daemon_restart() {
+    let broker = Broker::start();
+    let rec = Recorder::start(broker.port, "rec-gate1", "gatehouse/#", false).await;
+    let sim = GateSim::start(GateSimConfig::default()).await.unwrap();
+    // Offset cursors, two logins arriving before each page request, and the previous
+    // page's last entry repeated: pages overlap and shift under the client.
+    sim.offset_cursors(true);
+    sim.insert_while_paging(2);
+    sim.duplicate_across_pages(true);
+    traffic(&sim, 23);
+    sim.push_raw_entry(
+        json!({"datetime": "yesterday", "type": "ui", "user": 1}),
+        true,
+    );
+    sim.push_raw_entry(json!({"type": "uo", "note": "no id at all"}), false);
+    traffic(&sim, 4);
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("g.db");
+    let text = yaml(&sim, &broker, dir.path(), "");
+    let app = daemon(&text).await;
+    // The inserts stop once the first poll has paged through everything.
+    wait_for("first poll paged", T, || sim.stats().txlog_requests >= 8).await;
+    sim.insert_while_paging(0);
+    wait_for("every presence entry stored", T, || {
+        stored_ids(&db) == sim.txlog_ids(PRESENCE)
+    })
+    .await;
+    wait_for("published", T, || {
+        published(&rec).len() == sim.txlog_ids(PRESENCE).len()
+    })
+    .await;
+    // The malformed entries are kept raw, once each, however often polls pass them.
+    let polls = sim.stats().txlog_requests;
+    wait_for("more polls", T, || sim.stats().txlog_requests >= polls + 5).await;
+    assert_eq!(
+        q(&db, "SELECT count(*) FROM rejects WHERE source = 'gate'"),
+        2,
+        "the bad datetime and the entry without id, once each"
+    );
+    assert_eq!(
+        q(
+            &db,
+            "SELECT count(*) FROM rejects WHERE raw LIKE '%yesterday%'"
+        ),
+        1
+    );
+    // Registrations are skipped, not stored.
+    assert_eq!(
+        q(
+            &db,
+            "SELECT count(*) FROM events WHERE source = 'gate' AND raw LIKE '%\"type\":\"ur\"%'"
+        ),
+        0
+    );
+    let first = sim.txlog_ids(PRESENCE);
+    app.shutdown().await;
+
+    // While the daemon is away: more traffic, and the server's clock goes five hours wrong
+    // (the cursor is by id, not by time).
+    sim.set_clock_offset(chrono::Duration::hours(-5));
+    traffic(&sim, 12);
+    // The first request of the new run fails (its retry comes a poll interval later, time to
+    // watch the bus), and pages shift and overlap again.
+    sim.fail_next(1, 503, 0);
+    sim.insert_while_paging(1);
+    let app = daemon(&text).await;
+    let mut watch = app.bus.watch();
+    let on_bus = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let b = on_bus.clone();
+    let watcher = tokio::spawn(async move {
+        while let Ok(m) = watch.recv().await {
+            if let gatehouse::model::Message::Event(e) = m {
+                b.lock().unwrap().push(e.id.clone());
+            }
+        }
+    });
+    wait_for("second run paged", T, || {
+        sim.stats().txlog_requests >= polls + 12
+    })
+    .await;
+    sim.insert_while_paging(0);
+    wait_for("the new entries stored", T, || {
+        stored_ids(&db) == sim.txlog_ids(PRESENCE)
+    })
+    .await;
+    wait_for("published", T, || {
+        published(&rec).len() == sim.txlog_ids(PRESENCE).len()
+    })
+    .await;
+    assert!(sim.txlog_ids(PRESENCE).len() > first.len());
+    let counts = published(&rec);
+    let twice: Vec<_> = counts.iter().filter(|(_, n)| **n != 1).collect();
+    assert!(twice.is_empty(), "published more than once: {twice:?}");
+    // The sources' own deduplication: each entry once on the bus too (the people fusion
+    // reads the bus, not the store).
+    watcher.abort();
+    let mut seen = on_bus.lock().unwrap().clone();
+    let n = seen.len();
+    seen.sort();
+    seen.dedup();
+    assert_eq!(seen.len(), n, "an entry went on the bus twice");
+    assert_eq!(n, sim.txlog_ids(PRESENCE).len() - first.len());
+    // Resumed from the stored cursor: nothing before it was read again (the malformed
+    // entries would be rejected a second time).
+    assert_eq!(
+        q(&db, "SELECT count(*) FROM rejects WHERE source = 'gate'"),
+        2,
+        "no replay after the restart"
+    );
+    let ev = rec.on("gatehouse/wifi/event")[0].json();
+    assert!(ev["seq"].as_i64().is_some(), "{ev}");
+    assert!(
+        ev["event_type"].as_str().unwrap().starts_with("wifi_"),
+        "{ev}"
+    );
+    assert!(!rec.on("gatehouse/wifi/event")[0].retain);
+    app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limits_server_errors_and_a_reset_server_lose_nothing() {
+    let broker = Broker::start();
+    let rec = Recorder::start(broker.port, "rec-gate2", "gatehouse/#", false).await;
+    let sim = GateSim::start(GateSimConfig::default()).await.unwrap();
+    traffic(&sim, 6);
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("g.db");
+    let app = daemon(&yaml(&sim, &broker, dir.path(), "")).await;
+    wait_for("stored", T, || stored_ids(&db) == sim.txlog_ids(PRESENCE)).await;
+    wait_for("online", T, || {
+        rec.on("gatehouse/gate/availability")
+            .last()
+            .is_some_and(|m| m.text() == "online")
+    })
+    .await;
+
+    // A burst of 502s: availability goes offline, the waits double.
+    let before = sim.stats().log.len();
+    sim.fail_next(4, 502, 0);
+    traffic(&sim, 5);
+    wait_for("stored after the 5xx burst", T, || {
+        stored_ids(&db) == sim.txlog_ids(PRESENCE)
+    })
+    .await;
+    let log = sim.stats().log[before..].to_vec();
+    let fails: Vec<_> = log.iter().filter(|(_, _, s)| *s == 502).collect();
+    assert_eq!(fails.len(), 4);
+    let gaps: Vec<Duration> = fails.windows(2).map(|w| w[1].0 - w[0].0).collect();
+    assert!(
+        // 200, 400, 800 ms plus request latency (a loaded machine adds to each).
+        gaps[2] > gaps[0] * 2,
+        "waits double from poll_interval: {gaps:?}"
+    );
+    assert!(
+        rec.on("gatehouse/gate/availability")
+            .iter()
+            .any(|m| m.text() == "offline"),
+        "5xx makes the source unavailable"
+    );
+    wait_for("online again", T, || {
+        rec.on("gatehouse/gate/availability")
+            .last()
+            .is_some_and(|m| m.text() == "online")
+    })
+    .await;
+
+    // 429 with Retry-After: 2 s is honoured (the poll interval is 200 ms).
+    let before = sim.stats().log.len();
+    sim.fail_next(1, 429, 2);
+    traffic(&sim, 3);
+    wait_for("stored after the 429", T, || {
+        stored_ids(&db) == sim.txlog_ids(PRESENCE)
+    })
+    .await;
+    let log = sim.stats().log[before..].to_vec();
+    let i = log.iter().position(|(_, _, s)| *s == 429).unwrap();
+    let wait = log[i + 1].0 - log[i].0;
+    assert!(
+        wait >= Duration::from_millis(1900),
+        "Retry-After honoured: {wait:?}"
+    );
+    let state = rec.on("gatehouse/gate/state");
+    assert!(
+        state
+            .iter()
+            .any(|m| m.json()["detail"].as_str().unwrap_or("").contains("429")),
+        "the health says why"
+    );
+
+    // A 200 whose body is cut off: kept raw in `rejects`, retried, nothing lost.
+    sim.fail_next(1, 200, 0);
+    traffic(&sim, 3);
+    wait_for("stored after the cut-off body", T, || {
+        stored_ids(&db) == sim.txlog_ids(PRESENCE)
+    })
+    .await;
+    assert_eq!(
+        q(
+            &db,
+            "SELECT count(*) FROM rejects WHERE context = 'txlog_portal page' AND raw LIKE '%\"datet'"
+        ),
+        1
+    );
+
+    // The server restarts with an empty database: ids start at 1 again, below our cursor.
+    // Its new entries are read under a new numbering, never mistaken for old ones.
+    let old = stored_ids(&db).len();
+    sim.restart(true);
+    traffic(&sim, 7);
+    let fresh = sim.txlog_ids(PRESENCE);
+    assert!(fresh.iter().all(|id| *id < 10), "{fresh:?}");
+    wait_for("entries after the reset stored", T, || {
+        q(&db, "SELECT count(*) FROM events WHERE id LIKE 'gate:e1:%'") == fresh.len() as i64
+    })
+    .await;
+    assert_eq!(stored_ids(&db).len(), old + fresh.len());
+    app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_and_occupancy_follow_sessions() {
+    let broker = Broker::start();
+    let rec = Recorder::start(broker.port, "rec-gate3", "#", false).await;
+    let sim = GateSim::start(GateSimConfig::default()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    // Anna is a person (odd user ids log in to RADIUS with their e-mail address); Ben is a
+    // guest without an entity.
+    let extra = "    forget_after: 3s\npeople:\n  - { id: anna, name: Anna, gate_usernames: [Anna.Koch@example.org] }\n";
+    let app = daemon(&yaml(&sim, &broker, dir.path(), extra)).await;
+    let anna_topic = "gatehouse/wifi/user/anna_koch_example_org/state";
+    let anna_cfg = "homeassistant/binary_sensor/gatehouse/gate_user_anna_koch_example_org/config";
+    wait_for("Anna's entity and state before any session", T, || {
+        !rec.on(anna_cfg).is_empty() && !rec.on(anna_topic).is_empty()
+    })
+    .await;
+    let c = rec.on(anna_cfg).last().unwrap().json();
+    assert_eq!(c["device_class"], "presence");
+    assert_eq!(c["name"], "Anna");
+    assert_eq!(
+        c["default_entity_id"],
+        "binary_sensor.gatehouse_gate_user_anna_koch_example_org"
+    );
+    assert_eq!(c["device"]["identifiers"][0], "gatehouse_gate");
+    let first = rec.on(anna_topic)[0].clone();
+    assert!(first.retain);
+    assert_eq!(
+        first.json()["connected"],
+        false,
+        "OFF from the first second, never unknown"
+    );
+
+    let (anna, ben) = (
+        SimUser::new(5501, "anna.koch", 0x02_aa_bb_cc_dd_01),
+        SimUser::new(5502, "ben.lind", 0x02_aa_bb_cc_dd_02),
+    );
+    let aps = default_aps();
+    let sa = sim.login(&anna, &aps[0]);
+    let sb = sim.login(&ben, &aps[1]);
+    let hq = "gatehouse/wifi/location/headquarters_building_a/state";
+    let ap_east = "gatehouse/wifi/ap/ap_floor2_east/state";
+    wait_for("two devices at HQ", T, || {
+        rec.on(hq).last().is_some_and(|m| m.json()["devices"] == 2)
+    })
+    .await;
+    let a = rec.on(anna_topic).last().unwrap().json();
+    assert_eq!(a["connected"], true);
+    assert_eq!(a["sessions"], 1);
+    assert_eq!(a["access_points"], json!(["AP-Floor3-West"]));
+    assert_eq!(a["macs"], json!(["02:aa:bb:cc:dd:01"]));
+    let ben_topic = "gatehouse/wifi/user/ben_lind/state";
+    assert_eq!(rec.on(ben_topic).last().unwrap().json()["connected"], true);
+    assert!(
+        rec.on("homeassistant/binary_sensor/gatehouse/gate_user_ben_lind/config")
+            .is_empty(),
+        "a guest gets a topic, no entity"
+    );
+    // Occupancy sensors: announced with their first session, retained, a number from the start.
+    let loc_cfg = "homeassistant/sensor/gatehouse/gate_location_headquarters_building_a/config";
+    let c = rec.on(loc_cfg).last().unwrap().json();
+    assert_eq!(c["state_class"], "measurement");
+    assert_eq!(c["unit_of_measurement"], "devices");
+    assert_eq!(c["state_topic"], hq);
+    assert_eq!(c["availability"][1]["topic"], "gatehouse/gate/availability");
+    for t in [hq, ap_east] {
+        let all = rec.on(t);
+        assert!(
+            all.iter().all(|m| m.retain && m.json()["devices"].is_u64()),
+            "{t}"
+        );
+    }
+    assert_eq!(rec.on(ap_east).last().unwrap().json()["devices"], 1);
+
+    // Anna's session times out, Ben logs out.
+    sim.end_session(sa, "st");
+    sim.end_session(sb, "uo");
+    wait_for("HQ empty", T, || {
+        rec.on(hq).last().is_some_and(|m| m.json()["devices"] == 0)
+    })
+    .await;
+    wait_for("Anna away", T, || {
+        rec.on(anna_topic)
+            .last()
+            .is_some_and(|m| m.json()["connected"] == false)
+    })
+    .await;
+    wait_for("Ben's topic cleared", T, || {
+        rec.on(ben_topic)
+            .last()
+            .is_some_and(|m| m.payload.is_empty())
+    })
+    .await;
+    // Events: login, timeout, logout.
+    let kinds: Vec<String> = rec
+        .on("gatehouse/wifi/event")
+        .iter()
+        .map(|m| m.json()["event_type"].as_str().unwrap().to_string())
+        .collect();
+    for k in ["wifi_login", "wifi_timeout", "wifi_logout"] {
+        assert!(kinds.iter().any(|x| x == k), "{k} in {kinds:?}");
+    }
+    // Places without a session for `forget_after` go: config and state cleared.
+    wait_for("HQ forgotten", T, || {
+        rec.on(loc_cfg).last().is_some_and(|m| m.payload.is_empty())
+            && rec.on(hq).last().is_some_and(|m| m.payload.is_empty())
+    })
+    .await;
+    // Anna's entity stays (she is a person).
+    assert!(!rec.on(anna_cfg).last().unwrap().payload.is_empty());
+    app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_token_is_reported_clearly() {
+    let broker = Broker::start();
+    let rec = Recorder::start(broker.port, "rec-gate4", "gatehouse/gate/#", false).await;
+    let sim = GateSim::start(GateSimConfig::default()).await.unwrap();
+    sim.set_token("another-token");
+    let dir = tempfile::tempdir().unwrap();
+    let app = daemon(&yaml(&sim, &broker, dir.path(), "")).await;
+    wait_for("health says the token was refused", T, || {
+        rec.on("gatehouse/gate/state").iter().any(|m| {
+            m.json()["detail"].as_str().is_some_and(|d| {
+                d.contains("refused the token") && d.contains("sources.gate.token")
+            })
+        })
+    })
+    .await;
+    assert_eq!(
+        rec.on("gatehouse/gate/availability").last().unwrap().text(),
+        "offline"
+    );
+    assert!(sim.stats().unauthorized >= 1);
+    app.shutdown().await;
+}
+
+#[derive(Clone, Default)]
+struct Buf(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Buf {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The Bearer token is only ever in the Authorization header: not in the logs (at trace
+/// level, HTTP client internals included), MQTT or the database — also when it is refused.
+#[test]
+fn the_token_never_leaves_the_process() {
+    let buf = Buf::default();
+    let writer = buf.clone();
+    let sub = tracing_subscriber::fmt()
+        .with_env_filter("trace")
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(sub);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("g.db");
+    let broker = Broker::start();
+    let msgs = rt.block_on(async {
+        let rec = Recorder::start(broker.port, "rec-gate5", "#", false).await;
+        let sim = GateSim::start(GateSimConfig::default()).await.unwrap();
+        let (a, b) = users();
+        sim.login(&a, &default_aps()[0]);
+        sim.login(&b, &default_aps()[2]);
+        let cfg =
+            gatehouse::config::load_str(&yaml(&sim, &broker, dir.path(), ""), &|_| None).unwrap();
+        let app = gatehouse::app::App::start(cfg, None, None).await.unwrap();
+        wait_for("stored", T, || stored_ids(&db).len() == 2).await;
+        wait_for("occupancy published", T, || {
+            !rec.on("gatehouse/wifi/ap/ap_dock/state").is_empty()
+        })
+        .await;
+        // Refused: the error path logs the server's answer, never what we sent.
+        sim.set_token("rotated");
+        wait_for("refused", T, || sim.stats().unauthorized >= 2).await;
+        app.shutdown().await;
+        rec.all()
+    });
+    let logs = String::from_utf8_lossy(&buf.0.lock().unwrap()).into_owned();
+    assert!(logs.contains("GATE reachable"), "the logs were captured");
+    assert!(logs.contains("GATE authentication failed"));
+    let hit = logs.lines().find(|l| l.contains(SIM_TOKEN));
+    assert!(hit.is_none(), "the token is in the logs: {hit:?}");
+    for m in &msgs {
+        assert!(
+            !m.topic.contains(SIM_TOKEN) && !m.text().contains(SIM_TOKEN),
+            "{}",
+            m.topic
+        );
+    }
+    assert!(!msgs.is_empty());
+    for f in ["g.db", "g.db-wal"] {
+        let bytes = std::fs::read(dir.path().join(f)).unwrap_or_default();
+        assert!(
+            !bytes
+                .windows(SIM_TOKEN.len())
+                .any(|w| w == SIM_TOKEN.as_bytes()),
+            "the token is in {f}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guest_who_left_while_gatehouse_was_stopped_leaves_no_retained_state() {
+    let broker = Broker::start();
+    let rec = Recorder::start(broker.port, "rec-gate6", "gatehouse/wifi/#", false).await;
+    let sim = GateSim::start(GateSimConfig::default()).await.unwrap();
+    let (_, ben) = users();
+    let s = sim.login(&ben, &default_aps()[1]);
+    let dir = tempfile::tempdir().unwrap();
+    let text = yaml(&sim, &broker, dir.path(), "");
+    let app = daemon(&text).await;
+    let topic = "gatehouse/wifi/user/ben_lind/state";
+    wait_for("Ben connected", T, || {
+        rec.on(topic)
+            .last()
+            .is_some_and(|m| m.json()["connected"] == true)
+    })
+    .await;
+    app.shutdown().await;
+    sim.end_session(s, "si");
+    let app = daemon(&text).await;
+    wait_for("Ben's retained state cleared after the restart", T, || {
+        rec.on(topic).last().is_some_and(|m| m.payload.is_empty())
+    })
+    .await;
+    app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn occupancy_uses_complete_session_lists_only() {
+    let broker = Broker::start();
+    let rec = Recorder::start(broker.port, "rec-gate7", "gatehouse/wifi/#", false).await;
+    let sim = GateSim::start(GateSimConfig::default()).await.unwrap();
+    let aps = default_aps();
+    // Twelve phones at HQ: three pages of five, the last of each page repeated on the next.
+    for i in 0..12 {
+        sim.login(
+            &SimUser::new(
+                6000 + i,
+                &format!("guest-{i}"),
+                0x02_00_00_00_60_00 + i as u64,
+            ),
+            &aps[0],
+        );
+    }
+    sim.duplicate_across_pages(true);
+    // A record that is not a session (no id of any kind), and one with a garbled start time.
+    sim.push_raw_session(json!({"username": "nobody", "acctstoptime": null}));
+    sim.push_raw_session(json!({"radacctid": 99999, "acctsessionid": "x", "acctstarttime": "soon", "acctstoptime": null}));
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("g.db");
+    let app = daemon(&yaml(&sim, &broker, dir.path(), "")).await;
+    let hq = "gatehouse/wifi/location/headquarters_building_a/state";
+    wait_for("twelve devices at HQ", T, || {
+        rec.on(hq).last().is_some_and(|m| m.json()["devices"] == 12)
+    })
+    .await;
+    // Later pages fail for a while: the cut-short list (first page only) is never used.
+    sim.fail_later_accounting_pages(4, 502);
+    wait_for("the failures served", T, || {
+        sim.stats().failures_served >= 4
+    })
+    .await;
+    let polls = sim.stats().accounting_requests;
+    wait_for("a good poll after them", T, || {
+        sim.stats().accounting_requests >= polls + 6
+    })
+    .await;
+    let counts: Vec<serde_json::Value> = rec
+        .on(hq)
+        .iter()
+        .map(|m| m.json()["devices"].clone())
+        .collect();
+    assert!(
+        counts.iter().skip_while(|c| **c != 12).all(|c| *c == 12),
+        "a partial list moved the count: {counts:?}"
+    );
+    assert_eq!(rec.on(hq).last().unwrap().json()["users"], 12);
+    assert_eq!(
+        q(
+            &db,
+            "SELECT count(*) FROM rejects WHERE context = 'aaa_accounting record'"
+        ),
+        2,
+        "each malformed record once"
+    );
+    app.shutdown().await;
+}

@@ -26,9 +26,16 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 
-/// Ids of the evidence used at exactly `evidence_at` kept per person (a burst of the same
-/// second is longer than any real one).
+/// Ids of the latest evidence used, kept per person (a burst within [`CLOCK_TOLERANCE`] longer
+/// than this is longer than any real one).
 const SAME_SECOND_IDS: usize = 64;
+/// Evidence up to this much older than the newest already used still counts, in the order it
+/// arrives. The systems' clocks differ by seconds, and Net2 stamps whole seconds: found by the
+/// day through all three simulators (tests/presence_day.rs), a badge at an out door at
+/// 12:00:00.4 reads 12:00:00 and arrived after a Wi-Fi login stamped 12:00:00.3, and was
+/// ignored as older — the person stayed home after leaving. Older than this, evidence is a
+/// replay or a backfill of what the state already reflects, and is ignored.
+const CLOCK_TOLERANCE: chrono::Duration = chrono::Duration::seconds(5);
 /// Ended devices remembered per person.
 const ENDED_MACS: usize = 32;
 
@@ -174,9 +181,9 @@ pub struct Record {
     pub since: Option<DateTime<Utc>>,
     /// The evidence behind the current state, in words.
     pub evidence: Option<String>,
-    /// The newest evidence used (anything older is ignored).
+    /// The newest evidence used (anything older by more than [`CLOCK_TOLERANCE`] is ignored).
     pub evidence_at: Option<DateTime<Utc>>,
-    /// Ids of the evidence used at exactly `evidence_at`.
+    /// Ids of the latest evidence used (never used twice), newest last.
     pub evidence_ids: Vec<String>,
     pub last_door: Option<DoorRef>,
     pub last_door_direction: Option<DoorDirection>,
@@ -200,14 +207,13 @@ impl Record {
     fn fresh(&self, at: DateTime<Utc>, id: &str) -> bool {
         match self.evidence_at {
             None => true,
-            Some(e) => at > e || (at == e && !self.evidence_ids.iter().any(|i| i == id)),
+            Some(e) => at > e - CLOCK_TOLERANCE && !self.evidence_ids.iter().any(|i| i == id),
         }
     }
 
     fn used(&mut self, at: DateTime<Utc>, id: &str) {
         if self.evidence_at.is_none_or(|e| at > e) {
             self.evidence_at = Some(at);
-            self.evidence_ids.clear();
         }
         if self.evidence_ids.len() >= SAME_SECOND_IDS {
             self.evidence_ids.remove(0);
@@ -414,10 +420,11 @@ impl Engine {
                     return;
                 };
                 let at = ended + away_after;
-                if !r.sessions.is_empty() || r.home == Some(false) || !r.fresh(at, "wifi-away") {
+                let id = format!("wifi-away@{}", at.timestamp_millis());
+                if !r.sessions.is_empty() || r.home == Some(false) || !r.fresh(at, &id) {
                     return;
                 }
-                r.used(at, "wifi-away");
+                r.used(at, &id);
                 r.leave(
                     at,
                     format!(
@@ -825,6 +832,29 @@ presence: { wifi_away_after: 10m }
         assert_eq!(s.name, "Anna Berg");
         assert_eq!(s.site, "default");
         assert_eq!(d.e.states().len(), 2);
+    }
+
+    #[test]
+    fn a_badge_stamped_a_little_before_the_last_wifi_evidence_still_counts() {
+        // Net2 stamps whole seconds and the systems' clocks differ: the out door at 12:00:00
+        // (really 12:00:00.4) arrives after a Wi-Fi session that started at 12:00:00.3 (its
+        // phone re-associated as she walked out). The door decides, in arrival order.
+        let mut d = Day::new();
+        d.feed(badge(11, 1, "08:00:00"))
+            .feed(sessions(
+                &[session("s1", ANNA_PHONE, "12:00:00.3")],
+                "12:00:00.5",
+            ))
+            .feed(badge(11, 2, "12:00:00"))
+            // A replay of the morning badge, hours old, changes nothing.
+            .feed(badge(11, 1, "08:00:00"));
+        assert_eq!(
+            d.timeline,
+            vec![
+                line("08:00:00", "home", "door 1 Front (in)"),
+                line("12:00:00", "away", "door 2 Back (out)"),
+            ]
+        );
     }
 
     #[test]

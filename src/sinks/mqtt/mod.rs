@@ -563,14 +563,17 @@ impl Sink {
         let mut out = Vec::new();
         let mut sites: Vec<&str> = Vec::new();
         for p in &people {
-            out.push((
-                self.topics.person_state(&p.id),
-                payload::person_state(p).to_string(),
-                true,
-            ));
+            // Attributes first: an automation triggered by the state change (HA's
+            // device_tracker reads both topics) then reads the evidence of this change, not
+            // of the one before.
             out.push((
                 self.topics.person_attributes(&p.id),
                 payload::person_attributes(p).to_string(),
+                true,
+            ));
+            out.push((
+                self.topics.person_state(&p.id),
+                payload::person_state(p).to_string(),
                 true,
             ));
             if !sites.contains(&p.site.as_str()) {

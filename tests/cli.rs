@@ -594,3 +594,49 @@ async fn tells_systemd_ready_and_feeds_the_watchdog() {
         .unwrap();
     assert!(child.wait().unwrap().success());
 }
+
+/// The README's first command: `gatehouse demo` runs the whole daemon against its simulators
+/// (Net2, camera, NVR, GATE, Apptive) with nothing to configure, writes a config that
+/// `check-config` accepts, stores events from Net2 and GATE, and stops cleanly.
+#[test]
+fn the_demo_runs_everything_and_stops_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(BIN)
+        .args(["demo", "--seconds", "14", "--dir"])
+        .arg(dir.path())
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "demo failed:\n{stdout}\n{stderr}");
+    assert!(stdout.contains("gatehouse demo is running"), "{stdout}");
+    for what in ["GATE simulator", "Apptive simulator", "MQTT broker"] {
+        assert!(stdout.contains(what), "no {what} line:\n{stdout}");
+    }
+    let check = Command::new(BIN)
+        .args(["check-config", "-c"])
+        .arg(dir.path().join("config.yaml"))
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "the demo's config: {}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    let db = rusqlite::Connection::open(dir.path().join("gatehouse.db")).unwrap();
+    let count = |source: &str| -> i64 {
+        db.query_row(
+            "SELECT count(*) FROM events WHERE source = ?1",
+            [source],
+            |r| r.get(0),
+        )
+        .unwrap()
+    };
+    assert!(count("net2") >= 1, "no Net2 event in 14 s");
+    assert!(count("gate") >= 1, "no Wi-Fi event in 14 s");
+    assert!(
+        !stdout.contains("ERROR") && !stderr.contains("ERROR") && !stderr.contains("panicked"),
+        "{stdout}\n{stderr}"
+    );
+}

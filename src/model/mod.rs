@@ -129,6 +129,10 @@ pub enum EventKind {
         user: Option<i64>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         username: Option<String>,
+        /// The entry's `email`, lower case (the portal log's `username` is often a short name
+        /// while RADIUS accounting names the same person by e-mail).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        email: Option<String>,
         /// `aa:bb:cc:dd:ee:ff` (GATE sends the portal's MAC as an integer).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         mac: Option<String>,

@@ -321,6 +321,7 @@ pub fn parse_entry(
         action,
         user: int(v, "user"),
         username,
+        email: text(v, "email").map(|u| u.to_lowercase()),
         mac,
         access_point: text(v, "access_point_name").or_else(|| text(v, "access_point")),
         location: text(v, "location_name").or_else(|| text(v, "location")),

@@ -15,6 +15,8 @@ use std::time::Duration;
 
 const T: Duration = Duration::from_secs(20);
 const HW_KEY: &str = "qr-hardware-key-5f0c9e";
+/// A security key in scans that are refused (never sent to Apptive).
+const QWERTZ_KEY: &str = "6f1c2f5e-8d1a-4c0b-9e2f-71a2b3c4d5e6";
 
 struct Qr {
     broker: Broker,
@@ -348,6 +350,24 @@ async fn bad_codes_and_bad_answers_never_open_the_door() {
         ),
         ("binary", vec![0xff, 0xfe, 0, 1, 2, 3], "not UTF-8"),
         ("too long", vec![b'A'; 5000], "too long"),
+        // A German / Swiss QWERTZ keyboard wedge types `:` as `>` and `-` as `/`: no `ORG:`
+        // line to mask, and the key is still there for anyone who reverses the layout.
+        (
+            "QWERTZ",
+            format!(
+                "BEGIN>VCARD\nVERSION>3.0\nORG>{}\nNOTE>303\nEND>VCARD\n",
+                QWERTZ_KEY.replace('-', "/")
+            )
+            .into_bytes(),
+            "not a vCard",
+        ),
+        (
+            "no separator",
+            format!("BEGIN:VCARD\nVERSION:3.0\nORG{QWERTZ_KEY}\nNOTE:303\nEND:VCARD\n")
+                .into_bytes(),
+            "no ':'",
+        ),
+        ("a bare key", QWERTZ_KEY.as_bytes().to_vec(), "not a vCard"),
     ];
     for (what, data, want) in codes {
         let r = q.scan("front-qr", &data).await;
@@ -370,7 +390,18 @@ async fn bad_codes_and_bad_answers_never_open_the_door() {
             |r| r.get(0),
         )
         .unwrap();
-    assert!(raw.contains("ORG:***") && !raw.contains("k-1"), "{raw}");
+    assert!(
+        raw.contains("ORG:<3 chars>") && !raw.contains("k-1"),
+        "{raw}"
+    );
+    // No piece of a refused key anywhere in the database, whatever the reader made of it.
+    let db = db_bytes(&q.h);
+    for part in QWERTZ_KEY.split('-') {
+        assert!(
+            !contains(&db, part),
+            "{part} of a refused key is in the database"
+        );
+    }
 
     // Apptive's own denials, with its words.
     let r = q.scan("front-qr", q.qr("404").as_bytes()).await;

@@ -24,7 +24,8 @@
 //! reader's display and HA's event entity) and a `qr_granted` / `qr_denied` event at the
 //! reader's door (stored, published, with a picture from the door's camera). The security key
 //! and the token are never in a log line, an event, a result or the database; a scan that is
-//! not a vCard is kept in `rejects` with every `ORG` value replaced by `***`.
+//! not a vCard is kept in `rejects` as its shape only: each line's name and the length of its
+//! value ([`redact`]).
 
 pub mod client;
 pub mod usb;
@@ -139,43 +140,86 @@ fn sha256_hex(s: &str) -> String {
         .collect()
 }
 
-/// The scan as text with every `ORG` value (the security key, and its folded continuation
-/// lines) replaced by `***`: what may be kept of a scan that could not be used.
+/// What may be kept of a scan that could not be used (`rejects.raw`): its shape, never its
+/// values. A refused scan is exactly the one whose `ORG` line may not be recognisable: a
+/// German / Swiss QWERTZ keyboard-wedge reader types `:` as `>` and `-` as `/`
+/// (`ORG>6f1c2f5e/8d1a/…`), a reader may drop the separator, fold lines oddly or mix layouts —
+/// masking only a well-formed `ORG:` would keep the key, recoverable by reversing the layout.
+/// So every line is kept as its property name (only when it is a known vCard name, with an
+/// optional group), the first character after the name, and the length of the rest; the
+/// values of `BEGIN`, `END` (`VCARD`) and `VERSION` (`2.1`, `3.0`, `4.0`) stay when they are
+/// exactly those. Enough to see which lines came, how long, and where the layout went wrong.
 pub fn redact(raw: &[u8]) -> String {
+    const NAMES: &[&str] = &[
+        "BEGIN",
+        "END",
+        "VERSION",
+        "ORG",
+        "NOTE",
+        "N",
+        "FN",
+        "TEL",
+        "EMAIL",
+        "ADR",
+        "TITLE",
+        "UID",
+        "URL",
+        "PHOTO",
+        "REV",
+        "PRODID",
+        "CATEGORIES",
+        "ROLE",
+        "BDAY",
+        "NICKNAME",
+        "LABEL",
+        "KIND",
+        "X-ABLABEL",
+    ];
     let text = String::from_utf8_lossy(raw);
-    let mut out = String::new();
-    let mut in_org = false;
-    for line in text.split_inclusive(['\n', '\r']) {
-        let body = line.trim_end_matches(['\n', '\r']);
-        let end = &line[body.len()..];
+    let lines = text.split(['\n', '\r']).filter(|l| !l.is_empty()).count();
+    let mut out = format!("[{} bytes, {lines} lines; values withheld]\n", raw.len());
+    for body in text.split(['\n', '\r']) {
         if body.is_empty() {
-            // The LF of a CRLF (or a blank line): no line of its own.
-            out.push_str(line);
             continue;
         }
-        if in_org && (body.starts_with(' ') || body.starts_with('\t')) {
-            out.push_str(" ***");
-            out.push_str(end);
+        if body.starts_with([' ', '\t']) {
+            out.push_str(&format!("(folded) <{} chars>\n", body.chars().count() - 1));
             continue;
         }
-        in_org = false;
-        let name = body
-            .split([':', ';'])
-            .next()
-            .unwrap_or_default()
-            .rsplit('.')
-            .next()
-            .unwrap_or_default();
-        if name.trim().eq_ignore_ascii_case("ORG")
-            && let Some(i) = body.find(':')
-        {
-            in_org = true;
-            out.push_str(&body[..=i]);
-            out.push_str("***");
-            out.push_str(end);
+        // The name: letters, digits, `-` and the group's `.`, up to the first other character.
+        let end = body
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '-' || c == '.'))
+            .unwrap_or(body.len());
+        let (name, rest) = body.split_at(end);
+        let prop = name.rsplit('.').next().unwrap_or_default();
+        let known = NAMES.iter().any(|n| n.eq_ignore_ascii_case(prop));
+        let mut chars = rest.chars();
+        let sep = chars.next();
+        let value: String = chars.collect();
+        let keep_value = sep == Some(':')
+            && ((["BEGIN", "END"]
+                .iter()
+                .any(|n| n.eq_ignore_ascii_case(prop))
+                && value.eq_ignore_ascii_case("VCARD"))
+                || (prop.eq_ignore_ascii_case("VERSION")
+                    && ["2.1", "3.0", "4.0"].contains(&value.as_str())));
+        if known {
+            out.push_str(name);
         } else {
-            out.push_str(line);
+            // Not a name (a key typed without its separator, a URL, noise): its length only.
+            out.push_str(&format!("?<{} chars>", name.chars().count()));
         }
+        match sep {
+            None => {}
+            Some(c) if c.is_ascii_graphic() => out.push(c),
+            Some(c) => out.push_str(&format!("U+{:04X}", c as u32)),
+        }
+        if keep_value {
+            out.push_str(&value);
+        } else if sep.is_some() {
+            out.push_str(&format!("<{} chars>", value.chars().count()));
+        }
+        out.push('\n');
     }
     out
 }
@@ -608,12 +652,39 @@ mod tests {
     use super::*;
 
     #[test]
-    fn redact_hides_every_org_value() {
-        let raw = b"BEGIN:VCARD\r\nVERSION:3.0\r\nitem1.org;CHARSET=UTF-8:secret-key-1\r\n -continued\r\nNOTE:303\r\nEND:VCARD\r\n";
-        let r = redact(raw);
-        assert!(!r.contains("secret-key-1"), "{r}");
-        assert!(!r.contains("continued"), "{r}");
-        assert!(r.contains("NOTE:303"), "{r}");
-        assert!(r.contains("item1.org;CHARSET=UTF-8:***"), "{r}");
+    fn redact_keeps_no_value() {
+        let key = "6f1c2f5e-8d1a-4c0b-9e2f-1a2b3c4d5e6f";
+        let qwertz = key.replace('-', "/");
+        let cases = [
+            format!(
+                "BEGIN:VCARD\r\nVERSION:3.0\r\nitem1.org;CHARSET=UTF-8:{key}\r\n -continued\r\nNOTE:303\r\nEND:VCARD\r\n"
+            ),
+            // A QWERTZ keyboard wedge: `:` typed as `>`, `-` as `/`.
+            format!("BEGIN>VCARD\nVERSION>3.0\nORG>{qwertz}\nNOTE>\nEND>VCARD\n"),
+            // The separator dropped, the key on a line of its own, the key as the whole scan.
+            format!("BEGIN:VCARD\nORG{key}\n{key}\nEND:VCARD\n"),
+            key.to_string(),
+            format!("ORG\t{key}"),
+            format!("ORG\u{00a0}{key}"),
+            format!("BEGIN:{key}\nVERSION:{key}\nEND:{key}"),
+        ];
+        for raw in cases {
+            let r = redact(raw.as_bytes());
+            for part in key.split('-') {
+                assert!(!r.contains(part), "{part} kept from {raw:?}: {r}");
+            }
+            assert!(!r.contains("continued") && !r.contains("303"), "{r}");
+        }
+        let r = redact(
+            format!("BEGIN>VCARD\nVERSION>3.0\nORG>{qwertz}\nNOTE>\nEND>VCARD\n").as_bytes(),
+        );
+        assert!(r.contains("ORG><36 chars>"), "{r}");
+        let r = redact(
+            format!("BEGIN:VCARD\r\nVERSION:3.0\r\nORG:{key}\r\nNOTE:\r\nEND:VCARD\r\n").as_bytes(),
+        );
+        assert!(
+            r.contains("BEGIN:VCARD\nVERSION:3.0\nORG:<36 chars>\nNOTE:<0 chars>\nEND:VCARD"),
+            "{r}"
+        );
     }
 }

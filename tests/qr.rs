@@ -30,6 +30,11 @@ struct Qr {
 
 /// `readers` is YAML list items under `apptive.readers` (4-space indent).
 async fn setup(readers: &str, apptive_extra: &str) -> Qr {
+    setup_with(readers, apptive_extra, "").await
+}
+
+/// `net2_extra`: lines under `sources.net2` (4-space indent).
+async fn setup_with(readers: &str, apptive_extra: &str, net2_extra: &str) -> Qr {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let broker = Broker::start();
     let rec = Recorder::start(broker.port, "recorder", "#", false).await;
@@ -51,7 +56,7 @@ async fn setup(readers: &str, apptive_extra: &str) -> Qr {
     );
     let text = format!(
         "{}{}",
-        common::config_text(&h.sim, &h.db(), "", "").replace(
+        common::config_text(&h.sim, &h.db(), net2_extra, "").replace(
             "  6612642: { open_time_ms: 800 }\n",
             "  6612642: { name: Front door, open_time_ms: 800, min_command_interval: 100ms }\n"
         ),
@@ -484,6 +489,59 @@ async fn bad_codes_and_bad_answers_never_open_the_door() {
         q.h.query_i64("SELECT count(*) FROM events WHERE kind = 'qr_denied'") >= 22
     })
     .await;
+    q.h.stop().await;
+}
+
+/// "Welcome" only once Net2 has taken the open. A busy Net2 that answers the command late
+/// (after 4 s, within `request_timeout`) is granted once, after its "sent"; a Net2 that never
+/// answers in time (its PC off: the POST times out) is a denial — no welcome, no
+/// `qr_granted` (which would also mark the member home).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn welcome_only_once_net2_took_the_open() {
+    use std::sync::atomic::Ordering::Relaxed;
+    let mut q = setup_with(FRONT, "", "    request_timeout: 5s\n").await;
+    let commands = "gatehouse/command/result";
+    let granted = |q: &Qr| {
+        q.h.query_i64("SELECT count(*) FROM events WHERE kind = 'qr_granted'")
+    };
+
+    // Late: the result waits for Net2's answer ("sent"), not just 3 s.
+    q.h.sim.faults().command_answer_ms.store(4000, Relaxed);
+    let asked = std::time::Instant::now();
+    let r = q.scan("front-qr", q.qr("303").as_bytes()).await;
+    assert_eq!(r["granted"], true, "{r}");
+    assert!(
+        asked.elapsed() >= Duration::from_millis(3900),
+        "welcome after {:?}, before Net2 answered the open",
+        asked.elapsed()
+    );
+    assert!(
+        q.rec.on(commands).iter().any(|m| {
+            let v = m.json();
+            v["requester"] == "qr:front-qr" && v["status"] == "sent"
+        }),
+        "Net2 took the open"
+    );
+    wait_for("one qr_granted", T, || granted(&q) == 1).await;
+
+    // Never answered in time: failed, not welcome.
+    q.h.sim.faults().command_answer_ms.store(8000, Relaxed);
+    let r = q.scan("front-qr", q.qr("303").as_bytes()).await;
+    assert_eq!(r["granted"], false, "{r}");
+    assert_eq!(r["message"], gatehouse::apptive::MSG_DOOR, "{r}");
+    assert!(
+        r["reason"]
+            .as_str()
+            .unwrap()
+            .contains("apptive granted, the door refused: failed"),
+        "{r}"
+    );
+    wait_for("the denial stored", T, || {
+        q.h.query_i64("SELECT count(*) FROM events WHERE kind = 'qr_denied'") == 1
+    })
+    .await;
+    assert_eq!(granted(&q), 1, "no qr_granted for a door Net2 never took");
+    q.h.sim.faults().command_answer_ms.store(0, Relaxed);
     q.h.stop().await;
 }
 

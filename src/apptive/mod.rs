@@ -16,9 +16,10 @@
 //!    [`crate::commands::DoorGate`] (minimum interval, disabled doors), then a momentary
 //!    `Open` on the bus's command queue with requester `qr:<reader>`, audited by its source.
 //!    A door with `require_code` is opened too: the code guards MQTT / REST commands, a QR
-//!    reader's authority is Apptive's answer. The scan waits (up to 3 s) for the door's source
-//!    to send or refuse the open: a refused door is a denial on the display. The code counts
-//!    as used all the same (Apptive accepted it; a new one is a tap in the app).
+//!    reader's authority is Apptive's answer. The scan waits for the door's source to send
+//!    the open to Net2 ([`door_wait`]): only then is it granted ("welcome", `qr_granted`); a
+//!    refused, failed or unanswered open is a denial on the display. The code counts as used
+//!    all the same (Apptive accepted it; a new one is a tap in the app).
 //!
 //! Every scan ends in a [`QrResult`] on `<base>/qr/<reader>/result` (not retained; the
 //! reader's display and HA's event entity) and a `qr_granted` / `qr_denied` event at the
@@ -593,10 +594,17 @@ impl Service {
             .send(cmd)
             .await
             .map_err(|_| "no source takes door commands".to_string())?;
-        // The display should not say "welcome" to a door Net2 refused (not synced yet, no
-        // token, Net2 down): wait for the source to send it or refuse it. Still only accepted
-        // after DOOR_WAIT: granted (it is on its way, and audited either way).
-        let word = tokio::time::timeout(DOOR_WAIT, async {
+        // The display must not say "welcome" before Net2 has taken the open: Net2 handles
+        // commands one at a time, getting a token can back off (429), and a Net2 PC that is
+        // off typically times out rather than refusing — "accepted" only means the source
+        // picked the command up. Wait for its real outcome: "sent" (Net2 took it, fire and
+        // forget) or "confirmed" open the door; "rejected", "failed" (no token, too old to
+        // send, an error or a timeout of the POST) and "timeout" do not. The source refuses a
+        // command older than `COMMAND_MAX_AGE` before sending it and bounds the POST by
+        // `request_timeout`, so its word comes within [`door_wait`]; none by then is a denial
+        // (nothing can have been sent late).
+        let wait = door_wait(cfg);
+        let word = tokio::time::timeout(wait, async {
             loop {
                 match watch.recv().await {
                     Ok(Message::Command(u))
@@ -611,16 +619,39 @@ impl Service {
         })
         .await;
         match word {
-            Ok(Some(u)) if matches!(u.status, CommandStatus::Rejected | CommandStatus::Failed) => {
-                Err(u.detail)
+            Ok(Some(u)) if matches!(u.status, CommandStatus::Sent | CommandStatus::Confirmed) => {
+                Ok(())
             }
-            _ => Ok(()),
+            Ok(Some(u)) => Err(format!(
+                "{}: {}",
+                serde_json::to_value(u.status)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned))
+                    .unwrap_or_default(),
+                u.detail
+            )),
+            Ok(None) => Err("the bus closed (shutting down); the door did not open".into()),
+            Err(_) => Err(format!(
+                "no word from the door's source within {}s; the door did not open",
+                wait.as_secs()
+            )),
         }
     }
 }
 
-/// How long a granted scan waits for the door's source to send (or refuse) the open.
-const DOOR_WAIT: Duration = Duration::from_secs(3);
+/// How long a granted scan waits for the door's source to send (or refuse) the open: Net2
+/// refuses a command older than [`COMMAND_MAX_AGE`](crate::sources::net2::doors::COMMAND_MAX_AGE)
+/// (queued behind others, waiting for a token) and bounds the POST by its `request_timeout`;
+/// a little more for the bus.
+pub fn door_wait(cfg: &Config) -> Duration {
+    let request = cfg
+        .sources
+        .net2
+        .as_ref()
+        .map(|n| n.request_timeout.get())
+        .unwrap_or_default();
+    crate::sources::net2::doors::COMMAND_MAX_AGE + request + Duration::from_secs(2)
+}
 
 static EVENT_N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 

@@ -545,6 +545,71 @@ async fn welcome_only_once_net2_took_the_open() {
     q.h.stop().await;
 }
 
+/// A reader re-reading the code still held in front of it just after it opened the door is
+/// ignored: no "already used" on the display a second after "welcome", no Apptive call, no
+/// `qr_denied` with a picture, not counted in the reader's rate. After `REREAD` (or at another
+/// reader) the same code is "already used" again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_code_held_in_front_of_the_reader_is_not_denied() {
+    let mut q = setup(
+        "    - { id: front-qr, door: 6612642, door_id: door_123, max_scans_per_minute: 3 }\n",
+        "",
+    )
+    .await;
+    let topic = "gatehouse/qr/front-qr/result";
+    let code = q.qr("303");
+    let r = q.scan("front-qr", code.as_bytes()).await;
+    assert_eq!(r["granted"], true, "{r}");
+    let asked = q.sim.access_requests();
+    for _ in 0..5 {
+        publish(
+            q.broker.port,
+            "gatehouse/qr/front-qr/scan",
+            code.as_bytes(),
+            false,
+        )
+        .await;
+    }
+    // A later scan is answered: the re-reads (handled as they came, a parse and a look-up)
+    // have been dealt with by then — silently.
+    let r = q.scan("front-qr", b"not a code").await;
+    assert_eq!(r["message"], gatehouse::apptive::MSG_UNREADABLE, "{r}");
+    assert_eq!(q.rec.on(topic).len(), 2, "re-reads got no result");
+    assert_eq!(
+        q.sim.access_requests(),
+        asked,
+        "re-reads are not sent to Apptive"
+    );
+    wait_for("the unreadable scan stored", T, || {
+        q.h.query_i64("SELECT count(*) FROM events WHERE kind = 'qr_denied'") == 1
+    })
+    .await;
+    // Later, the same code is refused as used (the third scan this minute: the re-reads were
+    // not counted, or this would be "too many scans").
+    q.clock
+        .advance(gatehouse::apptive::REREAD + Duration::from_secs(1));
+    let r = q.scan("front-qr", code.as_bytes()).await;
+    assert_eq!(r["message"], gatehouse::apptive::MSG_USED, "{r}");
+    assert_eq!(
+        q.h.query_i64("SELECT count(*) FROM events WHERE kind = 'qr_granted'"),
+        1
+    );
+    wait_for("the used code's denial stored", T, || {
+        q.h.query_i64("SELECT count(*) FROM events WHERE kind = 'qr_denied'") >= 2
+    })
+    .await;
+    assert_eq!(
+        q.rec.on(topic).len(),
+        3,
+        "one result per scan that was not a re-read"
+    );
+    assert_eq!(
+        q.h.query_i64("SELECT count(*) FROM events WHERE kind = 'qr_denied'"),
+        2
+    );
+    q.h.stop().await;
+}
+
 /// Retained scans are never acted on; the reader's rate is enforced before Apptive is asked;
 /// a code older than 15 minutes is Apptive's "älter als 15min".
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

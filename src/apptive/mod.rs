@@ -74,7 +74,17 @@ pub struct Scan {
 struct Shared {
     recent: HashMap<String, VecDeque<Instant>>,
     in_flight: HashSet<String>,
+    /// (reader, key hash) → when that code opened the door there: a re-read of it is
+    /// ignored for [`REREAD`].
+    opened: HashMap<(String, String), chrono::DateTime<chrono::Utc>>,
 }
+
+/// A reader re-reads a code that is still held in front of it (a phone's screen stays up
+/// after "welcome"): the same code at the same reader this soon after it opened the door is
+/// ignored — no Apptive call, no event, no result, not counted in the reader's rate —
+/// rather than answered "already used" a second after "welcome" (with a camera picture and a
+/// `qr_denied` each time, and the reader's allowance used up).
+pub const REREAD: Duration = Duration::from_secs(5);
 
 struct Service {
     store: Store,
@@ -289,6 +299,24 @@ impl Service {
             }
             return;
         };
+        // A physical reader re-reading the code that just opened its door (REST scans are
+        // an operator's explicit request and always answered).
+        if scan.reply.is_none()
+            && let Ok(code) = vcard::parse(&scan.data)
+        {
+            let now = self.clock.now();
+            let key = (reader.id.clone(), sha256_hex(code.key.expose()));
+            let mut sh = self.shared.lock().unwrap_or_else(|p| p.into_inner());
+            sh.opened.retain(|_, at| {
+                now.signed_duration_since(*at)
+                    .to_std()
+                    .is_ok_and(|d| d < REREAD)
+            });
+            if sh.opened.contains_key(&key) {
+                tracing::debug!(reader = %reader.id, via = scan.via, member = %code.member, "QR re-read of the code that just opened this door ignored");
+                return;
+            }
+        }
         let out = self.decide(&a, &reader, &cfg, &scan).await;
         let now = self.clock.now();
         let result = QrResult {
@@ -523,16 +551,21 @@ impl Service {
         }
         // 5. The door, through the checks every requester shares.
         match self.open_door(reader, cfg).await {
-            Ok(()) => Outcome {
-                granted: true,
-                message: v
-                    .message
-                    .unwrap_or_else(|| "Willkommen! / Welcome!".to_string()),
-                reason: None,
-                member,
-                name: v.name,
-                picture: v.picture,
-            },
+            Ok(()) => {
+                let mut sh = self.shared.lock().unwrap_or_else(|p| p.into_inner());
+                sh.opened
+                    .insert((reader.id.clone(), hash.clone()), self.clock.now());
+                Outcome {
+                    granted: true,
+                    message: v
+                        .message
+                        .unwrap_or_else(|| "Willkommen! / Welcome!".to_string()),
+                    reason: None,
+                    member,
+                    name: v.name,
+                    picture: v.picture,
+                }
+            }
             Err(why) => Outcome {
                 name: v.name,
                 ..Outcome::denied(

@@ -15,6 +15,8 @@ use std::time::Duration;
 
 const T: Duration = Duration::from_secs(20);
 const HW_KEY: &str = "qr-hardware-key-5f0c9e";
+/// A security key in scans that are refused (never sent to Apptive).
+const QWERTZ_KEY: &str = "6f1c2f5e-8d1a-4c0b-9e2f-71a2b3c4d5e6";
 
 struct Qr {
     broker: Broker,
@@ -28,6 +30,11 @@ struct Qr {
 
 /// `readers` is YAML list items under `apptive.readers` (4-space indent).
 async fn setup(readers: &str, apptive_extra: &str) -> Qr {
+    setup_with(readers, apptive_extra, "").await
+}
+
+/// `net2_extra`: lines under `sources.net2` (4-space indent).
+async fn setup_with(readers: &str, apptive_extra: &str, net2_extra: &str) -> Qr {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let broker = Broker::start();
     let rec = Recorder::start(broker.port, "recorder", "#", false).await;
@@ -49,7 +56,7 @@ async fn setup(readers: &str, apptive_extra: &str) -> Qr {
     );
     let text = format!(
         "{}{}",
-        common::config_text(&h.sim, &h.db(), "", "").replace(
+        common::config_text(&h.sim, &h.db(), net2_extra, "").replace(
             "  6612642: { open_time_ms: 800 }\n",
             "  6612642: { name: Front door, open_time_ms: 800, min_command_interval: 100ms }\n"
         ),
@@ -226,7 +233,10 @@ fn a_granted_code_opens_once_and_secrets_stay_inside() {
             1
         );
 
-        // The same code again: refused without asking Apptive, the door stays shut.
+        // The same code again (later than a reader's re-read of a code still held up, which
+        // is ignored): refused without asking Apptive, the door stays shut.
+        q.clock
+            .advance(gatehouse::apptive::REREAD + Duration::from_secs(1));
         let asked = q.sim.access_requests();
         let r = q.scan("front-qr", vcard.as_bytes()).await;
         assert_eq!(r["granted"], false, "{r}");
@@ -348,6 +358,24 @@ async fn bad_codes_and_bad_answers_never_open_the_door() {
         ),
         ("binary", vec![0xff, 0xfe, 0, 1, 2, 3], "not UTF-8"),
         ("too long", vec![b'A'; 5000], "too long"),
+        // A German / Swiss QWERTZ keyboard wedge types `:` as `>` and `-` as `/`: no `ORG:`
+        // line to mask, and the key is still there for anyone who reverses the layout.
+        (
+            "QWERTZ",
+            format!(
+                "BEGIN>VCARD\nVERSION>3.0\nORG>{}\nNOTE>303\nEND>VCARD\n",
+                QWERTZ_KEY.replace('-', "/")
+            )
+            .into_bytes(),
+            "not a vCard",
+        ),
+        (
+            "no separator",
+            format!("BEGIN:VCARD\nVERSION:3.0\nORG{QWERTZ_KEY}\nNOTE:303\nEND:VCARD\n")
+                .into_bytes(),
+            "no ':'",
+        ),
+        ("a bare key", QWERTZ_KEY.as_bytes().to_vec(), "not a vCard"),
     ];
     for (what, data, want) in codes {
         let r = q.scan("front-qr", &data).await;
@@ -370,7 +398,18 @@ async fn bad_codes_and_bad_answers_never_open_the_door() {
             |r| r.get(0),
         )
         .unwrap();
-    assert!(raw.contains("ORG:***") && !raw.contains("k-1"), "{raw}");
+    assert!(
+        raw.contains("ORG:<3 chars>") && !raw.contains("k-1"),
+        "{raw}"
+    );
+    // No piece of a refused key anywhere in the database, whatever the reader made of it.
+    let db = db_bytes(&q.h);
+    for part in QWERTZ_KEY.split('-') {
+        assert!(
+            !contains(&db, part),
+            "{part} of a refused key is in the database"
+        );
+    }
 
     // Apptive's own denials, with its words.
     let r = q.scan("front-qr", q.qr("404").as_bytes()).await;
@@ -453,6 +492,124 @@ async fn bad_codes_and_bad_answers_never_open_the_door() {
         q.h.query_i64("SELECT count(*) FROM events WHERE kind = 'qr_denied'") >= 22
     })
     .await;
+    q.h.stop().await;
+}
+
+/// "Welcome" only once Net2 has taken the open. A busy Net2 that answers the command late
+/// (after 4 s, within `request_timeout`) is granted once, after its "sent"; a Net2 that never
+/// answers in time (its PC off: the POST times out) is a denial — no welcome, no
+/// `qr_granted` (which would also mark the member home).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn welcome_only_once_net2_took_the_open() {
+    use std::sync::atomic::Ordering::Relaxed;
+    let mut q = setup_with(FRONT, "", "    request_timeout: 5s\n").await;
+    let commands = "gatehouse/command/result";
+    let granted = |q: &Qr| {
+        q.h.query_i64("SELECT count(*) FROM events WHERE kind = 'qr_granted'")
+    };
+
+    // Late: the result waits for Net2's answer ("sent"), not just 3 s.
+    q.h.sim.faults().command_answer_ms.store(4000, Relaxed);
+    let asked = std::time::Instant::now();
+    let r = q.scan("front-qr", q.qr("303").as_bytes()).await;
+    assert_eq!(r["granted"], true, "{r}");
+    assert!(
+        asked.elapsed() >= Duration::from_millis(3900),
+        "welcome after {:?}, before Net2 answered the open",
+        asked.elapsed()
+    );
+    assert!(
+        q.rec.on(commands).iter().any(|m| {
+            let v = m.json();
+            v["requester"] == "qr:front-qr" && v["status"] == "sent"
+        }),
+        "Net2 took the open"
+    );
+    wait_for("one qr_granted", T, || granted(&q) == 1).await;
+
+    // Never answered in time: failed, not welcome.
+    q.h.sim.faults().command_answer_ms.store(8000, Relaxed);
+    let r = q.scan("front-qr", q.qr("303").as_bytes()).await;
+    assert_eq!(r["granted"], false, "{r}");
+    assert_eq!(r["message"], gatehouse::apptive::MSG_DOOR, "{r}");
+    assert!(
+        r["reason"]
+            .as_str()
+            .unwrap()
+            .contains("apptive granted, the door refused: failed"),
+        "{r}"
+    );
+    wait_for("the denial stored", T, || {
+        q.h.query_i64("SELECT count(*) FROM events WHERE kind = 'qr_denied'") == 1
+    })
+    .await;
+    assert_eq!(granted(&q), 1, "no qr_granted for a door Net2 never took");
+    q.h.sim.faults().command_answer_ms.store(0, Relaxed);
+    q.h.stop().await;
+}
+
+/// A reader re-reading the code still held in front of it just after it opened the door is
+/// ignored: no "already used" on the display a second after "welcome", no Apptive call, no
+/// `qr_denied` with a picture, not counted in the reader's rate. After `REREAD` (or at another
+/// reader) the same code is "already used" again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_code_held_in_front_of_the_reader_is_not_denied() {
+    let mut q = setup(
+        "    - { id: front-qr, door: 6612642, door_id: door_123, max_scans_per_minute: 3 }\n",
+        "",
+    )
+    .await;
+    let topic = "gatehouse/qr/front-qr/result";
+    let code = q.qr("303");
+    let r = q.scan("front-qr", code.as_bytes()).await;
+    assert_eq!(r["granted"], true, "{r}");
+    let asked = q.sim.access_requests();
+    for _ in 0..5 {
+        publish(
+            q.broker.port,
+            "gatehouse/qr/front-qr/scan",
+            code.as_bytes(),
+            false,
+        )
+        .await;
+    }
+    // A later scan is answered: the re-reads (handled as they came, a parse and a look-up)
+    // have been dealt with by then — silently.
+    let r = q.scan("front-qr", b"not a code").await;
+    assert_eq!(r["message"], gatehouse::apptive::MSG_UNREADABLE, "{r}");
+    assert_eq!(q.rec.on(topic).len(), 2, "re-reads got no result");
+    assert_eq!(
+        q.sim.access_requests(),
+        asked,
+        "re-reads are not sent to Apptive"
+    );
+    wait_for("the unreadable scan stored", T, || {
+        q.h.query_i64("SELECT count(*) FROM events WHERE kind = 'qr_denied'") == 1
+    })
+    .await;
+    // Later, the same code is refused as used (the third scan this minute: the re-reads were
+    // not counted, or this would be "too many scans").
+    q.clock
+        .advance(gatehouse::apptive::REREAD + Duration::from_secs(1));
+    let r = q.scan("front-qr", code.as_bytes()).await;
+    assert_eq!(r["message"], gatehouse::apptive::MSG_USED, "{r}");
+    assert_eq!(
+        q.h.query_i64("SELECT count(*) FROM events WHERE kind = 'qr_granted'"),
+        1
+    );
+    wait_for("the used code's denial stored", T, || {
+        q.h.query_i64("SELECT count(*) FROM events WHERE kind = 'qr_denied'") >= 2
+    })
+    .await;
+    assert_eq!(
+        q.rec.on(topic).len(),
+        3,
+        "one result per scan that was not a re-read"
+    );
+    assert_eq!(
+        q.h.query_i64("SELECT count(*) FROM events WHERE kind = 'qr_denied'"),
+        2
+    );
     q.h.stop().await;
 }
 

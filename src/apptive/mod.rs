@@ -16,15 +16,17 @@
 //!    [`crate::commands::DoorGate`] (minimum interval, disabled doors), then a momentary
 //!    `Open` on the bus's command queue with requester `qr:<reader>`, audited by its source.
 //!    A door with `require_code` is opened too: the code guards MQTT / REST commands, a QR
-//!    reader's authority is Apptive's answer. The scan waits (up to 3 s) for the door's source
-//!    to send or refuse the open: a refused door is a denial on the display. The code counts
-//!    as used all the same (Apptive accepted it; a new one is a tap in the app).
+//!    reader's authority is Apptive's answer. The scan waits for the door's source to send
+//!    the open to Net2 ([`door_wait`]): only then is it granted ("welcome", `qr_granted`); a
+//!    refused, failed or unanswered open is a denial on the display. The code counts as used
+//!    all the same (Apptive accepted it; a new one is a tap in the app).
 //!
 //! Every scan ends in a [`QrResult`] on `<base>/qr/<reader>/result` (not retained; the
 //! reader's display and HA's event entity) and a `qr_granted` / `qr_denied` event at the
 //! reader's door (stored, published, with a picture from the door's camera). The security key
 //! and the token are never in a log line, an event, a result or the database; a scan that is
-//! not a vCard is kept in `rejects` with every `ORG` value replaced by `***`.
+//! not a vCard is kept in `rejects` as its shape only: each line's name and the length of its
+//! value ([`redact`]).
 
 pub mod client;
 pub mod usb;
@@ -72,7 +74,17 @@ pub struct Scan {
 struct Shared {
     recent: HashMap<String, VecDeque<Instant>>,
     in_flight: HashSet<String>,
+    /// (reader, key hash) → when that code opened the door there: a re-read of it is
+    /// ignored for [`REREAD`].
+    opened: HashMap<(String, String), chrono::DateTime<chrono::Utc>>,
 }
+
+/// A reader re-reads a code that is still held in front of it (a phone's screen stays up
+/// after "welcome"): the same code at the same reader this soon after it opened the door is
+/// ignored — no Apptive call, no event, no result, not counted in the reader's rate —
+/// rather than answered "already used" a second after "welcome" (with a camera picture and a
+/// `qr_denied` each time, and the reader's allowance used up).
+pub const REREAD: Duration = Duration::from_secs(5);
 
 struct Service {
     store: Store,
@@ -139,43 +151,86 @@ fn sha256_hex(s: &str) -> String {
         .collect()
 }
 
-/// The scan as text with every `ORG` value (the security key, and its folded continuation
-/// lines) replaced by `***`: what may be kept of a scan that could not be used.
+/// What may be kept of a scan that could not be used (`rejects.raw`): its shape, never its
+/// values. A refused scan is exactly the one whose `ORG` line may not be recognisable: a
+/// German / Swiss QWERTZ keyboard-wedge reader types `:` as `>` and `-` as `/`
+/// (`ORG>6f1c2f5e/8d1a/…`), a reader may drop the separator, fold lines oddly or mix layouts —
+/// masking only a well-formed `ORG:` would keep the key, recoverable by reversing the layout.
+/// So every line is kept as its property name (only when it is a known vCard name, with an
+/// optional group), the first character after the name, and the length of the rest; the
+/// values of `BEGIN`, `END` (`VCARD`) and `VERSION` (`2.1`, `3.0`, `4.0`) stay when they are
+/// exactly those. Enough to see which lines came, how long, and where the layout went wrong.
 pub fn redact(raw: &[u8]) -> String {
+    const NAMES: &[&str] = &[
+        "BEGIN",
+        "END",
+        "VERSION",
+        "ORG",
+        "NOTE",
+        "N",
+        "FN",
+        "TEL",
+        "EMAIL",
+        "ADR",
+        "TITLE",
+        "UID",
+        "URL",
+        "PHOTO",
+        "REV",
+        "PRODID",
+        "CATEGORIES",
+        "ROLE",
+        "BDAY",
+        "NICKNAME",
+        "LABEL",
+        "KIND",
+        "X-ABLABEL",
+    ];
     let text = String::from_utf8_lossy(raw);
-    let mut out = String::new();
-    let mut in_org = false;
-    for line in text.split_inclusive(['\n', '\r']) {
-        let body = line.trim_end_matches(['\n', '\r']);
-        let end = &line[body.len()..];
+    let lines = text.split(['\n', '\r']).filter(|l| !l.is_empty()).count();
+    let mut out = format!("[{} bytes, {lines} lines; values withheld]\n", raw.len());
+    for body in text.split(['\n', '\r']) {
         if body.is_empty() {
-            // The LF of a CRLF (or a blank line): no line of its own.
-            out.push_str(line);
             continue;
         }
-        if in_org && (body.starts_with(' ') || body.starts_with('\t')) {
-            out.push_str(" ***");
-            out.push_str(end);
+        if body.starts_with([' ', '\t']) {
+            out.push_str(&format!("(folded) <{} chars>\n", body.chars().count() - 1));
             continue;
         }
-        in_org = false;
-        let name = body
-            .split([':', ';'])
-            .next()
-            .unwrap_or_default()
-            .rsplit('.')
-            .next()
-            .unwrap_or_default();
-        if name.trim().eq_ignore_ascii_case("ORG")
-            && let Some(i) = body.find(':')
-        {
-            in_org = true;
-            out.push_str(&body[..=i]);
-            out.push_str("***");
-            out.push_str(end);
+        // The name: letters, digits, `-` and the group's `.`, up to the first other character.
+        let end = body
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '-' || c == '.'))
+            .unwrap_or(body.len());
+        let (name, rest) = body.split_at(end);
+        let prop = name.rsplit('.').next().unwrap_or_default();
+        let known = NAMES.iter().any(|n| n.eq_ignore_ascii_case(prop));
+        let mut chars = rest.chars();
+        let sep = chars.next();
+        let value: String = chars.collect();
+        let keep_value = sep == Some(':')
+            && ((["BEGIN", "END"]
+                .iter()
+                .any(|n| n.eq_ignore_ascii_case(prop))
+                && value.eq_ignore_ascii_case("VCARD"))
+                || (prop.eq_ignore_ascii_case("VERSION")
+                    && ["2.1", "3.0", "4.0"].contains(&value.as_str())));
+        if known {
+            out.push_str(name);
         } else {
-            out.push_str(line);
+            // Not a name (a key typed without its separator, a URL, noise): its length only.
+            out.push_str(&format!("?<{} chars>", name.chars().count()));
         }
+        match sep {
+            None => {}
+            Some(c) if c.is_ascii_graphic() => out.push(c),
+            Some(c) => out.push_str(&format!("U+{:04X}", c as u32)),
+        }
+        if keep_value {
+            out.push_str(&value);
+        } else if sep.is_some() {
+            out.push_str(&format!("<{} chars>", value.chars().count()));
+        }
+        out.push('\n');
     }
     out
 }
@@ -244,6 +299,24 @@ impl Service {
             }
             return;
         };
+        // A physical reader re-reading the code that just opened its door (REST scans are
+        // an operator's explicit request and always answered).
+        if scan.reply.is_none()
+            && let Ok(code) = vcard::parse(&scan.data)
+        {
+            let now = self.clock.now();
+            let key = (reader.id.clone(), sha256_hex(code.key.expose()));
+            let mut sh = self.shared.lock().unwrap_or_else(|p| p.into_inner());
+            sh.opened.retain(|_, at| {
+                now.signed_duration_since(*at)
+                    .to_std()
+                    .is_ok_and(|d| d < REREAD)
+            });
+            if sh.opened.contains_key(&key) {
+                tracing::debug!(reader = %reader.id, via = scan.via, member = %code.member, "QR re-read of the code that just opened this door ignored");
+                return;
+            }
+        }
         let out = self.decide(&a, &reader, &cfg, &scan).await;
         let now = self.clock.now();
         let result = QrResult {
@@ -478,16 +551,21 @@ impl Service {
         }
         // 5. The door, through the checks every requester shares.
         match self.open_door(reader, cfg).await {
-            Ok(()) => Outcome {
-                granted: true,
-                message: v
-                    .message
-                    .unwrap_or_else(|| "Willkommen! / Welcome!".to_string()),
-                reason: None,
-                member,
-                name: v.name,
-                picture: v.picture,
-            },
+            Ok(()) => {
+                let mut sh = self.shared.lock().unwrap_or_else(|p| p.into_inner());
+                sh.opened
+                    .insert((reader.id.clone(), hash.clone()), self.clock.now());
+                Outcome {
+                    granted: true,
+                    message: v
+                        .message
+                        .unwrap_or_else(|| "Willkommen! / Welcome!".to_string()),
+                    reason: None,
+                    member,
+                    name: v.name,
+                    picture: v.picture,
+                }
+            }
             Err(why) => Outcome {
                 name: v.name,
                 ..Outcome::denied(
@@ -549,10 +627,17 @@ impl Service {
             .send(cmd)
             .await
             .map_err(|_| "no source takes door commands".to_string())?;
-        // The display should not say "welcome" to a door Net2 refused (not synced yet, no
-        // token, Net2 down): wait for the source to send it or refuse it. Still only accepted
-        // after DOOR_WAIT: granted (it is on its way, and audited either way).
-        let word = tokio::time::timeout(DOOR_WAIT, async {
+        // The display must not say "welcome" before Net2 has taken the open: Net2 handles
+        // commands one at a time, getting a token can back off (429), and a Net2 PC that is
+        // off typically times out rather than refusing — "accepted" only means the source
+        // picked the command up. Wait for its real outcome: "sent" (Net2 took it, fire and
+        // forget) or "confirmed" open the door; "rejected", "failed" (no token, too old to
+        // send, an error or a timeout of the POST) and "timeout" do not. The source refuses a
+        // command older than `COMMAND_MAX_AGE` before sending it and bounds the POST by
+        // `request_timeout`, so its word comes within [`door_wait`]; none by then is a denial
+        // (nothing can have been sent late).
+        let wait = door_wait(cfg);
+        let word = tokio::time::timeout(wait, async {
             loop {
                 match watch.recv().await {
                     Ok(Message::Command(u))
@@ -567,16 +652,39 @@ impl Service {
         })
         .await;
         match word {
-            Ok(Some(u)) if matches!(u.status, CommandStatus::Rejected | CommandStatus::Failed) => {
-                Err(u.detail)
+            Ok(Some(u)) if matches!(u.status, CommandStatus::Sent | CommandStatus::Confirmed) => {
+                Ok(())
             }
-            _ => Ok(()),
+            Ok(Some(u)) => Err(format!(
+                "{}: {}",
+                serde_json::to_value(u.status)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned))
+                    .unwrap_or_default(),
+                u.detail
+            )),
+            Ok(None) => Err("the bus closed (shutting down); the door did not open".into()),
+            Err(_) => Err(format!(
+                "no word from the door's source within {}s; the door did not open",
+                wait.as_secs()
+            )),
         }
     }
 }
 
-/// How long a granted scan waits for the door's source to send (or refuse) the open.
-const DOOR_WAIT: Duration = Duration::from_secs(3);
+/// How long a granted scan waits for the door's source to send (or refuse) the open: Net2
+/// refuses a command older than [`COMMAND_MAX_AGE`](crate::sources::net2::doors::COMMAND_MAX_AGE)
+/// (queued behind others, waiting for a token) and bounds the POST by its `request_timeout`;
+/// a little more for the bus.
+pub fn door_wait(cfg: &Config) -> Duration {
+    let request = cfg
+        .sources
+        .net2
+        .as_ref()
+        .map(|n| n.request_timeout.get())
+        .unwrap_or_default();
+    crate::sources::net2::doors::COMMAND_MAX_AGE + request + Duration::from_secs(2)
+}
 
 static EVENT_N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
@@ -608,12 +716,39 @@ mod tests {
     use super::*;
 
     #[test]
-    fn redact_hides_every_org_value() {
-        let raw = b"BEGIN:VCARD\r\nVERSION:3.0\r\nitem1.org;CHARSET=UTF-8:secret-key-1\r\n -continued\r\nNOTE:303\r\nEND:VCARD\r\n";
-        let r = redact(raw);
-        assert!(!r.contains("secret-key-1"), "{r}");
-        assert!(!r.contains("continued"), "{r}");
-        assert!(r.contains("NOTE:303"), "{r}");
-        assert!(r.contains("item1.org;CHARSET=UTF-8:***"), "{r}");
+    fn redact_keeps_no_value() {
+        let key = "6f1c2f5e-8d1a-4c0b-9e2f-1a2b3c4d5e6f";
+        let qwertz = key.replace('-', "/");
+        let cases = [
+            format!(
+                "BEGIN:VCARD\r\nVERSION:3.0\r\nitem1.org;CHARSET=UTF-8:{key}\r\n -continued\r\nNOTE:303\r\nEND:VCARD\r\n"
+            ),
+            // A QWERTZ keyboard wedge: `:` typed as `>`, `-` as `/`.
+            format!("BEGIN>VCARD\nVERSION>3.0\nORG>{qwertz}\nNOTE>\nEND>VCARD\n"),
+            // The separator dropped, the key on a line of its own, the key as the whole scan.
+            format!("BEGIN:VCARD\nORG{key}\n{key}\nEND:VCARD\n"),
+            key.to_string(),
+            format!("ORG\t{key}"),
+            format!("ORG\u{00a0}{key}"),
+            format!("BEGIN:{key}\nVERSION:{key}\nEND:{key}"),
+        ];
+        for raw in cases {
+            let r = redact(raw.as_bytes());
+            for part in key.split('-') {
+                assert!(!r.contains(part), "{part} kept from {raw:?}: {r}");
+            }
+            assert!(!r.contains("continued") && !r.contains("303"), "{r}");
+        }
+        let r = redact(
+            format!("BEGIN>VCARD\nVERSION>3.0\nORG>{qwertz}\nNOTE>\nEND>VCARD\n").as_bytes(),
+        );
+        assert!(r.contains("ORG><36 chars>"), "{r}");
+        let r = redact(
+            format!("BEGIN:VCARD\r\nVERSION:3.0\r\nORG:{key}\r\nNOTE:\r\nEND:VCARD\r\n").as_bytes(),
+        );
+        assert!(
+            r.contains("BEGIN:VCARD\nVERSION:3.0\nORG:<36 chars>\nNOTE:<0 chars>\nEND:VCARD"),
+            "{r}"
+        );
     }
 }

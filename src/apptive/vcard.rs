@@ -110,7 +110,9 @@ pub fn parse(raw: &[u8]) -> Result<QrCode, Invalid> {
                 ));
             }
             "END" if value.trim().eq_ignore_ascii_case("VCARD") => ended = true,
-            "END" => return Err(bad(format!("END:{} inside a vCard", value.trim()))),
+            // Not the value in the reason: reasons are stored and published, and a garbled
+            // scan's value may be the key.
+            "END" => return Err(bad("END with a value other than VCARD inside a vCard")),
             "VERSION" => {
                 if version.is_some() {
                     return Err(bad("VERSION given twice"));
@@ -139,10 +141,15 @@ pub fn parse(raw: &[u8]) -> Result<QrCode, Invalid> {
     }
     let version = match version.as_deref() {
         Some(v @ ("3.0" | "4.0")) => v.to_string(),
+        Some(v) if v.len() <= 4 && v.chars().all(|c| c.is_ascii_digit() || c == '.') => {
+            return Err(bad(format!(
+                "vCard VERSION {v:?} is not supported (3.0 or 4.0)"
+            )));
+        }
         Some(v) => {
             return Err(bad(format!(
-                "vCard VERSION {:?} is not supported (3.0 or 4.0)",
-                v.chars().take(16).collect::<String>()
+                "vCard VERSION is not a version number ({} characters; 3.0 or 4.0)",
+                v.chars().count()
             )));
         }
         None => return Err(bad("no VERSION")),
@@ -173,17 +180,23 @@ fn split_line(line: &str) -> Result<(String, Vec<String>, &str), Invalid> {
             _ => {}
         }
     }
+    // The reasons give lengths, not text: they are stored and published, and a line a reader
+    // garbled (a QWERTZ wedge types `:` as `>`) may be the key.
     let Some(colon) = colon else {
-        let shown: String = line.chars().take(20).collect();
-        return Err(bad(format!("not a vCard line (no ':'): {shown:?}")));
+        return Err(bad(format!(
+            "not a vCard line (no ':'; {} characters)",
+            line.chars().count()
+        )));
     };
     let head = &line[..colon];
     let mut parts = head.split(';');
     let name = parts.next().unwrap_or_default();
     let name = name.rsplit('.').next().unwrap_or(name).trim();
     if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
-        let shown: String = name.chars().take(20).collect();
-        return Err(bad(format!("bad property name {shown:?}")));
+        return Err(bad(format!(
+            "bad property name ({} characters)",
+            name.chars().count()
+        )));
     }
     Ok((
         name.to_ascii_uppercase(),
@@ -425,14 +438,44 @@ mod tests {
                 format!("BEGIN:VCARD\nVERSION:3.0\nORG:{KEY}\nNOTE:303\nEND:VCARD\nNOTE:1\n").into_bytes(),
                 "after END:VCARD",
             ),
+            // Garbled keys: the reason (stored, published) must not quote them.
+            (
+                "ORG without its ':'",
+                format!("BEGIN:VCARD\nVERSION:3.0\nORG{KEY}\nNOTE:303\nEND:VCARD\n").into_bytes(),
+                "no ':'",
+            ),
+            (
+                "QWERTZ ':' as '>'",
+                format!("BEGIN:VCARD\nVERSION:3.0\nORG>{KEY}\nNOTE:303\nEND:VCARD\n").into_bytes(),
+                "no ':'",
+            ),
+            (
+                "the key as a name",
+                format!("BEGIN:VCARD\nVERSION:3.0\n{KEY}/x:1\nEND:VCARD\n").into_bytes(),
+                "bad property name",
+            ),
+            (
+                "the key in END",
+                format!("BEGIN:VCARD\nVERSION:3.0\nEND:{KEY}\nEND:VCARD\n").into_bytes(),
+                "END with a value",
+            ),
+            (
+                "the key in VERSION",
+                format!("BEGIN:VCARD\nVERSION:{KEY}\nORG:x\nNOTE:303\nEND:VCARD\n").into_bytes(),
+                "not a version number",
+            ),
         ];
         for (what, raw, want) in cases {
             let e = parse(&raw).expect_err(what);
             assert!(e.to_string().contains(want), "{what}: {e}");
-            assert!(
-                !e.to_string().contains(KEY),
-                "{what}: the key is quoted: {e}"
-            );
+            let k: Vec<char> = KEY.chars().collect();
+            for w in k.windows(6) {
+                let w: String = w.iter().collect();
+                assert!(
+                    !e.to_string().contains(&w),
+                    "{what}: part of the key is quoted: {e}"
+                );
+            }
         }
     }
 

@@ -65,8 +65,8 @@ pub(in crate::web) async fn scan(
             format!("no QR reader {:?} in apptive.readers", b.reader),
         );
     }
-    // Apptive's timeout, plus the database and the door command.
-    let wait = a.timeout.get() + Duration::from_secs(5);
+    // Apptive's timeout, the door command's outcome, and the database.
+    let wait = a.timeout.get() + crate::apptive::door_wait(&cfg) + Duration::from_secs(3);
     let (tx, rx) = tokio::sync::oneshot::channel();
     let scan = Scan {
         reader: b.reader,

@@ -608,3 +608,95 @@ async fn occupancy_uses_complete_session_lists_only() {
     );
     app.shutdown().await;
 }
+
+/// Seed 003's `next` links carry the cursor and the limit only (`…/aaa_accounting/?cursor=
+/// xyz123&limit=25` answering `?start_date=…&session_status=active&limit=25`), and so do the
+/// simulator's: every later page must still ask for the first request's filters, or the first
+/// backfill reads the whole portal log and each accounting poll walks every stopped session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn later_pages_keep_the_first_requests_filters() {
+    let broker = Broker::start();
+    let sim = GateSim::start(GateSimConfig::default()).await.unwrap();
+    let aps = default_aps();
+    // Two days ago by GATE's clock: outside the one-hour first backfill.
+    sim.set_clock_offset(chrono::Duration::hours(-48));
+    traffic(&sim, 12);
+    sim.set_clock_offset(chrono::Duration::zero());
+    let old = sim.txlog_ids(PRESENCE);
+    // Fourteen phones, every other one gone again: more active sessions than fit on a page,
+    // with stopped ones between them.
+    let sessions: Vec<i64> = (0..14)
+        .map(|i| {
+            sim.login(
+                &SimUser::new(
+                    7000 + i,
+                    &format!("visitor-{i}"),
+                    0x02_00_00_00_70_00 + i as u64,
+                ),
+                &aps[0],
+            )
+        })
+        .collect();
+    for s in sessions.iter().step_by(2) {
+        sim.end_session(*s, "uo");
+    }
+    traffic(&sim, 12);
+    let fresh: Vec<i64> = sim
+        .txlog_ids(PRESENCE)
+        .into_iter()
+        .filter(|i| !old.contains(i))
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("g.db");
+    let app = daemon(&yaml(
+        &sim,
+        &broker,
+        dir.path(),
+        "    initial_backfill: 1h\n",
+    ))
+    .await;
+    // Seven active sessions, five a page: two accounting pages a poll; two polls done.
+    wait_for("two complete polls", T, || {
+        sim.stats().accounting_requests >= 4
+    })
+    .await;
+    wait_for("the backfill stored", T, || {
+        let s = stored_ids(&db);
+        fresh.iter().all(|i| s.contains(i))
+    })
+    .await;
+    assert_eq!(
+        stored_ids(&db),
+        fresh,
+        "entries before the backfill window read"
+    );
+    let queries = sim.stats().queries;
+    let has = |q: &[(String, String)], k: &str, v: Option<&str>| {
+        q.iter()
+            .any(|(n, x)| n == k && v.is_none_or(|v| v == x.as_str()))
+    };
+    // The first poll's portal pages (everything before the first accounting request).
+    let first_poll: Vec<_> = queries
+        .iter()
+        .take_while(|(e, _)| *e == "txlog_portal")
+        .collect();
+    assert!(
+        first_poll.len() >= 2,
+        "the backfill spans pages: {first_poll:?}"
+    );
+    for (_, q) in &first_poll {
+        assert!(
+            has(q, "start_date", None),
+            "a backfill page without start_date: {q:?}"
+        );
+    }
+    for (e, q) in &queries {
+        if *e == "aaa_accounting" {
+            assert!(
+                has(q, "session_status", Some("active")),
+                "an accounting page without session_status=active: {q:?}"
+            );
+        }
+    }
+    app.shutdown().await;
+}

@@ -13,6 +13,8 @@
 //!   `acctstoptime` is null while the session is active.
 //! - `datetime` has microseconds and a `Z`; accounting times are whole seconds with `Z`.
 //! - 401 `{"detail": …}` without or with a wrong token; 429 with `Retry-After`.
+//! - `next` / `previous` carry the cursor and the limit only, not the filters of the request
+//!   (`session_status`, `start_date`, `type`): a request without them is answered unfiltered.
 //!
 //! Hostile switches for the tests: 429 / 5xx bursts ([`GateSim::fail_next`]), entries arriving
 //! between page requests ([`GateSim::insert_while_paging`]) with offset cursors that then shift
@@ -144,6 +146,8 @@ pub struct GateStats {
     pub auth_ok: u64,
     /// Every request: when it came, its endpoint and the status it got.
     pub log: Vec<(std::time::Instant, &'static str, u16)>,
+    /// Every request's endpoint and query parameters, in order.
+    pub queries: Vec<(&'static str, Vec<(String, String)>)>,
 }
 
 struct Inner {
@@ -502,21 +506,16 @@ fn page(
         .map(|(_, v)| v)
         .collect();
     let more = end < total;
-    let keep: Vec<(String, String)> = q
-        .iter()
-        .filter(|(k, _)| k != "cursor" && k != "limit")
-        .cloned()
-        .collect();
+    // Like the seed's examples (`…/txlog_portal/?cursor=eyJpZCI6MTAwfQ%3D%3D&limit=25` after
+    // `?type=ui&start_date=2024-01-01&limit=25`), the links carry the cursor and the limit
+    // only, not the request's filters: a client that follows them as given gets the unfiltered
+    // list from page 2 on (stopped sessions, entries before its `start_date`).
     let url = |c: Value| {
-        let mut u = format!(
+        format!(
             "http://{}/api/v1/{path}/?cursor={}&limit={limit}",
             inner.addr,
             pct(&b64(c.to_string().as_bytes()))
-        );
-        for (k, v) in &keep {
-            u.push_str(&format!("&{}={}", pct(k), pct(v)));
-        }
-        u
+        )
     };
     let last_key = results
         .last()
@@ -552,6 +551,7 @@ async fn txlog(State(s): State<Shared>, headers: HeaderMap, RawQuery(raw): RawQu
     let q = query(raw);
     let mut inner = s.lock().unwrap_or_else(|e| e.into_inner());
     inner.stats.txlog_requests += 1;
+    inner.stats.queries.push(("txlog_portal", q.clone()));
     let r = txlog_answer(&mut inner, &headers, &q);
     inner.stats.log.push((
         std::time::Instant::now(),
@@ -619,6 +619,7 @@ async fn accounting(
     let q = query(raw);
     let mut inner = s.lock().unwrap_or_else(|e| e.into_inner());
     inner.stats.accounting_requests += 1;
+    inner.stats.queries.push(("aaa_accounting", q.clone()));
     let r = accounting_answer(&mut inner, &headers, &q);
     inner.stats.log.push((
         std::time::Instant::now(),

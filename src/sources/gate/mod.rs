@@ -144,14 +144,37 @@ impl GateClient {
     }
 
     /// The `next` link of a page, re-based onto our own base URL: only its query (the opaque
-    /// cursor, the limit and filters) is taken. The token is never sent to a host the server
-    /// names (a proxy's internal name, an `http://` link behind TLS termination, a hostile
-    /// redirect).
-    pub fn follow(&self, endpoint: &str, next: &str) -> std::result::Result<url::Url, Failure> {
+    /// cursor and the limit) is taken. The token is never sent to a host the server names (a
+    /// proxy's internal name, an `http://` link behind TLS termination, a hostile redirect).
+    ///
+    /// The filters of the first request (`session_status`, `start_date`, `type`…) that the
+    /// link lacks are added back from `first`: GATE's documented `next` links carry only the
+    /// cursor and the limit (seed 003: `…/aaa_accounting/?cursor=xyz123&limit=25` answering
+    /// `?start_date=…&session_status=active&limit=25`, `…/txlog_portal/?cursor=…&limit=25`
+    /// answering `?type=ui&start_date=…&limit=25`). Followed as given, page 2 on would list
+    /// every stopped session and the whole portal log. A parameter the link does carry wins.
+    pub fn follow(
+        &self,
+        endpoint: &str,
+        next: &str,
+        first: &url::Url,
+    ) -> std::result::Result<url::Url, Failure> {
         let n = url::Url::parse(next)
             .map_err(|e| Failure::new(format!("unusable next link {next:?}: {e}")))?;
         let mut u = self.url(endpoint, &[]);
         u.set_query(n.query());
+        let given: HashSet<String> = n.query_pairs().map(|(k, _)| k.into_owned()).collect();
+        let missing: Vec<(String, String)> = first
+            .query_pairs()
+            .filter(|(k, _)| k != "cursor" && !given.contains(k.as_ref()))
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect();
+        if !missing.is_empty() {
+            let mut q = u.query_pairs_mut();
+            for (k, v) in &missing {
+                q.append_pair(k, v);
+            }
+        }
         Ok(u)
     }
 
@@ -447,7 +470,7 @@ impl Poller {
         first: url::Url,
         mut on_page: impl FnMut(&[Value]) -> bool,
     ) -> std::result::Result<(), Failure> {
-        let mut url = first;
+        let mut url = first.clone();
         for _ in 0..MAX_PAGES {
             let (page, raw) = match self.client.get(&url).await {
                 Ok(p) => p,
@@ -469,7 +492,7 @@ impl Poller {
                 return Ok(());
             }
             match page.get("next").and_then(Value::as_str) {
-                Some(n) if !n.is_empty() => url = self.client.follow(endpoint, n)?,
+                Some(n) if !n.is_empty() => url = self.client.follow(endpoint, n, &first)?,
                 _ => return Ok(()),
             }
         }
@@ -825,19 +848,68 @@ mod tests {
             ..GateConfig::default()
         };
         let c = GateClient::new(&cfg).unwrap();
+        let first = c.url("txlog_portal", &[("limit", "25".into())]);
         // A proxy's internal name, plain http, or another host entirely: only the query is
         // taken.
         let u = c
             .follow(
                 "txlog_portal",
                 "http://10.0.0.7:8000/api/v1/txlog_portal/?cursor=eyJpZCI6MTAwfQ%3D%3D&limit=25",
+                &first,
             )
             .unwrap();
         assert_eq!(
             u.as_str(),
             "https://gate.example.org/api/v1/txlog_portal/?cursor=eyJpZCI6MTAwfQ%3D%3D&limit=25"
         );
-        assert!(c.follow("txlog_portal", "not a url").is_err());
+        assert!(c.follow("txlog_portal", "not a url", &first).is_err());
+    }
+
+    /// Seed 003's accounting example: the request filters, its `next` link carries only the
+    /// cursor and the limit. The filters go back on; the link's own cursor and limit stay.
+    #[test]
+    fn next_links_keep_the_first_requests_filters() {
+        let cfg = GateConfig {
+            url: "https://gate.zequenze.com/api/v1".into(),
+            token: Some(Secret::new("t")),
+            ..GateConfig::default()
+        };
+        let c = GateClient::new(&cfg).unwrap();
+        let first = c.url(
+            "aaa_accounting",
+            &[
+                ("start_date", "2024-01-01".into()),
+                ("session_status", "active".into()),
+                ("limit", "25".into()),
+            ],
+        );
+        let u = c
+            .follow(
+                "aaa_accounting",
+                "https://gate.zequenze.com/api/v1/aaa_accounting/?cursor=xyz123&limit=20",
+                &first,
+            )
+            .unwrap();
+        let q: Vec<(String, String)> = u.query_pairs().into_owned().collect();
+        let get = |k: &str| {
+            q.iter()
+                .filter(|(n, _)| n == k)
+                .map(|(_, v)| v.as_str())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(get("cursor"), ["xyz123"]);
+        assert_eq!(get("limit"), ["20"], "the link's own limit wins, once");
+        assert_eq!(get("start_date"), ["2024-01-01"]);
+        assert_eq!(get("session_status"), ["active"]);
+        // A link that carries its filters is taken as it is.
+        let u = c
+            .follow(
+                "aaa_accounting",
+                "https://gate.zequenze.com/api/v1/aaa_accounting/?cursor=a&limit=25&session_status=active&start_date=2024-01-01",
+                &first,
+            )
+            .unwrap();
+        assert_eq!(u.query_pairs().count(), 4);
     }
 
     #[test]

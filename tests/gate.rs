@@ -700,3 +700,82 @@ async fn later_pages_keep_the_first_requests_filters() {
     }
     app.shutdown().await;
 }
+
+/// Days offline on a busy hotspot: a gap of a hundred pages, read while GATE refuses every
+/// 25th request with a 429. Read in one go, newest first, nothing could be published before
+/// the stored cursor was reached, every 429 threw the pages read away and the next poll began
+/// again at the newest page: the catch-up never finished. Now it goes window by window (by
+/// GATE's time, oldest first), each published and checkpointed, never holding more than 20
+/// pages.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_backlog_is_caught_up_through_rate_limits() {
+    let broker = Broker::start();
+    let rec = Recorder::start(broker.port, "rec-gate9", "gatehouse/wifi/event", false).await;
+    let sim = GateSim::start(GateSimConfig::default()).await.unwrap();
+    let (a, b) = users();
+    let aps = default_aps();
+    // What was read before going offline: three hours ago by GATE's clock.
+    sim.set_clock_offset(chrono::Duration::hours(-3));
+    traffic(&sim, 8);
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("g.db");
+    let text = yaml(&sim, &broker, dir.path(), "    initial_backfill: 4h\n")
+        .replace("max_backoff: 3s", "max_backoff: 400ms");
+    let app = daemon(&text).await;
+    wait_for("the first entries stored", T, || {
+        stored_ids(&db) == sim.txlog_ids(PRESENCE)
+    })
+    .await;
+    app.shutdown().await;
+    // Offline: 500 logins over the last two hours (100 pages of 5).
+    for i in 0..500i64 {
+        sim.set_clock_offset(chrono::Duration::seconds(-7200 + i * 14));
+        sim.portal(
+            "ui",
+            if i % 2 == 0 { &a } else { &b },
+            &aps[i as usize % aps.len()],
+        );
+    }
+    sim.set_clock_offset(chrono::Duration::zero());
+    let want = sim.txlog_ids(PRESENCE);
+    let before = sim.stats().queries.len();
+    sim.throttle_every(25);
+    let app = daemon(&text).await;
+    wait_for("the backlog stored", Duration::from_secs(60), || {
+        stored_ids(&db) == want
+    })
+    .await;
+    wait_for("the backlog published", T, || {
+        published(&rec).keys().copied().collect::<Vec<_>>() == want
+    })
+    .await;
+    let twice: Vec<_> = published(&rec)
+        .into_iter()
+        .filter(|(_, n)| *n != 1)
+        .collect();
+    assert!(twice.is_empty(), "published more than once: {twice:?}");
+    // Windows by time, and never more than 20 pages of entries held: a read of more pages
+    // (each begins with a request without a cursor) stops after the 21st.
+    let queries = sim.stats().queries[before..].to_vec();
+    let txlog: Vec<_> = queries
+        .iter()
+        .filter(|(e, _)| *e == "txlog_portal")
+        .map(|(_, q)| q)
+        .collect();
+    assert!(
+        txlog.iter().any(|q| q.iter().any(|(k, _)| k == "end_date")),
+        "no catch-up windows"
+    );
+    let mut run = 0;
+    let mut longest = 0;
+    for q in &txlog {
+        run = if q.iter().any(|(k, _)| k == "cursor") {
+            run + 1
+        } else {
+            1
+        };
+        longest = longest.max(run);
+    }
+    assert!(longest <= 21, "a read of {longest} pages");
+    app.shutdown().await;
+}

@@ -608,3 +608,204 @@ async fn occupancy_uses_complete_session_lists_only() {
     );
     app.shutdown().await;
 }
+
+/// Seed 003's `next` links carry the cursor and the limit only (`…/aaa_accounting/?cursor=
+/// xyz123&limit=25` answering `?start_date=…&session_status=active&limit=25`), and so do the
+/// simulator's: every later page must still ask for the first request's filters, or the first
+/// backfill reads the whole portal log and each accounting poll walks every stopped session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn later_pages_keep_the_first_requests_filters() {
+    let broker = Broker::start();
+    let sim = GateSim::start(GateSimConfig::default()).await.unwrap();
+    let aps = default_aps();
+    // Two days ago by GATE's clock: outside the one-hour first backfill.
+    sim.set_clock_offset(chrono::Duration::hours(-48));
+    traffic(&sim, 12);
+    sim.set_clock_offset(chrono::Duration::zero());
+    let old = sim.txlog_ids(PRESENCE);
+    // Fourteen phones, every other one gone again: more active sessions than fit on a page,
+    // with stopped ones between them.
+    let sessions: Vec<i64> = (0..14)
+        .map(|i| {
+            sim.login(
+                &SimUser::new(
+                    7000 + i,
+                    &format!("visitor-{i}"),
+                    0x02_00_00_00_70_00 + i as u64,
+                ),
+                &aps[0],
+            )
+        })
+        .collect();
+    for s in sessions.iter().step_by(2) {
+        sim.end_session(*s, "uo");
+    }
+    traffic(&sim, 12);
+    let fresh: Vec<i64> = sim
+        .txlog_ids(PRESENCE)
+        .into_iter()
+        .filter(|i| !old.contains(i))
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("g.db");
+    let app = daemon(&yaml(
+        &sim,
+        &broker,
+        dir.path(),
+        "    initial_backfill: 1h\n",
+    ))
+    .await;
+    // Seven active sessions, five a page: two accounting pages a poll; two polls done.
+    wait_for("two complete polls", T, || {
+        sim.stats().accounting_requests >= 4
+    })
+    .await;
+    wait_for("the backfill stored", T, || {
+        let s = stored_ids(&db);
+        fresh.iter().all(|i| s.contains(i))
+    })
+    .await;
+    assert_eq!(
+        stored_ids(&db),
+        fresh,
+        "entries before the backfill window read"
+    );
+    let queries = sim.stats().queries;
+    let has = |q: &[(String, String)], k: &str, v: Option<&str>| {
+        q.iter()
+            .any(|(n, x)| n == k && v.is_none_or(|v| v == x.as_str()))
+    };
+    // The first poll's portal pages (everything before the first accounting request).
+    let first_poll: Vec<_> = queries
+        .iter()
+        .take_while(|(e, _)| *e == "txlog_portal")
+        .collect();
+    assert!(
+        first_poll.len() >= 2,
+        "the backfill spans pages: {first_poll:?}"
+    );
+    for (_, q) in &first_poll {
+        assert!(
+            has(q, "start_date", None),
+            "a backfill page without start_date: {q:?}"
+        );
+    }
+    for (e, q) in &queries {
+        if *e == "aaa_accounting" {
+            assert!(
+                has(q, "session_status", Some("active")),
+                "an accounting page without session_status=active: {q:?}"
+            );
+        }
+    }
+    app.shutdown().await;
+}
+
+/// Days offline on a busy hotspot: a gap of a hundred pages, read while GATE refuses every
+/// 25th request with a 429. Read in one go, newest first, nothing could be published before
+/// the stored cursor was reached, every 429 threw the pages read away and the next poll began
+/// again at the newest page: the catch-up never finished. Now it goes window by window (by
+/// GATE's time, oldest first), each published and checkpointed, never holding more than 20
+/// pages.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_backlog_is_caught_up_through_rate_limits() {
+    let broker = Broker::start();
+    let rec = Recorder::start(broker.port, "rec-gate9", "gatehouse/wifi/event", false).await;
+    let sim = GateSim::start(GateSimConfig::default()).await.unwrap();
+    let (a, b) = users();
+    let aps = default_aps();
+    // What was read before going offline: three hours ago by GATE's clock.
+    sim.set_clock_offset(chrono::Duration::hours(-3));
+    traffic(&sim, 8);
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("g.db");
+    let text = yaml(&sim, &broker, dir.path(), "    initial_backfill: 4h\n")
+        .replace("max_backoff: 3s", "max_backoff: 400ms");
+    let app = daemon(&text).await;
+    wait_for("the first entries stored", T, || {
+        stored_ids(&db) == sim.txlog_ids(PRESENCE)
+    })
+    .await;
+    app.shutdown().await;
+    // Offline: 500 logins over the last two hours (100 pages of 5).
+    for i in 0..500i64 {
+        sim.set_clock_offset(chrono::Duration::seconds(-7200 + i * 14));
+        sim.portal(
+            "ui",
+            if i % 2 == 0 { &a } else { &b },
+            &aps[i as usize % aps.len()],
+        );
+    }
+    sim.set_clock_offset(chrono::Duration::zero());
+    let want = sim.txlog_ids(PRESENCE);
+    let before = sim.stats().queries.len();
+    sim.throttle_every(25);
+    let app = daemon(&text).await;
+    wait_for("the backlog stored", Duration::from_secs(60), || {
+        stored_ids(&db) == want
+    })
+    .await;
+    wait_for("the backlog published", T, || {
+        published(&rec).keys().copied().collect::<Vec<_>>() == want
+    })
+    .await;
+    let twice: Vec<_> = published(&rec)
+        .into_iter()
+        .filter(|(_, n)| *n != 1)
+        .collect();
+    assert!(twice.is_empty(), "published more than once: {twice:?}");
+    // Windows by time, and never more than 20 pages of entries held: a read of more pages
+    // (each begins with a request without a cursor) stops after the 21st.
+    let queries = sim.stats().queries[before..].to_vec();
+    let txlog: Vec<_> = queries
+        .iter()
+        .filter(|(e, _)| *e == "txlog_portal")
+        .map(|(_, q)| q)
+        .collect();
+    assert!(
+        txlog.iter().any(|q| q.iter().any(|(k, _)| k == "end_date")),
+        "no catch-up windows"
+    );
+    let mut run = 0;
+    let mut longest = 0;
+    for q in &txlog {
+        run = if q.iter().any(|(k, _)| k == "cursor") {
+            run + 1
+        } else {
+            1
+        };
+        longest = longest.max(run);
+    }
+    assert!(longest <= 21, "a read of {longest} pages");
+    app.shutdown().await;
+}
+
+/// GATE's clock set back hours while gatehouse was offline: the gap's newest entry is dated
+/// before the time the cursor reached, so windows by time would never reach it. That gap is
+/// read in one go (by id, as a normal poll), and nothing is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_gap_behind_a_clock_set_back_is_still_read() {
+    let broker = Broker::start();
+    let sim = GateSim::start(GateSimConfig::default()).await.unwrap();
+    let (a, b) = users();
+    let aps = default_aps();
+    traffic(&sim, 8);
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("g.db");
+    let text = yaml(&sim, &broker, dir.path(), "");
+    let app = daemon(&text).await;
+    wait_for("the first entries stored", T, || {
+        stored_ids(&db) == sim.txlog_ids(PRESENCE)
+    })
+    .await;
+    app.shutdown().await;
+    // 150 logins (30 pages of 5), all dated five hours before the cursor's time.
+    sim.set_clock_offset(chrono::Duration::hours(-5));
+    for i in 0..150usize {
+        sim.portal("ui", if i % 2 == 0 { &a } else { &b }, &aps[i % aps.len()]);
+    }
+    let want = sim.txlog_ids(PRESENCE);
+    let app = daemon(&text).await;
+    wait_for("the gap stored", T, || stored_ids(&db) == want).await;
+    app.shutdown().await;
+}

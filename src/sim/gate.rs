@@ -13,8 +13,12 @@
 //!   `acctstoptime` is null while the session is active.
 //! - `datetime` has microseconds and a `Z`; accounting times are whole seconds with `Z`.
 //! - 401 `{"detail": …}` without or with a wrong token; 429 with `Retry-After`.
+//! - `next` / `previous` carry the cursor and the limit only, not the filters of the request
+//!   (`session_status`, `start_date`, `type`): a request without them is answered unfiltered.
+//! - The transaction log filters on `start_date` and `end_date` (both inclusive).
 //!
-//! Hostile switches for the tests: 429 / 5xx bursts ([`GateSim::fail_next`]), entries arriving
+//! Hostile switches for the tests: 429 / 5xx bursts ([`GateSim::fail_next`]), a lasting rate
+//! limit ([`GateSim::throttle_every`]), entries arriving
 //! between page requests ([`GateSim::insert_while_paging`]) with offset cursors that then shift
 //! the pages ([`GateSim::offset_cursors`]), the last entry of a page repeated on the next
 //! ([`GateSim::duplicate_across_pages`]), a restart that invalidates cursors or loses every
@@ -144,6 +148,8 @@ pub struct GateStats {
     pub auth_ok: u64,
     /// Every request: when it came, its endpoint and the status it got.
     pub log: Vec<(std::time::Instant, &'static str, u16)>,
+    /// Every request's endpoint and query parameters, in order.
+    pub queries: Vec<(&'static str, Vec<(String, String)>)>,
 }
 
 struct Inner {
@@ -161,6 +167,8 @@ struct Inner {
     insert_user: Option<SimUser>,
     offset_cursors: bool,
     duplicate_across_pages: bool,
+    /// Every this-many-th transaction-log request gets a 429 (0: never).
+    throttle_every: u64,
     /// Accounting requests with a cursor (page 2 on) get this status, this many times.
     fail_later_pages: (usize, u16),
     /// Malformed accounting records listed with the active sessions.
@@ -502,21 +510,16 @@ fn page(
         .map(|(_, v)| v)
         .collect();
     let more = end < total;
-    let keep: Vec<(String, String)> = q
-        .iter()
-        .filter(|(k, _)| k != "cursor" && k != "limit")
-        .cloned()
-        .collect();
+    // Like the seed's examples (`…/txlog_portal/?cursor=eyJpZCI6MTAwfQ%3D%3D&limit=25` after
+    // `?type=ui&start_date=2024-01-01&limit=25`), the links carry the cursor and the limit
+    // only, not the request's filters: a client that follows them as given gets the unfiltered
+    // list from page 2 on (stopped sessions, entries before its `start_date`).
     let url = |c: Value| {
-        let mut u = format!(
+        format!(
             "http://{}/api/v1/{path}/?cursor={}&limit={limit}",
             inner.addr,
             pct(&b64(c.to_string().as_bytes()))
-        );
-        for (k, v) in &keep {
-            u.push_str(&format!("&{}={}", pct(k), pct(v)));
-        }
-        u
+        )
     };
     let last_key = results
         .last()
@@ -552,6 +555,7 @@ async fn txlog(State(s): State<Shared>, headers: HeaderMap, RawQuery(raw): RawQu
     let q = query(raw);
     let mut inner = s.lock().unwrap_or_else(|e| e.into_inner());
     inner.stats.txlog_requests += 1;
+    inner.stats.queries.push(("txlog_portal", q.clone()));
     let r = txlog_answer(&mut inner, &headers, &q);
     inner.stats.log.push((
         std::time::Instant::now(),
@@ -563,6 +567,21 @@ async fn txlog(State(s): State<Shared>, headers: HeaderMap, RawQuery(raw): RawQu
 
 fn txlog_answer(inner: &mut Inner, headers: &HeaderMap, q: &[(String, String)]) -> Response {
     if let Some(r) = gate_in(inner, headers) {
+        return r;
+    }
+    if inner.throttle_every > 0
+        && inner
+            .stats
+            .txlog_requests
+            .is_multiple_of(inner.throttle_every)
+    {
+        inner.stats.failures_served += 1;
+        let mut r = detail(
+            StatusCode::TOO_MANY_REQUESTS,
+            "Request was throttled. Expected available in 0 seconds.",
+        );
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(0u64));
         return r;
     }
     if qget(q, "cursor").is_some() && inner.insert_while_paging > 0 {
@@ -590,6 +609,19 @@ fn txlog_answer(inner: &mut Inner, headers: &HeaderMap, q: &[(String, String)]) 
         Some(t) => t,
         None => None,
     };
+    let end = match qget(q, "end_date").map(parse_date) {
+        Some(None) => {
+            inner.stats.bad_requests += 1;
+            return (
+                StatusCode::BAD_REQUEST,
+                [(header::CONTENT_TYPE, "application/json")],
+                json!({"end_date": ["Enter a valid date/time."]}).to_string(),
+            )
+                .into_response();
+        }
+        Some(t) => t,
+        None => None,
+    };
     let kind = qget(q, "type").map(str::to_owned);
     let items: Vec<(i64, Value)> = inner
         .txlog
@@ -602,6 +634,7 @@ fn txlog_answer(inner: &mut Inner, headers: &HeaderMap, q: &[(String, String)]) 
             // Malformed entries (no usable datetime) are listed regardless, like a server
             // that filters in SQL on a column the serializer then garbles.
             start.is_none_or(|s| t.is_none_or(|t| t >= s))
+                && end.is_none_or(|e| t.is_none_or(|t| t <= e))
                 && kind
                     .as_deref()
                     .is_none_or(|k| v.get("type").and_then(Value::as_str) == Some(k))
@@ -619,6 +652,7 @@ async fn accounting(
     let q = query(raw);
     let mut inner = s.lock().unwrap_or_else(|e| e.into_inner());
     inner.stats.accounting_requests += 1;
+    inner.stats.queries.push(("aaa_accounting", q.clone()));
     let r = accounting_answer(&mut inner, &headers, &q);
     inner.stats.log.push((
         std::time::Instant::now(),
@@ -689,6 +723,7 @@ impl GateSim {
             insert_while_paging: 0,
             insert_user: None,
             offset_cursors: false,
+            throttle_every: 0,
             duplicate_across_pages: false,
             fail_later_pages: (0, 0),
             raw_sessions: Vec::new(),
@@ -845,6 +880,12 @@ impl GateSim {
     /// A malformed record in the active-session list (with any `radacctid` it carries).
     pub fn push_raw_session(&self, v: Value) {
         self.lock().raw_sessions.push(v);
+    }
+
+    /// Every `k`-th transaction-log request (counting all of them) is refused with 429 and
+    /// `Retry-After: 0`, for good (a busy hotspot's rate limit); 0 stops it.
+    pub fn throttle_every(&self, k: u64) {
+        self.lock().throttle_every = k;
     }
 
     /// Before answering each page request with a cursor, `n` new logins arrive.

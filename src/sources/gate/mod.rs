@@ -5,6 +5,10 @@
 //!    id already processed (the cursor: the highest transaction id processed, persisted as
 //!    `Message::Cursor` after the events it covers). New entries are deduplicated by id
 //!    (pages overlap when entries arrive between page requests) and published oldest first.
+//!    A gap of more than `CATCH_UP_PAGES` pages (days offline on a busy hotspot) is not held
+//!    in memory: it is read oldest first in `start_date` / `end_date` windows, each published
+//!    and checkpointed before the next, so a rate limit midway loses one window at most
+//!    ([`Poller::catch_up`]).
 //!    Logins, logouts, timeouts, disconnects and automatic logins (`ui uo st si di ai aa`)
 //!    become `EventKind::Wifi` events (`gate:<id>`); the other types (registration `ur`,
 //!    profile updates `uu`, password changes `up`, authentication attempts `ua`…) say nothing
@@ -40,6 +44,18 @@ const MAX_REJECT_BYTES: usize = 64 * 1024;
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
 /// Pages read in one poll at most (a runaway `next` chain must not loop for ever).
 const MAX_PAGES: usize = 10_000;
+/// A gap in the portal log larger than this many pages (of `page_size`) is caught up by time
+/// windows (see [`Poller::catch_up`]); also the most entries held in memory at once.
+const CATCH_UP_PAGES: usize = 20;
+/// Catch-up windows: the first is this long, halved while one holds too many entries (down
+/// to the minimum, read whatever it holds), doubled again after one that held few.
+const CATCH_UP_WINDOW: chrono::TimeDelta = chrono::TimeDelta::hours(1);
+const MIN_CATCH_UP_WINDOW: chrono::TimeDelta = chrono::TimeDelta::seconds(1);
+const MAX_CATCH_UP_WINDOW: chrono::TimeDelta = chrono::TimeDelta::hours(24);
+/// Each window starts this much before the time read up to: entries written in the same
+/// second, or with a slightly earlier `datetime` than a higher id, are not missed (those
+/// already processed are recognised by id).
+const CATCH_UP_MARGIN: chrono::TimeDelta = chrono::TimeDelta::minutes(1);
 /// Rejected records without an id remembered (not rejected again on every poll).
 const MAX_REMEMBERED_REJECTS: usize = 10_000;
 /// Transaction types that say something about a device being on the Wi-Fi.
@@ -79,13 +95,22 @@ pub struct TxCursor {
     /// the stored events of the old numbering.
     #[serde(default)]
     pub epoch: u32,
+    /// GATE's time (its own clock) up to which the log is known to be read: the newest
+    /// `datetime` processed, or the end of the last catch-up window. Where a catch-up starts
+    /// (absent in cursors written before it was kept: such a gap is read in one go).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at: Option<DateTime<Utc>>,
 }
 
 impl TxCursor {
     pub fn parse(s: &str) -> Option<TxCursor> {
-        serde_json::from_str(s)
-            .ok()
-            .or_else(|| s.trim().parse().ok().map(|id| TxCursor { id, epoch: 0 }))
+        serde_json::from_str(s).ok().or_else(|| {
+            s.trim().parse().ok().map(|id| TxCursor {
+                id,
+                epoch: 0,
+                at: None,
+            })
+        })
     }
 
     pub fn event_id(&self, id: i64) -> String {
@@ -144,14 +169,37 @@ impl GateClient {
     }
 
     /// The `next` link of a page, re-based onto our own base URL: only its query (the opaque
-    /// cursor, the limit and filters) is taken. The token is never sent to a host the server
-    /// names (a proxy's internal name, an `http://` link behind TLS termination, a hostile
-    /// redirect).
-    pub fn follow(&self, endpoint: &str, next: &str) -> std::result::Result<url::Url, Failure> {
+    /// cursor and the limit) is taken. The token is never sent to a host the server names (a
+    /// proxy's internal name, an `http://` link behind TLS termination, a hostile redirect).
+    ///
+    /// The filters of the first request (`session_status`, `start_date`, `type`…) that the
+    /// link lacks are added back from `first`: GATE's documented `next` links carry only the
+    /// cursor and the limit (seed 003: `…/aaa_accounting/?cursor=xyz123&limit=25` answering
+    /// `?start_date=…&session_status=active&limit=25`, `…/txlog_portal/?cursor=…&limit=25`
+    /// answering `?type=ui&start_date=…&limit=25`). Followed as given, page 2 on would list
+    /// every stopped session and the whole portal log. A parameter the link does carry wins.
+    pub fn follow(
+        &self,
+        endpoint: &str,
+        next: &str,
+        first: &url::Url,
+    ) -> std::result::Result<url::Url, Failure> {
         let n = url::Url::parse(next)
             .map_err(|e| Failure::new(format!("unusable next link {next:?}: {e}")))?;
         let mut u = self.url(endpoint, &[]);
         u.set_query(n.query());
+        let given: HashSet<String> = n.query_pairs().map(|(k, _)| k.into_owned()).collect();
+        let missing: Vec<(String, String)> = first
+            .query_pairs()
+            .filter(|(k, _)| k != "cursor" && !given.contains(k.as_ref()))
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect();
+        if !missing.is_empty() {
+            let mut q = u.query_pairs_mut();
+            for (k, v) in &missing {
+                q.append_pair(k, v);
+            }
+        }
         Ok(u)
     }
 
@@ -384,9 +432,30 @@ struct Poller {
     bus: Bus,
     cfg_rx: ConfigRx,
     cursor: Option<TxCursor>,
+    /// A catch-up in progress (kept across polls: a 429 midway resumes at its last window).
+    catch_up: Option<CatchUp>,
     /// Rejected payloads without an id already reported (not again on every poll).
     rejected: HashSet<u64>,
     health: Option<(bool, String)>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct CatchUp {
+    window: chrono::TimeDelta,
+    /// The newest entry's `datetime` when the gap was found: once a window reaches it, the
+    /// rest is a normal poll's.
+    until: DateTime<Utc>,
+}
+
+fn datetime(v: &Value) -> Option<DateTime<Utc>> {
+    v.get("datetime")
+        .and_then(Value::as_str)
+        .and_then(|d| DateTime::parse_from_rfc3339(d).ok())
+        .map(|d| d.with_timezone(&Utc))
+}
+
+fn gate_time(t: DateTime<Utc>) -> String {
+    t.format("%Y-%m-%dT%H:%M:%SZ").to_string()
 }
 
 fn hash(s: &str) -> u64 {
@@ -447,7 +516,7 @@ impl Poller {
         first: url::Url,
         mut on_page: impl FnMut(&[Value]) -> bool,
     ) -> std::result::Result<(), Failure> {
-        let mut url = first;
+        let mut url = first.clone();
         for _ in 0..MAX_PAGES {
             let (page, raw) = match self.client.get(&url).await {
                 Ok(p) => p,
@@ -469,7 +538,7 @@ impl Poller {
                 return Ok(());
             }
             match page.get("next").and_then(Value::as_str) {
-                Some(n) if !n.is_empty() => url = self.client.follow(endpoint, n)?,
+                Some(n) if !n.is_empty() => url = self.client.follow(endpoint, n, &first)?,
                 _ => return Ok(()),
             }
         }
@@ -479,22 +548,33 @@ impl Poller {
     }
 
     async fn poll_txlog(&mut self, cfg: &GateConfig) -> std::result::Result<usize, Failure> {
+        if self.catch_up.is_some() {
+            return self.catch_up(cfg).await;
+        }
+        let cap = cfg.page_size as usize * CATCH_UP_PAGES;
         let mut query = vec![("limit", cfg.page_size.to_string())];
-        let mut cursor = self.cursor;
+        let cursor = self.cursor;
+        let mut since = None;
         if cursor.is_none_or(|c| c.id == 0) {
             // First start (or a new epoch): read back `initial_backfill` by GATE's clock, which
             // may be hours off (the simulator's wrong clock: entries dated before the window
             // are not read on this first pass); afterwards the cursor, an id, decides what is
             // new, whatever the clocks say.
-            let since = Utc::now()
+            let t = Utc::now()
                 - chrono::Duration::from_std(cfg.initial_backfill.get()).unwrap_or_default();
-            query.push(("start_date", since.format("%Y-%m-%dT%H:%M:%SZ").to_string()));
+            query.push(("start_date", gate_time(t)));
+            since = Some(t);
         }
+        // Where a catch-up would start. Without it (a cursor from an older version) a large
+        // gap is read in one go, as before.
+        let from = cursor.and_then(|c| c.at).or(since);
         let first = self.client.url("txlog_portal", &query);
         let known = cursor.map_or(i64::MIN, |c| c.id);
         let mut fresh: BTreeMap<i64, Value> = BTreeMap::new();
         let mut no_id: Vec<Value> = Vec::new();
         let mut newest_on_first: Option<Option<i64>> = None;
+        let mut overflow = false;
+        let mut newest_time: Option<DateTime<Utc>> = None;
         self.pages("txlog_portal", first, |results| {
             let ids: Vec<Option<i64>> = results
                 .iter()
@@ -515,6 +595,17 @@ impl Poller {
                     None => no_id.push(r.clone()),
                 }
             }
+            newest_time = newest_time.max(results.iter().filter_map(datetime).max());
+            // Windows only when GATE's newest entry is dated after where they would start:
+            // a clock that went back (or a first start with GATE's clock hours behind ours)
+            // would give windows that never reach the new entries: that gap is read in one go.
+            if !reached
+                && fresh.len() > cap
+                && from.is_some_and(|f| newest_time.is_some_and(|n| n > f))
+            {
+                overflow = true;
+                return true;
+            }
             reached
         })
         .await?;
@@ -531,10 +622,128 @@ impl Poller {
             self.cursor = Some(TxCursor {
                 id: 0,
                 epoch: c.epoch + 1,
+                at: None,
             });
             return Box::pin(self.poll_txlog(cfg)).await;
         }
-        let mut c = cursor.unwrap_or(TxCursor { id: 0, epoch: 0 });
+        if let (true, Some(from)) = (overflow, from) {
+            let until = newest_time.unwrap_or(from);
+            tracing::info!(
+                cursor = known,
+                from = %from,
+                until = %until,
+                "GATE transaction log: a large gap, caught up window by window"
+            );
+            drop(fresh);
+            let mut c = cursor.unwrap_or(TxCursor {
+                id: 0,
+                epoch: 0,
+                at: None,
+            });
+            c.at = Some(from);
+            self.cursor = Some(c);
+            self.catch_up = Some(CatchUp {
+                window: CATCH_UP_WINDOW,
+                until,
+            });
+            return self.catch_up(cfg).await;
+        }
+        let at = fresh.values().filter_map(datetime).max();
+        self.publish_entries(cursor, fresh, no_id, at).await
+    }
+
+    /// A gap too large to hold (days offline on a busy hotspot): the log is read oldest first
+    /// in time windows (`start_date` / `end_date`, GATE's clock), each window paged newest
+    /// first like a normal poll, then published and checkpointed (the cursor's id and `at`,
+    /// the window's end) before the next. At most `CATCH_UP_PAGES` pages of entries are held;
+    /// a window holding more is halved and read again. A 429 or 5xx midway loses only the
+    /// window being read: the next poll resumes there. Entries already processed (the
+    /// windows overlap by `CATCH_UP_MARGIN`) are recognised by id. This trusts GATE's
+    /// `datetime` to grow with its ids, give or take the margin; the normal poll (by id only)
+    /// takes over once a window reaches the newest entry seen when the gap was found.
+    async fn catch_up(&mut self, cfg: &GateConfig) -> std::result::Result<usize, Failure> {
+        let cap = cfg.page_size as usize * CATCH_UP_PAGES;
+        let mut events = 0;
+        while let Some(mut cu) = self.catch_up {
+            let Some(c) = self.cursor else {
+                self.catch_up = None;
+                break;
+            };
+            let Some(at) = c.at else {
+                self.catch_up = None;
+                break;
+            };
+            let end = at + cu.window;
+            let first = self.client.url(
+                "txlog_portal",
+                &[
+                    ("limit", cfg.page_size.to_string()),
+                    ("start_date", gate_time(at - CATCH_UP_MARGIN)),
+                    ("end_date", gate_time(end)),
+                ],
+            );
+            let known = c.id;
+            let smallest = cu.window <= MIN_CATCH_UP_WINDOW;
+            let mut fresh: BTreeMap<i64, Value> = BTreeMap::new();
+            let mut no_id: Vec<Value> = Vec::new();
+            let mut overflow = false;
+            self.pages("txlog_portal", first, |results| {
+                let mut reached = false;
+                for r in results {
+                    match r.get("id").and_then(Value::as_i64) {
+                        Some(id) if id <= known => reached = true,
+                        Some(id) => {
+                            fresh.entry(id).or_insert_with(|| r.clone());
+                        }
+                        None => no_id.push(r.clone()),
+                    }
+                }
+                if !reached && !smallest && fresh.len() > cap {
+                    overflow = true;
+                    return true;
+                }
+                reached
+            })
+            .await?;
+            if overflow {
+                cu.window = (cu.window / 2).max(MIN_CATCH_UP_WINDOW);
+                self.catch_up = Some(cu);
+                continue;
+            }
+            let held = fresh.len();
+            // Everything up to the window's end is read (not beyond the newest entry seen
+            // when the gap was found: GATE's clock may be behind the window's end).
+            let read_to = end.min(cu.until).max(at);
+            events += self
+                .publish_entries(Some(c), fresh, no_id, Some(read_to))
+                .await?;
+            if end >= cu.until {
+                tracing::info!(cursor = ?self.cursor, "GATE transaction log caught up");
+                self.catch_up = None;
+            } else {
+                if held < cap / 2 {
+                    cu.window = (cu.window * 2).min(MAX_CATCH_UP_WINDOW);
+                }
+                self.catch_up = Some(cu);
+            }
+        }
+        Ok(events)
+    }
+
+    /// Publish new entries oldest first, then the cursor past them (and `at`, the GATE time
+    /// read up to, when given).
+    async fn publish_entries(
+        &mut self,
+        cursor: Option<TxCursor>,
+        fresh: BTreeMap<i64, Value>,
+        no_id: Vec<Value>,
+        at: Option<DateTime<Utc>>,
+    ) -> std::result::Result<usize, Failure> {
+        let mut c = cursor.unwrap_or(TxCursor {
+            id: 0,
+            epoch: 0,
+            at: None,
+        });
         let now = Utc::now();
         let mut events = 0;
         let mut skipped = 0;
@@ -568,10 +777,14 @@ impl Poller {
                 }
             }
         }
-        if newest != c.id || cursor.is_none() {
+        let at = match (c.at, at) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => b.or(a),
+        };
+        if newest != c.id || at != c.at || cursor.is_none() {
             c.id = newest;
-            cursor = Some(c);
-            self.cursor = cursor;
+            c.at = at;
+            self.cursor = Some(c);
             // After the events: the store writes it in order, so a crash between the two
             // replays (deduplicated by id) rather than loses.
             self.bus
@@ -739,6 +952,7 @@ pub fn spawn(
         bus,
         cfg_rx,
         cursor,
+        catch_up: None,
         rejected: HashSet::new(),
         health: None,
     };
@@ -760,7 +974,11 @@ mod tests {
             "mac_addr": 123456789, "access_point": 42, "access_point_name": "AP-Floor3-West",
             "location": 15, "location_name": "Headquarters Building A",
             "message": "User login successful"});
-        let c = TxCursor { id: 0, epoch: 0 };
+        let c = TxCursor {
+            id: 0,
+            epoch: 0,
+            at: None,
+        };
         let ev = parse_entry(&v, &c, Utc::now()).unwrap().unwrap();
         assert_eq!(ev.id, "gate:12345");
         assert_eq!(ev.kind.name(), "wifi_login");
@@ -789,14 +1007,50 @@ mod tests {
                 .unwrap_err()
                 .contains("datetime")
         );
-        assert_eq!(TxCursor { id: 7, epoch: 2 }.event_id(7), "gate:e2:7");
+        assert_eq!(
+            TxCursor {
+                id: 7,
+                epoch: 2,
+                at: None
+            }
+            .event_id(7),
+            "gate:e2:7"
+        );
+    }
+
+    /// Cursors stored before `at` was kept (and the bare ids of older ones) still resume; a
+    /// new one keeps GATE's time for a later catch-up.
+    #[test]
+    fn stored_cursors_old_and_new() {
+        assert_eq!(
+            TxCursor::parse(r#"{"id":42,"epoch":1}"#),
+            Some(TxCursor {
+                id: 42,
+                epoch: 1,
+                at: None
+            })
+        );
+        assert_eq!(TxCursor::parse("42").map(|c| c.at), Some(None));
+        let c = TxCursor {
+            id: 42,
+            epoch: 0,
+            at: Some("2024-01-15T10:30:00Z".parse().unwrap()),
+        };
+        assert_eq!(
+            TxCursor::parse(&serde_json::to_string(&c).unwrap()),
+            Some(c)
+        );
     }
 
     /// The seed's own example pages (tests/fixtures/gate/): the login is an event, the
     /// registration is skipped, the session is active.
     #[test]
     fn the_seeds_example_pages() {
-        let c = TxCursor { id: 0, epoch: 0 };
+        let c = TxCursor {
+            id: 0,
+            epoch: 0,
+            at: None,
+        };
         let page: Value = serde_json::from_str(include_str!(
             "../../../tests/fixtures/gate/txlog_portal_example.json"
         ))
@@ -825,19 +1079,68 @@ mod tests {
             ..GateConfig::default()
         };
         let c = GateClient::new(&cfg).unwrap();
+        let first = c.url("txlog_portal", &[("limit", "25".into())]);
         // A proxy's internal name, plain http, or another host entirely: only the query is
         // taken.
         let u = c
             .follow(
                 "txlog_portal",
                 "http://10.0.0.7:8000/api/v1/txlog_portal/?cursor=eyJpZCI6MTAwfQ%3D%3D&limit=25",
+                &first,
             )
             .unwrap();
         assert_eq!(
             u.as_str(),
             "https://gate.example.org/api/v1/txlog_portal/?cursor=eyJpZCI6MTAwfQ%3D%3D&limit=25"
         );
-        assert!(c.follow("txlog_portal", "not a url").is_err());
+        assert!(c.follow("txlog_portal", "not a url", &first).is_err());
+    }
+
+    /// Seed 003's accounting example: the request filters, its `next` link carries only the
+    /// cursor and the limit. The filters go back on; the link's own cursor and limit stay.
+    #[test]
+    fn next_links_keep_the_first_requests_filters() {
+        let cfg = GateConfig {
+            url: "https://gate.zequenze.com/api/v1".into(),
+            token: Some(Secret::new("t")),
+            ..GateConfig::default()
+        };
+        let c = GateClient::new(&cfg).unwrap();
+        let first = c.url(
+            "aaa_accounting",
+            &[
+                ("start_date", "2024-01-01".into()),
+                ("session_status", "active".into()),
+                ("limit", "25".into()),
+            ],
+        );
+        let u = c
+            .follow(
+                "aaa_accounting",
+                "https://gate.zequenze.com/api/v1/aaa_accounting/?cursor=xyz123&limit=20",
+                &first,
+            )
+            .unwrap();
+        let q: Vec<(String, String)> = u.query_pairs().into_owned().collect();
+        let get = |k: &str| {
+            q.iter()
+                .filter(|(n, _)| n == k)
+                .map(|(_, v)| v.as_str())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(get("cursor"), ["xyz123"]);
+        assert_eq!(get("limit"), ["20"], "the link's own limit wins, once");
+        assert_eq!(get("start_date"), ["2024-01-01"]);
+        assert_eq!(get("session_status"), ["active"]);
+        // A link that carries its filters is taken as it is.
+        let u = c
+            .follow(
+                "aaa_accounting",
+                "https://gate.zequenze.com/api/v1/aaa_accounting/?cursor=a&limit=25&session_status=active&start_date=2024-01-01",
+                &first,
+            )
+            .unwrap();
+        assert_eq!(u.query_pairs().count(), 4);
     }
 
     #[test]

@@ -83,6 +83,10 @@ pub enum Evidence {
 pub struct WifiDevice {
     pub user: Option<i64>,
     pub username: Option<String>,
+    /// The portal entry's e-mail (lower case). The portal log's `username` is often a short
+    /// name while RADIUS accounting names the same person by e-mail: a person configured with
+    /// the e-mail in `gate_usernames` is found by either.
+    pub email: Option<String>,
     pub mac: Option<String>,
     pub access_point: Option<String>,
 }
@@ -94,7 +98,11 @@ impl Evidence {
         use crate::model::{EventKind, Message};
         match m {
             Message::Event(e) => {
-                let at = e.time.with_timezone(&Utc);
+                // Never later than gatehouse received it: a device clock running ahead (a GATE
+                // an hour fast was seen in the simulator) would otherwise run every person's
+                // Wi-Fi timers up to its time (others going away early) and make its person's
+                // newest evidence an hour in the future (their doors ignored for an hour).
+                let at = e.time.with_timezone(&Utc).min(e.received);
                 let id = e.id.clone();
                 match &e.kind {
                     EventKind::AccessGranted { .. } => Some(Evidence::Badge {
@@ -113,6 +121,7 @@ impl Evidence {
                         action,
                         user,
                         username,
+                        email,
                         mac,
                         access_point,
                         ..
@@ -120,9 +129,15 @@ impl Evidence {
                         let device = WifiDevice {
                             user: *user,
                             username: username.as_ref().map(|u| u.trim().to_lowercase()),
+                            email: email.as_ref().map(|u| u.trim().to_lowercase()),
                             mac: mac.as_deref().and_then(crate::config::normalize_mac),
                             access_point: access_point.clone(),
                         };
+                        // `aa` (auto-authenticate: the portal recognised a returning device)
+                        // is an authentication step, not a session start: the `ai` that
+                        // follows it (or the accounting list) is the login. Taking `aa` too
+                        // would count one arrival twice, and an `aa` without its `ai` (the
+                        // device did not complete the portal) shows nobody on the Wi-Fi.
                         match action.as_str() {
                             "ui" | "ai" => Some(Evidence::WifiLogin { id, device, at }),
                             "uo" | "st" | "si" | "di" => Some(Evidence::WifiEnd {
@@ -277,6 +292,8 @@ pub struct Engine {
     directions: HashMap<DoorId, DoorDirection>,
     away_after: chrono::Duration,
     records: BTreeMap<String, Record>,
+    /// Evidence at or after this time runs no timers ([`Engine::hold_timers`]).
+    hold_from: Option<DateTime<Utc>>,
 }
 
 fn ts(t: DateTime<Utc>) -> String {
@@ -311,6 +328,7 @@ impl Engine {
             directions: HashMap::new(),
             away_after: chrono::Duration::minutes(10),
             records,
+            hold_from: None,
         };
         e.configure(cfg);
         e
@@ -438,10 +456,29 @@ impl Engine {
         out
     }
 
+    /// Hold the timers while gatehouse starts (`from`: the start time; `None` ends the hold).
+    ///
+    /// At start the sources' backfill brings what happened while gatehouse was down, and live
+    /// evidence stamped with the local clock arrives among it: GATE's first session list comes
+    /// about a second after start, long before Net2's backfill is through. Ticking to the
+    /// list's time would fire every Wi-Fi timer that fell due during the downtime; a backfilled
+    /// entry that should have cancelled one (a badge at an `in` door two minutes before the
+    /// timer) then arrives older than the newest evidence and is ignored: away while inside.
+    /// So during the hold, evidence from before `from` (a backfill, replayed in its order)
+    /// still fires the timers due by its time, and evidence at or after `from` fires none; the
+    /// task ticks to the wall clock once the hold ends.
+    pub fn hold_timers(&mut self, from: Option<DateTime<Utc>>) {
+        self.hold_from = from;
+    }
+
     /// Use one piece of evidence. Timers due by its time fire first, so a backfill replays a
-    /// day in the order it happened.
+    /// day in the order it happened (held while gatehouse starts: [`Engine::hold_timers`]).
     pub fn apply(&mut self, ev: &Evidence) -> Vec<Change> {
-        let mut out = self.tick(ev.at());
+        let mut out = if self.hold_from.is_some_and(|h| ev.at() >= h) {
+            Vec::new()
+        } else {
+            self.tick(ev.at())
+        };
         match ev {
             Evidence::Badge { id, user, door, at } => {
                 let Some(person) = self.net2.get(user).cloned() else {
@@ -531,6 +568,7 @@ impl Engine {
                         Some(m) => s.mac.as_ref() != Some(m),
                         None => {
                             !(device.username.is_some() && s.username == device.username
+                                || device.email.is_some() && s.username == device.email
                                 || device.user.is_some()
                                     && s.user_id.as_deref()
                                         == device.user.map(|u| u.to_string()).as_deref())
@@ -554,6 +592,7 @@ impl Engine {
                     let device = WifiDevice {
                         user: s.user_id.as_deref().and_then(|u| u.trim().parse().ok()),
                         username: s.username.as_ref().map(|u| u.trim().to_lowercase()),
+                        email: None,
                         mac: s.mac.as_deref().and_then(crate::config::normalize_mac),
                         access_point: s.access_point.clone(),
                     };
@@ -640,6 +679,7 @@ impl Engine {
             .and_then(|m| self.macs.get(m))
             .or_else(|| d.user.and_then(|u| self.gate_users.get(&u)))
             .or_else(|| d.username.as_ref().and_then(|u| self.gate_names.get(u)))
+            .or_else(|| d.email.as_ref().and_then(|u| self.gate_names.get(u)))
             .cloned()
     }
 
@@ -1252,6 +1292,124 @@ presence: { wifi_away_after: 10m }
             .tick("09:10:00");
             assert_eq!(d.anna().home, Some(false));
         }
+    }
+
+    fn gate_event(action: &str, at: &str, received: &str) -> Message {
+        // The portal log names Anna by a short name; her config has the e-mail that RADIUS
+        // accounting uses, and the entry carries it too.
+        Message::Event(Box::new(Event {
+            id: format!("gate:{action}:{at}"),
+            source: "gate".into(),
+            source_id: None,
+            fingerprint: String::new(),
+            time: t(at).fixed_offset(),
+            received: t(received),
+            via: Via::Rest,
+            door: None,
+            user: None,
+            kind: EventKind::Wifi {
+                action: action.into(),
+                user: None,
+                username: Some("anna".into()),
+                email: Some("Anna@Example.org".into()),
+                mac: None,
+                access_point: None,
+                location: None,
+            },
+            code: None,
+            description: None,
+            raw: String::new(),
+        }))
+    }
+
+    #[test]
+    fn wifi_events_find_the_person_by_the_entrys_email() {
+        let mut d = Day::new();
+        d.feed(Evidence::from_message(&gate_event("ui", "08:00:00", "08:00:00")).unwrap());
+        assert_eq!(d.anna().home, Some(true));
+        // The accounting list names the session by e-mail; the logout (no MAC) ends it.
+        let mut s = session("s1", ANNA_PHONE, "08:00:00");
+        s.mac = None;
+        s.user_id = None;
+        d.feed(sessions(&[s], "08:00:30"));
+        assert_eq!(d.anna().wifi_sessions, 1);
+        d.feed(Evidence::from_message(&gate_event("uo", "09:00:00", "09:00:00")).unwrap());
+        assert_eq!(d.anna().wifi_sessions, 0);
+        d.tick("09:10:00");
+        assert_eq!(d.anna().home, Some(false));
+    }
+
+    #[test]
+    fn a_gate_clock_an_hour_ahead_moves_no_timer_and_hides_no_door() {
+        let mut d = Day::new();
+        // Bo's phone left at 09:55: away at 10:05 unless he comes back.
+        d.feed(sessions(
+            &[WifiSession {
+                mac: Some("aa:bb:cc:00:00:02".into()),
+                username: None,
+                user_id: None,
+                ..session("b1", ANNA_PHONE, "09:00:00")
+            }],
+            "09:00:10",
+        ))
+        .feed(sessions(&[], "09:55:00"));
+        // Anna's login reaches gatehouse at 10:00, stamped 11:00 by GATE's clock.
+        d.feed(Evidence::from_message(&gate_event("ui", "11:00:00", "10:00:00")).unwrap());
+        assert_eq!(d.anna().since, Some(t("10:00:00")), "as of its arrival");
+        assert_eq!(
+            d.e.state("bo").unwrap().home,
+            Some(true),
+            "no timer run ahead"
+        );
+        // She leaves by the out door at 10:01: not hidden behind an 11:00 login.
+        d.feed(badge(11, 2, "10:01:00"));
+        assert_eq!(d.anna().home, Some(false));
+        d.tick("10:05:00");
+        assert_eq!(d.e.state("bo").unwrap().home, Some(false));
+    }
+
+    #[test]
+    fn a_backfilled_entry_cancels_a_timer_that_fell_due_while_gatehouse_was_down() {
+        let mut d = Day::new();
+        d.feed(sessions(
+            &[session("s1", ANNA_PHONE, "09:00:00")],
+            "09:00:10",
+        ))
+        // Her phone leaves at 10:00 (away at 10:10 unless an entry follows); gatehouse stops.
+        .feed(sessions(&[], "10:00:00"));
+        let mut d = Day::resume(d.e.records().clone());
+        // Started again at 10:30 (an upgrade). Meanwhile she badged in at 10:08.
+        d.e.hold_timers(Some(t("10:30:00")));
+        // GATE's first session list comes a second after start, before Net2's backfill.
+        d.feed(sessions(&[], "10:30:01"))
+            .feed(badge(11, 1, "10:08:00"))
+            .feed(sessions(&[], "10:30:31"));
+        // The grace is over: the timers run on the wall clock.
+        d.e.hold_timers(None);
+        d.tick("10:31:00").tick("12:00:00");
+        assert!(d.timeline.is_empty(), "{:?}", d.timeline);
+        assert_eq!(d.anna().home, Some(true));
+        assert_eq!(d.anna().evidence.as_deref(), Some("door 1 Front (in)"));
+        // A timer that fell due during the downtime with no entry still fires, at its time.
+        let mut d = Day::new();
+        d.feed(sessions(
+            &[session("s1", ANNA_PHONE, "09:00:00")],
+            "09:00:10",
+        ))
+        .feed(sessions(&[], "10:00:00"));
+        d.e.hold_timers(Some(t("10:30:00")));
+        d.feed(sessions(&[], "10:30:01"));
+        assert_eq!(d.anna().home, Some(true), "held");
+        d.e.hold_timers(None);
+        d.tick("10:30:30");
+        assert_eq!(
+            d.timeline.last().unwrap(),
+            &line(
+                "10:10:00",
+                "away",
+                "Wi-Fi ended at 10:00:00 and no entry within 600s"
+            )
+        );
     }
 
     #[test]

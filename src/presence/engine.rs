@@ -14,6 +14,9 @@
 //!   timeout / disconnect), they go away `wifi_away_after` later unless an entry follows. A
 //!   session the accounting list still shows after its device's logout / timeout is stale
 //!   (the list lags the portal log; RADIUS sessions without a Stop linger) and not taken again.
+//! - A Wi-Fi source that lists no sessions for `wifi_away_after` (or is removed from the
+//!   config) can no longer say a session ended: its sessions end as of its last list (or now),
+//!   and the away timer runs as for any end ([`Engine::expire_sources`]).
 //! - Evidence older than the newest evidence already used is ignored (a REST backfill replaying
 //!   the morning must not undo the afternoon); evidence of the same second is used in arrival
 //!   order, each piece once (by its event id, the key every source keeps stable for a
@@ -24,7 +27,7 @@ use crate::config::{Config, DoorDirection};
 use crate::model::{DoorId, DoorRef, PersonState, WifiSession};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 /// Ids of the latest evidence used, kept per person (a burst within [`CLOCK_TOLERANCE`] longer
 /// than this is longer than any real one).
@@ -133,11 +136,12 @@ impl Evidence {
                             mac: mac.as_deref().and_then(crate::config::normalize_mac),
                             access_point: access_point.clone(),
                         };
-                        // `aa` (auto-authenticate: the portal recognised a returning device)
-                        // is an authentication step, not a session start: the `ai` that
-                        // follows it (or the accounting list) is the login. Taking `aa` too
-                        // would count one arrival twice, and an `aa` without its `ai` (the
-                        // device did not complete the portal) shows nobody on the Wi-Fi.
+                        // `aa` (automatic authentication) is deliberately not a login: GATE
+                        // logs it as an authentication step (action `au`, where `ui` / `ai`
+                        // log `li`, a login), not as a session start. The session it may lead
+                        // to shows as an `ai` or in the accounting list, which bring the
+                        // person home; taking `aa` too would make an authentication that
+                        // never became a session an arrival.
                         match action.as_str() {
                             "ui" | "ai" => Some(Evidence::WifiLogin { id, device, at }),
                             "uo" | "st" | "si" | "di" => Some(Evidence::WifiEnd {
@@ -210,6 +214,12 @@ pub struct Record {
     /// The last session ended then: away at `wifi_ended_at + wifi_away_after` unless an entry
     /// follows.
     pub wifi_ended_at: Option<DateTime<Utc>>,
+    /// Why the Wi-Fi ended, when not a session ending (`GATE has not answered since …`); the
+    /// away evidence says so.
+    pub wifi_end_note: Option<String>,
+    /// Sessions ended because their source stopped answering (or was removed): listed again
+    /// once it answers, they count as of that list (the person is on the Wi-Fi now).
+    pub expired_sessions: BTreeSet<String>,
     /// Devices a logout / timeout / disconnect ended, and when. GATE's accounting list can
     /// still show such a session afterwards (it lags the portal log, and a RADIUS session
     /// whose access point never sent its Stop stays "active" for hours): a session of that
@@ -258,9 +268,10 @@ impl Record {
     }
 
     /// A session ended at `at`: if it was the last one, the away timer starts.
-    fn session_ended(&mut self, at: DateTime<Utc>) {
+    fn session_ended(&mut self, at: DateTime<Utc>, note: Option<String>) {
         if self.sessions.is_empty() && self.home != Some(false) {
             self.wifi_ended_at = Some(at);
+            self.wifi_end_note = note;
         }
     }
 }
@@ -294,6 +305,11 @@ pub struct Engine {
     records: BTreeMap<String, Record>,
     /// Evidence at or after this time runs no timers ([`Engine::hold_timers`]).
     hold_from: Option<DateTime<Utc>>,
+    /// The configured Wi-Fi sources (session keys start with `<source>/`).
+    wifi_sources: BTreeSet<String>,
+    /// When each Wi-Fi source last listed its sessions (or, after a start, when gatehouse
+    /// started: not persisted, the source gets `wifi_away_after` from then to answer).
+    last_list: HashMap<String, DateTime<Utc>>,
 }
 
 fn ts(t: DateTime<Utc>) -> String {
@@ -329,6 +345,8 @@ impl Engine {
             away_after: chrono::Duration::minutes(10),
             records,
             hold_from: None,
+            wifi_sources: BTreeSet::new(),
+            last_list: HashMap::new(),
         };
         e.configure(cfg);
         e
@@ -377,6 +395,13 @@ impl Engine {
             }
         }
         self.directions = cfg.doors.iter().map(|(id, d)| (*id, d.direction)).collect();
+        // Sessions of a source no longer configured end at the next [`Engine::expire_sources`].
+        self.wifi_sources = cfg
+            .sources
+            .gate
+            .iter()
+            .map(|_| crate::sources::gate::SOURCE.to_string())
+            .collect();
         self.away_after = chrono::Duration::from_std(cfg.presence.wifi_away_after.get())
             .unwrap_or(chrono::Duration::minutes(10));
         self.records.retain(|id, _| self.people.contains_key(id));
@@ -413,13 +438,92 @@ impl Engine {
         })
     }
 
-    /// When [`Engine::tick`] has something to do next (a Wi-Fi away timer).
+    /// When [`Engine::tick`] (or [`Engine::expire_sources`]) has something to do next: a Wi-Fi
+    /// away timer, or a source's sessions expiring.
     pub fn next_deadline(&self) -> Option<DateTime<Utc>> {
+        let timers = self.records.values().filter_map(|r| r.wifi_ended_at);
+        let silent = self
+            .session_sources()
+            .into_iter()
+            .filter_map(|s| self.last_list.get(&s).copied());
+        timers.chain(silent).min().map(|t| t + self.away_after)
+    }
+
+    fn session_sources(&self) -> BTreeSet<String> {
         self.records
             .values()
-            .filter_map(|r| r.wifi_ended_at)
-            .min()
-            .map(|t| t + self.away_after)
+            .flat_map(|r| r.sessions.keys())
+            .filter_map(|k| k.split_once('/').map(|(s, _)| s.to_string()))
+            .collect()
+    }
+
+    /// End the sessions of Wi-Fi sources that can no longer say they ended: a source removed
+    /// from the config (at `now`), and a source that has not listed its sessions for
+    /// `wifi_away_after` (GATE down for days, its token revoked: 401 for ever), as of its last
+    /// list. Without this, everyone who was on the Wi-Fi would stay home for ever: the away
+    /// timer starts only when a list (or a logout) ends the last session. The away timer then
+    /// runs from that time as for any session end ([`Engine::tick`] fires it), unless other
+    /// evidence since says otherwise. Call it before [`Engine::tick`] with the wall clock.
+    pub fn expire_sources(&mut self, now: DateTime<Utc>) -> Vec<Change> {
+        let mut ends: Vec<(String, DateTime<Utc>, String, bool)> = Vec::new();
+        for source in self.session_sources() {
+            if !self.wifi_sources.contains(&source) {
+                ends.push((
+                    source.clone(),
+                    now,
+                    format!("Wi-Fi source {source} removed at {}", ts(now)),
+                    false,
+                ));
+                continue;
+            }
+            let last = *self.last_list.entry(source.clone()).or_insert(now);
+            if last + self.away_after <= now {
+                tracing::warn!(source = %source, since = %last, "no Wi-Fi session list for wifi_away_after: its sessions count as ended");
+                ends.push((
+                    source.clone(),
+                    last,
+                    format!(
+                        "{} has not answered since {}",
+                        source.to_uppercase(),
+                        ts(last)
+                    ),
+                    true,
+                ));
+            }
+        }
+        if ends.is_empty() {
+            return Vec::new();
+        }
+        let mut out = Vec::new();
+        let ids: Vec<String> = self.people.keys().cloned().collect();
+        for person in ids {
+            self.change(&person, &mut out, |r| {
+                for (source, at, note, relist) in &ends {
+                    let prefix = format!("{source}/");
+                    let gone: Vec<String> = r
+                        .sessions
+                        .keys()
+                        .filter(|k| k.starts_with(&prefix))
+                        .cloned()
+                        .collect();
+                    if gone.is_empty() {
+                        continue;
+                    }
+                    for k in gone {
+                        r.sessions.remove(&k);
+                        if *relist {
+                            r.expired_sessions.insert(k);
+                        }
+                    }
+                    // Evidence newer than the end (a badge at a door since) already says
+                    // where the person is.
+                    if r.evidence_at.is_none_or(|e| e <= *at) {
+                        r.session_ended(*at, Some(note.clone()));
+                    }
+                }
+            });
+        }
+        out
     }
 
     /// Fire the Wi-Fi away timers due at `now`.
@@ -443,11 +547,14 @@ impl Engine {
                     return;
                 }
                 r.used(at, &id);
+                let why = r
+                    .wifi_end_note
+                    .take()
+                    .unwrap_or_else(|| format!("Wi-Fi ended at {}", ts(ended)));
                 r.leave(
                     at,
                     format!(
-                        "Wi-Fi ended at {} and no entry within {}",
-                        ts(ended),
+                        "{why} and no entry within {}",
                         crate::config::HumanDuration(away_after.to_std().unwrap_or_default())
                     ),
                 );
@@ -578,7 +685,7 @@ impl Engine {
                     // the Wi-Fi presence too.
                     if r.sessions.is_empty() && (before > 0 || r.wifi_ended_at.is_none()) {
                         tracing::debug!(action = %action, "last Wi-Fi session ended");
-                        r.session_ended(*at);
+                        r.session_ended(*at, None);
                     }
                 });
             }
@@ -609,6 +716,8 @@ impl Engine {
                         );
                     }
                 }
+                let last = self.last_list.entry(source.clone()).or_insert(*at);
+                *last = (*last).max(*at);
                 let prefix = format!("{source}/");
                 let ids: Vec<String> = self.people.keys().cloned().collect();
                 for person in ids {
@@ -644,15 +753,21 @@ impl Engine {
                         // Started earlier than the list says (never later: a wrong clock).
                         let mut new_entries = Vec::new();
                         for (k, s) in new {
-                            let start = s.started.map_or(*at, |t| t.min(*at));
-                            new_entries.push((k.clone(), start, s.clone()));
+                            // Ended only because the source went silent: on the Wi-Fi now.
+                            let (start, id) = if r.expired_sessions.contains(&k) {
+                                (*at, format!("{k}@{}", at.timestamp_millis()))
+                            } else {
+                                (s.started.map_or(*at, |t| t.min(*at)), k.clone())
+                            };
+                            new_entries.push((id, start, s.clone()));
                             r.sessions.insert(k, s);
                         }
+                        r.expired_sessions.retain(|k| !k.starts_with(&prefix));
                         if !r.sessions.is_empty() {
                             // A session is active: no away timer.
                             r.wifi_ended_at = None;
                         } else if !ended.is_empty() {
-                            r.session_ended(*at);
+                            r.session_ended(*at, None);
                         }
                         new_entries.sort_by_key(|(_, t, _)| *t);
                         for (k, start, s) in new_entries {
@@ -736,6 +851,9 @@ sources:
     username: Gate House
     password: x
     client_id: 00000000-0000-4000-8000-000000000000
+  gate:
+    url: https://gate.example.org/api/v1
+    token: x
 doors:
   1: { name: Front, direction: in }
   2: { name: Back, direction: out }
@@ -854,6 +972,12 @@ presence: { wifi_away_after: 10m }
             let ch = self.e.tick(t(at));
             self.record(ch);
             self
+        }
+        /// What the task does when it wakes: sources' sessions expire, then the timers.
+        fn wake(&mut self, at: &str) -> &mut Day {
+            let ch = self.e.expire_sources(t(at));
+            self.record(ch);
+            self.tick(at)
         }
         fn anna(&self) -> PersonState {
             self.e.state("anna").unwrap()
@@ -1044,7 +1168,9 @@ presence: { wifi_away_after: 10m }
         .tick("13:00:00");
         assert_eq!(d.anna().home, Some(true));
         assert_eq!(d.anna().wifi_sessions, 1);
-        assert_eq!(d.e.next_deadline(), None);
+        // No away timer (the next deadline is GATE's silence check, a list after the last).
+        assert_eq!(d.e.records()["anna"].wifi_ended_at, None);
+        assert_eq!(d.e.next_deadline(), Some(t("09:15:10")));
         // The laptop goes too (a disconnect): the timer runs from then.
         d.feed(wifi_end("di", ANNA_LAPTOP, "14:00:00"))
             .tick("14:10:00");
@@ -1409,6 +1535,77 @@ presence: { wifi_away_after: 10m }
                 "away",
                 "Wi-Fi ended at 10:00:00 and no entry within 600s"
             )
+        );
+    }
+
+    #[test]
+    fn sessions_of_a_gate_that_stops_answering_expire_after_the_window() {
+        let mut d = Day::new();
+        let phone = session("s1", ANNA_PHONE, "09:00:00");
+        d.feed(sessions(std::slice::from_ref(&phone), "09:00:10"))
+            .wake("09:30:00")
+            // GATE's last answer (its token is revoked afterwards: 401 for ever).
+            .feed(sessions(std::slice::from_ref(&phone), "10:00:00"));
+        assert_eq!(d.e.next_deadline(), Some(t("10:10:00")));
+        d.wake("10:09:59");
+        assert_eq!((d.anna().home, d.anna().wifi_sessions), (Some(true), 1));
+        d.wake("10:10:00").wake("12:00:00");
+        assert_eq!(
+            d.timeline.last().unwrap(),
+            &line(
+                "10:10:00",
+                "away",
+                "GATE has not answered since 10:00:00 and no entry within 600s"
+            )
+        );
+        assert_eq!(d.anna().wifi_sessions, 0);
+        assert_eq!(d.e.next_deadline(), None);
+        // GATE answers again and still lists the phone: she is on the Wi-Fi now.
+        d.feed(sessions(std::slice::from_ref(&phone), "12:30:00"));
+        assert_eq!(
+            d.timeline.last().unwrap(),
+            &line(
+                "12:30:00",
+                "home",
+                "Wi-Fi session aa:bb:cc:00:00:01 at ap-lobby"
+            )
+        );
+        assert!(d.e.records()["anna"].expired_sessions.is_empty());
+
+        // A badge at a door while GATE is silent: the door says where she is, no timer.
+        let mut d = Day::new();
+        d.feed(sessions(std::slice::from_ref(&phone), "09:00:10"))
+            .feed(badge(11, 3, "09:05:00"))
+            .wake("09:10:10")
+            .wake("12:00:00");
+        assert_eq!(d.anna().home, Some(true));
+        assert_eq!(d.anna().wifi_sessions, 0);
+        assert_eq!(d.e.next_deadline(), None);
+    }
+
+    #[test]
+    fn sessions_of_a_removed_gate_source_end_and_the_timer_runs() {
+        let mut d = Day::new();
+        d.feed(sessions(
+            &[session("s1", ANNA_PHONE, "09:00:00")],
+            "09:00:10",
+        ));
+        // Restarted without `sources.gate`: nothing will ever list or end the session.
+        let mut c = cfg();
+        c.sources.gate = None;
+        let mut d = Day::resume(d.e.records().clone());
+        d.e.configure(&c);
+        d.wake("11:00:00");
+        assert_eq!(d.anna().wifi_sessions, 0);
+        assert_eq!(d.anna().home, Some(true), "the window runs first");
+        d.wake("11:10:00");
+        assert_eq!(
+            d.timeline,
+            vec![line(
+                "11:10:00",
+                "away",
+                "Wi-Fi source gate removed at 11:00:00 and no entry within 600s"
+            )]
         );
     }
 

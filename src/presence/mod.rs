@@ -215,6 +215,10 @@ pub async fn run(
     for s in t.engine.states() {
         t.bus.publish(Message::Person(s)).await;
     }
+    // Sessions of a Wi-Fi source removed from the config while gatehouse was stopped end now;
+    // a configured source has `wifi_away_after` from now to list its sessions.
+    let changes = t.engine.expire_sources(started);
+    t.emit(changes).await;
     t.persist().await;
     let mut cfg_watch = cfg_rx.clone();
     let mut cfg_alive = true;
@@ -258,6 +262,9 @@ pub async fn run(
                 for s in t.engine.states() {
                     t.bus.publish(Message::Person(s)).await;
                 }
+                // A Wi-Fi source removed: its sessions end now (the away timer starts).
+                let changes = t.engine.expire_sources(t.clock.now());
+                t.emit(changes).await;
                 t.persist().await;
             }
             _ = tokio::time::sleep(wait.unwrap_or(Duration::from_secs(3600))) => {
@@ -266,7 +273,8 @@ pub async fn run(
                 if !t.grace_over(now) {
                     continue;
                 }
-                let changes = t.engine.tick(now);
+                let mut changes = t.engine.expire_sources(now);
+                changes.extend(t.engine.tick(now));
                 if !changes.is_empty() {
                     t.emit(changes).await;
                     t.persist().await;

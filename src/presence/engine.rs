@@ -395,7 +395,7 @@ impl Engine {
             }
         }
         self.directions = cfg.doors.iter().map(|(id, d)| (*id, d.direction)).collect();
-        // Sessions of a source no longer configured end at the next [`Engine::expire_sources`].
+        // Only for words: a source no longer configured falls silent ([`Engine::expire_sources`]).
         self.wifi_sources = cfg
             .sources
             .gate
@@ -457,39 +457,36 @@ impl Engine {
             .collect()
     }
 
-    /// End the sessions of Wi-Fi sources that can no longer say they ended: a source removed
-    /// from the config (at `now`), and a source that has not listed its sessions for
-    /// `wifi_away_after` (GATE down for days, its token revoked: 401 for ever), as of its last
-    /// list. Without this, everyone who was on the Wi-Fi would stay home for ever: the away
+    /// End the sessions of Wi-Fi sources that can no longer say they ended: a source that has
+    /// not listed its sessions for `wifi_away_after` (GATE down for days, its token revoked:
+    /// 401 for ever; or removed from the config), as of its last list (or the start). Without this, everyone who was on the Wi-Fi would stay home for ever: the away
     /// timer starts only when a list (or a logout) ends the last session. The away timer then
     /// runs from that time as for any session end ([`Engine::tick`] fires it), unless other
     /// evidence since says otherwise. Call it before [`Engine::tick`] with the wall clock.
     pub fn expire_sources(&mut self, now: DateTime<Utc>) -> Vec<Change> {
         let mut ends: Vec<(String, DateTime<Utc>, String, bool)> = Vec::new();
         for source in self.session_sources() {
-            if !self.wifi_sources.contains(&source) {
-                ends.push((
-                    source.clone(),
-                    now,
-                    format!("Wi-Fi source {source} removed at {}", ts(now)),
-                    false,
-                ));
+            let last = *self.last_list.entry(source.clone()).or_insert(now);
+            if last + self.away_after > now {
                 continue;
             }
-            let last = *self.last_list.entry(source.clone()).or_insert(now);
-            if last + self.away_after <= now {
-                tracing::warn!(source = %source, since = %last, "no Wi-Fi session list for wifi_away_after: its sessions count as ended");
-                ends.push((
-                    source.clone(),
-                    last,
-                    format!(
-                        "{} has not answered since {}",
-                        source.to_uppercase(),
-                        ts(last)
-                    ),
-                    true,
-                ));
-            }
+            // A removed source (`sources.gate` takes a restart) is silent from the start: its
+            // sessions end as of the start, away `wifi_away_after` later, like a silent one.
+            let configured = self.wifi_sources.contains(&source);
+            tracing::warn!(source = %source, since = %last, configured, "no Wi-Fi session list for wifi_away_after: its sessions count as ended");
+            let note = if configured {
+                format!(
+                    "{} has not answered since {}",
+                    source.to_uppercase(),
+                    ts(last)
+                )
+            } else {
+                format!(
+                    "Wi-Fi source {source} no longer configured (since {})",
+                    ts(last)
+                )
+            };
+            ends.push((source, last, note, configured));
         }
         if ends.is_empty() {
             return Vec::new();
@@ -1590,21 +1587,22 @@ presence: { wifi_away_after: 10m }
             &[session("s1", ANNA_PHONE, "09:00:00")],
             "09:00:10",
         ));
-        // Restarted without `sources.gate`: nothing will ever list or end the session.
+        // Restarted at 11:00 without `sources.gate`: nothing will ever list or end the session.
         let mut c = cfg();
         c.sources.gate = None;
         let mut d = Day::resume(d.e.records().clone());
         d.e.configure(&c);
-        d.wake("11:00:00");
-        assert_eq!(d.anna().wifi_sessions, 0);
+        d.wake("11:00:00").wake("11:09:59");
+        assert_eq!(d.anna().wifi_sessions, 1);
         assert_eq!(d.anna().home, Some(true), "the window runs first");
         d.wake("11:10:00");
+        assert_eq!(d.anna().wifi_sessions, 0);
         assert_eq!(
             d.timeline,
             vec![line(
                 "11:10:00",
                 "away",
-                "Wi-Fi source gate removed at 11:00:00 and no entry within 600s"
+                "Wi-Fi source gate no longer configured (since 11:00:00) and no entry within 600s"
             )]
         );
     }

@@ -215,8 +215,8 @@ pub async fn run(
     for s in t.engine.states() {
         t.bus.publish(Message::Person(s)).await;
     }
-    // Sessions of a Wi-Fi source removed from the config while gatehouse was stopped end now;
-    // a configured source has `wifi_away_after` from now to list its sessions.
+    // Every Wi-Fi source with sessions has `wifi_away_after` from now to list them (a source
+    // removed from the config while gatehouse was stopped never will: they end then).
     let changes = t.engine.expire_sources(started);
     t.emit(changes).await;
     t.persist().await;
@@ -262,9 +262,6 @@ pub async fn run(
                 for s in t.engine.states() {
                     t.bus.publish(Message::Person(s)).await;
                 }
-                // A Wi-Fi source removed: its sessions end now (the away timer starts).
-                let changes = t.engine.expire_sources(t.clock.now());
-                t.emit(changes).await;
                 t.persist().await;
             }
             _ = tokio::time::sleep(wait.unwrap_or(Duration::from_secs(3600))) => {

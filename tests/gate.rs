@@ -608,3 +608,64 @@ async fn occupancy_uses_complete_session_lists_only() {
     );
     app.shutdown().await;
 }
+
+/// GATE's clock runs an hour ahead: its entries are taken as of their arrival. Before, one
+/// login stamped an hour ahead ran everyone's Wi-Fi away timers an hour forward (Ben, whose
+/// phone had just left, went away at once) and dated Anna's arrival an hour in the future.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gate_clock_an_hour_ahead_moves_no_one_s_presence() {
+    let broker = Broker::start();
+    let rec = Recorder::start(broker.port, "rec-gate-clock", "gatehouse/person/#", false).await;
+    let sim = GateSim::start(GateSimConfig::default()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let text = yaml(
+        &sim,
+        &broker,
+        dir.path(),
+        "people:\n  - { id: anna, gate_users: [5501] }\n  - { id: ben, gate_users: [5502] }\npresence: { wifi_away_after: 10m }\n",
+    );
+    let clock = std::sync::Arc::new(gatehouse::clock::OffsetClock::new());
+    let cfg = gatehouse::config::load_str(&text, &|_| None).expect("valid config");
+    let app = gatehouse::app::App::start_with_clock(cfg, None, None, clock.clone())
+        .await
+        .expect("daemon starts");
+    // Past the start-up grace (during it, evidence stamped after the start runs no timer).
+    clock.advance(Duration::from_secs(31));
+    let (a, b) = users();
+    let aps = default_aps();
+    let state = |id: &str| {
+        rec.on(&format!("gatehouse/person/{id}/state"))
+            .last()
+            .map(|m| m.text())
+    };
+    let attrs = |id: &str| {
+        rec.on(&format!("gatehouse/person/{id}/attributes"))
+            .last()
+            .map(|m| m.json())
+    };
+    let ben = sim.login(&b, &aps[0]);
+    wait_for("Ben home", T, || state("ben").as_deref() == Some("home")).await;
+    // His phone leaves: away ten minutes from now, unless he comes back.
+    sim.end_session(ben, "uo");
+    wait_for("Ben's session over", T, || {
+        attrs("ben").is_some_and(|a| a["wifi_sessions"] == 0)
+    })
+    .await;
+    sim.set_clock_offset(chrono::Duration::hours(1));
+    sim.login(&a, &aps[0]);
+    wait_for("Anna home", T, || state("anna").as_deref() == Some("home")).await;
+    // A few more polls (200 ms apart): Ben's timer is not run an hour forward.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(state("ben").as_deref(), Some("home"));
+    let since: chrono::DateTime<chrono::Utc> = attrs("anna").unwrap()["since"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        since <= chrono::Utc::now(),
+        "Anna's arrival dated by GATE's clock: {since}"
+    );
+    app.shutdown().await;
+    sim.shutdown();
+}

@@ -39,6 +39,10 @@ const SAME_SECOND_IDS: usize = 64;
 /// ignored as older — the person stayed home after leaving. Older than this, evidence is a
 /// replay or a backfill of what the state already reflects, and is ignored.
 const CLOCK_TOLERANCE: chrono::Duration = chrono::Duration::seconds(5);
+/// How long before GATE's previous session list a portal entry or a session first seen after
+/// that list can have started (GATE's accounting learns of a session when the access point's
+/// Accounting-Start arrives; its log may be written late). See [`Engine::gate_floor`].
+const LIST_LAG: chrono::Duration = chrono::Duration::minutes(5);
 /// Ended devices remembered per person.
 const ENDED_MACS: usize = 32;
 
@@ -575,9 +579,53 @@ impl Engine {
         self.hold_from = from;
     }
 
+    /// The earliest a GATE record first seen now can have happened: its previous session
+    /// list's time. GATE is polled (portal log, then the session list); a portal entry not read
+    /// by the previous poll was written after it, and a session absent from the previous list
+    /// started after it. Used to correct a GATE clock running behind, which we cannot tell from
+    /// a late delivery by the times alone: a logout stamped an hour behind would start an away
+    /// timer already expired (away at once), a new session an hour behind would be older than
+    /// the person's last door and bring nobody home. After a GATE outage (or a restart: not
+    /// persisted) the previous list is old or unknown and a backfill keeps its own times.
+    fn gate_floor(&self, source: &str) -> Option<DateTime<Utc>> {
+        self.last_list.get(source).copied()
+    }
+
     /// Use one piece of evidence. Timers due by its time fire first, so a backfill replays a
     /// day in the order it happened (held while gatehouse starts: [`Engine::hold_timers`]).
     pub fn apply(&mut self, ev: &Evidence) -> Vec<Change> {
+        // A GATE portal entry is never older than the previous list allows (a login minus the
+        // lag, erring early: the door decides; an end exactly, erring late: away later).
+        let floor = self.gate_floor(crate::sources::gate::SOURCE);
+        let corrected;
+        let ev = match (ev, floor) {
+            (Evidence::WifiLogin { id, device, at }, Some(f)) if *at < f - LIST_LAG => {
+                corrected = Evidence::WifiLogin {
+                    id: id.clone(),
+                    device: device.clone(),
+                    at: f - LIST_LAG,
+                };
+                &corrected
+            }
+            (
+                Evidence::WifiEnd {
+                    id,
+                    action,
+                    device,
+                    at,
+                },
+                Some(f),
+            ) if *at < f - LIST_LAG => {
+                corrected = Evidence::WifiEnd {
+                    id: id.clone(),
+                    action: action.clone(),
+                    device: device.clone(),
+                    at: f,
+                };
+                &corrected
+            }
+            _ => ev,
+        };
         let mut out = if self.hold_from.is_some_and(|h| ev.at() >= h) {
             Vec::new()
         } else {
@@ -713,6 +761,9 @@ impl Engine {
                         );
                     }
                 }
+                // A session absent from the previous list started after it, whatever GATE's
+                // clock says (less the lag; see gate_floor).
+                let floor = self.gate_floor(source).map(|f| f - LIST_LAG);
                 let last = self.last_list.entry(source.clone()).or_insert(*at);
                 *last = (*last).max(*at);
                 let prefix = format!("{source}/");
@@ -754,7 +805,8 @@ impl Engine {
                             let (start, id) = if r.expired_sessions.contains(&k) {
                                 (*at, format!("{k}@{}", at.timestamp_millis()))
                             } else {
-                                (s.started.map_or(*at, |t| t.min(*at)), k.clone())
+                                let start = s.started.map_or(*at, |t| t.min(*at));
+                                (floor.map_or(start, |f| start.max(f.min(*at))), k.clone())
                             };
                             new_entries.push((id, start, s.clone()));
                             r.sessions.insert(k, s);
@@ -1489,6 +1541,47 @@ presence: { wifi_away_after: 10m }
         assert_eq!(d.anna().home, Some(false));
         d.tick("10:05:00");
         assert_eq!(d.e.state("bo").unwrap().home, Some(false));
+    }
+
+    #[test]
+    fn a_gate_clock_an_hour_behind_neither_hurries_nor_hides_wifi_evidence() {
+        let mut d = Day::new();
+        let phone = session("s1", ANNA_PHONE, "09:00:00");
+        d.feed(sessions(std::slice::from_ref(&phone), "10:00:00"))
+            .feed(sessions(std::slice::from_ref(&phone), "10:30:00"))
+            // Her phone logs out at 10:30:10, stamped 09:30:10 by GATE's clock.
+            .feed(wifi_end("uo", ANNA_PHONE, "09:30:10"))
+            .feed(sessions(&[], "10:30:30"))
+            .tick("10:30:31")
+            .tick("10:39:59");
+        assert_eq!(d.anna().home, Some(true), "not away at once");
+        d.tick("10:40:00");
+        assert_eq!(
+            d.timeline.last().unwrap(),
+            &line(
+                "10:40:00",
+                "away",
+                "Wi-Fi ended at 10:30:00 and no entry within 600s"
+            )
+        );
+        // Back at 11:30 after leaving by the out door at 11:00: GATE lists a new session,
+        // started "10:29:55". It was not in the list of 11:29:30, so it is newer than that
+        // (less the lag), newer than the door: home.
+        d.feed(badge(11, 3, "10:50:00"))
+            .feed(badge(11, 2, "11:00:00"))
+            .feed(sessions(&[], "11:29:30"))
+            .feed(sessions(
+                &[session("s2", ANNA_PHONE, "10:29:55")],
+                "11:30:00",
+            ));
+        assert_eq!(
+            d.timeline.last().unwrap(),
+            &line(
+                "11:24:30",
+                "home",
+                "Wi-Fi session aa:bb:cc:00:00:01 at ap-lobby"
+            )
+        );
     }
 
     #[test]

@@ -311,9 +311,13 @@ pub struct Engine {
     hold_from: Option<DateTime<Utc>>,
     /// The configured Wi-Fi sources (session keys start with `<source>/`).
     wifi_sources: BTreeSet<String>,
-    /// When each Wi-Fi source last listed its sessions (or, after a start, when gatehouse
-    /// started: not persisted, the source gets `wifi_away_after` from then to answer).
+    /// When each Wi-Fi source last listed its sessions (not persisted: after a start, a source
+    /// gets `wifi_away_after` from then to answer, `waiting_since`).
     last_list: HashMap<String, DateTime<Utc>>,
+    /// Since when a source with sessions but no list yet (after a start) has been waited for.
+    /// Kept apart from `last_list`: a start is no list, and must not move the backfill's
+    /// times ([`Engine::gate_floor`]).
+    waiting_since: HashMap<String, DateTime<Utc>>,
 }
 
 fn ts(t: DateTime<Utc>) -> String {
@@ -351,6 +355,7 @@ impl Engine {
             hold_from: None,
             wifi_sources: BTreeSet::new(),
             last_list: HashMap::new(),
+            waiting_since: HashMap::new(),
         };
         e.configure(cfg);
         e
@@ -449,8 +454,16 @@ impl Engine {
         let silent = self
             .session_sources()
             .into_iter()
-            .filter_map(|s| self.last_list.get(&s).copied());
+            .filter_map(|s| self.silent_since(&s));
         timers.chain(silent).min().map(|t| t + self.away_after)
+    }
+
+    /// The source's last list, or since when gatehouse has waited for its first.
+    fn silent_since(&self, source: &str) -> Option<DateTime<Utc>> {
+        self.last_list
+            .get(source)
+            .or_else(|| self.waiting_since.get(source))
+            .copied()
     }
 
     fn session_sources(&self) -> BTreeSet<String> {
@@ -470,7 +483,12 @@ impl Engine {
     pub fn expire_sources(&mut self, now: DateTime<Utc>) -> Vec<Change> {
         let mut ends: Vec<(String, DateTime<Utc>, String, bool)> = Vec::new();
         for source in self.session_sources() {
-            let last = *self.last_list.entry(source.clone()).or_insert(now);
+            if !self.last_list.contains_key(&source) {
+                self.waiting_since.entry(source.clone()).or_insert(now);
+            }
+            let Some(last) = self.silent_since(&source) else {
+                continue;
+            };
             if last + self.away_after > now {
                 continue;
             }
@@ -1671,6 +1689,28 @@ presence: { wifi_away_after: 10m }
         assert_eq!(d.anna().home, Some(true));
         assert_eq!(d.anna().wifi_sessions, 0);
         assert_eq!(d.e.next_deadline(), None);
+    }
+
+    #[test]
+    fn after_a_restart_gates_backfill_keeps_its_times() {
+        let mut d = Day::new();
+        d.feed(sessions(
+            &[session("s1", ANNA_PHONE, "09:00:00")],
+            "09:00:10",
+        ));
+        let mut d = Day::resume(d.e.records().clone());
+        // Started at 10:30 with her session on record; GATE's backfill brings her 10:00 logout.
+        d.wake("10:30:00")
+            .feed(wifi_end("uo", ANNA_PHONE, "10:00:00"))
+            .wake("10:30:01");
+        assert_eq!(
+            d.timeline,
+            vec![line(
+                "10:10:00",
+                "away",
+                "Wi-Fi ended at 10:00:00 and no entry within 600s"
+            )]
+        );
     }
 
     #[test]

@@ -809,3 +809,133 @@ async fn a_large_gap_behind_a_clock_set_back_is_still_read() {
     wait_for("the gap stored", T, || stored_ids(&db) == want).await;
     app.shutdown().await;
 }
+
+/// GATE's clock runs an hour ahead: its entries are taken as of their arrival. Before, one
+/// login stamped an hour ahead ran everyone's Wi-Fi away timers an hour forward (Ben, whose
+/// phone had just left, went away at once) and dated Anna's arrival an hour in the future.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gate_clock_an_hour_ahead_moves_no_one_s_presence() {
+    let broker = Broker::start();
+    let rec = Recorder::start(broker.port, "rec-gate-clock", "gatehouse/person/#", false).await;
+    let sim = GateSim::start(GateSimConfig::default()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let text = yaml(
+        &sim,
+        &broker,
+        dir.path(),
+        "people:\n  - { id: anna, gate_users: [5501], gate_usernames: [anna.koch@example.org] }\n  - { id: ben, gate_users: [5502], gate_usernames: [ben.lind] }\npresence: { wifi_away_after: 10m }\n",
+    );
+    let clock = std::sync::Arc::new(gatehouse::clock::OffsetClock::new());
+    let cfg = gatehouse::config::load_str(&text, &|_| None).expect("valid config");
+    let app = gatehouse::app::App::start_with_clock(cfg, None, None, clock.clone())
+        .await
+        .expect("daemon starts");
+    // Past the start-up grace (during it, evidence stamped after the start runs no timer).
+    clock.advance(Duration::from_secs(31));
+    let (a, b) = users();
+    let aps = default_aps();
+    let state = |id: &str| {
+        rec.on(&format!("gatehouse/person/{id}/state"))
+            .last()
+            .map(|m| m.text())
+    };
+    let attrs = |id: &str| {
+        rec.on(&format!("gatehouse/person/{id}/attributes"))
+            .last()
+            .map(|m| m.json())
+    };
+    let ben = sim.login(&b, &aps[0]);
+    wait_for("Ben home", T, || state("ben").as_deref() == Some("home")).await;
+    // (The simulator's accounting names odd user ids by e-mail, even ones by user name.)
+    wait_for("Ben's session listed", T, || {
+        attrs("ben").is_some_and(|a| a["wifi_sessions"] == 1)
+    })
+    .await;
+    // His phone leaves: away ten minutes from now, unless he comes back.
+    sim.end_session(ben, "uo");
+    wait_for("Ben's session over", T, || {
+        attrs("ben").is_some_and(|a| a["wifi_sessions"] == 0)
+    })
+    .await;
+    sim.set_clock_offset(chrono::Duration::hours(1));
+    sim.login(&a, &aps[0]);
+    wait_for("Anna home", T, || state("anna").as_deref() == Some("home")).await;
+    // A few more polls (200 ms apart): Ben's timer is not run an hour forward.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(state("ben").as_deref(), Some("home"));
+    let since: chrono::DateTime<chrono::Utc> = attrs("anna").unwrap()["since"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        since <= chrono::Utc::now(),
+        "Anna's arrival dated by GATE's clock: {since}"
+    );
+    app.shutdown().await;
+    sim.shutdown();
+}
+
+/// GATE's token is revoked (401 for ever): no session list comes any more, so nothing would
+/// ever end Anna's session. After `wifi_away_after` without a list her session counts as ended
+/// at the last one, and she goes away, the evidence saying why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_expire_when_gate_stops_answering() {
+    let broker = Broker::start();
+    let rec = Recorder::start(broker.port, "rec-gate-silent", "gatehouse/person/#", false).await;
+    let sim = GateSim::start(GateSimConfig::default()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let text = yaml(
+        &sim,
+        &broker,
+        dir.path(),
+        "people:\n  - { id: anna, gate_users: [5501], gate_usernames: [anna.koch@example.org] }\npresence: { wifi_away_after: 10m }\n",
+    );
+    let clock = std::sync::Arc::new(gatehouse::clock::OffsetClock::new());
+    let cfg = gatehouse::config::load_str(&text, &|_| None).expect("valid config");
+    let app = gatehouse::app::App::start_with_clock(cfg, None, None, clock.clone())
+        .await
+        .expect("daemon starts");
+    clock.advance(Duration::from_secs(31));
+    let (a, _) = users();
+    let aps = default_aps();
+    let state = || {
+        rec.on("gatehouse/person/anna/state")
+            .last()
+            .map(|m| m.text())
+    };
+    let attrs = || {
+        rec.on("gatehouse/person/anna/attributes")
+            .last()
+            .map(|m| m.json())
+    };
+    sim.login(&a, &aps[0]);
+    wait_for("Anna home", T, || state().as_deref() == Some("home")).await;
+    wait_for("her session listed", T, || {
+        attrs().is_some_and(|a| a["wifi_sessions"] == 1)
+    })
+    .await;
+    sim.set_token("revoked");
+    let refused = sim.stats().unauthorized;
+    wait_for("GATE refusing", T, || sim.stats().unauthorized > refused).await;
+    // Nine minutes of silence: still home.
+    clock.advance(Duration::from_secs(9 * 60));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(state().as_deref(), Some("home"));
+    clock.advance(Duration::from_secs(61));
+    wait_for("away after the window of silence", T, || {
+        state().as_deref() == Some("not_home")
+    })
+    .await;
+    wait_for("the evidence says why", T, || {
+        attrs().is_some_and(|a| {
+            a["evidence"]
+                .as_str()
+                .is_some_and(|e| e.starts_with("GATE has not answered since"))
+                && a["wifi_sessions"] == 0
+        })
+    })
+    .await;
+    app.shutdown().await;
+    sim.shutdown();
+}

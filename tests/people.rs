@@ -390,3 +390,139 @@ async fn a_burst_of_badges_in_one_frame() {
     h.stop().await;
     assert_eq!(presence_events(&h).len(), 41);
 }
+
+/// A Net2 badge as the Net2 source's REST backfill puts it on the bus after a restart.
+fn backfilled_badge(
+    user: i64,
+    door: u64,
+    at: chrono::DateTime<chrono::Utc>,
+    received: chrono::DateTime<chrono::Utc>,
+) -> gatehouse::model::Message {
+    use gatehouse::model::*;
+    let id = format!("net2:fp:test:{}:{user}:{door}", at.timestamp_millis());
+    Message::Event(Box::new(Event {
+        id: id.clone(),
+        source: "net2".into(),
+        source_id: None,
+        fingerprint: id,
+        time: at.fixed_offset(),
+        received,
+        via: Via::Rest,
+        door: Some(DoorRef {
+            id: door,
+            name: None,
+        }),
+        user: Some(UserRef {
+            id: user,
+            name: None,
+        }),
+        kind: EventKind::AccessGranted {
+            token: TokenType::Card,
+        },
+        code: None,
+        description: None,
+        raw: "{}".into(),
+    }))
+}
+
+/// Her phone left the Wi-Fi, gatehouse was down (an upgrade) when the away timer fell due, and
+/// she had badged in meanwhile. GATE's first session list after the start (stamped now) must
+/// not fire the overdue timer before Net2's backfill brings the badge that cancels it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timer_due_during_an_upgrade_waits_for_the_backfilled_badge() {
+    use gatehouse::model::{Message, WifiSession};
+    let broker = Broker::start();
+    let rec = Recorder::start(broker.port, "recorder", "gatehouse/#", false).await;
+    let mut h = Harness::new(SimConfig::default(), "").await;
+    h.top = format!(
+        "mqtt:\n  host: 127.0.0.1\n  port: {}\n  client_id: gatehouse-people-{}\npeople:\n  - id: anna\n    name: Anna Berg\n    net2_users: [{USER}]\n    macs: [\"AA-BB-CC-00-00-01\"]\npresence:\n  wifi_away_after: 10m\n",
+        broker.port,
+        rand::random::<u32>()
+    );
+    h.start().await;
+    let state = "gatehouse/person/anna/state";
+    let attrs = "gatehouse/person/anna/attributes";
+    wait_for("first state", T, || last_text(&rec, state).is_some()).await;
+    let bus = h.app().bus.clone();
+    let t0 = h.clock.now();
+    let phone = WifiSession {
+        session_id: "s1".into(),
+        username: None,
+        user_id: None,
+        mac: Some("aa:bb:cc:00:00:01".into()),
+        access_point: Some("ap-lobby".into()),
+        location: None,
+        started: Some(t0),
+    };
+    bus.publish(Message::WifiSessions {
+        source: "gate".into(),
+        sessions: vec![phone],
+        at: t0,
+    })
+    .await;
+    wait_for("home by Wi-Fi", T, || {
+        last_text(&rec, state).as_deref() == Some("home")
+    })
+    .await;
+    // Her phone leaves at t0 + 5 s: away at t0 + 10 min 5 s unless an entry follows.
+    bus.publish(Message::WifiSessions {
+        source: "gate".into(),
+        sessions: vec![],
+        at: t0 + chrono::Duration::seconds(5),
+    })
+    .await;
+    wait_for("session gone", T, || {
+        rec.on(attrs)
+            .last()
+            .is_some_and(|m| m.json()["wifi_sessions"] == 0)
+    })
+    .await;
+    h.stop().await;
+    // Down for half an hour; she badged in at t0 + 8 min.
+    h.clock.advance(Duration::from_secs(30 * 60));
+    h.start().await;
+    let bus = h.app().bus.clone();
+    let now = h.clock.now();
+    bus.publish(Message::WifiSessions {
+        source: "gate".into(),
+        sessions: vec![],
+        at: now,
+    })
+    .await;
+    bus.publish(backfilled_badge(
+        USER,
+        IN_DOOR,
+        t0 + chrono::Duration::minutes(8),
+        now,
+    ))
+    .await;
+    wait_for("the backfilled badge used", T, || {
+        rec.on(attrs).last().is_some_and(|m| {
+            m.json()["evidence"]
+                .as_str()
+                .is_some_and(|e| e.starts_with("door "))
+        })
+    })
+    .await;
+    // The grace is over: the next list runs the timers on the wall clock. Nothing is due.
+    h.clock.advance(Duration::from_secs(31));
+    bus.publish(Message::WifiSessions {
+        source: "gate".into(),
+        sessions: vec![],
+        at: h.clock.now(),
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(last_text(&rec, state).as_deref(), Some("home"));
+    let kinds: Vec<_> = rec
+        .on(EVENTS)
+        .iter()
+        .map(|m| m.json()["event_type"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        kinds,
+        ["person_arrived"],
+        "no departure while she was inside"
+    );
+    h.stop().await;
+}

@@ -14,6 +14,9 @@
 //!   timeout / disconnect), they go away `wifi_away_after` later unless an entry follows. A
 //!   session the accounting list still shows after its device's logout / timeout is stale
 //!   (the list lags the portal log; RADIUS sessions without a Stop linger) and not taken again.
+//! - A Wi-Fi source that lists no sessions for `wifi_away_after` (or is removed from the
+//!   config) can no longer say a session ended: its sessions end as of its last list (or now),
+//!   and the away timer runs as for any end ([`Engine::expire_sources`]).
 //! - Evidence older than the newest evidence already used is ignored (a REST backfill replaying
 //!   the morning must not undo the afternoon); evidence of the same second is used in arrival
 //!   order, each piece once (by its event id, the key every source keeps stable for a
@@ -24,7 +27,7 @@ use crate::config::{Config, DoorDirection};
 use crate::model::{DoorId, DoorRef, PersonState, WifiSession};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 /// Ids of the latest evidence used, kept per person (a burst within [`CLOCK_TOLERANCE`] longer
 /// than this is longer than any real one).
@@ -36,6 +39,10 @@ const SAME_SECOND_IDS: usize = 64;
 /// ignored as older — the person stayed home after leaving. Older than this, evidence is a
 /// replay or a backfill of what the state already reflects, and is ignored.
 const CLOCK_TOLERANCE: chrono::Duration = chrono::Duration::seconds(5);
+/// How long before GATE's previous session list a portal entry or a session first seen after
+/// that list can have started (GATE's accounting learns of a session when the access point's
+/// Accounting-Start arrives; its log may be written late). See [`Engine::gate_floor`].
+const LIST_LAG: chrono::Duration = chrono::Duration::minutes(5);
 /// Ended devices remembered per person.
 const ENDED_MACS: usize = 32;
 
@@ -83,6 +90,10 @@ pub enum Evidence {
 pub struct WifiDevice {
     pub user: Option<i64>,
     pub username: Option<String>,
+    /// The portal entry's e-mail (lower case). The portal log's `username` is often a short
+    /// name while RADIUS accounting names the same person by e-mail: a person configured with
+    /// the e-mail in `gate_usernames` is found by either.
+    pub email: Option<String>,
     pub mac: Option<String>,
     pub access_point: Option<String>,
 }
@@ -94,7 +105,11 @@ impl Evidence {
         use crate::model::{EventKind, Message};
         match m {
             Message::Event(e) => {
-                let at = e.time.with_timezone(&Utc);
+                // Never later than gatehouse received it: a device clock running ahead (a GATE
+                // an hour fast was seen in the simulator) would otherwise run every person's
+                // Wi-Fi timers up to its time (others going away early) and make its person's
+                // newest evidence an hour in the future (their doors ignored for an hour).
+                let at = e.time.with_timezone(&Utc).min(e.received);
                 let id = e.id.clone();
                 match &e.kind {
                     EventKind::AccessGranted { .. } => Some(Evidence::Badge {
@@ -113,6 +128,7 @@ impl Evidence {
                         action,
                         user,
                         username,
+                        email,
                         mac,
                         access_point,
                         ..
@@ -120,9 +136,16 @@ impl Evidence {
                         let device = WifiDevice {
                             user: *user,
                             username: username.as_ref().map(|u| u.trim().to_lowercase()),
+                            email: email.as_ref().map(|u| u.trim().to_lowercase()),
                             mac: mac.as_deref().and_then(crate::config::normalize_mac),
                             access_point: access_point.clone(),
                         };
+                        // `aa` (automatic authentication) is deliberately not a login: GATE
+                        // logs it as an authentication step (action `au`, where `ui` / `ai`
+                        // log `li`, a login), not as a session start. The session it may lead
+                        // to shows as an `ai` or in the accounting list, which bring the
+                        // person home; taking `aa` too would make an authentication that
+                        // never became a session an arrival.
                         match action.as_str() {
                             "ui" | "ai" => Some(Evidence::WifiLogin { id, device, at }),
                             "uo" | "st" | "si" | "di" => Some(Evidence::WifiEnd {
@@ -195,6 +218,12 @@ pub struct Record {
     /// The last session ended then: away at `wifi_ended_at + wifi_away_after` unless an entry
     /// follows.
     pub wifi_ended_at: Option<DateTime<Utc>>,
+    /// Why the Wi-Fi ended, when not a session ending (`GATE has not answered since …`); the
+    /// away evidence says so.
+    pub wifi_end_note: Option<String>,
+    /// Sessions ended because their source stopped answering (or was removed): listed again
+    /// once it answers, they count as of that list (the person is on the Wi-Fi now).
+    pub expired_sessions: BTreeSet<String>,
     /// Devices a logout / timeout / disconnect ended, and when. GATE's accounting list can
     /// still show such a session afterwards (it lags the portal log, and a RADIUS session
     /// whose access point never sent its Stop stays "active" for hours): a session of that
@@ -243,9 +272,10 @@ impl Record {
     }
 
     /// A session ended at `at`: if it was the last one, the away timer starts.
-    fn session_ended(&mut self, at: DateTime<Utc>) {
+    fn session_ended(&mut self, at: DateTime<Utc>, note: Option<String>) {
         if self.sessions.is_empty() && self.home != Some(false) {
             self.wifi_ended_at = Some(at);
+            self.wifi_end_note = note;
         }
     }
 }
@@ -277,6 +307,17 @@ pub struct Engine {
     directions: HashMap<DoorId, DoorDirection>,
     away_after: chrono::Duration,
     records: BTreeMap<String, Record>,
+    /// Evidence at or after this time runs no timers ([`Engine::hold_timers`]).
+    hold_from: Option<DateTime<Utc>>,
+    /// The configured Wi-Fi sources (session keys start with `<source>/`).
+    wifi_sources: BTreeSet<String>,
+    /// When each Wi-Fi source last listed its sessions (not persisted: after a start, a source
+    /// gets `wifi_away_after` from then to answer, `waiting_since`).
+    last_list: HashMap<String, DateTime<Utc>>,
+    /// Since when a source with sessions but no list yet (after a start) has been waited for.
+    /// Kept apart from `last_list`: a start is no list, and must not move the backfill's
+    /// times ([`Engine::gate_floor`]).
+    waiting_since: HashMap<String, DateTime<Utc>>,
 }
 
 fn ts(t: DateTime<Utc>) -> String {
@@ -311,6 +352,10 @@ impl Engine {
             directions: HashMap::new(),
             away_after: chrono::Duration::minutes(10),
             records,
+            hold_from: None,
+            wifi_sources: BTreeSet::new(),
+            last_list: HashMap::new(),
+            waiting_since: HashMap::new(),
         };
         e.configure(cfg);
         e
@@ -359,6 +404,13 @@ impl Engine {
             }
         }
         self.directions = cfg.doors.iter().map(|(id, d)| (*id, d.direction)).collect();
+        // Only for words: a source no longer configured falls silent ([`Engine::expire_sources`]).
+        self.wifi_sources = cfg
+            .sources
+            .gate
+            .iter()
+            .map(|_| crate::sources::gate::SOURCE.to_string())
+            .collect();
         self.away_after = chrono::Duration::from_std(cfg.presence.wifi_away_after.get())
             .unwrap_or(chrono::Duration::minutes(10));
         self.records.retain(|id, _| self.people.contains_key(id));
@@ -395,13 +447,102 @@ impl Engine {
         })
     }
 
-    /// When [`Engine::tick`] has something to do next (a Wi-Fi away timer).
+    /// When [`Engine::tick`] (or [`Engine::expire_sources`]) has something to do next: a Wi-Fi
+    /// away timer, or a source's sessions expiring.
     pub fn next_deadline(&self) -> Option<DateTime<Utc>> {
+        let timers = self.records.values().filter_map(|r| r.wifi_ended_at);
+        let silent = self
+            .session_sources()
+            .into_iter()
+            .filter_map(|s| self.silent_since(&s));
+        timers.chain(silent).min().map(|t| t + self.away_after)
+    }
+
+    /// The source's last list, or since when gatehouse has waited for its first.
+    fn silent_since(&self, source: &str) -> Option<DateTime<Utc>> {
+        self.last_list
+            .get(source)
+            .or_else(|| self.waiting_since.get(source))
+            .copied()
+    }
+
+    fn session_sources(&self) -> BTreeSet<String> {
         self.records
             .values()
-            .filter_map(|r| r.wifi_ended_at)
-            .min()
-            .map(|t| t + self.away_after)
+            .flat_map(|r| r.sessions.keys())
+            .filter_map(|k| k.split_once('/').map(|(s, _)| s.to_string()))
+            .collect()
+    }
+
+    /// End the sessions of Wi-Fi sources that can no longer say they ended: a source that has
+    /// not listed its sessions for `wifi_away_after` (GATE down for days, its token revoked:
+    /// 401 for ever; or removed from the config), as of its last list (or the start). Without this, everyone who was on the Wi-Fi would stay home for ever: the away
+    /// timer starts only when a list (or a logout) ends the last session. The away timer then
+    /// runs from that time as for any session end ([`Engine::tick`] fires it), unless other
+    /// evidence since says otherwise. Call it before [`Engine::tick`] with the wall clock.
+    pub fn expire_sources(&mut self, now: DateTime<Utc>) -> Vec<Change> {
+        let mut ends: Vec<(String, DateTime<Utc>, String, bool)> = Vec::new();
+        for source in self.session_sources() {
+            if !self.last_list.contains_key(&source) {
+                self.waiting_since.entry(source.clone()).or_insert(now);
+            }
+            let Some(last) = self.silent_since(&source) else {
+                continue;
+            };
+            if last + self.away_after > now {
+                continue;
+            }
+            // A removed source (`sources.gate` takes a restart) is silent from the start: its
+            // sessions end as of the start, away `wifi_away_after` later, like a silent one.
+            let configured = self.wifi_sources.contains(&source);
+            tracing::warn!(source = %source, since = %last, configured, "no Wi-Fi session list for wifi_away_after: its sessions count as ended");
+            let note = if configured {
+                format!(
+                    "{} has not answered since {}",
+                    source.to_uppercase(),
+                    ts(last)
+                )
+            } else {
+                format!(
+                    "Wi-Fi source {source} no longer configured (since {})",
+                    ts(last)
+                )
+            };
+            ends.push((source, last, note, configured));
+        }
+        if ends.is_empty() {
+            return Vec::new();
+        }
+        let mut out = Vec::new();
+        let ids: Vec<String> = self.people.keys().cloned().collect();
+        for person in ids {
+            self.change(&person, &mut out, |r| {
+                for (source, at, note, relist) in &ends {
+                    let prefix = format!("{source}/");
+                    let gone: Vec<String> = r
+                        .sessions
+                        .keys()
+                        .filter(|k| k.starts_with(&prefix))
+                        .cloned()
+                        .collect();
+                    if gone.is_empty() {
+                        continue;
+                    }
+                    for k in gone {
+                        r.sessions.remove(&k);
+                        if *relist {
+                            r.expired_sessions.insert(k);
+                        }
+                    }
+                    // Evidence newer than the end (a badge at a door since) already says
+                    // where the person is.
+                    if r.evidence_at.is_none_or(|e| e <= *at) {
+                        r.session_ended(*at, Some(note.clone()));
+                    }
+                }
+            });
+        }
+        out
     }
 
     /// Fire the Wi-Fi away timers due at `now`.
@@ -425,11 +566,14 @@ impl Engine {
                     return;
                 }
                 r.used(at, &id);
+                let why = r
+                    .wifi_end_note
+                    .take()
+                    .unwrap_or_else(|| format!("Wi-Fi ended at {}", ts(ended)));
                 r.leave(
                     at,
                     format!(
-                        "Wi-Fi ended at {} and no entry within {}",
-                        ts(ended),
+                        "{why} and no entry within {}",
                         crate::config::HumanDuration(away_after.to_std().unwrap_or_default())
                     ),
                 );
@@ -438,10 +582,73 @@ impl Engine {
         out
     }
 
+    /// Hold the timers while gatehouse starts (`from`: the start time; `None` ends the hold).
+    ///
+    /// At start the sources' backfill brings what happened while gatehouse was down, and live
+    /// evidence stamped with the local clock arrives among it: GATE's first session list comes
+    /// about a second after start, long before Net2's backfill is through. Ticking to the
+    /// list's time would fire every Wi-Fi timer that fell due during the downtime; a backfilled
+    /// entry that should have cancelled one (a badge at an `in` door two minutes before the
+    /// timer) then arrives older than the newest evidence and is ignored: away while inside.
+    /// So during the hold, evidence from before `from` (a backfill, replayed in its order)
+    /// still fires the timers due by its time, and evidence at or after `from` fires none; the
+    /// task ticks to the wall clock once the hold ends.
+    pub fn hold_timers(&mut self, from: Option<DateTime<Utc>>) {
+        self.hold_from = from;
+    }
+
+    /// The earliest a GATE record first seen now can have happened: its previous session
+    /// list's time. GATE is polled (portal log, then the session list); a portal entry not read
+    /// by the previous poll was written after it, and a session absent from the previous list
+    /// started after it. Used to correct a GATE clock running behind, which we cannot tell from
+    /// a late delivery by the times alone: a logout stamped an hour behind would start an away
+    /// timer already expired (away at once), a new session an hour behind would be older than
+    /// the person's last door and bring nobody home. After a GATE outage (or a restart: not
+    /// persisted) the previous list is old or unknown and a backfill keeps its own times.
+    fn gate_floor(&self, source: &str) -> Option<DateTime<Utc>> {
+        self.last_list.get(source).copied()
+    }
+
     /// Use one piece of evidence. Timers due by its time fire first, so a backfill replays a
-    /// day in the order it happened.
+    /// day in the order it happened (held while gatehouse starts: [`Engine::hold_timers`]).
     pub fn apply(&mut self, ev: &Evidence) -> Vec<Change> {
-        let mut out = self.tick(ev.at());
+        // A GATE portal entry is never older than the previous list allows (a login minus the
+        // lag, erring early: the door decides; an end exactly, erring late: away later).
+        let floor = self.gate_floor(crate::sources::gate::SOURCE);
+        let corrected;
+        let ev = match (ev, floor) {
+            (Evidence::WifiLogin { id, device, at }, Some(f)) if *at < f - LIST_LAG => {
+                corrected = Evidence::WifiLogin {
+                    id: id.clone(),
+                    device: device.clone(),
+                    at: f - LIST_LAG,
+                };
+                &corrected
+            }
+            (
+                Evidence::WifiEnd {
+                    id,
+                    action,
+                    device,
+                    at,
+                },
+                Some(f),
+            ) if *at < f - LIST_LAG => {
+                corrected = Evidence::WifiEnd {
+                    id: id.clone(),
+                    action: action.clone(),
+                    device: device.clone(),
+                    at: f,
+                };
+                &corrected
+            }
+            _ => ev,
+        };
+        let mut out = if self.hold_from.is_some_and(|h| ev.at() >= h) {
+            Vec::new()
+        } else {
+            self.tick(ev.at())
+        };
         match ev {
             Evidence::Badge { id, user, door, at } => {
                 let Some(person) = self.net2.get(user).cloned() else {
@@ -531,6 +738,7 @@ impl Engine {
                         Some(m) => s.mac.as_ref() != Some(m),
                         None => {
                             !(device.username.is_some() && s.username == device.username
+                                || device.email.is_some() && s.username == device.email
                                 || device.user.is_some()
                                     && s.user_id.as_deref()
                                         == device.user.map(|u| u.to_string()).as_deref())
@@ -540,7 +748,7 @@ impl Engine {
                     // the Wi-Fi presence too.
                     if r.sessions.is_empty() && (before > 0 || r.wifi_ended_at.is_none()) {
                         tracing::debug!(action = %action, "last Wi-Fi session ended");
-                        r.session_ended(*at);
+                        r.session_ended(*at, None);
                     }
                 });
             }
@@ -554,6 +762,7 @@ impl Engine {
                     let device = WifiDevice {
                         user: s.user_id.as_deref().and_then(|u| u.trim().parse().ok()),
                         username: s.username.as_ref().map(|u| u.trim().to_lowercase()),
+                        email: None,
                         mac: s.mac.as_deref().and_then(crate::config::normalize_mac),
                         access_point: s.access_point.clone(),
                     };
@@ -570,6 +779,11 @@ impl Engine {
                         );
                     }
                 }
+                // A session absent from the previous list started after it, whatever GATE's
+                // clock says (less the lag; see gate_floor).
+                let floor = self.gate_floor(source).map(|f| f - LIST_LAG);
+                let last = self.last_list.entry(source.clone()).or_insert(*at);
+                *last = (*last).max(*at);
                 let prefix = format!("{source}/");
                 let ids: Vec<String> = self.people.keys().cloned().collect();
                 for person in ids {
@@ -605,15 +819,22 @@ impl Engine {
                         // Started earlier than the list says (never later: a wrong clock).
                         let mut new_entries = Vec::new();
                         for (k, s) in new {
-                            let start = s.started.map_or(*at, |t| t.min(*at));
-                            new_entries.push((k.clone(), start, s.clone()));
+                            // Ended only because the source went silent: on the Wi-Fi now.
+                            let (start, id) = if r.expired_sessions.contains(&k) {
+                                (*at, format!("{k}@{}", at.timestamp_millis()))
+                            } else {
+                                let start = s.started.map_or(*at, |t| t.min(*at));
+                                (floor.map_or(start, |f| start.max(f.min(*at))), k.clone())
+                            };
+                            new_entries.push((id, start, s.clone()));
                             r.sessions.insert(k, s);
                         }
+                        r.expired_sessions.retain(|k| !k.starts_with(&prefix));
                         if !r.sessions.is_empty() {
                             // A session is active: no away timer.
                             r.wifi_ended_at = None;
                         } else if !ended.is_empty() {
-                            r.session_ended(*at);
+                            r.session_ended(*at, None);
                         }
                         new_entries.sort_by_key(|(_, t, _)| *t);
                         for (k, start, s) in new_entries {
@@ -640,6 +861,7 @@ impl Engine {
             .and_then(|m| self.macs.get(m))
             .or_else(|| d.user.and_then(|u| self.gate_users.get(&u)))
             .or_else(|| d.username.as_ref().and_then(|u| self.gate_names.get(u)))
+            .or_else(|| d.email.as_ref().and_then(|u| self.gate_names.get(u)))
             .cloned()
     }
 
@@ -696,6 +918,9 @@ sources:
     username: Gate House
     password: x
     client_id: 00000000-0000-4000-8000-000000000000
+  gate:
+    url: https://gate.example.org/api/v1
+    token: x
 doors:
   1: { name: Front, direction: in }
   2: { name: Back, direction: out }
@@ -814,6 +1039,12 @@ presence: { wifi_away_after: 10m }
             let ch = self.e.tick(t(at));
             self.record(ch);
             self
+        }
+        /// What the task does when it wakes: sources' sessions expire, then the timers.
+        fn wake(&mut self, at: &str) -> &mut Day {
+            let ch = self.e.expire_sources(t(at));
+            self.record(ch);
+            self.tick(at)
         }
         fn anna(&self) -> PersonState {
             self.e.state("anna").unwrap()
@@ -1004,7 +1235,9 @@ presence: { wifi_away_after: 10m }
         .tick("13:00:00");
         assert_eq!(d.anna().home, Some(true));
         assert_eq!(d.anna().wifi_sessions, 1);
-        assert_eq!(d.e.next_deadline(), None);
+        // No away timer (the next deadline is GATE's silence check, a list after the last).
+        assert_eq!(d.e.records()["anna"].wifi_ended_at, None);
+        assert_eq!(d.e.next_deadline(), Some(t("09:15:10")));
         // The laptop goes too (a disconnect): the timer runs from then.
         d.feed(wifi_end("di", ANNA_LAPTOP, "14:00:00"))
             .tick("14:10:00");
@@ -1252,6 +1485,259 @@ presence: { wifi_away_after: 10m }
             .tick("09:10:00");
             assert_eq!(d.anna().home, Some(false));
         }
+    }
+
+    fn gate_event(action: &str, at: &str, received: &str) -> Message {
+        // The portal log names Anna by a short name; her config has the e-mail that RADIUS
+        // accounting uses, and the entry carries it too.
+        Message::Event(Box::new(Event {
+            id: format!("gate:{action}:{at}"),
+            source: "gate".into(),
+            source_id: None,
+            fingerprint: String::new(),
+            time: t(at).fixed_offset(),
+            received: t(received),
+            via: Via::Rest,
+            door: None,
+            user: None,
+            kind: EventKind::Wifi {
+                action: action.into(),
+                user: None,
+                username: Some("anna".into()),
+                email: Some("Anna@Example.org".into()),
+                mac: None,
+                access_point: None,
+                location: None,
+            },
+            code: None,
+            description: None,
+            raw: String::new(),
+        }))
+    }
+
+    #[test]
+    fn wifi_events_find_the_person_by_the_entrys_email() {
+        let mut d = Day::new();
+        d.feed(Evidence::from_message(&gate_event("ui", "08:00:00", "08:00:00")).unwrap());
+        assert_eq!(d.anna().home, Some(true));
+        // The accounting list names the session by e-mail; the logout (no MAC) ends it.
+        let mut s = session("s1", ANNA_PHONE, "08:00:00");
+        s.mac = None;
+        s.user_id = None;
+        d.feed(sessions(&[s], "08:00:30"));
+        assert_eq!(d.anna().wifi_sessions, 1);
+        d.feed(Evidence::from_message(&gate_event("uo", "09:00:00", "09:00:00")).unwrap());
+        assert_eq!(d.anna().wifi_sessions, 0);
+        d.tick("09:10:00");
+        assert_eq!(d.anna().home, Some(false));
+    }
+
+    #[test]
+    fn a_gate_clock_an_hour_ahead_moves_no_timer_and_hides_no_door() {
+        let mut d = Day::new();
+        // Bo's phone left at 09:55: away at 10:05 unless he comes back.
+        d.feed(sessions(
+            &[WifiSession {
+                mac: Some("aa:bb:cc:00:00:02".into()),
+                username: None,
+                user_id: None,
+                ..session("b1", ANNA_PHONE, "09:00:00")
+            }],
+            "09:00:10",
+        ))
+        .feed(sessions(&[], "09:55:00"));
+        // Anna's login reaches gatehouse at 10:00, stamped 11:00 by GATE's clock.
+        d.feed(Evidence::from_message(&gate_event("ui", "11:00:00", "10:00:00")).unwrap());
+        assert_eq!(d.anna().since, Some(t("10:00:00")), "as of its arrival");
+        assert_eq!(
+            d.e.state("bo").unwrap().home,
+            Some(true),
+            "no timer run ahead"
+        );
+        // She leaves by the out door at 10:01: not hidden behind an 11:00 login.
+        d.feed(badge(11, 2, "10:01:00"));
+        assert_eq!(d.anna().home, Some(false));
+        d.tick("10:05:00");
+        assert_eq!(d.e.state("bo").unwrap().home, Some(false));
+    }
+
+    #[test]
+    fn a_gate_clock_an_hour_behind_neither_hurries_nor_hides_wifi_evidence() {
+        let mut d = Day::new();
+        let phone = session("s1", ANNA_PHONE, "09:00:00");
+        d.feed(sessions(std::slice::from_ref(&phone), "10:00:00"))
+            .feed(sessions(std::slice::from_ref(&phone), "10:30:00"))
+            // Her phone logs out at 10:30:10, stamped 09:30:10 by GATE's clock.
+            .feed(wifi_end("uo", ANNA_PHONE, "09:30:10"))
+            .feed(sessions(&[], "10:30:30"))
+            .tick("10:30:31")
+            .tick("10:39:59");
+        assert_eq!(d.anna().home, Some(true), "not away at once");
+        d.tick("10:40:00");
+        assert_eq!(
+            d.timeline.last().unwrap(),
+            &line(
+                "10:40:00",
+                "away",
+                "Wi-Fi ended at 10:30:00 and no entry within 600s"
+            )
+        );
+        // Back at 11:30 after leaving by the out door at 11:00: GATE lists a new session,
+        // started "10:29:55". It was not in the list of 11:29:30, so it is newer than that
+        // (less the lag), newer than the door: home.
+        d.feed(badge(11, 3, "10:50:00"))
+            .feed(badge(11, 2, "11:00:00"))
+            .feed(sessions(&[], "11:29:30"))
+            .feed(sessions(
+                &[session("s2", ANNA_PHONE, "10:29:55")],
+                "11:30:00",
+            ));
+        assert_eq!(
+            d.timeline.last().unwrap(),
+            &line(
+                "11:24:30",
+                "home",
+                "Wi-Fi session aa:bb:cc:00:00:01 at ap-lobby"
+            )
+        );
+    }
+
+    #[test]
+    fn a_backfilled_entry_cancels_a_timer_that_fell_due_while_gatehouse_was_down() {
+        let mut d = Day::new();
+        d.feed(sessions(
+            &[session("s1", ANNA_PHONE, "09:00:00")],
+            "09:00:10",
+        ))
+        // Her phone leaves at 10:00 (away at 10:10 unless an entry follows); gatehouse stops.
+        .feed(sessions(&[], "10:00:00"));
+        let mut d = Day::resume(d.e.records().clone());
+        // Started again at 10:30 (an upgrade). Meanwhile she badged in at 10:08.
+        d.e.hold_timers(Some(t("10:30:00")));
+        // GATE's first session list comes a second after start, before Net2's backfill.
+        d.feed(sessions(&[], "10:30:01"))
+            .feed(badge(11, 1, "10:08:00"))
+            .feed(sessions(&[], "10:30:31"));
+        // The grace is over: the timers run on the wall clock.
+        d.e.hold_timers(None);
+        d.tick("10:31:00").tick("12:00:00");
+        assert!(d.timeline.is_empty(), "{:?}", d.timeline);
+        assert_eq!(d.anna().home, Some(true));
+        assert_eq!(d.anna().evidence.as_deref(), Some("door 1 Front (in)"));
+        // A timer that fell due during the downtime with no entry still fires, at its time.
+        let mut d = Day::new();
+        d.feed(sessions(
+            &[session("s1", ANNA_PHONE, "09:00:00")],
+            "09:00:10",
+        ))
+        .feed(sessions(&[], "10:00:00"));
+        d.e.hold_timers(Some(t("10:30:00")));
+        d.feed(sessions(&[], "10:30:01"));
+        assert_eq!(d.anna().home, Some(true), "held");
+        d.e.hold_timers(None);
+        d.tick("10:30:30");
+        assert_eq!(
+            d.timeline.last().unwrap(),
+            &line(
+                "10:10:00",
+                "away",
+                "Wi-Fi ended at 10:00:00 and no entry within 600s"
+            )
+        );
+    }
+
+    #[test]
+    fn sessions_of_a_gate_that_stops_answering_expire_after_the_window() {
+        let mut d = Day::new();
+        let phone = session("s1", ANNA_PHONE, "09:00:00");
+        d.feed(sessions(std::slice::from_ref(&phone), "09:00:10"))
+            .wake("09:30:00")
+            // GATE's last answer (its token is revoked afterwards: 401 for ever).
+            .feed(sessions(std::slice::from_ref(&phone), "10:00:00"));
+        assert_eq!(d.e.next_deadline(), Some(t("10:10:00")));
+        d.wake("10:09:59");
+        assert_eq!((d.anna().home, d.anna().wifi_sessions), (Some(true), 1));
+        d.wake("10:10:00").wake("12:00:00");
+        assert_eq!(
+            d.timeline.last().unwrap(),
+            &line(
+                "10:10:00",
+                "away",
+                "GATE has not answered since 10:00:00 and no entry within 600s"
+            )
+        );
+        assert_eq!(d.anna().wifi_sessions, 0);
+        assert_eq!(d.e.next_deadline(), None);
+        // GATE answers again and still lists the phone: she is on the Wi-Fi now.
+        d.feed(sessions(std::slice::from_ref(&phone), "12:30:00"));
+        assert_eq!(
+            d.timeline.last().unwrap(),
+            &line(
+                "12:30:00",
+                "home",
+                "Wi-Fi session aa:bb:cc:00:00:01 at ap-lobby"
+            )
+        );
+        assert!(d.e.records()["anna"].expired_sessions.is_empty());
+
+        // A badge at a door while GATE is silent: the door says where she is, no timer.
+        let mut d = Day::new();
+        d.feed(sessions(std::slice::from_ref(&phone), "09:00:10"))
+            .feed(badge(11, 3, "09:05:00"))
+            .wake("09:10:10")
+            .wake("12:00:00");
+        assert_eq!(d.anna().home, Some(true));
+        assert_eq!(d.anna().wifi_sessions, 0);
+        assert_eq!(d.e.next_deadline(), None);
+    }
+
+    #[test]
+    fn after_a_restart_gates_backfill_keeps_its_times() {
+        let mut d = Day::new();
+        d.feed(sessions(
+            &[session("s1", ANNA_PHONE, "09:00:00")],
+            "09:00:10",
+        ));
+        let mut d = Day::resume(d.e.records().clone());
+        // Started at 10:30 with her session on record; GATE's backfill brings her 10:00 logout.
+        d.wake("10:30:00")
+            .feed(wifi_end("uo", ANNA_PHONE, "10:00:00"))
+            .wake("10:30:01");
+        assert_eq!(
+            d.timeline,
+            vec![line(
+                "10:10:00",
+                "away",
+                "Wi-Fi ended at 10:00:00 and no entry within 600s"
+            )]
+        );
+    }
+
+    #[test]
+    fn sessions_of_a_removed_gate_source_end_and_the_timer_runs() {
+        let mut d = Day::new();
+        d.feed(sessions(
+            &[session("s1", ANNA_PHONE, "09:00:00")],
+            "09:00:10",
+        ));
+        // Restarted at 11:00 without `sources.gate`: nothing will ever list or end the session.
+        let mut c = cfg();
+        c.sources.gate = None;
+        let mut d = Day::resume(d.e.records().clone());
+        d.e.configure(&c);
+        d.wake("11:00:00").wake("11:09:59");
+        assert_eq!(d.anna().wifi_sessions, 1);
+        assert_eq!(d.anna().home, Some(true), "the window runs first");
+        d.wake("11:10:00");
+        assert_eq!(d.anna().wifi_sessions, 0);
+        assert_eq!(
+            d.timeline,
+            vec![line(
+                "11:10:00",
+                "away",
+                "Wi-Fi source gate no longer configured (since 11:00:00) and no entry within 600s"
+            )]
+        );
     }
 
     #[test]

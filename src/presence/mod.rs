@@ -118,6 +118,8 @@ struct Task {
     bus: Bus,
     clock: Arc<dyn Clock>,
     persisted: BTreeMap<String, Record>,
+    /// The start-up grace's end while it runs ([`Engine::hold_timers`]).
+    grace_until: Option<DateTime<Utc>>,
 }
 
 impl Task {
@@ -162,7 +164,21 @@ impl Task {
         }
     }
 
+    /// Ends the start-up grace once it is over: the engine's timers run again.
+    fn grace_over(&mut self, now: DateTime<Utc>) -> bool {
+        match self.grace_until {
+            Some(g) if now < g => false,
+            Some(_) => {
+                self.grace_until = None;
+                self.engine.hold_timers(None);
+                true
+            }
+            None => true,
+        }
+    }
+
     async fn take(&mut self, m: &Message) {
+        self.grace_over(self.clock.now());
         if let Some(ev) = Evidence::from_message(m) {
             let changes = self.engine.apply(&ev);
             self.emit(changes).await;
@@ -180,21 +196,30 @@ pub async fn run(
     cancel: CancellationToken,
 ) {
     let persisted = load(&store);
-    let engine = Engine::new(&cfg_rx.borrow(), persisted.clone());
+    let mut engine = Engine::new(&cfg_rx.borrow(), persisted.clone());
+    let started = clock.now();
+    // Evidence stamped from now on (live, or GATE's session lists) runs no timer until the
+    // grace is over: the backfill of the downtime is still coming.
+    engine.hold_timers(Some(started));
+    let grace_until = started + chrono::Duration::from_std(STARTUP_GRACE).unwrap_or_default();
     let mut t = Task {
         engine,
         store,
         bus,
         clock,
         persisted,
+        grace_until: Some(grace_until),
     };
     // Every person has a state from the first second (kept from the last run, or unknown); no
     // event: nothing happened.
     for s in t.engine.states() {
         t.bus.publish(Message::Person(s)).await;
     }
+    // Every Wi-Fi source with sessions has `wifi_away_after` from now to list them (a source
+    // removed from the config while gatehouse was stopped never will: they end then).
+    let changes = t.engine.expire_sources(started);
+    t.emit(changes).await;
     t.persist().await;
-    let grace_until = t.clock.now() + chrono::Duration::from_std(STARTUP_GRACE).unwrap_or_default();
     let mut cfg_watch = cfg_rx.clone();
     let mut cfg_alive = true;
     loop {
@@ -242,10 +267,11 @@ pub async fn run(
             _ = tokio::time::sleep(wait.unwrap_or(Duration::from_secs(3600))) => {
                 let now = t.clock.now();
                 // A timer due at start-up waits for the grace (the backfill).
-                if now < grace_until {
+                if !t.grace_over(now) {
                     continue;
                 }
-                let changes = t.engine.tick(now);
+                let mut changes = t.engine.expire_sources(now);
+                changes.extend(t.engine.tick(now));
                 if !changes.is_empty() {
                     t.emit(changes).await;
                     t.persist().await;

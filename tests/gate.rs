@@ -455,35 +455,11 @@ async fn a_refused_token_is_reported_clearly() {
     app.shutdown().await;
 }
 
-#[derive(Clone, Default)]
-struct Buf(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
-
-impl std::io::Write for Buf {
-    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(b);
-        Ok(b.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 /// The Bearer token is only ever in the Authorization header: not in the logs (at trace
 /// level, HTTP client internals included), MQTT or the database — also when it is refused.
 #[test]
 fn the_token_never_leaves_the_process() {
-    let buf = Buf::default();
-    let writer = buf.clone();
-    let sub = tracing_subscriber::fmt()
-        .with_env_filter("trace")
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .finish();
-    let _guard = tracing::subscriber::set_default(sub);
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let (buf, _guard, rt) = common::logs::capture("trace");
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("g.db");
     let broker = Broker::start();
@@ -507,7 +483,7 @@ fn the_token_never_leaves_the_process() {
         app.shutdown().await;
         rec.all()
     });
-    let logs = String::from_utf8_lossy(&buf.0.lock().unwrap()).into_owned();
+    let logs = buf.text();
     assert!(logs.contains("GATE reachable"), "the logs were captured");
     assert!(logs.contains("GATE authentication failed"));
     let hit = logs.lines().find(|l| l.contains(SIM_TOKEN));

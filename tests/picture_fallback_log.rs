@@ -2,40 +2,15 @@
 //! the fallback is said once per camera channel at INFO with a short reason; the device's
 //! answer (an XML body) and every later fallback are DEBUG only.
 
+mod common;
+
 use gatehouse::media::service::Trigger;
 use gatehouse::sim::hikvision::{HikSim, HikSimConfig, Personality};
 use gatehouse::sim::rtsp::RtspSimConfig;
-use std::io::Write;
-use std::sync::{Arc, Mutex};
-
-#[derive(Clone, Default)]
-struct Buf(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Buf {
-    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(b);
-        Ok(b.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
 
 #[test]
 fn picture_fallback_is_logged_at_info_once_per_channel_and_briefly() {
-    let buf = Buf::default();
-    let writer = buf.clone();
-    let sub = tracing_subscriber::fmt()
-        .with_env_filter("gatehouse=debug")
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .finish();
-    let _guard = tracing::subscriber::set_default(sub);
-    // One thread: every task logs under the capturing subscriber.
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let (buf, _guard, rt) = common::logs::capture("gatehouse=debug");
     rt.block_on(async {
         // The simulated NVR answers /picture of channels 2 and 3 with XML, as real ones do.
         let nvr = HikSim::start(HikSimConfig {
@@ -66,7 +41,7 @@ fn picture_fallback_is_logged_at_info_once_per_channel_and_briefly() {
         }
         app.shutdown().await;
     });
-    let logs = String::from_utf8_lossy(&buf.0.lock().unwrap()).into_owned();
+    let logs = buf.text();
     let fallback: Vec<&str> = logs
         .lines()
         .filter(|l| l.contains("/picture") && l.contains("RTSP"))

@@ -9,8 +9,7 @@ use gatehouse::clock::OffsetClock;
 use gatehouse::sim::apptive::{self, ApptiveSim, ApptiveSimConfig, Mode};
 use gatehouse::sim::net2::SimConfig;
 use serde_json::Value;
-use std::io::Write;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 const T: Duration = Duration::from_secs(20);
@@ -145,36 +144,12 @@ fn contains(hay: &[u8], needle: &str) -> bool {
     hay.windows(needle.len()).any(|w| w == needle.as_bytes())
 }
 
-#[derive(Clone, Default)]
-struct Buf(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Buf {
-    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(b);
-        Ok(b.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 /// A granted code opens the door exactly once (audited, published, with the member's name),
 /// a replay is refused — also after a restart — and neither the token nor any key shows up
 /// in the logs (trace level), MQTT, the database or a REST answer.
 #[test]
 fn a_granted_code_opens_once_and_secrets_stay_inside() {
-    let buf = Buf::default();
-    let writer = buf.clone();
-    let sub = tracing_subscriber::fmt()
-        .with_env_filter("trace")
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .finish();
-    let _guard = tracing::subscriber::set_default(sub);
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let (buf, _guard, rt) = common::logs::capture("trace");
     let (keys, token, mqtt, db, rest) = rt.block_on(async {
         let mut q = setup(FRONT, "").await;
         let mut keys = Vec::new();
@@ -312,7 +287,7 @@ fn a_granted_code_opens_once_and_secrets_stay_inside() {
             .collect();
         (keys, q.sim.token(), mqtt, db_bytes(&q.h), rest)
     });
-    let logs = buf.0.lock().unwrap().clone();
+    let logs = buf.bytes();
     assert!(
         contains(&logs, "QR access granted"),
         "the capture saw the daemon's logs"

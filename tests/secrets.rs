@@ -6,22 +6,8 @@ mod common;
 
 use common::{Harness, wait_for};
 use gatehouse::sim::net2::{SimConfig, SimEvent};
-use std::io::Write;
-use std::sync::{Arc, Mutex};
+
 use std::time::Duration;
-
-#[derive(Clone, Default)]
-struct Buf(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Buf {
-    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(b);
-        Ok(b.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
 
 /// `needle` as a whole token (not inside a longer number such as a timestamp or a port).
 fn contains_token(hay: &[u8], needle: &[u8]) -> bool {
@@ -49,31 +35,9 @@ fn forbidden() -> Vec<String> {
     out
 }
 
-/// Every log line at trace level into a buffer, for a current-thread runtime (it keeps every
-/// task on this thread, under the capturing logger).
-fn capture_logs() -> (
-    Buf,
-    tracing::subscriber::DefaultGuard,
-    tokio::runtime::Runtime,
-) {
-    let buf = Buf::default();
-    let writer = buf.clone();
-    let sub = tracing_subscriber::fmt()
-        .with_env_filter("trace")
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .finish();
-    let guard = tracing::subscriber::set_default(sub);
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    (buf, guard, rt)
-}
-
 #[test]
 fn pins_phones_and_passwords_never_leave_the_process() {
-    let (buf, _guard, rt) = capture_logs();
+    let (buf, _guard, rt) = common::logs::capture("trace");
     let bus_dump = rt.block_on(async {
         let mut h = Harness::new(SimConfig::default(), "").await;
         h.start().await;
@@ -102,7 +66,7 @@ fn pins_phones_and_passwords_never_leave_the_process() {
         (dump, db, wal)
     });
     let (dump, db, wal) = bus_dump;
-    let logs = String::from_utf8_lossy(&buf.0.lock().unwrap()).into_owned();
+    let logs = buf.text();
     assert!(
         logs.contains("Net2 user names refreshed"),
         "the user list was fetched"
@@ -140,7 +104,7 @@ fn camera_passwords_never_leave_the_process() {
     use gatehouse::sim::hikvision::{HikSim, HikSimConfig};
     use gatehouse::sim::rtsp::RtspSimConfig;
     const PW: &str = "Cam-S3cret:p@ss";
-    let (buf, _guard, rt) = capture_logs();
+    let (buf, _guard, rt) = common::logs::capture("trace");
     let (dump, db, wal, errors) = rt.block_on(async {
         let cam = HikSim::start(HikSimConfig {
             password: PW.into(),
@@ -198,7 +162,7 @@ fn camera_passwords_never_leave_the_process() {
         let wal = std::fs::read(db_path.with_extension("db-wal")).unwrap_or_default();
         (dump, db, wal, err)
     });
-    let logs = String::from_utf8_lossy(&buf.0.lock().unwrap()).into_owned();
+    let logs = buf.text();
     assert!(logs.contains("RTSP session playing"), "the session ran");
     assert!(dump.contains("Snapshot"), "the bus carried the picture");
     let enc: String =

@@ -4,6 +4,7 @@
 
 pub mod broker;
 pub mod hls;
+pub mod logs;
 pub mod rtsp;
 pub mod web;
 

@@ -360,8 +360,18 @@ async fn presence_and_occupancy_follow_sessions() {
     let sb = sim.login(&ben, &aps[1]);
     let hq = "gatehouse/wifi/location/headquarters_building_a/state";
     let ap_east = "gatehouse/wifi/ap/ap_floor2_east/state";
-    wait_for("two devices at HQ", T, || {
+    let ben_topic = "gatehouse/wifi/user/ben_lind/state";
+    // The places' states and the users' are messages of their own: wait for all three.
+    wait_for("two devices at HQ, Anna and Ben connected", T, || {
         rec.on(hq).last().is_some_and(|m| m.json()["devices"] == 2)
+            && rec
+                .on(anna_topic)
+                .last()
+                .is_some_and(|m| m.json()["connected"] == true)
+            && rec
+                .on(ben_topic)
+                .last()
+                .is_some_and(|m| m.json()["connected"] == true)
     })
     .await;
     let a = rec.on(anna_topic).last().unwrap().json();
@@ -369,8 +379,6 @@ async fn presence_and_occupancy_follow_sessions() {
     assert_eq!(a["sessions"], 1);
     assert_eq!(a["access_points"], json!(["AP-Floor3-West"]));
     assert_eq!(a["macs"], json!(["02:aa:bb:cc:dd:01"]));
-    let ben_topic = "gatehouse/wifi/user/ben_lind/state";
-    assert_eq!(rec.on(ben_topic).last().unwrap().json()["connected"], true);
     assert!(
         rec.on("homeassistant/binary_sensor/gatehouse/gate_user_ben_lind/config")
             .is_empty(),
@@ -378,6 +386,8 @@ async fn presence_and_occupancy_follow_sessions() {
     );
     // Occupancy sensors: announced with their first session, retained, a number from the start.
     let loc_cfg = "homeassistant/sensor/gatehouse/gate_location_headquarters_building_a/config";
+    // Discovery follows the states in the same batch.
+    wait_for("HQ's sensor announced", T, || !rec.on(loc_cfg).is_empty()).await;
     let c = rec.on(loc_cfg).last().unwrap().json();
     assert_eq!(c["state_class"], "measurement");
     assert_eq!(c["unit_of_measurement"], "devices");
@@ -411,15 +421,21 @@ async fn presence_and_occupancy_follow_sessions() {
             .is_some_and(|m| m.payload.is_empty())
     })
     .await;
-    // Events: login, timeout, logout.
-    let kinds: Vec<String> = rec
-        .on("gatehouse/wifi/event")
-        .iter()
-        .map(|m| m.json()["event_type"].as_str().unwrap().to_string())
-        .collect();
-    for k in ["wifi_login", "wifi_timeout", "wifi_logout"] {
-        assert!(kinds.iter().any(|x| x == k), "{k} in {kinds:?}");
-    }
+    // Events: login, timeout, logout (they reach MQTT through the store's outbox, on their
+    // own path: not ordered with the states).
+    let kinds = || -> Vec<String> {
+        rec.on("gatehouse/wifi/event")
+            .iter()
+            .map(|m| m.json()["event_type"].as_str().unwrap().to_string())
+            .collect()
+    };
+    wait_for("login, timeout and logout events", T, || {
+        let k = kinds();
+        ["wifi_login", "wifi_timeout", "wifi_logout"]
+            .iter()
+            .all(|w| k.iter().any(|x| x == w))
+    })
+    .await;
     // Places without a session for `forget_after` go: config and state cleared.
     wait_for("HQ forgotten", T, || {
         rec.on(loc_cfg).last().is_some_and(|m| m.payload.is_empty())

@@ -8,6 +8,8 @@ command -v cc >/dev/null || need+=(build-essential)
 command -v pkg-config >/dev/null || need+=(pkg-config)
 command -v mosquitto >/dev/null || need+=(mosquitto)
 command -v mosquitto_sub >/dev/null || need+=(mosquitto-clients)
+# The systemd unit's hardening is rated by systemd itself (tests/systemd_unit.rs).
+command -v systemd-analyze >/dev/null || need+=(systemd)
 # Report PDFs are read back as text (tests/access_ops.rs).
 command -v pdftotext >/dev/null || need+=(poppler-utils)
 # RTSP tests: GStreamer's RTSP server driven by tests/support/rtsp_server.py under Debian's

@@ -1,0 +1,95 @@
+//! The systemd unit (`systemd/gatehouse.service`) as systemd itself rates it: exposure 2.0 or
+//! below by `systemd-analyze security --offline=true` (it was 5.6), and still carrying what
+//! gatehouse needs — the network for Net2, cameras (ISAPI, RTSP), MQTT and its web port, a
+//! config check before the start, SIGHUP reload, credentials and a state directory.
+
+use std::process::Command;
+
+const UNIT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/systemd/gatehouse.service");
+
+fn directives() -> Vec<(String, String)> {
+    std::fs::read_to_string(UNIT)
+        .expect("systemd/gatehouse.service")
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.starts_with('#') && !l.starts_with('['))
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect()
+}
+
+fn values(key: &str) -> Vec<String> {
+    directives()
+        .into_iter()
+        .filter(|(k, _)| k == key)
+        .map(|(_, v)| v)
+        .collect()
+}
+
+#[test]
+fn systemd_rates_the_unit_2_or_below() {
+    let out = Command::new("systemd-analyze")
+        .args(["security", "--offline=true", "--no-pager", UNIT])
+        .output()
+        .expect("systemd-analyze (Debian's systemd package; scripts/test.sh installs it)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text
+        .lines()
+        .find(|l| l.contains("Overall exposure level"))
+        .unwrap_or_else(|| {
+            panic!(
+                "no overall rating:\n{text}\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+    let score: f64 = line
+        .split(':')
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("unreadable rating: {line}"));
+    assert!(
+        score <= 2.0,
+        "exposure {score} (want 2.0 or below):\n{text}"
+    );
+}
+
+#[test]
+fn the_hardened_unit_keeps_what_gatehouse_needs() {
+    let one = |k: &str| values(k).into_iter().next().unwrap_or_default();
+    assert_eq!(one("Type"), "notify", "READY=1 and the watchdog");
+    assert!(one("WatchdogSec").parse::<u32>().is_ok_and(|s| s >= 30));
+    assert!(
+        one("ExecStartPre").contains("check-config -c /etc/gatehouse/config.yaml"),
+        "a bad config stops the start"
+    );
+    assert!(one("ExecStart").contains(" run -c /etc/gatehouse/config.yaml"));
+    assert!(one("ExecReload").contains("-HUP"), "hot reload by SIGHUP");
+    assert!(
+        values("LoadCredential")
+            .iter()
+            .any(|c| c.starts_with("net2:")),
+        "the Net2 password as a credential"
+    );
+    assert_eq!(one("StateDirectory"), "gatehouse");
+    assert_eq!(
+        one("UMask"),
+        "0077",
+        "the database and pictures are the service's alone"
+    );
+    // Net2, ISAPI, RTSP, MQTT, Apptive, GATE and the web port are TCP; journald and sd_notify
+    // are local sockets.
+    let families = one("RestrictAddressFamilies");
+    for f in ["AF_UNIX", "AF_INET", "AF_INET6"] {
+        assert!(families.split_whitespace().any(|x| x == f), "{f} allowed");
+    }
+    for blocked in ["PrivateNetwork", "IPAddressDeny"] {
+        assert!(
+            values(blocked).iter().all(|v| v == "no" || v.is_empty()),
+            "{blocked} would cut gatehouse off from its devices"
+        );
+    }
+    // No capability: the web port is above 1024 by default (a drop-in adds
+    // CAP_NET_BIND_SERVICE for a lower one, as the unit's comment says).
+    assert_eq!(values("CapabilityBoundingSet"), [""]);
+}

@@ -19,7 +19,7 @@ command -v gst-inspect-1.0 >/dev/null || need+=(gstreamer1.0-tools)
 # Browser test (tests/media_live.rs): headless Chromium plays the HLS page over CDP.
 command -v chromium >/dev/null || need+=(chromium)
 /usr/bin/python3 -c 'import gi' 2>/dev/null || need+=(python3-gi)
-# Home Assistant test (tests/home_assistant.rs): a venv of Debian's Python 3.11 (below).
+# Home Assistant tests (home_assistant.rs, ha_blueprints.rs): a venv of Python 3.11 (below).
 /usr/bin/python3 -c 'import ensurepip' 2>/dev/null || need+=(python3-venv)
 if ! /usr/bin/python3 tests/support/rtsp_server.py --check >/dev/null 2>&1; then
   need+=(gstreamer1.0-rtsp gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-ugly
@@ -36,10 +36,13 @@ if ! command -v cargo >/dev/null; then
 fi
 # A real Home Assistant 2024.1.6 (the newest that runs on Python 3.11) with the pins its MQTT
 # integration needs (HA runs with --skip-pip and installs nothing itself); ha_run.py lists them
-# from the installed HA's manifests. A marker written last makes a second run free.
+# from the installed HA's manifests; colorlog is what HA's check_config script (run by
+# tests/ha_blueprints.rs) would otherwise pip-install itself on every fresh venv. A marker
+# written last makes a second run free.
 ha_venv="${GATEHOUSE_HA_VENV:-$HOME/.cache/gatehouse/ha-2024.1.6}"
 ha_marker="$ha_venv/.gatehouse-complete"
-ha_want="homeassistant==2024.1.6 $(grep '^DOMAINS = ' tests/support/ha_run.py)"
+ha_script_reqs="colorlog==6.7.0"
+ha_want="homeassistant==2024.1.6 $ha_script_reqs $(grep '^DOMAINS = ' tests/support/ha_run.py)"
 if [ ! -f "$ha_marker" ] || [ "$(cat "$ha_marker")" != "$ha_want" ]; then
   echo "Creating the Home Assistant venv in $ha_venv (a few minutes, once)" >&2
   # pip install is idempotent: an interrupted run resumes in the same venv.
@@ -48,7 +51,8 @@ if [ ! -f "$ha_marker" ] || [ "$(cat "$ha_marker")" != "$ha_want" ]; then
   ha_constraints="$("$ha_venv/bin/python" -c 'import homeassistant, os; print(os.path.join(os.path.dirname(homeassistant.__file__), "package_constraints.txt"))')"
   ha_reqs_text="$("$ha_venv/bin/python" tests/support/ha_run.py --requirements)"
   mapfile -t ha_reqs <<<"$ha_reqs_text"
-  "$ha_venv/bin/pip" install -q --disable-pip-version-check -c "$ha_constraints" "${ha_reqs[@]}"
+  "$ha_venv/bin/pip" install -q --disable-pip-version-check -c "$ha_constraints" "${ha_reqs[@]}" \
+    "$ha_script_reqs"
   echo "$ha_want" >"$ha_marker"
 fi
 export GATEHOUSE_HA_PYTHON="$ha_venv/bin/python"

@@ -25,6 +25,14 @@ fn yaml(sim: &GateSim, broker: &Broker, dir: &Path, extra: &str) -> String {
 }
 
 async fn daemon(text: &str) -> gatehouse::app::App {
+    daemon_with_clock(text, Default::default()).await
+}
+
+/// The daemon on a clock the test moves (the presence engine's Wi-Fi timers read it).
+async fn daemon_with_clock(
+    text: &str,
+    clock: std::sync::Arc<gatehouse::clock::OffsetClock>,
+) -> gatehouse::app::App {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(
             std::env::var("GATEHOUSE_LOG").unwrap_or_else(|_| "gatehouse=debug".into()),
@@ -32,7 +40,7 @@ async fn daemon(text: &str) -> gatehouse::app::App {
         .with_test_writer()
         .try_init();
     let cfg = gatehouse::config::load_str(text, &|_| None).expect("valid config");
-    gatehouse::app::App::start(cfg, None, None)
+    gatehouse::app::App::start_with_clock(cfg, None, None, clock)
         .await
         .expect("daemon starts")
 }
@@ -828,10 +836,7 @@ async fn a_gate_clock_an_hour_ahead_moves_no_one_s_presence() {
         "people:\n  - { id: anna, gate_users: [5501], gate_usernames: [anna.koch@example.org] }\n  - { id: ben, gate_users: [5502], gate_usernames: [ben.lind] }\npresence: { wifi_away_after: 10m }\n",
     );
     let clock = std::sync::Arc::new(gatehouse::clock::OffsetClock::new());
-    let cfg = gatehouse::config::load_str(&text, &|_| None).expect("valid config");
-    let app = gatehouse::app::App::start_with_clock(cfg, None, None, clock.clone())
-        .await
-        .expect("daemon starts");
+    let app = daemon_with_clock(&text, clock.clone()).await;
     // Past the start-up grace (during it, evidence stamped after the start runs no timer).
     clock.advance(Duration::from_secs(31));
     let (a, b) = users();
@@ -894,10 +899,7 @@ async fn sessions_expire_when_gate_stops_answering() {
         "people:\n  - { id: anna, gate_users: [5501], gate_usernames: [anna.koch@example.org] }\npresence: { wifi_away_after: 10m }\n",
     );
     let clock = std::sync::Arc::new(gatehouse::clock::OffsetClock::new());
-    let cfg = gatehouse::config::load_str(&text, &|_| None).expect("valid config");
-    let app = gatehouse::app::App::start_with_clock(cfg, None, None, clock.clone())
-        .await
-        .expect("daemon starts");
+    let app = daemon_with_clock(&text, clock.clone()).await;
     clock.advance(Duration::from_secs(31));
     let (a, _) = users();
     let aps = default_aps();

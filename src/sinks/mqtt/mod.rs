@@ -54,6 +54,8 @@ const SOURCE: &str = "net2";
 struct Sink {
     cfg: MqttConfig,
     topics: Topics,
+    /// Who this gatehouse is in Home Assistant (`mqtt.instance`): its ids and node id.
+    identity: discovery::Identity,
     store: Store,
     bus: Bus,
     cfg_rx: ConfigRx,
@@ -262,6 +264,7 @@ pub async fn run(
             .unwrap_or_default()
             .into_iter()
             .collect(),
+        identity: discovery::Identity::new(&cfg.instance()),
         cfg,
         topics,
         store,
@@ -294,6 +297,20 @@ pub async fn run(
         wifi: wifi::Wifi::default(),
     };
     sink.wifi = wifi::Wifi::load(&sink.store);
+    // The configs published under another identity are cleared on connect (they are stale):
+    // Home Assistant then makes new entities, without the user's names and areas. Say why,
+    // and how to keep the old ones, before that happens.
+    if let Some(old) = discovery::previous_instance(
+        sink.discovery.keys().map(String::as_str),
+        &sink.topics,
+        &sink.identity,
+    ) {
+        tracing::warn!(
+            previous = %old,
+            instance = %sink.cfg.instance(),
+            "the Home Assistant identity changed (mqtt.base_topic or mqtt.instance): its entities are replaced by new ones; set mqtt.instance: {old} to keep them"
+        );
+    }
     sink.redeliver_upto = sink.store.outbox_max().unwrap_or(i64::MAX);
     // The delivery watcher: a second connection subscribed to our own event topics.
     let watcher = match sink.options() {
@@ -854,6 +871,7 @@ impl Sink {
         let net2 = cfg.sources.net2.is_some();
         let ctx = discovery::Context {
             topics: &self.topics,
+            identity: &self.identity,
             doors: if net2 {
                 discovery::door_names(&cfg.doors, &self.doors)
             } else {
@@ -922,9 +940,10 @@ impl Sink {
                 .collect(),
         };
         let mut entities = discovery::configs(&ctx);
-        entities.extend(self.wifi.entities(&cfg, &self.topics));
+        entities.extend(self.wifi.entities(&cfg, &self.topics, &self.identity));
         discovery::render(
             &self.topics,
+            &self.identity,
             &entities,
             self.cfg.discovery.mode == DiscoveryMode::Device,
         )

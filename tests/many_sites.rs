@@ -1,0 +1,362 @@
+//! Many sites, one Home Assistant: two gatehouses, each with its own Mosquitto bridged to a
+//! central Mosquitto (the README's "Many sites" bridge: `<base>/#` both ways, discovery out,
+//! `homeassistant/status` in), each with its own Net2 simulator (the same door ids at both
+//! sites, as two real sites' simulators would have) and a Hikvision camera simulator at site
+//! B. Site A keeps the default base topic `gatehouse` (an existing install), site B runs under
+//! `site-b/gatehouse`. A real Home Assistant 2024.1.6 on the central broker must hold every
+//! entity of both sites with no unique_id collision, two Net2 server devices, and the states
+//! that came through the bridges; a door command sent on the central broker to site B reaches
+//! site B's Net2 only; restarting site A leaves site B's discovery alone.
+//!
+//! Needs `GATEHOUSE_HA_PYTHON` (the venv scripts/test.sh creates).
+
+mod common;
+
+use common::Harness;
+use common::broker::{Broker, Msg, Recorder, publish};
+use common::wait_for;
+use gatehouse::sim::hikvision::{HikSim, HikSimConfig, Personality};
+use gatehouse::sim::net2::SimConfig;
+use serde_json::Value;
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+const T: Duration = Duration::from_secs(30);
+const BASE_A: &str = "gatehouse";
+const BASE_B: &str = "site-b/gatehouse";
+/// A door both sites' simulators have.
+const DOOR: u64 = 6612642;
+
+/// A site broker's bridge to the central broker, as the README shows it.
+fn bridge(name: &str, central: u16, base: &str) -> String {
+    format!(
+        "\nconnection {name}\naddress 127.0.0.1:{central}\nremote_clientid {name}\ncleansession false\n\
+         topic {base}/# both 1\ntopic homeassistant/# out 1\ntopic homeassistant/status in 1\n"
+    )
+}
+
+/// The latest retained payload of every topic under `prefix` (empty = cleared).
+fn retained(msgs: &[Msg], prefix: &str) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    for m in msgs
+        .iter()
+        .filter(|m| m.retain && m.topic.starts_with(prefix))
+    {
+        out.insert(m.topic.clone(), m.text());
+    }
+    out
+}
+
+/// Discovery configs standing on the central broker: topic → config.
+fn discovery(msgs: &[Msg]) -> BTreeMap<String, Value> {
+    retained(msgs, "homeassistant/")
+        .into_iter()
+        .filter(|(t, p)| t.ends_with("/config") && !p.is_empty())
+        .map(|(t, p)| (t, serde_json::from_str(&p).unwrap()))
+        .collect()
+}
+
+/// The configs whose state or command topics are under `base`.
+fn of_site(d: &BTreeMap<String, Value>, base: &str) -> BTreeMap<String, Value> {
+    let prefix = format!("{base}/");
+    d.iter()
+        .filter(|(_, c)| {
+            c["availability"][0]["topic"]
+                .as_str()
+                .is_some_and(|t| t.starts_with(&prefix))
+        })
+        .map(|(t, c)| (t.clone(), c.clone()))
+        .collect()
+}
+
+fn ha_python() -> String {
+    let p = std::env::var("GATEHOUSE_HA_PYTHON").unwrap_or_default();
+    assert!(
+        !p.is_empty() && std::path::Path::new(&p).exists(),
+        "GATEHOUSE_HA_PYTHON={p:?}: this test runs a real Home Assistant 2024.1.6 from the venv \
+         scripts/test.sh creates (~/.cache/gatehouse/ha-2024.1.6/bin/python)"
+    );
+    p
+}
+
+/// Run Home Assistant against the central broker until discovery is quiet; its report.
+async fn run_ha(port: u16, work: &std::path::Path) -> Value {
+    let python = ha_python();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/ha_run.py");
+    // quiet > the daemons' 1–3 s delay before they answer HA's birth with a full republish.
+    let out = tokio::process::Command::new(&python)
+        .arg(script)
+        .args(["--broker-port", &port.to_string()])
+        .arg("--work-dir")
+        .arg(work)
+        .args(["--quiet", "5", "--limit", "90"])
+        .kill_on_drop(true)
+        .output()
+        .await
+        .unwrap_or_else(|e| panic!("unable to run {python} {script}: {e}"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "ha_run.py failed ({}): the harness, not gatehouse\n{stderr}",
+        out.status
+    );
+    let doc: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("ha_run.py printed no JSON ({e}):\n{stderr}"));
+    assert_eq!(doc["ha_version"], "2024.1.6", "the Home Assistant tested");
+    doc
+}
+
+async fn site(base: &str, broker: u16, camera: Option<&HikSim>) -> Harness {
+    let mut h = Harness::new(SimConfig::default(), "").await;
+    // `extra_net2` ends the net2 section: a sibling source under `sources:`.
+    if let Some(cam) = camera {
+        h.extra = format!(
+            "  hikvision:\n    - {{ id: yard, url: \"{}\", username: admin, password: sim-hik-pass }}\n",
+            cam.base_url()
+        );
+    }
+    // No client_id: the default one (two daemons on one host must not share it).
+    h.top = format!("mqtt:\n  host: 127.0.0.1\n  port: {broker}\n  base_topic: {base}\n");
+    h.start().await;
+    h
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_sites_bridged_to_one_home_assistant() {
+    ha_python();
+    let central = Broker::start();
+    let site_a = Broker::start_with(&bridge("site-a", central.port, BASE_A));
+    let site_b = Broker::start_with(&bridge("site-b", central.port, BASE_B));
+    let sys = Recorder::start(central.port, "sys", "$SYS/broker/connection/+/state", false).await;
+    for name in ["site-a", "site-b"] {
+        let t = format!("$SYS/broker/connection/{name}/state");
+        wait_for(&format!("bridge {name} up"), T, || {
+            sys.on(&t).last().is_some_and(|m| m.text() == "1")
+        })
+        .await;
+    }
+    let rec = Recorder::start(central.port, "central", "#", false).await;
+    // What comes in to a site: Home Assistant's birth (the site answers it with discovery).
+    let b_status = Recorder::start(site_b.port, "b-status", "homeassistant/status", false).await;
+    let cam = HikSim::start(HikSimConfig {
+        personality: Personality::camera(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let mut a = site(BASE_A, site_a.port, None).await;
+    let b = site(BASE_B, site_b.port, Some(&cam)).await;
+
+    // States and discovery of both sites reach the central broker through the bridges.
+    for base in [BASE_A, BASE_B] {
+        let t = format!("{base}/door/{DOOR}/state");
+        wait_for(&format!("{t} on the central broker"), T, || {
+            rec.on(&t).last().is_some_and(|m| m.retain)
+        })
+        .await;
+        let online = format!("{base}/net2/availability");
+        wait_for(&format!("{online} online"), T, || {
+            rec.on(&online).last().is_some_and(|m| m.text() == "online")
+        })
+        .await;
+    }
+    wait_for("site B's camera discovery", T, || {
+        discovery(&rec.all()).values().any(|c| {
+            c["state_topic"]
+                .as_str()
+                .is_some_and(|t| t.starts_with(&format!("{BASE_B}/camera/yard/")))
+        })
+    })
+    .await;
+    // Settled: both sites' full republish done (bridge/info follows discovery) and no
+    // config new or changed for a second (names follow the first door states).
+    for base in [BASE_A, BASE_B] {
+        let info = format!("{base}/bridge/info");
+        wait_for(&format!("{info}"), T, || !rec.on(&info).is_empty()).await;
+    }
+    let (mut last, mut since) = (BTreeMap::new(), std::time::Instant::now());
+    wait_for("discovery settles", T, || {
+        let now = discovery(&rec.all());
+        if now != last {
+            (last, since) = (now, std::time::Instant::now());
+        }
+        since.elapsed() > Duration::from_secs(1)
+    })
+    .await;
+    let configs = discovery(&rec.all());
+    let (ca, cb) = (of_site(&configs, BASE_A), of_site(&configs, BASE_B));
+    assert!(
+        !ca.is_empty() && !cb.is_empty(),
+        "both sites' configs: {configs:#?}"
+    );
+    assert_eq!(
+        ca.len() + cb.len(),
+        configs.len(),
+        "every config belongs to a site"
+    );
+    // Site A is an existing install: its topics and ids are today's.
+    assert!(
+        ca.contains_key(&format!(
+            "homeassistant/lock/gatehouse/door_{DOOR}_lock/config"
+        )),
+        "site A keeps its discovery topics: {:#?}",
+        ca.keys()
+    );
+    let uid = |c: &Value| c["unique_id"].as_str().unwrap().to_string();
+    let ids_a: BTreeSet<String> = ca.values().map(uid).collect();
+    let ids_b: BTreeSet<String> = cb.values().map(uid).collect();
+    assert!(ids_a.contains(&format!("gatehouse_door_{DOOR}_lock")));
+    let both: Vec<_> = ids_a.intersection(&ids_b).collect();
+    assert!(both.is_empty(), "unique_ids used by both sites: {both:?}");
+    let ent = |c: &Value| c["default_entity_id"].as_str().unwrap().to_string();
+    let ea: BTreeSet<String> = ca.values().map(ent).collect();
+    let eb: BTreeSet<String> = cb.values().map(ent).collect();
+    assert!(ea.is_disjoint(&eb), "entity ids used by both sites");
+    let devs = |c: &BTreeMap<String, Value>| -> BTreeSet<String> {
+        c.values()
+            .flat_map(|c| c["device"]["identifiers"].as_array().unwrap().clone())
+            .map(|v| v.as_str().unwrap().to_string())
+            .collect()
+    };
+    assert!(
+        devs(&ca).is_disjoint(&devs(&cb)),
+        "device identifiers used by both sites"
+    );
+
+    // Home Assistant on the central broker.
+    let work = b.dir.path().join("ha-work");
+    std::fs::create_dir_all(&work).unwrap();
+    let doc = run_ha(central.port, &work).await;
+    eprintln!(
+        "HA: {} entities, {} devices, {} states; configs: site A {}, site B {}; timings {}",
+        doc["entities"].as_array().unwrap().len(),
+        doc["devices"].as_array().unwrap().len(),
+        doc["states"].as_object().unwrap().len(),
+        ca.len(),
+        cb.len(),
+        doc["timings"]
+    );
+    // HA's birth reached the sites; nothing echoed back (a bridge loop would repeat it).
+    assert!(
+        b_status.all().iter().any(|m| m.text() == "online"),
+        "homeassistant/status did not come in to site B"
+    );
+    let statuses = rec.on("homeassistant/status");
+    assert!(
+        statuses.len() <= 2,
+        "HA's online and offline only: {statuses:?}"
+    );
+    let entities = doc["entities"].as_array().unwrap();
+    let by_uid: BTreeMap<&str, &Value> = entities
+        .iter()
+        .filter(|e| e["platform"] == "mqtt")
+        .filter_map(|e| Some((e["unique_id"].as_str()?, e)))
+        .collect();
+    let missing: Vec<_> = ids_a
+        .iter()
+        .chain(&ids_b)
+        .filter(|u| !by_uid.contains_key(u.as_str()))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "not in HA's entity registry: {missing:?}"
+    );
+    let collisions: Vec<&Value> = doc["log"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .chain(doc["other_log"].as_array().unwrap())
+        .filter(|r| {
+            // HA 2024.1 (helpers/entity_platform.py): "Platform mqtt does not generate unique
+            // IDs. ID <uid> is already used by <entity> - ignoring <entity>" (or "… already
+            // exists - ignoring …" when the entity has no entity_id yet).
+            let m = r["message"].as_str().unwrap_or("");
+            m.contains("does not generate unique IDs") || m.contains("already exists")
+        })
+        .collect();
+    assert!(
+        collisions.is_empty(),
+        "HA logged {} unique_id collisions, the first: {:#?}",
+        collisions.len(),
+        collisions.first()
+    );
+    let servers: Vec<&Value> = doc["devices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|d| d["model"] == "Net2 (via gatehouse)")
+        .collect();
+    assert_eq!(
+        servers.len(),
+        2,
+        "one Net2 server device per site: {servers:#?}"
+    );
+    // States came through the bridges: each site's lock is known in HA.
+    for (ids, base) in [(&ids_a, BASE_A), (&ids_b, BASE_B)] {
+        let lock = ids
+            .iter()
+            .find(|u| u.ends_with(&format!("door_{DOOR}_lock")))
+            .unwrap_or_else(|| panic!("{base}: no lock"));
+        let eid = by_uid[lock.as_str()]["entity_id"].as_str().unwrap();
+        let state = doc["states"][eid]["state"].as_str().unwrap_or("");
+        assert!(
+            ["locked", "unlocked"].contains(&state),
+            "{base}: {eid} is {state:?} in HA"
+        );
+    }
+
+    // A door command on the central broker for site B reaches site B's Net2 only.
+    publish(
+        central.port,
+        &format!("{BASE_B}/door/{DOOR}/set"),
+        b"OPEN",
+        false,
+    )
+    .await;
+    wait_for("site B's Net2 receives the command", T, || {
+        !b.sim.commands().is_empty()
+    })
+    .await;
+    let result = format!("{BASE_B}/command/result");
+    wait_for("site B's command result", T, || !rec.on(&result).is_empty()).await;
+    assert_eq!(b.sim.commands().len(), 1, "{:?}", b.sim.commands());
+    assert!(
+        a.sim.commands().is_empty(),
+        "site A's Net2 got {:?}",
+        a.sim.commands()
+    );
+    assert!(rec.on(&format!("{BASE_A}/command/result")).is_empty());
+
+    // Restarting site A leaves site B's discovery configs alone.
+    let topics_b: BTreeSet<String> = cb.keys().cloned().collect();
+    rec.clear();
+    a.stop().await;
+    a.start().await;
+    let state_a = format!("{BASE_A}/bridge/state");
+    wait_for("site A back online", T, || {
+        rec.on(&state_a)
+            .last()
+            .is_some_and(|m| m.text() == "online")
+    })
+    .await;
+    let info_a = format!("{BASE_A}/bridge/info");
+    wait_for("site A republished", T, || !rec.on(&info_a).is_empty()).await;
+    let cleared: Vec<String> = rec
+        .all()
+        .into_iter()
+        .filter(|m| topics_b.contains(&m.topic) && m.payload.is_empty())
+        .map(|m| m.topic)
+        .collect();
+    assert!(
+        cleared.is_empty(),
+        "site A's restart cleared site B's {cleared:?}"
+    );
+    let fresh = Recorder::start(central.port, "fresh", "homeassistant/#", false).await;
+    wait_for("site B's configs still retained", T, || {
+        let d = discovery(&fresh.all());
+        topics_b.iter().all(|t| d.contains_key(t))
+    })
+    .await;
+    assert!(a.sim.commands().is_empty(), "no door command at start-up");
+    assert_eq!(b.sim.commands().len(), 1);
+}

@@ -172,7 +172,7 @@ async fn two_sites_bridged_to_one_home_assistant() {
     // config new or changed for a second (names follow the first door states).
     for base in [BASE_A, BASE_B] {
         let info = format!("{base}/bridge/info");
-        wait_for(&format!("{info}"), T, || !rec.on(&info).is_empty()).await;
+        wait_for(&info, T, || !rec.on(&info).is_empty()).await;
     }
     let (mut last, mut since) = (BTreeMap::new(), std::time::Instant::now());
     wait_for("discovery settles", T, || {
@@ -305,11 +305,29 @@ async fn two_sites_bridged_to_one_home_assistant() {
         );
     }
 
+    // A retained command published on the central broker crosses the bridge still flagged
+    // retained (Mosquitto bridges keep the flag), so site B refuses it.
+    let set_b = format!("{BASE_B}/door/{DOOR}/set");
+    let result = format!("{BASE_B}/command/result");
+    let refused = |rec: &Recorder| {
+        rec.on(&result).iter().any(|m| {
+            m.json()["detail"]
+                .as_str()
+                .unwrap_or("")
+                .contains("retained")
+        })
+    };
+    publish(central.port, &set_b, b"OPEN", true).await;
+    wait_for("site B refuses the retained command", T, || refused(&rec)).await;
+    // Removing it (an empty retained payload) is a retained "command" too.
+    publish(central.port, &set_b, b"", true).await;
+    assert!(b.sim.commands().is_empty(), "{:?}", b.sim.commands());
+
     // A door command on the central broker for site B reaches site B's Net2 only.
     publish(
         central.port,
-        &format!("{BASE_B}/door/{DOOR}/set"),
-        b"OPEN",
+        &set_b,
+        br#"{"action":"open","request_id":"many-sites-1"}"#,
         false,
     )
     .await;
@@ -317,8 +335,12 @@ async fn two_sites_bridged_to_one_home_assistant() {
         !b.sim.commands().is_empty()
     })
     .await;
-    let result = format!("{BASE_B}/command/result");
-    wait_for("site B's command result", T, || !rec.on(&result).is_empty()).await;
+    wait_for("site B's command result", T, || {
+        rec.on(&result)
+            .iter()
+            .any(|m| m.json()["request_id"] == "many-sites-1")
+    })
+    .await;
     assert_eq!(b.sim.commands().len(), 1, "{:?}", b.sim.commands());
     assert!(
         a.sim.commands().is_empty(),

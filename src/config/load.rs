@@ -1142,16 +1142,16 @@ fn validate(cfg: &mut Config, errs: &mut Collector) {
                 "must be non-empty, without + or #, and not end with /",
             );
         }
-        if let Some(i) = &m.instance {
-            if !crate::config::valid_instance(i) {
-                errs.push(
-                    "mqtt.instance",
-                    format!(
-                        "{i:?}: 1 to 32 lower-case letters, digits and _ (not at the ends): it \
-                         becomes part of Home Assistant entity ids"
-                    ),
-                );
-            }
+        if let Some(i) = &m.instance
+            && !crate::config::valid_instance(i)
+        {
+            errs.push(
+                "mqtt.instance",
+                format!(
+                    "{i:?}: 1 to 32 lower-case letters, digits and _ (not at the ends): it \
+                     becomes part of Home Assistant entity ids"
+                ),
+            );
         }
         if m.discovery.prefix.is_empty() || m.discovery.prefix.contains(['+', '#']) {
             errs.push(

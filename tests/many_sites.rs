@@ -19,6 +19,8 @@ use gatehouse::sim::hikvision::{HikSim, HikSimConfig, Personality};
 use gatehouse::sim::net2::SimConfig;
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 const T: Duration = Duration::from_secs(30);
@@ -27,12 +29,78 @@ const BASE_B: &str = "site-b/gatehouse";
 /// A door both sites' simulators have.
 const DOOR: u64 = 6612642;
 
-/// A site broker's bridge to the central broker, as the README shows it.
+/// A site broker's bridge to the central broker, as the README shows it: everything of the
+/// site out, only its commands and HA's birth in; the central broker keeps no session for the
+/// site (a command sent while the link is down is dropped, never delivered late), the site
+/// broker keeps one for the central (what happened meanwhile goes out when it is back).
 fn bridge(name: &str, central: u16, base: &str) -> String {
     format!(
-        "\nconnection {name}\naddress 127.0.0.1:{central}\nremote_clientid {name}\ncleansession false\n\
-         topic {base}/# both 1\ntopic homeassistant/# out 1\ntopic homeassistant/status in 1\n"
+        "\nconnection {name}\naddress 127.0.0.1:{central}\nremote_clientid {name}\n\
+         cleansession true\nlocal_cleansession false\nrestart_timeout 1\n\
+         topic {base}/# out 1\n\
+         topic {base}/+/+/set in 1\n\
+         topic {base}/camera/+/+/set in 1\n\
+         topic {base}/camera/+/+/+/set in 1\n\
+         topic {base}/qr/+/scan in 1\n\
+         topic homeassistant/# out 1\n\
+         topic homeassistant/status in 1\n"
     )
+}
+
+/// The network between a site and the central broker: a TCP forwarder the test can cut
+/// (every connection dropped, new ones refused) and restore, as a WAN outage would.
+struct Link {
+    port: u16,
+    up: Arc<AtomicBool>,
+    conns: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Link {
+    async fn start(to: u16) -> Link {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let up = Arc::new(AtomicBool::new(true));
+        let conns: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>> = Default::default();
+        let (u, c) = (up.clone(), conns.clone());
+        let task = tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                if !u.load(Ordering::SeqCst) {
+                    continue; // dropped: refused
+                }
+                let Ok(mut out) = tokio::net::TcpStream::connect(("127.0.0.1", to)).await else {
+                    continue;
+                };
+                c.lock().unwrap().push(tokio::spawn(async move {
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut out).await;
+                }));
+            }
+        });
+        Link {
+            port,
+            up,
+            conns,
+            task,
+        }
+    }
+
+    fn cut(&self) {
+        self.up.store(false, Ordering::SeqCst);
+        for c in self.conns.lock().unwrap().drain(..) {
+            c.abort();
+        }
+    }
+
+    fn restore(&self) {
+        self.up.store(true, Ordering::SeqCst);
+    }
+}
+
+impl Drop for Link {
+    fn drop(&mut self) {
+        self.cut();
+        self.task.abort();
+    }
 }
 
 /// The latest retained payload of every topic under `prefix` (empty = cleared).
@@ -126,7 +194,9 @@ async fn two_sites_bridged_to_one_home_assistant() {
     ha_python();
     let central = Broker::start();
     let site_a = Broker::start_with(&bridge("site-a", central.port, BASE_A));
-    let site_b = Broker::start_with(&bridge("site-b", central.port, BASE_B));
+    // Site B reaches the central broker through a link the test can cut.
+    let link_b = Link::start(central.port).await;
+    let site_b = Broker::start_with(&bridge("site-b", link_b.port, BASE_B));
     let sys = Recorder::start(central.port, "sys", "$SYS/broker/connection/+/state", false).await;
     for name in ["site-a", "site-b"] {
         let t = format!("$SYS/broker/connection/{name}/state");
@@ -349,6 +419,55 @@ async fn two_sites_bridged_to_one_home_assistant() {
     );
     assert!(rec.on(&format!("{BASE_A}/command/result")).is_empty());
 
+    // A command sent while site B's link is down is never delivered late: the link is cut
+    // (site B's broker and gatehouse stay up), an OPEN is published on the central broker,
+    // the link comes back; a later command (another door) arrives after anything queued
+    // would have, and is the only one that reaches the Net2.
+    let link = "$SYS/broker/connection/site-b/state";
+    link_b.cut();
+    wait_for("site B's link down", T, || {
+        sys.on(link).last().is_some_and(|m| m.text() == "0")
+    })
+    .await;
+    publish(central.port, &set_b, b"OPEN", false).await;
+    rec.clear();
+    link_b.restore();
+    wait_for("site B's link up", T, || {
+        sys.on(link).last().is_some_and(|m| m.text() == "1")
+    })
+    .await;
+    publish(
+        central.port,
+        &format!("{BASE_B}/door/6203980/set"),
+        br#"{"action":"open","request_id":"many-sites-after"}"#,
+        false,
+    )
+    .await;
+    wait_for("the later command's result", T, || {
+        rec.on(&result).iter().any(|m| {
+            let v = m.json();
+            v["request_id"] == "many-sites-after" && v["status"] != "accepted"
+        })
+    })
+    .await;
+    let after: Vec<Value> = rec
+        .on(&result)
+        .iter()
+        .map(Msg::json)
+        .filter(|v| v["request_id"] == "many-sites-after")
+        .collect();
+    assert!(after.iter().all(|v| v["status"] != "rejected"), "{after:?}");
+    let cmds = b.sim.commands();
+    assert_eq!(
+        cmds.len(),
+        2,
+        "the OPEN sent while away reached the Net2: {cmds:?}"
+    );
+    assert!(
+        cmds[1].path.contains("door") && cmds[1].body.to_string().contains("6203980"),
+        "{cmds:?}"
+    );
+
     // Restarting site A leaves site B's discovery configs alone.
     let topics_b: BTreeSet<String> = cb.keys().cloned().collect();
     rec.clear();
@@ -380,5 +499,5 @@ async fn two_sites_bridged_to_one_home_assistant() {
     })
     .await;
     assert!(a.sim.commands().is_empty(), "no door command at start-up");
-    assert_eq!(b.sim.commands().len(), 1);
+    assert_eq!(b.sim.commands().len(), 2);
 }

@@ -244,6 +244,10 @@ async fn two_sites_bridged_to_one_home_assistant() {
         let info = format!("{base}/bridge/info");
         wait_for(&info, T, || !rec.on(&info).is_empty()).await;
     }
+    for (base, instance) in [(BASE_A, "gatehouse"), (BASE_B, "site_b")] {
+        let info = rec.on(&format!("{base}/bridge/info"));
+        assert_eq!(info.last().unwrap().json()["config"]["instance"], instance);
+    }
     let (mut last, mut since) = (BTreeMap::new(), std::time::Instant::now());
     wait_for("discovery settles", T, || {
         let now = discovery(&rec.all());

@@ -841,6 +841,8 @@ impl Sink {
                 "doors": cfg.doors.len(),
                 "net2": cfg.sources.net2.as_ref().map(|n| n.url.clone()),
                 "base_topic": self.cfg.base_topic,
+                // Which ids this gatehouse has in Home Assistant (many sites).
+                "instance": self.cfg.instance(),
                 "discovery": self.cfg.discovery.enabled.then(|| format!("{:?}", self.cfg.discovery.mode).to_lowercase()),
             },
         })

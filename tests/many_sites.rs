@@ -137,43 +137,6 @@ fn of_site(d: &BTreeMap<String, Value>, base: &str) -> BTreeMap<String, Value> {
         .collect()
 }
 
-fn ha_python() -> String {
-    let p = std::env::var("GATEHOUSE_HA_PYTHON").unwrap_or_default();
-    assert!(
-        !p.is_empty() && std::path::Path::new(&p).exists(),
-        "GATEHOUSE_HA_PYTHON={p:?}: this test runs a real Home Assistant 2024.1.6 from the venv \
-         scripts/test.sh creates (~/.cache/gatehouse/ha-2024.1.6/bin/python)"
-    );
-    p
-}
-
-/// Run Home Assistant against the central broker until discovery is quiet; its report.
-async fn run_ha(port: u16, work: &std::path::Path) -> Value {
-    let python = ha_python();
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/ha_run.py");
-    // quiet > the daemons' 1–3 s delay before they answer HA's birth with a full republish.
-    let out = tokio::process::Command::new(&python)
-        .arg(script)
-        .args(["--broker-port", &port.to_string()])
-        .arg("--work-dir")
-        .arg(work)
-        .args(["--quiet", "5", "--limit", "90"])
-        .kill_on_drop(true)
-        .output()
-        .await
-        .unwrap_or_else(|e| panic!("unable to run {python} {script}: {e}"));
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "ha_run.py failed ({}): the harness, not gatehouse\n{stderr}",
-        out.status
-    );
-    let doc: Value = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("ha_run.py printed no JSON ({e}):\n{stderr}"));
-    assert_eq!(doc["ha_version"], "2024.1.6", "the Home Assistant tested");
-    doc
-}
-
 async fn site(base: &str, broker: u16, camera: Option<&HikSim>) -> Harness {
     let mut h = Harness::new(SimConfig::default(), "").await;
     // `extra_net2` ends the net2 section: a sibling source under `sources:`.
@@ -191,7 +154,7 @@ async fn site(base: &str, broker: u16, camera: Option<&HikSim>) -> Harness {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_sites_bridged_to_one_home_assistant() {
-    ha_python();
+    common::ha::python();
     let central = Broker::start();
     let site_a = Broker::start_with(&bridge("site-a", central.port, BASE_A));
     // Site B reaches the central broker through a link the test can cut.
@@ -298,9 +261,8 @@ async fn two_sites_bridged_to_one_home_assistant() {
     );
 
     // Home Assistant on the central broker.
-    let work = b.dir.path().join("ha-work");
-    std::fs::create_dir_all(&work).unwrap();
-    let doc = run_ha(central.port, &work).await;
+    // quiet > the daemons' 1–3 s delay before they answer HA's birth with a full republish.
+    let doc = common::ha::run(central.port, &b.dir.path().join("ha-work"), 5).await;
     eprintln!(
         "HA: {} entities, {} devices, {} states; configs: site A {}, site B {}; timings {}",
         doc["entities"].as_array().unwrap().len(),

@@ -1153,6 +1153,21 @@ fn validate(cfg: &mut Config, errs: &mut Collector) {
                 ),
             );
         }
+        let instance = m.instance();
+        if crate::config::RESERVED_INSTANCES.contains(&instance.as_str()) {
+            let path = if m.instance.is_some() {
+                "mqtt.instance"
+            } else {
+                "mqtt.base_topic"
+            };
+            errs.push(
+                path,
+                format!(
+                    "the instance {instance:?} could share Home Assistant ids with another \
+                     gatehouse's: set mqtt.instance to another name"
+                ),
+            );
+        }
         if m.discovery.prefix.is_empty() || m.discovery.prefix.contains(['+', '#']) {
             errs.push(
                 "mqtt.discovery.prefix",
@@ -1354,10 +1369,22 @@ doors:
         // Set: it wins over the base topic (to keep ids when moving the topics).
         let m = mqtt("  base_topic: site-b/gatehouse\n  instance: gatehouse\n").unwrap();
         assert_eq!(m.instance(), "gatehouse");
-        for bad in ["\"\"", "Site-B", "a/b", "_x", "x_", &"x".repeat(33)] {
+        for bad in [
+            "\"\"",
+            "Site-B",
+            "a/b",
+            "_x",
+            "x_",
+            &"x".repeat(33),
+            "camera",
+        ] {
             let e = mqtt(&format!("  instance: {bad}\n")).unwrap_err();
             assert_eq!(e.paths(), vec!["mqtt.instance"], "{bad}: {e}");
         }
+        // Derived from the base topic, the same words are refused there.
+        let e = mqtt("  base_topic: camera/gatehouse\n").unwrap_err();
+        assert_eq!(e.paths(), vec!["mqtt.base_topic"], "{e}");
+        assert!(mqtt("  base_topic: camera/gatehouse\n  instance: cams\n").is_ok());
     }
 
     #[test]

@@ -461,6 +461,13 @@ fn slug(s: &str) -> String {
     out.trim_end_matches('_').to_string()
 }
 
+/// Words that begin gatehouse's own id keys (`gatehouse_camera_<id>`, `gatehouse_net2_…`): an
+/// instance named so could share an id with the instance `gatehouse` (its camera `x_y` and
+/// the instance `camera`'s camera `y` would both be `gatehouse_camera_x_y…`).
+pub const RESERVED_INSTANCES: &[&str] = &[
+    "camera", "door", "gate", "hardware", "net2", "people", "person", "qr", "site", "user",
+];
+
 /// A valid `mqtt.instance`: what Home Assistant accepts in an entity id and a discovery node id.
 pub fn valid_instance(i: &str) -> bool {
     !i.is_empty()

@@ -16,7 +16,7 @@ use common::Harness;
 use common::broker::{Broker, Msg, Recorder, publish};
 use common::wait_for;
 use gatehouse::sim::hikvision::{HikSim, HikSimConfig, Personality};
-use gatehouse::sim::net2::SimConfig;
+use gatehouse::sim::net2::{SimConfig, SimEvent};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -388,7 +388,8 @@ async fn two_sites_bridged_to_one_home_assistant() {
     // A command sent while site B's link is down is never delivered late: the link is cut
     // (site B's broker and gatehouse stay up), an OPEN is published on the central broker,
     // the link comes back; a later command (another door) arrives after anything queued
-    // would have, and is the only one that reaches the Net2.
+    // would have, and is the only one that reaches the Net2. What happened at site B during
+    // the outage reaches the central broker afterwards (the site broker kept it).
     let link = "$SYS/broker/connection/site-b/state";
     link_b.cut();
     wait_for("site B's link down", T, || {
@@ -396,10 +397,22 @@ async fn two_sites_bridged_to_one_home_assistant() {
     })
     .await;
     publish(central.port, &set_b, b"OPEN", false).await;
+    // Meanwhile at site B: a badge at the door, published on the site's broker only.
+    let event_b = format!("{BASE_B}/door/{DOOR}/event");
+    let b_events = Recorder::start(site_b.port, "b-events", &event_b, false).await;
+    b.sim
+        .push_event(SimEvent::new(26, DOOR).user(8).token_type(1));
+    wait_for("the badge at site B", T, || !b_events.all().is_empty()).await;
+    let badge = b_events.all()[0].json()["id"].clone();
     rec.clear();
     link_b.restore();
     wait_for("site B's link up", T, || {
         sys.on(link).last().is_some_and(|m| m.text() == "1")
+    })
+    .await;
+    // What happened during the outage goes out once the link is back.
+    wait_for("the badge of the outage on the central broker", T, || {
+        rec.on(&event_b).iter().any(|m| m.json()["id"] == badge)
     })
     .await;
     publish(

@@ -512,6 +512,23 @@ mod tests {
         // Kept across a restart.
         let w = Wifi::load(&store);
         let e = w.entities(&cfg, &topics, &Identity::default());
+        // Another site's GATE: ids, entity ids and its device of its own.
+        for b in w.entities(&cfg, &topics, &Identity::new("site_b")) {
+            let a = e.iter().find(|a| a.object_id == b.object_id).unwrap();
+            for k in ["unique_id", "object_id", "default_entity_id"] {
+                let (ka, kb) = (a.config[k].as_str().unwrap(), b.config[k].as_str().unwrap());
+                assert!(
+                    kb.contains("gatehouse_site_b_gate_") && ka != kb,
+                    "{k}: {ka} {kb}"
+                );
+            }
+            assert_eq!(b.device_id, "gatehouse_site_b_gate");
+            assert_eq!(a.device_id, "gatehouse_gate");
+            assert_eq!(
+                b.config["device"]["identifiers"][0],
+                "gatehouse_site_b_gate"
+            );
+        }
         assert_eq!(
             e.iter()
                 .filter(|e| e.object_id.starts_with("gate_ap_"))

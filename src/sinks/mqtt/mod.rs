@@ -308,7 +308,7 @@ pub async fn run(
         tracing::warn!(
             previous = %old,
             instance = %sink.cfg.instance(),
-            "the Home Assistant identity changed (mqtt.base_topic or mqtt.instance): its entities are replaced by new ones; set mqtt.instance: {old} to keep them"
+            "the Home Assistant identity changed (mqtt.base_topic or mqtt.instance): the entities of the previous one are removed from Home Assistant, with their names and areas, and new ones made; set mqtt.instance: {old} to keep the previous ones"
         );
     }
     sink.redeliver_upto = sink.store.outbox_max().unwrap_or(i64::MAX);

@@ -480,3 +480,82 @@ async fn two_sites_bridged_to_one_home_assistant() {
     assert!(a.sim.commands().is_empty(), "no door command at start-up");
     assert_eq!(b.sim.commands().len(), 2);
 }
+
+/// An existing site keeps its Home Assistant ids when its base topic moves (an upgrade from
+/// before many sites with a base topic of its own, or a new topic for one site): the ids it
+/// published last run stay, the topics in its configs move. Setting `mqtt.instance` is what
+/// changes them, and then the old configs are cleared.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_site_keeps_its_ids_until_its_instance_is_set() {
+    let broker = Broker::start();
+    let rec = Recorder::start(broker.port, "rec-moves", "#", false).await;
+    let mut h = Harness::new(SimConfig::default(), "").await;
+    let mqtt = |base: &str, extra: &str| {
+        format!(
+            "mqtt:\n  host: 127.0.0.1\n  port: {}\n  base_topic: {base}\n{extra}",
+            broker.port
+        )
+    };
+    let lock = format!("homeassistant/lock/gatehouse/door_{DOOR}_lock/config");
+    let config_on = |topic: &str, base: &str| {
+        let want = format!("{base}/door/{DOOR}/set");
+        rec.on(topic)
+            .last()
+            .is_some_and(|m| m.json()["command_topic"] == want.as_str())
+    };
+    h.top = mqtt("gatehouse", "");
+    h.start().await;
+    wait_for("the lock's config", T, || config_on(&lock, "gatehouse")).await;
+    h.stop().await;
+
+    // The base topic moves: same ids, same discovery topic, commands on the new topics.
+    rec.clear();
+    h.top = mqtt("moved/gatehouse", "");
+    h.start().await;
+    wait_for("the lock's config on the new topics", T, || {
+        config_on(&lock, "moved/gatehouse")
+    })
+    .await;
+    let cfg = rec.on(&lock).last().unwrap().json();
+    assert_eq!(cfg["unique_id"], format!("gatehouse_door_{DOOR}_lock"));
+    assert_eq!(
+        cfg["default_entity_id"],
+        format!("lock.gatehouse_door_{DOOR}_lock")
+    );
+    let info = "moved/gatehouse/bridge/info";
+    wait_for("bridge info", T, || !rec.on(info).is_empty()).await;
+    assert_eq!(
+        rec.on(info).last().unwrap().json()["config"]["instance"],
+        "gatehouse"
+    );
+    // Every entity it has now kept its config all along (one the first run announced before
+    // Net2 said the door has no contact may be cleared: that one is gone, not moved).
+    let msgs = rec.all();
+    let configs = discovery(&msgs);
+    assert!(configs.len() > 10, "{configs:?}");
+    let cleared: Vec<&String> = configs
+        .keys()
+        .filter(|t| msgs.iter().any(|m| &m.topic == *t && m.payload.is_empty()))
+        .collect();
+    assert!(cleared.is_empty(), "configs cleared: {cleared:?}");
+    h.stop().await;
+
+    // mqtt.instance set: new ids and discovery topics; the old configs are cleared.
+    rec.clear();
+    h.top = mqtt("moved/gatehouse", "  instance: moved\n");
+    h.start().await;
+    let new_lock = format!("homeassistant/lock/gatehouse_moved/door_{DOOR}_lock/config");
+    wait_for("the lock under the new instance", T, || {
+        config_on(&new_lock, "moved/gatehouse")
+    })
+    .await;
+    assert_eq!(
+        rec.on(&new_lock).last().unwrap().json()["unique_id"],
+        format!("gatehouse_moved_door_{DOOR}_lock")
+    );
+    wait_for("the old lock config cleared", T, || {
+        rec.on(&lock).last().is_some_and(|m| m.payload.is_empty())
+    })
+    .await;
+    h.stop().await;
+}

@@ -339,7 +339,9 @@ pub struct MqttConfig {
     pub base_topic: String,
     /// This gatehouse's name among others on one broker (many sites): it keeps their Home
     /// Assistant unique_ids, entity ids, device identifiers and discovery node ids apart.
-    /// Default: from `base_topic` (see [`MqttConfig::instance`]); `gatehouse` is today's ids.
+    /// Default: the instance the MQTT sink published under last run (a site keeps its ids),
+    /// for a new site the one from `base_topic` ([`MqttConfig::instance`]); `gatehouse` is the
+    /// ids from before many sites.
     pub instance: Option<String>,
     pub keep_alive: HumanDuration,
     /// Run an in-process broker on `embedded_bind` instead of connecting to `host`.
@@ -411,7 +413,14 @@ impl Default for MqttConfig {
 pub const DEFAULT_INSTANCE: &str = "gatehouse";
 
 impl MqttConfig {
+    /// `client_id`, else the default for the instance from the config.
     pub fn client_id(&self) -> String {
+        self.client_id_for(&self.instance())
+    }
+
+    /// `client_id`, else the default for `instance` (the one the daemon runs as, which may be
+    /// the one it published last run rather than the config's).
+    pub fn client_id_for(&self, instance: &str) -> String {
         self.client_id.clone().unwrap_or_else(|| {
             let host = std::fs::read_to_string("/etc/hostname")
                 .ok()
@@ -419,7 +428,7 @@ impl MqttConfig {
                 .filter(|h| !h.is_empty())
                 .unwrap_or_else(|| "host".into());
             // Two sites' daemons on one host (or one broker) must not kick each other.
-            match self.instance().as_str() {
+            match instance {
                 DEFAULT_INSTANCE => format!("gatehouse-{host}"),
                 i => format!("gatehouse-{i}-{host}"),
             }

@@ -24,6 +24,7 @@ use std::collections::BTreeMap;
 /// `gatehouse_x`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Identity {
+    instance: String,
     prefix: String,
 }
 
@@ -35,7 +36,15 @@ impl Identity {
         } else {
             format!("gatehouse_{instance}")
         };
-        Identity { prefix }
+        Identity {
+            instance: instance.to_string(),
+            prefix,
+        }
+    }
+
+    /// The instance it was made from (`gatehouse`, `site_b`).
+    pub fn instance(&self) -> &str {
+        &self.instance
     }
 
     /// The discovery node id (`homeassistant/<component>/<node>/<object>/config`).
@@ -1114,25 +1123,24 @@ pub fn render(
         .collect()
 }
 
-/// The instance whose per-component configs were published last run, when it is not this
-/// one's (the base topic or `mqtt.instance` changed): the user is about to get new entities.
-pub fn previous_instance<'a>(
+/// The instance whose per-component configs were published last run (recorded in SQLite):
+/// a site keeps the ids it has in Home Assistant until `mqtt.instance` says otherwise.
+pub fn recorded_instance<'a>(
     published: impl IntoIterator<Item = &'a str>,
     topics: &Topics,
-    identity: &Identity,
 ) -> Option<String> {
     let prefix = format!("{}/", topics.prefix);
-    let nodes: std::collections::BTreeSet<&str> = published
-        .into_iter()
-        .filter_map(|t| {
-            let parts: Vec<&str> = t.strip_prefix(&prefix)?.split('/').collect();
-            (parts.len() == 4 && parts[0] != "device").then_some(parts[1])
-        })
-        .collect();
-    if nodes.is_empty() || nodes.contains(identity.node()) {
-        return None;
+    let mut nodes: BTreeMap<&str, usize> = BTreeMap::new();
+    for t in published {
+        let Some(rest) = t.strip_prefix(&prefix) else {
+            continue;
+        };
+        let parts: Vec<&str> = rest.split('/').collect();
+        if parts.len() == 4 && parts[0] != "device" {
+            *nodes.entry(parts[1]).or_default() += 1;
+        }
     }
-    let node = nodes.into_iter().next()?;
+    let (node, _) = nodes.into_iter().max_by_key(|(_, n)| *n)?;
     Some(match node.strip_prefix("gatehouse_") {
         Some(i) => i.to_string(),
         None => node.to_string(),
@@ -1463,22 +1471,29 @@ mod tests {
     }
 
     #[test]
-    fn a_changed_identity_is_noticed() {
+    fn the_recorded_instance_is_the_one_last_published() {
         let t = topics();
-        let old = ["homeassistant/lock/gatehouse/door_1_lock/config"];
-        assert_eq!(
-            previous_instance(old, &t, &Identity::new("site_b")).as_deref(),
-            Some("gatehouse")
-        );
-        assert_eq!(previous_instance(old, &t, &Identity::default()), None);
-        let b = ["homeassistant/lock/gatehouse_site_b/door_1_lock/config"];
-        assert_eq!(
-            previous_instance(b, &t, &Identity::default()).as_deref(),
-            Some("site_b")
-        );
-        assert_eq!(previous_instance([], &t, &Identity::default()), None);
+        let a = ["homeassistant/lock/gatehouse/door_1_lock/config"];
+        assert_eq!(recorded_instance(a, &t).as_deref(), Some("gatehouse"));
+        let b = [
+            "homeassistant/lock/gatehouse_site_b/door_1_lock/config",
+            "homeassistant/button/gatehouse_site_b/door_1_open/config",
+            "homeassistant/lock/gatehouse/door_1_lock/config",
+        ];
+        assert_eq!(recorded_instance(b, &t).as_deref(), Some("site_b"));
+        assert_eq!(recorded_instance([], &t), None);
+        // Device-based configs do not say (their ids have no separator of the instance).
         let dev = ["homeassistant/device/gatehouse_net2/config"];
-        assert_eq!(previous_instance(dev, &t, &Identity::new("x")), None);
+        assert_eq!(recorded_instance(dev, &t), None);
+        let other = ["elsewhere/lock/gatehouse/door_1_lock/config"];
+        assert_eq!(recorded_instance(other, &t), None);
+        assert_eq!(
+            Identity::new("site_b").instance(),
+            Identity::new("site_b")
+                .node()
+                .strip_prefix("gatehouse_")
+                .unwrap()
+        );
     }
 
     #[test]

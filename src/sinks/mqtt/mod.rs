@@ -297,20 +297,36 @@ pub async fn run(
         wifi: wifi::Wifi::default(),
     };
     sink.wifi = wifi::Wifi::load(&sink.store);
-    // The configs published under another identity are cleared on connect (they are stale):
-    // Home Assistant then makes new entities, without the user's names and areas. Say why,
-    // and how to keep the old ones, before that happens.
-    if let Some(old) = discovery::previous_instance(
-        sink.discovery.keys().map(String::as_str),
-        &sink.topics,
-        &sink.identity,
-    ) {
-        tracing::warn!(
-            previous = %old,
-            instance = %sink.cfg.instance(),
-            "the Home Assistant identity changed (mqtt.base_topic or mqtt.instance): the entities of the previous one are removed from Home Assistant, with their names and areas, and new ones made; set mqtt.instance: {old} to keep the previous ones"
-        );
-    }
+    // Which ids this site has in Home Assistant: `mqtt.instance` when set; else the ones it
+    // published last run, so that an upgrade or a new base topic never replaces a site's
+    // entities (with the user's names, areas and automations); else from the base topic.
+    let recorded =
+        discovery::recorded_instance(sink.discovery.keys().map(String::as_str), &sink.topics);
+    let derived = sink.cfg.instance();
+    let instance = match (&sink.cfg.instance, recorded) {
+        (Some(set), Some(old)) if *set != old => {
+            // The configs of the old one are stale: cleared on connect.
+            tracing::warn!(
+                previous = %old,
+                instance = %set,
+                "mqtt.instance changed: the entities of the previous instance are removed from Home Assistant, with their names and areas, and new ones made; set mqtt.instance: {old} to keep them"
+            );
+            set.clone()
+        }
+        (Some(set), _) => set.clone(),
+        (None, Some(old)) => {
+            if old != derived {
+                tracing::info!(
+                    instance = %old,
+                    from_base_topic = %derived,
+                    "keeping the Home Assistant ids this site has (instance {old}); set mqtt.instance to choose (another gatehouse on this broker needs an instance of its own)"
+                );
+            }
+            old
+        }
+        (None, None) => derived,
+    };
+    sink.identity = discovery::Identity::new(&instance);
     sink.redeliver_upto = sink.store.outbox_max().unwrap_or(i64::MAX);
     // The delivery watcher: a second connection subscribed to our own event topics.
     let watcher = match sink.options() {
@@ -842,7 +858,7 @@ impl Sink {
                 "net2": cfg.sources.net2.as_ref().map(|n| n.url.clone()),
                 "base_topic": self.cfg.base_topic,
                 // Which ids this gatehouse has in Home Assistant (many sites).
-                "instance": self.cfg.instance(),
+                "instance": self.identity.instance(),
                 "discovery": self.cfg.discovery.enabled.then(|| format!("{:?}", self.cfg.discovery.mode).to_lowercase()),
             },
         })
@@ -1121,7 +1137,7 @@ impl Sink {
             None
         };
         Ok(client::Options {
-            client_id: self.cfg.client_id(),
+            client_id: self.cfg.client_id_for(self.identity.instance()),
             host,
             port,
             keep_alive: self.cfg.keep_alive.get(),

@@ -102,6 +102,45 @@ async fn a_stepped_wall_clock_neither_ends_a_lockdown_early_nor_keeps_it_late() 
     w.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lockdown_kept_across_a_boot_at_1970_ends_when_ntp_says_it_has() {
+    let mut w = WebHarness::start(SimConfig::default(), "", "").await;
+    let admin = w.login("ada").await;
+    wait_for("Net2 ready for commands", Duration::from_secs(15), || {
+        w.h.app().bus.health("net2").is_some_and(|h| h.ready)
+    })
+    .await;
+    let b = json!({"property_id": "default", "reason": "Drill", "timeout_minutes": 10});
+    let (st, res) = w.call(Method::POST, LOCKDOWN, Some(&admin), Some(b)).await;
+    assert_eq!(st, StatusCode::OK, "{res}");
+
+    // Power cut; the Pi boots with no fake-hwclock: 1970. The stored expiry is 56 years
+    // ahead of that clock, but no lockdown outlasts its timeout: it stays, and nothing is sent.
+    w.h.stop().await;
+    w.h.clock.jump(chrono::DateTime::UNIX_EPOCH - Utc::now());
+    w.h.start().await;
+    w.base = format!("http://{}", w.h.app().web_addr.unwrap());
+    let admin = w.login("ada").await;
+    wait_for("Net2 ready again", Duration::from_secs(15), || {
+        w.h.app().bus.health("net2").is_some_and(|h| h.ready)
+    })
+    .await;
+    let (_, res) = w.get(EMERGENCY, &admin).await;
+    assert_eq!(res["mode"], "lockdown", "{res}");
+
+    // NTP sets the clock: it was down for an hour, so the lockdown expired 50 minutes ago.
+    // Read against the time NTP set, it is restored now — not 10 minutes from the boot.
+    w.h.clock
+        .jump(Utc::now() - chrono::DateTime::UNIX_EPOCH + chrono::Duration::hours(1));
+    wait_for(
+        "lockdown off once the clock is set",
+        Duration::from_secs(10),
+        || lockdowns(&w) == [true, false],
+    )
+    .await;
+    w.stop().await;
+}
+
 /// A daemon keeping a year of history, its clock looked at every 20 ms.
 async fn keeping_a_year(h: &mut Harness) {
     h.clock.poll_every(Duration::from_millis(20));

@@ -131,6 +131,21 @@ pub fn build_time() -> DateTime<Utc> {
         .unwrap_or_default()
 }
 
+/// `Err` (a clear message) when `now` is earlier than the build: the clock is not set, and
+/// `what` would be wrong.
+pub fn ensure_set(now: DateTime<Utc>, what: &str) -> crate::error::Result<()> {
+    let built = build_time();
+    if now < built {
+        return Err(crate::error::Error::new(
+            crate::error::ErrorKind::InvalidArgument,
+            format!(
+                "the system clock reads {now}, before this build ({built}): it is not set yet (no NTP sync? check `timedatectl`), and {what}"
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Whether the kernel says the wall clock is synchronised (an NTP client — timesyncd,
 /// chrony, ntpd — clears `STA_UNSYNC` through adjtimex once it has set it; this is what
 /// `timedatectl` shows as "System clock synchronized"). `None` when it cannot be asked.
@@ -292,6 +307,17 @@ mod tests {
         assert!(!w.observe(&c).expect("a synced clock stepped").was_unset);
         c.advance(SETTLE);
         assert!(w.trusted(&c, SETTLE));
+    }
+
+    #[test]
+    fn a_clock_before_the_build_is_refused_with_a_clear_error() {
+        let e = ensure_set(DateTime::UNIX_EPOCH, "a token would expire wrongly").unwrap_err();
+        assert!(e.to_string().contains("not set yet"), "{e}");
+        assert!(
+            e.to_string().contains("a token would expire wrongly"),
+            "{e}"
+        );
+        assert!(ensure_set(Utc::now(), "").is_ok());
     }
 
     #[test]

@@ -47,7 +47,8 @@ impl App {
         Self::start_with_clock(cfg, config_path, log, Arc::new(crate::clock::SystemClock)).await
     }
 
-    /// [`App::start`] with the wall clock the emergency expiry reads (tests move it).
+    /// [`App::start`] with the clock that times emergency expiry, presence and retention
+    /// (tests move it, and step it as NTP does).
     pub async fn start_with_clock(
         cfg: Config,
         config_path: Option<PathBuf>,
@@ -129,6 +130,7 @@ impl App {
             store.clone(),
             store_rx,
             cfg_rx.clone(),
+            clock.clone(),
             sinks_cancel.clone(),
         ))];
         if let Some(rx) = mqtt_rx {

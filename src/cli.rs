@@ -183,6 +183,12 @@ fn token(
     })?;
     let ttl: config::HumanDuration = serde_norway::from_str(ttl)
         .map_err(|e| Error::new(ErrorKind::InvalidArgument, format!("--ttl {ttl:?}: {e}")))?;
+    // A Pi before NTP (no real-time clock) would sign a token that is long expired, or far
+    // too long valid, once the clock is set.
+    crate::clock::ensure_set(
+        chrono::Utc::now(),
+        "a token signed now would expire at the wrong time",
+    )?;
     let signer = crate::web::auth::UrlSigner::new(web)?;
     let Some(player) = player else {
         let scope = (!scope.is_empty()).then(|| scope.to_vec());

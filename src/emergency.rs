@@ -15,9 +15,18 @@
 //! start-up. The mode is published on the bus for MQTT (`<base>/emergency`, retained).
 //!
 //! Time comes from a [`Clock`], so a test can move past an expiry without waiting for it.
+//!
+//! The expiry is persisted as a wall time (all a restart can read), but while running it is
+//! timed on the monotonic clock: a Pi has no real-time clock, and NTP steps its wall clock at
+//! boot, by days. A step never expires an emergency early nor keeps it longer: the deadline
+//! stays where it was and the persisted `expires_at` is re-based on the new wall time (and
+//! published). A wall clock that was not set when the expiry was read (before the build time,
+//! or the kernel's "unsynchronised" flag) is the exception: its step is NTP setting it, and
+//! the persisted expiry is read again against the new time. Whatever the clock does, no
+//! emergency lasts longer than its `timeout_minutes` from when this process read it.
 
 use crate::bus::Bus;
-use crate::clock::Clock;
+use crate::clock::{Clock, WallWatch};
 use crate::config::{ConfigRx, DoorMode};
 use crate::model::{
     Command, CommandKind, CommandStatus, CommandUpdate, DoorAction, DoorId, Message,
@@ -125,6 +134,22 @@ struct Inner {
     step: Mutex<()>,
     current: watch::Sender<EmergencyState>,
     started: DateTime<Utc>,
+    timer: std::sync::Mutex<Timer>,
+}
+
+/// The running expiry of the current emergency, on the monotonic clock.
+struct Timer {
+    watch: WallWatch,
+    /// The persisted `expires_at` this deadline was computed for, and the deadline.
+    deadline: Option<(DateTime<Utc>, tokio::time::Instant)>,
+}
+
+/// What the timer found.
+enum Due {
+    No,
+    Yes,
+    /// The wall clock was stepped: the emergency (not due) with its expiry re-based.
+    Rebased(EmergencyState),
 }
 
 /// The emergency service (cheap to clone).
@@ -186,10 +211,14 @@ impl Emergency {
                 bus,
                 cfg,
                 directory,
-                clock,
                 step: Mutex::new(()),
                 current: watch::Sender::new(state),
                 started,
+                timer: std::sync::Mutex::new(Timer {
+                    watch: WallWatch::new(&*clock),
+                    deadline: None,
+                }),
+                clock,
             }),
         }
     }
@@ -200,6 +229,53 @@ impl Emergency {
 
     pub fn now(&self) -> DateTime<Utc> {
         self.inner.clock.now()
+    }
+
+    /// Whether `cur` is due, on the monotonic deadline (see the module docs).
+    fn due(&self, cur: &EmergencyState) -> Due {
+        let clock = &*self.inner.clock;
+        let mut t = self.inner.timer.lock().unwrap_or_else(|p| p.into_inner());
+        let step = t.watch.observe(clock);
+        let (Some(expires), true) = (cur.expires_at, cur.mode != Mode::Normal) else {
+            t.deadline = None;
+            return Due::No;
+        };
+        let (now, mono) = (clock.now(), clock.mono());
+        if let Some(step) = step {
+            tracing::warn!(by_s = step.by.num_seconds(), %now, "the wall clock was stepped (NTP?)");
+            if step.was_unset {
+                // NTP set the clock: read the persisted expiry against it.
+                t.deadline = None;
+            }
+        }
+        let deadline = match t.deadline {
+            Some((e, d)) if e == expires => d,
+            _ => {
+                let most = chrono::Duration::minutes(i64::from(
+                    cur.timeout_minutes.unwrap_or(MAX_TIMEOUT_MINUTES),
+                ));
+                let left = (expires - now).clamp(chrono::Duration::zero(), most);
+                let d = mono + left.to_std().unwrap_or_default();
+                t.deadline = Some((expires, d));
+                d
+            }
+        };
+        if mono >= deadline {
+            return Due::Yes;
+        }
+        if step.is_some() && t.deadline.is_some_and(|(e, _)| e == expires) {
+            let left = chrono::Duration::from_std(deadline - mono).unwrap_or_default();
+            let rebased = now + left;
+            if (rebased - expires).abs() > chrono::Duration::seconds(1) {
+                tracing::warn!(mode = cur.mode.as_str(), was = %expires, now = %rebased, "emergency expiry re-based on the stepped wall clock (it still ends when it would have)");
+                t.deadline = Some((rebased, deadline));
+                return Due::Rebased(EmergencyState {
+                    expires_at: Some(rebased),
+                    ..cur.clone()
+                });
+            }
+        }
+        Due::No
     }
 
     fn door_name(&self, id: DoorId) -> Option<String> {
@@ -561,8 +637,13 @@ impl Emergency {
         let _step = self.inner.step.lock().await;
         let cur = self.current();
         let now = self.now();
-        if !cur.due(now) {
-            return true;
+        match self.due(&cur) {
+            Due::Yes => {}
+            Due::No => return true,
+            Due::Rebased(s) => {
+                self.set(s).await;
+                return true;
+            }
         }
         let expired = cur.expires_at.unwrap_or(now);
         let down = expired < self.inner.started;
@@ -613,7 +694,19 @@ impl Emergency {
             let mut changed = me.inner.current.subscribe();
             loop {
                 let cur = changed.borrow_and_update().clone();
-                let wait = if cur.due(me.now()) {
+                let due = match me.due(&cur) {
+                    Due::Yes => true,
+                    Due::No => false,
+                    Due::Rebased(s) => {
+                        let _step = me.inner.step.lock().await;
+                        // Only if no admin step changed it meanwhile.
+                        if me.current() == cur {
+                            me.set(s).await;
+                        }
+                        continue;
+                    }
+                };
+                let wait = if due {
                     let ready = me.inner.bus.health("net2").is_some_and(|h| h.ready);
                     if !ready {
                         // The tracker refuses commands until Net2's first door status.
@@ -624,8 +717,9 @@ impl Emergency {
                         RETRY_RESTORE
                     }
                 } else if cur.expires_at.is_some() && cur.mode != Mode::Normal {
-                    // Wall time (it may be stepped): looked at every second.
-                    Duration::from_secs(1)
+                    // The deadline is monotonic, but the wall clock is watched every second
+                    // so a step is re-based (and published) at once.
+                    me.inner.clock.poll(Duration::from_secs(1))
                 } else {
                     Duration::from_secs(3600)
                 };

@@ -166,6 +166,9 @@ pub(crate) struct Inner {
     decoders: Decoders,
     /// The REST API's view of the cameras: an RTSP-only camera's reachability is written here.
     registry: crate::directory::Cameras,
+    /// Picture retention by age waits while the wall clock is unset or just stepped (a Pi
+    /// before NTP): see `clock`. Retention by count goes on.
+    wall: std::sync::Mutex<crate::clock::WallWatch>,
 }
 
 /// Cheap to clone; one per daemon.
@@ -236,6 +239,7 @@ impl Media {
             urls,
             decoders: Decoders::new(MAX_DECODES),
             registry,
+            wall: std::sync::Mutex::new(crate::clock::WallWatch::new(&crate::clock::SystemClock)),
         }));
         let m = media.clone();
         let rx = bus.watch();
@@ -801,6 +805,21 @@ impl Media {
             bytes: jpeg.len() as u64,
         };
         let m = self.config().media.clone();
+        let by_age = m.keep_days > 0
+            && self
+                .0
+                .wall
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .trusted(
+                    &crate::clock::SystemClock,
+                    crate::sinks::store::PRUNE_SETTLE,
+                );
+        if m.keep_days > 0 && !by_age {
+            tracing::info!(
+                "the wall clock is not set or was just stepped: pictures are not expired by age for now"
+            );
+        }
         let (data, store) = (jpeg.clone(), self.0.store.clone());
         let gone = tokio::task::spawn_blocking(move || -> Result<Vec<PictureRow>> {
             std::fs::create_dir_all(&dir).map_err(|e| {
@@ -813,7 +832,7 @@ impl Media {
                     Error::with_source(ErrorKind::Storage, format!("unable to write {}", path.display()), e)
                 })?;
             store.picture_insert(&row)?;
-            let before = (m.keep_days > 0).then(|| {
+            let before = by_age.then(|| {
                 (chrono::Utc::now() - chrono::Duration::days(i64::from(m.keep_days)))
                     .timestamp_millis()
             });

@@ -1,14 +1,73 @@
 //! The storage sink: bus messages → batched SQLite transactions, and daily retention.
 
+use crate::clock::{Clock, WallWatch};
 use crate::config::ConfigRx;
 use crate::model::Message;
 use crate::storage::{Store, Write};
+use chrono::{DateTime, Utc};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 const MAX_BATCH: usize = 2000;
+/// Retention runs this often (monotonic time), and at start-up.
 const PRUNE_EVERY: Duration = Duration::from_secs(24 * 3600);
+/// How often the wall clock is looked at (a step is logged when seen; a postponed prune runs).
+const PRUNE_CHECK: Duration = Duration::from_secs(60);
+/// After a step of the wall clock, retention waits this long (monotonic) before it trusts the
+/// new time: a wrong step (a bad NTP source, a GPS without fix) is usually corrected by the
+/// next poll, and pruning by it would delete history for good.
+pub const PRUNE_SETTLE: Duration = Duration::from_secs(15 * 60);
+
+/// When to prune: once a day on the monotonic clock, and only while the wall clock — which
+/// decides what is old — is trusted ([`WallWatch::trusted`]).
+#[derive(Debug)]
+pub struct PruneTimer {
+    watch: WallWatch,
+    last: Option<Instant>,
+    postponed: bool,
+}
+
+impl PruneTimer {
+    pub fn new(clock: &dyn Clock) -> PruneTimer {
+        PruneTimer {
+            watch: WallWatch::new(clock),
+            last: None,
+            postponed: false,
+        }
+    }
+
+    /// `Some(now)` when a prune is due now, by the wall time `now`.
+    pub fn due(&mut self, clock: &dyn Clock) -> Option<DateTime<Utc>> {
+        if let Some(step) = self.watch.observe(clock) {
+            tracing::warn!(
+                by_s = step.by.num_seconds(),
+                now = %clock.now(),
+                "the wall clock was stepped (NTP?): history retention waits {} min for it to settle",
+                PRUNE_SETTLE.as_secs() / 60
+            );
+        }
+        let mono = clock.mono();
+        if self
+            .last
+            .is_some_and(|l| mono.saturating_duration_since(l) < PRUNE_EVERY)
+        {
+            return None;
+        }
+        if !self.watch.trusted(clock, PRUNE_SETTLE) {
+            if !self.postponed {
+                tracing::warn!(now = %clock.now(), build = %crate::clock::build_time(), "the wall clock is not set yet or was just stepped: history retention postponed");
+            }
+            self.postponed = true;
+            return None;
+        }
+        self.postponed = false;
+        self.last = Some(mono);
+        Some(clock.now())
+    }
+}
 
 /// Runs until the bus closes or `cancel` fires; on cancel it drains what is queued first, so
 /// nothing received is lost at shutdown.
@@ -16,20 +75,25 @@ pub async fn run(
     store: Store,
     mut rx: mpsc::Receiver<Message>,
     cfg: ConfigRx,
+    clock: Arc<dyn Clock>,
     cancel: CancellationToken,
 ) {
-    let mut prune = tokio::time::interval(PRUNE_EVERY);
+    let mut timer = PruneTimer::new(&*clock);
     let mut batch: Vec<Write> = Vec::new();
+    let check = tokio::time::sleep(Duration::ZERO);
+    tokio::pin!(check);
     loop {
         let first = tokio::select! {
             m = rx.recv() => m,
-            _ = prune.tick() => {
+            _ = &mut check => {
+                check.as_mut().reset(Instant::now() + clock.poll(PRUNE_CHECK));
+                let Some(now) = timer.due(&*clock) else { continue };
                 let days = cfg.borrow().storage.retention_days;
                 if days > 0 {
-                    let before = chrono::Utc::now() - chrono::Duration::days(days as i64);
+                    let before = now - chrono::Duration::days(days as i64);
                     match store.run(move |s| s.prune(before.timestamp_millis())).await {
-                        Ok(n) if n > 0 => tracing::info!(deleted = n, days, "pruned old events"),
-                        Ok(_) => {}
+                        // Once a day, even when nothing went: the log shows retention runs.
+                        Ok(n) => tracing::info!(deleted = n, days, %before, "pruned old events"),
                         Err(e) => tracing::error!(error = %e, "unable to prune old events"),
                     }
                 }

@@ -168,6 +168,12 @@ pub struct StoredEvent {
     pub via: String,
 }
 
+/// SQLite checkpoints the WAL into the database after a commit that leaves it this many
+/// pages long (4 KiB each; SQLite's default, stated).
+pub const WAL_CHECKPOINT_PAGES: i64 = 1000;
+/// The -wal file is truncated back to this many bytes when a checkpoint lets it restart.
+pub const WAL_SIZE_LIMIT: i64 = 4 * 1024 * 1024;
+
 impl Store {
     pub fn open(path: &Path) -> Result<Store> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -180,6 +186,16 @@ impl Store {
         })?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
+        // SD-card wear (a Pi's card is the database's disk). A commit appends every page it
+        // changed to the -wal file; a checkpoint copies them into the database once each. A
+        // page changed by 100 commits between two checkpoints is written 100 times to the WAL
+        // and once to the database, so fewer, larger checkpoints write less: SQLite's own
+        // one every WAL_CHECKPOINT_PAGES is kept, not a checkpoint per quiet moment. But the
+        // -wal file keeps its largest size (a 2,000-event backfill batch makes it tens of
+        // MB) unless journal_size_limit truncates it when the WAL restarts: then it is
+        // bounded, and what a power cut can leave to replay is too.
+        conn.pragma_update(None, "wal_autocheckpoint", WAL_CHECKPOINT_PAGES)?;
+        conn.pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT)?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         migrations::migrate(&mut conn, None).ctx(ErrorKind::Storage, || {
             format!("unable to migrate database {}", path.display())
@@ -355,7 +371,8 @@ impl Store {
                         Write::Cursor { source, position } => {
                             tx.execute(
                                 "INSERT INTO cursors (source, position, updated) VALUES (?1, ?2, ?3)
-                                 ON CONFLICT(source) DO UPDATE SET position = excluded.position, updated = excluded.updated",
+                                 ON CONFLICT(source) DO UPDATE SET position = excluded.position, updated = excluded.updated
+                                 WHERE cursors.position IS NOT excluded.position",
                                 params![source, position, chrono::Utc::now().to_rfc3339()],
                             )?;
                         }
@@ -368,14 +385,16 @@ impl Store {
                         Write::DoorState(d) => {
                             tx.execute(
                                 "INSERT INTO door_state (door_id, state, updated) VALUES (?1, ?2, ?3)
-                                 ON CONFLICT(door_id) DO UPDATE SET state = excluded.state, updated = excluded.updated",
+                                 ON CONFLICT(door_id) DO UPDATE SET state = excluded.state, updated = excluded.updated
+                                 WHERE door_state.state IS NOT excluded.state",
                                 params![d.id as i64, serde_json::to_string(d).unwrap_or_default(), chrono::Utc::now().to_rfc3339()],
                             )?;
                         }
                         Write::Presence(p) => {
                             tx.execute(
                                 "INSERT INTO presence (user_id, state, updated) VALUES (?1, ?2, ?3)
-                                 ON CONFLICT(user_id) DO UPDATE SET state = excluded.state, updated = excluded.updated",
+                                 ON CONFLICT(user_id) DO UPDATE SET state = excluded.state, updated = excluded.updated
+                                 WHERE presence.state IS NOT excluded.state",
                                 params![p.user.id, serde_json::to_string(p).unwrap_or_default(), chrono::Utc::now().to_rfc3339()],
                             )?;
                         }
@@ -625,7 +644,8 @@ impl Store {
             match value {
                 Some(v) => c.execute(
                     "INSERT INTO state (key, value, updated) VALUES (?1, ?2, ?3)
-                     ON CONFLICT(key) DO UPDATE SET value = excluded.value, updated = excluded.updated",
+                     ON CONFLICT(key) DO UPDATE SET value = excluded.value, updated = excluded.updated
+                     WHERE state.value IS NOT excluded.value",
                     params![key, v, chrono::Utc::now().to_rfc3339()],
                 )?,
                 None => c.execute("DELETE FROM state WHERE key = ?1", [key])?,

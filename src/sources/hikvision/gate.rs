@@ -31,8 +31,10 @@ pub struct AuthGate {
     device: String,
     fingerprint: u16,
     store: Option<Store>,
-    /// Closed until then (unix ms).
-    closed_until: Mutex<Option<i64>>,
+    /// Closed until then: unix ms (for the message and the store), and the monotonic
+    /// deadline that decides — NTP stepping a Pi's clock at boot neither opens the gate early
+    /// nor keeps it closed for the days of a step back.
+    closed_until: Mutex<Option<(i64, std::time::Instant)>>,
     /// A refusal of this device is kept in the database (cleared by the next good login).
     kept: std::sync::atomic::AtomicBool,
     /// A login has worked since start-up.
@@ -72,12 +74,17 @@ impl AuthGate {
         let was_kept = kept.is_some();
         let closed_until = match kept {
             Some(k) if k.fingerprint == fp && k.until_ms > now => {
+                // Never more than BACKOFF from now, whatever the clock said when it was kept.
+                let left = Duration::from_millis((k.until_ms - now) as u64).min(BACKOFF);
                 tracing::warn!(
                     device,
-                    wait_s = (k.until_ms - now) / 1000,
+                    wait_s = left.as_secs(),
                     "this camera refused these credentials before the restart: not trying them again until its lockout has passed (change the password in the config to try at once)"
                 );
-                Some(k.until_ms)
+                Some((
+                    now + left.as_millis() as i64,
+                    std::time::Instant::now() + left,
+                ))
             }
             _ => None,
         };
@@ -101,7 +108,7 @@ impl AuthGate {
     pub fn check(&self) -> Result<()> {
         let until = *self.closed_until.lock().unwrap_or_else(|p| p.into_inner());
         match until {
-            Some(t) if t > chrono::Utc::now().timestamp_millis() => {
+            Some((t, deadline)) if std::time::Instant::now() < deadline => {
                 let at = chrono::DateTime::from_timestamp_millis(t)
                     .map(|t| t.with_timezone(&chrono::Local).format("%H:%M").to_string())
                     .unwrap_or_default();
@@ -141,7 +148,8 @@ impl AuthGate {
     /// The device refused our credentials: closed for [`BACKOFF`], kept across restarts.
     pub fn refused(&self) {
         let until = chrono::Utc::now().timestamp_millis() + BACKOFF.as_millis() as i64;
-        *self.closed_until.lock().unwrap_or_else(|p| p.into_inner()) = Some(until);
+        *self.closed_until.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some((until, std::time::Instant::now() + BACKOFF));
         self.verified
             .store(false, std::sync::atomic::Ordering::Relaxed);
         self.kept.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -204,5 +212,27 @@ mod tests {
             .unwrap()
             .unwrap();
         assert!(!kept.contains("wrong"), "{kept}");
+    }
+
+    #[test]
+    fn a_refusal_kept_by_a_clock_stepped_back_waits_no_longer_than_the_back_off() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("g.db")).unwrap();
+        let pw = Secret::new("wrong");
+        AuthGate::new("cam", "admin", &pw, Some(store.clone())).refused();
+        // Kept while the clock read 10 days behind (a Pi before NTP): its end is 10 days on.
+        let mut k: Kept =
+            serde_json::from_str(&store.state_get(&key("cam")).unwrap().unwrap()).unwrap();
+        k.until_ms += 10 * 86_400_000;
+        let v = serde_json::to_string(&k).unwrap();
+        store.state_set(&key("cam"), Some(&v)).unwrap();
+        let g = AuthGate::new("cam", "admin", &pw, Some(store.clone()));
+        assert!(g.check().is_err(), "still closed after the restart");
+        let (_, deadline) = g.closed_until.lock().unwrap().unwrap();
+        assert!(
+            deadline <= std::time::Instant::now() + BACKOFF,
+            "closed for {:?}",
+            deadline - std::time::Instant::now()
+        );
     }
 }

@@ -1,0 +1,222 @@
+//! A Raspberry Pi has no real-time clock: NTP steps its wall clock at boot, by days, forwards
+//! and backwards, while gatehouse runs. The running daemon, with its clock stepped the way NTP
+//! does it (`OffsetClock::jump`: wall time moves, no time passes), takes no retention or expiry
+//! decision on the step.
+
+mod common;
+
+use chrono::{DateTime, Utc};
+use common::web::WebHarness;
+use common::{Harness, wait_for};
+use gatehouse::app::App;
+use gatehouse::sim::net2::SimConfig;
+use reqwest::{Method, StatusCode};
+use serde_json::json;
+use std::time::Duration;
+
+const LOCKDOWN: &str = "/api/access-control/emergency/lockdown";
+const EMERGENCY: &str = "/api/access-control/emergency";
+
+fn lockdowns(w: &WebHarness) -> Vec<bool> {
+    w.h.sim
+        .commands()
+        .into_iter()
+        .filter(|c| c.path.ends_with("controlLockdown"))
+        .map(|c| c.body["lockdown"].as_bool().unwrap())
+        .collect()
+}
+
+async fn expires_at(w: &WebHarness, token: &str) -> DateTime<Utc> {
+    let (st, res) = w.get(EMERGENCY, token).await;
+    assert_eq!(st, StatusCode::OK, "{res}");
+    assert_eq!(res["mode"], "lockdown", "{res}");
+    res["expires_at"].as_str().unwrap().parse().unwrap()
+}
+
+/// Until the published expiry differs from `was` (the daemon saw the step and re-based it).
+async fn rebased(w: &WebHarness, token: &str, was: DateTime<Utc>) -> DateTime<Utc> {
+    let end = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let e = expires_at(w, token).await;
+        if (e - was).abs() > chrono::Duration::minutes(1) {
+            return e;
+        }
+        assert!(
+            tokio::time::Instant::now() < end,
+            "the expiry was never re-based"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stepped_wall_clock_neither_ends_a_lockdown_early_nor_keeps_it_late() {
+    let w = WebHarness::start(SimConfig::default(), "", "").await;
+    let admin = w.login("ada").await;
+    wait_for("Net2 ready for commands", Duration::from_secs(15), || {
+        w.h.app().bus.health("net2").is_some_and(|h| h.ready)
+    })
+    .await;
+    let b = json!({"property_id": "default", "reason": "Drill", "timeout_minutes": 10});
+    let (st, res) = w.call(Method::POST, LOCKDOWN, Some(&admin), Some(b)).await;
+    assert_eq!(st, StatusCode::OK, "{res}");
+    let first = expires_at(&w, &admin).await;
+
+    // NTP steps the clock 3 days forward: the lockdown's wall-clock expiry is long past, but
+    // its 10 minutes are not. It stays, its expiry re-based on the new wall time.
+    w.h.clock.jump(chrono::Duration::days(3));
+    let e = rebased(&w, &admin, first).await;
+    let shift = e - first;
+    assert!(
+        (shift - chrono::Duration::days(3)).abs() < chrono::Duration::seconds(30),
+        "re-based by the step: {shift}"
+    );
+    assert_eq!(lockdowns(&w), [true], "not restored by a step forward");
+
+    // Then 5 days back (2 days before where it started): the lockdown is not kept for days.
+    w.h.clock.jump(-chrono::Duration::days(5));
+    let e2 = rebased(&w, &admin, e).await;
+    assert!(
+        (e2 - (first - chrono::Duration::days(2))).abs() < chrono::Duration::seconds(30),
+        "re-based by the step back: {e2} (first {first})"
+    );
+    assert_eq!(lockdowns(&w), [true]);
+
+    // Its 10 minutes pass: restored, once, when they would have without any step.
+    w.h.clock.advance(Duration::from_secs(10 * 60 + 1));
+    wait_for(
+        "lockdown off at its expiry",
+        Duration::from_secs(10),
+        || lockdowns(&w) == [true, false],
+    )
+    .await;
+    let end = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, res) = w.get(EMERGENCY, &admin).await;
+        if res["mode"] == "normal" {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < end, "{res}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    w.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lockdown_kept_across_a_boot_at_1970_ends_when_ntp_says_it_has() {
+    let mut w = WebHarness::start(SimConfig::default(), "", "").await;
+    let admin = w.login("ada").await;
+    wait_for("Net2 ready for commands", Duration::from_secs(15), || {
+        w.h.app().bus.health("net2").is_some_and(|h| h.ready)
+    })
+    .await;
+    let b = json!({"property_id": "default", "reason": "Drill", "timeout_minutes": 10});
+    let (st, res) = w.call(Method::POST, LOCKDOWN, Some(&admin), Some(b)).await;
+    assert_eq!(st, StatusCode::OK, "{res}");
+
+    // Power cut; the Pi boots with no fake-hwclock: 1970. The stored expiry is 56 years
+    // ahead of that clock, but no lockdown outlasts its timeout: it stays, and nothing is sent.
+    w.h.stop().await;
+    w.h.clock.jump(chrono::DateTime::UNIX_EPOCH - Utc::now());
+    w.h.start().await;
+    w.base = format!("http://{}", w.h.app().web_addr.unwrap());
+    let admin = w.login("ada").await;
+    wait_for("Net2 ready again", Duration::from_secs(15), || {
+        w.h.app().bus.health("net2").is_some_and(|h| h.ready)
+    })
+    .await;
+    let (_, res) = w.get(EMERGENCY, &admin).await;
+    assert_eq!(res["mode"], "lockdown", "{res}");
+
+    // NTP sets the clock: it was down for an hour, so the lockdown expired 50 minutes ago.
+    // Read against the time NTP set, it is restored now — not 10 minutes from the boot.
+    w.h.clock
+        .jump(Utc::now() - chrono::DateTime::UNIX_EPOCH + chrono::Duration::hours(1));
+    wait_for(
+        "lockdown off once the clock is set",
+        Duration::from_secs(10),
+        || lockdowns(&w) == [true, false],
+    )
+    .await;
+    w.stop().await;
+}
+
+/// A daemon keeping a year of history, its clock looked at every 20 ms.
+async fn keeping_a_year(h: &mut Harness) {
+    h.clock.poll_every(Duration::from_millis(20));
+    let text = common::config_text(&h.sim, &h.db(), &h.extra, "").replacen(
+        "storage:\n",
+        "storage:\n  retention_days: 365\n",
+        1,
+    );
+    let cfg = gatehouse::config::load_str(&text, &|_| None).expect("valid config");
+    assert_eq!(cfg.storage.retention_days, 365);
+    let app = App::start_with_clock(cfg, None, None, h.clock.clone())
+        .await
+        .expect("daemon starts");
+    h.app = Some(app);
+}
+
+/// Until the log holds `n` lines containing `what`.
+async fn logged(buf: &common::logs::Buf, what: &str, n: usize) {
+    wait_for(what, Duration::from_secs(10), || {
+        buf.text().matches(what).count() >= n
+    })
+    .await;
+}
+
+#[test]
+fn a_step_of_the_wall_clock_prunes_no_history_until_it_has_settled() {
+    let (buf, _guard, rt) = common::logs::capture("gatehouse=info");
+    rt.block_on(async {
+        let mut h = Harness::new(SimConfig::default(), "").await;
+        // 200 events over the last 10 days.
+        let start = (Utc::now() - chrono::Duration::days(10)).naive_utc();
+        h.sim.seed_history(200, start, Duration::from_secs(4000));
+        keeping_a_year(&mut h).await;
+        // The simulator's history is stored.
+        let end = tokio::time::Instant::now() + Duration::from_secs(15);
+        while h.query_i64("SELECT count(*) FROM events") == 0 {
+            assert!(
+                tokio::time::Instant::now() < end,
+                "no history stored: {}",
+                buf.text()
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        wait_for("all history stored", Duration::from_secs(15), || {
+            h.query_i64("SELECT count(*) FROM events") == 200
+        })
+        .await;
+        let n = 200;
+        let count = || h.query_i64("SELECT count(*) FROM events");
+
+        // A wrong step (a bad NTP source) 400 days ahead, and a day passes: by that clock
+        // the whole history is past retention, but the step has not settled.
+        h.clock.jump(chrono::Duration::days(400));
+        h.clock.advance(Duration::from_secs(25 * 3600));
+        logged(&buf, "history retention postponed", 1).await;
+        assert_eq!(count(), n, "nothing pruned on a fresh step");
+
+        // NTP corrects it before it settles: the prune then runs by the right time.
+        h.clock.jump(-chrono::Duration::days(400));
+        logged(&buf, "the wall clock was stepped", 2).await;
+        h.clock
+            .advance(gatehouse::sinks::store::PRUNE_SETTLE + Duration::from_secs(1));
+        logged(&buf, "pruned old events", 2).await;
+        assert_eq!(count(), n, "a corrected step lost nothing");
+
+        // A step that stays (the clock really was 400 days behind) is believed once it has
+        // settled: the history is then past retention, and pruned.
+        h.clock.jump(chrono::Duration::days(400));
+        h.clock.advance(Duration::from_secs(25 * 3600));
+        logged(&buf, "history retention postponed", 2).await;
+        assert_eq!(count(), n, "not before it settles");
+        h.clock.advance(gatehouse::sinks::store::PRUNE_SETTLE);
+        wait_for("pruned once settled", Duration::from_secs(10), || {
+            count() == 0
+        })
+        .await;
+        h.stop().await;
+    });
+}

@@ -64,9 +64,12 @@ fn the_hardened_unit_keeps_what_gatehouse_needs() {
     // A bad config stops the start as a failed *condition*: an ExecStartPre= failure would be
     // retried by Restart=on-failure every RestartSec= forever.
     assert!(
-        one("ExecCondition").contains("check-config -c /etc/gatehouse/config.yaml"),
-        "a bad config stops the start"
+        one("ExecCondition")
+            .contains("check-config --skip-secret-files -c /etc/gatehouse/config.yaml"),
+        "a bad config stops the start (credentials do not exist yet for ExecCondition=)"
     );
+    // A config that fails at the daemon's own start (a missing secret) exits 78: no loop.
+    assert_eq!(one("RestartPreventExitStatus"), "78");
     assert!(
         values("ExecStartPre").is_empty(),
         "the check is the condition"
@@ -137,4 +140,36 @@ fn the_path_unit_starts_the_service_when_the_config_is_saved() {
         .filter(|l| !l.contains("/usr/bin/gatehouse is not executable"))
         .collect();
     assert!(complaints.is_empty(), "{err}");
+}
+
+/// The other half of RestartPreventExitStatus=78: a daemon whose config does not load at its
+/// own start (the condition above skips secret files; a missing one fails here) exits 78, so
+/// systemd marks it failed once instead of restarting it every RestartSec=.
+#[test]
+fn run_exits_78_when_its_config_does_not_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("c.yaml");
+    std::fs::write(
+        &f,
+        "version: 1\nmqtt:\n  host: 127.0.0.1\n  password_file: /nonexistent/secrets_mqtt\n",
+    )
+    .unwrap();
+    let check = Command::new(env!("CARGO_BIN_EXE_gatehouse"))
+        .args(["check-config", "--skip-secret-files", "-c"])
+        .arg(&f)
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "the condition passes: {}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_gatehouse"))
+        .args(["run", "-c"])
+        .arg(&f)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(78), "{err}");
+    assert!(err.contains("mqtt.password_file"), "{err}");
 }

@@ -333,52 +333,10 @@ async fn register_hardware(rec: &Recorder, web: std::net::SocketAddr) -> String 
     id
 }
 
-/// The Python of the venv scripts/test.sh makes; never a silent pass without it.
-fn ha_python() -> String {
-    let p = std::env::var("GATEHOUSE_HA_PYTHON").unwrap_or_default();
-    assert!(
-        !p.is_empty(),
-        "GATEHOUSE_HA_PYTHON is not set: this test runs a real Home Assistant 2024.1.6 from the \
-         venv that scripts/test.sh creates. Run scripts/test.sh, or set \
-         GATEHOUSE_HA_PYTHON=<venv>/bin/python (by default ~/.cache/gatehouse/ha-2024.1.6/bin/python)."
-    );
-    assert!(
-        std::path::Path::new(&p).exists(),
-        "GATEHOUSE_HA_PYTHON={p} does not exist: run scripts/test.sh to create the venv"
-    );
-    p
-}
-
 /// Run HA against the scenario's broker (the daemon stays up meanwhile) and parse its report.
 async fn run_ha(s: &Scenario) -> Value {
-    let python = ha_python();
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/ha_run.py");
-    let work = s.dir.path().join("ha-work");
-    std::fs::create_dir_all(&work).unwrap();
     // quiet > the daemon's 1–3 s delay before it answers HA's birth with a full republish.
-    let out = tokio::process::Command::new(&python)
-        .arg(script)
-        .args(["--broker-port", &s.broker.port.to_string()])
-        .arg("--work-dir")
-        .arg(&work)
-        .args(["--quiet", "4", "--limit", "90"])
-        .kill_on_drop(true)
-        .output()
-        .await
-        .unwrap_or_else(|e| panic!("unable to run {python} {script}: {e}"));
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "ha_run.py failed ({}): the harness, not gatehouse\n{stderr}",
-        out.status
-    );
-    let doc: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "ha_run.py printed no JSON ({e}):\n{}\n{stderr}",
-            String::from_utf8_lossy(&out.stdout)
-        )
-    });
-    assert_eq!(doc["ha_version"], "2024.1.6", "the Home Assistant tested");
+    let doc = common::ha::run(s.broker.port, &s.dir.path().join("ha-work"), 4).await;
     // For whoever fixes discovery: the whole report, and what gatehouse published.
     if let Some(dir) = std::env::var_os("GATEHOUSE_HA_REPORT_DIR") {
         let dir = std::path::Path::new(&dir);
@@ -1302,7 +1260,7 @@ fn summary(doc: &Value, pubs: &[Published], timings: &[(&str, Duration)]) {
 /// The scenario, HA's run against it, the daemon stopped: every message recorded and HA's
 /// report (with the timings printed), and the hardware point's id (with Net2).
 async fn run(with_net2: bool) -> (Vec<Msg>, Value, Option<String>) {
-    ha_python();
+    common::ha::python();
     let t0 = Instant::now();
     let mut s = start(with_net2).await;
     let t_daemon = t0.elapsed();

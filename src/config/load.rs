@@ -1170,6 +1170,32 @@ fn validate(cfg: &mut Config, errs: &mut Collector) {
                 "must be non-empty, without + or #, and not end with /",
             );
         }
+        if let Some(i) = &m.instance
+            && !crate::config::valid_instance(i)
+        {
+            errs.push(
+                "mqtt.instance",
+                format!(
+                    "{i:?}: 1 to 32 lower-case letters, digits and _ (not at the ends): it \
+                     becomes part of Home Assistant entity ids"
+                ),
+            );
+        }
+        let instance = m.instance();
+        if crate::config::RESERVED_INSTANCES.contains(&instance.as_str()) {
+            let path = if m.instance.is_some() {
+                "mqtt.instance"
+            } else {
+                "mqtt.base_topic"
+            };
+            errs.push(
+                path,
+                format!(
+                    "the instance {instance:?} could share Home Assistant ids with another \
+                     gatehouse's: set mqtt.instance to another name"
+                ),
+            );
+        }
         if m.discovery.prefix.is_empty() || m.discovery.prefix.contains(['+', '#']) {
             errs.push(
                 "mqtt.discovery.prefix",
@@ -1337,6 +1363,56 @@ doors:
             ],
             "{e}"
         );
+    }
+
+    #[test]
+    fn mqtt_instance_from_the_base_topic_or_set() {
+        let mqtt = |extra: &str| {
+            load_str(&format!("version: 1\nmqtt:\n  host: b\n{extra}"), &env)
+                .map(|c| c.mqtt.unwrap())
+        };
+        // The default base topic keeps the ids (and client id) every install had.
+        let m = mqtt("").unwrap();
+        assert_eq!(m.instance(), "gatehouse");
+        assert!(m.client_id().starts_with("gatehouse-"), "{}", m.client_id());
+        assert!(!m.client_id().contains("site"));
+        for (base, want) in [
+            ("site-b/gatehouse", "site_b"),
+            ("gatehouse/site-b", "site_b"),
+            ("Home/Gatehouse", "home"),
+            ("sites/Nørre Allé 5", "sites_n_rre_all_5"),
+            ("gatehouse/gatehouse", "gatehouse"),
+        ] {
+            let m = mqtt(&format!("  base_topic: \"{base}\"\n")).unwrap();
+            assert_eq!(m.instance(), want, "{base}");
+        }
+        // Another site's default client id differs from the first's on the same host.
+        let b = mqtt("  base_topic: site-b/gatehouse\n").unwrap();
+        assert!(
+            b.client_id().starts_with("gatehouse-site_b-"),
+            "{}",
+            b.client_id()
+        );
+        assert_ne!(b.client_id(), m.client_id());
+        // Set: it wins over the base topic (to keep ids when moving the topics).
+        let m = mqtt("  base_topic: site-b/gatehouse\n  instance: gatehouse\n").unwrap();
+        assert_eq!(m.instance(), "gatehouse");
+        for bad in [
+            "\"\"",
+            "Site-B",
+            "a/b",
+            "_x",
+            "x_",
+            &"x".repeat(33),
+            "camera",
+        ] {
+            let e = mqtt(&format!("  instance: {bad}\n")).unwrap_err();
+            assert_eq!(e.paths(), vec!["mqtt.instance"], "{bad}: {e}");
+        }
+        // Derived from the base topic, the same words are refused there.
+        let e = mqtt("  base_topic: camera/gatehouse\n").unwrap_err();
+        assert_eq!(e.paths(), vec!["mqtt.base_topic"], "{e}");
+        assert!(mqtt("  base_topic: camera/gatehouse\n  instance: cams\n").is_ok());
     }
 
     #[test]

@@ -334,10 +334,17 @@ pub struct MqttConfig {
     /// `${ENV}` substituted; or `password_file`.
     pub password: Option<Secret>,
     pub password_file: Option<PathBuf>,
-    /// Default `gatehouse-<hostname>`: brokers kick duplicate ids.
+    /// Default `gatehouse-<hostname>` (`gatehouse-<instance>-<hostname>` for an instance other
+    /// than `gatehouse`): brokers kick duplicate ids.
     pub client_id: Option<String>,
     /// Root of every gatehouse topic.
     pub base_topic: String,
+    /// This gatehouse's name among others on one broker (many sites): it keeps their Home
+    /// Assistant unique_ids, entity ids, device identifiers and discovery node ids apart.
+    /// Default: the instance the MQTT sink published under last run (a site keeps its ids),
+    /// for a new site the one from `base_topic` ([`MqttConfig::instance`]); `gatehouse` is the
+    /// ids from before many sites.
+    pub instance: Option<String>,
     pub keep_alive: HumanDuration,
     /// Run an in-process broker on `embedded_bind` instead of connecting to `host`.
     pub embedded: bool,
@@ -394,6 +401,7 @@ impl Default for MqttConfig {
             password_file: None,
             client_id: None,
             base_topic: "gatehouse".into(),
+            instance: None,
             keep_alive: HumanDuration::secs(30),
             embedded: false,
             embedded_bind: std::net::SocketAddr::from(([127, 0, 0, 1], 1883)),
@@ -403,17 +411,82 @@ impl Default for MqttConfig {
     }
 }
 
+/// The instance of the default base topic: Home Assistant ids exactly as before many sites.
+pub const DEFAULT_INSTANCE: &str = "gatehouse";
+
 impl MqttConfig {
+    /// `client_id`, else the default for the instance from the config.
     pub fn client_id(&self) -> String {
+        self.client_id_for(&self.instance())
+    }
+
+    /// `client_id`, else the default for `instance` (the one the daemon runs as, which may be
+    /// the one it published last run rather than the config's).
+    pub fn client_id_for(&self, instance: &str) -> String {
         self.client_id.clone().unwrap_or_else(|| {
             let host = std::fs::read_to_string("/etc/hostname")
                 .ok()
                 .map(|h| h.trim().to_string())
                 .filter(|h| !h.is_empty())
                 .unwrap_or_else(|| "host".into());
-            format!("gatehouse-{host}")
+            // Two sites' daemons on one host (or one broker) must not kick each other.
+            match instance {
+                DEFAULT_INSTANCE => format!("gatehouse-{host}"),
+                i => format!("gatehouse-{i}-{host}"),
+            }
         })
     }
+
+    /// `instance`, else derived from `base_topic`: its levels other than `gatehouse`, lower
+    /// case, everything but letters and digits as `_` (`site-b/gatehouse` → `site_b`,
+    /// `Home/Gatehouse` → `home`); `gatehouse` when nothing is left, so the default base topic
+    /// keeps the ids existing installs have in Home Assistant.
+    pub fn instance(&self) -> String {
+        if let Some(i) = &self.instance {
+            return i.clone();
+        }
+        let levels: Vec<String> = self
+            .base_topic
+            .split('/')
+            .map(slug)
+            .filter(|l| !l.is_empty() && l != DEFAULT_INSTANCE)
+            .collect();
+        if levels.is_empty() {
+            DEFAULT_INSTANCE.to_string()
+        } else {
+            levels.join("_")
+        }
+    }
+}
+
+/// Lower case, runs of anything but ASCII letters and digits as one `_`, none at the ends.
+fn slug(s: &str) -> String {
+    let mut out = String::new();
+    for c in s.chars() {
+        if c.is_ascii_alphanumeric() {
+            out.push(c.to_ascii_lowercase());
+        } else if !out.is_empty() && !out.ends_with('_') {
+            out.push('_');
+        }
+    }
+    out.trim_end_matches('_').to_string()
+}
+
+/// Words that begin gatehouse's own id keys (`gatehouse_camera_<id>`, `gatehouse_net2_…`): an
+/// instance named so could share an id with the instance `gatehouse` (its camera `x_y` and
+/// the instance `camera`'s camera `y` would both be `gatehouse_camera_x_y…`).
+pub const RESERVED_INSTANCES: &[&str] = &[
+    "camera", "door", "gate", "hardware", "net2", "people", "person", "qr", "site", "user",
+];
+
+/// A valid `mqtt.instance`: what Home Assistant accepts in an entity id and a discovery node id.
+pub fn valid_instance(i: &str) -> bool {
+    !i.is_empty()
+        && i.len() <= 32
+        && i.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        && !i.starts_with('_')
+        && !i.ends_with('_')
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]

@@ -12,6 +12,8 @@ pub struct Broker {
     pub port: u16,
     child: Option<Child>,
     dir: tempfile::TempDir,
+    /// Lines appended to the generated mosquitto.conf (a bridge, say).
+    extra: String,
 }
 
 /// A free port whose next port is free too (the embedded broker listens on both).
@@ -43,10 +45,17 @@ fn free_port() -> u16 {
 
 impl Broker {
     pub fn start() -> Broker {
+        Broker::start_with("")
+    }
+
+    /// A broker whose mosquitto.conf ends with `extra` (e.g. a `connection` bridge section;
+    /// it must come last, as Mosquitto reads every line after `connection` as the bridge's).
+    pub fn start_with(extra: &str) -> Broker {
         let mut b = Broker {
             port: free_port(),
             child: None,
             dir: tempfile::tempdir().unwrap(),
+            extra: extra.to_string(),
         };
         b.spawn();
         b
@@ -57,12 +66,13 @@ impl Broker {
         std::fs::write(
             &conf,
             format!(
-                "listener {} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {}/\nmax_queued_messages 0\nmax_inflight_messages 100\n{}",
+                "listener {} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {}/\nmax_queued_messages 0\nmax_inflight_messages 100\n{}{}",
                 self.port,
                 self.dir.path().display(),
                 // Started as root, Mosquitto drops to its own user, which cannot write the
                 // test's directory: persistence would fail (logged only) on every stop.
-                if is_root() { "user root\n" } else { "" }
+                if is_root() { "user root\n" } else { "" },
+                self.extra,
             ),
         )
         .unwrap();

@@ -13,8 +13,61 @@ use serde::Serialize;
 use serde_json::Value;
 use std::collections::BTreeMap;
 
-const NODE: &str = "gatehouse";
-const SERVER_ID: &str = "gatehouse_net2";
+/// Who this gatehouse is in Home Assistant: every unique_id, entity id (`object_id` /
+/// `default_entity_id`), device identifier and the discovery node id start with its prefix, so
+/// two gatehouses on one broker (many sites, Mosquitto bridges) never share one. HA keeps the
+/// first entity of a unique_id and logs the second as "already exists - ignoring"; two
+/// daemons on one discovery topic overwrite each other, and each one's start-up clear of its
+/// stale configs would delete the other's entities (with the user's names and areas).
+/// The instance `gatehouse` (the default base topic) is the prefix `gatehouse`: the ids every
+/// install had before many sites, kept byte for byte; any other instance `x` is
+/// `gatehouse_x`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Identity {
+    instance: String,
+    prefix: String,
+}
+
+impl Identity {
+    /// From `mqtt.instance` (or the one derived from the base topic).
+    pub fn new(instance: &str) -> Identity {
+        let prefix = if instance == crate::config::DEFAULT_INSTANCE {
+            instance.to_string()
+        } else {
+            format!("gatehouse_{instance}")
+        };
+        Identity {
+            instance: instance.to_string(),
+            prefix,
+        }
+    }
+
+    /// The instance it was made from (`gatehouse`, `site_b`).
+    pub fn instance(&self) -> &str {
+        &self.instance
+    }
+
+    /// The discovery node id (`homeassistant/<component>/<node>/<object>/config`).
+    pub fn node(&self) -> &str {
+        &self.prefix
+    }
+
+    /// A unique_id, object_id or device identifier: `<prefix>_<key>`.
+    pub fn id(&self, key: &str) -> String {
+        format!("{}_{key}", self.prefix)
+    }
+
+    /// The Net2 server device (what the doors are `via`).
+    fn server(&self) -> String {
+        self.id("net2")
+    }
+}
+
+impl Default for Identity {
+    fn default() -> Identity {
+        Identity::new(crate::config::DEFAULT_INSTANCE)
+    }
+}
 
 /// Event types the door `event` entity announces.
 pub const DOOR_EVENT_TYPES: &[&str] = &[
@@ -190,6 +243,7 @@ pub struct Entity {
 /// What discovery is built from.
 pub struct Context<'a> {
     pub topics: &'a Topics,
+    pub identity: &'a Identity,
     /// Configured doors with their display names (none without Net2).
     pub doors: BTreeMap<DoorId, String>,
     /// Doors Net2 reports without a door contact (no contact entity).
@@ -267,8 +321,10 @@ fn tri(field: &str) -> String {
 /// Every entity for the current doors and users.
 pub fn configs(ctx: &Context) -> Vec<Entity> {
     let t = ctx.topics;
+    let ident = ctx.identity;
+    let server_id = ident.server();
     let server = Device {
-        identifiers: vec![SERVER_ID.into()],
+        identifiers: vec![server_id.clone()],
         name: "Net2 server".into(),
         manufacturer: "Paxton".into(),
         model: "Net2 (via gatehouse)".into(),
@@ -292,8 +348,8 @@ pub fn configs(ctx: &Context) -> Vec<Entity> {
                 avail: &Vec<Availability>,
                 cat: Option<&'static str>| Base {
         name: name.map(str::to_owned),
-        unique_id: format!("gatehouse_{object_id}"),
-        object_id: format!("gatehouse_{object_id}"),
+        unique_id: ident.id(object_id),
+        object_id: ident.id(object_id),
         default_entity_id: String::new(),
         availability: avail.clone(),
         availability_mode: "all",
@@ -314,7 +370,7 @@ pub fn configs(ctx: &Context) -> Vec<Entity> {
         out.push(entity(
             "binary_sensor",
             "net2_connectivity".into(),
-            SERVER_ID,
+            &server_id,
             &BinarySensor {
                 base: with_domain(
                     base(
@@ -340,7 +396,7 @@ pub fn configs(ctx: &Context) -> Vec<Entity> {
             out.push(entity(
                 "button",
                 oid.clone(),
-                SERVER_ID,
+                &server_id,
                 &Button {
                     base: Base {
                         icon: Some("mdi:shield-lock"),
@@ -363,7 +419,7 @@ pub fn configs(ctx: &Context) -> Vec<Entity> {
         out.push(entity(
             "sensor",
             oid.clone(),
-            SERVER_ID,
+            &server_id,
             &Sensor {
                 base: Base {
                     icon: Some("mdi:alarm-light"),
@@ -382,13 +438,13 @@ pub fn configs(ctx: &Context) -> Vec<Entity> {
         ));
     }
     for (id, name) in &ctx.doors {
-        let dev_id = format!("gatehouse_net2_door_{id}");
+        let dev_id = ident.id(&format!("net2_door_{id}"));
         let dev = Device {
             identifiers: vec![dev_id.clone()],
             name: name.clone(),
             manufacturer: "Paxton".into(),
             model: "Net2 door".into(),
-            via_device: Some(SERVER_ID.into()),
+            via_device: Some(server_id.clone()),
             sw_version: None,
         };
         let state = t.door_state(*id);
@@ -549,7 +605,7 @@ pub fn configs(ctx: &Context) -> Vec<Entity> {
     // on the camera, which takes the channel's name.
     for cam in &ctx.cameras {
         let (id, info) = (&cam.id, cam.info.as_ref());
-        let dev_id = format!("gatehouse_camera_{id}");
+        let dev_id = ident.id(&format!("camera_{id}"));
         let mut identifiers = vec![dev_id.clone()];
         identifiers.extend(info.and_then(|i| i.serial.clone()));
         let channels: Vec<(u32, Option<String>)> = match info {
@@ -790,7 +846,7 @@ pub fn configs(ctx: &Context) -> Vec<Entity> {
         out.push(entity(
             "sensor",
             oid.clone(),
-            SERVER_ID,
+            &server_id,
             &Sensor {
                 base: Base {
                     icon: Some("mdi:account-key"),
@@ -812,19 +868,19 @@ pub fn configs(ctx: &Context) -> Vec<Entity> {
         let key = r.id.replace(|c: char| !c.is_ascii_alphanumeric(), "_");
         let (dev_id, dev) = match ctx.doors.get(&r.door) {
             Some(door_name) => {
-                let dev_id = format!("gatehouse_net2_door_{}", r.door);
+                let dev_id = ident.id(&format!("net2_door_{}", r.door));
                 let dev = Device {
                     identifiers: vec![dev_id.clone()],
                     name: door_name.clone(),
                     manufacturer: "Paxton".into(),
                     model: "Net2 door".into(),
-                    via_device: Some(SERVER_ID.into()),
+                    via_device: Some(server_id.clone()),
                     sw_version: None,
                 };
                 (dev_id, dev)
             }
             None => {
-                let dev_id = format!("gatehouse_qr_{key}");
+                let dev_id = ident.id(&format!("qr_{key}"));
                 let dev = Device {
                     identifiers: vec![dev_id.clone()],
                     name: r
@@ -869,7 +925,7 @@ pub fn configs(ctx: &Context) -> Vec<Entity> {
     // the device is offline).
     for hw in &ctx.hardware {
         let key = hw.id.replace(|c: char| !c.is_ascii_alphanumeric(), "_");
-        let dev_id = format!("gatehouse_hardware_{key}");
+        let dev_id = ident.id(&format!("hardware_{key}"));
         let dev = Device {
             identifiers: vec![dev_id.clone()],
             name: hw.name.clone(),
@@ -951,7 +1007,7 @@ pub fn configs(ctx: &Context) -> Vec<Entity> {
     // People: a device per person with its device_tracker (HA shows the device's name, and a
     // `person` attaches the tracker); a "People" device with a count per site.
     for (id, name) in &ctx.people {
-        let dev_id = format!("gatehouse_person_{id}");
+        let dev_id = ident.id(&format!("person_{id}"));
         let dev = Device {
             identifiers: vec![dev_id.clone()],
             name: name.clone(),
@@ -979,8 +1035,9 @@ pub fn configs(ctx: &Context) -> Vec<Entity> {
         ));
     }
     if !ctx.people_sites.is_empty() {
+        let people_id = ident.id("people");
         let dev = Device {
-            identifiers: vec!["gatehouse_people".into()],
+            identifiers: vec![people_id.clone()],
             name: "People".into(),
             manufacturer: "gatehouse".into(),
             model: "Presence (via gatehouse)".into(),
@@ -992,7 +1049,7 @@ pub fn configs(ctx: &Context) -> Vec<Entity> {
             out.push(entity(
                 "sensor",
                 oid.clone(),
-                "gatehouse_people",
+                &people_id,
                 &Sensor {
                     base: Base {
                         icon: Some("mdi:account-group"),
@@ -1024,13 +1081,18 @@ pub fn configs(ctx: &Context) -> Vec<Entity> {
 }
 
 /// (topic, payload) pairs in the configured mode.
-pub fn render(topics: &Topics, entities: &[Entity], device_mode: bool) -> Vec<(String, String)> {
+pub fn render(
+    topics: &Topics,
+    identity: &Identity,
+    entities: &[Entity],
+    device_mode: bool,
+) -> Vec<(String, String)> {
     if !device_mode {
         return entities
             .iter()
             .map(|e| {
                 (
-                    topics.discovery(e.component, NODE, &e.object_id),
+                    topics.discovery(e.component, identity.node(), &e.object_id),
                     e.config.to_string(),
                 )
             })
@@ -1059,6 +1121,30 @@ pub fn render(topics: &Topics, entities: &[Entity], device_mode: bool) -> Vec<(S
             (topics.discovery_device(id), payload.to_string())
         })
         .collect()
+}
+
+/// The instance whose per-component configs were published last run (recorded in SQLite):
+/// a site keeps the ids it has in Home Assistant until `mqtt.instance` says otherwise.
+pub fn recorded_instance<'a>(
+    published: impl IntoIterator<Item = &'a str>,
+    topics: &Topics,
+) -> Option<String> {
+    let prefix = format!("{}/", topics.prefix);
+    let mut nodes: BTreeMap<&str, usize> = BTreeMap::new();
+    for t in published {
+        let Some(rest) = t.strip_prefix(&prefix) else {
+            continue;
+        };
+        let parts: Vec<&str> = rest.split('/').collect();
+        if parts.len() == 4 && parts[0] != "device" {
+            *nodes.entry(parts[1]).or_default() += 1;
+        }
+    }
+    let (node, _) = nodes.into_iter().max_by_key(|(_, n)| *n)?;
+    Some(match node.strip_prefix("gatehouse_") {
+        Some(i) => i.to_string(),
+        None => node.to_string(),
+    })
 }
 
 /// The retained topics a discovery payload reads (state, attributes, availability, picture),
@@ -1174,7 +1260,11 @@ mod tests {
     }
 
     fn sample_with(net2: bool) -> Vec<Entity> {
-        let t = topics();
+        sample_at(&topics(), &Identity::default(), net2)
+    }
+
+    /// The sample under another base topic and identity (another site on the same broker).
+    fn sample_at(t: &Topics, identity: &Identity, net2: bool) -> Vec<Entity> {
         let p = presence();
         let alarms = [
             alarm("garage", Some(1), "vmd", None),
@@ -1193,7 +1283,8 @@ mod tests {
             ..Default::default()
         };
         let ctx = Context {
-            topics: &t,
+            topics: t,
+            identity,
             doors: if net2 {
                 [
                     (7242929, "Garage Port".to_string()),
@@ -1290,12 +1381,131 @@ mod tests {
         assert!(v.iter().all(|e| e.object_id != "door_6203980_contact"));
     }
 
+    /// The ids a config carries: unique_id, object_id, default_entity_id and the device
+    /// identifiers gatehouse makes (a camera's serial is the hardware's, the same anywhere).
+    fn ids(e: &Entity) -> Vec<String> {
+        let c = &e.config;
+        let mut out: Vec<String> = ["unique_id", "object_id", "default_entity_id"]
+            .iter()
+            .map(|k| c[k].as_str().unwrap().to_string())
+            .collect();
+        out.extend(
+            c["device"]["identifiers"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_str().unwrap().to_string())
+                .filter(|i| i.starts_with("gatehouse")),
+        );
+        out.extend(c["device"]["via_device"].as_str().map(str::to_owned));
+        out.push(e.device_id.clone());
+        out
+    }
+
+    #[test]
+    fn the_default_instance_keeps_todays_ids() {
+        let v = sample();
+        let lock = by_id(&v, "door_7242929_lock");
+        assert_eq!(lock["unique_id"], "gatehouse_door_7242929_lock");
+        assert_eq!(lock["object_id"], "gatehouse_door_7242929_lock");
+        assert_eq!(
+            lock["default_entity_id"],
+            "lock.gatehouse_door_7242929_lock"
+        );
+        assert_eq!(
+            lock["device"]["identifiers"][0],
+            "gatehouse_net2_door_7242929"
+        );
+        assert_eq!(lock["device"]["via_device"], "gatehouse_net2");
+        let topics = render(&topics(), &Identity::default(), &v, false);
+        assert!(
+            topics
+                .iter()
+                .any(|(t, _)| t == "homeassistant/lock/gatehouse/door_7242929_lock/config")
+        );
+    }
+
+    #[test]
+    fn another_site_shares_no_id_or_topic() {
+        let a = sample();
+        let tb = Topics {
+            base: "site-b/gatehouse".into(),
+            prefix: "homeassistant".into(),
+        };
+        let idb = Identity::new("site_b");
+        let b = sample_at(&tb, &idb, true);
+        assert_eq!(a.len(), b.len(), "the same entities");
+        let of = |v: &[Entity]| -> std::collections::BTreeSet<String> {
+            v.iter().flat_map(ids).collect()
+        };
+        let (ia, ib) = (of(&a), of(&b));
+        let shared: Vec<_> = ia.intersection(&ib).collect();
+        assert!(shared.is_empty(), "ids of both sites: {shared:?}");
+        assert!(ib.iter().all(|i| i.contains("gatehouse_site_b_")), "{ib:?}");
+        let lock = by_id(&b, "door_7242929_lock");
+        assert_eq!(lock["unique_id"], "gatehouse_site_b_door_7242929_lock");
+        assert_eq!(
+            lock["default_entity_id"],
+            "lock.gatehouse_site_b_door_7242929_lock"
+        );
+        assert_eq!(lock["command_topic"], "site-b/gatehouse/door/7242929/set");
+        assert_eq!(lock["device"]["via_device"], "gatehouse_site_b_net2");
+        // Discovery topics in both modes: nothing in common either.
+        for device_mode in [false, true] {
+            let ta: std::collections::BTreeSet<String> =
+                render(&topics(), &Identity::default(), &a, device_mode)
+                    .into_iter()
+                    .map(|(t, _)| t)
+                    .collect();
+            let rb = render(&tb, &idb, &b, device_mode);
+            assert_eq!(ta.len(), rb.len());
+            for (t, p) in &rb {
+                assert!(!ta.contains(t), "{t} is site A's too");
+                assert!(t.contains("/gatehouse_site_b"), "{t}");
+                // Every topic it reads or commands is under its own base topic.
+                for r in referenced_topics(p) {
+                    assert!(r.starts_with("site-b/gatehouse/"), "{t} reads {r}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_recorded_instance_is_the_one_last_published() {
+        let t = topics();
+        let a = ["homeassistant/lock/gatehouse/door_1_lock/config"];
+        assert_eq!(recorded_instance(a, &t).as_deref(), Some("gatehouse"));
+        let b = [
+            "homeassistant/lock/gatehouse_site_b/door_1_lock/config",
+            "homeassistant/button/gatehouse_site_b/door_1_open/config",
+            "homeassistant/lock/gatehouse/door_1_lock/config",
+        ];
+        assert_eq!(recorded_instance(b, &t).as_deref(), Some("site_b"));
+        assert_eq!(recorded_instance([], &t), None);
+        // Device-based configs do not say (their ids have no separator of the instance).
+        let dev = ["homeassistant/device/gatehouse_net2/config"];
+        assert_eq!(recorded_instance(dev, &t), None);
+        let other = ["elsewhere/lock/gatehouse/door_1_lock/config"];
+        assert_eq!(recorded_instance(other, &t), None);
+        assert_eq!(
+            Identity::new("site_b").instance(),
+            Identity::new("site_b")
+                .node()
+                .strip_prefix("gatehouse_")
+                .unwrap()
+        );
+    }
+
     #[test]
     fn nothing_of_net2_without_net2() {
         let v = sample_with(false);
         assert!(!v.is_empty());
         for e in &v {
-            assert!(e.device_id != SERVER_ID, "{}", e.object_id);
+            assert!(
+                e.device_id != Identity::default().server(),
+                "{}",
+                e.object_id
+            );
             assert!(!e.config.to_string().contains("net2"), "{}", e.object_id);
         }
     }
@@ -1306,7 +1516,7 @@ mod tests {
         let used = referenced_topics(&by_id(&v, "camera_nvr_ch1_linedetection").to_string());
         assert!(used.contains(&"gatehouse/camera/nvr/ch1/alarm/linedetection".to_string()));
         assert!(used.contains(&"gatehouse/camera/nvr/availability".to_string()));
-        let dev = render(&topics(), &v, true);
+        let dev = render(&topics(), &Identity::default(), &v, true);
         assert!(dev.iter().any(|(_, p)| {
             referenced_topics(p).contains(&"gatehouse/door/7242929/state".to_string())
         }));
@@ -1329,16 +1539,17 @@ mod tests {
 
     #[test]
     fn per_component_snapshot() {
-        let got: BTreeMap<String, Value> = render(&topics(), &sample(), false)
-            .into_iter()
-            .map(|(t, p)| (t, serde_json::from_str(&p).unwrap()))
-            .collect();
+        let got: BTreeMap<String, Value> =
+            render(&topics(), &Identity::default(), &sample(), false)
+                .into_iter()
+                .map(|(t, p)| (t, serde_json::from_str(&p).unwrap()))
+                .collect();
         snapshot("discovery_per_component", &got);
     }
 
     #[test]
     fn device_based_snapshot() {
-        let got: BTreeMap<String, Value> = render(&topics(), &sample(), true)
+        let got: BTreeMap<String, Value> = render(&topics(), &Identity::default(), &sample(), true)
             .into_iter()
             .map(|(t, p)| (t, serde_json::from_str(&p).unwrap()))
             .collect();

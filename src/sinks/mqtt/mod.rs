@@ -54,6 +54,8 @@ const SOURCE: &str = "net2";
 struct Sink {
     cfg: MqttConfig,
     topics: Topics,
+    /// Who this gatehouse is in Home Assistant (`mqtt.instance`): its ids and node id.
+    identity: discovery::Identity,
     store: Store,
     bus: Bus,
     cfg_rx: ConfigRx,
@@ -262,6 +264,7 @@ pub async fn run(
             .unwrap_or_default()
             .into_iter()
             .collect(),
+        identity: discovery::Identity::new(&cfg.instance()),
         cfg,
         topics,
         store,
@@ -294,6 +297,36 @@ pub async fn run(
         wifi: wifi::Wifi::default(),
     };
     sink.wifi = wifi::Wifi::load(&sink.store);
+    // Which ids this site has in Home Assistant: `mqtt.instance` when set; else the ones it
+    // published last run, so that an upgrade or a new base topic never replaces a site's
+    // entities (with the user's names, areas and automations); else from the base topic.
+    let recorded =
+        discovery::recorded_instance(sink.discovery.keys().map(String::as_str), &sink.topics);
+    let derived = sink.cfg.instance();
+    let instance = match (&sink.cfg.instance, recorded) {
+        (Some(set), Some(old)) if *set != old => {
+            // The configs of the old one are stale: cleared on connect.
+            tracing::warn!(
+                previous = %old,
+                instance = %set,
+                "mqtt.instance changed: the entities of the previous instance are removed from Home Assistant, with their names and areas, and new ones made; set mqtt.instance: {old} to keep them"
+            );
+            set.clone()
+        }
+        (Some(set), _) => set.clone(),
+        (None, Some(old)) => {
+            if old != derived {
+                tracing::info!(
+                    instance = %old,
+                    from_base_topic = %derived,
+                    "keeping the Home Assistant ids this site has (instance {old}); set mqtt.instance to choose (another gatehouse on this broker needs an instance of its own)"
+                );
+            }
+            old
+        }
+        (None, None) => derived,
+    };
+    sink.identity = discovery::Identity::new(&instance);
     sink.redeliver_upto = sink.store.outbox_max().unwrap_or(i64::MAX);
     // The delivery watcher: a second connection subscribed to our own event topics.
     let watcher = match sink.options() {
@@ -824,6 +857,8 @@ impl Sink {
                 "doors": cfg.doors.len(),
                 "net2": cfg.sources.net2.as_ref().map(|n| n.url.clone()),
                 "base_topic": self.cfg.base_topic,
+                // Which ids this gatehouse has in Home Assistant (many sites).
+                "instance": self.identity.instance(),
                 "discovery": self.cfg.discovery.enabled.then(|| format!("{:?}", self.cfg.discovery.mode).to_lowercase()),
             },
         })
@@ -854,6 +889,7 @@ impl Sink {
         let net2 = cfg.sources.net2.is_some();
         let ctx = discovery::Context {
             topics: &self.topics,
+            identity: &self.identity,
             doors: if net2 {
                 discovery::door_names(&cfg.doors, &self.doors)
             } else {
@@ -922,9 +958,10 @@ impl Sink {
                 .collect(),
         };
         let mut entities = discovery::configs(&ctx);
-        entities.extend(self.wifi.entities(&cfg, &self.topics));
+        entities.extend(self.wifi.entities(&cfg, &self.topics, &self.identity));
         discovery::render(
             &self.topics,
+            &self.identity,
             &entities,
             self.cfg.discovery.mode == DiscoveryMode::Device,
         )
@@ -1100,7 +1137,7 @@ impl Sink {
             None
         };
         Ok(client::Options {
-            client_id: self.cfg.client_id(),
+            client_id: self.cfg.client_id_for(self.identity.instance()),
             host,
             port,
             keep_alive: self.cfg.keep_alive.get(),

@@ -13,7 +13,7 @@
 //!   `state` table (`mqtt.wifi_known`) so their entities survive restarts, and are forgotten
 //!   (entities cleared) after `sources.gate.forget_after` without a session.
 
-use super::discovery::{Availability, Base, Device, Entity, ORIGIN};
+use super::discovery::{Availability, Base, Device, Entity, Identity, ORIGIN};
 use super::topics::Topics;
 use crate::config::{Config, GateUserEntities};
 use crate::model::WifiSession;
@@ -24,7 +24,8 @@ use serde_json::json;
 use std::collections::{BTreeMap, BTreeSet};
 
 const STATE_KEY: &str = "mqtt.wifi_known";
-const DEVICE_ID: &str = "gatehouse_gate";
+/// The GATE device's key (its identifier is `Identity::id` of it: per site).
+const DEVICE_KEY: &str = "gate";
 /// `last_seen` of the known places is written at most this often when nothing else changed.
 const SAVE_EVERY: chrono::Duration = chrono::Duration::hours(1);
 
@@ -322,12 +323,13 @@ impl Wifi {
 
     /// Discovery: the GATE device's connection, occupancy per location and access point,
     /// presence per user with an entity.
-    pub fn entities(&self, cfg: &Config, topics: &Topics) -> Vec<Entity> {
+    pub fn entities(&self, cfg: &Config, topics: &Topics, identity: &Identity) -> Vec<Entity> {
         if cfg.sources.gate.is_none() {
             return Vec::new();
         }
+        let device_id = identity.id(DEVICE_KEY);
         let dev = Device {
-            identifiers: vec![DEVICE_ID.into()],
+            identifiers: vec![device_id.clone()],
             name: "Wi-Fi (GATE)".into(),
             manufacturer: "Zequenze".into(),
             model: "GATE (via gatehouse)".into(),
@@ -350,9 +352,9 @@ impl Wifi {
                     icon: Option<&'static str>,
                     cat: Option<&'static str>| Base {
             name: Some(name),
-            unique_id: format!("gatehouse_{oid}"),
-            object_id: format!("gatehouse_{oid}"),
-            default_entity_id: format!("{domain}.gatehouse_{oid}"),
+            unique_id: identity.id(oid),
+            object_id: identity.id(oid),
+            default_entity_id: format!("{domain}.{}", identity.id(oid)),
             availability: avail,
             availability_mode: "all",
             device: dev.clone(),
@@ -366,7 +368,7 @@ impl Wifi {
         out.push(Entity {
             component: "binary_sensor",
             object_id: oid.into(),
-            device_id: DEVICE_ID.into(),
+            device_id: device_id.clone(),
             config: serde_json::to_value(super::discovery::BinarySensor {
                 base: base(
                     oid,
@@ -404,7 +406,7 @@ impl Wifi {
                 out.push(Entity {
                     component: "sensor",
                     object_id: oid.clone(),
-                    device_id: DEVICE_ID.into(),
+                    device_id: device_id.clone(),
                     config: serde_json::to_value(Occupancy {
                         base: base(
                             &oid,
@@ -430,7 +432,7 @@ impl Wifi {
             out.push(Entity {
                 component: "binary_sensor",
                 object_id: oid.clone(),
-                device_id: DEVICE_ID.into(),
+                device_id: device_id.clone(),
                 config: serde_json::to_value(Presence {
                     base: base(&oid, "binary_sensor", name, with_source.clone(), None, None),
                     state_topic: state.clone(),
@@ -509,7 +511,24 @@ mod tests {
         assert!(changed, "new places");
         // Kept across a restart.
         let w = Wifi::load(&store);
-        let e = w.entities(&cfg, &topics);
+        let e = w.entities(&cfg, &topics, &Identity::default());
+        // Another site's GATE: ids, entity ids and its device of its own.
+        for b in w.entities(&cfg, &topics, &Identity::new("site_b")) {
+            let a = e.iter().find(|a| a.object_id == b.object_id).unwrap();
+            for k in ["unique_id", "object_id", "default_entity_id"] {
+                let (ka, kb) = (a.config[k].as_str().unwrap(), b.config[k].as_str().unwrap());
+                assert!(
+                    kb.contains("gatehouse_site_b_gate_") && ka != kb,
+                    "{k}: {ka} {kb}"
+                );
+            }
+            assert_eq!(b.device_id, "gatehouse_site_b_gate");
+            assert_eq!(a.device_id, "gatehouse_gate");
+            assert_eq!(
+                b.config["device"]["identifiers"][0],
+                "gatehouse_site_b_gate"
+            );
+        }
         assert_eq!(
             e.iter()
                 .filter(|e| e.object_id.starts_with("gate_ap_"))

@@ -10,6 +10,8 @@
 //! (linker and C compilers: .cargo/config.toml). Without the variable the test takes that
 //! build's path, and fails if it is not there — it never skips.
 
+mod common;
+
 use std::path::PathBuf;
 use std::process::Command;
 
@@ -70,28 +72,7 @@ fn the_arm64_build_runs_the_demo_under_qemu() {
         .env("NO_COLOR", "1")
         .output()
         .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "demo failed:\n{stdout}\n{stderr}");
-    assert!(stdout.contains("gatehouse demo is running"), "{stdout}");
-    for what in ["GATE simulator", "Apptive simulator", "MQTT broker"] {
-        assert!(stdout.contains(what), "no {what} line:\n{stdout}");
-    }
-    // What the daemon stored, read back natively: the arm64 SQLite wrote a file this
+    // What the daemon stored is read back natively: the arm64 SQLite wrote a file this
     // machine's SQLite reads.
-    let db = rusqlite::Connection::open(dir.path().join("gatehouse.db")).unwrap();
-    let count = |source: &str| -> i64 {
-        db.query_row(
-            "SELECT count(*) FROM events WHERE source = ?1",
-            [source],
-            |r| r.get(0),
-        )
-        .unwrap()
-    };
-    assert!(count("net2") >= 1, "no Net2 event in 20 s under qemu");
-    assert!(count("gate") >= 1, "no Wi-Fi event in 20 s under qemu");
-    assert!(
-        !stdout.contains("ERROR") && !stderr.contains("ERROR") && !stderr.contains("panicked"),
-        "{stdout}\n{stderr}"
-    );
+    common::demo::assert_demo_ran(&out, dir.path(), 20);
 }

@@ -67,6 +67,14 @@ for a in "${arches[@]}"; do
   glibc="$(objdump -T "$bin" | grep -o 'GLIBC_[0-9.]*' | sort -uV | tail -n 1)"
   echo "$deb: binary $(stat -c %s "$bin") bytes, needs $glibc" >&2
   # The overrides shipped in the package (packaging/lintian-overrides) say why each remaining
-  # tag does not apply; any other error or warning fails the build.
-  lintian --fail-on error,warning "$deb"
+  # tag does not apply; any other error or warning fails the build. The one exception: the
+  # liblivemedia override goes unused on builds whose LTO merged away retina's LIVE555 string
+  # (see the overrides file), which lintian reports as mismatched-override.
+  report="$(lintian "$deb" 2>&1)" || true
+  printf '%s\n' "$report"
+  if printf '%s\n' "$report" | grep -E '^[EW]: ' \
+    | grep -v 'mismatched-override embedded-library liblivemedia ' | grep -q .; then
+    echo "lintian: errors or warnings in $deb" >&2
+    exit 1
+  fi
 done

@@ -95,17 +95,8 @@ fn contents() -> Vec<(String, String, String)> {
 
 #[test]
 fn lintian_finds_no_error_or_warning() {
-    // embedded-library: this test build (debug, all features) keeps retina's "LIVE555 Streaming
-    // Media v" server-quirk string, which lintian reads as an embedded liblivemedia; the dist
-    // build's LTO drops it, so the shipped overrides cannot name it without an unused-override
-    // warning there. packaging/build-deb.sh runs lintian on the dist build with that tag on.
     let out = Command::new("lintian")
-        .args([
-            "--fail-on",
-            "error,warning",
-            "--suppress-tags",
-            "embedded-library",
-        ])
+        .args(["--fail-on", "error,warning"])
         .arg(deb())
         .output()
         .expect("lintian (apt install lintian; scripts/test.sh installs it)");

@@ -19,6 +19,13 @@ command -v gst-inspect-1.0 >/dev/null || need+=(gstreamer1.0-tools)
 # Browser test (tests/media_live.rs): headless Chromium plays the HLS page over CDP.
 command -v chromium >/dev/null || need+=(chromium)
 /usr/bin/python3 -c 'import gi' 2>/dev/null || need+=(python3-gi)
+# The .deb (tests/deb_package.rs) is checked by lintian; the Raspberry Pi build
+# (tests/cross_arm64.rs) is cross-compiled with Debian's aarch64 toolchain and run under qemu-user.
+command -v lintian >/dev/null || need+=(lintian)
+command -v qemu-aarch64 >/dev/null || need+=(qemu-user)
+for p in gcc-aarch64-linux-gnu g++-aarch64-linux-gnu libc6-dev-arm64-cross; do
+  dpkg -s "$p" >/dev/null 2>&1 || need+=("$p")
+done
 # Home Assistant tests (home_assistant.rs, ha_blueprints.rs): a venv of Python 3.11 (below).
 /usr/bin/python3 -c 'import ensurepip' 2>/dev/null || need+=(python3-venv)
 if ! /usr/bin/python3 tests/support/rtsp_server.py --check >/dev/null 2>&1; then
@@ -66,4 +73,13 @@ if [ ! -f "$st_venv/.gatehouse-complete" ] || [ "$(cat "$st_venv/.gatehouse-comp
   echo "$st_want" >"$st_venv/.gatehouse-complete"
 fi
 export GATEHOUSE_SCHEMATHESIS="$st_venv/bin/st"
+# cargo-deb 3.x packages the .deb in tests/deb_package.rs (a few minutes to install, once).
+if ! cargo deb --version 2>/dev/null | grep -q '^cargo-deb 3\.'; then
+  cargo install cargo-deb --locked --version '^3'
+fi
+# The arm64 binary tests/cross_arm64.rs runs under qemu: a debug build with the simulators
+# (the demo needs them), about 3 minutes from clean on 2 cores, incremental after that.
+rustup target add aarch64-unknown-linux-gnu >/dev/null
+cargo build --locked --target aarch64-unknown-linux-gnu --bin gatehouse
+export GATEHOUSE_ARM64_BIN="$PWD/target/aarch64-unknown-linux-gnu/debug/gatehouse"
 cargo test --locked "$@"

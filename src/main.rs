@@ -30,6 +30,10 @@ enum Cmd {
     CheckConfig {
         #[arg(short, long)]
         config: PathBuf,
+        /// Check everything but leave the secret files (password_file, token_file, …) unread:
+        /// the unit's ExecCondition= runs before systemd has set up its credentials.
+        #[arg(long)]
+        skip_secret_files: bool,
     },
     /// Run the whole daemon against built-in simulators; nothing to configure.
     Demo {
@@ -139,6 +143,9 @@ enum Net2Cmd {
     },
 }
 
+/// sysexits.h: configuration error.
+const EX_CONFIG: u8 = 78;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -151,8 +158,16 @@ fn main() -> ExitCode {
             config,
             log_format: cli.log_format,
         },
-        Cmd::CheckConfig { config } => {
-            return match config::load_file(&config) {
+        Cmd::CheckConfig {
+            config,
+            skip_secret_files,
+        } => {
+            let secret_files = if skip_secret_files {
+                config::SecretFiles::Skip
+            } else {
+                config::SecretFiles::Read
+            };
+            return match config::load_file_with(&config, secret_files) {
                 Ok(c) => {
                     println!("ok: {}", c.summary());
                     ExitCode::SUCCESS
@@ -223,6 +238,13 @@ fn main() -> ExitCode {
     }));
     match res {
         Ok(()) => ExitCode::SUCCESS,
+        // EX_CONFIG: the unit's RestartPreventExitStatus= does not restart a daemon whose
+        // config does not load (say a secret file missing from its credentials), which would
+        // only fail again every RestartSec=.
+        Err(e) if e.kind() == gatehouse::error::ErrorKind::Config => {
+            eprintln!("gatehouse: {e}");
+            ExitCode::from(EX_CONFIG)
+        }
         Err(e) => {
             eprintln!("gatehouse: {e}");
             ExitCode::FAILURE

@@ -607,13 +607,7 @@ fn the_demo_runs_everything_and_stops_cleanly() {
         .env("NO_COLOR", "1")
         .output()
         .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "demo failed:\n{stdout}\n{stderr}");
-    assert!(stdout.contains("gatehouse demo is running"), "{stdout}");
-    for what in ["GATE simulator", "Apptive simulator", "MQTT broker"] {
-        assert!(stdout.contains(what), "no {what} line:\n{stdout}");
-    }
+    common::demo::assert_demo_ran(&out, dir.path(), 14);
     let check = Command::new(BIN)
         .args(["check-config", "-c"])
         .arg(dir.path().join("config.yaml"))
@@ -623,20 +617,5 @@ fn the_demo_runs_everything_and_stops_cleanly() {
         check.status.success(),
         "the demo's config: {}",
         String::from_utf8_lossy(&check.stderr)
-    );
-    let db = rusqlite::Connection::open(dir.path().join("gatehouse.db")).unwrap();
-    let count = |source: &str| -> i64 {
-        db.query_row(
-            "SELECT count(*) FROM events WHERE source = ?1",
-            [source],
-            |r| r.get(0),
-        )
-        .unwrap()
-    };
-    assert!(count("net2") >= 1, "no Net2 event in 14 s");
-    assert!(count("gate") >= 1, "no Wi-Fi event in 14 s");
-    assert!(
-        !stdout.contains("ERROR") && !stderr.contains("ERROR") && !stderr.contains("panicked"),
-        "{stdout}\n{stderr}"
     );
 }

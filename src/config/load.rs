@@ -47,7 +47,7 @@ impl ConfigErrors {
 }
 
 #[derive(Default)]
-struct Collector(Vec<ConfigError>, Refused);
+struct Collector(Vec<ConfigError>, Refused, SecretFiles);
 
 impl Collector {
     fn push(&mut self, path: impl Into<String>, message: impl Into<String>) {
@@ -77,18 +77,45 @@ impl Refused {
     }
 }
 
+/// Whether loading reads the secret files (`password_file`, `token_file`, `jwt_secret_file`, …).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SecretFiles {
+    /// Read each one now; an unreadable file is an error.
+    #[default]
+    Read,
+    /// Leave them unread (the secret stays unset); everything else is checked. For
+    /// `check-config --skip-secret-files` as systemd's `ExecCondition=`: systemd 252 sets up a
+    /// service's credentials (/run/credentials/<unit>/, where the files usually are) for
+    /// `ExecStartPre=` and `ExecStart=` but not for `ExecCondition=` — there the directory is
+    /// missing, or unreadable inside the unit's sandbox (seen under systemd-nspawn, Bookworm).
+    Skip,
+}
+
 pub fn load_file(path: &Path) -> Result<Config, ConfigErrors> {
+    load_file_with(path, SecretFiles::Read)
+}
+
+/// [`load_file`], choosing whether the secret files are read.
+pub fn load_file_with(path: &Path, secret_files: SecretFiles) -> Result<Config, ConfigErrors> {
     let text = std::fs::read_to_string(path).map_err(|e| {
         ConfigErrors(vec![ConfigError {
             path: String::new(),
             message: format!("unable to read config file {}: {e}", path.display()),
         }])
     })?;
-    load_str(&text, &|k| std::env::var(k).ok())
+    load_str_with(&text, &|k| std::env::var(k).ok(), secret_files)
 }
 
 /// Parse and validate a config text. `env` looks up `${VAR}` substitutions.
 pub fn load_str(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigErrors> {
+    load_str_with(text, env, SecretFiles::Read)
+}
+
+fn load_str_with(
+    text: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+    secret_files: SecretFiles,
+) -> Result<Config, ConfigErrors> {
     let mut errs = Collector::default();
     let mut root: Value = match serde_norway::from_str(text) {
         Ok(v) => v,
@@ -149,7 +176,7 @@ pub fn load_str(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Conf
     }
     // Sections keep what was valid in them, so their checks run too (every error in one
     // pass), except on values that were already refused.
-    let mut checks = Collector::default();
+    let mut checks = Collector(Vec::new(), Refused::default(), secret_files);
     validate(&mut cfg, &mut checks);
     let refused = &errs.1;
     let checks: Vec<_> = checks
@@ -594,6 +621,7 @@ fn resolve_secret(
         (None, None) if required => {
             errs.push(format!("{path}.{key}"), format!("required (or {key}_file)"))
         }
+        (None, Some(_)) if errs.2 == SecretFiles::Skip => {}
         (None, Some(f)) => match std::fs::read_to_string(f) {
             Ok(s) => *value = Some(Secret::new(s.trim_end_matches(['\r', '\n']))),
             Err(e) => errs.push(
@@ -1472,6 +1500,26 @@ doors:
         assert_eq!(
             load_str(&text, &env).unwrap_err().paths(),
             vec!["sources.net2.password_file"]
+        );
+    }
+
+    /// systemd's ExecCondition= runs without the service's credentials: the check that runs
+    /// there leaves the secret files unread and still finds every other error.
+    #[test]
+    fn secret_files_can_be_left_unread_for_the_units_condition() {
+        let text = "version: 1\nsources:\n  net2:\n    url: http://h:8080\n    username: A B\n    client_id: x\n    password_file: /run/credentials/gatehouse.service/secrets_net2\nweb:\n  jwt_secret_file: /run/credentials/gatehouse.service/secrets_jwt\n";
+        assert_eq!(
+            load_str(text, &env).unwrap_err().paths(),
+            vec!["sources.net2.password_file", "web.jwt_secret_file"]
+        );
+        let c = load_str_with(text, &env, SecretFiles::Skip).unwrap();
+        assert!(c.sources.net2.unwrap().password.is_none(), "not read");
+        let bad = format!("{text}colour: red\n");
+        assert_eq!(
+            load_str_with(&bad, &env, SecretFiles::Skip)
+                .unwrap_err()
+                .paths(),
+            vec!["colour"]
         );
     }
 

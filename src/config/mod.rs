@@ -7,7 +7,9 @@ pub mod load;
 pub mod reload;
 
 pub use duration::HumanDuration;
-pub use load::{ConfigError, ConfigErrors, load_file, load_str, normalize_mac};
+pub use load::{
+    ConfigError, ConfigErrors, SecretFiles, load_file, load_file_with, load_str, normalize_mac,
+};
 pub use reload::ConfigRx;
 
 use crate::secret::Secret;

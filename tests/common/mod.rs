@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod broker;
+pub mod demo;
 pub mod ha;
 pub mod hls;
 pub mod logs;

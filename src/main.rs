@@ -32,6 +32,7 @@ enum Cmd {
         config: PathBuf,
     },
     /// Run the whole daemon against built-in simulators; nothing to configure.
+    #[cfg(feature = "sim")]
     Demo {
         /// Directory for the demo's database and config (default: a new temporary directory).
         #[arg(long)]
@@ -85,6 +86,7 @@ enum Cmd {
     /// the terminal (twice, not echoed) or the first line of stdin; prints the hash.
     Passwd,
     /// Run a device simulator on its own (for trying gatehouse or measuring it).
+    #[cfg(feature = "sim")]
     Sim {
         #[command(subcommand)]
         what: SimCmd,
@@ -98,6 +100,7 @@ enum Cmd {
     },
 }
 
+#[cfg(feature = "sim")]
 #[derive(Subcommand)]
 enum SimCmd {
     /// The Paxton Net2 simulator (REST + SignalR). Prints its URL and credentials.
@@ -106,6 +109,27 @@ enum SimCmd {
         bind: std::net::SocketAddr,
         /// Generate a random event this often, in seconds (0 = never).
         #[arg(long, default_value_t = 5)]
+        every: u64,
+    },
+    /// A Hikvision camera or NVR (ISAPI with Digest auth, the alert stream, `/picture`,
+    /// RTSP). Prints its URL and credentials. Stdin lines `burst N RATE` push N alerts
+    /// (`active` / `inactive` in turn, across the channels) at RATE per second.
+    Hikvision {
+        #[arg(long, default_value = "127.0.0.1:0")]
+        bind: std::net::SocketAddr,
+        /// An NVR's framing (bare LF, HTTP/1.0, the stream closed every 20 s) instead of a
+        /// camera's.
+        #[arg(long)]
+        nvr: bool,
+        /// The channels alerts are spread over.
+        #[arg(long, default_value_t = 1)]
+        channels: u32,
+        /// Serve no RTSP (the device then reports port 554 in adminAccesses).
+        #[arg(long)]
+        no_rtsp: bool,
+        /// An alert (`active`, then `inactive` the next time) this often, in seconds
+        /// (0 = never).
+        #[arg(long, default_value_t = 0)]
         every: u64,
     },
     /// The Apptive QR access simulator (`GET /qr/`, `POST /access`). Prints its URL, token,
@@ -179,6 +203,7 @@ fn main() -> ExitCode {
             role,
         },
         Cmd::Passwd => gatehouse::cli::Action::Passwd,
+        #[cfg(feature = "sim")]
         Cmd::Demo { dir, seconds } => gatehouse::cli::Action::Demo {
             dir,
             seconds,
@@ -197,12 +222,32 @@ fn main() -> ExitCode {
             last,
             json,
         },
+        #[cfg(feature = "sim")]
         Cmd::Sim {
             what: SimCmd::Net2 { bind, every },
         } => gatehouse::cli::Action::SimNet2 { bind, every },
+        #[cfg(feature = "sim")]
+        Cmd::Sim {
+            what:
+                SimCmd::Hikvision {
+                    bind,
+                    nvr,
+                    channels,
+                    no_rtsp,
+                    every,
+                },
+        } => gatehouse::cli::Action::SimHikvision {
+            bind,
+            nvr,
+            channels,
+            rtsp: !no_rtsp,
+            every,
+        },
+        #[cfg(feature = "sim")]
         Cmd::Sim {
             what: SimCmd::Apptive { bind },
         } => gatehouse::cli::Action::SimApptive { bind },
+        #[cfg(feature = "sim")]
         Cmd::Sim {
             what: SimCmd::Gate { bind, every },
         } => gatehouse::cli::Action::SimGate { bind, every },

@@ -163,7 +163,23 @@ enum Net2Cmd {
     },
 }
 
+/// glibc malloc for a daemon that runs for months on a small machine (issue 18; figures in
+/// BENCHMARKS.md). By default every thread that allocates while another holds the arena lock
+/// gets an arena of its own (up to 8 per core), and each arena keeps what was freed in it:
+/// the tokio workers and the blocking pool's threads (SQLite, decodes, file reads) each
+/// pinned their own free pages after a burst. Two arenas keep contention low for two workers; a
+/// process-wide setting, so it is made here, before any thread starts. Other C libraries:
+/// nothing to do.
+fn tune_malloc() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets allocator parameters; called before any other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
+}
+
 fn main() -> ExitCode {
+    tune_malloc();
     let cli = Cli::parse();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

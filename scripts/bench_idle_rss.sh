@@ -15,6 +15,8 @@
 # Usage: scripts/bench_idle_rss.sh [IDLE=600] [EVENTS=100000] [BIN…]
 #   BIN default target/release/gatehouse; the simulators run from SIM_BIN (default: the first
 #   BIN; it needs `gatehouse sim hikvision`, i.e. a build with the `sim` feature). RATE=500.
+#   WRAP: a profiler to run the daemons under (e.g. WRAP="heaptrack -o /tmp/ht"; the figures
+#   are then the profiler's process). KEEP=1 keeps the temporary directory (logs, databases).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 idle=${1:-600}
@@ -25,7 +27,7 @@ bins=("$@")
 sim=${SIM_BIN:-${bins[0]}}
 rate=${RATE:-500}
 dir=$(mktemp -d)
-trap 'kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null; rm -rf "$dir"' EXIT
+trap 'kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null; [ -n "${KEEP:-}" ] && echo "kept $dir" || rm -rf "$dir"' EXIT
 
 wait_for() { # $1 file, $2 pattern
   for _ in $(seq 100); do grep -q "$2" "$1" 2>/dev/null && return 0; sleep 0.1; done
@@ -70,7 +72,8 @@ doors:
   3962494: {}
   1000001: { mode: disabled }
 EOC
-  "${bins[$i]}" run -c "$dir/d$i.yaml" 2>"$dir/d$i.log" &
+  # shellcheck disable=SC2086  # WRAP is a command line (e.g. "heaptrack -o /tmp/ht")
+  ${WRAP:-} "${bins[$i]}" run -c "$dir/d$i.yaml" 2>"$dir/d$i.log" &
   pids+=($!)
 done
 

@@ -80,11 +80,16 @@ done
 status() { awk '/^(VmRSS|RssAnon|RssFile|VmHWM|Threads)/ {printf "%s %s  ", $1, $2}' "/proc/$1/status"; }
 ctxt() { cat /proc/"$1"/task/*/status 2>/dev/null | awk '/ctxt_switches/ {n += $2} END {print n}'; }
 stored() { sqlite3 "$dir/d$1.db" 'select count(*) from events' 2>/dev/null || echo '?'; }
+threads() { awk '/^Threads/ {print $2}' "/proc/$1/status"; }
 report() { # $1 label
-  local before=() i
-  for i in "${!pids[@]}"; do before+=("$(ctxt "${pids[$i]}")"); done
+  local before=() nt=() i
+  # A thread's switches leave the sum when it exits: let the blocking pool's idle threads go
+  # (tokio keeps them 10 s) before counting; a count across a thread exit is marked.
+  sleep 15
+  for i in "${!pids[@]}"; do before+=("$(ctxt "${pids[$i]}")"); nt+=("$(threads "${pids[$i]}")"); done
   sleep 60
   for i in "${!pids[@]}"; do
+    [ "$(threads "${pids[$i]}")" = "${nt[$i]}" ] || echo "(threads came or went while counting: the next wake-ups figure is not one)"
     echo "$1: ${bins[$i]}: $(status "${pids[$i]}") wake-ups/s $(( ($(ctxt "${pids[$i]}") - ${before[$i]}) / 60 )).$(( ($(ctxt "${pids[$i]}") - ${before[$i]}) % 60 * 10 / 60 ))  events stored $(stored "$i")"
   done
 }

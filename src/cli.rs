@@ -14,6 +14,7 @@ pub enum Action {
         config: PathBuf,
         log_format: Option<LogFormat>,
     },
+    #[cfg(feature = "sim")]
     Demo {
         dir: Option<PathBuf>,
         seconds: Option<u64>,
@@ -41,13 +42,24 @@ pub enum Action {
         role: Option<String>,
     },
     Passwd,
+    #[cfg(feature = "sim")]
     SimNet2 {
         bind: std::net::SocketAddr,
         every: u64,
     },
+    #[cfg(feature = "sim")]
+    SimHikvision {
+        bind: std::net::SocketAddr,
+        nvr: bool,
+        channels: u32,
+        rtsp: bool,
+        every: u64,
+    },
+    #[cfg(feature = "sim")]
     SimApptive {
         bind: std::net::SocketAddr,
     },
+    #[cfg(feature = "sim")]
     SimGate {
         bind: std::net::SocketAddr,
         every: u64,
@@ -74,6 +86,7 @@ pub async fn dispatch(a: Action) -> Result<()> {
             run_until_signal(app).await;
             Ok(())
         }
+        #[cfg(feature = "sim")]
         Action::Demo {
             dir,
             seconds,
@@ -120,8 +133,19 @@ pub async fn dispatch(a: Action) -> Result<()> {
             Ok(())
         }
         Action::Passwd => passwd(),
+        #[cfg(feature = "sim")]
         Action::SimNet2 { bind, every } => sim_net2(bind, every).await,
+        #[cfg(feature = "sim")]
+        Action::SimHikvision {
+            bind,
+            nvr,
+            channels,
+            rtsp,
+            every,
+        } => sim_hikvision(bind, nvr, channels, rtsp, every).await,
+        #[cfg(feature = "sim")]
         Action::SimApptive { bind } => sim_apptive(bind).await,
+        #[cfg(feature = "sim")]
         Action::SimGate { bind, every } => sim_gate(bind, every).await,
         Action::Net2Open {
             config,
@@ -403,6 +427,7 @@ fn println_status(u: &CommandUpdate) {
     let _ = writeln!(std::io::stdout(), "{:?}: {}", u.status, u.detail);
 }
 
+#[cfg(feature = "sim")]
 async fn demo(
     dir: Option<PathBuf>,
     seconds: Option<u64>,
@@ -604,6 +629,7 @@ async fn demo(
 // (devices report theirs, or UTC), what happened, and where.
 
 /// `06:00:01+01:00`: `t` in the zone `tz` (the demo passes `chrono::Local`).
+#[cfg(feature = "sim")]
 fn clock<Tz: chrono::TimeZone>(t: &chrono::DateTime<impl chrono::TimeZone>, tz: &Tz) -> String
 where
     Tz::Offset: std::fmt::Display,
@@ -612,6 +638,7 @@ where
 }
 
 /// One line of `gatehouse demo` for an event.
+#[cfg(feature = "sim")]
 fn event_line<Tz: chrono::TimeZone>(e: &Event, tz: &Tz) -> String
 where
     Tz::Offset: std::fmt::Display,
@@ -675,11 +702,13 @@ where
 }
 
 /// Hikvision event types (lower case on the bus) in words; unknown ones as they are.
+#[cfg(feature = "sim")]
 fn camera_event_words(t: &str) -> &str {
     crate::sources::hikvision::kinds::kind(t).words.unwrap_or(t)
 }
 
 /// One line of `gatehouse demo` for a door's state, at its last update (else `now`).
+#[cfg(feature = "sim")]
 fn door_line<Tz: chrono::TimeZone>(
     d: &DoorState,
     now: chrono::DateTime<chrono::Utc>,
@@ -707,6 +736,7 @@ where
     )
 }
 
+#[cfg(feature = "sim")]
 fn tempfile_dir() -> Result<PathBuf> {
     let d = std::env::temp_dir().join(format!("gatehouse-demo-{}", std::process::id()));
     std::fs::create_dir_all(&d).ctx(ErrorKind::Storage, || {
@@ -715,6 +745,7 @@ fn tempfile_dir() -> Result<PathBuf> {
     Ok(d)
 }
 
+#[cfg(feature = "sim")]
 async fn sim_apptive(bind: std::net::SocketAddr) -> Result<()> {
     use crate::sim::apptive::{ApptiveSim, ApptiveSimConfig};
     crate::logging::init(LogFormat::Pretty, "info");
@@ -756,6 +787,7 @@ async fn sim_apptive(bind: std::net::SocketAddr) -> Result<()> {
     Ok(())
 }
 
+#[cfg(feature = "sim")]
 async fn sim_gate(bind: std::net::SocketAddr, every: u64) -> Result<()> {
     use crate::sim::gate::{GateSim, GateSimConfig, SIM_TOKEN};
     crate::logging::init(LogFormat::Pretty, "info");
@@ -783,6 +815,7 @@ async fn sim_gate(bind: std::net::SocketAddr, every: u64) -> Result<()> {
     Ok(())
 }
 
+#[cfg(feature = "sim")]
 async fn sim_net2(bind: std::net::SocketAddr, every: u64) -> Result<()> {
     use crate::sim::net2::{Net2Sim, SimConfig};
     crate::logging::init(LogFormat::Pretty, "info");
@@ -811,9 +844,128 @@ client_id: {id}",
         sim.base_url()
     );
     let _ = std::io::stdout().flush();
-    let _ = tokio::signal::ctrl_c().await;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = stdin_bursts(|| sim.push_random()) => {}
+    }
     cancel.cancel();
     sim.shutdown().await;
+    Ok(())
+}
+
+/// Bursts on request, for load measurements (`scripts/bench_idle_rss.sh`): each stdin line
+/// `burst N RATE` calls `push` (which logs one or more events and says how many) until N
+/// events are out, RATE per second, then prints `burst done N`. Returns at end of input,
+/// after which the simulator runs until Ctrl-C.
+#[cfg(feature = "sim")]
+async fn stdin_bursts(mut push: impl FnMut() -> usize) {
+    use tokio::io::AsyncBufReadExt;
+    let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+    while let Ok(Some(line)) = lines.next_line().await {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let (n, rate) = match words.as_slice() {
+            ["burst", n, rate] => match (n.parse::<usize>(), rate.parse::<u32>()) {
+                (Ok(n), Ok(r)) if r > 0 => (n, r),
+                _ => {
+                    eprintln!("expected: burst COUNT RATE_PER_SECOND");
+                    continue;
+                }
+            },
+            [] => continue,
+            _ => {
+                eprintln!("expected: burst COUNT RATE_PER_SECOND");
+                continue;
+            }
+        };
+        // Paced in 10 ms slices, not one timer per event: 10,000/s stays cheap.
+        let slice = Duration::from_millis(10);
+        let per_slice = (rate as usize).div_ceil(100).max(1);
+        let mut tick = tokio::time::interval(slice);
+        let mut sent = 0;
+        while sent < n {
+            tick.tick().await;
+            let mut k = 0;
+            while k < per_slice && sent < n {
+                let m = push();
+                sent += m;
+                k += m;
+            }
+        }
+        let _ = writeln!(std::io::stdout(), "burst done {sent}");
+        let _ = std::io::stdout().flush();
+    }
+    std::future::pending::<()>().await
+}
+
+#[cfg(feature = "sim")]
+async fn sim_hikvision(
+    bind: std::net::SocketAddr,
+    nvr: bool,
+    channels: u32,
+    rtsp: bool,
+    every: u64,
+) -> Result<()> {
+    use crate::sim::hikvision::{HikSim, HikSimConfig, Personality};
+    crate::logging::init(LogFormat::Pretty, "info");
+    let cfg = HikSimConfig {
+        bind,
+        personality: if nvr {
+            Personality::nvr()
+        } else {
+            Personality::camera()
+        },
+        rtsp: rtsp.then(crate::sim::rtsp::RtspSimConfig::default),
+        ..HikSimConfig::default()
+    };
+    let (user, pass) = (cfg.username.clone(), cfg.password.clone());
+    let sim = std::sync::Arc::new(HikSim::start(cfg).await.ctx(
+        ErrorKind::Internal,
+        || "unable to start the Hikvision simulator",
+    )?);
+    let channels = channels.max(1);
+    // One event = an `active` alert on a channel, then its `inactive` (alternating, so each
+    // pair is one motion start and end whatever the personality).
+    let mut n = 0u64;
+    let mut next = move || {
+        n += 1;
+        let ch = 1 + ((n / 2) % u64::from(channels)) as u32;
+        let state = if n % 2 == 1 { "active" } else { "inactive" };
+        (ch, state)
+    };
+    let cancel = tokio_util::sync::CancellationToken::new();
+    if every > 0 {
+        let (s, c) = (sim.clone(), cancel.clone());
+        let mut gen_next = next; // a copy: its own counter
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(every));
+            tick.tick().await;
+            loop {
+                tokio::select! {
+                    _ = c.cancelled() => return,
+                    _ = tick.tick() => {}
+                }
+                let (ch, state) = gen_next();
+                s.push_alert(ch, "VMD", state);
+            }
+        });
+    }
+    let rtsp_url = sim.rtsp_url(101).unwrap_or_default();
+    let _ = writeln!(
+        std::io::stdout(),
+        "url: {}\nusername: {user}\npassword: {pass}\nchannels: {channels}\nrtsp: {rtsp_url}",
+        sim.base_url()
+    );
+    let _ = std::io::stdout().flush();
+    let s2 = sim.clone();
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = stdin_bursts(move || {
+            let (ch, state) = next();
+            s2.push_alert(ch, "VMD", state);
+            1
+        }) => {}
+    }
+    cancel.cancel();
     Ok(())
 }
 
@@ -860,6 +1012,7 @@ mod tests {
         }
     }
 
+    #[cfg(feature = "sim")]
     #[test]
     fn demo_event_lines_show_local_time_with_offset_and_names() {
         let mut e = event(
@@ -927,6 +1080,7 @@ mod tests {
         );
     }
 
+    #[cfg(feature = "sim")]
     #[test]
     fn demo_door_lines_use_words() {
         let now = at("2026-01-05T05:00:09Z").to_utc();

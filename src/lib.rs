@@ -24,7 +24,8 @@
 //! - [`apptive`]: Apptive QR-code access (scans → Apptive → the door), the USB readers.
 //! - [`sinks`]: where messages go ([`sinks::store`]: SQLite).
 //! - [`storage`]: SQLite schema, migrations and queries.
-//! - [`sim`]: device simulators for `gatehouse demo` and the tests.
+//! - `sim`: device simulators for `gatehouse demo` and the tests (the `sim` feature, on by
+//!   default; the packaged build leaves them out).
 //! - [`task`]: named tasks with retry-and-backoff loops. [`logging`]: tracing setup.
 
 pub mod app;
@@ -42,6 +43,7 @@ pub mod media;
 pub mod model;
 pub mod presence;
 pub mod secret;
+#[cfg(feature = "sim")]
 pub mod sim;
 pub mod sinks;
 pub mod sources;

@@ -36,6 +36,7 @@ enum Cmd {
         skip_secret_files: bool,
     },
     /// Run the whole daemon against built-in simulators; nothing to configure.
+    #[cfg(feature = "sim")]
     Demo {
         /// Directory for the demo's database and config (default: a new temporary directory).
         #[arg(long)]
@@ -89,6 +90,7 @@ enum Cmd {
     /// the terminal (twice, not echoed) or the first line of stdin; prints the hash.
     Passwd,
     /// Run a device simulator on its own (for trying gatehouse or measuring it).
+    #[cfg(feature = "sim")]
     Sim {
         #[command(subcommand)]
         what: SimCmd,
@@ -102,6 +104,7 @@ enum Cmd {
     },
 }
 
+#[cfg(feature = "sim")]
 #[derive(Subcommand)]
 enum SimCmd {
     /// The Paxton Net2 simulator (REST + SignalR). Prints its URL and credentials.
@@ -110,6 +113,27 @@ enum SimCmd {
         bind: std::net::SocketAddr,
         /// Generate a random event this often, in seconds (0 = never).
         #[arg(long, default_value_t = 5)]
+        every: u64,
+    },
+    /// A Hikvision camera or NVR (ISAPI with Digest auth, the alert stream, `/picture`,
+    /// RTSP). Prints its URL and credentials. Stdin lines `burst N RATE` push N alerts
+    /// (`active` / `inactive` in turn, across the channels) at RATE per second.
+    Hikvision {
+        #[arg(long, default_value = "127.0.0.1:0")]
+        bind: std::net::SocketAddr,
+        /// An NVR's framing (bare LF, HTTP/1.0, the stream closed every 20 s) instead of a
+        /// camera's.
+        #[arg(long)]
+        nvr: bool,
+        /// The channels alerts are spread over.
+        #[arg(long, default_value_t = 1)]
+        channels: u32,
+        /// Serve no RTSP (the device then reports port 554 in adminAccesses).
+        #[arg(long)]
+        no_rtsp: bool,
+        /// An alert (`active`, then `inactive` the next time) this often, in seconds
+        /// (0 = never).
+        #[arg(long, default_value_t = 0)]
         every: u64,
     },
     /// The Apptive QR access simulator (`GET /qr/`, `POST /access`). Prints its URL, token,
@@ -146,7 +170,23 @@ enum Net2Cmd {
 /// sysexits.h: configuration error.
 const EX_CONFIG: u8 = 78;
 
+/// glibc malloc for a daemon that runs for months on a small machine (issue 18; figures in
+/// BENCHMARKS.md). By default every thread that allocates while another holds the arena lock
+/// gets an arena of its own (up to 8 per core), and each arena keeps what was freed in it:
+/// the tokio workers and the blocking pool's threads (SQLite, decodes, file reads) each
+/// pinned their own free pages after a burst. Two arenas keep contention low for two workers; a
+/// process-wide setting, so it is made here, before any thread starts. Other C libraries:
+/// nothing to do.
+fn tune_malloc() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets allocator parameters; called before any other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
+}
+
 fn main() -> ExitCode {
+    tune_malloc();
     let cli = Cli::parse();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -194,6 +234,7 @@ fn main() -> ExitCode {
             role,
         },
         Cmd::Passwd => gatehouse::cli::Action::Passwd,
+        #[cfg(feature = "sim")]
         Cmd::Demo { dir, seconds } => gatehouse::cli::Action::Demo {
             dir,
             seconds,
@@ -212,12 +253,32 @@ fn main() -> ExitCode {
             last,
             json,
         },
+        #[cfg(feature = "sim")]
         Cmd::Sim {
             what: SimCmd::Net2 { bind, every },
         } => gatehouse::cli::Action::SimNet2 { bind, every },
+        #[cfg(feature = "sim")]
+        Cmd::Sim {
+            what:
+                SimCmd::Hikvision {
+                    bind,
+                    nvr,
+                    channels,
+                    no_rtsp,
+                    every,
+                },
+        } => gatehouse::cli::Action::SimHikvision {
+            bind,
+            nvr,
+            channels,
+            rtsp: !no_rtsp,
+            every,
+        },
+        #[cfg(feature = "sim")]
         Cmd::Sim {
             what: SimCmd::Apptive { bind },
         } => gatehouse::cli::Action::SimApptive { bind },
+        #[cfg(feature = "sim")]
         Cmd::Sim {
             what: SimCmd::Gate { bind, every },
         } => gatehouse::cli::Action::SimGate { bind, every },

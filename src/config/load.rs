@@ -49,6 +49,10 @@ impl ConfigErrors {
 #[derive(Default)]
 struct Collector(Vec<ConfigError>, Refused, SecretFiles);
 
+/// `mqtt.embedded: true` in a build without the `embedded-broker` feature (the packaged
+/// build leaves the broker out: rumqttd is ~1 MB of code a Pi in service does not run).
+pub(crate) const EMBEDDED_MISSING: &str = "this build has no embedded broker (built without the `embedded-broker` feature): set mqtt.host to a broker (e.g. Mosquitto) instead";
+
 impl Collector {
     fn push(&mut self, path: impl Into<String>, message: impl Into<String>) {
         self.0.push(ConfigError {
@@ -1202,6 +1206,7 @@ fn validate(cfg: &mut Config, errs: &mut Collector) {
                 "must be non-empty and without + or #",
             );
         }
+        validate_embedded(m, cfg!(feature = "embedded-broker"), errs);
         if !m.embedded && m.host.trim().is_empty() {
             errs.push("mqtt.host", "required (or embedded: true)");
         }
@@ -1215,6 +1220,13 @@ fn validate(cfg: &mut Config, errs: &mut Collector) {
     }
     if !cfg.doors.is_empty() && cfg.sources.net2.is_none() {
         errs.push("doors", "doors are configured but sources.net2 is missing");
+    }
+}
+
+/// `mqtt.embedded: true` needs a build with the broker in it (`built_in`).
+fn validate_embedded(m: &crate::config::MqttConfig, built_in: bool, errs: &mut Collector) {
+    if m.embedded && !built_in {
+        errs.push("mqtt.embedded", EMBEDDED_MISSING);
     }
 }
 
@@ -1251,6 +1263,34 @@ doors:
         assert_eq!(c.doors[&7242929].mode, DoorMode::Momentary);
         assert_eq!(c.doors[&6612642].open_time_ms, Some(8000));
         assert!(c.summary().contains("2 door(s)"));
+    }
+
+    #[test]
+    fn embedded_broker_is_refused_with_its_path_by_a_build_without_it() {
+        let c = load_str(&format!("{GOOD}mqtt: {{ embedded: true }}\n"), &env)
+            .expect("this (default) build has the embedded broker");
+        let m = c.mqtt.as_ref().unwrap();
+        let mut errs = Collector(Vec::new(), Refused::default());
+        validate_embedded(m, true, &mut errs);
+        assert!(errs.0.is_empty());
+        validate_embedded(m, false, &mut errs);
+        assert_eq!(errs.0.len(), 1);
+        assert_eq!(errs.0[0].path, "mqtt.embedded");
+        assert!(
+            errs.0[0].message.contains("embedded-broker"),
+            "{}",
+            errs.0[0].message
+        );
+        assert!(
+            errs.0[0].message.contains("mqtt.host"),
+            "{}",
+            errs.0[0].message
+        );
+        // A broker by host is fine either way.
+        let mut errs = Collector(Vec::new(), Refused::default());
+        let c = load_str(&format!("{GOOD}mqtt: {{ host: localhost }}\n"), &env).unwrap();
+        validate_embedded(c.mqtt.as_ref().unwrap(), false, &mut errs);
+        assert!(errs.0.is_empty());
     }
 
     #[test]

@@ -46,6 +46,13 @@ type StoredCounts =
 /// Concurrent read-only connections of the REST API (each with its own page cache).
 const READERS: usize = 2;
 
+/// Page caches (KiB; SQLite's default is 2000 per connection, and a cache stays full once a
+/// burst of events or a long history query has filled it). The writer appends: the pages it
+/// revisits are the ends of the events table and its indexes. Readers page through recent
+/// events. Issue 18: the whole daemon should fit in 15 MB.
+const WRITER_CACHE_KIB: i64 = 1024;
+const READER_CACHE_KIB: i64 = 512;
+
 /// Committed outbox rows not yet taken; bounded (then the reader falls back to the database).
 #[derive(Default)]
 struct Fresh {
@@ -196,6 +203,7 @@ impl Store {
         // bounded, and what a power cut can leave to replay is too.
         conn.pragma_update(None, "wal_autocheckpoint", WAL_CHECKPOINT_PAGES)?;
         conn.pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT)?;
+        conn.pragma_update(None, "cache_size", -WRITER_CACHE_KIB)?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         migrations::migrate(&mut conn, None).ctx(ErrorKind::Storage, || {
             format!("unable to migrate database {}", path.display())
@@ -276,6 +284,7 @@ impl Store {
                 None => {
                     let c = Store::open_readonly(&s.path)?;
                     c.pragma_update(None, "query_only", true)?;
+                    c.pragma_update(None, "cache_size", -READER_CACHE_KIB)?;
                     c
                 }
             };

@@ -318,18 +318,15 @@ impl Net2Sim {
                     _ = inner.shutdown.cancelled() => break,
                     _ = tick.tick() => {}
                 }
-                let evs = random_scenario(&inner);
-                let first_id = inner.push_events(&evs[..1])[0];
-                if evs.len() > 1 {
-                    let rest: Vec<SimEvent> = evs[1..]
-                        .iter()
-                        .cloned()
-                        .map(|e| e.linked(first_id))
-                        .collect();
-                    inner.push_events(&rest);
-                }
+                push_random(&inner);
             }
         });
+    }
+
+    /// One random scenario now (a valid entry and the door opening, a denied card, a door
+    /// forced…: one to two events); returns how many events it logged.
+    pub fn push_random(&self) -> usize {
+        push_random(&self.inner)
     }
 
     pub fn faults(&self) -> &Faults {
@@ -477,6 +474,20 @@ fn serve(inner: Arc<Inner>, listener: TcpListener) -> Server {
         }
     });
     Server { task, kill }
+}
+
+fn push_random(inner: &Inner) -> usize {
+    let evs = random_scenario(inner);
+    let first_id = inner.push_events(&evs[..1])[0];
+    if evs.len() > 1 {
+        let rest: Vec<SimEvent> = evs[1..]
+            .iter()
+            .cloned()
+            .map(|e| e.linked(first_id))
+            .collect();
+        inner.push_events(&rest);
+    }
+    evs.len()
 }
 
 fn random_scenario(inner: &Inner) -> Vec<SimEvent> {

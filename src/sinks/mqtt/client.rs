@@ -18,6 +18,14 @@ pub enum Protocol {
 /// checks against this before publishing (Mosquitto's default limit is far higher).
 pub const MAX_PACKET: usize = 8 << 20;
 
+/// QoS 1 publishes in flight (MQTT 5; 3.1.1's default is 100 too). rumqttc's v5 client
+/// preallocates and fills a slot per packet id up to this limit when the client is made: with
+/// no limit that is 65,536 slots, 14 MB per connection (the sink and the delivery watcher
+/// each have one: 28 of the daemon's 57 MB, measured with heaptrack, issue 18). The broker's
+/// Receive Maximum lowers it further (Mosquitto: 20). It is above the sink's own event window
+/// (`WINDOW` in the sink); what waits beyond it waits in rumqttc's request queue.
+pub const INFLIGHT: u16 = 100;
+
 pub struct Options {
     pub client_id: String,
     pub host: String,
@@ -88,6 +96,7 @@ pub fn connect(p: Protocol, o: &Options) -> (Client, Loop) {
                 ));
             }
             m.set_max_packet_size(Some(MAX_PACKET as u32));
+            m.set_outgoing_inflight_upper_limit(INFLIGHT);
             if let Some((u, pw)) = &o.credentials {
                 m.set_credentials(u.clone(), pw.clone());
             }
@@ -245,5 +254,36 @@ impl Loop {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// rumqttc fills one slot per possible packet id when the loop is made: without a limit
+    /// that was 65,536 (14 MB per connection, issue 18).
+    #[tokio::test]
+    async fn mqtt5_in_flight_publishes_are_limited() {
+        let o = Options {
+            client_id: "t".into(),
+            host: "127.0.0.1".into(),
+            port: 1,
+            keep_alive: Duration::from_secs(30),
+            will_topic: None,
+            session: None,
+            credentials: None,
+            tls: None,
+        };
+        let (_c, l) = connect(Protocol::V5, &o);
+        let Loop::V5(l) = l else {
+            panic!("asked for MQTT 5")
+        };
+        assert_eq!(
+            l.options.get_outgoing_inflight_upper_limit(),
+            Some(INFLIGHT)
+        );
+        assert_eq!(l.state.inflight(), 0);
+        assert!(usize::from(INFLIGHT) >= super::super::WINDOW);
     }
 }

@@ -7,7 +7,6 @@
 //! uses. Both share one router, so messages cross between them.
 
 use crate::error::{Error, ErrorKind, Result};
-use std::collections::HashMap;
 use std::net::SocketAddr;
 
 /// The MQTT 5 listener gatehouse connects to: the port after `bind`.
@@ -15,8 +14,20 @@ pub fn v5_addr(bind: SocketAddr) -> SocketAddr {
     SocketAddr::new(bind.ip(), bind.port().wrapping_add(1))
 }
 
+/// Without the `embedded-broker` feature: config validation already refuses
+/// `mqtt.embedded: true` (with its path); this is the same answer for any caller that skipped it.
+#[cfg(not(feature = "embedded-broker"))]
+pub fn start(_bind: SocketAddr) -> Result<()> {
+    Err(Error::new(
+        ErrorKind::Config,
+        format!("mqtt.embedded: {}", crate::config::load::EMBEDDED_MISSING),
+    ))
+}
+
 /// Start the broker on its own threads; it lives as long as the process.
+#[cfg(feature = "embedded-broker")]
 pub fn start(bind: SocketAddr) -> Result<()> {
+    use std::collections::HashMap;
     if !bind.ip().is_loopback() {
         return Err(Error::new(
             ErrorKind::Config,

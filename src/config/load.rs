@@ -1270,7 +1270,7 @@ doors:
         let c = load_str(&format!("{GOOD}mqtt: {{ embedded: true }}\n"), &env)
             .expect("this (default) build has the embedded broker");
         let m = c.mqtt.as_ref().unwrap();
-        let mut errs = Collector(Vec::new(), Refused::default());
+        let mut errs = Collector(Vec::new(), Refused::default(), SecretFiles::default());
         validate_embedded(m, true, &mut errs);
         assert!(errs.0.is_empty());
         validate_embedded(m, false, &mut errs);
@@ -1287,7 +1287,7 @@ doors:
             errs.0[0].message
         );
         // A broker by host is fine either way.
-        let mut errs = Collector(Vec::new(), Refused::default());
+        let mut errs = Collector(Vec::new(), Refused::default(), SecretFiles::default());
         let c = load_str(&format!("{GOOD}mqtt: {{ host: localhost }}\n"), &env).unwrap();
         validate_embedded(c.mqtt.as_ref().unwrap(), false, &mut errs);
         assert!(errs.0.is_empty());

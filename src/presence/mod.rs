@@ -1,8 +1,8 @@
 //! People: one home / away state per person, from Net2 badges, GATE Wi-Fi sessions and
 //! Apptive QR entries. The rules are in [`engine`] (a pure state machine); this task feeds it
-//! from the bus, runs its Wi-Fi away timers (on the wall clock, moved with every step NTP makes to it:
-//! [`Engine::wall_stepped`]), persists its records and
-//! publishes `Message::Person` and `person_arrived` / `person_left` events.
+//! from the bus, runs its Wi-Fi away timers (on the wall clock, moved with every step NTP
+//! makes to it: [`Engine::wall_stepped`]), persists its records and publishes
+//! `Message::Person` and `person_arrived` / `person_left` events.
 //!
 //! # Why its bus queue is filtered
 //! The task is a lossless bus sink that also publishes on the bus. A lossless publish waits

@@ -171,6 +171,15 @@ async fn a_day_of_badges_wifi_and_qr_gives_one_exact_timeline() {
         attrs(&rec)["wifi_sessions"] == 0
     })
     .await;
+    // NTP steps the wall clock 3 days forward (a Pi without RTC at boot): the timer keeps
+    // what it had left, no phantom departure.
+    h.clock.jump(chrono::Duration::days(3));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        rec.on(STATE).last().map(|m| m.text()).as_deref(),
+        Some("home"),
+        "a wall-clock step is no time passing"
+    );
     // Nine minutes on the daemon's clock: still home.
     h.clock.advance(Duration::from_secs(9 * 60));
     tokio::time::sleep(Duration::from_millis(1500)).await;

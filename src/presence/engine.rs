@@ -447,6 +447,39 @@ impl Engine {
         })
     }
 
+    /// The wall clock was stepped by `by` (NTP at a Pi's boot; [`crate::clock::WallWatch`]):
+    /// every running timer moves with it, so what is left of it stays what it was and it fires
+    /// after `wifi_away_after` of time that really passed. Without this, a step of days forward
+    /// fires every timer at once (everyone on the Wi-Fi "left"), and a step back holds them
+    /// for as long as the step. The stored times are rewritten on the new clock (they are when
+    /// the session ended as the stepped clock reads it).
+    pub fn wall_stepped(&mut self, by: chrono::Duration) {
+        for r in self.records.values_mut() {
+            if let Some(t) = r.wifi_ended_at.as_mut() {
+                *t += by;
+            }
+            // Back: the newest evidence used moves back too, or everything stamped on the
+            // stepped clock (a timer's end included, which would then be dropped: never away)
+            // would look older than it for as long as the step. Forward: it stays, evidence
+            // from a device whose clock was not stepped (Net2) still counts.
+            if by < chrono::Duration::zero()
+                && let Some(t) = r.evidence_at.as_mut()
+            {
+                *t += by;
+            }
+        }
+        for t in self
+            .last_list
+            .values_mut()
+            .chain(self.waiting_since.values_mut())
+        {
+            *t += by;
+        }
+        if let Some(h) = self.hold_from.as_mut() {
+            *h += by;
+        }
+    }
+
     /// When [`Engine::tick`] (or [`Engine::expire_sources`]) has something to do next: a Wi-Fi
     /// away timer, or a source's sessions expiring.
     pub fn next_deadline(&self) -> Option<DateTime<Utc>> {
@@ -1156,6 +1189,41 @@ presence: { wifi_away_after: 10m }
             ]
         );
         assert_eq!(d.e.next_deadline(), None);
+    }
+
+    #[test]
+    fn a_stepped_wall_clock_moves_the_wifi_timer_with_it() {
+        // Forward by 3 days (NTP at boot): still home until 600 s of real time have passed.
+        let mut d = Day::new();
+        d.feed(sessions(
+            &[session("s1", ANNA_PHONE, "09:00:00")],
+            "09:00:10",
+        ))
+        .feed(sessions(&[], "17:00:00"));
+        d.e.wall_stepped(chrono::Duration::days(3));
+        let later = |s: &str| t(s) + chrono::Duration::days(3);
+        assert_eq!(d.e.next_deadline(), Some(later("17:10:00")));
+        let c = d.e.tick(later("17:05:00"));
+        assert!(c.is_empty(), "{c:?}");
+        assert_eq!(d.anna().home, Some(true), "no phantom departure");
+        let c = d.e.tick(later("17:10:00"));
+        assert_eq!(c.iter().filter(|c| c.flipped.is_some()).count(), 1);
+        assert_eq!(d.anna().home, Some(false));
+        assert!(d.e.tick(later("17:20:00")).is_empty(), "away exactly once");
+
+        // Back by a day: the timer still fires 600 s after the session ended (it was dropped
+        // as older than the session list that ended the session: never away).
+        let mut d = Day::new();
+        d.feed(sessions(
+            &[session("s1", ANNA_PHONE, "09:00:00")],
+            "09:00:10",
+        ))
+        .feed(sessions(&[], "17:00:00"));
+        d.e.wall_stepped(-chrono::Duration::days(1));
+        let earlier = |s: &str| t(s) - chrono::Duration::days(1);
+        assert_eq!(d.e.next_deadline(), Some(earlier("17:10:00")));
+        d.e.tick(earlier("17:10:00"));
+        assert_eq!(d.anna().home, Some(false), "on time after a step back");
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! People: one home / away state per person, from Net2 badges, GATE Wi-Fi sessions and
 //! Apptive QR entries. The rules are in [`engine`] (a pure state machine); this task feeds it
-//! from the bus, runs its Wi-Fi away timers on the wall clock, persists its records and
-//! publishes `Message::Person` and `person_arrived` / `person_left` events.
+//! from the bus, runs its Wi-Fi away timers (on the wall clock, moved with every step NTP
+//! makes to it: [`Engine::wall_stepped`]), persists its records and publishes
+//! `Message::Person` and `person_arrived` / `person_left` events.
 //!
 //! # Why its bus queue is filtered
 //! The task is a lossless bus sink that also publishes on the bus. A lossless publish waits
@@ -17,7 +18,7 @@ pub mod engine;
 pub use engine::{Change, Engine, Evidence, Record};
 
 use crate::bus::Bus;
-use crate::clock::Clock;
+use crate::clock::{Clock, WallWatch};
 use crate::config::ConfigRx;
 use crate::model::{Event, EventKind, Message, PersonState, Via};
 use crate::storage::Store;
@@ -120,6 +121,8 @@ struct Task {
     persisted: BTreeMap<String, Record>,
     /// The start-up grace's end while it runs ([`Engine::hold_timers`]).
     grace_until: Option<DateTime<Utc>>,
+    /// Sees the wall clock stepped (NTP at a Pi's boot): the timers move with it.
+    watch: WallWatch,
 }
 
 impl Task {
@@ -164,6 +167,21 @@ impl Task {
         }
     }
 
+    /// A step of the wall clock since the last look moves every timer (and the grace) with
+    /// it: they measure time that really passed, as the monotonic clock does.
+    fn follow_steps(&mut self) {
+        if let Some(step) = self.watch.observe(&*self.clock) {
+            tracing::warn!(
+                by_seconds = step.by.num_seconds(),
+                "the wall clock was stepped: presence timers keep the time they had left"
+            );
+            self.engine.wall_stepped(step.by);
+            if let Some(g) = self.grace_until.as_mut() {
+                *g += step.by;
+            }
+        }
+    }
+
     /// Ends the start-up grace once it is over: the engine's timers run again.
     fn grace_over(&mut self, now: DateTime<Utc>) -> bool {
         match self.grace_until {
@@ -178,6 +196,7 @@ impl Task {
     }
 
     async fn take(&mut self, m: &Message) {
+        self.follow_steps();
         self.grace_over(self.clock.now());
         if let Some(ev) = Evidence::from_message(m) {
             let changes = self.engine.apply(&ev);
@@ -202,6 +221,7 @@ pub async fn run(
     // grace is over: the backfill of the downtime is still coming.
     engine.hold_timers(Some(started));
     let grace_until = started + chrono::Duration::from_std(STARTUP_GRACE).unwrap_or_default();
+    let watch = WallWatch::new(&*clock);
     let mut t = Task {
         engine,
         store,
@@ -209,6 +229,7 @@ pub async fn run(
         clock,
         persisted,
         grace_until: Some(grace_until),
+        watch,
     };
     // Every person has a state from the first second (kept from the last run, or unknown); no
     // event: nothing happened.
@@ -225,8 +246,10 @@ pub async fn run(
     loop {
         // Checked at least every second while a timer runs: the wall clock can jump (NTP
         // after a Pi boots, a test's clock).
+        t.follow_steps();
+        let grace = t.grace_until.unwrap_or(DateTime::<Utc>::MIN_UTC);
         let wait = t.engine.next_deadline().map(|d| {
-            (d.max(grace_until) - t.clock.now())
+            (d.max(grace) - t.clock.now())
                 .to_std()
                 .unwrap_or_default()
                 .min(MAX_SLEEP)
@@ -265,6 +288,7 @@ pub async fn run(
                 t.persist().await;
             }
             _ = tokio::time::sleep(wait.unwrap_or(Duration::from_secs(3600))) => {
+                t.follow_steps();
                 let now = t.clock.now();
                 // A timer due at start-up waits for the grace (the backfill).
                 if !t.grace_over(now) {

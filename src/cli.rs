@@ -397,6 +397,7 @@ async fn net2_open(cfg: Config, door: DoorId, action: DoorAction) -> Result<()> 
             duration_ms: None,
         },
         received: chrono::Utc::now(),
+        received_at: tokio::time::Instant::now(),
     };
     let _ = app.commands().send(cmd).await;
     let result = tokio::time::timeout(Duration::from_secs(40), async {

@@ -294,6 +294,7 @@ impl Emergency {
             requester: requester.to_string(),
             kind,
             received: Utc::now(),
+            received_at: tokio::time::Instant::now(),
         };
         let answer = |status, detail: &str| CommandUpdate {
             request_id: cmd.request_id.clone(),

@@ -275,6 +275,7 @@ async fn command(h: &Harness, id: &str, door: DoorId, action: DoorAction) -> Vec
                 duration_ms: None,
             },
             received: chrono::Utc::now(),
+            received_at: tokio::time::Instant::now(),
         })
         .await
         .unwrap();
@@ -578,6 +579,7 @@ async fn lockdown_is_sent_once_and_reported() {
             requester: "test".into(),
             kind: CommandKind::Lockdown { active: true },
             received: chrono::Utc::now(),
+            received_at: tokio::time::Instant::now(),
         })
         .await
         .unwrap();

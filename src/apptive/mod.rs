@@ -621,6 +621,7 @@ impl Service {
             requester,
             kind,
             received: chrono::Utc::now(),
+            received_at: tokio::time::Instant::now(),
         };
         self.bus
             .commands()

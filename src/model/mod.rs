@@ -327,7 +327,22 @@ pub struct Command {
     /// Who asked: `mqtt:<client>`, `cli`, `rest:<user>`.
     pub requester: String,
     pub kind: CommandKind,
+    /// When gatehouse received it, on the wall clock: for the audit trail and logs only.
     pub received: DateTime<Utc>,
+    /// When gatehouse received it, on the monotonic clock: a command's age (door safety:
+    /// one older than its max age is never sent) is decided on this, never on `received`,
+    /// because NTP stepping the wall clock between receipt and send could make a fresh
+    /// command look stale or, worse, a stale one fresh. Not serialised: an instant means
+    /// nothing outside this process, and one deserialised here is received now.
+    #[serde(skip, default = "tokio::time::Instant::now")]
+    pub received_at: tokio::time::Instant,
+}
+
+impl Command {
+    /// How long ago gatehouse received it, on the monotonic clock (see `received_at`).
+    pub fn age(&self) -> std::time::Duration {
+        self.received_at.elapsed()
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -98,6 +98,7 @@ fn command(
         requester: requester.into(),
         kind,
         received: chrono::Utc::now(),
+        received_at: tokio::time::Instant::now(),
     })
 }
 
@@ -182,6 +183,7 @@ impl Router {
             requester: format!("mqtt:door/{door}/set"),
             kind,
             received: chrono::Utc::now(),
+            received_at: tokio::time::Instant::now(),
         })
     }
 
@@ -262,6 +264,7 @@ impl Router {
             ),
             kind,
             received: chrono::Utc::now(),
+            received_at: tokio::time::Instant::now(),
         })
     }
 

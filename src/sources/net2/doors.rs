@@ -383,10 +383,9 @@ impl DoorTracker {
                 "no door status from Net2 yet since start-up; try again in a moment".into(),
             );
         }
-        let age = Utc::now()
-            .signed_duration_since(cmd.received)
-            .to_std()
-            .unwrap_or_default();
+        // Monotonic: an NTP step since receipt must not change the verdict (see
+        // `Command::received_at`).
+        let age = cmd.age();
         if age > COMMAND_MAX_AGE {
             return reject(format!(
                 "command is {}s old; not sending it late",
@@ -676,6 +675,7 @@ mod tests {
                 duration_ms: None,
             },
             received: Utc::now(),
+            received_at: tokio::time::Instant::now(),
         }
     }
 
@@ -835,13 +835,39 @@ mod tests {
         assert!(t.plan(&cmd("h", 2, DoorAction::Close), &doors()).is_ok());
     }
 
-    #[test]
-    fn old_commands_are_not_sent_late() {
+    #[tokio::test(start_paused = true)]
+    async fn old_commands_are_not_sent_late() {
         let mut t = DoorTracker::default();
         t.apply_status_poll(&[(1, flags(Some(true), false))], Instant::now());
-        let mut c = cmd("late", 1, DoorAction::Open);
-        c.received = Utc::now() - chrono::Duration::seconds(30);
+        let c = cmd("late", 1, DoorAction::Open);
+        tokio::time::advance(Duration::from_secs(30)).await;
         assert!(t.plan(&c, &doors()).unwrap_err().detail.contains("old"));
+    }
+
+    /// The wall clock stepped back an hour after receipt (NTP on a Pi that booted with a
+    /// clock ahead) makes `received` look an hour in the future: on the wall clock the
+    /// command would stay "fresh" for an hour. Its age is monotonic, so 11 s later it is
+    /// refused.
+    #[tokio::test(start_paused = true)]
+    async fn a_wall_clock_stepped_back_does_not_keep_a_command_fresh() {
+        let mut t = DoorTracker::default();
+        t.apply_status_poll(&[(1, flags(Some(true), false))], Instant::now());
+        let mut c = cmd("stepped-back", 1, DoorAction::Open);
+        c.received = Utc::now() + chrono::Duration::hours(1);
+        tokio::time::advance(Duration::from_secs(11)).await;
+        let refused = t.plan(&c, &doors()).unwrap_err();
+        assert!(refused.detail.contains("11s old"), "{refused:?}");
+    }
+
+    /// The wall clock stepped forward an hour after receipt: a fresh command is still sent.
+    #[tokio::test(start_paused = true)]
+    async fn a_wall_clock_stepped_forward_does_not_make_a_fresh_command_stale() {
+        let mut t = DoorTracker::default();
+        t.apply_status_poll(&[(1, flags(Some(true), false))], Instant::now());
+        let mut c = cmd("stepped-forward", 1, DoorAction::Open);
+        c.received = Utc::now() - chrono::Duration::hours(1);
+        tokio::time::advance(Duration::from_secs(2)).await;
+        assert!(t.plan(&c, &doors()).is_ok());
     }
 
     #[test]
@@ -973,6 +999,7 @@ mod tests {
             requester: "test".into(),
             kind: CommandKind::Lockdown { active: true },
             received: Utc::now(),
+            received_at: tokio::time::Instant::now(),
         };
         t.sending(&c);
         let ev = Event {

@@ -582,14 +582,10 @@ impl Net2Source {
     }
 
     async fn handle_command(&self, cmd: Command) {
-        // The command's age on arrival is read on the wall clock (it is all a command carries),
-        // and from here on, on the monotonic one: NTP stepping a Pi's clock back while this
-        // waits for a token must not make a stale command look fresh.
-        let arrived = std::time::Instant::now();
-        let age_on_arrival = Utc::now()
-            .signed_duration_since(cmd.received)
-            .to_std()
-            .unwrap_or_default();
+        // A command's age is read on the monotonic clock from its receipt instant
+        // (`Command::received_at`), never from its wall-clock `received`: NTP stepping a Pi's
+        // clock between receipt and send must not make a stale command look fresh (sent
+        // late: unsafe) or a fresh one stale.
         let doors = self.cfg_rx.borrow().doors.clone();
         // Planned and expected in one step: a status that arrives while the request is on
         // its way confirms it, and a second toggle of a momentary door is refused meanwhile.
@@ -620,7 +616,7 @@ impl Net2Source {
         // Getting a token can take a while (429 backoff): check the age again right before
         // sending, so a door never opens long after it was asked to.
         let token = self.client.access_token().await;
-        let age = age_on_arrival + arrived.elapsed();
+        let age = cmd.age();
         if token.is_err() || age > doors::COMMAND_MAX_AGE {
             let why = match token {
                 Err(e) => format!("no Net2 token: {e}; nothing sent"),

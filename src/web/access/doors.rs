@@ -165,6 +165,7 @@ pub(in crate::web) async fn open(
         requester: caller.requester(),
         kind,
         received: chrono::Utc::now(),
+        received_at: tokio::time::Instant::now(),
     };
     tracing::info!(request_id = %rid, requester = %cmd.requester, door, ?action, "REST door command");
     if w.bus.commands().send(cmd).await.is_err() {

@@ -1021,6 +1021,27 @@ mod tests {
     }
 
     #[test]
+    fn an_unconfirmed_lockdown_is_a_deadline_and_times_out() {
+        let now = Instant::now();
+        let mut t = DoorTracker::default();
+        let c = Command {
+            request_id: "l".into(),
+            requester: "test".into(),
+            kind: CommandKind::Lockdown { active: true },
+            received: Utc::now(),
+            received_at: now,
+        };
+        assert_eq!(send(&mut t, &c, now), [CommandStatus::Sent]);
+        assert_eq!(
+            t.next_deadline(&doors()),
+            Some(now + Duration::from_secs(10))
+        );
+        let out = t.tick(&doors(), now + Duration::from_secs(10));
+        assert_eq!(statuses(&out, "l"), [CommandStatus::Timeout]);
+        assert_eq!(t.next_deadline(&doors()), None);
+    }
+
+    #[test]
     fn lockdown_confirmed_by_its_event_even_before_sent() {
         let now = Instant::now();
         let mut t = DoorTracker::default();

@@ -331,6 +331,29 @@ impl DoorTracker {
         out
     }
 
+    /// When [`DoorTracker::tick`] next has something to do: the earliest unreported
+    /// held-open limit and command deadline (`None`: nothing pending, no tick needed until
+    /// the state or the configuration changes). A deadline already past is returned as is.
+    pub fn next_deadline(&self, cfg: &BTreeMap<DoorId, DoorConfig>) -> Option<Instant> {
+        let waiting = |q: &[Pending]| {
+            q.iter()
+                .filter_map(|p| match p.phase {
+                    Phase::Waiting(deadline) => Some(deadline),
+                    _ => None,
+                })
+                .min()
+        };
+        let doors = self.doors.iter().flat_map(|(id, t)| {
+            let held = match (t.open_since, cfg.get(id).and_then(|c| c.held_open_after)) {
+                // A limit too large for the clock never comes (as in `tick`).
+                (Some(since), Some(limit)) if !t.held_reported => since.checked_add(limit.get()),
+                _ => None,
+            };
+            held.into_iter().chain(waiting(&t.pending))
+        });
+        doors.chain(waiting(&self.lockdown_pending)).min()
+    }
+
     /// Time passes: derived held-open events and command timeouts.
     pub fn tick(&mut self, cfg: &BTreeMap<DoorId, DoorConfig>, now: Instant) -> Vec<Message> {
         let mut out = Vec::new();
@@ -941,11 +964,18 @@ mod tests {
         assert_eq!(send(&mut t, &c, now), [CommandStatus::Sent]);
         let out = t.apply_flags(1, &flags(Some(true), true), now);
         assert_eq!(statuses(&out, "a"), [CommandStatus::Confirmed]);
+        assert_eq!(t.next_deadline(&doors()), None, "nothing waits");
         let c = cmd("b", 4, DoorAction::Open);
         send(&mut t, &c, now);
+        // The housekeeping loop sleeps until exactly this.
+        assert_eq!(
+            t.next_deadline(&doors()),
+            Some(now + Duration::from_secs(10))
+        );
         assert!(t.tick(&doors(), now + Duration::from_secs(5)).is_empty());
         let out = t.tick(&doors(), now + Duration::from_secs(11));
         assert_eq!(statuses(&out, "b"), [CommandStatus::Timeout]);
+        assert_eq!(t.next_deadline(&doors()), None);
     }
 
     #[test]
@@ -991,6 +1021,27 @@ mod tests {
     }
 
     #[test]
+    fn an_unconfirmed_lockdown_is_a_deadline_and_times_out() {
+        let now = Instant::now();
+        let mut t = DoorTracker::default();
+        let c = Command {
+            request_id: "l".into(),
+            requester: "test".into(),
+            kind: CommandKind::Lockdown { active: true },
+            received: Utc::now(),
+            received_at: now,
+        };
+        assert_eq!(send(&mut t, &c, now), [CommandStatus::Sent]);
+        assert_eq!(
+            t.next_deadline(&doors()),
+            Some(now + Duration::from_secs(10))
+        );
+        let out = t.tick(&doors(), now + Duration::from_secs(10));
+        assert_eq!(statuses(&out, "l"), [CommandStatus::Timeout]);
+        assert_eq!(t.next_deadline(&doors()), None);
+    }
+
+    #[test]
     fn lockdown_confirmed_by_its_event_even_before_sent() {
         let now = Instant::now();
         let mut t = DoorTracker::default();
@@ -1021,6 +1072,10 @@ mod tests {
         let server = chrono::FixedOffset::east_opt(3600).unwrap();
         t.server_offset = Some(server);
         t.apply_status_poll(&[(1, flags(Some(false), false))], now);
+        assert_eq!(
+            t.next_deadline(&doors()),
+            Some(now + Duration::from_secs(30))
+        );
         assert!(t.tick(&doors(), now + Duration::from_secs(29)).is_empty());
         let out = t.tick(&doors(), now + Duration::from_secs(31));
         assert!(out.iter().any(|m| matches!(m, Message::Event(e) if e.kind == EventKind::DoorHeldOpen { derived: true })));
@@ -1030,6 +1085,11 @@ mod tests {
                 .any(|m| matches!(m, Message::Event(e) if *e.time.offset() == server))
         );
         assert!(t.state(1).unwrap().held_open);
+        assert_eq!(
+            t.next_deadline(&doors()),
+            None,
+            "reported: no deadline left"
+        );
         assert!(
             t.tick(&doors(), now + Duration::from_secs(60)).is_empty(),
             "reported once"

@@ -4,7 +4,8 @@
 //! Tasks (each named, each in a retry loop): `net2.live` (the socket), `net2.events` (REST
 //! backfill: at start, after every live (re)connect, then a slow safety poll while live and a
 //! fast poll while not), `net2.doors` (`/doors` + `/doors/status` backstop), `net2.users`,
-//! `net2.commands` and `net2.tick` (held-open derivation, command timeouts). They share one
+//! `net2.commands` and the housekeeping task (held-open derivation, command timeouts; it
+//! sleeps until the next deadline and is woken by every change to `Core`). They share one
 //! [`Core`] of pure state behind a mutex that is never held across I/O.
 //!
 //! What they learn about doors and users also goes to the [`Directory`] (for the REST API):
@@ -109,6 +110,10 @@ pub struct Net2Source {
     live_tx: watch::Sender<bool>,
     backfill_now: Notify,
     status_now: Notify,
+    /// Core may have changed: the housekeeping loop recomputes its deadlines.
+    housekeeping: Notify,
+    /// Passes of the housekeeping loop (its wake-ups, for tests and diagnosis).
+    housekeeping_passes: std::sync::atomic::AtomicU64,
     /// The first user list has been fetched (or given up on).
     users_loaded: watch::Sender<bool>,
     directory: Directory,
@@ -124,7 +129,19 @@ impl Net2Source {
             .unwrap_or_default()
     }
 
+    /// The way into `Core` for everything that may change it: the housekeeping loop is
+    /// woken to recompute its deadlines (a door opened, a command is waiting). A spare wake
+    /// costs one pass; a missing one would delay a held-open alert or a command timeout.
     fn lock(&self) -> std::sync::MutexGuard<'_, Core> {
+        let guard = self.lock_quiet();
+        // Stored as a permit when the loop is not waiting yet, so a change between its
+        // deadline computation and its wait is not missed. It then waits on this lock.
+        self.housekeeping.notify_one();
+        guard
+    }
+
+    /// `lock` without waking the housekeeping loop: for that loop only (it would wake itself).
+    fn lock_quiet(&self) -> std::sync::MutexGuard<'_, Core> {
         self.core.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -735,6 +752,8 @@ pub fn spawn(
         live_tx,
         backfill_now: Notify::new(),
         status_now: Notify::new(),
+        housekeeping: Notify::new(),
+        housekeeping_passes: Default::default(),
         users_loaded: watch::channel(false).0,
         directory,
     });
@@ -894,41 +913,182 @@ pub fn spawn(
         }
     }));
 
-    let s = src.clone();
-    tasks.push(tokio::spawn(async move {
-        let mut every = tokio::time::interval(Duration::from_secs(1));
-        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-        let mut last_timeout = None;
-        loop {
-            tokio::select! {
-                _ = every.tick() => {}
-                _ = s.cancel.cancelled() => return,
-            }
-            let timeout = s.cfg().request_timeout.get();
-            if last_timeout != Some(timeout) {
-                s.client.set_timeout(timeout);
-                last_timeout = Some(timeout);
-            }
-            let doors = s.cfg_rx.borrow().doors.clone();
-            let out = {
-                let mut c = s.lock();
-                // Live items REST has not settled in time go with the best offset known.
-                let mut out = Vec::new();
-                for (item, at) in c.zone.overdue(Utc::now()) {
-                    apply_live(&mut c, item, at, &mut out);
-                }
-                out.extend(c.tracker.tick(&doors, Instant::now()));
-                out
-            };
-            s.publish_all(out).await;
-        }
-    }));
+    tasks.push(tokio::spawn(housekeeping(src.clone())));
     Ok(tasks)
+}
+
+/// Longest sleep of the housekeeping loop. Its deadlines are kept exactly (monotonic clock,
+/// woken by every change to `Core`); this bounds only how late the zone's wall-clock hold
+/// limit can be after the wall clock is stepped (NTP at boot), and re-checks the request
+/// timeout setting.
+const HOUSEKEEPING_CAP: Duration = Duration::from_secs(30);
+
+/// Time-driven work: derived held-open events, command timeouts, live items REST has not
+/// settled in time. It sleeps until the earliest deadline instead of ticking every second
+/// (idle wake-ups on a Pi), and wakes early when `Core` or the configuration changes.
+async fn housekeeping(s: Arc<Net2Source>) {
+    let mut cfg_rx = s.cfg_rx.clone();
+    let mut cfg_open = true;
+    let mut last_timeout = None;
+    loop {
+        s.housekeeping_passes
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let timeout = s.cfg().request_timeout.get();
+        if last_timeout != Some(timeout) {
+            s.client.set_timeout(timeout);
+            last_timeout = Some(timeout);
+        }
+        let doors = s.cfg_rx.borrow().doors.clone();
+        let (out, due, wall_due) = {
+            let mut c = s.lock_quiet();
+            // Live items REST has not settled in time go with the best offset known.
+            let mut out = Vec::new();
+            for (item, at) in c.zone.overdue(Utc::now()) {
+                apply_live(&mut c, item, at, &mut out);
+            }
+            out.extend(c.tracker.tick(&doors, Instant::now()));
+            (out, c.tracker.next_deadline(&doors), c.zone.next_deadline())
+        };
+        s.publish_all(out).await;
+        let now = Instant::now();
+        let mut until = now + HOUSEKEEPING_CAP;
+        if let Some(d) = due {
+            until = until.min(d);
+        }
+        if let Some(w) = wall_due {
+            let left = (w - Utc::now()).to_std().unwrap_or(Duration::ZERO);
+            until = until.min(now + left.min(HOUSEKEEPING_CAP));
+        }
+        tokio::select! {
+            _ = tokio::time::sleep_until(until) => {}
+            _ = s.housekeeping.notified() => {}
+            r = cfg_rx.changed(), if cfg_open => cfg_open = r.is_ok(),
+            _ = s.cancel.cancelled() => return,
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::{Config, DoorConfig, HumanDuration};
+    use std::sync::atomic::Ordering;
+    use types::StatusFlags;
+
+    /// A source (no server behind it) with door 1's held-open limit at `held` seconds, and
+    /// a sink with everything it publishes.
+    fn source(held: u64) -> (Arc<Net2Source>, mpsc::Receiver<Message>) {
+        let mut cfg = Config::default();
+        cfg.sources.net2 = Some(Net2Config {
+            url: "http://127.0.0.1:9/".into(),
+            ..Default::default()
+        });
+        cfg.doors.insert(
+            1,
+            DoorConfig {
+                held_open_after: Some(HumanDuration::secs(held)),
+                ..Default::default()
+            },
+        );
+        let mut b = crate::bus::BusBuilder::default();
+        let rx = b.sink();
+        // The sender is leaked on purpose: a dropped one would end `cfg_rx.changed()`.
+        let (tx, cfg_rx) = watch::channel(Arc::new(cfg));
+        std::mem::forget(tx);
+        let cfg = cfg_rx.borrow().sources.net2.clone().unwrap();
+        let src = Arc::new(Net2Source {
+            client: Arc::new(Net2Client::new(&cfg).unwrap()),
+            core: Mutex::new(Core {
+                names: Names::default(),
+                dedupe: Deduper::default(),
+                tracker: DoorTracker::default(),
+                cursor: None,
+                zone: ServerZone::new(None),
+                online: None,
+                live: false,
+            }),
+            bus: b.build(),
+            cfg_rx,
+            cancel: CancellationToken::new(),
+            live_tx: watch::channel(false).0,
+            backfill_now: Notify::new(),
+            status_now: Notify::new(),
+            housekeeping: Notify::new(),
+            housekeeping_passes: Default::default(),
+            users_loaded: watch::channel(false).0,
+            directory: Directory::new(),
+        });
+        (src, rx)
+    }
+
+    /// Let the spawned loop run (paused clock: no time passes).
+    async fn settle() {
+        for _ in 0..20 {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    fn held_open(rx: &mut mpsc::Receiver<Message>) -> bool {
+        let mut seen = false;
+        while let Ok(m) = rx.try_recv() {
+            seen |= matches!(&m, Message::Event(e) if e.kind == EventKind::DoorHeldOpen { derived: true });
+        }
+        seen
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn housekeeping_sleeps_while_idle_and_alerts_held_open_on_time() {
+        // A 5 s limit, shorter than the idle cap: only the wake-up on a state change can
+        // make it on time.
+        let (s, mut rx) = source(5);
+        let passes = || s.housekeeping_passes.load(Ordering::Relaxed);
+        tokio::spawn(housekeeping(s.clone()));
+        settle().await;
+        assert_eq!(passes(), 1);
+        // Idle for five minutes: woken by the cap only (a 1 s tick would be 300 passes).
+        // (Second by second: one big `advance` fires a periodic timer only once.)
+        for _ in 0..300 {
+            tokio::time::advance(Duration::from_secs(1)).await;
+            settle().await;
+        }
+        let idle = passes() - 1;
+        assert!(
+            idle <= 10,
+            "{idle} idle passes: not sleeping while nothing is pending"
+        );
+        // Mid-sleep, the door opens (as a status poll would report it).
+        tokio::time::advance(Duration::from_secs(7)).await;
+        settle().await;
+        let opened = Instant::now();
+        let out = s.lock().tracker.apply_status_poll(
+            &[(
+                1,
+                StatusFlags {
+                    door_contact_closed: Some(false),
+                    ..Default::default()
+                },
+            )],
+            opened,
+        );
+        s.publish_all(out).await;
+        settle().await;
+        assert!(!held_open(&mut rx));
+        tokio::time::advance(Duration::from_millis(4999)).await;
+        settle().await;
+        assert!(!held_open(&mut rx), "not before the limit");
+        tokio::time::advance(Duration::from_millis(1)).await;
+        settle().await;
+        assert!(held_open(&mut rx), "held open exactly at the limit");
+        assert_eq!(Instant::now() - opened, Duration::from_secs(5));
+        // Reported: nothing pending, back to sleeping.
+        let before = passes();
+        for _ in 0..29 {
+            tokio::time::advance(Duration::from_secs(1)).await;
+            settle().await;
+        }
+        assert!(passes() - before <= 1, "{} passes", passes() - before);
+        s.cancel.cancel();
+    }
 
     #[test]
     fn backfill_overlaps_and_covers_the_repeated_dst_hour() {

@@ -204,6 +204,16 @@ impl ServerZone {
         out
     }
 
+    /// When [`ServerZone::overdue`] next releases something (wall clock): the front item's
+    /// hold limit, or the distant past when beyond the size cap (release now). `None`:
+    /// nothing is held.
+    pub fn next_deadline(&self) -> Option<DateTime<Utc>> {
+        if self.held.len() > MAX_HELD {
+            return Some(DateTime::<Utc>::UNIX_EPOCH);
+        }
+        self.held.front().map(|f| f.received + HOLD_LIMIT)
+    }
+
     /// Items held longer than [`HOLD_LIMIT`], or beyond the size cap, are released with the
     /// best offset known (REST is not answering), in order.
     pub fn overdue(&mut self, now: DateTime<Utc>) -> Vec<(Live, Instant)> {
@@ -444,9 +454,12 @@ mod tests {
         let mut z = ServerZone::new(None);
         let now = Instant::now();
         let at = utc("2026-01-05T05:00:00Z");
+        assert_eq!(z.next_deadline(), None);
         assert!(z.arrive(live("2026-01-05T06:00:00", 8), now, at).is_none());
+        assert_eq!(z.next_deadline(), Some(at + HOLD_LIMIT));
         assert!(z.overdue(at + chrono::Duration::seconds(29)).is_empty());
         let out = z.overdue(at + HOLD_LIMIT);
+        assert_eq!(z.next_deadline(), None);
         // Nothing from REST at all: the estimate from its own arrival.
         assert_eq!(time(&out[0].0), "2026-01-05T06:00:00+01:00");
     }

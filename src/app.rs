@@ -149,12 +149,17 @@ impl App {
         // later changes to `people:` apply live).
         let presence = presence_rx.map(|rx| {
             let cancel = CancellationToken::new();
+            // The start is read here, before the task is spawned: evidence stamped after
+            // `App::start` returns (GATE's first session list) must never count as backfill
+            // from before the start, whenever the task first runs (a race seen in tests).
+            let started = clock.now();
             let task = tokio::spawn(crate::presence::run(
                 store.clone(),
                 bus.clone(),
                 rx,
                 cfg_rx.clone(),
                 clock.clone(),
+                started,
                 cancel.clone(),
             ));
             (cancel, task)

@@ -212,11 +212,11 @@ pub async fn run(
     mut rx: mpsc::Receiver<Message>,
     cfg_rx: ConfigRx,
     clock: Arc<dyn Clock>,
+    started: DateTime<Utc>,
     cancel: CancellationToken,
 ) {
     let persisted = load(&store);
     let mut engine = Engine::new(&cfg_rx.borrow(), persisted.clone());
-    let started = clock.now();
     // Evidence stamped from now on (live, or GATE's session lists) runs no timer until the
     // grace is over: the backfill of the downtime is still coming.
     engine.hold_timers(Some(started));

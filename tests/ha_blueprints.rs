@@ -17,6 +17,11 @@
 //!
 //! Needs `GATEHOUSE_HA_PYTHON` (the venv scripts/test.sh creates), like tests/home_assistant.rs.
 
+// Only its `python()`: the venv check shared with the other Home Assistant tests.
+#[allow(dead_code)]
+#[path = "common/ha.rs"]
+mod ha;
+
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -105,22 +110,6 @@ const AUTOMATIONS: &[(&str, &str, &[&str])] = &[
     ),
 ];
 
-/// The Python of the venv scripts/test.sh makes; never a silent pass without it.
-fn ha_python() -> String {
-    let p = std::env::var("GATEHOUSE_HA_PYTHON").unwrap_or_default();
-    assert!(
-        !p.is_empty(),
-        "GATEHOUSE_HA_PYTHON is not set: this test runs a real Home Assistant 2024.1.6 from the \
-         venv that scripts/test.sh creates. Run scripts/test.sh, or set \
-         GATEHOUSE_HA_PYTHON=<venv>/bin/python (by default ~/.cache/gatehouse/ha-2024.1.6/bin/python)."
-    );
-    assert!(
-        Path::new(&p).exists(),
-        "GATEHOUSE_HA_PYTHON={p} does not exist: run scripts/test.sh to create the venv"
-    );
-    p
-}
-
 /// The blueprint files in the repository, by file name.
 fn blueprint_files() -> Vec<String> {
     let mut v: Vec<String> = std::fs::read_dir(BLUEPRINTS)
@@ -165,7 +154,7 @@ fn config_dir(root: &Path, name: &str, automations: &str, extra: &[(&str, String
 /// HA's config check on `dir` with the automations dumped: (exit ok, stdout + stderr without
 /// colour codes).
 async fn check_config(dir: &Path) -> (bool, String) {
-    let python = ha_python();
+    let python = ha::python();
     let run = tokio::process::Command::new(&python)
         .args(["-m", "homeassistant", "--script", "check_config", "-c"])
         .arg(dir)

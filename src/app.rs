@@ -120,6 +120,7 @@ impl App {
                     config: cfg_rx.clone(),
                     directory: directory.clone(),
                     emergency: emergency.clone(),
+                    clock: clock.clone(),
                 };
                 Some(crate::web::serve(ctx, l, sinks_cancel.clone()).await?)
             }

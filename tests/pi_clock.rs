@@ -1,11 +1,12 @@
 //! A Raspberry Pi has no real-time clock: NTP steps its wall clock at boot, by days, forwards
 //! and backwards, while gatehouse runs. The running daemon, with its clock stepped the way NTP
-//! does it (`OffsetClock::jump`: wall time moves, no time passes), takes no retention or expiry
-//! decision on the step.
+//! does it (`OffsetClock::jump`: wall time moves, no time passes), takes no retention, expiry
+//! or connection decision on the step.
 
 mod common;
 
 use chrono::{DateTime, Utc};
+use common::broker::{Broker, Recorder};
 use common::web::WebHarness;
 use common::{Harness, wait_for};
 use gatehouse::app::App;
@@ -138,6 +139,126 @@ async fn a_lockdown_kept_across_a_boot_at_1970_ends_when_ntp_says_it_has() {
         || lockdowns(&w) == [true, false],
     )
     .await;
+    w.stop().await;
+}
+
+const HW_KEY: &str = "hardware-test-key-0123456789";
+
+/// A hardware access point's connection on the monotonic clock: NTP stepping the wall clock
+/// neither takes a point that beats offline (until its next heartbeat: a Home Assistant
+/// "door reader offline" alert for nothing) nor keeps a silent one online for days.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stepped_wall_clock_takes_no_access_point_offline_nor_keeps_one_online() {
+    let broker = Broker::start();
+    let rec = Recorder::start(broker.port, "recorder", "gatehouse/hardware/#", false).await;
+    let top = format!(
+        "mqtt:\n  host: 127.0.0.1\n  port: {}\n  client_id: gatehouse-test-{}\n",
+        broker.port,
+        rand::random::<u32>()
+    );
+    let w = WebHarness::start(
+        SimConfig::default(),
+        &format!("  hardware_key: {HW_KEY}\n  hardware_offline_after: 30s\n"),
+        &top,
+    )
+    .await;
+    let viewer = w.login("vera").await;
+    let post = |path: String, body: serde_json::Value| {
+        let r = w
+            .http
+            .post(w.url(&path))
+            .header("X-API-Key", HW_KEY)
+            .json(&body);
+        async move {
+            let res = r.send().await.unwrap();
+            let st = res.status();
+            (st, res.json::<serde_json::Value>().await.unwrap())
+        }
+    };
+    let mut ids = Vec::new();
+    for dev in ["reader-a", "reader-b"] {
+        let (st, res) = post(
+            "/api/access-control/points/register".into(),
+            json!({"device_id": dev, "location": dev}),
+        )
+        .await;
+        assert_eq!(st, StatusCode::OK, "{res}");
+        ids.push(res["data"]["id"].as_str().unwrap().to_string());
+    }
+    let (a, b) = (ids[0].clone(), ids[1].clone());
+    let health = async |id: &str| {
+        let (st, res) = w.get("/api/access-control/points/health", &viewer).await;
+        assert_eq!(st, StatusCode::OK, "{res}");
+        res["data"][id].clone()
+    };
+    let avail = |id: &str| {
+        rec.on(&format!("gatehouse/hardware/{id}/availability"))
+            .last()
+            .map(|m| m.text())
+    };
+    wait_for("both online on MQTT", Duration::from_secs(10), || {
+        avail(&a).as_deref() == Some("online") && avail(&b).as_deref() == Some("online")
+    })
+    .await;
+    let since = health(&a).await;
+    assert_eq!(since["connection_status"], "online", "{since}");
+
+    // NTP steps the clock a day forward. Reader B beats (the hardware monitor looks at every
+    // point then); reader A, silent for a moment, is still online: in REST and on MQTT.
+    w.h.clock.jump(chrono::Duration::days(1));
+    let b_state = format!("gatehouse/hardware/{b}/state");
+    let b_states = rec.on(&b_state).len();
+    let (st, res) = post(
+        format!("/api/access-control/points/{b}/heartbeat"),
+        json!({"sensor_status": "closed"}),
+    )
+    .await;
+    assert_eq!(st, StatusCode::OK, "{res}");
+    assert_eq!(res["data"]["isOnline"], true, "{res}");
+    wait_for("B's heartbeat on MQTT", Duration::from_secs(10), || {
+        rec.on(&b_state)[b_states..]
+            .iter()
+            .any(|m| m.json()["sensor_status"] == "closed")
+    })
+    .await;
+    let h = health(&a).await;
+    assert_eq!(h["connection_status"], "online", "after +1 day: {h}");
+    assert_eq!(avail(&a).as_deref(), Some("online"));
+    // B's heartbeat continued its online period: a step starts none.
+    let hb = health(&b).await;
+    assert_eq!(hb["isOnline"], true, "{hb}");
+    let (_, list) = w.get("/api/access-control/points", &viewer).await;
+    let changed = |id: &str| {
+        list["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["id"] == id)
+            .map(|p| p["lastStatusChange"].clone())
+            .unwrap()
+    };
+    assert!(
+        changed(&b)
+            .as_str()
+            .unwrap()
+            .parse::<DateTime<Utc>>()
+            .unwrap()
+            < Utc::now(),
+        "B's online period restarted at the stepped time: {}",
+        changed(&b)
+    );
+
+    // Then two days back (a day before the heartbeats' wall times), and 31 s pass without a
+    // heartbeat: both are offline after their 30 s, not a day and 30 s later.
+    w.h.clock.jump(-chrono::Duration::days(2));
+    w.h.clock.advance(Duration::from_secs(31));
+    for id in [&a, &b] {
+        let h = health(id).await;
+        assert_eq!(
+            h["connection_status"], "offline",
+            "{id} after −2 days, 31 s: {h}"
+        );
+    }
     w.stop().await;
 }
 

@@ -355,12 +355,13 @@ impl Store {
     }
 
     /// Record a heartbeat of hardware point `id`; `None` when there is no such hardware
-    /// point. `online_after`: a previous heartbeat older than this means it was offline.
+    /// point. `was_online`: whether it was online until now (the caller judges that on the
+    /// monotonic clock); if not, a new online period starts.
     pub fn hardware_heartbeat(
         &self,
         id: &str,
         h: &Heartbeat,
-        online_after: DateTime<Utc>,
+        was_online: bool,
         now: DateTime<Utc>,
     ) -> Result<Option<PointRow>> {
         self.with(|c| {
@@ -370,7 +371,7 @@ impl Store {
                     firmware = coalesce(?2, firmware),
                     battery_level = coalesce(?3, battery_level),
                     sensor_status = coalesce(?4, sensor_status),
-                    online_since = CASE WHEN last_heartbeat IS NULL OR last_heartbeat < ?5
+                    online_since = CASE WHEN last_heartbeat IS NULL OR NOT ?5
                                         THEN ?6 ELSE online_since END,
                     last_heartbeat = ?6
                  WHERE id = ?1 AND device_id IS NOT NULL",
@@ -379,7 +380,7 @@ impl Store {
                     h.firmware,
                     h.battery_level.map(i64::from),
                     h.sensor_status,
-                    ts(online_after),
+                    was_online,
                     ts(now)
                 ],
             )?;
@@ -467,21 +468,21 @@ mod tests {
             sensor_status: Some("closed".into()),
             ..Default::default()
         };
-        let p = s.hardware_heartbeat("hw-1", &h, t1, t1).unwrap().unwrap();
+        let p = s.hardware_heartbeat("hw-1", &h, true, t1).unwrap().unwrap();
         let hw = p.hw.unwrap();
         assert_eq!(hw.battery_level, Some(85));
         assert_eq!(hw.online_since, Some(t0), "still online since registering");
         // After a long silence the next heartbeat starts a new online period.
         let t2 = t("2026-01-26T12:00:00Z");
         let p = s
-            .hardware_heartbeat("hw-1", &Heartbeat::default(), t("2026-01-26T11:45:00Z"), t2)
+            .hardware_heartbeat("hw-1", &Heartbeat::default(), false, t2)
             .unwrap()
             .unwrap();
         let hw = p.hw.unwrap();
         assert_eq!(hw.online_since, Some(t2));
         assert_eq!(hw.battery_level, Some(85), "kept when not reported");
         assert!(
-            s.hardware_heartbeat("point-1", &h, t2, t2)
+            s.hardware_heartbeat("point-1", &h, true, t2)
                 .unwrap()
                 .is_none()
         );

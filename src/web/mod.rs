@@ -58,12 +58,12 @@ pub(crate) fn hardware_points(cfg: &Config, store: &Store) -> Vec<crate::model::
     if cfg.web.is_none() {
         return Vec::new();
     }
-    let now = chrono::Utc::now();
+    let at = access::points::At::now(&crate::clock::SystemClock, None);
     store
         .points()
         .unwrap_or_default()
         .iter()
-        .filter_map(|r| access::points::hardware_state(cfg, r, now))
+        .filter_map(|r| access::points::hardware_state(cfg, r, &at))
         .collect()
 }
 
@@ -88,10 +88,19 @@ pub(crate) struct Web {
     pub(crate) directory: crate::directory::Directory,
     /// Told when a hardware point changed (register, heartbeat, edit, delete).
     pub(crate) hardware: Arc<tokio::sync::Notify>,
+    /// Hardware heartbeats received, on the monotonic clock.
+    pub(crate) beats: access::points::Beats,
     pub(crate) emergency: crate::emergency::Emergency,
+    /// Wall and monotonic time (a test steps the wall clock).
+    pub(crate) clock: Arc<dyn crate::clock::Clock>,
 }
 
 impl Web {
+    /// Now, for judging hardware points' connections.
+    pub(crate) fn at(&self) -> access::points::At<'_> {
+        access::points::At::now(self.clock.as_ref(), Some(&self.beats))
+    }
+
     /// `web.rate_limits` now (reloaded live).
     pub(crate) fn rate_limits(&self) -> crate::config::RateLimits {
         self.config
@@ -116,6 +125,7 @@ pub struct Context {
     pub config: watch::Receiver<Arc<Config>>,
     pub directory: crate::directory::Directory,
     pub emergency: crate::emergency::Emergency,
+    pub clock: Arc<dyn crate::clock::Clock>,
 }
 
 /// Every error: `{"detail": "…"}` (seed 001 and seed 004).
@@ -624,7 +634,9 @@ pub async fn serve(
         cancel: cancel.clone(),
         directory: ctx.directory,
         hardware: Default::default(),
+        beats: Default::default(),
         emergency: ctx.emergency,
+        clock: ctx.clock,
     };
     tokio::spawn(access::hardware::monitor(w.clone(), cancel.clone()));
     let app = router(w);

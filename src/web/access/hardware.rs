@@ -15,7 +15,6 @@ use crate::web::{Detail, Web, detail};
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use chrono::Utc;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -185,7 +184,8 @@ pub(in crate::web) async fn register(
         capabilities: r.capabilities,
         site: cfg.first_site(),
     };
-    let now = Utc::now();
+    let at = w.at();
+    let now = at.wall;
     let online_after = now - super::points::offline_after(&cfg);
     let (row, created) = match w
         .store
@@ -196,8 +196,9 @@ pub(in crate::web) async fn register(
         Err(e) => return internal(&e),
     };
     tracing::info!(point = %row.id, device = %row.hw.as_ref().map(|h| h.device_id.as_str()).unwrap_or(""), created, "hardware device registered");
+    w.beats.record(&row.id, at.mono);
     w.hardware.notify_one();
-    let info = super::points::stored_info(&cfg, &row, now);
+    let info = super::points::stored_info(&cfg, &row, &w.at());
     axum::Json(RegisterAnswer {
         data: Registered {
             id: row.id.clone(),
@@ -306,6 +307,7 @@ pub(in crate::web) async fn heartbeat(
         }
         Err(e) => return internal(&e),
     };
+    let last = existing.hw.as_ref().and_then(|x| x.last_heartbeat);
     let registered = existing.hw.map(|x| x.device_id).unwrap_or_default();
     if let Some(d) = &h.device_id
         && d.trim() != registered
@@ -316,8 +318,9 @@ pub(in crate::web) async fn heartbeat(
         );
     }
     let cfg = w.config();
-    let now = Utc::now();
-    let online_after = now - super::points::offline_after(&cfg);
+    let at = w.at();
+    let now = at.wall;
+    let was_online = super::points::hw_online(&id, last, &cfg, &at);
     let beat = Heartbeat {
         firmware: h.firmware_version,
         battery_level: battery,
@@ -326,16 +329,21 @@ pub(in crate::web) async fn heartbeat(
     let key = id.clone();
     let row = match w
         .store
-        .run(move |s| s.hardware_heartbeat(&key, &beat, online_after, now))
+        .run(move |s| s.hardware_heartbeat(&key, &beat, was_online, now))
         .await
     {
         Ok(Some(r)) => r,
         Ok(None) => return detail(StatusCode::NOT_FOUND, format!("no hardware point {id:?}")),
         Err(e) => return internal(&e),
     };
+    w.beats.record(&row.id, at.mono);
     w.hardware.notify_one();
-    let online =
-        super::points::hw_online(row.hw.as_ref().and_then(|x| x.last_heartbeat), &cfg, now);
+    let online = super::points::hw_online(
+        &row.id,
+        row.hw.as_ref().and_then(|x| x.last_heartbeat),
+        &cfg,
+        &w.at(),
+    );
     axum::Json(HeartbeatAnswer {
         ok: true,
         point_id: row.id,
@@ -354,7 +362,6 @@ pub(in crate::web) async fn monitor(w: Web, cancel: CancellationToken) {
     let mut shown: BTreeMap<String, HardwarePoint> = BTreeMap::new();
     loop {
         let cfg = w.config();
-        let now = Utc::now();
         let rows = match w.store.run(|s| s.points()).await {
             Ok(r) => r,
             Err(e) => {
@@ -364,17 +371,20 @@ pub(in crate::web) async fn monitor(w: Web, cancel: CancellationToken) {
         };
         let mut seen = std::collections::BTreeSet::new();
         // The next moment an online point goes offline without a heartbeat.
-        let mut next: Option<chrono::DateTime<Utc>> = None;
+        // (On the monotonic clock: a heartbeat's age, see `points::Beats`.)
+        let at = w.at();
+        let mut next: Option<Duration> = None;
         for r in &rows {
-            let Some(p) = hardware_state(&cfg, r, now) else {
+            let Some(p) = hardware_state(&cfg, r, &at) else {
                 continue;
             };
             seen.insert(p.id.clone());
             if p.online
-                && let Some(t) = p.last_heartbeat
+                && let Some(left) = at
+                    .age(&p.id, p.last_heartbeat)
+                    .and_then(|a| (super::points::offline_after(&cfg) - a).to_std().ok())
             {
-                let off = t + super::points::offline_after(&cfg);
-                next = Some(next.map_or(off, |n| n.min(off)));
+                next = Some(next.map_or(left, |n| n.min(left)));
             }
             if shown.get(&p.id) != Some(&p) {
                 if shown.get(&p.id).is_some_and(|s| s.online && !p.online) {
@@ -398,7 +408,7 @@ pub(in crate::web) async fn monitor(w: Web, cancel: CancellationToken) {
         // Wake at the next offline moment (a little after, so the heartbeat is old enough),
         // at a change, or once a minute (a config reload may change offline_after).
         let wait = next
-            .map(|n| (n - now).to_std().unwrap_or_default() + Duration::from_millis(20))
+            .map(|n| n + Duration::from_millis(20))
             .unwrap_or(Duration::from_secs(60))
             .min(Duration::from_secs(60));
         tokio::select! {

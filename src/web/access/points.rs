@@ -7,6 +7,7 @@
 //! refuses door commands.
 
 use super::{ListQuery, Page, Pagination, Target, check_site, find, internal, iso, net2_id};
+use crate::clock::Clock;
 use crate::config::{Config, DoorMode, Role};
 use crate::directory::DirectoryDoor;
 use crate::model::HardwarePoint;
@@ -18,7 +19,9 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use tokio::time::Instant;
 
 /// `active | maintenance | disabled`.
 #[derive(Serialize, Deserialize, utoipa::ToSchema, Debug, Clone, Copy, PartialEq, Eq)]
@@ -190,10 +193,60 @@ fn site_name(cfg: &Config, site: &str) -> Option<String> {
         .map(|s| s.name.unwrap_or(s.id))
 }
 
+/// Heartbeats this process received, by point id, on the monotonic clock.
+///
+/// A Raspberry Pi has no real-time clock: NTP may step the wall clock by hours or days while
+/// the daemon runs. Judged by wall time, a step forward would take every access point offline
+/// until its next heartbeat, and a step back would keep a dead one online for as long as the
+/// step. A heartbeat received here is judged by how long ago it came; only one stored before
+/// a restart is judged by its wall time.
+#[derive(Clone, Default)]
+pub(crate) struct Beats(Arc<Mutex<HashMap<String, Instant>>>);
+
+impl Beats {
+    pub(crate) fn record(&self, id: &str, at: Instant) {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id.to_string(), at);
+    }
+
+    fn age(&self, id: &str, now: Instant) -> Option<std::time::Duration> {
+        let m = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        m.get(id).map(|t| now.saturating_duration_since(*t))
+    }
+}
+
+/// The moment a hardware point's connection is judged at.
+#[derive(Clone, Copy)]
+pub(crate) struct At<'a> {
+    pub(crate) wall: DateTime<Utc>,
+    pub(crate) mono: Instant,
+    /// None: only stored heartbeats (before the web server runs).
+    pub(crate) beats: Option<&'a Beats>,
+}
+
+impl<'a> At<'a> {
+    pub(crate) fn now(clock: &dyn Clock, beats: Option<&'a Beats>) -> At<'a> {
+        At {
+            wall: clock.now(),
+            mono: clock.mono(),
+            beats,
+        }
+    }
+
+    /// How long ago point `id`'s last heartbeat (stored as `last`) came.
+    pub(crate) fn age(&self, id: &str, last: Option<DateTime<Utc>>) -> Option<chrono::Duration> {
+        match self.beats.and_then(|b| b.age(id, self.mono)) {
+            Some(a) => chrono::Duration::from_std(a).ok(),
+            None => last.map(|t| self.wall.signed_duration_since(t)),
+        }
+    }
+}
+
 /// Whether a hardware device's last heartbeat is recent enough.
-pub(crate) fn hw_online(last: Option<DateTime<Utc>>, cfg: &Config, now: DateTime<Utc>) -> bool {
-    let after = offline_after(cfg);
-    last.is_some_and(|t| now.signed_duration_since(t) < after)
+pub(crate) fn hw_online(id: &str, last: Option<DateTime<Utc>>, cfg: &Config, at: &At) -> bool {
+    at.age(id, last).is_some_and(|a| a < offline_after(cfg))
 }
 
 pub(crate) fn offline_after(cfg: &Config) -> chrono::Duration {
@@ -206,7 +259,7 @@ pub(crate) fn offline_after(cfg: &Config) -> chrono::Duration {
 }
 
 /// A point made here or a hardware device.
-pub(crate) fn stored_info(cfg: &Config, r: &PointRow, now: DateTime<Utc>) -> Info {
+pub(crate) fn stored_info(cfg: &Config, r: &PointRow, at: &At) -> Info {
     let site = r.site.clone().unwrap_or_else(|| cfg.first_site());
     let status = r
         .status
@@ -216,7 +269,7 @@ pub(crate) fn stored_info(cfg: &Config, r: &PointRow, now: DateTime<Utc>) -> Inf
     let name = r.name.clone().unwrap_or_else(|| r.id.clone());
     let (connection, hw_change) = match &r.hw {
         Some(h) => {
-            let online = hw_online(h.last_heartbeat, cfg, now);
+            let online = hw_online(&r.id, h.last_heartbeat, cfg, at);
             let change = if online {
                 h.online_since
             } else {
@@ -259,17 +312,13 @@ pub(crate) fn stored_info(cfg: &Config, r: &PointRow, now: DateTime<Utc>) -> Inf
 }
 
 /// What MQTT shows of a hardware point.
-pub(crate) fn hardware_state(
-    cfg: &Config,
-    r: &PointRow,
-    now: DateTime<Utc>,
-) -> Option<HardwarePoint> {
+pub(crate) fn hardware_state(cfg: &Config, r: &PointRow, at: &At) -> Option<HardwarePoint> {
     let h = r.hw.as_ref()?;
     Some(HardwarePoint {
         id: r.id.clone(),
         name: r.name.clone().unwrap_or_else(|| r.id.clone()),
         device_id: h.device_id.clone(),
-        online: hw_online(h.last_heartbeat, cfg, now),
+        online: hw_online(&r.id, h.last_heartbeat, cfg, at),
         last_heartbeat: h.last_heartbeat,
         firmware_version: h.firmware.clone(),
         vendor: h.vendor.clone(),
@@ -288,7 +337,7 @@ pub(crate) async fn all(w: &Web) -> Result<Vec<Info>, Response> {
     let cfg = w.config();
     let snap = w.directory.snapshot();
     let net2_online = w.bus.health("net2").is_none_or(|h| h.online);
-    let now = Utc::now();
+    let at = w.at();
     let by_id: BTreeMap<&str, &PointRow> = rows.iter().map(|r| (r.id.as_str(), r)).collect();
     let mut out: Vec<Info> = snap
         .doors
@@ -307,7 +356,7 @@ pub(crate) async fn all(w: &Web) -> Result<Vec<Info>, Response> {
     out.extend(
         rows.iter()
             .filter(|r| r.kind != Some(PointKind::Net2))
-            .map(|r| stored_info(&cfg, r, now)),
+            .map(|r| stored_info(&cfg, r, &at)),
     );
     Ok(out)
 }
@@ -529,7 +578,7 @@ pub(in crate::web) async fn create(
         Err(e) => return internal(&e),
     };
     tracing::info!(point = %row.id, user = %caller.name, "access point created");
-    let info = stored_info(&w.config(), &row, Utc::now());
+    let info = stored_info(&w.config(), &row, &w.at());
     (
         StatusCode::CREATED,
         axum::Json(PointAnswer {
@@ -604,7 +653,7 @@ pub(in crate::web) async fn edit(
             if row.hw.is_some() {
                 w.hardware.notify_one();
             }
-            stored_info(&cfg, &row, Utc::now())
+            stored_info(&cfg, &row, &w.at())
         }
     };
     axum::Json(PointAnswer {

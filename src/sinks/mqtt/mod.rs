@@ -509,9 +509,14 @@ impl Sink {
             )],
             Message::WifiSessions { sessions, at, .. } => {
                 let cfg = self.cfg_rx.borrow().clone();
-                let (mut out, changed) =
-                    self.wifi
-                        .on_sessions(sessions, *at, &cfg, &self.topics, &self.store);
+                let (mut out, changed) = self.wifi.on_sessions(
+                    sessions,
+                    *at,
+                    Instant::now(),
+                    &cfg,
+                    &self.topics,
+                    &self.store,
+                );
                 if changed {
                     out.extend(self.discovery_changes());
                 }

@@ -22,6 +22,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use std::collections::{BTreeMap, BTreeSet};
+use tokio::time::Instant;
 
 const STATE_KEY: &str = "mqtt.wifi_known";
 /// The GATE device's key (its identifier is `Identity::id` of it: per site).
@@ -44,7 +45,34 @@ pub fn key(s: &str) -> String {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 struct Seen {
     name: String,
+    /// Wall time: kept across restarts.
     last_seen: DateTime<Utc>,
+    /// Its age on the monotonic clock: (a moment, how long ago it was seen then). Set when
+    /// seen by this process, or from `last_seen` the first time a list comes after a restart;
+    /// from then on an NTP step of the wall clock (a Pi has no real-time clock) neither forgets
+    /// a place at once nor keeps one for as long as the step.
+    #[serde(skip)]
+    age: Option<(Instant, std::time::Duration)>,
+}
+
+impl Seen {
+    fn new(name: String, at: DateTime<Utc>, mono: Instant) -> Seen {
+        Seen {
+            name,
+            last_seen: at,
+            age: Some((mono, std::time::Duration::ZERO)),
+        }
+    }
+
+    /// How long ago it was seen, at `mono` (`at` on the wall clock).
+    fn age(&mut self, at: DateTime<Utc>, mono: Instant) -> std::time::Duration {
+        let (then, age) = *self.age.get_or_insert_with(|| {
+            // Before a restart: by the wall clock, once (a clock not yet set reads as "just
+            // now": the place is kept a whole `forget_after` more, never forgotten early).
+            (mono, (at - self.last_seen).to_std().unwrap_or_default())
+        });
+        age + mono.saturating_duration_since(then)
+    }
 }
 
 #[derive(Serialize, Deserialize, Default, Debug, PartialEq)]
@@ -155,10 +183,12 @@ impl Wifi {
 
     /// A new complete list of active sessions. Returns what to publish and whether the
     /// entities changed (discovery must be redone).
+    /// `at`: when the list was read (wall clock), `mono`: the same moment on the monotonic clock.
     pub fn on_sessions(
         &mut self,
         sessions: &[WifiSession],
         at: DateTime<Utc>,
+        mono: Instant,
         cfg: &Config,
         topics: &Topics,
         store: &Store,
@@ -186,13 +216,7 @@ impl Wifi {
                 let new = self
                     .known
                     .users
-                    .insert(
-                        uk.clone(),
-                        Seen {
-                            name: uname,
-                            last_seen: at,
-                        },
-                    )
+                    .insert(uk.clone(), Seen::new(uname, at, mono))
                     .is_none();
                 changed |= new;
             }
@@ -209,26 +233,20 @@ impl Wifi {
                 let p = places.entry(k.clone()).or_default();
                 p.devices += 1;
                 p.users.insert(uk.clone());
-                let before = known.insert(
-                    k,
-                    Seen {
-                        name: name.clone(),
-                        last_seen: at,
-                    },
-                );
+                let before = known.insert(k, Seen::new(name.clone(), at, mono));
                 // A renamed place (same key) changes its entity's name too.
                 changed |= before.is_none_or(|b| b.name != *name);
             }
         }
         // Places (and users in `all` mode) without a session for `forget_after` go away.
-        let horizon = at - chrono::Duration::from_std(g.forget_after.get()).unwrap_or_default();
+        let forget = g.forget_after.get();
         for m in [
             &mut self.known.users,
             &mut self.known.locations,
             &mut self.known.access_points,
         ] {
             let before = m.len();
-            m.retain(|_, s| s.last_seen >= horizon);
+            m.retain(|_, s| s.age(at, mono) <= forget);
             changed |= m.len() != before;
         }
         let mut out = self.states(cfg, topics);
@@ -504,6 +522,7 @@ mod tests {
         let (_, changed) = w.on_sessions(
             &[session("guest-1", "AP-1"), session("guest-2", "AP-2")],
             Utc::now(),
+            Instant::now(),
             &cfg,
             &topics,
             &store,
@@ -539,6 +558,66 @@ mod tests {
             .filter(|e| e.object_id.starts_with("gate_user_"))
             .map(|e| e.object_id)
             .collect()
+    }
+
+    /// `forget_after` on the monotonic clock: NTP stepping a Pi's wall clock neither forgets
+    /// a place at once (its Home Assistant entity, with the user's area and name, deleted)
+    /// nor keeps one for as long as the step.
+    #[test]
+    fn a_stepped_wall_clock_neither_forgets_a_place_early_nor_keeps_it_late() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("g.db")).unwrap();
+        let cfg = crate::config::load_str(
+            "version: 1\nsources:\n  gate:\n    url: http://127.0.0.1:9\n    token: t\n    user_entities: none\n    forget_after: 1d\n",
+            &|_| None,
+        )
+        .unwrap();
+        let topics = Topics {
+            base: "gatehouse".into(),
+            prefix: "homeassistant".into(),
+        };
+        let aps = |w: &Wifi| -> Vec<String> {
+            w.entities(&cfg, &topics, &Identity::default())
+                .into_iter()
+                .filter(|e| e.object_id.starts_with("gate_ap_"))
+                .map(|e| e.object_id)
+                .collect()
+        };
+        let (t0, m0) = (Utc::now(), Instant::now());
+        let day = std::time::Duration::from_secs(86_400);
+        let mut w = Wifi::load(&store);
+        w.on_sessions(&[session("anna", "AP-1")], t0, m0, &cfg, &topics, &store);
+        assert_eq!(aps(&w), ["gate_ap_ap_1"]);
+        // A minute later the session ended, and NTP stepped the clock 400 days forward.
+        let step = chrono::Duration::days(400);
+        let m1 = m0 + std::time::Duration::from_secs(60);
+        let (_, changed) = w.on_sessions(&[], t0 + step, m1, &cfg, &topics, &store);
+        assert!(!changed);
+        assert_eq!(aps(&w), ["gate_ap_ap_1"], "forgotten on a step forward");
+        // Then back, two days before it started; a day and a second pass without a session.
+        let m2 = m0 + day + std::time::Duration::from_secs(1);
+        let t2 = t0 - chrono::Duration::days(2);
+        let (_, changed) = w.on_sessions(&[], t2, m2, &cfg, &topics, &store);
+        assert!(changed);
+        assert!(aps(&w).is_empty(), "kept for the step back");
+
+        // After a restart, a place from before is judged once by the wall clock: a Pi booting
+        // at 1970 keeps it (a whole `forget_after` more), a clock two days on forgets it.
+        w.on_sessions(&[session("anna", "AP-1")], t0, m0, &cfg, &topics, &store);
+        let mut w = Wifi::load(&store);
+        let epoch = chrono::DateTime::UNIX_EPOCH;
+        w.on_sessions(&[], epoch, m0, &cfg, &topics, &store);
+        assert_eq!(aps(&w), ["gate_ap_ap_1"], "forgotten at a boot in 1970");
+        let mut w = Wifi::load(&store);
+        w.on_sessions(
+            &[],
+            t0 + chrono::Duration::days(2),
+            m0,
+            &cfg,
+            &topics,
+            &store,
+        );
+        assert!(aps(&w).is_empty(), "kept after two days away");
     }
 
     #[test]

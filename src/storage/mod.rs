@@ -464,10 +464,13 @@ impl Store {
     pub fn take_fresh(&self, after: i64) -> Option<Vec<OutboxEvent>> {
         let mut q = self.fresh.lock().ok()?;
         if std::mem::take(&mut q.overflowed) {
-            q.rows.clear();
+            q.rows = Default::default();
             return None;
         }
-        Some(q.rows.drain(..).filter(|r| r.seq > after).collect())
+        // Taken whole: a burst's buffer goes with the rows instead of staying allocated.
+        let rows = std::mem::take(&mut q.rows);
+        drop(q);
+        Some(rows.into_iter().filter(|r| r.seq > after).collect())
     }
 
     /// Queue new events for MQTT from now on (set before any source starts).

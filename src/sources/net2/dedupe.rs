@@ -77,6 +77,14 @@ fn split(fp: &str, event_id: &str) -> Option<Key> {
     })
 }
 
+/// Shrink a queue that holds a quarter of its room or less (amortised: it halves at most
+/// when it has emptied by three quarters).
+fn fit<T>(q: &mut VecDeque<T>) {
+    if q.capacity() > 4 * q.len() + 64 {
+        q.shrink_to(2 * q.len());
+    }
+}
+
 /// Take the oldest unpaired copy of `k` at most `within` away from it.
 fn take_within(q: &mut VecDeque<Key>, k: &Key, within: chrono::Duration) -> Option<Key> {
     let i = q
@@ -213,6 +221,15 @@ impl Deduper {
             if let Some((_, id)) = self.id_order.pop_front() {
                 self.ids.remove(&id);
             }
+        }
+        // A burst grows these to thousands of entries for a while (until the REST poll
+        // pairs the live copies); give the room back when they empty again (issue 18: memory
+        // after 100,000 events).
+        fit(&mut self.live);
+        fit(&mut self.rest);
+        fit(&mut self.id_order);
+        if self.ids.capacity() > 4 * self.ids.len() + 64 {
+            self.ids.shrink_to(2 * self.ids.len());
         }
     }
 
@@ -375,6 +392,50 @@ mod tests {
                 event_id: "net2:fp:x".into(),
                 source_id: 9
             }
+        );
+    }
+
+    #[test]
+    fn a_paired_burst_gives_its_room_back() {
+        let mut d = Deduper::default();
+        let base =
+            NaiveDateTime::parse_from_str("2026-01-05T00:00:00", "%Y-%m-%dT%H:%M:%S").unwrap();
+        let fps: Vec<String> = (0..20_000)
+            .map(|i| {
+                let t = base + chrono::Duration::seconds(i / 50);
+                format!("{}|20|{i}|1", t.format("%Y-%m-%dT%H:%M:%S"))
+            })
+            .collect();
+        for (i, f) in fps.iter().enumerate() {
+            assert_eq!(d.admit_live(f, &format!("live-{i}")), Admit::New);
+        }
+        let grown = d.live.capacity();
+        assert!(grown >= 20_000);
+        // The REST poll brings the copies, a page at a time: every live copy pairs.
+        for (n, page) in fps.chunks(500).enumerate() {
+            let page: Vec<(Option<i64>, &str, String)> = page
+                .iter()
+                .enumerate()
+                .map(|(i, f)| {
+                    (
+                        Some((n * 500 + i) as i64),
+                        f.as_str(),
+                        format!("net2:{n}-{i}"),
+                    )
+                })
+                .collect();
+            let page: Vec<_> = page.iter().map(|(a, b, c)| (*a, *b, c.as_str())).collect();
+            assert!(
+                d.admit_rest_page(&page)
+                    .iter()
+                    .all(|a| matches!(a, Admit::Paired { .. }))
+            );
+        }
+        assert!(d.live.is_empty());
+        assert!(
+            d.live.capacity() <= 64,
+            "{} of {grown} kept",
+            d.live.capacity()
         );
     }
 

@@ -5,9 +5,10 @@
 # before/after comparison sees the same load in the same run). Each simulator is its own
 # process (`gatehouse sim …`): a daemon's RSS is its own.
 #
-#  1. idle IDLE seconds (the Net2 simulator logs an event every 30 s), then VmRSS, RssAnon,
-#     RssFile, VmHWM and threads of each daemon, and its wake-ups: context switches summed
-#     over its threads (/proc/PID/task/*/status) across the next 60 s;
+#  1. idle IDLE seconds (the Net2 simulator logs an event every EVERY s, default 30; EVERY=0:
+#     none, nothing happens but the devices' own keep-alives), then VmRSS, RssAnon,
+#     RssFile, VmHWM and threads of each daemon, and its wake-ups: voluntary context switches
+#     summed over its threads (/proc/PID/task/*/status) across the next 60 s;
 #  2. EVENTS events driven through the simulators (half Net2 random scenarios, half NVR
 #     alerts across its 16 channels, RATE per second each), then the same figures once the
 #     daemons have stored them, and again after 60 s more idle.
@@ -37,7 +38,7 @@ field() { sed -n "s/^$2: //p" "$1"; }
 
 # Simulators, each reading `burst N RATE` lines from a fifo.
 mkfifo "$dir/net2.in" "$dir/nvr.in"
-"$sim" sim net2 --every 30 <"$dir/net2.in" >"$dir/net2.out" 2>/dev/null &
+"$sim" sim net2 --every "${EVERY:-30}" <"$dir/net2.in" >"$dir/net2.out" 2>/dev/null &
 exec 3>"$dir/net2.in"
 "$sim" sim hikvision --nvr --channels 16 <"$dir/nvr.in" >"$dir/nvr.out" 2>/dev/null &
 exec 4>"$dir/nvr.in"
@@ -78,7 +79,9 @@ EOC
 done
 
 status() { awk '/^(VmRSS|RssAnon|RssFile|VmHWM|Threads)/ {printf "%s %s  ", $1, $2}' "/proc/$1/status"; }
-ctxt() { cat /proc/"$1"/task/*/status 2>/dev/null | awk '/ctxt_switches/ {n += $2} END {print n}'; }
+# Wake-ups: voluntary context switches (a thread blocked and was woken); preemptions by other
+# processes on a busy machine are not the daemon waking up.
+ctxt() { cat /proc/"$1"/task/*/status 2>/dev/null | awk '/^voluntary_ctxt_switches/ {n += $2} END {print n}'; }
 stored() { sqlite3 "$dir/d$1.db" 'select count(*) from events' 2>/dev/null || echo '?'; }
 threads() { awk '/^Threads/ {print $2}' "/proc/$1/status"; }
 report() { # $1 label

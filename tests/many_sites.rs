@@ -327,6 +327,10 @@ async fn two_sites_bridged_to_one_home_assistant() {
         2,
         "one Net2 server device per site: {servers:#?}"
     );
+    assert_ne!(
+        servers[0]["name"], servers[1]["name"],
+        "two devices of the same name in HA: {servers:#?}"
+    );
     // States came through the bridges: each site's lock is known in HA.
     for (ids, base) in [(&ids_a, BASE_A), (&ids_b, BASE_B)] {
         let lock = ids

@@ -47,6 +47,17 @@ impl Identity {
         &self.instance
     }
 
+    /// A site-wide device's name (the Net2 server, People, GATE): as given for the default
+    /// instance, else followed by the instance, so two sites on one Home Assistant do not
+    /// show two devices of the same name (and entity ids suffixed `_2`).
+    pub fn device_name(&self, name: &str) -> String {
+        if self.instance == crate::config::DEFAULT_INSTANCE {
+            name.to_string()
+        } else {
+            format!("{name} ({})", self.instance)
+        }
+    }
+
     /// The discovery node id (`homeassistant/<component>/<node>/<object>/config`).
     pub fn node(&self) -> &str {
         &self.prefix
@@ -325,7 +336,7 @@ pub fn configs(ctx: &Context) -> Vec<Entity> {
     let server_id = ident.server();
     let server = Device {
         identifiers: vec![server_id.clone()],
-        name: "Net2 server".into(),
+        name: ident.device_name("Net2 server"),
         manufacturer: "Paxton".into(),
         model: "Net2 (via gatehouse)".into(),
         via_device: None,
@@ -1038,7 +1049,7 @@ pub fn configs(ctx: &Context) -> Vec<Entity> {
         let people_id = ident.id("people");
         let dev = Device {
             identifiers: vec![people_id.clone()],
-            name: "People".into(),
+            name: ident.device_name("People"),
             manufacturer: "gatehouse".into(),
             model: "Presence (via gatehouse)".into(),
             via_device: None,

@@ -348,7 +348,7 @@ impl Wifi {
         let device_id = identity.id(DEVICE_KEY);
         let dev = Device {
             identifiers: vec![device_id.clone()],
-            name: "Wi-Fi (GATE)".into(),
+            name: identity.device_name("Wi-Fi (GATE)"),
             manufacturer: "Zequenze".into(),
             model: "GATE (via gatehouse)".into(),
             via_device: None,

@@ -76,18 +76,6 @@ fn load(path: &Path) -> Result<Config> {
         .map_err(|e| Error::new(ErrorKind::Config, format!("{}: {e}", path.display())))
 }
 
-/// A minute after start (sources connected, first backfills done), drop the start-up code's
-/// pages from the RSS ([`crate::footprint`]).
-async fn page_out_startup_code() {
-    tokio::time::sleep(std::time::Duration::from_secs(60)).await;
-    match crate::footprint::page_out_executable() {
-        Ok(n) => tracing::debug!(bytes = n, "start-up code paged out"),
-        Err(e) => {
-            tracing::debug!(error = %e, "start-up code not paged out (kernel older than 5.4?)")
-        }
-    }
-}
-
 pub async fn dispatch(a: Action) -> Result<()> {
     match a {
         Action::Run { config, log_format } => {
@@ -95,7 +83,6 @@ pub async fn dispatch(a: Action) -> Result<()> {
             let log = crate::logging::init(log_format.unwrap_or(cfg.log.format), &cfg.log.level);
             let app = App::start(cfg, Some(config), Some(log)).await?;
             notify_ready();
-            tokio::spawn(page_out_startup_code());
             run_until_signal(app).await;
             Ok(())
         }

@@ -38,7 +38,6 @@ pub mod config;
 pub mod directory;
 pub mod emergency;
 pub mod error;
-pub mod footprint;
 pub mod logging;
 pub mod media;
 pub mod model;

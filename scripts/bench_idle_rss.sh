@@ -18,6 +18,7 @@
 #   BIN; it needs `gatehouse sim hikvision`, i.e. a build with the `sim` feature). RATE=500.
 #   WRAP: a profiler to run the daemons under (e.g. WRAP="heaptrack -o /tmp/ht"; the figures
 #   are then the profiler's process). KEEP=1 keeps the temporary directory (logs, databases).
+#   LATER=S: the figures once more S seconds after the last report.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 idle=${1:-600}
@@ -115,3 +116,9 @@ for i in "${!pids[@]}"; do
   echo "after $events events: ${bins[$i]}: $(status "${pids[$i]}") events stored $(stored "$i")"
 done
 report "after $events events + 60 s"
+# LATER: once more, LATER seconds on (the Net2 safety poll, every 300 s, pairs the live events'
+# REST copies: the dedupe state of a burst is released then).
+if [ -n "${LATER:-}" ]; then
+  sleep "$LATER"
+  report "after $events events + $((LATER + 135)) s"
+fi

@@ -230,6 +230,10 @@ pub struct WebConfig {
     pub hardware_offline_after: HumanDuration,
     /// Requests a minute (seed 001's limits by default); reloaded live.
     pub rate_limits: RateLimits,
+    /// A client must send a request's line and headers within this long, else its
+    /// connection is closed: a client that never finishes (slowloris) does not hold a
+    /// connection and its task forever. 100ms to 10m. (restart)
+    pub header_read_timeout: HumanDuration,
 }
 
 /// Requests a minute per user, per hardware device, and per user on emergency routes.
@@ -306,6 +310,7 @@ impl Default for WebConfig {
             hardware_key_file: None,
             rate_limits: RateLimits::default(),
             hardware_offline_after: HumanDuration::secs(15 * 60),
+            header_read_timeout: HumanDuration::secs(30),
         }
     }
 }

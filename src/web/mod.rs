@@ -648,16 +648,79 @@ pub async fn serve(
         signer.set_base(&format!("http://{addr}"));
     }
     tracing::info!(%addr, "web server listening");
-    tokio::spawn(async move {
-        let r = axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(async move { cancel.cancelled().await })
-        .await;
-        if let Err(e) = r {
-            tracing::error!(error = %e, "web server failed");
-        }
-    });
+    tokio::spawn(accept_loop(
+        listener,
+        app,
+        cfg.header_read_timeout.get(),
+        cancel,
+    ));
     Ok(addr)
+}
+
+/// Accept connections until `cancel`, each served over HTTP/1.1 (WebSocket upgrades included)
+/// with the client's address for [`axum::extract::ConnectInfo`]. A client has
+/// `header_timeout` to send its request line and headers (`web.header_read_timeout`):
+/// `axum::serve` sets no timer, so hyper's header timeout never ran and a client that opened
+/// a connection and never finished its headers held it, and its task, forever. At `cancel`
+/// the server stops accepting and each connection ends after its current answer.
+async fn accept_loop(
+    listener: tokio::net::TcpListener,
+    app: axum::Router,
+    header_timeout: std::time::Duration,
+    cancel: CancellationToken,
+) {
+    use hyper::service::Service as _;
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(header_timeout);
+    loop {
+        let (tcp, peer) = tokio::select! {
+            _ = cancel.cancelled() => break,
+            r = listener.accept() => match r {
+                Ok(c) => c,
+                // The client gave up before we got to it.
+                Err(e) if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::ConnectionAborted | std::io::ErrorKind::ConnectionReset
+                ) => continue,
+                // Out of file descriptors and the like: wait for some to close.
+                Err(e) => {
+                    tracing::error!(error = %e, "web server: unable to accept a connection");
+                    tokio::select! {
+                        _ = cancel.cancelled() => break,
+                        _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => continue,
+                    }
+                }
+            },
+        };
+        let tower = hyper_util::service::TowerToHyperService::new(app.clone());
+        let svc = hyper::service::service_fn(move |mut req: Request<hyper::body::Incoming>| {
+            req.extensions_mut()
+                .insert(axum::extract::ConnectInfo(peer));
+            tower.call(req)
+        });
+        let conn = http
+            .serve_connection(hyper_util::rt::TokioIo::new(tcp), svc)
+            .with_upgrades();
+        let cancel = cancel.clone();
+        tokio::spawn(async move {
+            let mut conn = std::pin::pin!(conn);
+            let r = tokio::select! {
+                r = conn.as_mut() => r,
+                _ = cancel.cancelled() => {
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+            };
+            match r {
+                Err(e) if e.is_timeout() => tracing::info!(
+                    %peer,
+                    timeout = ?header_timeout,
+                    "web client closed: it did not send its request headers in time (web.header_read_timeout)"
+                ),
+                Err(e) => tracing::debug!(%peer, error = %e, "web connection ended"),
+                Ok(()) => {}
+            }
+        });
+    }
 }

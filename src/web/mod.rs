@@ -171,6 +171,35 @@ pub(crate) fn detail(code: StatusCode, msg: impl Into<String>) -> Response {
     (code, axum::Json(json!({ "detail": msg.into() }))).into_response()
 }
 
+/// A secret in a JSON body (a password, a door code): a string, or a number as its digits.
+/// Never serde's type error, which quotes the value ("invalid type: integer `123456`"):
+/// axum answers a rejected body with that text and logs it (`axum::rejection`, trace).
+pub(crate) mod secret_text {
+    use serde::de::{Deserialize, Deserializer, Error};
+
+    fn text(v: serde_json::Value) -> Option<String> {
+        match v {
+            serde_json::Value::String(s) => Some(s),
+            serde_json::Value::Number(n) => Some(n.to_string()),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn required<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+        text(serde_json::Value::deserialize(d)?)
+            .ok_or_else(|| D::Error::custom("expected a string (a secret: its value is not shown)"))
+    }
+
+    pub(crate) fn optional<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+        match serde_json::Value::deserialize(d)? {
+            serde_json::Value::Null => Ok(None),
+            v => text(v).map(Some).ok_or_else(|| {
+                D::Error::custom("expected a string (a secret: its value is not shown)")
+            }),
+        }
+    }
+}
+
 /// Who is asking, from the request's token (set by [`authenticate`] on every protected route).
 #[derive(Debug, Clone)]
 pub(crate) struct Caller {

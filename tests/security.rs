@@ -561,7 +561,12 @@ async fn closed_within(s: &mut tokio::net::TcpStream, limit: Duration) -> Option
 async fn slow_clients_are_cut_off_and_do_not_starve_others() {
     // Regression: `axum::serve` set no timer, so hyper's header read timeout never ran and a
     // client that never finished its headers held its connection forever.
-    let w = WebHarness::start(SimConfig::default(), "  header_read_timeout: 500ms\n", "").await;
+    let w = WebHarness::start(
+        SimConfig::default(),
+        "  header_read_timeout: 500ms\n  body_read_timeout: 500ms\n",
+        "",
+    )
+    .await;
     let addr = w.base.strip_prefix("http://").unwrap().to_string();
     // 200 connections that send half a request line and stop (slowloris).
     let mut idle = Vec::new();
@@ -608,27 +613,72 @@ async fn slow_clients_are_cut_off_and_do_not_starve_others() {
     closed_within(&mut dribble, Duration::from_secs(10))
         .await
         .expect("the dribbling connection is closed");
-    // A client that finishes in time is answered; keep-alive still works.
+    // A client that finishes in time is answered.
     let (st, body) = raw(&w.base, "GET", "/healthz", "").await;
     assert_eq!((st, body.as_str()), (200, "ok"));
+    // A kept-alive connection that goes quiet after its answer is closed too (the next head
+    // is late), after the answer was read in full.
+    let mut kept = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    kept.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 512];
+    while !got.ends_with(b"ok") {
+        let n = kept.read(&mut buf).await.unwrap();
+        assert!(n > 0, "answered before closing");
+        got.extend_from_slice(&buf[..n]);
+    }
+    let took = closed_within(&mut kept, Duration::from_secs(10))
+        .await
+        .expect("an idle kept-alive connection is closed");
+    eprintln!("slow clients: an idle kept-alive connection closed after {took:?}");
+    // Headers on time, then a body that stops short: answered and closed, not held.
+    let token = w.login("ada").await;
+    let mut body = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    body.write_all(
+        format!(
+            "POST /api/access-control/audit HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{{\"action\":"
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let start = tokio::time::Instant::now();
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), body.read_to_end(&mut answer)).await;
+    let took = start.elapsed();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(
+        answer.starts_with("HTTP/1.1 408"),
+        "a body that stops short is answered 408 and closed: {answer:?} after {took:?}"
+    );
+    assert!(answer.contains("detail"), "{answer}");
+    eprintln!("slow clients: a body that stopped short was answered 408 after {took:?}");
+    assert_eq!(
+        w.get("/api/access-control/points", &token).await.0,
+        StatusCode::OK
+    );
     w.stop().await;
 }
 
 #[test]
-fn header_read_timeout_is_checked() {
-    for (v, ok) in [
-        ("50ms", false),
-        ("100ms", true),
-        ("30s", true),
-        ("11m", false),
-    ] {
-        let text = format!(
-            "version: 1\nsources:\n  net2:\n    url: http://127.0.0.1:1\n    username: u\n    password: p\n    client_id: c\nweb:\n  auth: none\n  header_read_timeout: {v}\n"
-        );
-        let r = gatehouse::config::load_str(&text, &|_| None);
-        assert_eq!(r.is_ok(), ok, "{v}: {:?}", r.err());
-        if let Err(e) = r {
-            assert!(e.to_string().contains("web.header_read_timeout"), "{e}");
+fn web_timeouts_are_checked() {
+    for key in ["header_read_timeout", "body_read_timeout"] {
+        for (v, ok) in [
+            ("50ms", false),
+            ("100ms", true),
+            ("30s", true),
+            ("11m", false),
+        ] {
+            let text = format!(
+                "version: 1\nsources:\n  net2:\n    url: http://127.0.0.1:1\n    username: u\n    password: p\n    client_id: c\nweb:\n  auth: none\n  {key}: {v}\n"
+            );
+            let r = gatehouse::config::load_str(&text, &|_| None);
+            assert_eq!(r.is_ok(), ok, "{key} {v}: {:?}", r.err());
+            if let Err(e) = r {
+                assert!(e.to_string().contains(&format!("web.{key}")), "{e}");
+            }
         }
     }
 }

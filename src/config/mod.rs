@@ -234,6 +234,10 @@ pub struct WebConfig {
     /// connection is closed: a client that never finishes (slowloris) does not hold a
     /// connection and its task forever. 100ms to 10m. (restart)
     pub header_read_timeout: HumanDuration,
+    /// A request's body must arrive within this long of its headers, else the request is
+    /// answered 408 and its connection closed (a body that stops short held its task
+    /// for ever). 100ms to 10m. Reloaded live.
+    pub body_read_timeout: HumanDuration,
 }
 
 /// Requests a minute per user, per hardware device, and per user on emergency routes.
@@ -311,6 +315,7 @@ impl Default for WebConfig {
             rate_limits: RateLimits::default(),
             hardware_offline_after: HumanDuration::secs(15 * 60),
             header_read_timeout: HumanDuration::secs(30),
+            body_read_timeout: HumanDuration::secs(30),
         }
     }
 }

@@ -369,6 +369,66 @@ async fn authenticate(State(w): State<Web>, mut req: Request, next: Next) -> Res
     within_limit(&w, limits::Class::of_path(&path), &key, req, next).await
 }
 
+/// A request's body must arrive within `web.body_read_timeout` of its headers: a client that
+/// sends its headers on time and then a body that stops short (or trickles) held its
+/// connection and the handler's task for ever. Past the deadline the body read fails and the
+/// answer is 408 with `Connection: close`.
+async fn body_deadline(State(w): State<Web>, req: Request, next: Next) -> Response {
+    use axum::body::HttpBody as _;
+    use futures_util::StreamExt as _;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    if req.body().is_end_stream() {
+        return next.run(req).await;
+    }
+    let limit = w
+        .config()
+        .web
+        .as_ref()
+        .map(|c| c.body_read_timeout.get())
+        .unwrap_or(std::time::Duration::from_secs(30));
+    let deadline = tokio::time::Instant::now() + limit;
+    let late = Arc::new(AtomicBool::new(false));
+    let flag = late.clone();
+    let (parts, body) = req.into_parts();
+    let timed = futures_util::stream::unfold(Some(body.into_data_stream()), move |s| {
+        let flag = flag.clone();
+        async move {
+            let mut s = s?;
+            match tokio::time::timeout_at(deadline, s.next()).await {
+                Ok(Some(chunk)) => Some((chunk, Some(s))),
+                Ok(None) => None,
+                Err(_) => {
+                    flag.store(true, Ordering::Relaxed);
+                    Some((
+                        Err(axum::Error::new(std::io::Error::new(
+                            std::io::ErrorKind::TimedOut,
+                            "the request body did not arrive in time",
+                        ))),
+                        None,
+                    ))
+                }
+            }
+        }
+    });
+    let path = parts.uri.path().to_string();
+    let res = next
+        .run(Request::from_parts(parts, Body::from_stream(timed)))
+        .await;
+    if !late.load(Ordering::Relaxed) {
+        return res;
+    }
+    tracing::info!(path, timeout = ?limit, "web request refused: its body did not arrive in time (web.body_read_timeout)");
+    let mut r = detail(
+        StatusCode::REQUEST_TIMEOUT,
+        format!(
+            "the request body did not arrive within {limit:?} of its headers (web.body_read_timeout)"
+        ),
+    );
+    r.headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    r
+}
+
 /// Count the request against `key`'s budget of `class` (`web.rate_limits`): past it 429,
 /// else the answer with the `X-RateLimit-*` headers.
 async fn within_limit(
@@ -620,6 +680,10 @@ fn router(w: Web) -> axum::Router {
             w.clone(),
             prom::observe,
         ))
+        .layer(axum::middleware::from_fn_with_state(
+            w.clone(),
+            body_deadline,
+        ))
         // Request bodies: a sync of 1000 events is ~100 kB; more is refused (413).
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
         .with_state(w)
@@ -742,7 +806,9 @@ async fn accept_loop(
                 }
             };
             match r {
-                Err(e) if e.is_timeout() => tracing::info!(
+                // Also a kept-alive connection that stays quiet after its answers (browsers,
+                // Home Assistant): routine, so not above debug.
+                Err(e) if e.is_timeout() => tracing::debug!(
                     %peer,
                     timeout = ?header_timeout,
                     "web client closed: it did not send its request headers in time (web.header_read_timeout)"

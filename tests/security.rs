@@ -662,8 +662,69 @@ async fn slow_clients_are_cut_off_and_do_not_starve_others() {
     w.stop().await;
 }
 
+/// File descriptors this process has open (the test's clients and the daemon's server side).
+fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd").unwrap().count()
+}
+
+#[test]
+fn a_connection_flood_takes_at_most_max_connections() {
+    let (logs, _guard, rt) = common::logs::capture("gatehouse=info");
+    rt.block_on(async {
+        let w = WebHarness::start(
+            SimConfig::default(),
+            "  header_read_timeout: 1s\n  max_connections: 20\n",
+            "",
+        )
+        .await;
+        let addr = w.base.strip_prefix("http://").unwrap().to_string();
+        let before = open_fds();
+        // 60 clients that connect and say nothing: 60 descriptors here, and the server's.
+        let mut flood = Vec::new();
+        for _ in 0..60 {
+            flood.push(tokio::net::TcpStream::connect(&addr).await.unwrap());
+        }
+        wait_for("the server took its 20", T, || open_fds() >= before + 80).await;
+        // Give it the chance to take more: it does not.
+        for _ in 0..20 {
+            tokio::task::yield_now().await;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let taken = open_fds() - before - 60;
+        assert!(taken <= 40, "the server holds {taken} connections (max 20)");
+        eprintln!("connection flood: 60 silent clients, the server holds {taken} descriptors");
+        // A real client waits for a slot (the silent ones are closed after 1 s), then is served.
+        let start = tokio::time::Instant::now();
+        let r = tokio::time::timeout(
+            Duration::from_secs(10),
+            w.http.get(w.url("/healthz")).send(),
+        )
+        .await
+        .expect("served once slots free up")
+        .unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        eprintln!(
+            "connection flood: a normal client was served after {:?}",
+            start.elapsed()
+        );
+        drop(flood);
+        w.stop().await;
+    });
+    assert!(
+        logs.text().contains("every connection slot is taken"),
+        "a clear log line"
+    );
+}
+
 #[test]
 fn web_timeouts_are_checked() {
+    for (key, bad) in [("max_connections", "0"), ("max_connections", "10001")] {
+        let text = format!(
+            "version: 1\nsources:\n  net2:\n    url: http://127.0.0.1:1\n    username: u\n    password: p\n    client_id: c\nweb:\n  auth: none\n  {key}: {bad}\n"
+        );
+        let e = gatehouse::config::load_str(&text, &|_| None).unwrap_err();
+        assert!(e.to_string().contains("web.max_connections"), "{e}");
+    }
     for key in ["header_read_timeout", "body_read_timeout"] {
         for (v, ok) in [
             ("50ms", false),

@@ -238,6 +238,9 @@ pub struct WebConfig {
     /// answered 408 and its connection closed (a body that stops short held its task
     /// for ever). 100ms to 10m. Reloaded live.
     pub body_read_timeout: HumanDuration,
+    /// Connections open at once; past it new clients wait (in the listen backlog) for one to
+    /// end, so a flood cannot take every file descriptor. 1 to 10000. (restart)
+    pub max_connections: u32,
 }
 
 /// Requests a minute per user, per hardware device, and per user on emergency routes.
@@ -316,6 +319,7 @@ impl Default for WebConfig {
             hardware_offline_after: HumanDuration::secs(15 * 60),
             header_read_timeout: HumanDuration::secs(30),
             body_read_timeout: HumanDuration::secs(30),
+            max_connections: 256,
         }
     }
 }

@@ -745,6 +745,7 @@ pub async fn serve(
         listener,
         app,
         cfg.header_read_timeout.get(),
+        cfg.max_connections as usize,
         cancel,
     ));
     Ok(addr)
@@ -754,19 +755,47 @@ pub async fn serve(
 /// with the client's address for [`axum::extract::ConnectInfo`]. A client has
 /// `header_timeout` to send its request line and headers (`web.header_read_timeout`):
 /// `axum::serve` sets no timer, so hyper's header timeout never ran and a client that opened
-/// a connection and never finished its headers held it, and its task, forever. At `cancel`
-/// the server stops accepting and each connection ends after its current answer.
+/// a connection and never finished its headers held it, and its task, forever. At most
+/// `max_connections` are open at once (`web.max_connections`): past it the next client waits
+/// in the listen backlog, so a flood of connections cannot take every file descriptor the
+/// process has (Net2, MQTT and the database need theirs). At `cancel` the server stops
+/// accepting and each connection ends after its current answer.
 async fn accept_loop(
     listener: tokio::net::TcpListener,
     app: axum::Router,
     header_timeout: std::time::Duration,
+    max_connections: usize,
     cancel: CancellationToken,
 ) {
     use hyper::service::Service as _;
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(hyper_util::rt::TokioTimer::new())
         .header_read_timeout(header_timeout);
+    let slots = Arc::new(tokio::sync::Semaphore::new(max_connections.max(1)));
+    let mut full = false;
     loop {
+        let permit = match slots.clone().try_acquire_owned() {
+            Ok(p) => {
+                full = false;
+                p
+            }
+            Err(_) => {
+                if !full {
+                    full = true;
+                    tracing::warn!(
+                        max_connections,
+                        "web server: every connection slot is taken (web.max_connections); new clients wait"
+                    );
+                }
+                tokio::select! {
+                    _ = cancel.cancelled() => break,
+                    p = slots.clone().acquire_owned() => match p {
+                        Ok(p) => p,
+                        Err(_) => break,
+                    },
+                }
+            }
+        };
         let (tcp, peer) = tokio::select! {
             _ = cancel.cancelled() => break,
             r = listener.accept() => match r {
@@ -797,6 +826,8 @@ async fn accept_loop(
             .with_upgrades();
         let cancel = cancel.clone();
         tokio::spawn(async move {
+            // The slot is free again when the connection ends.
+            let _permit = permit;
             let mut conn = std::pin::pin!(conn);
             let r = tokio::select! {
                 r = conn.as_mut() => r,

@@ -1006,6 +1006,8 @@ fn no_secret_in_logs_mqtt_database_or_rest_answers() {
     const MQTT_PW: &str = "mqtt-Pa55word-e1c9";
     const DOOR_CODE: &str = "Zq7-door-code";
     const WRONG_CODE: &str = "24681357";
+    const CAM_PW: &str = "Cam-S3cret-9f1";
+    const CAM_WRONG: &str = "Cam-Wr0ng-7c2";
     let users: Vec<Value> = serde_json::from_str(include_str!("fixtures/net2/users.json")).unwrap();
     let mut secrets: Vec<String> = vec![
         SimConfig::default().password,
@@ -1021,6 +1023,8 @@ fn no_secret_in_logs_mqtt_database_or_rest_answers() {
         "Wrong-ada-Passw0rd".into(),
         "wrong-hw-key-0123456789".into(),
         "86420975".into(),
+        CAM_PW.into(),
+        CAM_WRONG.into(),
     ];
     for u in &users {
         secrets.push(u["pin"].as_str().unwrap().into());
@@ -1034,16 +1038,26 @@ fn no_secret_in_logs_mqtt_database_or_rest_answers() {
         let gate = GateSim::start(GateSimConfig::default()).await.unwrap();
         let apptive = ApptiveSim::start(ApptiveSimConfig::default()).await.unwrap();
         assert_eq!(apptive.token(), "sim-apptive-token");
+        // A camera with its password, and one configured with a wrong one.
+        let cam = gatehouse::sim::hikvision::HikSim::start(
+            gatehouse::sim::hikvision::HikSimConfig {
+                password: CAM_PW.into(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
         let mut h = common::Harness::new(
             SimConfig::default(),
             &format!(
-                "  gate:\n    url: {}\n    token: {SIM_TOKEN}\n    poll_interval: 200ms\n",
-                gate.base_url()
+                "  gate:\n    url: {}\n    token: {SIM_TOKEN}\n    poll_interval: 200ms\n  hikvision:\n    - {{ id: cam1, url: \"{url}\", username: admin, password: \"{CAM_PW}\" }}\n    - {{ id: cam2, url: \"{url}\", username: admin, password: \"{CAM_WRONG}\" }}\n",
+                gate.base_url(),
+                url = cam.base_url(),
             ),
         )
         .await;
         let top = format!(
-            "mqtt:\n  host: 127.0.0.1\n  port: {}\n  client_id: gh-secrets-{}\n  username: gatehouse\n  password: {MQTT_PW}\nweb:\n  bind: 127.0.0.1:0\n  jwt_secret: {SECRET}\n  hardware_key: {HW_KEY}\n{}apptive:\n  url: {}\n  token: sim-apptive-token\n  timeout: 1s\n  readers:\n    - {{ id: front-qr, door: 6612642, door_id: door_123 }}\n",
+            "media: {{ snapshot_timeout: 2s }}\nmqtt:\n  host: 127.0.0.1\n  port: {}\n  client_id: gh-secrets-{}\n  username: gatehouse\n  password: {MQTT_PW}\nweb:\n  bind: 127.0.0.1:0\n  jwt_secret: {SECRET}\n  hardware_key: {HW_KEY}\n{}apptive:\n  url: {}\n  token: sim-apptive-token\n  timeout: 1s\n  readers:\n    - {{ id: front-qr, door: 6612642, door_id: door_123 }}\n",
             broker.port,
             rand::random::<u32>(),
             common::web::users_yaml(),
@@ -1160,6 +1174,19 @@ fn no_secret_in_logs_mqtt_database_or_rest_answers() {
             w.h.query_i64("SELECT count(*) FROM events WHERE user_id IN (8, 12, 19)") >= 3
         })
         .await;
+        // A picture from each camera: one works, one is refused its password.
+        for cam in ["cam1", "cam2"] {
+            let (st, body) = w
+                .call(
+                    Method::GET,
+                    &format!("/api/device/{cam}/channel/1/snapshot"),
+                    Some(&token),
+                    None,
+                )
+                .await;
+            answers.push_str(&format!("{cam} snapshot {st} {body}\n"));
+            assert_eq!(st.is_success(), cam == "cam1", "{cam}: {st} {body}");
+        }
         // Every GET route's answer.
         for (m, p) in routes(&w).await {
             if m != Method::GET || p.contains("/stream") {

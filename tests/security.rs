@@ -654,6 +654,12 @@ async fn slow_clients_are_cut_off_and_do_not_starve_others() {
         "a body that stops short is answered 408 and closed: {answer:?} after {took:?}"
     );
     assert!(answer.contains("detail"), "{answer}");
+    // And the API document says so.
+    let (_, api) = w.call(Method::GET, "/api/openapi.json", None, None).await;
+    assert!(
+        api["paths"]["/api/access-control/audit"]["post"]["responses"]["408"].is_object(),
+        "408 is documented"
+    );
     eprintln!("slow clients: a body that stopped short was answered 408 after {took:?}");
     assert_eq!(
         w.get("/api/access-control/points", &token).await.0,

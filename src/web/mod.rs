@@ -494,7 +494,7 @@ struct ApiDoc;
 struct BearerAuth;
 
 /// Answers every API route can give, documented once: 400 for parameters that do not parse,
-/// 413 / 415 / 422 for bodies, 401 / 403 where a token is needed, 429 (rate limits) and 500
+/// 408 / 413 / 415 / 422 for bodies, 401 / 403 where a token is needed, 429 (rate limits) and 500
 /// anywhere.
 struct CommonAnswers;
 
@@ -534,6 +534,10 @@ impl utoipa::Modify for CommonAnswers {
                 // Path and query parameters that do not parse (axum's rejections).
                 add("400", "Invalid request parameters");
                 if op.request_body.is_some() {
+                    add(
+                        "408",
+                        "the body did not arrive in time (web.body_read_timeout)",
+                    );
                     add("413", "the body is too large");
                     add("415", "the body is not JSON (Content-Type)");
                     add(

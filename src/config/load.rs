@@ -954,6 +954,18 @@ fn validate_media(cfg: &mut Config, errs: &mut Collector) {
         {
             errs.push("web.hardware_offline_after", "must be between 1s and 7d");
         }
+        if !(1..=10000).contains(&w.max_connections) {
+            errs.push("web.max_connections", "must be between 1 and 10000");
+        }
+        for (key, d) in [
+            ("web.header_read_timeout", w.header_read_timeout.get()),
+            ("web.body_read_timeout", w.body_read_timeout.get()),
+        ] {
+            if d < std::time::Duration::from_millis(100) || d > std::time::Duration::from_secs(600)
+            {
+                errs.push(key, "must be between 100ms and 10m");
+            }
+        }
         let mut names = std::collections::BTreeSet::new();
         for (i, u) in w.users.iter().enumerate() {
             let p = format!("web.users[{i}]");

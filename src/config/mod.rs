@@ -230,6 +230,17 @@ pub struct WebConfig {
     pub hardware_offline_after: HumanDuration,
     /// Requests a minute (seed 001's limits by default); reloaded live.
     pub rate_limits: RateLimits,
+    /// A client must send a request's line and headers within this long, else its
+    /// connection is closed: a client that never finishes (slowloris) does not hold a
+    /// connection and its task forever. 100ms to 10m. (restart)
+    pub header_read_timeout: HumanDuration,
+    /// A request's body must arrive within this long of its headers, else the request is
+    /// answered 408 and its connection closed (a body that stops short held its task
+    /// for ever). 100ms to 10m. Reloaded live.
+    pub body_read_timeout: HumanDuration,
+    /// Connections open at once; past it new clients wait (in the listen backlog) for one to
+    /// end, so a flood cannot take every file descriptor. 1 to 10000. (restart)
+    pub max_connections: u32,
 }
 
 /// Requests a minute per user, per hardware device, and per user on emergency routes.
@@ -306,6 +317,9 @@ impl Default for WebConfig {
             hardware_key_file: None,
             rate_limits: RateLimits::default(),
             hardware_offline_after: HumanDuration::secs(15 * 60),
+            header_read_timeout: HumanDuration::secs(30),
+            body_read_timeout: HumanDuration::secs(30),
+            max_connections: 256,
         }
     }
 }

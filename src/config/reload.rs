@@ -7,7 +7,8 @@ use tokio::sync::watch;
 
 /// Keys whose change needs a restart, comparing `old` and `new`. Live keys: `log.level`,
 /// `doors.*`, Net2 poll intervals, timeouts and page size, camera hold-offs, `web.users`,
-/// `web.session_ttl`, `web.hardware_key`, `web.rate_limits`, `people` (once there are some),
+/// `web.session_ttl`, `web.hardware_key`, `web.rate_limits`, `web.body_read_timeout`, `people`
+/// (once there are some),
 /// `presence`, `apptive.*` but `readers[].usb`.
 pub fn restart_required(old: &Config, new: &Config) -> Vec<String> {
     let mut keys = Vec::new();
@@ -32,7 +33,8 @@ pub fn restart_required(old: &Config, new: &Config) -> Vec<String> {
             }
         }
     }
-    // Accounts, session length, hardware key and rate limits apply live (read per request).
+    // Accounts, session length, hardware key, rate limits and the body timeout apply live
+    // (read per request).
     let fixed_web = |w: &Option<WebConfig>| {
         w.clone().map(|w| WebConfig {
             users: Vec::new(),
@@ -40,6 +42,7 @@ pub fn restart_required(old: &Config, new: &Config) -> Vec<String> {
             hardware_key: None,
             hardware_key_file: None,
             rate_limits: RateLimits::default(),
+            body_read_timeout: HumanDuration::secs(0),
             ..w
         })
     };
@@ -297,11 +300,15 @@ mod tests {
         };
         let a = web("");
         let b = web(&format!(
-            "  users: [{{ name: ada, role: admin, password_hash: \"{hash}\" }}]\n  session_ttl: 1h\n  rate_limits: {{ per_user: 5 }}\n"
+            "  users: [{{ name: ada, role: admin, password_hash: \"{hash}\" }}]\n  session_ttl: 1h\n  rate_limits: {{ per_user: 5 }}\n  body_read_timeout: 5s\n"
         ));
         assert!(restart_required(&a, &b).is_empty());
         let c = cfg("web:\n  jwt_secret: 0123456789abcdef\n  bind: 127.0.0.1:9000\n");
         assert_eq!(restart_required(&a, &c), vec!["web"]);
+        // The connection's own limits are set when the listener starts.
+        for extra in ["  header_read_timeout: 5s\n", "  max_connections: 10\n"] {
+            assert_eq!(restart_required(&a, &web(extra)), vec!["web"], "{extra}");
+        }
     }
 
     #[test]

@@ -171,6 +171,35 @@ pub(crate) fn detail(code: StatusCode, msg: impl Into<String>) -> Response {
     (code, axum::Json(json!({ "detail": msg.into() }))).into_response()
 }
 
+/// A secret in a JSON body (a password, a door code): a string, or a number as its digits.
+/// Never serde's type error, which quotes the value ("invalid type: integer `123456`"):
+/// axum answers a rejected body with that text and logs it (`axum::rejection`, trace).
+pub(crate) mod secret_text {
+    use serde::de::{Deserialize, Deserializer, Error};
+
+    fn text(v: serde_json::Value) -> Option<String> {
+        match v {
+            serde_json::Value::String(s) => Some(s),
+            serde_json::Value::Number(n) => Some(n.to_string()),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn required<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+        text(serde_json::Value::deserialize(d)?)
+            .ok_or_else(|| D::Error::custom("expected a string (a secret: its value is not shown)"))
+    }
+
+    pub(crate) fn optional<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+        match serde_json::Value::deserialize(d)? {
+            serde_json::Value::Null => Ok(None),
+            v => text(v).map(Some).ok_or_else(|| {
+                D::Error::custom("expected a string (a secret: its value is not shown)")
+            }),
+        }
+    }
+}
+
 /// Who is asking, from the request's token (set by [`authenticate`] on every protected route).
 #[derive(Debug, Clone)]
 pub(crate) struct Caller {
@@ -340,6 +369,66 @@ async fn authenticate(State(w): State<Web>, mut req: Request, next: Next) -> Res
     within_limit(&w, limits::Class::of_path(&path), &key, req, next).await
 }
 
+/// A request's body must arrive within `web.body_read_timeout` of its headers: a client that
+/// sends its headers on time and then a body that stops short (or trickles) held its
+/// connection and the handler's task for ever. Past the deadline the body read fails and the
+/// answer is 408 with `Connection: close`.
+async fn body_deadline(State(w): State<Web>, req: Request, next: Next) -> Response {
+    use axum::body::HttpBody as _;
+    use futures_util::StreamExt as _;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    if req.body().is_end_stream() {
+        return next.run(req).await;
+    }
+    let limit = w
+        .config()
+        .web
+        .as_ref()
+        .map(|c| c.body_read_timeout.get())
+        .unwrap_or(std::time::Duration::from_secs(30));
+    let deadline = tokio::time::Instant::now() + limit;
+    let late = Arc::new(AtomicBool::new(false));
+    let flag = late.clone();
+    let (parts, body) = req.into_parts();
+    let timed = futures_util::stream::unfold(Some(body.into_data_stream()), move |s| {
+        let flag = flag.clone();
+        async move {
+            let mut s = s?;
+            match tokio::time::timeout_at(deadline, s.next()).await {
+                Ok(Some(chunk)) => Some((chunk, Some(s))),
+                Ok(None) => None,
+                Err(_) => {
+                    flag.store(true, Ordering::Relaxed);
+                    Some((
+                        Err(axum::Error::new(std::io::Error::new(
+                            std::io::ErrorKind::TimedOut,
+                            "the request body did not arrive in time",
+                        ))),
+                        None,
+                    ))
+                }
+            }
+        }
+    });
+    let path = parts.uri.path().to_string();
+    let res = next
+        .run(Request::from_parts(parts, Body::from_stream(timed)))
+        .await;
+    if !late.load(Ordering::Relaxed) {
+        return res;
+    }
+    tracing::info!(path, timeout = ?limit, "web request refused: its body did not arrive in time (web.body_read_timeout)");
+    let mut r = detail(
+        StatusCode::REQUEST_TIMEOUT,
+        format!(
+            "the request body did not arrive within {limit:?} of its headers (web.body_read_timeout)"
+        ),
+    );
+    r.headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    r
+}
+
 /// Count the request against `key`'s budget of `class` (`web.rate_limits`): past it 429,
 /// else the answer with the `X-RateLimit-*` headers.
 async fn within_limit(
@@ -405,7 +494,7 @@ struct ApiDoc;
 struct BearerAuth;
 
 /// Answers every API route can give, documented once: 400 for parameters that do not parse,
-/// 413 / 415 / 422 for bodies, 401 / 403 where a token is needed, 429 (rate limits) and 500
+/// 408 / 413 / 415 / 422 for bodies, 401 / 403 where a token is needed, 429 (rate limits) and 500
 /// anywhere.
 struct CommonAnswers;
 
@@ -445,6 +534,10 @@ impl utoipa::Modify for CommonAnswers {
                 // Path and query parameters that do not parse (axum's rejections).
                 add("400", "Invalid request parameters");
                 if op.request_body.is_some() {
+                    add(
+                        "408",
+                        "the body did not arrive in time (web.body_read_timeout)",
+                    );
                     add("413", "the body is too large");
                     add("415", "the body is not JSON (Content-Type)");
                     add(
@@ -591,6 +684,10 @@ fn router(w: Web) -> axum::Router {
             w.clone(),
             prom::observe,
         ))
+        .layer(axum::middleware::from_fn_with_state(
+            w.clone(),
+            body_deadline,
+        ))
         // Request bodies: a sync of 1000 events is ~100 kB; more is refused (413).
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
         .with_state(w)
@@ -648,16 +745,112 @@ pub async fn serve(
         signer.set_base(&format!("http://{addr}"));
     }
     tracing::info!(%addr, "web server listening");
-    tokio::spawn(async move {
-        let r = axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(async move { cancel.cancelled().await })
-        .await;
-        if let Err(e) = r {
-            tracing::error!(error = %e, "web server failed");
-        }
-    });
+    tokio::spawn(accept_loop(
+        listener,
+        app,
+        cfg.header_read_timeout.get(),
+        cfg.max_connections as usize,
+        cancel,
+    ));
     Ok(addr)
+}
+
+/// Accept connections until `cancel`, each served over HTTP/1.1 (WebSocket upgrades included)
+/// with the client's address for [`axum::extract::ConnectInfo`]. A client has
+/// `header_timeout` to send its request line and headers (`web.header_read_timeout`):
+/// `axum::serve` sets no timer, so hyper's header timeout never ran and a client that opened
+/// a connection and never finished its headers held it, and its task, forever. At most
+/// `max_connections` are open at once (`web.max_connections`): past it the next client waits
+/// in the listen backlog, so a flood of connections cannot take every file descriptor the
+/// process has (Net2, MQTT and the database need theirs). At `cancel` the server stops
+/// accepting and each connection ends after its current answer.
+async fn accept_loop(
+    listener: tokio::net::TcpListener,
+    app: axum::Router,
+    header_timeout: std::time::Duration,
+    max_connections: usize,
+    cancel: CancellationToken,
+) {
+    use hyper::service::Service as _;
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(header_timeout);
+    let slots = Arc::new(tokio::sync::Semaphore::new(max_connections.max(1)));
+    let mut full = false;
+    loop {
+        let permit = match slots.clone().try_acquire_owned() {
+            Ok(p) => {
+                full = false;
+                p
+            }
+            Err(_) => {
+                if !full {
+                    full = true;
+                    tracing::warn!(
+                        max_connections,
+                        "web server: every connection slot is taken (web.max_connections); new clients wait"
+                    );
+                }
+                tokio::select! {
+                    _ = cancel.cancelled() => break,
+                    p = slots.clone().acquire_owned() => match p {
+                        Ok(p) => p,
+                        Err(_) => break,
+                    },
+                }
+            }
+        };
+        let (tcp, peer) = tokio::select! {
+            _ = cancel.cancelled() => break,
+            r = listener.accept() => match r {
+                Ok(c) => c,
+                // The client gave up before we got to it.
+                Err(e) if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::ConnectionAborted | std::io::ErrorKind::ConnectionReset
+                ) => continue,
+                // Out of file descriptors and the like: wait for some to close.
+                Err(e) => {
+                    tracing::error!(error = %e, "web server: unable to accept a connection");
+                    tokio::select! {
+                        _ = cancel.cancelled() => break,
+                        _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => continue,
+                    }
+                }
+            },
+        };
+        let tower = hyper_util::service::TowerToHyperService::new(app.clone());
+        let svc = hyper::service::service_fn(move |mut req: Request<hyper::body::Incoming>| {
+            req.extensions_mut()
+                .insert(axum::extract::ConnectInfo(peer));
+            tower.call(req)
+        });
+        let conn = http
+            .serve_connection(hyper_util::rt::TokioIo::new(tcp), svc)
+            .with_upgrades();
+        let cancel = cancel.clone();
+        tokio::spawn(async move {
+            // The slot is free again when the connection ends.
+            let _permit = permit;
+            let mut conn = std::pin::pin!(conn);
+            let r = tokio::select! {
+                r = conn.as_mut() => r,
+                _ = cancel.cancelled() => {
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+            };
+            match r {
+                // Also a kept-alive connection that stays quiet after its answers (browsers,
+                // Home Assistant): routine, so not above debug.
+                Err(e) if e.is_timeout() => tracing::debug!(
+                    %peer,
+                    timeout = ?header_timeout,
+                    "web client closed: it did not send its request headers in time (web.header_read_timeout)"
+                ),
+                Err(e) => tracing::debug!(%peer, error = %e, "web connection ended"),
+                Ok(()) => {}
+            }
+        });
+    }
 }

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 #[serde(deny_unknown_fields)]
 pub(super) struct Login {
     username: String,
+    #[serde(deserialize_with = "crate::web::secret_text::required")]
     password: String,
 }
 
@@ -27,7 +28,9 @@ pub(super) struct LoginToken {
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct ChangePassword {
+    #[serde(deserialize_with = "crate::web::secret_text::required")]
     old_password: String,
+    #[serde(deserialize_with = "crate::web::secret_text::required")]
     new_password: String,
 }
 

@@ -21,8 +21,41 @@ struct JsonDoorCommand {
     duration_ms: Option<u32>,
     #[serde(default)]
     request_id: Option<String>,
+    /// Any JSON value: a keypad that sends the code as a number (`"code": 123456`) must not
+    /// get serde's "invalid type: integer `123456`" back, which would carry the code into the
+    /// rejection (logs, the result topic, the audit table).
     #[serde(default)]
-    code: Option<String>,
+    code: Option<serde_json::Value>,
+}
+
+/// The largest command payload acted on. A command is a word or a small JSON object; a
+/// larger payload (up to the broker's packet limit) is refused before it is parsed, so its
+/// contents never reach a log line, the result topic or the audit table.
+pub const MAX_COMMAND_PAYLOAD: usize = 4096;
+
+/// `Err(reason)` when `payload` is over [`MAX_COMMAND_PAYLOAD`].
+fn check_size(payload: &[u8]) -> Result<(), Rejection> {
+    if payload.len() <= MAX_COMMAND_PAYLOAD {
+        return Ok(());
+    }
+    Err(Rejection {
+        request_id: new_request_id(),
+        kind: None,
+        reason: format!(
+            "command payload too large: {} bytes (at most {MAX_COMMAND_PAYLOAD})",
+            payload.len()
+        ),
+    })
+}
+
+/// A door code from JSON: a string, or a number as its digits; anything else is refused
+/// without echoing it.
+fn code_text(v: serde_json::Value) -> Result<String, String> {
+    match v {
+        serde_json::Value::String(s) => Ok(s),
+        serde_json::Value::Number(n) => Ok(n.to_string()),
+        _ => Err("the code must be a string or a number".into()),
+    }
 }
 
 #[derive(Deserialize)]
@@ -127,14 +160,19 @@ impl Router {
         doors: &BTreeMap<DoorId, DoorConfig>,
         now: Instant,
     ) -> Result<Command, Rejection> {
+        check_size(payload)?;
         let text = String::from_utf8_lossy(payload);
         let parsed = if text.trim_start().starts_with('{') {
             serde_json::from_str::<JsonDoorCommand>(&text)
                 .map_err(|e| format!("malformed JSON command: {e}"))
                 .and_then(|j| match action(&j.action) {
                     Some(a) => Ok((a, j.duration_ms, j.request_id, j.code)),
-                    None => Err(format!("unknown action {:?}", j.action)),
+                    None => Err(format!(
+                        "unknown action {:?}",
+                        j.action.chars().take(40).collect::<String>()
+                    )),
                 })
+                .and_then(|(a, d, r, code)| Ok((a, d, r, code.map(code_text).transpose()?)))
         } else {
             match action(&text) {
                 Some(a) => Ok((a, None, None, None)),
@@ -198,6 +236,7 @@ impl Router {
         retained: bool,
         known: bool,
     ) -> Result<Command, Rejection> {
+        check_size(payload)?;
         let text = String::from_utf8_lossy(payload);
         let fail = |reason: String| Rejection {
             request_id: new_request_id(),
@@ -270,6 +309,7 @@ impl Router {
 
     /// A publish on `…/bridge/replay/set`: a `seq` (`1234`) or `{"from_seq":1234,"request_id":…}`.
     pub fn replay(&mut self, payload: &[u8], retained: bool) -> Result<Command, Rejection> {
+        check_size(payload)?;
         let text = String::from_utf8_lossy(payload);
         let parsed = if text.trim_start().starts_with('{') {
             serde_json::from_str::<JsonReplay>(&text)
@@ -298,6 +338,7 @@ impl Router {
 
     /// A publish on `…/net2/lockdown/set`: `ON`, `OFF` or `{"lockdown":true,"request_id":…}`.
     pub fn lockdown(&mut self, payload: &[u8], retained: bool) -> Result<Command, Rejection> {
+        check_size(payload)?;
         let text = String::from_utf8_lossy(payload);
         let parsed = if text.trim_start().starts_with('{') {
             serde_json::from_str::<JsonLockdown>(&text)
@@ -557,5 +598,57 @@ mod tests {
             .unwrap_err();
         assert!(!format!("{e:?}").contains("Wr0ng-code-x"));
         assert!(!format!("{e:?}").contains("Zq7-door-code"));
+    }
+
+    #[test]
+    fn a_code_sent_as_a_number_is_never_in_a_rejection() {
+        let mut r = Router::default();
+        for payload in [
+            &br#"{"action":"open","code":123456}"#[..],
+            br#"{"action":"open","code":123456.5}"#,
+            br#"{"action":"open","code":[123456]}"#,
+        ] {
+            let e = r
+                .door(3, payload, false, &doors(), Instant::now())
+                .unwrap_err();
+            assert!(!format!("{e:?}").contains("123456"), "{e:?}");
+        }
+        // A number is the code's digits: the right one opens.
+        let mut d = doors();
+        d.get_mut(&3).unwrap().require_code = Some(Secret::new("123456"));
+        assert!(
+            r.door(
+                3,
+                br#"{"action":"open","code":123456}"#,
+                false,
+                &d,
+                Instant::now()
+            )
+            .is_ok()
+        );
+    }
+
+    #[test]
+    fn oversized_payloads_are_refused_unread() {
+        let mut r = Router::default();
+        // Valid JSON padded to just over the limit: refused, not opened.
+        let mut big = br#"{"action":"open","request_id":"big-1"}"#.to_vec();
+        big.splice(1..1, std::iter::repeat_n(b' ', MAX_COMMAND_PAYLOAD));
+        let e = r
+            .door(4, &big, false, &doors(), Instant::now())
+            .unwrap_err();
+        assert!(e.reason.contains("too large"), "{e:?}");
+        assert!(!e.request_id.contains("big-1"));
+        assert!(reason(r.camera("cam", None, false, &big, false, true)).contains("too large"));
+        assert!(reason(r.replay(&big, false)).contains("too large"));
+        assert!(reason(r.lockdown(&big, false)).contains("too large"));
+        // At the limit it is read as usual.
+        let mut at = br#"{"action":"open"}"#.to_vec();
+        at.splice(
+            1..1,
+            std::iter::repeat_n(b' ', MAX_COMMAND_PAYLOAD - at.len()),
+        );
+        assert_eq!(at.len(), MAX_COMMAND_PAYLOAD);
+        assert!(r.door(4, &at, false, &doors(), Instant::now()).is_ok());
     }
 }

@@ -43,7 +43,9 @@ pub(crate) struct OpenDoor {
     action: OpenAction,
     /// A timed open's length, 100–3600000 ms; default the door's `open_time_ms`.
     duration_ms: Option<u32>,
-    /// The door's `require_code`, when it has one (never logged or echoed).
+    /// The door's `require_code`, when it has one (never logged or echoed); a number is
+    /// taken as its digits.
+    #[serde(default, deserialize_with = "crate::web::secret_text::optional")]
     code: Option<String>,
 }
 

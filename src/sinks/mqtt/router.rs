@@ -21,7 +21,7 @@ struct JsonDoorCommand {
     duration_ms: Option<u32>,
     #[serde(default)]
     request_id: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::commands::code")]
     code: Option<String>,
 }
 
@@ -557,5 +557,27 @@ mod tests {
             .unwrap_err();
         assert!(!format!("{e:?}").contains("Wr0ng-code-x"));
         assert!(!format!("{e:?}").contains("Zq7-door-code"));
+    }
+
+    /// Found by fuzzing (fuzz/corpus/mqtt_command/crash-12ac8874…): a code sent as a number
+    /// (Home Assistant's YAML turns `code: 482193` into one) was quoted by serde's message.
+    #[test]
+    fn a_code_of_the_wrong_type_is_not_quoted() {
+        let mut r = Router::default();
+        for payload in [
+            r#"{"action":"open","code":482193}"#,
+            r#"{"action":"open","code":482193.5}"#,
+            r#"{"action":"open","code":[482193]}"#,
+            r#"{"action":"open","code":{"pin":"482193"}}"#,
+        ] {
+            let e = reason(r.door(3, payload.as_bytes(), false, &doors(), Instant::now()));
+            assert!(!e.contains("482193"), "{payload}: {e}");
+            assert!(e.contains("code must be a string"), "{payload}: {e}");
+        }
+        // Absent or null: no code (refused for want of one, not as malformed).
+        for payload in [r#"{"action":"open"}"#, r#"{"action":"open","code":null}"#] {
+            let e = reason(r.door(3, payload.as_bytes(), false, &doors(), Instant::now()));
+            assert!(!e.contains("malformed"), "{payload}: {e}");
+        }
     }
 }

@@ -29,7 +29,11 @@ fuzz_target!(|data: &[u8]| {
     let now = Utc.with_ymd_and_hms(2026, 1, 26, 10, 0, 0).unwrap();
     let offset = FixedOffset::east_opt(3600).unwrap();
     for m in msgs {
-        assert_eq!(m.method, m.method.to_ascii_lowercase(), "method not lower-cased");
+        assert_eq!(
+            m.method,
+            m.method.to_ascii_lowercase(),
+            "method not lower-cased"
+        );
         for item in m.items() {
             match m.method.as_str() {
                 "liveevents" => {

@@ -32,8 +32,6 @@ fuzz_target!(|data: &[u8]| {
             assert_eq!(x.0, y.0, "the same text refused differently");
             for e in &x.0 {
                 assert!(!e.message.is_empty());
-                // Secrets from the environment never appear in an error.
-                assert!(!e.message.contains("s3cret-from-env"), "{e:?}");
             }
         }
         _ => panic!("the same text both loads and fails"),

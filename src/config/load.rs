@@ -696,7 +696,11 @@ fn check_base_url(url: &str, path: &str, https_only: bool, errs: &mut Collector)
         }
         Ok(u) => errs.push(path, format!("scheme must be https, not {}", u.scheme())),
         Err(_) if url.is_empty() => errs.push(path, "required"),
-        Err(e) => errs.push(path, format!("invalid URL {url:?}: {e}")),
+        // The user info may hold a password.
+        Err(e) => errs.push(
+            path,
+            format!("invalid URL {:?}: {e}", crate::secret::redact_url(url)),
+        ),
     }
 }
 
@@ -1598,6 +1602,23 @@ doors:
     fn invalid_yaml_is_one_clear_error() {
         let e = load_str("version: 1\n  bad: [", &env).unwrap_err();
         assert!(e.to_string().contains("invalid YAML"));
+    }
+
+    /// Found by the config fuzz target (an `${ENV}` value in an invalid URL was quoted): the
+    /// password of a URL's user info is not.
+    #[test]
+    fn an_invalid_url_is_quoted_without_its_password() {
+        let e = load_str(
+            "apptive:\n  url: \"https://admin:S3cr3t-pw@apptive.example:99999/\"\n",
+            &env,
+        )
+        .unwrap_err();
+        let url =
+            e.0.iter()
+                .find(|e| e.path == "apptive.url")
+                .expect("apptive.url");
+        assert!(url.message.contains("invalid URL"), "{url:?}");
+        assert!(!e.to_string().contains("S3cr3t-pw"), "{e}");
     }
 
     /// Found probing the config fuzz target: libyaml scans deep flow nesting in quadratic

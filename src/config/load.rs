@@ -1030,7 +1030,10 @@ fn validate(cfg: &mut Config, errs: &mut Collector) {
                 format!("scheme must be http or https, not {}", u.scheme()),
             ),
             Err(_) if n.url.is_empty() => errs.push(format!("{p}.url"), "required"),
-            Err(e) => errs.push(format!("{p}.url"), format!("invalid URL {:?}: {e}", n.url)),
+            Err(e) => errs.push(
+                format!("{p}.url"),
+                format!("invalid URL {:?}: {e}", crate::secret::redact_url(&n.url)),
+            ),
         }
         if n.username.trim().is_empty() {
             errs.push(
@@ -1618,6 +1621,19 @@ doors:
                 .find(|e| e.path == "apptive.url")
                 .expect("apptive.url");
         assert!(url.message.contains("invalid URL"), "{url:?}");
+        assert!(!e.to_string().contains("S3cr3t-pw"), "{e}");
+        let e = load_str(
+            "sources:\n  net2:\n    url: \"https://admin:S3cr3t-pw@net2.example:99999/\"\n",
+            &env,
+        )
+        .unwrap_err();
+        let url = e.0.iter().find(|e| e.path == "sources.net2.url");
+        assert!(
+            url.expect("sources.net2.url")
+                .message
+                .contains("invalid URL"),
+            "{e}"
+        );
         assert!(!e.to_string().contains("S3cr3t-pw"), "{e}");
     }
 

@@ -20,13 +20,7 @@ fuzz_target!(|data: &[u8]| {
                 code.version
             );
             // The key is a secret: its Debug form never shows it.
-            let key = code.key.expose();
-            if key.len() >= 8 && !code.member.contains(key) && !code.version.contains(key) {
-                assert!(
-                    !format!("{code:?}").contains(key),
-                    "the key in Debug output"
-                );
-            }
+            assert_eq!(format!("{:?}", code.key), "***");
             assert_eq!(vcard::parse(data), Ok(code), "not deterministic");
         }
         Err(e) => assert!(!e.0.is_empty()),

@@ -115,12 +115,43 @@ pub fn load_str(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Conf
     load_str_with(text, env, SecretFiles::Read)
 }
 
-fn load_str_with(
+/// Deeper than this serde_norway refuses a document anyway (its recursion limit), but only
+/// after libyaml has scanned all of it, in time quadratic in the depth of its flow collections:
+/// `[[[…]]]` 20,000 deep (40 KB) took 36 s in the fuzz target, 10,000 deep 9 s.
+const MAX_FLOW_DEPTH: usize = 128;
+
+/// How deep `[` and `{` nest in the text. Brackets in strings and comments count too: a real
+/// config is nowhere near the limit.
+fn flow_depth(text: &str) -> usize {
+    let (mut depth, mut max) = (0usize, 0usize);
+    for b in text.bytes() {
+        match b {
+            b'[' | b'{' => {
+                depth += 1;
+                max = max.max(depth);
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    max
+}
+
+/// [`load_str`], choosing whether the secret files are read (the fuzz target leaves them
+/// unread: a config naming `/dev/zero` is its author's problem, not the parser's).
+pub fn load_str_with(
     text: &str,
     env: &dyn Fn(&str) -> Option<String>,
     secret_files: SecretFiles,
 ) -> Result<Config, ConfigErrors> {
     let mut errs = Collector::default();
+    if flow_depth(text) > MAX_FLOW_DEPTH {
+        errs.push(
+            "",
+            format!("invalid YAML: [ and {{ nested more than {MAX_FLOW_DEPTH} levels deep"),
+        );
+        return Err(ConfigErrors(errs.0));
+    }
     let mut root: Value = match serde_norway::from_str(text) {
         Ok(v) => v,
         Err(e) => {
@@ -665,7 +696,11 @@ fn check_base_url(url: &str, path: &str, https_only: bool, errs: &mut Collector)
         }
         Ok(u) => errs.push(path, format!("scheme must be https, not {}", u.scheme())),
         Err(_) if url.is_empty() => errs.push(path, "required"),
-        Err(e) => errs.push(path, format!("invalid URL {url:?}: {e}")),
+        // The user info may hold a password.
+        Err(e) => errs.push(
+            path,
+            format!("invalid URL {:?}: {e}", crate::secret::redact_url(url)),
+        ),
     }
 }
 
@@ -1007,7 +1042,10 @@ fn validate(cfg: &mut Config, errs: &mut Collector) {
                 format!("scheme must be http or https, not {}", u.scheme()),
             ),
             Err(_) if n.url.is_empty() => errs.push(format!("{p}.url"), "required"),
-            Err(e) => errs.push(format!("{p}.url"), format!("invalid URL {:?}: {e}", n.url)),
+            Err(e) => errs.push(
+                format!("{p}.url"),
+                format!("invalid URL {:?}: {e}", crate::secret::redact_url(&n.url)),
+            ),
         }
         if n.username.trim().is_empty() {
             errs.push(
@@ -1579,6 +1617,50 @@ doors:
     fn invalid_yaml_is_one_clear_error() {
         let e = load_str("version: 1\n  bad: [", &env).unwrap_err();
         assert!(e.to_string().contains("invalid YAML"));
+    }
+
+    /// Found by the config fuzz target (an `${ENV}` value in an invalid URL was quoted): the
+    /// password of a URL's user info is not.
+    #[test]
+    fn an_invalid_url_is_quoted_without_its_password() {
+        let e = load_str(
+            "apptive:\n  url: \"https://admin:S3cr3t-pw@apptive.example:99999/\"\n",
+            &env,
+        )
+        .unwrap_err();
+        let url =
+            e.0.iter()
+                .find(|e| e.path == "apptive.url")
+                .expect("apptive.url");
+        assert!(url.message.contains("invalid URL"), "{url:?}");
+        assert!(!e.to_string().contains("S3cr3t-pw"), "{e}");
+        let e = load_str(
+            "sources:\n  net2:\n    url: \"https://admin:S3cr3t-pw@net2.example:99999/\"\n",
+            &env,
+        )
+        .unwrap_err();
+        let url = e.0.iter().find(|e| e.path == "sources.net2.url");
+        assert!(
+            url.expect("sources.net2.url")
+                .message
+                .contains("invalid URL"),
+            "{e}"
+        );
+        assert!(!e.to_string().contains("S3cr3t-pw"), "{e}");
+    }
+
+    /// Found probing the config fuzz target: libyaml scans deep flow nesting in quadratic
+    /// time before serde_norway's depth limit refuses it; refused before parsing now.
+    #[test]
+    fn absurdly_deep_flow_nesting_is_refused_before_parsing() {
+        let text = format!("sources: {}{}\n", "[".repeat(20_000), "]".repeat(20_000));
+        let e = load_str(&text, &|_| None).unwrap_err();
+        assert_eq!(e.0.len(), 1, "{e:?}");
+        assert!(e.0[0].message.contains("nested more than 128"), "{e:?}");
+        // At the limit, YAML decides as before.
+        let ok = format!("sources: {}{}\n", "[".repeat(128), "]".repeat(128));
+        let e = load_str(&ok, &|_| None).unwrap_err();
+        assert!(!e.to_string().contains("nested more than"), "{e}");
     }
 
     #[test]

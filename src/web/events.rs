@@ -145,7 +145,7 @@ fn bad(msg: impl Into<String>) -> Response {
 }
 
 /// A date or date-time bound; date-only means the start (or end) of that local day.
-fn parse_bound(name: &str, v: &str, end: bool) -> Result<i64, Response> {
+pub(super) fn parse_bound(name: &str, v: &str, end: bool) -> Result<i64, Response> {
     if let Ok(t) = DateTime::parse_from_rfc3339(v) {
         return Ok(t.timestamp_millis());
     }

@@ -20,6 +20,9 @@ mod access;
 pub mod accounts;
 pub mod auth;
 mod events;
+/// Entry points for the fuzz targets (`fuzz/`): not an API.
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod limits;
 mod media;
 mod nvr;

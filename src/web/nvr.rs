@@ -590,7 +590,7 @@ pub(super) async fn test_connection(
 // ------------------------------------------------------------------------------ recording days
 
 /// `YYYY-MM`.
-fn parse_month(s: &str) -> Option<NaiveDate> {
+pub(super) fn parse_month(s: &str) -> Option<NaiveDate> {
     let (y, m) = s.split_once('-')?;
     if y.len() != 4 || m.len() != 2 {
         return None;

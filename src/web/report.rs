@@ -562,7 +562,7 @@ pub(super) struct ExportQuery {
 }
 
 /// A date (`2026-01-26`: local midnight, or the next one for an end) or an RFC 3339 moment.
-fn parse_when(s: &str, end: bool) -> Result<DateTime<Utc>, String> {
+pub(super) fn parse_when(s: &str, end: bool) -> Result<DateTime<Utc>, String> {
     if let Ok(d) = NaiveDate::parse_from_str(s, "%Y-%m-%d") {
         let d = if end { d.succ_opt().unwrap_or(d) } else { d };
         return Ok(local_midnight(d));

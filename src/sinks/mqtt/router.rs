@@ -21,11 +21,8 @@ struct JsonDoorCommand {
     duration_ms: Option<u32>,
     #[serde(default)]
     request_id: Option<String>,
-    /// Any JSON value: a keypad that sends the code as a number (`"code": 123456`) must not
-    /// get serde's "invalid type: integer `123456`" back, which would carry the code into the
-    /// rejection (logs, the result topic, the audit table).
-    #[serde(default)]
-    code: Option<serde_json::Value>,
+    #[serde(default, deserialize_with = "crate::commands::code")]
+    code: Option<String>,
 }
 
 /// The largest command payload acted on. A command is a word or a small JSON object; a
@@ -46,16 +43,6 @@ fn check_size(payload: &[u8]) -> Result<(), Rejection> {
             payload.len()
         ),
     })
-}
-
-/// A door code from JSON: a string, or a number as its digits; anything else is refused
-/// without echoing it.
-fn code_text(v: serde_json::Value) -> Result<String, String> {
-    match v {
-        serde_json::Value::String(s) => Ok(s),
-        serde_json::Value::Number(n) => Ok(n.to_string()),
-        _ => Err("the code must be a string or a number".into()),
-    }
 }
 
 #[derive(Deserialize)]
@@ -172,7 +159,6 @@ impl Router {
                         j.action.chars().take(40).collect::<String>()
                     )),
                 })
-                .and_then(|(a, d, r, code)| Ok((a, d, r, code.map(code_text).transpose()?)))
         } else {
             match action(&text) {
                 Some(a) => Ok((a, None, None, None)),
@@ -650,5 +636,30 @@ mod tests {
         );
         assert_eq!(at.len(), MAX_COMMAND_PAYLOAD);
         assert!(r.door(4, &at, false, &doors(), Instant::now()).is_ok());
+    }
+
+    /// Found by fuzzing (fuzz/corpus/mqtt_command/crash-12ac8874…): a code sent as a number
+    /// (Home Assistant's YAML turns `code: 482193` into one) was quoted by serde's message.
+    #[test]
+    fn a_code_of_the_wrong_type_is_not_quoted() {
+        let mut r = Router::default();
+        for payload in [
+            r#"{"action":"open","code":482193}"#,
+            r#"{"action":"open","code":482193.5}"#,
+            r#"{"action":"open","code":[482193]}"#,
+            r#"{"action":"open","code":{"pin":"482193"}}"#,
+        ] {
+            let e = reason(r.door(3, payload.as_bytes(), false, &doors(), Instant::now()));
+            assert!(!e.contains("482193"), "{payload}: {e}");
+            // A number is the code's digits (see the test above); other types are refused.
+            if payload.contains('[') || payload.contains("pin") {
+                assert!(e.contains("code must be a string or a number"), "{payload}: {e}");
+            }
+        }
+        // Absent or null: no code (refused for want of one, not as malformed).
+        for payload in [r#"{"action":"open"}"#, r#"{"action":"open","code":null}"#] {
+            let e = reason(r.door(3, payload.as_bytes(), false, &doors(), Instant::now()));
+            assert!(!e.contains("malformed"), "{payload}: {e}");
+        }
     }
 }

@@ -334,7 +334,15 @@ impl Parser {
                     None => match self.document_end() {
                         Some(end) => {
                             let body = self.buf.split_to(end).to_vec();
-                            out.push(Ok(self.part(body)));
+                            // The buffer is checked against the limit only while the document
+                            // is incomplete: the read that completes it may take it over.
+                            if body.len() > self.max_part {
+                                out.push(Err(PartError::TooLarge {
+                                    limit: self.max_part,
+                                }));
+                            } else {
+                                out.push(Ok(self.part(body)));
+                            }
                             self.start_between();
                         }
                         None => {
@@ -487,6 +495,36 @@ mod tests {
         format!(
             "<EventNotificationAlert>{eol}<eventType>VMD</eventType>{eol}<eventState>active</eventState>{eol}<n>{i}</n>{eol}</EventNotificationAlert>{eol}"
         )
+    }
+
+    /// Found by fuzzing (fuzz/corpus/multipart/crash-53e09fa7…): a length-less part that ends
+    /// as a complete document in the read that takes it over the limit was returned whole.
+    #[test]
+    fn a_document_over_the_limit_is_refused_however_it_arrives() {
+        let doc = format!(
+            "<EventNotificationAlert>{}</EventNotificationAlert>",
+            "x".repeat(40)
+        );
+        assert!(doc.len() > 64);
+        let head = "--boundary\r\nContent-Type: application/xml\r\n\r\n";
+        for chunk in [1, 7, 70, 4096] {
+            let mut p = Parser::new("boundary", 64);
+            let mut got = Vec::new();
+            for c in format!("{head}{doc}").as_bytes().chunks(chunk) {
+                got.extend(p.push(c));
+            }
+            got.extend(p.finish());
+            assert!(
+                got.iter().all(|r| r
+                    .as_ref()
+                    .is_err_and(|e| *e == PartError::TooLarge { limit: 64 })),
+                "chunk {chunk}: {got:?}"
+            );
+            assert!(
+                !got.is_empty(),
+                "chunk {chunk}: the oversized part vanished"
+            );
+        }
     }
 
     #[test]

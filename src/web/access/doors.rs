@@ -45,7 +45,7 @@ pub(crate) struct OpenDoor {
     duration_ms: Option<u32>,
     /// The door's `require_code`, when it has one (never logged or echoed); a number is
     /// taken as its digits.
-    #[serde(default, deserialize_with = "crate::web::secret_text::optional")]
+    #[serde(default, deserialize_with = "crate::commands::code")]
     code: Option<String>,
 }
 
@@ -211,5 +211,32 @@ pub(in crate::web) async fn open(
             }),
         )
             .into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::OpenDoor;
+
+    /// A code of the wrong type is refused without quoting it (serde's message would), as
+    /// the refusal goes back to the caller and to the log.
+    #[test]
+    fn a_code_of_the_wrong_type_is_not_echoed() {
+        for body in [
+            r#"{"action":"open","code":["482193"]}"#,
+            r#"{"action":"open","code":{"pin":"482193"}}"#,
+            r#"{"code":["482193"]}"#,
+        ] {
+            let Err(e) = axum::Json::<OpenDoor>::from_bytes(body.as_bytes()) else {
+                panic!("{body} accepted");
+            };
+            let text = e.body_text();
+            assert!(!text.contains("482193"), "{body}: {text}");
+            assert!(text.contains("code must be a string"), "{body}: {text}");
+        }
+        assert!(axum::Json::<OpenDoor>::from_bytes(br#"{"code":"482193"}"#).is_ok());
+        // A number is its digits (Home Assistant's YAML makes `code: 482193` one).
+        assert!(axum::Json::<OpenDoor>::from_bytes(br#"{"code":482193}"#).is_ok());
+        assert!(axum::Json::<OpenDoor>::from_bytes(br#"{"code":null}"#).is_ok());
     }
 }

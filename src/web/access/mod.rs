@@ -56,7 +56,7 @@ pub(super) struct Page {
 
 impl Page {
     #[allow(clippy::result_large_err)]
-    fn of(q: &ListQuery) -> Result<Page, Response> {
+    pub(in crate::web) fn of(q: &ListQuery) -> Result<Page, Response> {
         let page = q.page.unwrap_or(1);
         let limit = q.limit.unwrap_or(100);
         if !(1..=1_000_000).contains(&page) {

@@ -653,7 +653,10 @@ mod tests {
             assert!(!e.contains("482193"), "{payload}: {e}");
             // A number is the code's digits (see the test above); other types are refused.
             if payload.contains('[') || payload.contains("pin") {
-                assert!(e.contains("code must be a string or a number"), "{payload}: {e}");
+                assert!(
+                    e.contains("code must be a string or a number"),
+                    "{payload}: {e}"
+                );
             }
         }
         // Absent or null: no code (refused for want of one, not as malformed).

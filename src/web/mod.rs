@@ -192,15 +192,6 @@ pub(crate) mod secret_text {
         text(serde_json::Value::deserialize(d)?)
             .ok_or_else(|| D::Error::custom("expected a string (a secret: its value is not shown)"))
     }
-
-    pub(crate) fn optional<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
-        match serde_json::Value::deserialize(d)? {
-            serde_json::Value::Null => Ok(None),
-            v => text(v).map(Some).ok_or_else(|| {
-                D::Error::custom("expected a string (a secret: its value is not shown)")
-            }),
-        }
-    }
 }
 
 /// Who is asking, from the request's token (set by [`authenticate`] on every protected route).

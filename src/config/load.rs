@@ -1663,6 +1663,21 @@ doors:
         assert!(!e.to_string().contains("nested more than"), "{e}");
     }
 
+    /// Found by the config fuzz target (fuzz/corpus/config/alias-bomb.yaml): anchors that
+    /// expand 9^40 times ("billion laughs"). serde_norway stops at its repetition limit: a
+    /// clear error, at once, in little memory (31 MB peak for `check-config`, 30 ms).
+    #[test]
+    fn an_alias_bomb_is_refused() {
+        let mut text = String::from("a0: &a0 [\"xxxxxxxx\", \"xxxxxxxx\"]\n");
+        for i in 1..40 {
+            let p = format!("*a{}", i - 1);
+            text.push_str(&format!("a{i}: &a{i} [{}]\n", vec![p; 9].join(",")));
+        }
+        text.push_str("version: 1\nsources: *a39\n");
+        let e = load_str(&text, &|_| None).unwrap_err().to_string();
+        assert!(e.contains("repetition limit"), "{e}");
+    }
+
     #[test]
     fn a_bad_rtsp_url_is_reported_without_its_password() {
         let env = |_: &str| None;

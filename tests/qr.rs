@@ -493,13 +493,15 @@ async fn welcome_only_once_net2_took_the_open() {
         "welcome after {:?}, before Net2 answered the open",
         asked.elapsed()
     );
-    assert!(
+    // The command's "sent" result came before the scan's result was published, but on another
+    // topic: the recorder may see the two in either order (failed once in CI under load).
+    wait_for("Net2 took the open", T, || {
         q.rec.on(commands).iter().any(|m| {
             let v = m.json();
             v["requester"] == "qr:front-qr" && v["status"] == "sent"
-        }),
-        "Net2 took the open"
-    );
+        })
+    })
+    .await;
     wait_for("one qr_granted", T, || granted(&q) == 1).await;
 
     // Never answered in time: failed, not welcome.

@@ -17,6 +17,11 @@
 #           restarted after 0.2-2 s (its persistence file and the recorder's session survive).
 #   daemon  the daemon is SIGKILLed KILLS times mid-burst and restarted after 0.2-2 s (the REST
 #           backfill must bring back everything the live feed missed).
+#   net2-errors  the Net2 simulator's faults, one per burst in turn (`fault …` lines on its
+#           stdin): REST 500 (IIS page), 502 (nginx page), every token invalid (401s, the
+#           refresh token too), the token endpoint 429 with every token invalid, every SignalR
+#           socket dropped; each with a SignalR drop at its start, so that the reconnect and its REST
+#           backfill run into it. "restarts" counts the faults and drops.
 #
 # Usage: scripts/chaos.sh [SCENARIO…]   (default: broker daemon)
 #   EVENTS=10000 RATE=200 KILLS=10 BIN=target/debug/gatehouse KEEP=1 (keep the temp dir)
@@ -37,7 +42,10 @@ done
 scenarios=("$@")
 [ ${#scenarios[@]} -gt 0 ] || scenarios=(broker daemon)
 for s in "${scenarios[@]}"; do
-  case $s in broker | daemon) ;; *) echo "unknown scenario: $s (broker, daemon)" >&2; exit 2 ;; esac
+  case $s in
+    broker | daemon | net2-errors) ;;
+    *) echo "unknown scenario: $s (broker, daemon, net2-errors)" >&2; exit 2 ;;
+  esac
 done
 
 top=$(mktemp -d)
@@ -136,17 +144,35 @@ EOC
   start_daemon
   sleep 2
 
-  # The events, in bursts of 500, while the chaos runs.
-  local per=500 left=$events
+  # The events, in bursts of 500, while the chaos runs. net2-errors: every burst but the
+  # first and the last runs under one of the simulator's faults, in turn (the simulator reads
+  # its stdin in order, so a fault lasts one burst: 2.5 s at 200/s).
+  # shellcheck disable=SC2034  # i and faults are read in the subshell
+  local per=500 left=$events faults=("500" "502" "401" "429+401" "drop") i=0
   (
     while [ "$left" -gt 0 ]; do
       n=$((left < per ? left : per))
-      echo "burst $n $rate"
       left=$((left - n))
+      f=
+      if [ "$scenario" = net2-errors ] && [ "$i" -gt 0 ] && [ "$left" -gt 0 ]; then
+        f=${faults[$((i % ${#faults[@]}))]}
+      fi
+      # Each fault with a SignalR drop: the reconnect and its REST backfill meet the fault
+      # (while live, REST is otherwise only the safety poll).
+      case $f in
+        500 | 502) echo "fault $f on"; echo "fault drop" ;;
+        401 | drop) echo "fault $f"; [ "$f" = drop ] || echo "fault drop" ;;
+        429+401) echo "fault 429 on"; echo "fault 401"; echo "fault drop" ;;
+      esac
+      echo "burst $n $rate"
+      case $f in 500 | 502 | 429+401) echo "fault ${f%+*} off" ;; esac
+      i=$((i + 1))
     done
   ) >&3 &
   local kill_every=$((events * 1000 / rate / (kills + 1))) k
+  [ "$scenario" = net2-errors ] && kill_every=0
   for k in $(seq "$kills"); do
+    [ "$scenario" = net2-errors ] && break
     sleep_ms "$(rand_ms $((kill_every / 2)) $((kill_every * 3 / 2)))"
     case $scenario in
       broker)
@@ -165,6 +191,7 @@ EOC
   until [ "$(grep -c 'burst done' "$dir/net2.out")" -ge "$bursts" ]; do sleep 1; done
   local produced
   produced=$(awk '/burst done/ {n += $3} END {print n}' "$dir/net2.out")
+  [ "$scenario" = net2-errors ] && restarts=$(awk '/^fault done/ && !/ off$/ {n++} END {print n + 0}' "$dir/net2.out")
 
   # Settle: every produced Net2 id stored, the outbox empty and the recorder quiet for 10 s.
   local deadline=$(($(date +%s) + settle)) stored last=-1 quiet=0

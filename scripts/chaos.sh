@@ -14,7 +14,9 @@
 #
 # Scenarios:
 #   broker  the broker is SIGKILLed KILLS times at random moments during the bursts and
-#           restarted after 0.2-2 s (its persistence file and the recorder's session survive).
+#           restarted after 0.2-2 s (its persistence file and the recorder's session survive);
+#           each kill waits (up to 60 s) for the daemon to be connected again first, and
+#           the line ends with how many kills hit a connected daemon.
 #   daemon  the daemon is SIGKILLed KILLS times mid-burst and restarted after 0.2-2 s (the REST
 #           backfill must bring back everything the live feed missed).
 #   net2-errors  the Net2 simulator's faults, one per burst in turn (`fault …` lines on its
@@ -88,7 +90,7 @@ start_daemon() {
 }
 
 run_scenario() { # $1 scenario
-  local scenario=$1 t0 restarts=0
+  local scenario=$1 t0 restarts=0 live_kills=0
   dir="$top/$scenario"
   mkdir -p "$dir/mosq"
   t0=$(date +%s)
@@ -176,6 +178,15 @@ EOC
     sleep_ms "$(rand_ms $((kill_every / 2)) $((kill_every * 3 / 2)))"
     case $scenario in
       broker)
+        # Every kill hits a live connection: the daemon's reconnect backoff grows while
+        # connections last under 30 s, and a broker killed while the daemon waits tests only
+        # the recorder. Up to 60 s for the daemon's k-th connect, then 0.5-3 s of traffic.
+        for _ in $(seq 600); do
+          [ "$(grep -c 'MQTT connected' "$dir/d.log")" -ge "$k" ] && break
+          sleep 0.1
+        done
+        [ "$(grep -c 'MQTT connected' "$dir/d.log")" -ge "$k" ] && live_kills=$((live_kills + 1))
+        sleep_ms "$(rand_ms 500 3000)"
         kill -KILL "$broker"; wait "$broker" 2>/dev/null || true
         sleep_ms "$(rand_ms 200 2000)"
         start_broker ;;
@@ -211,6 +222,7 @@ EOC
   done
 
   local rc=0
+  [ "$scenario" = broker ] && echo "chaos broker: $live_kills of $restarts kills hit a connected daemon"
   python3 - "$dir" "$(field "$dir/net2.out" url)" "$(field "$dir/net2.out" client_id)" \
     "$scenario" "$restarts" "$(($(date +%s) - t0))" <<'EOP' || rc=$?
 import json, sqlite3, sys, urllib.parse, urllib.request

@@ -52,13 +52,19 @@ done
 
 top=$(mktemp -d)
 bgpids=()
-cleanup() {
+stop_all() { # every process started here (and a recorder's mosquitto_sub), quietly
   local p
+  exec 4>&2 2>/dev/null # bash reports each killed job on stderr as it reaps it
   for p in "${bgpids[@]}"; do
-    pkill -KILL -P "$p" 2>/dev/null || true
-    kill -KILL "$p" 2>/dev/null || true
+    pkill -KILL -P "$p" || true
+    kill -KILL "$p" || true
   done
-  { wait; } 2>/dev/null || true
+  wait || true
+  exec 2>&4 4>&-
+  bgpids=()
+}
+cleanup() {
+  stop_all
   if [ -n "${KEEP:-}" ]; then echo "kept $top"; else rm -rf "$top"; fi
 }
 trap cleanup EXIT
@@ -309,12 +315,6 @@ EOP
 status=0
 for s in "${scenarios[@]}"; do
   run_scenario "$s" || status=1
-  # This scenario's processes go before the next one starts.
-  for p in "${bgpids[@]}"; do
-    pkill -KILL -P "$p" 2>/dev/null || true
-    kill -KILL "$p" 2>/dev/null || true
-  done
-  { wait; } 2>/dev/null || true
-  bgpids=()
+  stop_all # this scenario's processes go before the next one starts
 done
 exit $status

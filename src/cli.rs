@@ -1016,6 +1016,44 @@ mod tests {
     use super::*;
     use chrono::{DateTime, FixedOffset};
 
+    #[cfg(feature = "sim")]
+    #[tokio::test]
+    async fn net2_fault_lines_switch_the_simulators_faults() {
+        use crate::sim::net2::{Net2Sim, SimConfig};
+        use std::sync::atomic::Ordering::Relaxed;
+        let sim = Net2Sim::start(SimConfig::default()).await.unwrap();
+        let f = sim.faults();
+        for (which, flag) in [
+            ("500", &f.fail_500),
+            ("502", &f.html_error),
+            ("429", &f.token_429),
+        ] {
+            let done = net2_fault(&sim, &["fault", which, "on"]);
+            assert_eq!(
+                done.as_deref(),
+                Some(format!("fault done {which} on").as_str())
+            );
+            assert!(flag.load(Relaxed), "{which} on");
+            net2_fault(&sim, &["fault", which, "off"]).unwrap();
+            assert!(!flag.load(Relaxed), "{which} off");
+        }
+        assert!(net2_fault(&sim, &["fault", "401"]).is_some());
+        assert!(net2_fault(&sim, &["fault", "drop"]).is_some());
+        // Anything else is not a fault line (the caller says what it expected instead).
+        for bad in [
+            &["fault"][..],
+            &["fault", "404", "on"],
+            &["fault", "500"],
+            &["fault", "500", "maybe"],
+            &["fault", "401", "on"],
+            &["burst"],
+        ] {
+            assert_eq!(net2_fault(&sim, bad), None, "{bad:?}");
+        }
+        assert!(!f.fail_500.load(Relaxed) && !f.html_error.load(Relaxed));
+        sim.shutdown().await;
+    }
+
     fn at(t: &str) -> DateTime<FixedOffset> {
         DateTime::parse_from_rfc3339(t).unwrap()
     }

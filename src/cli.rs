@@ -847,19 +847,54 @@ client_id: {id}",
     let _ = std::io::stdout().flush();
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
-        _ = stdin_bursts(|| sim.push_random()) => {}
+        _ = stdin_bursts(|| sim.push_random(), |words| net2_fault(&sim, words)) => {}
     }
     cancel.cancel();
     sim.shutdown().await;
     Ok(())
 }
 
+/// The Net2 simulator's faults from stdin, for `scripts/chaos.sh`: `fault 500|502|429 on|off`
+/// (REST answers 500 / 502, the token endpoint 429), `fault 401` (every access and refresh
+/// token invalid from now on), `fault drop` (every SignalR socket closed abruptly). Returns
+/// what it did, or `None` for a line that is not one of these.
+#[cfg(feature = "sim")]
+fn net2_fault(sim: &crate::sim::net2::Net2Sim, words: &[&str]) -> Option<String> {
+    use std::sync::atomic::Ordering::Relaxed;
+    let f = sim.faults();
+    match words {
+        [
+            "fault",
+            which @ ("500" | "502" | "429"),
+            state @ ("on" | "off"),
+        ] => {
+            let flag = match *which {
+                "500" => &f.fail_500,
+                "502" => &f.html_error,
+                _ => &f.token_429,
+            };
+            flag.store(*state == "on", Relaxed);
+        }
+        ["fault", "401"] => {
+            sim.expire_tokens();
+            sim.expire_refresh_tokens();
+        }
+        ["fault", "drop"] => sim.drop_websockets(),
+        _ => return None,
+    }
+    Some(format!("fault done {}", words[1..].join(" ")))
+}
+
 /// Bursts on request, for load measurements (`scripts/bench_idle_rss.sh`): each stdin line
 /// `burst N RATE` calls `push` (which logs one or more events and says how many) until N
-/// events are out, RATE per second, then prints `burst done N`. Returns at end of input,
-/// after which the simulator runs until Ctrl-C.
+/// events are out, RATE per second, then prints `burst done N`. Any other line goes to
+/// `control`, which prints its answer, or `None` for a line it does not know. Returns at end
+/// of input, after which the simulator runs until Ctrl-C.
 #[cfg(feature = "sim")]
-async fn stdin_bursts(mut push: impl FnMut() -> usize) {
+async fn stdin_bursts(
+    mut push: impl FnMut() -> usize,
+    mut control: impl FnMut(&[&str]) -> Option<String>,
+) {
     use tokio::io::AsyncBufReadExt;
     let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
     while let Ok(Some(line)) = lines.next_line().await {
@@ -874,7 +909,13 @@ async fn stdin_bursts(mut push: impl FnMut() -> usize) {
             },
             [] => continue,
             _ => {
-                eprintln!("expected: burst COUNT RATE_PER_SECOND");
+                match control(&words) {
+                    Some(done) => {
+                        let _ = writeln!(std::io::stdout(), "{done}");
+                        let _ = std::io::stdout().flush();
+                    }
+                    None => eprintln!("expected: burst COUNT RATE_PER_SECOND"),
+                }
                 continue;
             }
         };
@@ -964,7 +1005,7 @@ async fn sim_hikvision(
             let (ch, state) = next();
             s2.push_alert(ch, "VMD", state);
             1
-        }) => {}
+        }, |_| None) => {}
     }
     cancel.cancel();
     Ok(())
@@ -974,6 +1015,44 @@ async fn sim_hikvision(
 mod tests {
     use super::*;
     use chrono::{DateTime, FixedOffset};
+
+    #[cfg(feature = "sim")]
+    #[tokio::test]
+    async fn net2_fault_lines_switch_the_simulators_faults() {
+        use crate::sim::net2::{Net2Sim, SimConfig};
+        use std::sync::atomic::Ordering::Relaxed;
+        let sim = Net2Sim::start(SimConfig::default()).await.unwrap();
+        let f = sim.faults();
+        for (which, flag) in [
+            ("500", &f.fail_500),
+            ("502", &f.html_error),
+            ("429", &f.token_429),
+        ] {
+            let done = net2_fault(&sim, &["fault", which, "on"]);
+            assert_eq!(
+                done.as_deref(),
+                Some(format!("fault done {which} on").as_str())
+            );
+            assert!(flag.load(Relaxed), "{which} on");
+            net2_fault(&sim, &["fault", which, "off"]).unwrap();
+            assert!(!flag.load(Relaxed), "{which} off");
+        }
+        assert!(net2_fault(&sim, &["fault", "401"]).is_some());
+        assert!(net2_fault(&sim, &["fault", "drop"]).is_some());
+        // Anything else is not a fault line (the caller says what it expected instead).
+        for bad in [
+            &["fault"][..],
+            &["fault", "404", "on"],
+            &["fault", "500"],
+            &["fault", "500", "maybe"],
+            &["fault", "401", "on"],
+            &["burst"],
+        ] {
+            assert_eq!(net2_fault(&sim, bad), None, "{bad:?}");
+        }
+        assert!(!f.fail_500.load(Relaxed) && !f.html_error.load(Relaxed));
+        sim.shutdown().await;
+    }
 
     fn at(t: &str) -> DateTime<FixedOffset> {
         DateTime::parse_from_rfc3339(t).unwrap()

@@ -1095,3 +1095,27 @@ async fn server_zone_is_its_own_changes_with_dst_and_an_event_can_meet_the_subsc
         "the server's clock follows its zone: {now}"
     );
 }
+
+#[tokio::test]
+async fn token_429_fault_refuses_every_grant_until_switched_off() {
+    use std::sync::atomic::Ordering::Relaxed;
+    let sim = Net2Sim::start(SimConfig::default()).await.unwrap();
+    let c = http();
+    let form = [
+        ("username", "Gate House"),
+        ("password", "sim-password"),
+        ("grant_type", "password"),
+        ("client_id", "00000000-0000-4000-8000-000000000000"),
+    ];
+    sim.faults().token_429.store(true, Relaxed);
+    // Below the per-second limit (2): only the fault can refuse these.
+    let r = token_req(&sim, &c, &form).await;
+    assert_eq!(r.status(), 429);
+    assert!(r.text().await.unwrap().contains("429 Too Many Requests"));
+    sim.faults().token_429.store(false, Relaxed);
+    let r = token_req(&sim, &c, &form).await;
+    assert_eq!(r.status(), 200);
+    let s = sim.stats();
+    assert_eq!((s.token_429, s.password_grants), (1, 1));
+    sim.shutdown().await;
+}

@@ -186,6 +186,8 @@ pub struct Faults {
     pub users_500: AtomicBool,
     /// `/api/v1/users` answers 200 with an empty body.
     pub users_empty: AtomicBool,
+    /// The token endpoint answers 429 to everything (a rate-limit storm).
+    pub token_429: AtomicBool,
 }
 
 impl Default for Faults {
@@ -201,6 +203,7 @@ impl Default for Faults {
             events_delay_ms: AtomicU64::new(0),
             users_500: AtomicBool::new(false),
             users_empty: AtomicBool::new(false),
+            token_429: AtomicBool::new(false),
         }
     }
 }

@@ -132,6 +132,10 @@ fn too_many(inner: &Inner) -> bool {
     let now = Instant::now();
     let mut st = inner.lock();
     st.stats.token_requests += 1;
+    if inner.faults.token_429.load(Relaxed) {
+        st.stats.token_429 += 1;
+        return true;
+    }
     while st
         .token_window
         .front()

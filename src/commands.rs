@@ -99,19 +99,15 @@ impl DoorGate {
     }
 }
 
-/// Deserialize the door code sent with a command (`code`, MQTT and REST): a string, or absent
-/// or null. Anything else is refused without its value: serde's own message quotes it
-/// (``invalid type: integer `4821` ``), and refusals go to the log, the MQTT result topic and
-/// the REST caller. Found by fuzzing (fuzz/corpus/mqtt_command/crash-12ac8874…).
+/// Deserialize the door code sent with a command (`code`, MQTT and REST): absent or null, a
+/// string, or a number as its digits ([`crate::secret::json_text`]). Anything else is refused
+/// without its value. Found by fuzzing (fuzz/corpus/mqtt_command/crash-12ac8874…).
 pub fn code<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
     use serde::Deserialize;
     match Option::<serde_json::Value>::deserialize(d)? {
         None | Some(serde_json::Value::Null) => Ok(None),
-        Some(serde_json::Value::String(s)) => Ok(Some(s)),
-        // Home Assistant's YAML turns `code: 482193` into a number: its digits are the code.
-        Some(serde_json::Value::Number(n)) => Ok(Some(n.to_string())),
-        Some(_) => Err(serde::de::Error::custom(
-            "code must be a string or a number (its value is not shown)",
-        )),
+        Some(v) => crate::secret::json_text(v).map(Some).ok_or_else(|| {
+            serde::de::Error::custom("code must be a string or a number (its value is not shown)")
+        }),
     }
 }

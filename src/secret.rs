@@ -3,6 +3,18 @@
 use serde::{Deserialize, Deserializer};
 use std::fmt;
 
+/// A secret sent in JSON (a password, a door code): a string, or a number as its digits —
+/// Home Assistant's YAML turns `code: 482193` into one. `None` for any other type, so the
+/// caller refuses it with a message of its own: serde's would quote the value
+/// (``invalid type: integer `482193` ``) into logs, MQTT results and REST answers.
+pub(crate) fn json_text(v: serde_json::Value) -> Option<String> {
+    match v {
+        serde_json::Value::String(s) => Some(s),
+        serde_json::Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
 /// A secret value (password, token, shared code). `Debug` and `Display` print `***`, and it is
 /// not `Serialize`, so it cannot leak into logs, MQTT or the database by accident.
 #[derive(Clone, Default, PartialEq, Eq)]

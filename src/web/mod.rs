@@ -180,16 +180,8 @@ pub(crate) fn detail(code: StatusCode, msg: impl Into<String>) -> Response {
 pub(crate) mod secret_text {
     use serde::de::{Deserialize, Deserializer, Error};
 
-    fn text(v: serde_json::Value) -> Option<String> {
-        match v {
-            serde_json::Value::String(s) => Some(s),
-            serde_json::Value::Number(n) => Some(n.to_string()),
-            _ => None,
-        }
-    }
-
     pub(crate) fn required<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
-        text(serde_json::Value::deserialize(d)?)
+        crate::secret::json_text(serde_json::Value::deserialize(d)?)
             .ok_or_else(|| D::Error::custom("expected a string (a secret: its value is not shown)"))
     }
 }

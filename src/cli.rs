@@ -970,7 +970,7 @@ async fn sim_hikvision(
     let mut n = 0u64;
     let mut next = move || {
         n += 1;
-        let ch = 1 + ((n / 2) % u64::from(channels)) as u32;
+        let ch = 1 + (((n - 1) / 2) % u64::from(channels)) as u32;
         let state = if n % 2 == 1 { "active" } else { "inactive" };
         (ch, state)
     };
@@ -998,17 +998,62 @@ async fn sim_hikvision(
         sim.base_url()
     );
     let _ = std::io::stdout().flush();
-    let s2 = sim.clone();
+    // The record `scripts/chaos.sh` compares with: each alert of a burst as it is pushed
+    // (`alert SEQ CHANNEL STATE`, its number also in its `activePostCount`), and each one
+    // written to an alert stream (`delivered SEQ STREAM MS`). An alert pushed while no stream
+    // is open reaches nobody (a real device's live stream has no queue) and has no
+    // `delivered` line.
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    sim.record_deliveries(tx);
+    tokio::spawn(async move {
+        while let Some(d) = rx.recv().await {
+            let _ = writeln!(
+                std::io::stdout(),
+                "delivered {} {} {}",
+                d.seq,
+                d.stream,
+                d.at_ms
+            );
+        }
+    });
+    // SIGUSR1 drops the streams too, at once: stdin lines wait for the burst before them.
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut usr1 = signal(SignalKind::user_defined1())
+            .ctx(ErrorKind::Internal, || "unable to listen for SIGUSR1")?;
+        let s = sim.clone();
+        tokio::spawn(async move {
+            while usr1.recv().await.is_some() {
+                s.drop_streams();
+                let _ = writeln!(std::io::stdout(), "fault done drop (SIGUSR1)");
+            }
+        });
+    }
+    let (s2, s3) = (sim.clone(), sim.clone());
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = stdin_bursts(move || {
             let (ch, state) = next();
-            s2.push_alert(ch, "VMD", state);
+            let seq = s2.push_numbered(ch, "VMD", state);
+            let _ = writeln!(std::io::stdout(), "alert {seq} {ch} {state}");
             1
-        }, |_| None) => {}
+        }, move |words| hikvision_fault(&s3, words)) => {}
     }
     cancel.cancel();
     Ok(())
+}
+
+/// The Hikvision simulator's faults from stdin, for `scripts/chaos.sh`: `fault drop` (every
+/// open alert stream closed now, between two parts). Returns what it did, or `None` for a
+/// line that is not one of these.
+#[cfg(feature = "sim")]
+fn hikvision_fault(sim: &crate::sim::hikvision::HikSim, words: &[&str]) -> Option<String> {
+    match words {
+        ["fault", "drop"] => sim.drop_streams(),
+        _ => return None,
+    }
+    Some(format!("fault done {}", words[1..].join(" ")))
 }
 
 #[cfg(test)]

@@ -43,7 +43,7 @@
 #           Each copy must pass `PRAGMA integrity_check`, and a daemon started from it (no
 #           MQTT) must end, against the still-running simulator, with every produced event
 #           stored once.
-#   disk-full  the database on its own tmpfs (DISK_MB, 256), filled with a ballast file
+#   disk-full  the database on its own tmpfs (DISK_MB, 64), filled with a ballast file
 #           FILLS times (3) during the bursts for HOLD seconds (8), then freed; after the
 #           bursts a clean broker restart (what was acknowledged while the outbox could not
 #           record it must not go out again). The line also gives the daemon's log lines
@@ -164,7 +164,7 @@ run_scenario() { # $1 scenario
   case $scenario in
     disk-full | read-only)
       mkdir -p "$dir/disk"
-      if ! mount -t tmpfs -o "size=${DISK_MB:-256}m" chaos "$dir/disk" 2>"$dir/mount.err"; then
+      if ! mount -t tmpfs -o "size=${DISK_MB:-64}m" chaos "$dir/disk" 2>"$dir/mount.err"; then
         echo "chaos $scenario: SKIPPED: cannot mount a tmpfs: $(cat "$dir/mount.err")"
         return 0
       fi

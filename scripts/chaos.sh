@@ -362,8 +362,11 @@ EOC
     kill -TERM "$broker"; wait "$broker" 2>/dev/null || true
     start_broker
   fi
-  # alert-drops: the random drops, and the streams the daemon opened in all.
-  [ "$scenario" = alert-drops ] && restarts="$restarts ($(awk '/^delivered/ && $3 > m {m = $3} END {print m + 0}' "$out") streams)"
+  # alert-drops: the random drops, the NVR's own periodic closes, and the
+  # streams the daemon opened in all (the simulator logs each).
+  if [ "$scenario" = alert-drops ]; then
+    restarts="$(grep -c 'alert stream dropped' "$dir/hik.log" || true) random drops + $(grep -c 'periodic close' "$dir/hik.log" || true) periodic closes, $(grep -c 'alert stream opened' "$dir/hik.log" || true) streams"
+  fi
 
   # Settle: every produced Net2 id stored (cameras: the stored count steady), the outbox
   # empty and the recorder quiet for 10 s.

@@ -919,9 +919,7 @@ async fn stdin_bursts(
                 continue;
             }
         };
-        // Paced in 10 ms slices, not one timer per event: 10,000/s stays cheap.
-        let slice = Duration::from_millis(10);
-        let per_slice = (rate as usize).div_ceil(100).max(1);
+        let (per_slice, slice) = burst_pacing(rate);
         let mut tick = tokio::time::interval(slice);
         let mut sent = 0;
         while sent < n {
@@ -937,6 +935,15 @@ async fn stdin_bursts(
         let _ = std::io::stdout().flush();
     }
     std::future::pending::<()>().await
+}
+
+/// Events per slice and the slice, for RATE events a second: slices of at least 10 ms, not
+/// one timer per event (10,000/s stays cheap). The slice was once always 10 ms, so a RATE
+/// under 100 ran at 100 a second.
+#[cfg(feature = "sim")]
+fn burst_pacing(rate: u32) -> (usize, Duration) {
+    let per_slice = (rate as usize).div_ceil(100).max(1);
+    (per_slice, Duration::from_secs(1) * per_slice as u32 / rate)
 }
 
 #[cfg(feature = "sim")]
@@ -1060,6 +1067,22 @@ fn hikvision_fault(sim: &crate::sim::hikvision::HikSim, words: &[&str]) -> Optio
 mod tests {
     use super::*;
     use chrono::{DateTime, FixedOffset};
+
+    #[cfg(feature = "sim")]
+    #[test]
+    fn bursts_keep_their_rate_below_100_a_second_too() {
+        for (rate, per_slice, ms) in [(1, 1, 1000), (50, 1, 20), (100, 1, 10), (200, 2, 10)] {
+            assert_eq!(
+                burst_pacing(rate),
+                (per_slice, Duration::from_millis(ms)),
+                "rate {rate}"
+            );
+        }
+        // Not a whole number of milliseconds: still RATE a second.
+        let (n, slice) = burst_pacing(150);
+        assert_eq!(n, 2);
+        assert!((n as f64 / slice.as_secs_f64() - 150.0).abs() < 0.01);
+    }
 
     #[cfg(feature = "sim")]
     #[tokio::test]

@@ -992,6 +992,7 @@ async fn alert_stream(
     };
     let mut rx = inner.alerts.subscribe();
     let mut drops = inner.drops.subscribe();
+    tracing::info!(stream = stream_no, "alert stream opened");
     let head = if p.http10 {
         format!(
             "HTTP/1.0 200 OK\r\nContent-Type: multipart/mixed; boundary={}\r\nConnection: close\r\n\r\n",
@@ -1067,10 +1068,12 @@ async fn alert_stream(
                 // Dropped (`HikSim::drop_streams`): closed between two parts, without the
                 // chunked body's last chunk (a client of a chunked stream sees it end early;
                 // a close-delimited one cannot tell it from the periodic close).
+                tracing::info!(stream = stream_no, "alert stream dropped");
                 return w.shutdown().await;
             }
             _ = async { match end { Some(t) => tokio::time::sleep_until(t).await, None => std::future::pending().await } } => {
                 // Healthy end of stream (NVRs do this every 15–40 s).
+                tracing::info!(stream = stream_no, "alert stream closed (the periodic close)");
                 if chunked {
                     w.write_all(b"0\r\n\r\n").await?;
                 }

@@ -919,9 +919,7 @@ async fn stdin_bursts(
                 continue;
             }
         };
-        // Paced in 10 ms slices, not one timer per event: 10,000/s stays cheap.
-        let slice = Duration::from_millis(10);
-        let per_slice = (rate as usize).div_ceil(100).max(1);
+        let (per_slice, slice) = burst_pacing(rate);
         let mut tick = tokio::time::interval(slice);
         let mut sent = 0;
         while sent < n {
@@ -937,6 +935,15 @@ async fn stdin_bursts(
         let _ = std::io::stdout().flush();
     }
     std::future::pending::<()>().await
+}
+
+/// Events per slice and the slice, for RATE events a second: slices of at least 10 ms, not
+/// one timer per event (10,000/s stays cheap). The slice was once always 10 ms, so a RATE
+/// under 100 ran at 100 a second.
+#[cfg(feature = "sim")]
+fn burst_pacing(rate: u32) -> (usize, Duration) {
+    let per_slice = (rate as usize).div_ceil(100).max(1);
+    (per_slice, Duration::from_secs(1) * per_slice as u32 / rate)
 }
 
 #[cfg(feature = "sim")]
@@ -970,7 +977,7 @@ async fn sim_hikvision(
     let mut n = 0u64;
     let mut next = move || {
         n += 1;
-        let ch = 1 + ((n / 2) % u64::from(channels)) as u32;
+        let ch = 1 + (((n - 1) / 2) % u64::from(channels)) as u32;
         let state = if n % 2 == 1 { "active" } else { "inactive" };
         (ch, state)
     };
@@ -998,23 +1005,84 @@ async fn sim_hikvision(
         sim.base_url()
     );
     let _ = std::io::stdout().flush();
-    let s2 = sim.clone();
+    // The record `scripts/chaos.sh` compares with: each alert of a burst as it is pushed
+    // (`alert SEQ CHANNEL STATE`, its number also in its `activePostCount`), and each one
+    // written to an alert stream (`delivered SEQ STREAM MS`). An alert pushed while no stream
+    // is open reaches nobody (a real device's live stream has no queue) and has no
+    // `delivered` line.
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    sim.record_deliveries(tx);
+    tokio::spawn(async move {
+        while let Some(d) = rx.recv().await {
+            let _ = writeln!(
+                std::io::stdout(),
+                "delivered {} {} {}",
+                d.seq,
+                d.stream,
+                d.at_ms
+            );
+        }
+    });
+    // SIGUSR1 drops the streams too, at once: stdin lines wait for the burst before them.
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut usr1 = signal(SignalKind::user_defined1())
+            .ctx(ErrorKind::Internal, || "unable to listen for SIGUSR1")?;
+        let s = sim.clone();
+        tokio::spawn(async move {
+            while usr1.recv().await.is_some() {
+                s.drop_streams();
+                let _ = writeln!(std::io::stdout(), "fault done drop (SIGUSR1)");
+            }
+        });
+    }
+    let (s2, s3) = (sim.clone(), sim.clone());
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = stdin_bursts(move || {
             let (ch, state) = next();
-            s2.push_alert(ch, "VMD", state);
+            let seq = s2.push_numbered(ch, "VMD", state);
+            let _ = writeln!(std::io::stdout(), "alert {seq} {ch} {state}");
             1
-        }, |_| None) => {}
+        }, move |words| hikvision_fault(&s3, words)) => {}
     }
     cancel.cancel();
     Ok(())
+}
+
+/// The Hikvision simulator's faults from stdin, for `scripts/chaos.sh`: `fault drop` (every
+/// open alert stream closed now, between two parts). Returns what it did, or `None` for a
+/// line that is not one of these.
+#[cfg(feature = "sim")]
+fn hikvision_fault(sim: &crate::sim::hikvision::HikSim, words: &[&str]) -> Option<String> {
+    match words {
+        ["fault", "drop"] => sim.drop_streams(),
+        _ => return None,
+    }
+    Some(format!("fault done {}", words[1..].join(" ")))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use chrono::{DateTime, FixedOffset};
+
+    #[cfg(feature = "sim")]
+    #[test]
+    fn bursts_keep_their_rate_below_100_a_second_too() {
+        for (rate, per_slice, ms) in [(1, 1, 1000), (50, 1, 20), (100, 1, 10), (200, 2, 10)] {
+            assert_eq!(
+                burst_pacing(rate),
+                (per_slice, Duration::from_millis(ms)),
+                "rate {rate}"
+            );
+        }
+        // Not a whole number of milliseconds: still RATE a second.
+        let (n, slice) = burst_pacing(150);
+        assert_eq!(n, 2);
+        assert!((n as f64 / slice.as_secs_f64() - 150.0).abs() < 0.01);
+    }
 
     #[cfg(feature = "sim")]
     #[tokio::test]

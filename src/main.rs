@@ -117,7 +117,9 @@ enum SimCmd {
     },
     /// A Hikvision camera or NVR (ISAPI with Digest auth, the alert stream, `/picture`,
     /// RTSP). Prints its URL and credentials. Stdin lines `burst N RATE` push N alerts
-    /// (`active` / `inactive` in turn, across the channels) at RATE per second.
+    /// (`active` / `inactive` in turn, across the channels) at RATE per second, each printed
+    /// as `alert SEQ CHANNEL STATE` and, once written to an alert stream, `delivered SEQ
+    /// STREAM MS`; `fault drop` (or SIGUSR1, at once) closes the open alert streams.
     Hikvision {
         #[arg(long, default_value = "127.0.0.1:0")]
         bind: std::net::SocketAddr,

@@ -176,7 +176,7 @@ struct Inner {
     nonce_seq: Mutex<u64>,
     stats: Mutex<HikStats>,
     locked_until: Mutex<Option<tokio::time::Instant>>,
-    alerts: broadcast::Sender<String>,
+    alerts: broadcast::Sender<Pushed>,
     /// `/picture` answers an XML `ResponseStatus` with HTTP 200 (as devices do) instead of a JPEG.
     picture_error: std::sync::atomic::AtomicBool,
     jpeg: std::sync::OnceLock<Vec<u8>>,
@@ -185,6 +185,33 @@ struct Inner {
     /// The RTSP side of the device, for `requestKeyFrame`.
     key_frames: Option<super::rtsp::KeyFrames>,
     clock: Mutex<DeviceClock>,
+    started: tokio::time::Instant,
+    /// The number of the next alert pushed (1, 2, …): what a delivery record names.
+    next_seq: std::sync::atomic::AtomicU64,
+    /// Bumped by [`HikSim::drop_streams`]: every open alert stream ends.
+    drops: tokio::sync::watch::Sender<u64>,
+    /// Where each alert written to a stream is reported ([`HikSim::record_deliveries`]).
+    deliveries: Mutex<Option<tokio::sync::mpsc::UnboundedSender<Delivery>>>,
+}
+
+/// An alert on its way to the open streams, with its number.
+#[derive(Debug, Clone)]
+struct Pushed {
+    seq: u64,
+    body: String,
+}
+
+/// One alert written whole to an alert stream (the device's side of "delivered": the bytes
+/// are in the socket's send queue, and the stream ends only by an orderly close, so the peer
+/// gets them). Alerts pushed while no stream is open reach nobody and are not reported.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Delivery {
+    /// The alert's number, as [`HikSim::push_numbered`] returned it.
+    pub seq: u64,
+    /// The stream it went out on (1 for the device's first stream, 2 for the next, …).
+    pub stream: u64,
+    /// When, in milliseconds since the simulator started (monotonic).
+    pub at_ms: u64,
 }
 
 pub struct HikSim {
@@ -397,6 +424,10 @@ impl HikSim {
             rtsp_port: rtsp.as_ref().map_or(554, RtspSim::port),
             key_frames: rtsp.as_ref().map(RtspSim::key_frames),
             clock: Mutex::new(DeviceClock::default()),
+            next_seq: std::sync::atomic::AtomicU64::new(1),
+            drops: tokio::sync::watch::channel(0).0,
+            deliveries: Mutex::new(None),
+            started: tokio::time::Instant::now(),
             cfg,
             nonce_seq: Mutex::new(0),
             stats: Mutex::new(HikStats::default()),
@@ -471,10 +502,33 @@ impl HikSim {
 
     /// Send an alert on every open stream (a body as the device would write it).
     pub fn push_alert(&self, channel: u32, event_type: &str, state: &str) {
-        let _ = self
+        let body = self.inner.alert(channel, event_type, state, 1);
+        self.inner.push(body);
+    }
+
+    /// Send an alert whose `activePostCount` is its own number (returned), so that what a
+    /// client stored can be matched with what was sent, alert by alert
+    /// ([`HikSim::record_deliveries`]; `scripts/chaos.sh alert-drops`).
+    pub fn push_numbered(&self, channel: u32, event_type: &str, state: &str) -> u64 {
+        let seq = self
             .inner
-            .alerts
-            .send(self.inner.alert(channel, event_type, state, 1));
+            .next_seq
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let body = self.inner.alert(channel, event_type, state, seq as u32);
+        let _ = self.inner.alerts.send(Pushed { seq, body });
+        seq
+    }
+
+    /// Report every alert written to a stream on `tx`, from now on.
+    pub fn record_deliveries(&self, tx: tokio::sync::mpsc::UnboundedSender<Delivery>) {
+        *self.inner.deliveries.lock().unwrap() = Some(tx);
+    }
+
+    /// End every open alert stream now, as an NVR does every 15–40 s, but at a moment of the
+    /// caller's choosing: an orderly close between two parts (what was written arrives). The
+    /// device keeps listening; the client reconnects.
+    pub fn drop_streams(&self) {
+        self.inner.drops.send_modify(|n| *n += 1);
     }
 
     /// Set the device's clock (its alerts' `dateTime`).
@@ -484,7 +538,7 @@ impl HikSim {
 
     /// Send a raw part body (e.g. a line of a recorded sequence).
     pub fn push_raw(&self, body: &str) {
-        let _ = self.inner.alerts.send(body.to_string());
+        self.inner.push(body.to_string());
     }
 
     /// Make `/picture` fail (an XML `ResponseStatus` with HTTP 200) or work again.
@@ -511,11 +565,11 @@ impl HikSim {
         let (inner, ty) = (self.inner.clone(), event_type.to_string());
         tokio::spawn(async move {
             for n in 1..=count {
-                let _ = inner.alerts.send(inner.alert(channel, &ty, "active", n));
+                inner.push(inner.alert(channel, &ty, "active", n));
                 tokio::time::sleep(every).await;
             }
             if inner.cfg.personality.sends_inactive {
-                let _ = inner.alerts.send(inner.alert(channel, &ty, "inactive", 0));
+                inner.push(inner.alert(channel, &ty, "inactive", 0));
             }
         })
     }
@@ -531,7 +585,7 @@ impl HikSim {
             let start = tokio::time::Instant::now();
             for (body, at) in bodies.into_iter().zip(offsets) {
                 tokio::time::sleep_until(start + at.div_f64(speed)).await;
-                let _ = inner.alerts.send(body);
+                inner.push(body);
             }
         })
     }
@@ -550,6 +604,14 @@ impl Drop for HikSim {
 }
 
 impl Inner {
+    /// Send a body on every open stream, numbered.
+    fn push(&self, body: String) {
+        let seq = self
+            .next_seq
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let _ = self.alerts.send(Pushed { seq, body });
+    }
+
     fn alert(&self, channel: u32, event_type: &str, state: &str, post_count: u32) -> String {
         let now = self.clock.lock().unwrap().now();
         alert_xml(
@@ -923,8 +985,14 @@ async fn alert_stream(
     mut w: tokio::net::tcp::OwnedWriteHalf,
 ) -> std::io::Result<()> {
     let p = inner.cfg.personality.clone();
-    inner.stats.lock().unwrap().streams += 1;
+    let stream_no = {
+        let mut st = inner.stats.lock().unwrap();
+        st.streams += 1;
+        st.streams
+    };
     let mut rx = inner.alerts.subscribe();
+    let mut drops = inner.drops.subscribe();
+    tracing::info!(stream = stream_no, "alert stream opened");
     let head = if p.http10 {
         format!(
             "HTTP/1.0 200 OK\r\nContent-Type: multipart/mixed; boundary={}\r\nConnection: close\r\n\r\n",
@@ -975,8 +1043,12 @@ async fn alert_stream(
     loop {
         tokio::select! {
             m = rx.recv() => match m {
-                Ok(body) => {
+                Ok(Pushed { seq, body }) => {
                     write(&mut w, part(&body), chunked).await?;
+                    if let Some(tx) = inner.deliveries.lock().unwrap().as_ref() {
+                        let at_ms = inner.started.elapsed().as_millis() as u64;
+                        let _ = tx.send(Delivery { seq, stream: stream_no, at_ms });
+                    }
                     if p.jpeg_parts {
                         // Binary: needs its Content-Length whatever the personality.
                         let jpeg: &[u8] = &[0xFF, 0xD8, 0xFF, 0xE0, 0x00, 0x10, b'J', b'F', b'I', b'F', 0x00, b'\r', b'\n', b'-', b'-', 0xFF, 0xD9];
@@ -992,8 +1064,16 @@ async fn alert_stream(
             _ = async { match hb.as_mut() { Some(i) => { i.tick().await; } None => std::future::pending().await } } => {
                 write(&mut w, part(&inner.alert(1, "videoloss", "inactive", 0)), chunked).await?;
             }
+            _ = drops.changed() => {
+                // Dropped (`HikSim::drop_streams`): closed between two parts, without the
+                // chunked body's last chunk (a client of a chunked stream sees it end early;
+                // a close-delimited one cannot tell it from the periodic close).
+                tracing::info!(stream = stream_no, "alert stream dropped");
+                return w.shutdown().await;
+            }
             _ = async { match end { Some(t) => tokio::time::sleep_until(t).await, None => std::future::pending().await } } => {
                 // Healthy end of stream (NVRs do this every 15–40 s).
+                tracing::info!(stream = stream_no, "alert stream closed (the periodic close)");
                 if chunked {
                     w.write_all(b"0\r\n\r\n").await?;
                 }

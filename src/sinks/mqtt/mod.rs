@@ -47,6 +47,9 @@ const READ_AHEAD: usize = 1000;
 /// with it (a killed broker loses what it had queued for its subscribers): they are published
 /// again unless the delivery watcher received them.
 const LOSS_WINDOW: Duration = Duration::from_secs(1);
+/// How often acknowledgements the outbox could not record are written again (while nothing
+/// else writes them sooner).
+const ACK_RETRY: Duration = Duration::from_secs(2);
 /// Events one replay request publishes at most (ask again from the next `seq` for more).
 pub const MAX_REPLAY: usize = 10_000;
 const SOURCE: &str = "net2";
@@ -95,6 +98,14 @@ struct Sink {
     /// Handed to a lost connection without an acknowledgement: still in the outbox, sent
     /// again flagged — unless the delivery watcher received them (then they are done).
     unconfirmed: Vec<i64>,
+    /// Delivered (acknowledged by the broker, or received by the delivery watcher) but still
+    /// in the outbox: deleting them failed (the database full, read-only or locked). Written
+    /// again with the next acknowledgements or after [`ACK_RETRY`], and never handed out again
+    /// meanwhile (the outbox still lists them; sending them again would be a copy outside
+    /// the delivery rule, unflagged).
+    unwritten_acks: std::collections::BTreeSet<i64>,
+    /// Failed attempts to write them, since the last that worked (one error is logged).
+    ack_failures: u32,
     /// What the delivery watcher received, and how many of its connections had ended when
     /// ours was lost.
     echo: Arc<echo::EchoLog>,
@@ -291,6 +302,8 @@ pub async fn run(
         recent_acks: VecDeque::new(),
         suspect: Vec::new(),
         unconfirmed: Vec::new(),
+        unwritten_acks: Default::default(),
+        ack_failures: 0,
         echo: Default::default(),
         echo_ended: 0,
         replay: VecDeque::new(),
@@ -1235,13 +1248,10 @@ impl Sink {
             );
         }
         self.redeliver.extend(again.iter().copied());
-        let rows = self
-            .store
-            .run(move |s| {
-                s.outbox_done(&seen)?;
-                s.events_by_seq(&again)
-            })
-            .await?;
+        // Delivered: out of the outbox (kept to write again if that fails).
+        self.unwritten_acks.extend(seen);
+        self.flush_acks(c).await;
+        let rows = self.store.run(move |s| s.events_by_seq(&again)).await?;
         c.ahead.extend(rows);
         Ok(())
     }
@@ -1291,6 +1301,9 @@ impl Sink {
                     self.publish_all(client, c, coalesce(out), false)?;
                 }
                 _ = committed.notified(), if c.connected => self.pump(client, c).await?,
+                _ = tokio::time::sleep(ACK_RETRY), if c.connected && !self.unwritten_acks.is_empty() => {
+                    self.flush_acks(c).await;
+                }
                 _ = async { tokio::time::sleep_until(republish.unwrap_or_else(Instant::now)).await }, if republish.is_some() => {
                     c.republish_at = None;
                     tracing::info!("republishing discovery and state for Home Assistant / openHAB");
@@ -1580,13 +1593,37 @@ impl Sink {
         Ok(())
     }
 
-    async fn flush_acks(&self, c: &mut Conn) {
-        if c.acked.is_empty() {
+    /// Delete acknowledged events from the outbox. When that fails they are kept (and not
+    /// handed out again) until a later attempt works: dropping them would leave them in the
+    /// outbox, to be published again, unflagged, on the next connection.
+    async fn flush_acks(&mut self, c: &mut Conn) {
+        self.unwritten_acks.extend(c.acked.drain(..));
+        if self.unwritten_acks.is_empty() {
             return;
         }
-        let seqs = std::mem::take(&mut c.acked);
-        if let Err(e) = self.store.run(move |s| s.outbox_done(&seqs)).await {
-            tracing::error!(error = %e, "unable to mark acknowledged events in the outbox");
+        let seqs: Vec<i64> = self.unwritten_acks.iter().copied().collect();
+        let n = seqs.len();
+        match self.store.run(move |s| s.outbox_done(&seqs)).await {
+            Ok(()) => {
+                if self.ack_failures > 0 {
+                    tracing::info!(
+                        events = n,
+                        failed_attempts = self.ack_failures,
+                        "acknowledged events marked in the outbox after all"
+                    );
+                }
+                self.ack_failures = 0;
+                self.unwritten_acks.clear();
+            }
+            Err(e) => {
+                // One error per outage, not one per retry.
+                if self.ack_failures == 0 {
+                    tracing::error!(error = %e, events = n, retry_every = ?ACK_RETRY, "unable to mark acknowledged events in the outbox; kept, not sent again, and written later");
+                } else {
+                    tracing::debug!(error = %e, events = n, "still unable to mark acknowledged events in the outbox");
+                }
+                self.ack_failures += 1;
+            }
         }
     }
 
@@ -1623,7 +1660,10 @@ impl Sink {
                 };
                 if let Some(last) = rows.last() {
                     c.sent_upto = last.seq;
-                    c.ahead.extend(rows);
+                    // Delivered already, though the outbox could not be told.
+                    let done = &self.unwritten_acks;
+                    c.ahead
+                        .extend(rows.into_iter().filter(|r| !done.contains(&r.seq)));
                 } else if !self.replay.is_empty() {
                     // A replay a consumer asked for, when no new event is waiting.
                     let n = self.replay.len().min(READ_AHEAD);

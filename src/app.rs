@@ -107,6 +107,7 @@ impl App {
                 store.clone(),
                 &gates,
                 directory.cameras().clone(),
+                clock.clone(),
                 sources_cancel.child_token(),
             )?)
         };

@@ -169,6 +169,8 @@ pub(crate) struct Inner {
     /// Picture retention by age waits while the wall clock is unset or just stepped (a Pi
     /// before NTP): see `clock`. Retention by count goes on.
     wall: std::sync::Mutex<crate::clock::WallWatch>,
+    /// The daemon's clock: when a picture is taken, and what is old (tests step it).
+    clock: Arc<dyn crate::clock::Clock>,
 }
 
 /// Cheap to clone; one per daemon.
@@ -183,6 +185,7 @@ impl Media {
         store: Store,
         gates: &std::collections::BTreeMap<String, Arc<crate::sources::hikvision::gate::AuthGate>>,
         registry: crate::directory::Cameras,
+        clock: Arc<dyn crate::clock::Clock>,
         cancel: CancellationToken,
     ) -> Result<Media> {
         let cfg = cfg_rx.borrow().clone();
@@ -239,7 +242,8 @@ impl Media {
             urls,
             decoders: Decoders::new(MAX_DECODES),
             registry,
-            wall: std::sync::Mutex::new(crate::clock::WallWatch::new(&crate::clock::SystemClock)),
+            wall: std::sync::Mutex::new(crate::clock::WallWatch::new(&*clock)),
+            clock,
         }));
         let m = media.clone();
         let rx = bus.watch();
@@ -781,7 +785,7 @@ impl Media {
             source,
             after_event_ms,
         } = picture;
-        let taken = chrono::Utc::now();
+        let taken = self.0.clock.now();
         let id = format!(
             "{}-{:08x}",
             taken.format("%Y%m%dT%H%M%S%3fZ"),
@@ -811,16 +815,14 @@ impl Media {
                 .wall
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
-                .trusted(
-                    &crate::clock::SystemClock,
-                    crate::sinks::store::PRUNE_SETTLE,
-                );
+                .trusted(&*self.0.clock, crate::sinks::store::PRUNE_SETTLE);
         if m.keep_days > 0 && !by_age {
             tracing::info!(
                 "the wall clock is not set or was just stepped: pictures are not expired by age for now"
             );
         }
         let (data, store) = (jpeg.clone(), self.0.store.clone());
+        let now = self.0.clock.now();
         let gone = tokio::task::spawn_blocking(move || -> Result<Vec<PictureRow>> {
             std::fs::create_dir_all(&dir).map_err(|e| {
                 Error::with_source(ErrorKind::Storage, format!("unable to create {}", dir.display()), e)
@@ -833,8 +835,7 @@ impl Media {
                 })?;
             store.picture_insert(&row)?;
             let before = by_age.then(|| {
-                (chrono::Utc::now() - chrono::Duration::days(i64::from(m.keep_days)))
-                    .timestamp_millis()
+                (now - chrono::Duration::days(i64::from(m.keep_days))).timestamp_millis()
             });
             let gone = store.pictures_expire(&row.camera, row.channel, m.keep_count, before)?;
             for g in &gone {

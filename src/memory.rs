@@ -73,20 +73,18 @@ pub async fn run(cancel: CancellationToken) {
     loop {
         if let Some(r) = Resident::now()
             && worth_a_trim(r.anon_kib, floor)
-        {
-            if let Ok(Some(now)) = tokio::task::spawn_blocking(|| {
+            && let Ok(Some(now)) = tokio::task::spawn_blocking(|| {
                 trim_heap();
                 Resident::now()
             })
             .await
-            {
-                tracing::debug!(
-                    anon_kib_before = r.anon_kib,
-                    anon_kib = now.anon_kib,
-                    "freed heap given back"
-                );
-                floor = Some(floor.map_or(now.anon_kib, |f: u64| f.min(now.anon_kib)));
-            }
+        {
+            tracing::debug!(
+                anon_kib_before = r.anon_kib,
+                anon_kib = now.anon_kib,
+                "freed heap given back"
+            );
+            floor = Some(floor.map_or(now.anon_kib, |f: u64| f.min(now.anon_kib)));
         }
         tokio::select! {
             _ = cancel.cancelled() => return,

@@ -107,6 +107,7 @@ impl App {
                 store.clone(),
                 &gates,
                 directory.cameras().clone(),
+                clock.clone(),
                 sources_cancel.child_token(),
             )?)
         };
@@ -217,6 +218,8 @@ impl App {
         }
         // After the Net2 source: a restore due at start-up waits for its first door status.
         sources.push(emergency.spawn(sources_cancel.clone()));
+        // A burst's freed heap given back once it is over (a small machine's RSS).
+        sources.push(tokio::spawn(crate::memory::run(sources_cancel.clone())));
         if let Some(mut c) = commands {
             // No source owns doors: answer nothing, but do not let senders block. Ends at
             // shutdown too: the senders (MQTT, web) may outlive the sinks' wait, which then

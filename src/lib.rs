@@ -40,6 +40,7 @@ pub mod emergency;
 pub mod error;
 pub mod logging;
 pub mod media;
+pub mod memory;
 pub mod model;
 pub mod presence;
 pub mod secret;

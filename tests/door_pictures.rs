@@ -377,3 +377,76 @@ async fn an_older_event_links_the_picture_it_has_and_only_that() {
     );
     s.app.shutdown().await;
 }
+
+/// A burst at one door (twelve badges as fast as the server sends them): one picture is
+/// taken for the first and shared by the events within a second of it, each event linked to
+/// it (its URL answers the same JPEG). Before, every event queued its own picture: a
+/// 500-per-second burst kept the daemon taking pictures (and writing them to the SD card)
+/// for minutes after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_at_one_door_shares_one_picture_and_links_every_event() {
+    let s = setup("", "", "").await;
+    live(&s).await;
+    const N: usize = 12;
+    for _ in 0..N {
+        s.h.sim.push_event(SimEvent::new(20, DOOR).user(8));
+    }
+    let conn = rusqlite::Connection::open(s.h.db()).unwrap();
+    let events = || -> Vec<String> {
+        let mut st = conn
+            .prepare("SELECT id FROM events WHERE kind = 'access_granted' ORDER BY seq")
+            .unwrap();
+        st.query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap()
+    };
+    wait_for("the burst stored", T, || events().len() == N).await;
+    let linked = || -> i64 {
+        conn.query_row(
+            "SELECT count(DISTINCT p.event_id) FROM pictures p JOIN events e ON e.id = p.event_id WHERE e.kind = 'access_granted'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap()
+    };
+    wait_for("every event linked to a picture", T, || {
+        linked() == N as i64
+    })
+    .await;
+    let files: i64 = conn
+        .query_row("SELECT count(DISTINCT path) FROM pictures", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert!(
+        files <= 2,
+        "{files} pictures taken for a burst of {N} within a second"
+    );
+    // Every event's picture is a JPEG on disk, and its URL (in the event payload) answers it.
+    for id in events() {
+        let row = s.app.store.picture_for_event(&id).unwrap().expect("linked");
+        assert!(std::fs::read(&row.path).unwrap().starts_with(&[0xFF, 0xD8]));
+    }
+    wait_for("payloads", T, || {
+        s.rec
+            .on(&format!("gatehouse/door/{DOOR}/event"))
+            .iter()
+            .filter(|m| m.json()["event_type"] == "access_granted")
+            .count()
+            == N
+    })
+    .await;
+    let last = s
+        .rec
+        .on(&format!("gatehouse/door/{DOOR}/event"))
+        .into_iter()
+        .map(|m| m.json())
+        .rfind(|j| j["event_type"] == "access_granted")
+        .unwrap();
+    let url = last["picture"]["url"].as_str().expect("a picture URL");
+    let res = reqwest::get(url).await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert!(res.bytes().await.unwrap().starts_with(&[0xFF, 0xD8]));
+    s.app.shutdown().await;
+}

@@ -341,3 +341,86 @@ fn a_step_of_the_wall_clock_prunes_no_history_until_it_has_settled() {
         h.stop().await;
     });
 }
+
+/// Picture retention by age (`media.keep_days`) takes no decision on a step either: a step
+/// ahead deletes no picture until it has settled, a corrected step loses nothing, and a step
+/// that stays is believed once settled (pictures then past `keep_days` go, files and rows).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_step_of_the_wall_clock_expires_no_picture_until_it_has_settled() {
+    use gatehouse::media::service::Trigger;
+    use gatehouse::sim::hikvision::{HikSim, HikSimConfig, Personality};
+    let mut h = Harness::new(SimConfig::default(), "").await;
+    let cam = HikSim::start(HikSimConfig {
+        personality: Personality::camera(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let text = common::config_text(&h.sim, &h.db(), "", "").replacen(
+        "doors:\n",
+        &format!(
+            "  hikvision:\n    - {{ id: front, url: \"{}\", username: admin, password: sim-hik-pass }}\nmedia:\n  keep_days: 1\n  keep_count: 0\ndoors:\n",
+            cam.base_url()
+        ),
+        1,
+    );
+    let cfg = gatehouse::config::load_str(&text, &|_| None).expect("valid config");
+    assert_eq!(cfg.media.keep_days, 1);
+    let app = App::start_with_clock(cfg, None, None, h.clock.clone())
+        .await
+        .expect("daemon starts");
+    let media = app.media.clone().expect("a camera: media service");
+    h.app = Some(app);
+    let snap = || async {
+        media
+            .snapshot("front", 1, None, Trigger::Rest)
+            .await
+            .expect("picture taken")
+    };
+    let pictures = || h.query_i64("SELECT count(*) FROM pictures");
+    let day = chrono::Duration::days(1);
+    let settle = gatehouse::sinks::store::PRUNE_SETTLE + Duration::from_secs(1);
+
+    let (a, b) = (snap().await, snap().await);
+    let file = |s: &gatehouse::model::Snapshot| {
+        h.db()
+            .parent()
+            .unwrap()
+            .join("snapshots/front/1")
+            .join(format!("{}.jpg", s.id))
+    };
+    assert!(file(&a).exists() && file(&b).exists());
+    assert_eq!(pictures(), 2);
+
+    // A wrong step 400 days ahead: by that clock both are past keep_days, but it is fresh.
+    h.clock.jump(day * 400);
+    let c = snap().await;
+    assert_eq!(pictures(), 3, "nothing expired on a fresh step");
+    assert!(file(&a).exists() && file(&b).exists());
+
+    // NTP corrects it: the correction is a step too; once it has settled, nothing was lost.
+    h.clock.jump(-day * 400);
+    h.clock.advance(settle);
+    snap().await;
+    let d = snap().await;
+    assert_eq!(pictures(), 5, "a corrected step lost nothing");
+
+    // A step that stays (the clock really was 400 days behind): believed once settled.
+    h.clock.jump(day * 400);
+    snap().await;
+    assert_eq!(pictures(), 6, "not before it settles");
+    h.clock.advance(settle);
+    snap().await;
+    // Gone: everything taken by the old time (a, b, the two after the correction); kept: c
+    // (taken at the stepped time) and the two since.
+    assert_eq!(
+        pictures(),
+        3,
+        "pictures past keep_days expired once the step settled"
+    );
+    for s in [&a, &b, &d] {
+        assert!(!file(s).exists(), "{} still on disk", s.id);
+    }
+    assert!(file(&c).exists());
+    h.stop().await;
+}

@@ -128,11 +128,7 @@ impl Drop for Running {
 /// the daemon ~110 MB after a burst of pictures. `malloc_trim(0)` returns the free pages of
 /// every arena (~3 ms after a 1080p decode, measured). Other C libraries: nothing is done.
 fn release_freed_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim only walks the allocator's own free lists; it has no preconditions.
-    unsafe {
-        libc::malloc_trim(0);
-    }
+    crate::memory::trim_heap();
 }
 
 #[cfg(test)]

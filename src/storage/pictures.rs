@@ -88,6 +88,26 @@ impl Store {
         })
     }
 
+    /// Link more events to a saved picture (`picture_id`): a burst's events at one door
+    /// share the picture taken for the first (see `media::service`). Each gets its own row,
+    /// `<picture_id>-<n>`, showing the same file; retention deletes the file with its last row.
+    pub fn picture_link(&self, picture_id: &str, event_ids: &[String]) -> Result<()> {
+        self.with(|c| {
+            let tx = c.transaction()?;
+            {
+                let mut st = tx.prepare(
+                    "INSERT INTO pictures (id, camera, channel, taken_ms, taken, source, trigger, event_id, path, bytes)
+                     SELECT ?2, camera, channel, taken_ms, taken, source, trigger, ?3, path, bytes
+                     FROM pictures WHERE id = ?1",
+                )?;
+                for (n, e) in event_ids.iter().enumerate() {
+                    st.execute(params![picture_id, format!("{picture_id}-{}", n + 1), e])?;
+                }
+            }
+            tx.commit()
+        })
+    }
+
     /// Newest first.
     pub fn pictures_recent(
         &self,
@@ -104,7 +124,9 @@ impl Store {
     }
 
     /// Rows past retention: more than `keep_count` for this channel (0 = no limit) or older
-    /// than `before_ms` (any channel). They are deleted here; the caller deletes the files.
+    /// than `before_ms` (any channel). They are deleted here; returned are those whose file
+    /// no other row shows any more (one picture shared by a burst's events, see
+    /// [`Store::picture_link`]), once per file: the caller deletes these files.
     /// Pictures of events and the others (commands, REST, alarms) are counted apart: a
     /// dashboard polling `/snapshot` every few seconds must not push the picture of who came
     /// in at 3 am out of the history.
@@ -143,8 +165,21 @@ impl Store {
             for g in &gone {
                 tx.execute("DELETE FROM pictures WHERE id = ?1", [&g.id])?;
             }
+            let mut files = Vec::with_capacity(gone.len());
+            {
+                let mut shown =
+                    tx.prepare("SELECT EXISTS (SELECT 1 FROM pictures WHERE path = ?1)")?;
+                for g in gone {
+                    let path = g.path.to_string_lossy().into_owned();
+                    if !files.iter().any(|f: &PictureRow| f.path == g.path)
+                        && !shown.query_row([&path], |r| r.get::<_, bool>(0))?
+                    {
+                        files.push(g);
+                    }
+                }
+            }
             tx.commit()?;
-            Ok(gone)
+            Ok(files)
         })
     }
 }
@@ -229,5 +264,39 @@ mod tests {
             .map(|p| p.id)
             .collect();
         assert_eq!(gone, ["b"]);
+    }
+
+    #[test]
+    fn a_shared_picture_is_found_by_each_event_and_its_file_goes_with_the_last_row() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(&dir.path().join("t.db")).unwrap();
+        let mut first = pic("p", 1, 30);
+        first.event_id = Some("net2:1".into());
+        s.picture_insert(&first).unwrap();
+        s.picture_link("p", &["net2:2".into(), "net2:3".into()])
+            .unwrap();
+        for (e, id) in [("net2:1", "p"), ("net2:2", "p-1"), ("net2:3", "p-2")] {
+            let r = s.picture_for_event(e).unwrap().unwrap();
+            assert_eq!(
+                (r.id.as_str(), r.path.as_path()),
+                (id, first.path.as_path())
+            );
+        }
+        // Newer pictures push two of the three rows out: the file is still shown.
+        for (id, age) in [("q", 10), ("r", 5)] {
+            let mut e = pic(id, 1, age);
+            e.event_id = Some(format!("net2:{id}"));
+            s.picture_insert(&e).unwrap();
+        }
+        let gone = s.pictures_expire("garage", 1, 3, None).unwrap();
+        assert!(gone.is_empty(), "a file still shown is kept: {gone:?}");
+        assert_eq!(
+            s.picture_for_event("net2:3").unwrap().unwrap().path,
+            first.path
+        );
+        // Its last row goes: its file goes, once.
+        let gone = s.pictures_expire("garage", 1, 2, None).unwrap();
+        assert_eq!(gone.len(), 1, "{gone:?}");
+        assert_eq!(gone[0].path, first.path);
     }
 }

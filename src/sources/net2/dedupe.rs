@@ -31,14 +31,107 @@ const MAX_ENTRIES: usize = 50_000;
 /// this far apart.
 const WINDOW: chrono::Duration = chrono::Duration::seconds(1);
 
+/// An unpaired copy. A burst leaves tens of thousands of these for minutes (until the REST
+/// poll pairs them), allocated among the burst's short-lived allocations: one small string
+/// each kept most of the burst's heap pages resident for as long (issue 18). So a copy is
+/// plain numbers; text only for a shape this source never produces.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Key {
-    /// Fingerprint without the time part: `code|user|door`.
-    what: String,
+    what: What,
     local: NaiveDateTime,
-    /// The stored event's id (live copies: the REST copy records its Net2 id there).
-    event_id: String,
 }
+
+/// A fingerprint without its time part: `code|user|door`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum What {
+    Ids(i64, i64, u64),
+    Text(Box<str>),
+}
+
+impl What {
+    fn of(s: &str) -> What {
+        let mut parts = s.split('|');
+        match (parts.next(), parts.next(), parts.next(), parts.next()) {
+            (Some(c), Some(u), Some(d), None) => match (exact(c), exact(u), exact(d)) {
+                (Some(c), Some(u), Some(d)) => What::Ids(c, u, d),
+                _ => What::Text(s.into()),
+            },
+            _ => What::Text(s.into()),
+        }
+    }
+}
+
+impl std::fmt::Display for What {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            What::Ids(c, u, d) => write!(f, "{c}|{u}|{d}"),
+            What::Text(t) => f.write_str(t),
+        }
+    }
+}
+
+/// `s` as a number, only when the number prints back as `s` (no sign, no leading zero): two
+/// texts are then the same exactly when their numbers are.
+fn exact<T: std::str::FromStr + std::fmt::Display>(s: &str) -> Option<T> {
+    let n: T = s.parse().ok()?;
+    use std::fmt::Write;
+    struct Same<'a>(&'a str, bool);
+    impl Write for Same<'_> {
+        fn write_str(&mut self, part: &str) -> std::fmt::Result {
+            match self.0.strip_prefix(part) {
+                Some(rest) => self.0 = rest,
+                None => self.1 = false,
+            }
+            Ok(())
+        }
+    }
+    let mut same = Same(s, true);
+    write!(same, "{n}").ok()?;
+    (same.1 && same.0.is_empty()).then_some(n)
+}
+
+/// The stored id of an unpaired live copy: the source's own
+/// `net2:fp:<fingerprint>@<received ms>.<seq>` (`classify::unique_id`) kept as its two
+/// numbers, rebuilt when it pairs; any other id (seeded from the database) as text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum LiveId {
+    Received { ms: i64, seq: u64 },
+    Text(Box<str>),
+}
+
+impl LiveId {
+    fn of(k: &Key, fingerprint: &str, id: &str) -> LiveId {
+        let received = id
+            .strip_prefix(super::classify::SOURCE)
+            .and_then(|r| r.strip_prefix(":fp:"))
+            .and_then(|r| r.strip_prefix(fingerprint))
+            .and_then(|r| r.strip_prefix('@'))
+            .and_then(|r| r.split_once('.'))
+            .and_then(|(ms, seq)| Some((exact(ms)?, exact(seq)?)));
+        match received {
+            // Kept as numbers only if they give back this very id.
+            Some((ms, seq)) if LiveId::Received { ms, seq }.text(k) == id => {
+                LiveId::Received { ms, seq }
+            }
+            _ => LiveId::Text(id.into()),
+        }
+    }
+
+    fn text(&self, k: &Key) -> String {
+        match self {
+            LiveId::Received { ms, seq } => format!(
+                "{}:fp:{}|{}@{ms}.{seq}",
+                super::classify::SOURCE,
+                k.local.format(TIME),
+                k.what
+            ),
+            LiveId::Text(t) => t.to_string(),
+        }
+    }
+}
+
+/// The fingerprint's time part (`classify::fingerprint`).
+const TIME: &str = "%Y-%m-%dT%H:%M:%S";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Admit {
@@ -58,8 +151,8 @@ pub enum Admit {
 pub struct Deduper {
     ids: HashSet<i64>,
     id_order: VecDeque<(NaiveDateTime, i64)>,
-    /// Live events not yet matched by a REST copy.
-    live: VecDeque<Key>,
+    /// Live events not yet matched by a REST copy, with the id each is stored under.
+    live: VecDeque<(Key, LiveId)>,
     /// REST events not yet matched by a live copy.
     rest: VecDeque<Key>,
     /// The time of the last live event received (server-local; SignalR pushes in order):
@@ -67,13 +160,12 @@ pub struct Deduper {
     last_live: Option<NaiveDateTime>,
 }
 
-fn split(fp: &str, event_id: &str) -> Option<Key> {
+fn split(fp: &str) -> Option<Key> {
     let (t, what) = fp.split_once('|')?;
-    let local = NaiveDateTime::parse_from_str(t, "%Y-%m-%dT%H:%M:%S").ok()?;
+    let local = NaiveDateTime::parse_from_str(t, TIME).ok()?;
     Some(Key {
-        what: what.to_string(),
+        what: What::of(what),
         local,
-        event_id: event_id.to_string(),
     })
 }
 
@@ -86,17 +178,17 @@ fn fit<T>(q: &mut VecDeque<T>) {
 }
 
 /// Take the oldest unpaired copy of `k` at most `within` away from it.
-fn take_within(q: &mut VecDeque<Key>, k: &Key, within: chrono::Duration) -> Option<Key> {
-    let i = q
-        .iter()
-        .position(|e| e.what == k.what && (e.local - k.local).abs() <= within)?;
+fn take_within<T>(
+    q: &mut VecDeque<T>,
+    k: &Key,
+    within: chrono::Duration,
+    key: impl Fn(&T) -> &Key,
+) -> Option<T> {
+    let i = q.iter().position(|e| {
+        let e = key(e);
+        e.what == k.what && (e.local - k.local).abs() <= within
+    })?;
     q.remove(i)
-}
-
-/// Take the unpaired copy nearest in time to `k`: the same second first, else within the
-/// window.
-fn take_nearest(q: &mut VecDeque<Key>, k: &Key) -> Option<Key> {
-    take_within(q, k, chrono::Duration::zero()).or_else(|| take_within(q, k, WINDOW))
 }
 
 impl Deduper {
@@ -114,8 +206,11 @@ impl Deduper {
                 self.id_order.push_back((now, id));
             }
         }
-        self.live
-            .extend(live.into_iter().filter_map(|(f, id)| split(&f, &id)));
+        self.live.extend(live.into_iter().filter_map(|(f, id)| {
+            let k = split(&f)?;
+            let id = LiveId::of(&k, &f, &id);
+            Some((k, id))
+        }));
     }
 
     /// A REST event (`id` is Net2's; `event_id` the id it would be stored under).
@@ -132,8 +227,8 @@ impl Deduper {
     pub fn admit_rest_page(&mut self, page: &[(Option<i64>, &str, &str)]) -> Vec<Admit> {
         let mut out: Vec<Option<Admit>> = Vec::with_capacity(page.len());
         let mut keys: Vec<Option<Key>> = Vec::with_capacity(page.len());
-        for (id, fp, event_id) in page {
-            let key = split(fp, event_id);
+        for (id, fp, _) in page {
+            let key = split(fp);
             match id {
                 Some(id) if self.ids.contains(id) => {
                     out.push(Some(Admit::DuplicateId));
@@ -155,10 +250,10 @@ impl Deduper {
                 let Some(k) = k.as_ref().filter(|_| out[i].is_none()) else {
                     continue;
                 };
-                if let Some(live) = take_within(&mut self.live, k, within) {
+                if let Some((key, id)) = take_within(&mut self.live, k, within, |e| &e.0) {
                     out[i] = Some(match page[i].0 {
                         Some(source_id) => Admit::Paired {
-                            event_id: live.event_id,
+                            event_id: id.text(&key),
                             source_id,
                         },
                         None => Admit::DuplicateCopy,
@@ -180,14 +275,19 @@ impl Deduper {
 
     /// A live event (`event_id`: the id it is stored under).
     pub fn admit_live(&mut self, fingerprint: &str, event_id: &str) -> Admit {
-        let Some(k) = split(fingerprint, event_id) else {
+        let Some(k) = split(fingerprint) else {
             return Admit::New;
         };
         self.last_live = Some(k.local);
-        if take_nearest(&mut self.rest, &k).is_some() {
+        // The same second first, else within the window.
+        if [chrono::Duration::zero(), WINDOW]
+            .into_iter()
+            .any(|within| take_within(&mut self.rest, &k, within, |e| e).is_some())
+        {
             return Admit::DuplicateCopy;
         }
-        self.live.push_back(k);
+        let id = LiveId::of(&k, fingerprint, event_id);
+        self.live.push_back((k, id));
         self.trim();
         Admit::New
     }
@@ -198,7 +298,7 @@ impl Deduper {
         let newest = self
             .live
             .back()
-            .map(|k| k.local)
+            .map(|(k, _)| k.local)
             .max(self.rest.back().map(|k| k.local))
             .unwrap_or_default();
         let horizon = newest - KEEP;
@@ -211,7 +311,8 @@ impl Deduper {
         {
             self.rest.pop_front();
         }
-        while self.live.front().is_some_and(|k| k.local < horizon) || self.live.len() > MAX_ENTRIES
+        while self.live.front().is_some_and(|(k, _)| k.local < horizon)
+            || self.live.len() > MAX_ENTRIES
         {
             self.live.pop_front();
         }
@@ -437,6 +538,53 @@ mod tests {
             "{} of {grown} kept",
             d.live.capacity()
         );
+    }
+
+    /// An unpaired live copy is plain numbers (no allocation each: issue 18), and pairs
+    /// under exactly the id it was admitted with, whatever its shape.
+    #[test]
+    fn unpaired_copies_hold_numbers_and_give_back_their_exact_ids() {
+        let mut d = Deduper::default();
+        let f = fp(7, "20|8|7");
+        let own = format!("net2:fp:{f}@1767592807123.42");
+        let odd = [
+            format!("net2:fp:{f}@01767592807123.42"), // a leading zero
+            format!("net2:fp:{f}@1767592807123"),     // no sequence
+            "net2:fp:x".to_string(),
+            format!("other:fp:{f}@1.2"),
+        ];
+        assert_eq!(d.admit_live(&f, &own), Admit::New);
+        for id in &odd {
+            assert_eq!(d.admit_live(&f, id), Admit::New);
+        }
+        assert_eq!(
+            d.live.front().map(|(k, id)| (&k.what, id)),
+            Some((
+                &What::Ids(20, 8, 7),
+                &LiveId::Received {
+                    ms: 1767592807123,
+                    seq: 42
+                }
+            ))
+        );
+        let mut paired = Vec::new();
+        for n in 0..5 {
+            match rest(&mut d, n, 7, "20|8|7") {
+                Admit::Paired { event_id, .. } => paired.push(event_id),
+                other => panic!("{other:?}"),
+            }
+        }
+        let mut want = vec![own];
+        want.extend(odd);
+        assert_eq!(paired, want);
+        // Text that is not the numbers it parses to stays distinct from them.
+        assert_eq!(What::of("026|8|7"), What::Text("026|8|7".into()));
+        assert_ne!(What::of("026|8|7"), What::of("26|8|7"));
+        assert_eq!(
+            What::of("-3|0|18446744073709551615").to_string(),
+            "-3|0|18446744073709551615"
+        );
+        assert_eq!(What::of("20|8|-7"), What::Text("20|8|-7".into()));
     }
 
     #[test]

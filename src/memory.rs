@@ -73,11 +73,12 @@ pub async fn run(cancel: CancellationToken) {
     loop {
         if let Some(r) = Resident::now()
             && worth_a_trim(r.anon_kib, floor)
-            && let Ok(Some(now)) = tokio::task::spawn_blocking(|| {
+            && let Some(now) = {
+                // On this thread: a trim takes a few milliseconds at most, and a blocking
+                // thread started for it (and ended 10 s later) is more work than the trim.
                 trim_heap();
                 Resident::now()
-            })
-            .await
+            }
         {
             tracing::debug!(
                 anon_kib_before = r.anon_kib,

@@ -178,12 +178,18 @@ const EX_CONFIG: u8 = 78;
 /// the tokio workers and the blocking pool's threads (SQLite, decodes, file reads) each
 /// pinned their own free pages after a burst. Two arenas keep contention low for two workers; a
 /// process-wide setting, so it is made here, before any thread starts. Other C libraries:
-/// nothing to do.
+/// nothing to do. (A burst's freed heap is given back by `memory::run`.)
 fn tune_malloc() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only sets allocator parameters; called before any other thread exists.
     unsafe {
         libc::mallopt(libc::M_ARENA_MAX, 2);
+        // Blocks of 128 KiB and more (a REST page's body, a queue grown in a burst) are
+        // mapped apart and unmapped when freed. By default glibc raises this threshold up to
+        // 32 MiB each time such a block is freed, after which they come from the heap and
+        // leave holes there that live small blocks pin. A fixed threshold also fixes the trim
+        // threshold at its 128 KiB default.
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
     }
 }
 

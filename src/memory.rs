@@ -1,17 +1,23 @@
-//! Giving freed heap back to a small machine (issue 18; figures in BENCHMARKS.md).
+//! Giving memory back to a small machine (issue 18; figures in BENCHMARKS.md).
 //!
-//! glibc returns freed memory to the system only from the top of an arena: the pages a burst
-//! of events freed in the middle of the heap (queues, REST pages, decodes) stay resident until
-//! `malloc_trim` gives the whole free pages among them back (`MADV_DONTNEED`). [`run`] looks
-//! once a minute (a read of `/proc/self/status`) and trims while anonymous memory is above the
-//! lowest it has been after a trim: after a burst it is, until the trim has given back what it
-//! can; an idle daemon stays at its floor and nothing is done.
+//! Two things stay counted in the daemon's resident set long after the work that needed them:
 //!
-//! Tried and dropped: unmapping the executable's code pages once start-up is over
-//! (`MADV_DONTNEED` on the loaded objects' read-only segments). RssFile fell from 7.2 to 2.6
-//! MB, and was back at 6.6 MB ten seconds later with nothing happening: the kernel maps a
-//! large folio (or 64 KiB) around every fault, and the idle code paths (timers, sockets,
-//! keep-alives) touch pages all over the text.
+//! - **Freed heap.** glibc returns freed memory to the system only from the top of an arena:
+//!   the pages a burst of events freed in the middle of the heap (queues, REST pages, decodes)
+//!   stay resident until `malloc_trim` gives the whole free pages among them back
+//!   (`MADV_DONTNEED`).
+//! - **Code that ran once.** Start-up (config, migrations, TLS set-up, discovery, the OpenAPI
+//!   document) maps code and read-only data of the executable and its libraries that never
+//!   run again, and the kernel maps a whole page-cache folio (or 64 KiB) around every fault.
+//!   These are clean pages of files: `MADV_DONTNEED` on our own mapping of them unmaps them
+//!   (the page cache keeps them, and the kernel reclaims them first when memory is short);
+//!   what runs later maps again. Only segments that are never written are touched: the
+//!   `PT_LOAD` segments without `PF_W` of each loaded object (text, read-only data, the ELF
+//!   headers), as the loader reports them. The relocated read-only data (RELRO) lies in a
+//!   writable segment and holds private copies the file does not have: never touched.
+//!
+//! [`run`] looks once a minute (a read of `/proc/self/status`) and does either only when the
+//! figure it lowers has grown: an idle daemon does nothing.
 
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -22,6 +28,8 @@ const PERIOD: Duration = Duration::from_secs(60);
 const AFTER_START: Duration = Duration::from_secs(90);
 /// Anonymous memory this far above its floor is worth a trim.
 const TRIM_ABOVE_KIB: u64 = 1024;
+/// Mapped file pages grown this much since the last release are worth a release.
+const CODE_GROWTH_KIB: u64 = 1024;
 
 /// Resident memory of this process, kB (`/proc/self/status`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -61,30 +69,123 @@ pub fn trim_heap() {
     }
 }
 
-/// Trim the heap once start-up is over, and then every minute while anonymous memory is over
-/// its floor (the lowest seen after a trim): a burst's freed pages go back within a minute or
-/// two of its end.
+/// Unmap this process's pages of every loaded object's never-written segments (see the module
+/// documentation). Returns how many bytes of address range were released (mapped or not).
+pub fn release_code_pages() -> usize {
+    #[cfg(target_os = "linux")]
+    {
+        let mut ranges = Vec::new();
+        loaded_readonly_segments(&mut ranges);
+        ranges
+            .into_iter()
+            .filter(|&(start, len)| {
+                // SAFETY: each range is whole pages inside a PT_LOAD segment without PF_W that
+                // the dynamic loader mapped from an object's file and that stays mapped while
+                // the object is loaded (nothing is ever unloaded here): every page of it is
+                // either not mapped or a clean page of that file, so dropping our mapping of
+                // it loses nothing; the next access maps it again from the page cache.
+                unsafe { libc::madvise(start as *mut libc::c_void, len, libc::MADV_DONTNEED) == 0 }
+            })
+            .map(|(_, len)| len)
+            .sum()
+    }
+    #[cfg(not(target_os = "linux"))]
+    0
+}
+
+/// The page-aligned address ranges of the loaded objects' `PT_LOAD` segments that are not
+/// writable, the vDSO's excepted (kernel pages, not a file's).
+#[cfg(target_os = "linux")]
+fn loaded_readonly_segments(out: &mut Vec<(usize, usize)>) {
+    unsafe extern "C" fn each(
+        info: *mut libc::dl_phdr_info,
+        _size: libc::size_t,
+        data: *mut libc::c_void,
+    ) -> libc::c_int {
+        // SAFETY: the loader passes a valid dl_phdr_info for the duration of the call, and
+        // `data` is the Vec passed to dl_iterate_phdr below.
+        let (info, out) = unsafe { (&*info, &mut *(data as *mut Vec<(usize, usize)>)) };
+        if info.dlpi_phdr.is_null() {
+            return 0;
+        }
+        // SAFETY: getauxval has no preconditions.
+        let vdso = unsafe { libc::getauxval(libc::AT_SYSINFO_EHDR) } as usize;
+        // SAFETY: dlpi_phdr points to dlpi_phnum program headers of a loaded object.
+        let phdrs =
+            unsafe { std::slice::from_raw_parts(info.dlpi_phdr, usize::from(info.dlpi_phnum)) };
+        let base = info.dlpi_addr as usize;
+        for ph in phdrs {
+            if ph.p_type != libc::PT_LOAD || ph.p_flags & libc::PF_W != 0 || ph.p_memsz == 0 {
+                continue;
+            }
+            let start = base.wrapping_add(ph.p_vaddr as usize);
+            if vdso != 0 && (base == vdso || start == vdso) {
+                continue;
+            }
+            if let Some(r) = whole_pages(start, ph.p_memsz as usize, page_size()) {
+                out.push(r);
+            }
+        }
+        0
+    }
+    // SAFETY: `each` only reads the loader's structures and pushes to `out`; the loader holds
+    // its lock during the walk, so no object is being mapped or unmapped meanwhile.
+    unsafe {
+        libc::dl_iterate_phdr(Some(each), out as *mut Vec<_> as *mut libc::c_void);
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn page_size() -> usize {
+    // SAFETY: sysconf has no preconditions.
+    let p = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    if p > 0 { p as usize } else { 4096 }
+}
+
+/// The whole pages inside `[start, start + len)`: a segment's first or last page may be
+/// shared with a neighbouring writable segment, and must then be left alone.
+fn whole_pages(start: usize, len: usize, page: usize) -> Option<(usize, usize)> {
+    let first = start.checked_add(page - 1)? / page * page;
+    let end = start.checked_add(len)? / page * page;
+    (end > first).then(|| (first, end - first))
+}
+
+/// Once start-up is over, then every minute: trim the heap while anonymous memory is over its
+/// floor (the lowest seen after a trim: a burst's freed pages go back within a minute or two
+/// of its end), and unmap code pages when mapped file pages have grown since the last time.
 pub async fn run(cancel: CancellationToken) {
     tokio::select! {
         _ = cancel.cancelled() => return,
         _ = tokio::time::sleep(AFTER_START) => {}
     }
     let mut floor = None;
+    let mut after_release = 0;
     loop {
-        if let Some(r) = Resident::now()
-            && worth_a_trim(r.anon_kib, floor)
-            && let Ok(Some(now)) = tokio::task::spawn_blocking(|| {
+        if let Some(r) = Resident::now() {
+            if worth_a_trim(r.anon_kib, floor) {
+                // On this thread: a trim takes a few milliseconds at most, and a blocking
+                // thread started for it (and ended 10 s later) is more work than the trim.
                 trim_heap();
-                Resident::now()
-            })
-            .await
-        {
-            tracing::debug!(
-                anon_kib_before = r.anon_kib,
-                anon_kib = now.anon_kib,
-                "freed heap given back"
-            );
-            floor = Some(floor.map_or(now.anon_kib, |f: u64| f.min(now.anon_kib)));
+                if let Some(now) = Resident::now() {
+                    tracing::debug!(
+                        anon_kib_before = r.anon_kib,
+                        anon_kib = now.anon_kib,
+                        "freed heap given back"
+                    );
+                    floor = Some(floor.map_or(now.anon_kib, |f: u64| f.min(now.anon_kib)));
+                }
+            }
+            if r.file_kib >= after_release + CODE_GROWTH_KIB {
+                release_code_pages();
+                if let Some(now) = Resident::now() {
+                    tracing::debug!(
+                        file_kib_before = r.file_kib,
+                        file_kib = now.file_kib,
+                        "code pages unmapped"
+                    );
+                    after_release = now.file_kib;
+                }
+            }
         }
         tokio::select! {
             _ = cancel.cancelled() => return,
@@ -113,6 +214,36 @@ mod tests {
             }
         );
         assert_eq!(Resident::parse("nothing"), Resident::default());
+    }
+
+    #[test]
+    fn only_whole_pages_inside_a_segment_are_released() {
+        let p = 4096;
+        assert_eq!(whole_pages(0x10000, 0x3000, p), Some((0x10000, 0x3000)));
+        // A segment sharing its first and last pages with neighbours leaves them.
+        assert_eq!(whole_pages(0x10010, 0x3000, p), Some((0x11000, 0x2000)));
+        assert_eq!(whole_pages(0x10010, 0x800, p), None);
+        assert_eq!(whole_pages(usize::MAX - 10, 100, p), None);
+    }
+
+    /// The process's own code pages are unmapped (RssFile falls) and everything still runs:
+    /// the pages come back from the file as the code runs.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn released_code_pages_come_back_as_the_code_runs() {
+        let before = Resident::now().expect("/proc/self/status");
+        let released = release_code_pages();
+        let after = Resident::now().expect("/proc/self/status");
+        assert!(released > 0, "no read-only segment found");
+        assert!(
+            after.file_kib < before.file_kib,
+            "RssFile did not fall: {before:?} → {after:?}"
+        );
+        // Code and read-only data still work (JSON, formatting and hashing touch plenty).
+        let v: serde_json::Value = serde_json::from_str(r#"{"door": 42, "name": "gate"}"#).unwrap();
+        let mut seen = std::collections::HashSet::new();
+        seen.insert(format!("{}/{}", v["door"], v["name"].as_str().unwrap()));
+        assert!(seen.contains("42/gate"));
     }
 
     #[test]

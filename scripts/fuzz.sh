@@ -9,7 +9,9 @@
 # Each run starts from the seeds in fuzz/corpus/<target>/ (kept in git) and from what earlier
 # runs found in fuzz/target/corpus/<target>/ (not in git); new inputs go to the latter.
 # FUZZ_RUNS=N runs each target for N executions instead (the issue's 10,000,000 per target),
-# still stopping after SECONDS; FUZZ_ARGS adds libFuzzer flags.
+# still stopping after SECONDS; FUZZ_ARGS adds libFuzzer flags. FUZZ_FRESH=1 (CI) empties
+# fuzz/target/corpus/<target>/ first, so a run starts from the seeds in git alone: what it
+# finds depends on the commit, not on a corpus left by an earlier run or a restored cache.
 set -euo pipefail
 
 cd "$(dirname "$0")/../fuzz"
@@ -30,8 +32,17 @@ fi
 
 targets=("$@")
 if [[ ${#targets[@]} -eq 0 ]]; then
-    mapfile -t targets < <(cargo +nightly fuzz list)
+    # Not `mapfile < <(…)`: a failing `cargo fuzz list` would go unnoticed and the run would
+    # pass with no target at all.
+    list=$(cargo +nightly fuzz list)
+    mapfile -t targets <<<"$list"
 fi
+for t in "${targets[@]}"; do
+    if [[ -z $t || ! -d corpus/$t ]]; then
+        echo "fuzz.sh: no target '$t' (no fuzz/corpus/$t/ seeds)" >&2
+        exit 2
+    fi
+done
 
 dict_of() {
     case $1 in
@@ -57,6 +68,7 @@ export ASAN_OPTIONS="${ASAN_OPTIONS:-quarantine_size_mb=64}"
 
 failed=()
 for t in "${targets[@]}"; do
+    [[ ${FUZZ_FRESH:-} == 1 ]] && rm -rf "target/corpus/$t"
     mkdir -p "target/corpus/$t"
     args=(-rss_limit_mb=512 -timeout=5 -max_total_time="$secs" -print_final_stats=1)
     [[ -n ${FUZZ_RUNS:-} ]] && args+=(-runs="$FUZZ_RUNS")

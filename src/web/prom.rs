@@ -189,7 +189,9 @@ pub(super) async fn metrics(
     let _ = writeln!(
         out,
         "# HELP gatehouse_tokio_alive_tasks Tasks alive in the runtime.\n# TYPE gatehouse_tokio_alive_tasks gauge\ngatehouse_tokio_alive_tasks {}",
-        tokio::runtime::Handle::current().metrics().num_alive_tasks()
+        tokio::runtime::Handle::current()
+            .metrics()
+            .num_alive_tasks()
     );
     if let Ok(fds) = std::fs::read_dir("/proc/self/fd") {
         let _ = writeln!(

@@ -12,13 +12,15 @@ db = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
 commands = db.execute("select count(*) from audit").fetchone()[0]
 
 def mqtt_messages():
-    """(topic, payload) as the recorder received them, in order."""
+    """(topic, payload) as the recorder received them, in order, read as they are used (a
+    soak's recording is a million lines)."""
     try:
         f = open(f"{d}/mqtt.rec", errors="replace")
     except FileNotFoundError:
-        return []
+        return
     with f:
-        return [tuple(l.rstrip("\n").partition(" ")[::2]) for l in f]
+        for l in f:
+            yield tuple(l.rstrip("\n").partition(" ")[::2])
 
 def mqtt_events(want_topic):
     """Event messages: the distinct ids seen, and copies checked against the delivery rule.
@@ -38,12 +40,12 @@ def mqtt_events(want_topic):
             continue
         if m.get("id") in seen:
             dups += 1
-            if payload in texts:
+            if hash(payload) in texts:
                 broker_copies += 1
             elif not m.get("redelivered"):
                 unflagged += 1
         seen.add(m.get("id"))
-        texts.add(payload)
+        texts.add(hash(payload))  # hashes: a soak's million texts would take a gigabyte
     return seen, dups, broker_copies, unflagged
 
 def report(ok, line, lists):

@@ -207,6 +207,10 @@ async fn prometheus_counts_what_was_stored_and_times_the_routes() {
     );
     assert_eq!(value("gatehouse_source_up{source=\"net2\"}"), 1.0);
     assert!(value("process_resident_memory_bytes") > 1e6);
+    // The leak gauges a soak samples: the daemon's own tasks (Net2, MQTT, web…), files, threads.
+    assert!(value("gatehouse_tokio_alive_tasks") >= 5.0);
+    assert!(value("process_open_fds") >= 3.0);
+    assert!(value("process_threads") >= 2.0);
     // The login a moment ago was timed under its route template.
     assert!(
         value(

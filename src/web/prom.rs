@@ -76,12 +76,16 @@ fn esc(v: &str) -> String {
         .replace('\n', "\\n")
 }
 
+/// A number field of /proc/self/status (its first word after the name).
+fn proc_status_field(name: &str) -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with(name))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
 /// `VmRSS` (kB in /proc; page sizes differ: a Raspberry Pi 5 kernel uses 16 KiB pages).
 fn rss_bytes() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb * 1024)
+    Some(proc_status_field("VmRSS:")? * 1024)
 }
 
 /// Prometheus metrics.
@@ -179,6 +183,27 @@ pub(super) async fn metrics(
         let _ = writeln!(
             out,
             "# HELP process_resident_memory_bytes Resident memory.\n# TYPE process_resident_memory_bytes gauge\nprocess_resident_memory_bytes {rss}"
+        );
+    }
+    // What a soak watches for leaks (scripts/soak.sh): tasks, open files, threads.
+    let _ = writeln!(
+        out,
+        "# HELP gatehouse_tokio_alive_tasks Tasks alive in the runtime.\n# TYPE gatehouse_tokio_alive_tasks gauge\ngatehouse_tokio_alive_tasks {}",
+        tokio::runtime::Handle::current()
+            .metrics()
+            .num_alive_tasks()
+    );
+    if let Ok(fds) = std::fs::read_dir("/proc/self/fd") {
+        let _ = writeln!(
+            out,
+            "# HELP process_open_fds Open file descriptors.\n# TYPE process_open_fds gauge\nprocess_open_fds {}",
+            fds.count()
+        );
+    }
+    if let Some(n) = proc_status_field("Threads:") {
+        let _ = writeln!(
+            out,
+            "# HELP process_threads Threads.\n# TYPE process_threads gauge\nprocess_threads {n}"
         );
     }
     (

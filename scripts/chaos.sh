@@ -119,16 +119,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_for() { # $1 file, $2 pattern
-  for _ in $(seq 600); do grep -q "$2" "$1" 2>/dev/null && return 0; sleep 0.1; done
-  echo "timed out waiting for $2 in $1" >&2; cat "$1" >&2; exit 1
-}
-wait_port() { # $1 port
-  for _ in $(seq 100); do (exec 5<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done
-  echo "nothing listens on port $1" >&2; exit 1
-}
-field() { sed -n "s/^$2: //p" "$1"; }
+# shellcheck source=scripts/harness.sh
+. scripts/harness.sh
 rand_ms() { echo $((RANDOM % ($2 - $1 + 1) + $1)); } # $1..$2 milliseconds
 sleep_ms() { sleep "$(printf '%d.%03d' $(($1 / 1000)) $(($1 % 1000)))"; }
 sq() { sqlite3 -cmd '.timeout 5000' "$db" "$1" 2>/dev/null || echo '?'; }
